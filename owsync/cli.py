@@ -1,0 +1,307 @@
+"""Command line, option-compatible with owsync 1.2.0."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+
+from . import __version__
+from . import log as logsetup
+from .config import Config, ConfigError, load_file, parse_peer
+
+log = logging.getLogger("owsync")
+
+# The clock every session uses.  Tests run the CLI through a wrapper that
+# replaces it (tests/clockshift.py); there is deliberately no option for it.
+CLOCK = time.time
+
+USAGE = """\
+owsync {version} - high-availability file synchronization
+
+Usage:
+  owsync scan DIR [-i PATTERN...] [-e PATTERN...] [-b DB] [--json]
+  owsync genkey
+  owsync listen [OPTIONS]
+  owsync connect PEER [OPTIONS]        PEER: host, host:port or [v6]:port
+
+Common options:
+  -c, --config FILE      key=value configuration file
+  -p, --plain            no encryption (only inside a VPN)
+  -d, --dir DIR          directory to sync (default: .)
+  -b, --db PATH          database (default: /var/lib/owsync/owsync.db)
+  -i, --include PATTERN  include glob (repeatable; none means nothing syncs)
+  -e, --exclude PATTERN  exclude glob (repeatable; excludes win)
+  -H, --host HOST        bind host (default: :: dual-stack)
+  -P, --port PORT        port to listen on and to reach peers (default: 4321)
+  -v, --verbose          debug logging (log level 3)
+  -q, --quiet            errors only (log level 0)
+  --log-level N          0=error 1=warning 2=info 3=debug
+  -V, --version          print the version
+  -h, --help             this help
+
+The encryption key comes from the config file (encryption_key=) or from the
+environment (OWSYNC_KEY), never from the command line.
+"""
+
+
+class UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one clear line, exit 2
+        raise UsageError(message)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="owsync", add_help=False, allow_abbrev=False)
+    p.add_argument("command", nargs="?")
+    p.add_argument("args", nargs="*")
+    p.add_argument("-c", "--config")
+    p.add_argument("-p", "--plain", action="store_true")
+    p.add_argument("-d", "--dir")
+    p.add_argument("-b", "--db")
+    p.add_argument("-i", "--include", action="append", default=[])
+    p.add_argument("-e", "--exclude", action="append", default=[])
+    p.add_argument("-H", "--host")
+    p.add_argument("-P", "--port")
+    p.add_argument("-f", "--foreground", action="store_true")
+    p.add_argument("-v", "--verbose", "--debug", action="store_true")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("--log-level")
+    p.add_argument("--poll-interval")
+    p.add_argument("--auto-sync", action="append", default=[])
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--wait", action="store_true")
+    p.add_argument("-V", "--version", action="store_true")
+    p.add_argument("-h", "--help", action="store_true")
+    return p
+
+
+def _int_option(name: str, value: str, lo: int, hi: int | None = None) -> int:
+    try:
+        v = int(value, 10)
+    except ValueError:
+        raise UsageError(f"{name} expects a number, not {value!r}") from None
+    if v < lo or (hi is not None and v > hi):
+        raise UsageError(f"{name} must be in {lo}..{hi if hi else ''}")
+    return v
+
+
+def build_config(opts) -> Config:
+    """The config file (if any), then the command line on top of it."""
+    cfg = load_file(opts.config) if opts.config else Config()
+    if opts.plain:
+        cfg.plain_mode = True
+    if opts.dir:
+        cfg.sync_dir = opts.dir
+    if opts.db:
+        cfg.database = opts.db
+    cfg.include.extend(opts.include)
+    cfg.exclude.extend(opts.exclude)
+    if opts.host:
+        cfg.bind_host = opts.host
+    if opts.port is not None:
+        cfg.port = _int_option("--port", opts.port, 1, 65535)
+    if opts.poll_interval is not None:
+        cfg.poll_interval = _int_option("--poll-interval", opts.poll_interval, 1)
+    if opts.log_level is not None:
+        cfg.log_level = min(3, max(0, _int_option("--log-level", opts.log_level, -99, 99)))
+    if opts.verbose:
+        cfg.log_level = 3
+    if opts.quiet:
+        cfg.log_level = 0
+    for text in opts.auto_sync:
+        try:
+            cfg.add_peer(text)
+        except ValueError as exc:
+            raise UsageError(f"--auto-sync: {exc}") from None
+    return cfg
+
+
+def make_context(cfg: Config, encrypted: bool = True):
+    from .crypto import make_cipher
+    from .engine import Context
+    from .filters import Filter
+
+    key = cfg.key_bytes() if encrypted else None
+    return Context(
+        root=cfg.sync_dir,
+        db_path=cfg.database,
+        filter=Filter(cfg.include, cfg.exclude),
+        cipher=make_cipher(key),
+        max_file_size=cfg.max_file_size,
+        clock=CLOCK,
+    )
+
+
+def _check_dir(path: str) -> None:
+    if not os.path.isdir(path):
+        raise ConfigError(f"sync directory {path} does not exist or is not a directory")
+
+
+def _warn_filters(cfg: Config) -> None:
+    if not cfg.include:
+        log.warning("no include pattern: nothing will be synced (add -i '*' or include=*)")
+
+
+# --- commands ---------------------------------------------------------------
+
+
+def cmd_genkey(opts, args) -> int:
+    print(os.urandom(32).hex())
+    return 0
+
+
+def cmd_scan(opts, args) -> int:
+    from . import database, scanner
+    from .engine import Context
+    from .filters import Filter
+    from .protocol import record_to_wire
+
+    if len(args) > 1:
+        raise UsageError("scan takes one directory")
+    if args:
+        opts.dir = args[0]
+    cfg = build_config(opts)
+    logsetup.setup(cfg.log_level)
+    for w in cfg.warnings:
+        log.warning("%s", w)
+    _check_dir(cfg.sync_dir)
+    _warn_filters(cfg)
+    flt = Filter(cfg.include, cfg.exclude)
+    ctx = Context(cfg.sync_dir, cfg.database, flt, cipher=None)
+    records = database.load(cfg.database, set_aside=False)
+    now_ms = int(CLOCK() * 1000)
+    res = scanner.scan(cfg.sync_dir, records, flt, ctx.own_relpaths(), now_ms)
+    shown = sorted((r for r in res.records.values() if flt(r.path)), key=lambda r: r.path)
+    if opts.json:
+        json.dump([record_to_wire(r) for r in shown], sys.stdout, indent=1)
+        sys.stdout.write("\n")
+        return 0
+    for r in shown:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r.mtime / 1000))
+        stamp = f"{when}.{r.mtime % 1000:03d}Z"
+        if r.deleted:
+            print(f"{r.path}\tdeleted\t-\t{r.mode:04o}\t{stamp}")
+        else:
+            print(f"{r.path}\t{r.hash}\t{r.size}\t{r.mode:04o}\t{stamp}")
+    live = sum(1 for r in shown if not r.deleted)
+    print(f"# {live} files, {len(shown) - live} tombstones")
+    return 0
+
+
+def _prepare(opts):
+    cfg = build_config(opts)
+    logsetup.setup(cfg.log_level)
+    for w in cfg.warnings:
+        log.warning("%s", w)
+    _check_dir(cfg.sync_dir)
+    _warn_filters(cfg)
+    return cfg, make_context(cfg, encrypted=not cfg.plain_mode)
+
+
+def _stop_on_signals(on_stop) -> None:
+    def handler(signum, frame):
+        on_stop()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def cmd_connect(opts, args) -> int:
+    from .engine import run_session
+    from .net import connect
+
+    if len(args) != 1:
+        raise UsageError("connect takes one PEER (host, host:port or [v6]:port)")
+    try:
+        peer = parse_peer(args[0])
+    except ValueError as exc:
+        raise UsageError(f"bad PEER: {exc}") from None
+    cfg, ctx = _prepare(opts)
+    stop = threading.Event()
+    ctx.should_stop = stop.is_set
+    _stop_on_signals(stop.set)
+    try:
+        sock = connect(peer, cfg.port)
+    except OSError as exc:
+        log.error("cannot connect to %s: %s", peer, exc.strerror or exc)
+        return 1
+    result = run_session(sock, ctx, str(peer))
+    print(result.summary())
+    return 0 if result.ok else 1
+
+
+def cmd_listen(opts, args) -> int:
+    from .engine import run_session
+    from .net import Listener, bind, peer_label
+
+    if args:
+        raise UsageError("listen takes no arguments")
+    cfg, ctx = _prepare(opts)
+    try:
+        sock = bind(cfg.bind_host, cfg.port)
+    except OSError as exc:
+        detail = exc.strerror or exc
+        raise ConfigError(f"cannot listen on {cfg.bind_host} port {cfg.port}: {detail}") from None
+    stop = threading.Event()
+    ctx.should_stop = stop.is_set
+
+    def handler(csock, label, on_hello):
+        run_session(csock, ctx, label, on_hello)
+
+    listener = Listener(sock, handler)
+
+    def on_stop():
+        stop.set()
+        listener.stop()
+
+    _stop_on_signals(on_stop)
+    log.info("listening on %s", peer_label(listener.address))
+    listener.serve_forever()
+    return 0
+
+
+COMMANDS = {
+    "genkey": cmd_genkey,
+    "scan": cmd_scan,
+    "connect": cmd_connect,
+    "listen": cmd_listen,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        opts = _parser().parse_intermixed_args(argv)
+        if opts.help:
+            sys.stdout.write(USAGE.format(version=__version__))
+            return 0
+        if opts.version:
+            print(f"owsync {__version__}")
+            return 0
+        if not opts.command:
+            raise UsageError("no command given (try 'owsync --help')")
+        fn = COMMANDS.get(opts.command)
+        if fn is None:
+            raise UsageError(f"unknown command {opts.command!r} (try 'owsync --help')")
+        return fn(opts, opts.args)
+    except UsageError as exc:
+        print(f"owsync: error: {exc}", file=sys.stderr)
+        return 2
+    except ConfigError as exc:
+        print(f"owsync: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

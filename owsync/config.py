@@ -1,0 +1,220 @@
+"""Configuration: one Config object, whatever the source.
+
+The key=value file of owsync 1.2.0 is read here; the UCI source produces the
+same object through the same validators (:func:`apply_setting`).  Problems in
+a file are warnings (the value falls back to its default) except the few that
+make the configuration unusable, which raise ConfigError.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+DEFAULT_PORT = 4321
+MAX_PEERS = 16
+DEFAULT_DB = "/var/lib/owsync/owsync.db"
+DEFAULT_CONTROL_SOCKET = "/var/run/owsync.sock"
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message says why."""
+
+
+@dataclass(frozen=True)
+class Peer:
+    host: str
+    port: int | None = None  # None: the configured port
+    source: str | None = None  # local address to bind before connecting
+    text: str = ""  # as written, the peer's name in logs and status
+
+    def __str__(self) -> str:
+        return self.text or self.host
+
+
+def parse_hostport(text: str) -> tuple[str, int | None]:
+    """``host``, ``host:port``, ``[v6]``, ``[v6]:port`` or a bare IPv6 address."""
+    text = text.strip()
+    if not text:
+        raise ValueError("empty address")
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            raise ValueError(f"{text!r}: missing ']'")
+        host, rest = text[1:end], text[end + 1 :]
+        if rest and not rest.startswith(":"):
+            raise ValueError(f"{text!r}: junk after ']'")
+        port_text = rest[1:] if rest else None
+    elif text.count(":") == 1:
+        host, port_text = text.split(":")
+    else:
+        host, port_text = text, None  # a name, IPv4, or a bare IPv6 address
+    if not host:
+        raise ValueError(f"{text!r}: empty host")
+    port = None
+    if port_text is not None:
+        if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+            raise ValueError(f"{text!r}: port must be 1..65535")
+        port = int(port_text)
+    return host, port
+
+
+def parse_peer(text: str) -> Peer:
+    """``addr`` or ``addr,source_addr``."""
+    addr, _, source = text.strip().partition(",")
+    host, port = parse_hostport(addr)
+    source = source.strip() or None
+    if "," in text and source is None:
+        raise ValueError(f"{text!r}: empty source address after ','")
+    return Peer(host, port, source, text.strip())
+
+
+@dataclass
+class Config:
+    bind_host: str = "::"
+    port: int = DEFAULT_PORT
+    sync_dir: str = "."
+    database: str = DEFAULT_DB
+    encryption_key: str | None = field(default=None, repr=False)
+    plain_mode: bool = False
+    poll_interval: int = 60
+    log_level: int = 2
+    max_file_size: int = 16 * 1024 * 1024
+    peers: list[Peer] = field(default_factory=list)
+    include: list[str] = field(default_factory=list)
+    exclude: list[str] = field(default_factory=list)
+    control_socket: str = DEFAULT_CONTROL_SOCKET
+    reload_services: bool | None = None  # None: on when sync_dir is /etc/config
+    warnings: list[str] = field(default_factory=list, repr=False)
+
+    def add_peer(self, text: str) -> None:
+        peer = parse_peer(text)  # ValueError for the caller to word
+        if len(self.peers) >= MAX_PEERS:
+            raise ConfigError(f"too many peers: at most {MAX_PEERS} are allowed")
+        self.peers.append(peer)
+
+    def key_bytes(self, environ=os.environ) -> bytes | None:
+        """The AES key, or None in plain mode; ConfigError when it is missing or bad."""
+        from .crypto import parse_key
+
+        if self.plain_mode:
+            return None
+        text = self.encryption_key or environ.get("OWSYNC_KEY")
+        if not text:
+            raise ConfigError(
+                "no encryption key: set encryption_key in the config file or OWSYNC_KEY"
+                " (generate one with 'owsync genkey'), or use plain mode inside a VPN"
+            )
+        try:
+            return parse_key(text)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+
+    @property
+    def reload_enabled(self) -> bool:
+        if self.reload_services is not None:
+            return self.reload_services
+        return os.path.normpath(self.sync_dir) == "/etc/config"
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _bool(value: str) -> bool:
+    v = value.strip().lower()
+    if v in _TRUE:
+        return True
+    if v in _FALSE:
+        return False
+    raise ValueError("expected 1/0 or true/false")
+
+
+def _int_in(lo: int, hi: int | None):
+    def conv(value: str) -> int:
+        v = int(value.strip(), 10)
+        if v < lo or (hi is not None and v > hi):
+            raise ValueError(f"out of range {lo}..{hi if hi is not None else ''}")
+        return v
+
+    return conv
+
+
+def _log_level(value: str) -> int:
+    return min(3, max(0, int(value.strip(), 10)))
+
+
+def _text(value: str) -> str:
+    if not value:
+        raise ValueError("empty value")
+    return value
+
+
+# key -> (attribute, converter); lists are handled apart
+_SCALARS = {
+    "bind_host": ("bind_host", _text),
+    "port": ("port", _int_in(1, 65535)),
+    "sync_dir": ("sync_dir", _text),
+    "database": ("database", _text),
+    "encryption_key": ("encryption_key", _text),
+    "plain_mode": ("plain_mode", _bool),
+    "poll_interval": ("poll_interval", _int_in(1, None)),
+    "log_level": ("log_level", _log_level),
+    "max_file_size": ("max_file_size", _int_in(1, 1 << 40)),
+    "control_socket": ("control_socket", _text),
+    "reload_services": ("reload_services", _bool),
+}
+_LISTS = {"include": "include", "exclude": "exclude"}
+
+
+def apply_setting(cfg: Config, key: str, value: str, where: str) -> None:
+    """Validate and set one setting; bad values warn and keep the default."""
+    if key == "peer":
+        try:
+            cfg.add_peer(value)
+        except ValueError as exc:
+            cfg.warnings.append(f"{where}: ignoring peer: {exc}")
+        return
+    if key in _LISTS:
+        if value:
+            getattr(cfg, _LISTS[key]).append(value)
+        else:
+            cfg.warnings.append(f"{where}: empty {key} pattern ignored")
+        return
+    if key not in _SCALARS:
+        cfg.warnings.append(f"{where}: unknown key {key!r} ignored")
+        return
+    attr, conv = _SCALARS[key]
+    try:
+        setattr(cfg, attr, conv(value))
+    except ValueError as exc:
+        cfg.warnings.append(
+            f"{where}: bad value for {key} ({exc}); using the default {getattr(cfg, attr)!r}"
+        )
+
+
+def parse_text(text: str, name: str = "config") -> Config:
+    cfg = Config()
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        where = f"{name}:{lineno}"
+        key, sep, value = line.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            cfg.warnings.append(f"{where}: malformed line ignored (expected key=value)")
+            continue
+        apply_setting(cfg, key, value.strip(), where)
+    return cfg
+
+
+def load_file(path: str) -> Config:
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    return parse_text(text, path)

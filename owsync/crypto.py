@@ -1,0 +1,71 @@
+"""Frame payload protection: AES-256-GCM with a pre-shared key, or plain.
+
+A sealed payload is ``nonce(12) || ciphertext || tag(16)`` with a fresh
+random nonce and no associated data, as owsync 1.2.0 sends it.
+"""
+
+from __future__ import annotations
+
+import os
+
+NONCE = 12
+TAG = 16
+
+
+class AuthError(Exception):
+    """A frame did not decrypt: wrong key, plain peer, or tampering."""
+
+
+def parse_key(text: str) -> bytes:
+    """32 bytes from 64 hex characters; ValueError with a clear message otherwise."""
+    text = text.strip()
+    if len(text) != 64:
+        raise ValueError("encryption key must be 64 hex characters (generate one with 'owsync genkey')")
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        raise ValueError("encryption key must be 64 hex characters (0-9, a-f)") from None
+
+
+class PlainCipher:
+    encrypted = False
+    overhead = 0
+
+    def seal_parts(self, parts: list[bytes]) -> list[bytes]:
+        return parts
+
+    def open(self, payload: bytes) -> bytes:
+        return payload
+
+
+class AesGcmCipher:
+    encrypted = True
+    overhead = NONCE + TAG
+
+    def __init__(self, key: bytes) -> None:
+        # Imported here so that plain mode and the CLI's other commands do not
+        # pay for loading the cryptography package.
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        if len(key) != 32:
+            raise ValueError("AES-256-GCM needs a 32-byte key")
+        self._aead = AESGCM(key)
+
+    def seal_parts(self, parts: list[bytes]) -> list[bytes]:
+        nonce = os.urandom(NONCE)
+        plaintext = parts[0] if len(parts) == 1 else b"".join(parts)
+        return [nonce, self._aead.encrypt(nonce, plaintext, None)]
+
+    def open(self, payload: bytes) -> bytes:
+        from cryptography.exceptions import InvalidTag
+
+        if len(payload) < NONCE + TAG:
+            raise AuthError("frame too short to be encrypted")
+        try:
+            return self._aead.decrypt(payload[:NONCE], payload[NONCE:], None)
+        except InvalidTag:
+            raise AuthError("decryption failed: wrong key, or the peer is in plain mode") from None
+
+
+def make_cipher(key: bytes | None):
+    return AesGcmCipher(key) if key is not None else PlainCipher()

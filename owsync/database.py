@@ -1,0 +1,119 @@
+"""The persistent database file and the lock that makes one writer at a time.
+
+Format: owsync 1.2.0's JSON (see :mod:`owsync.state`).  Saves are atomic and
+durable: temp file, fsync, rename, fsync of the directory.  A corrupt file is
+reported, set aside as ``<db>.corrupt`` and rebuilt from a scan.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+import os
+import time
+
+from .state import CorruptDatabase, Record, dumps_db, loads_db
+
+log = logging.getLogger("owsync")
+
+
+class LockBusy(Exception):
+    pass
+
+
+def own_files(db_path: str) -> tuple[str, ...]:
+    """Every file owsync writes beside its database."""
+    return (db_path, db_path + ".db_tmp", db_path + ".lock", db_path + ".corrupt")
+
+
+def load(db_path: str, set_aside: bool = True) -> dict[str, Record]:
+    """The records in ``db_path``; empty when missing or corrupt (logged)."""
+    try:
+        with open(db_path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return {}
+    try:
+        return loads_db(data)
+    except CorruptDatabase as exc:
+        if not set_aside:
+            log.error("database %s is corrupt (%s); ignoring it", db_path, exc)
+            return {}
+        log.error("database %s is corrupt (%s); set aside as %s.corrupt and rebuilt from a scan",
+                  db_path, exc, db_path)
+        try:
+            os.replace(db_path, db_path + ".corrupt")
+        except OSError:
+            pass
+        return {}
+
+
+def save(db_path: str, records: dict[str, Record]) -> None:
+    tmp = db_path + ".db_tmp"
+    data = dumps_db(records)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, db_path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    dfd = os.open(os.path.dirname(os.path.abspath(db_path)), os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+class DirLock:
+    """An exclusive flock on ``<db>.lock``, held while a session mutates state.
+
+    flock locks belong to an open file description, so two sessions in one
+    process exclude each other just as two processes do.
+    """
+
+    def __init__(self, db_path: str) -> None:
+        self.path = db_path + ".lock"
+        self._fd: int | None = None
+
+    def acquire(self, timeout: float) -> None:
+        parent = os.path.dirname(os.path.abspath(self.path))
+        os.makedirs(parent, mode=0o755, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        deadline = time.monotonic() + timeout
+        delay = 0.005
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                self._fd = fd
+                return
+            except OSError as exc:
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    os.close(fd)
+                    raise
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                raise LockBusy(f"another session holds {self.path}")
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> DirLock:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()

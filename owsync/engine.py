@@ -1,0 +1,261 @@
+"""One sync session over a connected socket: the I/O around the pure core.
+
+:func:`run_session` drives a :class:`~owsync.session.Session` machine with
+real I/O: it takes the directory lock once the peer's Hello is accepted,
+scans, applies the plan, serves and writes files, and saves the database.
+Both ends of a connection run this same function.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from . import database, scanner
+from .filters import Filter
+from .paths import is_hidden, path_problem
+from .protocol import EndOfSync, FileContent, Message, ProtocolError, frame_limit
+from .session import (
+    FileArrived,
+    FileRefused,
+    PeerHello,
+    PeerRequest,
+    PeerState,
+    Session,
+    SessionAbort,
+)
+from .state import Record, deleted_by_peer, received
+from .syncdir import LocalChanged, SyncDir, UnsafePath, is_temp_name, signature
+from .transport import Channel, PeerClosed, PeerTimeout, Stopped
+
+log = logging.getLogger("owsync")
+
+DEFAULT_MAX_FILE_SIZE = 16 * 1024 * 1024
+
+
+@dataclass
+class Context:
+    """Everything a session needs; built from a Config (see owsync.config)."""
+
+    root: str
+    db_path: str
+    filter: Filter
+    cipher: object
+    hostname: str = field(default_factory=socket.gethostname)
+    max_file_size: int = DEFAULT_MAX_FILE_SIZE
+    clock: Callable[[], float] = time.time
+    idle_timeout: float = 60.0  # silence tolerated once a session is under way
+    hello_timeout: float = 10.0  # silence tolerated before the peer's Hello
+    lock_timeout: float = 30.0
+    should_stop: Callable[[], bool] = lambda: False
+
+    def own_relpaths(self) -> frozenset[str]:
+        """owsync's own files that lie inside the sync directory, relative to it."""
+        root = os.path.realpath(self.root)
+        out = set()
+        for f in database.own_files(self.db_path):
+            full = os.path.join(os.path.realpath(os.path.dirname(os.path.abspath(f))),
+                                os.path.basename(f))
+            rel = os.path.relpath(full, root)
+            if not rel.startswith(".." + os.sep) and rel != "..":
+                out.add(rel.replace(os.sep, "/"))
+        return frozenset(out)
+
+
+@dataclass
+class SessionResult:
+    peer: str
+    ok: bool = False
+    error: str = ""
+    received: int = 0
+    sent: int = 0
+    deleted: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+    changed: list[str] = field(default_factory=list)  # paths written or removed here
+
+    def summary(self) -> str:
+        return (
+            f"received {self.received}, sent {self.sent}, deleted {self.deleted},"
+            f" bytes {self.bytes}, seconds {self.seconds:.2f}"
+        )
+
+
+class _Replica:
+    """The sync directory and its database, held under the lock for one session."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.own = ctx.own_relpaths()
+        self.dir = SyncDir(ctx.root)
+        self.lock = database.DirLock(ctx.db_path)
+        self.loaded: dict[str, Record] | None = None
+        self.records: dict[str, Record] = {}
+
+    def accepts(self, path: str) -> bool:
+        """Whether a path (ours or a peer's) is one this node syncs."""
+        return (
+            path_problem(path) is None
+            and not is_hidden(path)
+            and path not in self.own
+            and not is_temp_name(path.rsplit("/", 1)[-1])
+            and self.ctx.filter(path)
+        )
+
+    def open(self) -> dict[str, Record]:
+        self.lock.acquire(self.ctx.lock_timeout)
+        self.loaded = database.load(self.ctx.db_path)
+        now_ms = int(self.ctx.clock() * 1000)
+        res = scanner.scan(self.ctx.root, self.loaded, self.ctx.filter, self.own, now_ms)
+        if res.stale_temps:
+            self.dir.remove_stale_temps(res.stale_temps)
+        self.records = res.records
+        return self.records
+
+    def close(self) -> None:
+        if self.loaded is None:
+            return
+        try:
+            self.dir.sync_dirs()
+            if self.records != self.loaded:
+                database.save(self.ctx.db_path, self.records)
+        finally:
+            self.loaded = None
+            self.lock.release()
+
+
+def run_session(
+    sock: socket.socket, ctx: Context, peer: str, on_hello: Callable[[], None] | None = None
+) -> SessionResult:
+    """Run one session on a connected socket; never raises for session errors.
+
+    ``on_hello`` is called once the peer's Hello has been accepted.
+    """
+    result = SessionResult(peer=peer)
+    start = time.monotonic()
+    ch = Channel(
+        sock, ctx.cipher, frame_limit(ctx.max_file_size), ctx.idle_timeout, ctx.should_stop
+    )
+    replica = _Replica(ctx)
+    machine = Session(replica.accepts, ctx.max_file_size)
+    try:
+        _drive(ch, ctx, replica, machine, result, on_hello)
+        result.ok = True
+    except (SessionAbort, ProtocolError, PeerClosed, PeerTimeout, database.LockBusy) as exc:
+        result.error = str(exc)
+    except Stopped:
+        result.error = "stopped"
+    except OSError as exc:
+        where = f" {exc.filename}" if exc.filename else ""
+        result.error = f"local I/O error{where}: {exc.strerror or exc}"
+    except Exception as exc:  # a defect; keep serving other peers
+        log.exception("session with %s failed unexpectedly", peer)
+        result.error = f"internal error: {exc!r}"
+    finally:
+        try:
+            replica.close()
+        except OSError as exc:
+            result.ok = False
+            result.error = result.error or f"cannot save the database: {exc.strerror}"
+        ch.close()
+        result.bytes = ch.bytes_in + ch.bytes_out
+        result.seconds = time.monotonic() - start
+    if result.ok:
+        log.info("sync with %s ok: %s", peer, result.summary())
+    else:
+        log.error("sync with %s failed: %s", peer, result.error)
+    return result
+
+
+def _drive(ch: Channel, ctx: Context, replica: _Replica, machine: Session, result, on_hello):
+    ch.idle_timeout = ctx.hello_timeout
+    ch.send(machine.hello(ctx.hostname, ctx.clock()))
+    outgoing: Iterator[Message] | None = None
+    while not (machine.complete and outgoing is None and ch.flushed):
+        if ctx.should_stop():
+            raise Stopped()
+        while outgoing is not None and ch.out_bytes < 256 * 1024:
+            msg = next(outgoing, None)
+            if msg is None:
+                outgoing = None
+                break
+            ch.send(msg)
+            if isinstance(msg, FileContent):
+                result.sent += 1
+        for msg in ch.pump():
+            event = machine.receive(msg, ctx.clock())
+            if isinstance(event, PeerHello):
+                ch.idle_timeout = ctx.idle_timeout
+                if on_hello is not None:
+                    on_hello()
+                records = replica.open()
+                ch.send(machine.state_message(records))
+            elif isinstance(event, PeerState):
+                _apply_deletions(replica, event.plan.deletions, result)
+                ch.send(machine.request(event.plan))
+            elif isinstance(event, PeerRequest):
+                outgoing = _serve(replica, ch, event.paths)
+            elif isinstance(event, FileArrived):
+                _store(replica, event.record, event.data, result)
+            elif isinstance(event, FileRefused):
+                log.warning("refused %r from %s: %s", event.path, result.peer, event.reason)
+    if machine.missing:
+        log.info("%d requested file(s) did not arrive from %s", len(machine.missing), result.peer)
+
+
+def _apply_deletions(replica: _Replica, deletions: list[Record], result: SessionResult) -> None:
+    for remote in deletions:
+        local = replica.records[remote.path]
+        try:
+            replica.dir.delete(remote.path, local.sig)
+        except LocalChanged as exc:
+            log.info("not deleting: %s", exc)
+            continue
+        except UnsafePath as exc:
+            log.warning("not deleting: %s", exc)
+            continue
+        replica.records[remote.path] = deleted_by_peer(local, remote)
+        result.deleted += 1
+        result.changed.append(remote.path)
+
+
+def _store(replica: _Replica, record: Record, data: bytes, result: SessionResult) -> None:
+    local = replica.records.get(record.path)
+    expect = local.sig if local is not None and not local.deleted else None
+    try:
+        st = replica.dir.write(record.path, data, record.mode, record.mtime, expect)
+    except LocalChanged as exc:
+        log.info("not replacing: %s", exc)
+        return
+    except UnsafePath as exc:
+        log.warning("not writing: %s", exc)
+        return
+    replica.records[record.path] = received(record, signature(st))
+    result.received += 1
+    result.changed.append(record.path)
+
+
+def _serve(replica: _Replica, ch: Channel, paths: tuple[str, ...]) -> Iterator[Message]:
+    limit = replica.ctx.max_file_size
+    for path in paths:
+        rec = replica.records.get(path)
+        if rec is None or rec.deleted:
+            continue
+        if rec.size > limit:
+            log.warning("not sending %s: too large (%d bytes, max_file_size %d)",
+                        path, rec.size, limit)
+            continue
+        try:
+            data, st = replica.dir.read(path)
+        except (OSError, UnsafePath) as exc:
+            log.warning("not sending %s: %s", path, getattr(exc, "strerror", None) or exc)
+            continue
+        if len(data) > limit or 2 * len(data) + 4096 > ch.frame_limit:
+            log.warning("not sending %s: too large (%d bytes)", path, len(data))
+            continue
+        yield FileContent(path, st.st_mode & 0o777, data)
+    yield EndOfSync()

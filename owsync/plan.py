@@ -1,0 +1,58 @@
+"""The sync plan: last writer wins, per path.  Pure code, no I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from .state import Record
+
+
+@dataclass(slots=True)
+class Plan:
+    deletions: list[Record] = field(default_factory=list)  # remote tombstones to apply
+    requests: list[str] = field(default_factory=list)  # paths to ask the peer for
+
+    def __bool__(self) -> bool:
+        return bool(self.deletions or self.requests)
+
+
+def remote_wins(remote: Record, local: Record | None) -> bool:
+    """Whether the remote version replaces the local one.
+
+    The later write wins.  On equal mtimes the larger hash wins, and a live
+    version beats a tombstone: 1.2.0 leaves that tie unresolved, so the two
+    nodes would never converge; a 1.2.0 peer takes no action on it either,
+    so breaking it this way stays compatible.
+    """
+    if local is None:
+        return not remote.deleted
+    if remote.deleted:
+        return not local.deleted and remote.mtime > local.mtime
+    if local.deleted:
+        return remote.mtime >= local.mtime
+    if remote.hash == local.hash:
+        return False
+    if remote.mtime != local.mtime:
+        return remote.mtime > local.mtime
+    return remote.hash > local.hash  # type: ignore[operator]
+
+
+def make_plan(
+    local: dict[str, Record], remote: Iterable[Record], accept: Callable[[str], bool]
+) -> Plan:
+    """Decide what to delete locally and what to request, in the peer's order."""
+    plan = Plan()
+    seen: set[str] = set()
+    for r in remote:
+        if r.path in seen or not accept(r.path):
+            continue
+        seen.add(r.path)
+        mine = local.get(r.path)
+        if not remote_wins(r, mine):
+            continue
+        if r.deleted:
+            plan.deletions.append(r)
+        else:
+            plan.requests.append(r.path)
+    return plan

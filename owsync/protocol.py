@@ -1,0 +1,219 @@
+"""Wire protocol v1 (owsync 1.2.0): framing and JSON messages.
+
+Pure code, no I/O: bytes in, messages out, and back.  A frame is a 4-byte
+big-endian length followed by that many payload bytes; the payload is the
+JSON text of one message (encryption, when on, wraps the payload and lives
+in :mod:`owsync.crypto`).
+"""
+
+from __future__ import annotations
+
+import binascii
+import json
+import struct
+from dataclasses import dataclass
+
+from .state import Record
+
+PROTOCOL_VERSION = 1
+MAX_FRAME = 32 * 1024 * 1024  # 1.2.0 refuses frames over 32 MiB
+_LEN = struct.Struct(">I")
+
+
+class ProtocolError(Exception):
+    """The peer sent something that is not protocol v1."""
+
+
+def frame_limit(max_file_size: int) -> int:
+    """Largest frame accepted: 32 MiB, or what a raised max_file_size needs."""
+    return max(MAX_FRAME, 2 * max_file_size + 64 * 1024)
+
+
+def frame_header(length: int) -> bytes:
+    return _LEN.pack(length)
+
+
+class FrameDecoder:
+    """Accumulates received bytes and yields complete frame payloads."""
+
+    def __init__(self, limit: int = MAX_FRAME) -> None:
+        self.limit = limit
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> list[bytes]:
+        self._buf += data
+        frames = []
+        while len(self._buf) >= 4:
+            (n,) = _LEN.unpack_from(self._buf)
+            if n > self.limit:
+                raise ProtocolError(f"frame of {n} bytes exceeds the limit of {self.limit}")
+            if len(self._buf) < 4 + n:
+                break
+            frames.append(bytes(self._buf[4 : 4 + n]))
+            del self._buf[: 4 + n]
+        return frames
+
+    @property
+    def pending(self) -> int:
+        return len(self._buf)
+
+
+# --- messages ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    hostname: str
+    timestamp: float
+    version: int = PROTOCOL_VERSION
+
+
+@dataclass(frozen=True, slots=True)
+class SyncState:
+    files: tuple[Record, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RequestFiles:
+    paths: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FileContent:
+    path: str
+    mode: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class EndOfSync:
+    pass
+
+
+Message = Hello | SyncState | RequestFiles | FileContent | EndOfSync
+
+_SEP = (",", ":")
+
+
+def _dumps(obj: dict) -> bytes:
+    return json.dumps(obj, separators=_SEP, ensure_ascii=False).encode("utf-8")
+
+
+def record_to_wire(r: Record) -> dict:
+    # 1.2.0 writes its 64-bit numbers as doubles; do the same for its parser.
+    return {
+        "path": r.path,
+        "hash": r.hash,
+        "mtime": float(r.mtime),
+        "size": float(r.size),
+        "mode": r.mode,
+        "deleted": r.deleted,
+    }
+
+
+def encode_parts(msg: Message) -> list[bytes]:
+    """Encode a message as payload pieces (joined, they are the JSON text).
+
+    FileContent is split so that the hex of a large file is not copied again.
+    """
+    if isinstance(msg, FileContent):
+        head = _dumps({"type": "FileContent", "path": msg.path, "mode": msg.mode})
+        return [head[:-1] + b',"data":"', binascii.hexlify(msg.data), b'"}']
+    if isinstance(msg, Hello):
+        obj = {
+            "type": "Hello",
+            "hostname": msg.hostname,
+            "timestamp": float(msg.timestamp),
+            "version": msg.version,
+        }
+    elif isinstance(msg, SyncState):
+        obj = {"type": "SyncState", "files": [record_to_wire(r) for r in msg.files]}
+    elif isinstance(msg, RequestFiles):
+        obj = {"type": "RequestFiles", "paths": list(msg.paths)}
+    elif isinstance(msg, EndOfSync):
+        obj = {"type": "EndOfSync"}
+    else:  # pragma: no cover - programming error
+        raise TypeError(f"not a message: {msg!r}")
+    return [_dumps(obj)]
+
+
+def encode(msg: Message) -> bytes:
+    return b"".join(encode_parts(msg))
+
+
+def _field(obj: dict, name: str, types: type | tuple[type, ...], what: str):
+    value = obj.get(name)
+    if isinstance(value, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
+        raise ProtocolError(f"{what}: field {name!r} has the wrong type")
+    if not isinstance(value, types):
+        raise ProtocolError(f"{what}: field {name!r} missing or of the wrong type")
+    return value
+
+
+def _int(obj: dict, name: str, what: str) -> int:
+    value = _field(obj, name, (int, float), what)
+    if value != value or value in (float("inf"), float("-inf")) or value < 0:
+        raise ProtocolError(f"{what}: field {name!r} out of range")
+    return int(value)
+
+
+def record_from_wire(obj: object) -> Record:
+    if not isinstance(obj, dict):
+        raise ProtocolError("SyncState: a file record is not an object")
+    what = "file record"
+    path = _field(obj, "path", str, what)
+    deleted = _field(obj, "deleted", bool, what)
+    h = obj.get("hash")
+    if deleted:
+        h = None
+    elif not (isinstance(h, str) and len(h) == 64):
+        raise ProtocolError(f"file record {path!r}: bad hash")
+    else:
+        h = h.lower()
+    return Record(
+        path=path,
+        hash=h,
+        mtime=_int(obj, "mtime", what),
+        size=_int(obj, "size", what),
+        mode=_int(obj, "mode", what) & 0o777,
+        deleted=deleted,
+    )
+
+
+def decode(payload: bytes) -> Message:
+    """Decode one frame payload (plain JSON text) into a message."""
+    try:
+        obj = json.loads(payload)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ProtocolError(f"undecodable message ({exc.__class__.__name__})") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError("message is not a JSON object")
+    kind = obj.get("type")
+    if kind == "Hello":
+        return Hello(
+            hostname=str(obj.get("hostname", "")),
+            timestamp=float(_field(obj, "timestamp", (int, float), "Hello")),
+            version=int(_field(obj, "version", (int, float), "Hello")),
+        )
+    if kind == "SyncState":
+        files = _field(obj, "files", list, "SyncState")
+        return SyncState(tuple(record_from_wire(f) for f in files))
+    if kind == "RequestFiles":
+        paths = _field(obj, "paths", list, "RequestFiles")
+        if not all(isinstance(p, str) for p in paths):
+            raise ProtocolError("RequestFiles: a path is not a string")
+        return RequestFiles(tuple(paths))
+    if kind == "FileContent":
+        data = _field(obj, "data", str, "FileContent")
+        try:
+            raw = bytes.fromhex(data)
+        except ValueError:
+            raise ProtocolError("FileContent: data is not hex") from None
+        return FileContent(
+            path=_field(obj, "path", str, "FileContent"),
+            mode=_int(obj, "mode", "FileContent") & 0o777,
+            data=raw,
+        )
+    if kind == "EndOfSync":
+        return EndOfSync()
+    raise ProtocolError(f"unknown message type {kind!r}")

@@ -1,0 +1,125 @@
+"""The scanner: walk the sync directory and bring the records up to date.
+
+Regular files only; symlinks are neither followed nor recorded.  A file
+whose size, mtime, ctime and inode are what the last scan saw keeps its hash
+without being read again.  owsync's own files (database, lock, temp files)
+and hidden paths are skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import stat
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .paths import is_hidden, path_problem
+from .state import Record, observe_file, reconcile
+from .syncdir import is_temp_name, signature
+
+log = logging.getLogger("owsync")
+
+
+@dataclass(slots=True)
+class ScanResult:
+    records: dict[str, Record]
+    hashed: int = 0  # files read and hashed this time
+    stale_temps: list[str] = field(default_factory=list)
+
+
+def hash_file(path: str) -> tuple[str, os.stat_result] | None:
+    """SHA-256 and stat of a regular file, opened without following symlinks."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
+        return None
+    with open(fd, "rb") as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        digest = hashlib.file_digest(f, "sha256").hexdigest()
+        return digest, st
+
+
+def scan(
+    root: str,
+    records: dict[str, Record],
+    accept: Callable[[str], bool],
+    own: frozenset[str],
+    now_ms: int,
+) -> ScanResult:
+    """Walk ``root`` and return the records after this scan.
+
+    ``accept`` is the filter; ``own`` the relative paths of owsync's own
+    files inside the root (skipped exactly, whatever their names).
+    """
+    seen: dict[str, Record] = {}
+    keep: set[str] = set()
+    result = ScanResult(records={})
+    stack = [("", root)]
+    while stack:
+        rel_dir, abs_dir = stack.pop()
+        try:
+            it = os.scandir(abs_dir)
+        except OSError as exc:
+            log.warning("cannot read directory %s: %s", abs_dir, exc.strerror)
+            _keep_under(records, rel_dir, keep)
+            continue
+        with it:
+            for entry in it:
+                name = entry.name
+                rel = f"{rel_dir}{name}"
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        if not name.startswith("."):
+                            stack.append((rel + "/", entry.path))
+                        continue
+                    if not entry.is_file(follow_symlinks=False):
+                        continue  # symlinks, sockets, devices
+                except OSError:
+                    continue
+                if is_temp_name(name):
+                    result.stale_temps.append(rel)
+                    continue
+                if name.startswith(".") or rel in own or not accept(rel):
+                    continue
+                if path_problem(rel):
+                    log.warning("skipping %r: name cannot be synced", rel)
+                    continue
+                prev = records.get(rel)
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                sig = signature(st)
+                if prev is not None and not prev.deleted and prev.sig == sig:
+                    seen[rel] = prev
+                    continue
+                hashed = hash_file(entry.path)
+                if hashed is None:
+                    log.warning("cannot read %s; keeping its last known state", rel)
+                    keep.add(rel)
+                    continue
+                digest, st = hashed
+                result.hashed += 1
+                seen[rel] = observe_file(
+                    prev,
+                    rel,
+                    digest,
+                    st.st_size,
+                    st.st_mode & 0o777,
+                    st.st_mtime_ns // 1_000_000,
+                    signature(st),
+                )
+
+    def in_scope(path: str) -> bool:
+        return accept(path) and not is_hidden(path) and path not in own
+
+    result.records = reconcile(records, seen, in_scope, keep, now_ms)
+    return result
+
+
+def _keep_under(records: dict[str, Record], rel_dir: str, keep: set[str]) -> None:
+    keep.update(p for p in records if p.startswith(rel_dir))

@@ -1,0 +1,161 @@
+"""File records and the state transitions of the local database.
+
+Pure code, no I/O.  A :class:`Record` is what a node knows of one path: the
+content's SHA-256, the millisecond mtime of the write that produced it, size,
+permission bits, and whether it is a tombstone.  The scanner and the session
+call the functions below to move records from one state to the next.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+
+TOMBSTONE_TTL_MS = 30 * 24 * 3600 * 1000
+
+# What the scanner saw of a file on disk: (size, mtime_ns, ctime_ns, inode).
+# Equal signatures mean the content need not be hashed again.
+Signature = tuple[int, int, int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    path: str
+    hash: str | None
+    mtime: int  # milliseconds since the epoch
+    size: int
+    mode: int
+    deleted: bool = False
+    sig: Signature | None = None  # local only, never on the wire
+
+    def same_version(self, other: Record) -> bool:
+        """True when both describe the same version (ignoring local caches)."""
+        return (self.hash, self.mtime, self.size, self.mode, self.deleted) == (
+            other.hash,
+            other.mtime,
+            other.size,
+            other.mode,
+            other.deleted,
+        )
+
+
+def observe_file(
+    prev: Record | None, path: str, digest: str, size: int, mode: int, mtime_ms: int, sig: Signature
+) -> Record:
+    """The record for a regular file the scanner found on disk.
+
+    Unchanged content keeps the version it had (a touch is not a write).  New
+    content takes the file's mtime, but never a time at or before the version
+    it replaced: a local write always supersedes what the node had seen, even
+    when a tool preserved an old mtime (``cp -p``, restores).
+    """
+    if prev is not None and not prev.deleted and prev.hash == digest:
+        return replace(prev, size=size, mode=mode, sig=sig)
+    if prev is not None and mtime_ms <= prev.mtime:
+        mtime_ms = prev.mtime + 1
+    return Record(path, digest, mtime_ms, size, mode, False, sig)
+
+
+def tombstone(prev: Record, mtime_ms: int) -> Record:
+    """A tombstone replacing ``prev``, stamped ``mtime_ms``."""
+    return Record(prev.path, None, mtime_ms, 0, prev.mode, True, None)
+
+
+def reconcile(
+    records: dict[str, Record],
+    seen: dict[str, Record],
+    in_scope,
+    keep: set[str],
+    now_ms: int,
+) -> dict[str, Record]:
+    """The database after a scan.
+
+    ``seen`` holds the records of the files found on disk; ``in_scope(path)``
+    says whether a known path is one the scan looked for (it passes the
+    filter); ``keep`` lists paths whose file could not be read this time.  A
+    path known live, in scope, and no longer on disk becomes a tombstone
+    stamped with the scan time; tombstones older than 30 days are dropped.
+    Records outside the scope are kept as they are.
+    """
+    out: dict[str, Record] = {}
+    for path, rec in records.items():
+        if path in seen:
+            continue
+        if rec.deleted:
+            if now_ms - rec.mtime <= TOMBSTONE_TTL_MS:
+                out[path] = rec
+        elif path in keep or not in_scope(path):
+            out[path] = rec
+        else:
+            out[path] = tombstone(rec, now_ms)
+    out.update(seen)
+    return out
+
+
+def received(remote: Record, sig: Signature | None) -> Record:
+    """The local record after a peer's version was written: its version, kept."""
+    return replace(remote, deleted=False, sig=sig)
+
+
+def deleted_by_peer(local: Record, remote: Record) -> Record:
+    """The local record after a peer's tombstone was applied.
+
+    The tombstone keeps the peer's mtime: re-stamping it with the local clock
+    (as 1.2.0 does) makes a deletion look newer than a later re-creation.
+    """
+    return tombstone(local, remote.mtime)
+
+
+# --- database format (owsync 1.2.0's JSON, plus our own "sig") ----------------
+
+
+def dumps_db(records: dict[str, Record]) -> bytes:
+    files = {}
+    for path, r in records.items():
+        entry = {
+            "hash": r.hash,
+            "mtime": float(r.mtime),
+            "size": float(r.size),
+            "mode": r.mode,
+            "deleted": r.deleted,
+        }
+        if r.sig is not None:
+            entry["sig"] = list(r.sig)
+        files[path] = entry
+    return json.dumps({"files": files}, separators=(",", ":")).encode("utf-8")
+
+
+class CorruptDatabase(ValueError):
+    pass
+
+
+def loads_db(data: bytes) -> dict[str, Record]:
+    """Parse a database; raise CorruptDatabase on anything malformed."""
+    try:
+        obj = json.loads(data)
+        files = obj["files"]
+        if not isinstance(files, dict):
+            raise TypeError("files is not an object")
+        out = {}
+        for path, e in files.items():
+            deleted = bool(e["deleted"])
+            h = None if deleted else e["hash"]
+            if not deleted and not (isinstance(h, str) and len(h) == 64):
+                raise ValueError(f"bad hash for {path!r}")
+            sig = e.get("sig")
+            if sig is not None:
+                sig = tuple(int(x) for x in sig)
+                if len(sig) != 4:
+                    sig = None
+            out[path] = Record(
+                path=path,
+                hash=h,
+                mtime=int(e["mtime"]),
+                size=int(e["size"]),
+                mode=int(e["mode"]) & 0o777,
+                deleted=deleted,
+                sig=None if deleted else sig,
+            )
+        return out
+    except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
+        raise CorruptDatabase(str(exc) or exc.__class__.__name__) from None

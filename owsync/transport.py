@@ -1,0 +1,137 @@
+"""A framed, optionally encrypted message channel over a non-blocking socket.
+
+The channel never blocks on a write while the peer has something to say:
+every wait selects for reading as well as writing, so two nodes that send
+each other large files at once cannot deadlock (1.2.0 does, at 8 MB).
+"""
+
+from __future__ import annotations
+
+import selectors
+import socket
+import time
+from collections import deque
+
+from . import protocol
+from .protocol import Message, ProtocolError
+
+RECV_SIZE = 256 * 1024
+BATCH = 64  # buffers handed to one sendmsg()
+
+
+class PeerClosed(Exception):
+    pass
+
+
+class PeerTimeout(Exception):
+    pass
+
+
+class Stopped(Exception):
+    """The process is shutting down."""
+
+
+STOP_POLL = 0.5  # how often a waiting channel checks for shutdown
+
+
+class Channel:
+    def __init__(
+        self,
+        sock: socket.socket,
+        cipher,
+        frame_limit: int,
+        idle_timeout: float,
+        should_stop=lambda: False,
+    ) -> None:
+        self.should_stop = should_stop
+        self.sock = sock
+        self.cipher = cipher
+        self.idle_timeout = idle_timeout
+        self.decoder = protocol.FrameDecoder(frame_limit)
+        self.frame_limit = frame_limit
+        self._out: deque[memoryview] = deque()
+        self.out_bytes = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        sock.setblocking(False)
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._sel = selectors.DefaultSelector()
+        self._sel.register(sock, selectors.EVENT_READ)
+        self._mask = selectors.EVENT_READ
+
+    def close(self) -> None:
+        self._sel.close()
+        self.sock.close()
+
+    def frame_size(self, parts: list[bytes]) -> int:
+        return sum(len(p) for p in parts) + self.cipher.overhead
+
+    def send(self, msg: Message) -> int:
+        """Queue a message; returns its frame size.  ProtocolError if too large."""
+        parts = self.cipher.seal_parts(protocol.encode_parts(msg))
+        size = sum(len(p) for p in parts)
+        if size > self.frame_limit:
+            raise ProtocolError(f"message of {size} bytes exceeds the frame limit")
+        self._out.append(memoryview(protocol.frame_header(size)))
+        self._out.extend(memoryview(p) for p in parts)
+        self.out_bytes += size + 4
+        return size
+
+    @property
+    def flushed(self) -> bool:
+        return not self._out
+
+    def pump(self) -> list[Message]:
+        """Wait once for the socket; write what fits, return what arrived."""
+        want = selectors.EVENT_READ | (selectors.EVENT_WRITE if self._out else 0)
+        if want != self._mask:
+            self._sel.modify(self.sock, want)
+            self._mask = want
+        deadline = time.monotonic() + self.idle_timeout
+        while True:
+            events = self._sel.select(min(STOP_POLL, max(0.0, deadline - time.monotonic())))
+            if events:
+                break
+            if self.should_stop():
+                raise Stopped()
+            if time.monotonic() >= deadline:
+                raise PeerTimeout(f"peer silent for {self.idle_timeout:.0f} s")
+        mask = events[0][1]
+        if mask & selectors.EVENT_WRITE:
+            self._write()
+        if mask & selectors.EVENT_READ:
+            return self._read()
+        return []
+
+    def _write(self) -> None:
+        while self._out:
+            bufs = [self._out[i] for i in range(min(BATCH, len(self._out)))]
+            try:
+                n = self.sock.sendmsg(bufs)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                raise PeerClosed(f"connection lost while sending: {exc.strerror}") from None
+            self.bytes_out += n
+            self.out_bytes -= n
+            while n:
+                head = self._out[0]
+                if len(head) <= n:
+                    n -= len(head)
+                    self._out.popleft()
+                else:
+                    self._out[0] = head[n:]
+                    n = 0
+
+    def _read(self) -> list[Message]:
+        try:
+            data = self.sock.recv(RECV_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return []
+        except OSError as exc:
+            raise PeerClosed(f"connection lost: {exc.strerror}") from None
+        if not data:
+            raise PeerClosed("peer closed the connection")
+        self.bytes_in += len(data)
+        return [protocol.decode(self.cipher.open(p)) for p in self.decoder.feed(data)]
