@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from . import database, scanner
+from .crypto import AuthError
 from .filters import Filter
 from .paths import is_hidden, path_problem
 from .protocol import EndOfSync, FileContent, Message, ProtocolError, frame_limit
@@ -145,7 +146,9 @@ def run_session(
     try:
         _drive(ch, ctx, replica, machine, result, on_hello)
         result.ok = True
-    except (SessionAbort, ProtocolError, PeerClosed, PeerTimeout, database.LockBusy) as exc:
+    except (
+        SessionAbort, ProtocolError, AuthError, PeerClosed, PeerTimeout, database.LockBusy
+    ) as exc:
         result.error = str(exc)
     except Stopped:
         result.error = "stopped"
