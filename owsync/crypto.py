@@ -20,7 +20,9 @@ def parse_key(text: str) -> bytes:
     """32 bytes from 64 hex characters; ValueError with a clear message otherwise."""
     text = text.strip()
     if len(text) != 64:
-        raise ValueError("encryption key must be 64 hex characters (generate one with 'owsync genkey')")
+        raise ValueError(
+            "encryption key must be 64 hex characters (generate one with 'owsync genkey')"
+        )
     try:
         return bytes.fromhex(text)
     except ValueError:

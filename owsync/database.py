@@ -7,6 +7,7 @@ reported, set aside as ``<db>.corrupt`` and rebuilt from a scan.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import logging
@@ -40,12 +41,14 @@ def load(db_path: str, set_aside: bool = True) -> dict[str, Record]:
         if not set_aside:
             log.error("database %s is corrupt (%s); ignoring it", db_path, exc)
             return {}
-        log.error("database %s is corrupt (%s); set aside as %s.corrupt and rebuilt from a scan",
-                  db_path, exc, db_path)
-        try:
+        log.error(
+            "database %s is corrupt (%s); set aside as %s.corrupt and rebuilt from a scan",
+            db_path,
+            exc,
+            db_path,
+        )
+        with contextlib.suppress(OSError):
             os.replace(db_path, db_path + ".corrupt")
-        except OSError:
-            pass
         return {}
 
 
@@ -63,10 +66,8 @@ def save(db_path: str, records: dict[str, Record]) -> None:
             os.close(fd)
         os.replace(tmp, db_path)
     except BaseException:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
-        except OSError:
-            pass
         raise
     dfd = os.open(os.path.dirname(os.path.abspath(db_path)), os.O_RDONLY | os.O_DIRECTORY)
     try:

@@ -59,8 +59,9 @@ class Context:
         root = os.path.realpath(self.root)
         out = set()
         for f in database.own_files(self.db_path):
-            full = os.path.join(os.path.realpath(os.path.dirname(os.path.abspath(f))),
-                                os.path.basename(f))
+            full = os.path.join(
+                os.path.realpath(os.path.dirname(os.path.abspath(f))), os.path.basename(f)
+            )
             rel = os.path.relpath(full, root)
             if not rel.startswith(".." + os.sep) and rel != "..":
                 out.add(rel.replace(os.sep, "/"))
@@ -147,7 +148,12 @@ def run_session(
         _drive(ch, ctx, replica, machine, result, on_hello)
         result.ok = True
     except (
-        SessionAbort, ProtocolError, AuthError, PeerClosed, PeerTimeout, database.LockBusy
+        SessionAbort,
+        ProtocolError,
+        AuthError,
+        PeerClosed,
+        PeerTimeout,
+        database.LockBusy,
     ) as exc:
         result.error = str(exc)
     except Stopped:
@@ -249,8 +255,9 @@ def _serve(replica: _Replica, ch: Channel, paths: tuple[str, ...]) -> Iterator[M
         if rec is None or rec.deleted:
             continue
         if rec.size > limit:
-            log.warning("not sending %s: too large (%d bytes, max_file_size %d)",
-                        path, rec.size, limit)
+            log.warning(
+                "not sending %s: too large (%d bytes, max_file_size %d)", path, rec.size, limit
+            )
             continue
         try:
             data, st = replica.dir.read(path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import selectors
 import socket
@@ -103,10 +104,8 @@ class Listener:
 
     def stop(self) -> None:
         self._stop.set()
-        try:
+        with contextlib.suppress(OSError):
             self._wake_w.send(b"x")
-        except OSError:
-            pass
 
     def active(self) -> int:
         with self._lock:
@@ -137,17 +136,16 @@ class Listener:
             if len(self._conns) >= self.max_sessions:
                 idle = [c for c in self._conns if c.handshaking]
                 if not idle:
-                    log.warning("refusing %s: %d sessions already", peer_label(addr),
-                                self.max_sessions)
+                    log.warning(
+                        "refusing %s: %d sessions already", peer_label(addr), self.max_sessions
+                    )
                     csock.close()
                     return
                 victim = min(idle, key=lambda c: c.since)
                 victim.handshaking = False
                 self._conns.discard(victim)
-                try:
+                with contextlib.suppress(OSError):
                     victim.sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
             self._conns.add(conn)
         t = threading.Thread(target=self._run, args=(conn, peer_label(addr)), daemon=True)
         t.start()

@@ -10,6 +10,7 @@ renamed into place.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import secrets
@@ -119,7 +120,9 @@ class SyncDir:
             self._check_unchanged(fd, name, path, expect)
             tmp = f"{TMP_PREFIX}{secrets.token_hex(6)}{TMP_SUFFIX}"
             tfd = os.open(
-                tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                tmp,
+                os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                0o600,
                 dir_fd=fd,
             )
             try:
@@ -136,10 +139,8 @@ class SyncDir:
                 self._check_unchanged(fd, name, path, expect)
                 os.rename(tmp, name, src_dir_fd=fd, dst_dir_fd=fd)
             except BaseException:
-                try:
+                with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp, dir_fd=fd)
-                except FileNotFoundError:
-                    pass
                 raise
             self._dirty.add(parent)
             return os.lstat(name, dir_fd=fd)

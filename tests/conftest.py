@@ -70,10 +70,18 @@ class Node:
 
     def listen(self, clock_offset=None, host="127.0.0.1", port=None) -> Node:
         self.port = port or free_port()
-        self._logf = open(self.log, "w")
+        self._logf = open(self.log, "w")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            owsync_cmd("listen", "-H", host, "-P", str(self.port), "-v", *self.opts(),
-                       clock_offset=clock_offset),
+            owsync_cmd(
+                "listen",
+                "-H",
+                host,
+                "-P",
+                str(self.port),
+                "-v",
+                *self.opts(),
+                clock_offset=clock_offset,
+            ),
             env=base_env(self.key),
             stdout=subprocess.DEVNULL,
             stderr=self._logf,
@@ -86,8 +94,14 @@ class Node:
         return self
 
     def connect(self, other: Node, *extra: str, clock_offset=None, timeout=120):
-        return self.run("connect", f"127.0.0.1:{other.port}", *self.opts(), *extra,
-                        clock_offset=clock_offset, timeout=timeout)
+        return self.run(
+            "connect",
+            f"127.0.0.1:{other.port}",
+            *self.opts(),
+            *extra,
+            clock_offset=clock_offset,
+            timeout=timeout,
+        )
 
     def sync_ok(self, other: Node):
         r = self.connect(other)
