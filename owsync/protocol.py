@@ -25,8 +25,13 @@ class ProtocolError(Exception):
 
 
 def frame_limit(max_file_size: int) -> int:
-    """Largest frame accepted: 32 MiB, or what a raised max_file_size needs."""
-    return max(MAX_FRAME, 2 * max_file_size + 64 * 1024)
+    """Largest frame accepted: 32 MiB, or what a max_file_size raised past 16 MiB needs.
+
+    Contents travel as hex, so a 32 MiB frame carries files of just under 16 MiB.
+    """
+    if max_file_size <= MAX_FRAME // 2:
+        return MAX_FRAME
+    return 2 * max_file_size + 64 * 1024
 
 
 def frame_header(length: int) -> bytes:

@@ -1,0 +1,313 @@
+"""The pure core on its own: codec, plan, state transitions, filters, paths, config."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from owsync import protocol
+from owsync.config import MAX_PEERS, ConfigError, parse_hostport, parse_peer, parse_text
+from owsync.filters import Filter
+from owsync.paths import is_hidden, path_problem
+from owsync.plan import make_plan, remote_wins
+from owsync.session import PeerHello, Session, SessionAbort
+from owsync.state import (
+    TOMBSTONE_TTL_MS,
+    CorruptDatabase,
+    Record,
+    deleted_by_peer,
+    dumps_db,
+    loads_db,
+    observe_file,
+    reconcile,
+)
+
+H1, H2 = "1" * 64, "2" * 64
+
+
+def live(path="f", h=H1, mtime=1000, mode=0o644):
+    return Record(path, h, mtime, 3, mode, False)
+
+
+def dead(path="f", mtime=1000):
+    return Record(path, None, mtime, 0, 0o644, True)
+
+
+# --- framing and messages -----------------------------------------------------
+
+
+def test_frame_decoder_reassembles_split_frames():
+    payloads = [b"a", b"", b"x" * 70000]
+    wire = b"".join(struct.pack(">I", len(p)) + p for p in payloads)
+    dec = protocol.FrameDecoder()
+    got = []
+    for i in range(0, len(wire), 7):
+        got += dec.feed(wire[i : i + 7])
+    assert got == payloads and dec.pending == 0
+
+
+def test_frame_over_32_mib_is_refused_from_its_header():
+    dec = protocol.FrameDecoder()
+    with pytest.raises(protocol.ProtocolError):
+        dec.feed(struct.pack(">I", 32 * 1024 * 1024 + 1))
+    assert protocol.FrameDecoder().feed(struct.pack(">I", 0)) == [b""]
+
+
+def test_frame_limit_grows_only_with_a_raised_max_file_size():
+    assert protocol.frame_limit(16 * 1024 * 1024) == protocol.MAX_FRAME
+    assert protocol.frame_limit(20_000_000) > 40_000_000
+
+
+@pytest.mark.parametrize(
+    "msg",
+    [
+        protocol.Hello("r1", 1795637800.0),
+        protocol.SyncState((live("a/b"), dead("gone"))),
+        protocol.RequestFiles(("x", "y/z")),
+        protocol.RequestFiles(()),
+        protocol.FileContent("bin", 0o755, bytes(range(256))),
+        protocol.EndOfSync(),
+    ],
+)
+def test_messages_round_trip(msg):
+    assert protocol.decode(protocol.encode(msg)) == msg
+
+
+def test_decoder_accepts_integers_and_escaped_slashes():
+    m = protocol.decode(
+        b'{"type":"SyncState","files":[{"path":"a\\/b","hash":"' + b"A" * 64 + b'",'
+        b'"mtime":5,"size":3,"mode":420,"deleted":false,"extra":1}]}'
+    )
+    assert m.files[0] == Record("a/b", "a" * 64, 5, 3, 420, False)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"not json",
+        b"[]",
+        b'{"type":"Nope"}',
+        b'{"type":"Hello","timestamp":"x","version":1}',
+        b'{"type":"RequestFiles","paths":[1]}',
+        b'{"type":"FileContent","path":"a","mode":420,"data":"zz"}',
+        b'{"type":"SyncState","files":[{"path":"a","hash":"short","mtime":1,"size":1,'
+        b'"mode":1,"deleted":false}]}',
+        b'{"type":"SyncState","files":[{"path":"a","hash":null,"mtime":-1,"size":0,'
+        b'"mode":1,"deleted":true}]}',
+        b"\xff\xfe",
+    ],
+)
+def test_malformed_messages_are_protocol_errors(payload):
+    with pytest.raises(protocol.ProtocolError):
+        protocol.decode(payload)
+
+
+# --- the plan ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "remote,local,wins",
+    [
+        (dead(), None, False),
+        (dead(mtime=5), dead(mtime=1), False),
+        (dead(mtime=2000), live(mtime=1000), True),
+        (dead(mtime=1000), live(mtime=1000), False),
+        (dead(mtime=500), live(mtime=1000), False),
+        (live(), None, True),
+        (live(mtime=2000), dead(mtime=1000), True),
+        (live(mtime=1000), dead(mtime=1000), True),  # tie: live beats a tombstone
+        (live(mtime=999), dead(mtime=1000), False),
+        (live(h=H1, mtime=9), live(h=H1, mtime=1), False),
+        (live(h=H1, mtime=2000), live(h=H2, mtime=1000), True),
+        (live(h=H2, mtime=1000), live(h=H1, mtime=2000), False),
+        (live(h=H2, mtime=1000), live(h=H1, mtime=1000), True),  # tie: larger hash
+        (live(h=H1, mtime=1000), live(h=H2, mtime=1000), False),
+    ],
+)
+def test_lww_matrix(remote, local, wins):
+    assert remote_wins(remote, local) is wins
+
+
+def test_plan_keeps_peer_order_and_filters():
+    local = {"b": live("b", mtime=1), "gone": live("gone", mtime=1)}
+    remote = [live("z"), live("b", H2, 5), dead("gone", 9), live("net"), live("a")]
+    plan = make_plan(local, remote, Filter(["*"], ["net"]))
+    assert plan.requests == ["z", "b", "a"]
+    assert [r.path for r in plan.deletions] == ["gone"]
+
+
+# --- state transitions -------------------------------------------------------------
+
+
+def test_unchanged_content_keeps_its_version():
+    prev = live(mtime=1000)
+    assert observe_file(prev, "f", H1, 3, 0o600, 5000, (3, 1, 1, 1)).mtime == 1000
+
+
+def test_new_content_never_goes_back_in_time():
+    prev = live(mtime=1000)
+    assert observe_file(prev, "f", H2, 3, 0o644, 400, (3, 1, 1, 1)).mtime == 1001
+    assert observe_file(dead(mtime=7000), "f", H2, 3, 0o644, 400, None).mtime == 7001
+    assert observe_file(prev, "f", H2, 3, 0o644, 8000, None).mtime == 8000
+    assert observe_file(None, "f", H2, 3, 0o644, 400, None).mtime == 400
+
+
+def test_reconcile_tombstones_expiry_and_scope():
+    now = 10 * TOMBSTONE_TTL_MS
+    records = {
+        "kept": live("kept"),
+        "vanished": live("vanished"),
+        "out": live("out"),
+        "unreadable": live("unreadable"),
+        "old-tomb": dead("old-tomb", now - TOMBSTONE_TTL_MS - 1),
+        "new-tomb": dead("new-tomb", now - 5),
+    }
+    out = reconcile(records, {"kept": records["kept"]}, lambda p: p != "out", {"unreadable"}, now)
+    assert out["vanished"].deleted and out["vanished"].mtime == now
+    assert out["out"] == records["out"] and out["unreadable"] == records["unreadable"]
+    assert "old-tomb" not in out and out["new-tomb"] == records["new-tomb"]
+
+
+def test_remote_deletion_keeps_the_peers_time():
+    t = deleted_by_peer(live(mtime=100), dead(mtime=555))
+    assert t.deleted and t.mtime == 555 and t.hash is None and t.size == 0
+
+
+def test_database_round_trip_and_corruption():
+    recs = {"a": Record("a", H1, 5, 3, 0o755, False, (3, 4, 5, 6)), "b": dead("b")}
+    assert loads_db(dumps_db(recs)) == recs
+    for bad in (b"", b"{", b"[]", b'{"files":[]}', b'{"files":{"a":{"hash":1}}}'):
+        with pytest.raises(CorruptDatabase):
+            loads_db(bad)
+
+
+# --- session ordering ----------------------------------------------------------------
+
+
+def test_session_rejects_skew_and_version_before_anything_else():
+    s = Session(Filter(["*"]), 100)
+    s.hello("me", 1000)
+    with pytest.raises(SessionAbort, match="clock skew"):
+        s.receive(protocol.Hello("p", 1061), 1000)
+    s = Session(Filter(["*"]), 100)
+    s.hello("me", 1000)
+    with pytest.raises(SessionAbort, match="version 2"):
+        s.receive(protocol.Hello("p", 1000, 2), 1000)
+    s = Session(Filter(["*"]), 100)
+    s.hello("me", 1000)
+    assert isinstance(s.receive(protocol.Hello("p", 1060), 1000), PeerHello)
+
+
+def test_session_refuses_out_of_order_messages():
+    s = Session(Filter(["*"]), 100)
+    s.hello("me", 0)
+    with pytest.raises(protocol.ProtocolError):
+        s.receive(protocol.EndOfSync(), 0)
+
+
+# --- filters and paths ---------------------------------------------------------------
+
+
+def test_filter_semantics_of_1_2_0():
+    f = Filter(["*.conf", "dhcp"], ["secret*"])
+    assert f("a/b/c.conf")  # '*' crosses '/'
+    assert f("dhcp") and not f("dhcp.bak") and not f("DHCP")
+    assert not f("secret.conf")  # excludes win
+    assert not Filter([], [])("anything")
+    assert Filter(["sub/[ab]?"])("sub/ax") and not Filter(["sub/[ab]?"])("sub/cx")
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["", "/etc/passwd", "../x", "a/../../x", "a/..", "a//b", "./a", "a/./b", "nul\0", "x" * 256],
+)
+def test_unsafe_paths(path):
+    assert path_problem(path)
+
+
+def test_safe_paths_and_hidden():
+    for p in ("a", "a/b.c", "my.dbx", "..a", "a..", "ü/ß"):
+        assert path_problem(p) is None
+    assert is_hidden(".a") and is_hidden("x/.git/config") and not is_hidden("x/a.b")
+
+
+# --- configuration -------------------------------------------------------------------
+
+
+def test_config_file_parsing():
+    cfg = parse_text(
+        "\n".join(
+            [
+                "# comment",
+                "",
+                "  bind_host = 0.0.0.0  ",
+                "port=9000",
+                "sync_dir=/etc/config",
+                "database=/etc/owsync.db",
+                "plain_mode=true",
+                "poll_interval=abc",
+                "log_level=9",
+                "max_file_size=1000",
+                "peer=192.168.1.2",
+                "peer=[fd00::2]:4000,fd00::1",
+                "peer=fd00::3",
+                "include=*",
+                "exclude=network",
+                "exclude=system",
+                "what=ever",
+                "no equals sign",
+            ]
+        ),
+        "t.conf",
+    )
+    assert cfg.bind_host == "0.0.0.0" and cfg.port == 9000 and cfg.plain_mode
+    assert cfg.sync_dir == "/etc/config" and cfg.database == "/etc/owsync.db"
+    assert cfg.poll_interval == 60 and cfg.log_level == 3 and cfg.max_file_size == 1000
+    assert [(p.host, p.port, p.source) for p in cfg.peers] == [
+        ("192.168.1.2", None, None),
+        ("fd00::2", 4000, "fd00::1"),
+        ("fd00::3", None, None),
+    ]
+    assert cfg.include == ["*"] and cfg.exclude == ["network", "system"]
+    joined = "\n".join(cfg.warnings)
+    assert "t.conf:8: bad value for poll_interval" in joined
+    assert "unknown key 'what'" in joined and "t.conf:18: malformed" in joined
+    assert cfg.key_bytes() is None  # plain mode
+
+
+def test_seventeenth_peer_is_an_error_naming_the_limit():
+    text = "\n".join(f"peer=10.0.0.{i}" for i in range(MAX_PEERS + 1))
+    with pytest.raises(ConfigError, match=f"at most {MAX_PEERS}"):
+        parse_text(text)
+
+
+def test_key_rules():
+    cfg = parse_text("encryption_key=" + "ab" * 32)
+    assert cfg.key_bytes({}) == bytes.fromhex("ab" * 32)
+    with pytest.raises(ConfigError, match="64 hex"):
+        parse_text("encryption_key=abc").key_bytes({})
+    with pytest.raises(ConfigError, match="owsync genkey"):
+        parse_text("").key_bytes({})
+    assert parse_text("").key_bytes({"OWSYNC_KEY": "cd" * 32}) == bytes.fromhex("cd" * 32)
+
+
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("host", ("host", None)),
+        ("host:99", ("host", 99)),
+        ("[::1]:5", ("::1", 5)),
+        ("[::1]", ("::1", None)),
+        ("fe80::1", ("fe80::1", None)),
+        ("10.0.0.1:4321", ("10.0.0.1", 4321)),
+    ],
+)
+def test_peer_addresses(text, expected):
+    assert parse_hostport(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "host:0", "host:x", "[::1", "[::1]x", ":5", "a,"])
+def test_bad_peer_addresses(text):
+    with pytest.raises(ValueError):
+        parse_peer(text)
