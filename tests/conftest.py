@@ -119,6 +119,13 @@ class Node:
         if self.proc:
             self._logf.close()
 
+    def wait_log(self, text: str, timeout: float = 5.0) -> str:
+        """The listener's log once it contains ``text`` (it is written after the socket closes)."""
+        deadline = time.monotonic() + timeout
+        while text not in (log := self.log.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return log
+
     def files(self) -> dict[str, bytes]:
         out = {}
         for p in sorted(self.dir.rglob("*")):

@@ -1,0 +1,239 @@
+"""A hostile or broken peer against a real `owsync listen` process.
+
+The hostile side is this test, speaking protocol v1 through owsync's codec
+over a real TCP connection; the listener is a real owsync process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import struct
+import time
+
+import pytest
+from conftest import KEY
+
+from owsync import protocol
+from owsync.crypto import AesGcmCipher
+from owsync.state import Record
+from owsync.syncdir import SyncDir, UnsafePath
+
+
+class Hostile:
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.cipher = AesGcmCipher(bytes.fromhex(KEY))
+        self.dec = protocol.FrameDecoder()
+        self.inbox: list[protocol.Message] = []
+
+    def send(self, msg: protocol.Message) -> None:
+        payload = b"".join(self.cipher.seal_parts(protocol.encode_parts(msg)))
+        self.sock.sendall(struct.pack(">I", len(payload)) + payload)
+
+    def recv(self) -> protocol.Message:
+        while not self.inbox:
+            data = self.sock.recv(65536)
+            if not data:
+                raise ConnectionError("closed")
+            self.inbox += [protocol.decode(self.cipher.open(f)) for f in self.dec.feed(data)]
+        return self.inbox.pop(0)
+
+    def recv_until_closed(self) -> list[protocol.Message]:
+        out = []
+        try:
+            while True:
+                out.append(self.recv())
+        except (ConnectionError, OSError):
+            pass
+        return out
+
+    def handshake(self, files=()) -> protocol.RequestFiles:
+        self.send(protocol.Hello("hostile", time.time()))
+        assert isinstance(self.recv(), protocol.Hello)
+        assert isinstance(self.recv(), protocol.SyncState)
+        self.send(protocol.SyncState(tuple(files)))
+        req = self.recv()
+        assert isinstance(req, protocol.RequestFiles)
+        return req
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def rec(path: str, data: bytes = b"x", mtime: int | None = None, deleted=False) -> Record:
+    mtime = mtime or int((time.time() + 3600) * 1000)
+    if deleted:
+        return Record(path, None, mtime, 0, 0o644, True)
+    return Record(path, hashlib.sha256(data).hexdigest(), mtime, len(data), 0o644, False)
+
+
+TRAVERSALS = [
+    "/tmp/owsync-abs-escape",
+    "../escape",
+    "a/../../escape",
+    "sub/../../escape",
+    "nul\0byte",
+    "./dot",
+    "a//b",
+    "..",
+]
+
+
+@pytest.fixture
+def target(nodes, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "victim").write_text("must survive")
+    a = nodes("a")
+    a.write("sub/keep", "k")
+    a.write("victim", "local victim")
+    os.symlink(outside, a.dir / "linkdir")
+    a.listen()
+    a.outside = outside
+    return a
+
+
+def assert_outside_untouched(a, tmp_path):
+    assert sorted(p.name for p in a.outside.iterdir()) == ["victim"]
+    assert (a.outside / "victim").read_text() == "must survive"
+    assert not (tmp_path / "escape").exists()
+    assert not os.path.exists("/tmp/owsync-abs-escape")
+
+
+def test_unsafe_paths_are_neither_requested_nor_written(target, tmp_path):
+    h = Hostile(target.port)
+    files = [rec(p, b"pwned") for p in TRAVERSALS] + [rec("linkdir/pwned", b"pwned")]
+    req = h.handshake(files)
+    assert not set(req.paths) & set(TRAVERSALS)
+    # push them anyway, requested or not
+    for p in [*TRAVERSALS, "linkdir/pwned"]:
+        h.send(protocol.FileContent(p, 0o644, b"pwned"))
+    h.send(protocol.RequestFiles(()))
+    h.send(protocol.EndOfSync())
+    rest = h.recv_until_closed()
+    assert isinstance(rest[-1], protocol.EndOfSync)
+    h.close()
+    assert_outside_untouched(target, tmp_path)
+    assert not (target.outside / "pwned").exists()
+    assert set(target.files()) == {"sub/keep", "victim"}
+    log = target.wait_log("not a plain directory")
+    assert "not writing" in log and "is not a plain directory" in log
+
+
+def test_unsafe_tombstones_delete_nothing(target, tmp_path):
+    h = Hostile(target.port)
+    tombs = [rec(p, deleted=True) for p in [*TRAVERSALS, "linkdir/victim", "../outside/victim"]]
+    req = h.handshake(tombs)
+    assert req.paths == ()
+    h.send(protocol.RequestFiles(()))
+    h.send(protocol.EndOfSync())
+    h.recv_until_closed()
+    h.close()
+    assert_outside_untouched(target, tmp_path)
+    assert (target.dir / "victim").read_text() == "local victim"
+
+
+def test_syncdir_refuses_symlinked_directories_for_every_operation(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "victim").write_text("must survive")
+    root = tmp_path / "root"
+    root.mkdir()
+    os.symlink(outside, root / "linkdir")
+    os.symlink(outside / "victim", root / "filelink")
+    d = SyncDir(str(root))
+    with pytest.raises(UnsafePath):
+        d.write("linkdir/new", b"x", 0o644, 0, None)
+    with pytest.raises(UnsafePath):
+        d.delete("linkdir/victim", None)
+    with pytest.raises(UnsafePath):
+        d.read("linkdir/victim")
+    with pytest.raises(UnsafePath):
+        d.read("filelink")
+    with pytest.raises(UnsafePath):  # an existing symlink is not replaced either
+        d.write("filelink", b"x", 0o644, 0, None)
+    for p in TRAVERSALS:
+        with pytest.raises(UnsafePath):
+            d.write(p, b"x", 0o644, 0, None)
+        with pytest.raises(UnsafePath):
+            d.delete(p, None)
+    assert (outside / "victim").read_text() == "must survive"
+    assert sorted(os.listdir(outside)) == ["victim"]
+
+
+def test_requests_for_files_outside_are_not_served(target):
+    (target.outside / "secret").write_text("secret")
+    h = Hostile(target.port)
+    h.handshake()
+    h.send(
+        protocol.RequestFiles(
+            ("../outside/secret", "/etc/passwd", "linkdir/secret", "linkdir/victim", "sub/keep")
+        )
+    )
+    h.send(protocol.EndOfSync())
+    got = [m for m in h.recv_until_closed() if isinstance(m, protocol.FileContent)]
+    h.close()
+    assert [m.path for m in got] == ["sub/keep"]
+
+
+def test_content_not_matching_the_advertised_hash_is_refused(target):
+    h = Hostile(target.port)
+    req = h.handshake([rec("evil", b"the advertised content")])
+    assert req.paths == ("evil",)
+    h.send(protocol.FileContent("evil", 0o644, b"something else"))
+    h.send(protocol.RequestFiles(()))
+    h.send(protocol.EndOfSync())
+    h.recv_until_closed()
+    h.close()
+    assert not (target.dir / "evil").exists()
+    assert "does not match the advertised hash" in target.wait_log("advertised hash")
+    assert not [p for p in target.dir.rglob("*") if ".owsync-" in p.name]
+
+
+def test_oversized_frame_and_garbage_drop_the_session_not_the_listener(target, nodes):
+    h = Hostile(target.port)
+    h.sock.sendall(struct.pack(">I", 32 * 1024 * 1024 + 1))
+    # the listener may have sent its Hello before it read the header; then it hangs up
+    assert all(isinstance(m, protocol.Hello) for m in h.recv_until_closed())
+    h.close()
+    h = Hostile(target.port)
+    h.sock.sendall(struct.pack(">I", 5) + b"\x00" * 5)
+    h.recv_until_closed()
+    h.close()
+    log = target.wait_log("too short")
+    assert "exceeds the limit" in log and "too short" in log
+    b = nodes("b")
+    b.sync_ok(target)  # still serving
+    assert b.files()["sub/keep"] == b"k"
+
+
+def test_silent_peer_is_dropped_after_a_timeout(target):
+    s = socket.create_connection(("127.0.0.1", target.port))
+    s.settimeout(30)
+    start = time.monotonic()
+    data = b""
+    while chunk := s.recv(65536):  # our Hello, then EOF when the listener gives up
+        data += chunk
+    elapsed = time.monotonic() - start
+    s.close()
+    assert data  # the Hello
+    assert 5 < elapsed < 20
+    assert "silent" in target.wait_log("silent")
+
+
+def test_idle_connection_flood_does_not_lock_out_a_real_peer(target, nodes):
+    idle = [socket.create_connection(("127.0.0.1", target.port)) for _ in range(60)]
+    try:
+        time.sleep(0.3)
+        b = nodes("b")
+        start = time.monotonic()
+        r = b.connect(target, timeout=30)
+        elapsed = time.monotonic() - start
+        assert r.returncode == 0, r.stderr
+        assert elapsed < 5, elapsed
+        assert b.files()["sub/keep"] == b"k"
+    finally:
+        for s in idle:
+            s.close()
