@@ -234,7 +234,7 @@ def cmd_connect(opts, args) -> int:
     except OSError as exc:
         log.error("cannot connect to %s: %s", peer, exc.strerror or exc)
         return 1
-    result = run_session(sock, ctx, str(peer))
+    result = run_session(sock, ctx, str(peer), initiator=True)
     print(result.summary())
     return 0 if result.ok else 1
 

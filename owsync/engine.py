@@ -131,11 +131,17 @@ class _Replica:
 
 
 def run_session(
-    sock: socket.socket, ctx: Context, peer: str, on_hello: Callable[[], None] | None = None
+    sock: socket.socket,
+    ctx: Context,
+    peer: str,
+    on_hello: Callable[[], None] | None = None,
+    initiator: bool = False,
 ) -> SessionResult:
     """Run one session on a connected socket; never raises for session errors.
 
-    ``on_hello`` is called once the peer's Hello has been accepted.
+    ``on_hello`` is called once the peer's Hello has been accepted.  The
+    ``initiator`` (the side that connected) waits, after the last message,
+    for the peer to hang up, so that when it returns both sides are done.
     """
     result = SessionResult(peer=peer)
     start = time.monotonic()
@@ -146,7 +152,10 @@ def run_session(
     machine = Session(replica.accepts, ctx.max_file_size)
     try:
         _drive(ch, ctx, replica, machine, result, on_hello)
+        replica.close()  # files and database saved before the peer is let go
         result.ok = True
+        if initiator:
+            ch.wait_closed(ctx.idle_timeout)
     except (
         SessionAbort,
         ProtocolError,

@@ -135,3 +135,15 @@ class Channel:
             raise PeerClosed("peer closed the connection")
         self.bytes_in += len(data)
         return [protocol.decode(self.cipher.open(p)) for p in self.decoder.feed(data)]
+
+    def wait_closed(self, timeout: float) -> None:
+        """Wait for the peer to hang up (it does once its side is saved)."""
+        deadline = time.monotonic() + timeout
+        self.sock.setblocking(True)
+        while (left := deadline - time.monotonic()) > 0:
+            self.sock.settimeout(left)
+            try:
+                if not self.sock.recv(RECV_SIZE):
+                    return
+            except OSError:
+                return

@@ -1,0 +1,124 @@
+"""Bounds: large transfers both ways, size limits, a full disk, concurrent sessions."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import threading
+import time
+
+import pytest
+from conftest import summary
+from test_hostile import Hostile, rec
+
+from owsync import protocol
+
+MB = 1024 * 1024
+
+
+def conf_file(tmp_path, name: str, **settings) -> str:
+    p = tmp_path / f"{name}.conf"
+    p.write_text("include=*\n" + "".join(f"{k}={v}\n" for k, v in settings.items()))
+    return str(p)
+
+
+def test_twenty_megabytes_each_way_do_not_deadlock(nodes, tmp_path):
+    """1.2.0 deadlocks at 8 MB each way; both ends here keep reading while writing."""
+    conf = conf_file(tmp_path, "big", max_file_size=25_000_000)
+    a = nodes("a", extra=["-c", conf]).listen()
+    b = nodes("b", extra=["-c", conf])
+    big_a, big_b = os.urandom(20_000_000), os.urandom(20_000_000)
+    a.write("from-a.bin", big_a)
+    b.write("from-b.bin", big_b)
+    r = b.connect(a, timeout=120)
+    assert r.returncode == 0, r.stderr
+    s = summary(r)
+    assert (s["received"], s["sent"]) == (1, 1)
+    assert (a.dir / "from-b.bin").read_bytes() == big_b
+    assert (b.dir / "from-a.bin").read_bytes() == big_a
+
+
+def test_files_over_max_file_size_are_not_sent(nodes, tmp_path):
+    a = nodes("a", extra=["-c", conf_file(tmp_path, "small", max_file_size=1000)]).listen()
+    b = nodes("b")
+    a.write("big", b"x" * 2000)
+    a.write("small", b"y" * 10)
+    r = b.connect(a)
+    assert r.returncode == 0, r.stderr
+    assert b.files() == {"small": b"y" * 10}
+    assert "too large" in a.wait_log("too large")
+
+
+@pytest.fixture
+def tiny_fs(tmp_path):
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    r = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)],
+        capture_output=True,
+        text=True,
+    )
+    if r.returncode != 0:
+        pytest.skip(f"needs a small tmpfs (mount as root): {r.stderr.strip()}")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_full_disk_fails_cleanly_without_partial_files(nodes, tiny_fs):
+    a = nodes("a").listen()
+    a.write("fits", b"f" * 1000)
+    a.write("zz-huge", os.urandom(600 * 1024))
+    b = nodes("b")
+    b.dir = tiny_fs
+    b.write("existing", b"keep me")
+    b.run("connect", f"127.0.0.1:{a.port}", *b.opts())
+    r = b.connect(a)
+    assert r.returncode == 1
+    err = [line for line in r.stderr.splitlines() if "error" in line]
+    assert len(err) == 1 and "No space left on device" in err[0], r.stderr
+    assert "Traceback" not in r.stderr
+    # nothing half-written in place, no temp file left, local data intact
+    assert (b.dir / "existing").read_bytes() == b"keep me"
+    assert not (b.dir / "zz-huge").exists()
+    assert not [p for p in b.dir.rglob("*") if ".owsync-" in p.name]
+    json.loads(b.db.read_text())  # the database is still whole
+
+
+def test_two_concurrent_sessions_on_one_directory_are_serialized(nodes):
+    """A `connect` from A's directory waits while A's listener serves another peer."""
+    a = nodes("a").listen()
+    c = nodes("c").listen()
+    c.write("from-c", "c")
+    a.write("from-a", "a")
+
+    h = Hostile(a.port)
+    h.send(protocol.Hello("slow", time.time()))
+    assert isinstance(h.recv(), protocol.Hello)
+    assert isinstance(h.recv(), protocol.SyncState)  # A has scanned: it holds the lock
+    box = {}
+
+    def run_connect():
+        box["result"] = a.connect(c, timeout=60)
+        box["done"] = time.monotonic()
+
+    t = threading.Thread(target=run_connect)
+    t.start()
+    time.sleep(2.0)
+    assert t.is_alive(), "connect did not wait for the lock"
+    h.send(protocol.SyncState((rec("from-slow", b"slow", int(time.time() * 1000)),)))
+    req = h.recv()
+    assert req == protocol.RequestFiles(("from-slow",))
+    h.send(protocol.FileContent("from-slow", 0o644, b"slow"))
+    h.send(protocol.RequestFiles(()))
+    h.send(protocol.EndOfSync())
+    h.recv_until_closed()
+    released = time.monotonic()
+    h.close()
+    t.join(60)
+    r = box["result"]
+    assert r.returncode == 0, r.stderr
+    assert box["done"] >= released - 0.5
+    files = json.loads(a.db.read_text())["files"]
+    assert {"from-a", "from-c", "from-slow"} <= files.keys()
+    assert c.files() == {"from-c": b"c", "from-a": b"a", "from-slow": b"slow"}
