@@ -30,12 +30,14 @@ from .session import (
     SessionAbort,
 )
 from .state import Record, deleted_by_peer, received
-from .syncdir import LocalChanged, SyncDir, UnsafePath, is_temp_name, signature
+from .syncdir import LocalChanged, Staged, SyncDir, UnsafePath, is_temp_name, signature
 from .transport import Channel, PeerClosed, PeerTimeout, Stopped
 
 log = logging.getLogger("owsync")
 
 DEFAULT_MAX_FILE_SIZE = 16 * 1024 * 1024
+BATCH_FILES = 64  # received files fsynced and renamed together
+BATCH_BYTES = 8 * 1024 * 1024
 
 
 @dataclass
@@ -97,6 +99,8 @@ class _Replica:
         self.lock = database.DirLock(ctx.db_path)
         self.loaded: dict[str, Record] | None = None
         self.records: dict[str, Record] = {}
+        self.pending: list[tuple[Staged, Record]] = []  # received, not yet in place
+        self.pending_bytes = 0
 
     def accepts(self, path: str) -> bool:
         """Whether a path (ours or a peer's) is one this node syncs."""
@@ -118,14 +122,51 @@ class _Replica:
         self.records = res.records
         return self.records
 
-    def close(self) -> None:
+    def stage(self, record: Record, data: bytes, result: SessionResult) -> None:
+        """Write a received file to a temp file; it goes in place with its batch."""
+        local = self.records.get(record.path)
+        expect = local.sig if local is not None and not local.deleted else None
+        try:
+            staged = self.dir.stage(record.path, data, record.mode, record.mtime, expect)
+        except LocalChanged as exc:
+            log.info("not replacing: %s", exc)
+            return
+        except UnsafePath as exc:
+            log.warning("not writing: %s", exc)
+            return
+        self.pending.append((staged, record))
+        self.pending_bytes += staged.size
+        if len(self.pending) >= BATCH_FILES or self.pending_bytes >= BATCH_BYTES:
+            self.commit(result)
+
+    def commit(self, result: SessionResult) -> None:
+        """fsync and rename the staged files into place; record them."""
+        batch, self.pending, self.pending_bytes = self.pending, [], 0
+        outcomes = self.dir.commit([staged for staged, _ in batch])
+        for (_, record), outcome in zip(batch, outcomes, strict=True):
+            if isinstance(outcome, LocalChanged):
+                log.info("not replacing: %s", outcome)
+            elif isinstance(outcome, Exception):
+                log.warning("not writing: %s", outcome)
+            else:
+                self.records[record.path] = received(record, signature(outcome))
+                result.received += 1
+                result.changed.append(record.path)
+
+    def close(self, result: SessionResult) -> None:
+        """Put verified files in place, make it durable, save the database, unlock."""
         if self.loaded is None:
             return
         try:
+            if self.pending:
+                self.commit(result)
             self.dir.sync_dirs()
             if self.records != self.loaded:
                 database.save(self.ctx.db_path, self.records)
         finally:
+            self.dir.discard([staged for staged, _ in self.pending])
+            self.pending = []
+            self.dir.close()
             self.loaded = None
             self.lock.release()
 
@@ -152,7 +193,7 @@ def run_session(
     machine = Session(replica.accepts, ctx.max_file_size)
     try:
         _drive(ch, ctx, replica, machine, result, on_hello)
-        replica.close()  # files and database saved before the peer is let go
+        replica.close(result)  # files and database saved before the peer is let go
         result.ok = True
         if initiator:
             ch.wait_closed(ctx.idle_timeout)
@@ -175,7 +216,7 @@ def run_session(
         result.error = f"internal error: {exc!r}"
     finally:
         try:
-            replica.close()
+            replica.close(result)
         except OSError as exc:
             result.ok = False
             result.error = result.error or f"cannot save the database: {exc.strerror}"
@@ -218,7 +259,7 @@ def _drive(ch: Channel, ctx: Context, replica: _Replica, machine: Session, resul
             elif isinstance(event, PeerRequest):
                 outgoing = _serve(replica, ch, event.paths)
             elif isinstance(event, FileArrived):
-                _store(replica, event.record, event.data, result)
+                replica.stage(event.record, event.data, result)
             elif isinstance(event, FileRefused):
                 log.warning("refused %r from %s: %s", event.path, result.peer, event.reason)
     if machine.missing:
@@ -239,22 +280,6 @@ def _apply_deletions(replica: _Replica, deletions: list[Record], result: Session
         replica.records[remote.path] = deleted_by_peer(local, remote)
         result.deleted += 1
         result.changed.append(remote.path)
-
-
-def _store(replica: _Replica, record: Record, data: bytes, result: SessionResult) -> None:
-    local = replica.records.get(record.path)
-    expect = local.sig if local is not None and not local.deleted else None
-    try:
-        st = replica.dir.write(record.path, data, record.mode, record.mtime, expect)
-    except LocalChanged as exc:
-        log.info("not replacing: %s", exc)
-        return
-    except UnsafePath as exc:
-        log.warning("not writing: %s", exc)
-        return
-    replica.records[record.path] = received(record, signature(st))
-    result.received += 1
-    result.changed.append(record.path)
 
 
 def _serve(replica: _Replica, ch: Channel, paths: tuple[str, ...]) -> Iterator[Message]:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from .plan import Plan, make_plan
 from .protocol import (
@@ -184,5 +184,5 @@ class Session:
         digest = hashlib.sha256(msg.data).hexdigest()
         if digest != advertised.hash:
             return FileRefused(path, "content does not match the advertised hash")
-        record = replace(advertised, size=len(msg.data), mode=msg.mode, deleted=False, sig=None)
+        record = Record(path, advertised.hash, advertised.mtime, len(msg.data), msg.mode)
         return FileArrived(record, msg.data)

@@ -94,7 +94,7 @@ def reconcile(
 
 def received(remote: Record, sig: Signature | None) -> Record:
     """The local record after a peer's version was written: its version, kept."""
-    return replace(remote, deleted=False, sig=sig)
+    return Record(remote.path, remote.hash, remote.mtime, remote.size, remote.mode, False, sig)
 
 
 def deleted_by_peer(local: Record, remote: Record) -> Record:

@@ -1,11 +1,16 @@
 """Safe reads, writes and deletions inside the sync directory.
 
-Every operation walks the relative path one directory at a time with
-``O_NOFOLLOW | O_DIRECTORY`` from a descriptor of the root, so a symlinked
-directory anywhere on the way is refused and nothing outside the root is ever
-touched, whatever is swapped on disk meanwhile.  A received file is written
-to a temp file beside its target, fsynced, given its mode and mtime, and
-renamed into place.
+Every operation reaches its file through directory descriptors opened one
+component at a time with ``O_NOFOLLOW | O_DIRECTORY`` from a descriptor of
+the root, so a symlinked directory anywhere on the way is refused and nothing
+outside the root is touched, whatever is swapped on disk meanwhile.  The
+descriptors are kept for the life of the SyncDir (one session), so a path's
+parents are walked once, not once per file.
+
+A received file is written to a temp file beside its target (``stage``),
+then fsynced and renamed into place with its mode and mtime (``commit``).
+Committing staged files in batches lets one journal commit carry many
+files: fsync of the first flushes the data of the others with it.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import errno
 import os
 import secrets
 import stat
+from dataclasses import dataclass
 
 from .paths import path_problem
 from .state import Signature
@@ -40,129 +46,177 @@ def is_temp_name(name: str) -> bool:
     return name.startswith(TMP_PREFIX) and name.endswith(TMP_SUFFIX)
 
 
+@dataclass(slots=True)
+class Staged:
+    """A received file written to a temp file, not yet in place."""
+
+    path: str
+    dir_fd: int
+    name: str
+    tmp: str
+    fd: int
+    expect: Signature | None
+    size: int
+
+
 class SyncDir:
     def __init__(self, root: str) -> None:
         self.root = os.path.abspath(root)
+        self._fds: dict[str, int] = {}  # relative directory -> open descriptor
         self._dirty: set[str] = set()  # directories whose entries changed
 
-    def _open_root(self) -> int:
-        return os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
 
-    def _walk(self, path: str, create: bool) -> tuple[int, str, str]:
-        """Open the parent directory of ``path``: (fd, final name, parent rel path)."""
+    def __enter__(self) -> SyncDir:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # --- walking ------------------------------------------------------------
+
+    def _dir(self, rel: str, create: bool) -> int:
+        """Descriptor of the directory ``rel`` ('' is the root), walked safely."""
+        fd = self._fds.get(rel)
+        if fd is not None:
+            return fd
+        if not rel:
+            fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        else:
+            parent_rel, _, name = rel.rpartition("/")
+            parent = self._dir(parent_rel, create)
+            try:
+                fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
+            except FileNotFoundError:
+                if not create:
+                    raise
+                os.mkdir(name, 0o755, dir_fd=parent)
+                self._dirty.add(parent_rel)
+                fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
+            except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise UnsafePath(f"{rel!r} is not a plain directory") from None
+                raise
+        self._fds[rel] = fd
+        return fd
+
+    def _parent(self, path: str, create: bool) -> tuple[int, str, str]:
+        """(descriptor of the parent directory, final name, parent's relative path)."""
         problem = path_problem(path)
         if problem:
             raise UnsafePath(f"{path!r}: {problem}")
-        parts = path.split("/")
-        fd = self._open_root()
-        try:
-            for i, part in enumerate(parts[:-1]):
-                try:
-                    nfd = os.open(part, _DIR_FLAGS, dir_fd=fd)
-                except FileNotFoundError:
-                    if not create:
-                        raise
-                    os.mkdir(part, 0o755, dir_fd=fd)
-                    self._dirty.add("/".join(parts[:i]))
-                    nfd = os.open(part, _DIR_FLAGS, dir_fd=fd)
-                except OSError as exc:
-                    if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-                        raise UnsafePath(f"{path!r}: {part!r} is not a plain directory") from None
-                    raise
-                os.close(fd)
-                fd = nfd
-        except BaseException:
-            os.close(fd)
-            raise
-        return fd, parts[-1], "/".join(parts[:-1])
+        parent, _, name = path.rpartition("/")
+        return self._dir(parent, create), name, parent
 
-    def lstat(self, path: str) -> os.stat_result | None:
-        try:
-            fd, name, _ = self._walk(path, create=False)
-        except (FileNotFoundError, UnsafePath, NotADirectoryError):
-            return None
-        try:
-            return os.lstat(name, dir_fd=fd)
-        except FileNotFoundError:
-            return None
-        finally:
-            os.close(fd)
+    # --- operations ---------------------------------------------------------
 
     def read(self, path: str) -> tuple[bytes, os.stat_result]:
         """Content and stat of a regular file; UnsafePath for anything else."""
-        fd, name, _ = self._walk(path, create=False)
+        dfd, name, _ = self._parent(path, create=False)
         try:
-            try:
-                ffd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
-            except OSError as exc:
-                if exc.errno == errno.ELOOP:
-                    raise UnsafePath(f"{path!r} is a symlink") from None
-                raise
-        finally:
-            os.close(fd)
+            ffd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise UnsafePath(f"{path!r} is a symlink") from None
+            raise
         with open(ffd, "rb") as f:
             st = os.fstat(ffd)
             if not stat.S_ISREG(st.st_mode):
                 raise UnsafePath(f"{path!r} is not a regular file")
             return f.read(), st
 
+    def stage(
+        self, path: str, data: bytes, mode: int, mtime_ms: int, expect: Signature | None
+    ) -> Staged:
+        """Write ``data`` to a temp file beside ``path``, with its mode and mtime.
+
+        ``expect`` is the signature the scan saw (None: the path was absent);
+        it is checked again when the file is committed.
+        """
+        dfd, name, parent = self._parent(path, create=True)
+        self._check_unchanged(dfd, name, path, expect)
+        tmp = f"{TMP_PREFIX}{secrets.token_hex(6)}{TMP_SUFFIX}"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        tfd = os.open(tmp, flags, 0o600, dir_fd=dfd)
+        staged = Staged(path, dfd, name, tmp, tfd, expect, len(data))
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(tfd, view) :]
+            os.fchmod(tfd, mode & 0o777)
+            ns = mtime_ms * 1_000_000
+            os.utime(tfd, ns=(ns, ns))
+        except BaseException:
+            self.discard([staged])
+            raise
+        self._dirty.add(parent)
+        return staged
+
+    def commit(self, batch: list[Staged]) -> list[os.stat_result | Exception]:
+        """fsync every staged file, then rename each into place.
+
+        Returns, per file, its stat once in place, or the LocalChanged /
+        UnsafePath that kept it out.  An OSError (a full disk, say) discards
+        the whole batch and is raised.
+        """
+        try:
+            for s in batch:
+                os.fsync(s.fd)
+        except BaseException:
+            self.discard(batch)
+            raise
+        out: list[os.stat_result | Exception] = []
+        for i, s in enumerate(batch):
+            os.close(s.fd)
+            s.fd = -1
+            try:
+                self._check_unchanged(s.dir_fd, s.name, s.path, s.expect)
+                os.rename(s.tmp, s.name, src_dir_fd=s.dir_fd, dst_dir_fd=s.dir_fd)
+                out.append(os.lstat(s.name, dir_fd=s.dir_fd))
+            except (LocalChanged, UnsafePath) as exc:
+                self._unlink_tmp(s)
+                out.append(exc)
+            except BaseException:
+                self.discard(batch[i:])
+                raise
+        return out
+
+    def discard(self, batch: list[Staged]) -> None:
+        for s in batch:
+            if s.fd >= 0:
+                os.close(s.fd)
+                s.fd = -1
+            self._unlink_tmp(s)
+
+    def _unlink_tmp(self, s: Staged) -> None:
+        with contextlib.suppress(OSError):
+            os.unlink(s.tmp, dir_fd=s.dir_fd)
+
     def write(
         self, path: str, data: bytes, mode: int, mtime_ms: int, expect: Signature | None
     ) -> os.stat_result:
-        """Atomically put ``data`` at ``path`` with ``mode`` and ``mtime_ms``.
-
-        ``expect`` is the signature the scan saw (None: the path was absent);
-        if the file on disk no longer matches it, LocalChanged is raised and
-        nothing is replaced.
-        """
-        fd, name, parent = self._walk(path, create=True)
-        try:
-            self._check_unchanged(fd, name, path, expect)
-            tmp = f"{TMP_PREFIX}{secrets.token_hex(6)}{TMP_SUFFIX}"
-            tfd = os.open(
-                tmp,
-                os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                0o600,
-                dir_fd=fd,
-            )
-            try:
-                try:
-                    view = memoryview(data)
-                    while view:
-                        view = view[os.write(tfd, view) :]
-                    os.fchmod(tfd, mode & 0o777)
-                    ns = mtime_ms * 1_000_000
-                    os.utime(tfd, ns=(ns, ns))
-                    os.fsync(tfd)
-                finally:
-                    os.close(tfd)
-                self._check_unchanged(fd, name, path, expect)
-                os.rename(tmp, name, src_dir_fd=fd, dst_dir_fd=fd)
-            except BaseException:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp, dir_fd=fd)
-                raise
-            self._dirty.add(parent)
-            return os.lstat(name, dir_fd=fd)
-        finally:
-            os.close(fd)
+        """Stage and commit one file."""
+        (res,) = self.commit([self.stage(path, data, mode, mtime_ms, expect)])
+        if isinstance(res, Exception):
+            raise res
+        return res
 
     def delete(self, path: str, expect: Signature | None) -> bool:
         """Remove a regular file if it is still as the scan saw it."""
         try:
-            fd, name, parent = self._walk(path, create=False)
+            dfd, name, parent = self._parent(path, create=False)
         except FileNotFoundError:
             return False
+        self._check_unchanged(dfd, name, path, expect)
         try:
-            self._check_unchanged(fd, name, path, expect)
-            try:
-                os.unlink(name, dir_fd=fd)
-            except FileNotFoundError:
-                return False
-            self._dirty.add(parent)
-            return True
-        finally:
-            os.close(fd)
+            os.unlink(name, dir_fd=dfd)
+        except FileNotFoundError:
+            return False
+        self._dirty.add(parent)
+        return True
 
     def _check_unchanged(self, fd: int, name: str, path: str, expect: Signature | None) -> None:
         try:
@@ -180,26 +234,15 @@ class SyncDir:
         """fsync every directory whose entries changed, so renames are durable."""
         dirty, self._dirty = self._dirty, set()
         for rel in sorted(dirty):
-            try:
-                fd = self._open_root() if not rel else self._walk(rel + "/x", False)[0]
-            except (OSError, UnsafePath):
-                continue
-            try:
+            fd = self._fds.get(rel)
+            if fd is not None:
                 os.fsync(fd)
-            finally:
-                os.close(fd)
 
     def remove_stale_temps(self, names: list[str]) -> None:
         """Remove temp files left behind by an interrupted run."""
         for rel in names:
-            try:
-                fd, name, _ = self._walk(rel, create=False)
-            except (OSError, UnsafePath):
+            parent, _, name = rel.rpartition("/")
+            if not is_temp_name(name):
                 continue
-            try:
-                if is_temp_name(name):
-                    os.unlink(name, dir_fd=fd)
-            except OSError:
-                pass
-            finally:
-                os.close(fd)
+            with contextlib.suppress(OSError, UnsafePath):
+                os.unlink(name, dir_fd=self._dir(parent, create=False))
