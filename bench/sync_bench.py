@@ -90,12 +90,15 @@ def main() -> None:
     ap.add_argument("--files", type=int, default=10000)
     ap.add_argument("--size", type=int, default=2048)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--tmp", default=None, help="where to build the trees (default: $TMPDIR)")
     opts = ap.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="owsync-bench-"))
+    work = Path(tempfile.mkdtemp(prefix="owsync-bench-", dir=opts.tmp))
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     )
-    print(f"tree: {opts.files} files of {opts.size} bytes\n")
+    fs = subprocess.run(["df", "-T", str(work)], capture_output=True, text=True).stdout
+    fstype = fs.splitlines()[-1].split()[1] if fs else "?"
+    print(f"tree: {opts.files} files of {opts.size} bytes, in {work} ({fstype})\n")
     try:
         src, src_db = work / "src", work / "src.db"
         make_tree(src, opts.files, opts.size)

@@ -101,16 +101,20 @@ class _Replica:
         self.records: dict[str, Record] = {}
         self.pending: list[tuple[Staged, Record]] = []  # received, not yet in place
         self.pending_bytes = 0
+        self._accepted: dict[str, bool] = {}
 
     def accepts(self, path: str) -> bool:
-        """Whether a path (ours or a peer's) is one this node syncs."""
-        return (
-            path_problem(path) is None
-            and not is_hidden(path)
-            and path not in self.own
-            and not is_temp_name(path.rsplit("/", 1)[-1])
-            and self.ctx.filter(path)
-        )
+        """Whether a path (ours or a peer's) is one this node syncs (memoized)."""
+        ok = self._accepted.get(path)
+        if ok is None:
+            ok = self._accepted[path] = (
+                path_problem(path) is None
+                and not is_hidden(path)
+                and path not in self.own
+                and not is_temp_name(path.rsplit("/", 1)[-1])
+                and self.ctx.filter(path)
+            )
+        return ok
 
     def open(self) -> dict[str, Record]:
         self.lock.acquire(self.ctx.lock_timeout)

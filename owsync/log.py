@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import logging.handlers
 import os
 import sys
 
@@ -31,10 +30,10 @@ def setup(level: int, stderr: bool = True, syslog: bool = False) -> None:
         h.setFormatter(_StderrFormatter())
         log.addHandler(h)
     if syslog and os.path.exists("/dev/log"):
+        from logging.handlers import SysLogHandler  # only the daemon pays for it
+
         try:
-            h = logging.handlers.SysLogHandler(
-                address="/dev/log", facility=logging.handlers.SysLogHandler.LOG_DAEMON
-            )
+            h = SysLogHandler(address="/dev/log", facility=SysLogHandler.LOG_DAEMON)
         except OSError:
             return
         h.ident = "owsync: "

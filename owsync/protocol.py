@@ -162,27 +162,39 @@ def _int(obj: dict, name: str, what: str) -> int:
     return int(value)
 
 
+def _count(value: object) -> int:
+    """A non-negative JSON number (1.2.0 writes doubles) as an int."""
+    if type(value) is int:
+        if value >= 0:
+            return value
+    elif type(value) is float and 0 <= value < 1e19:
+        return int(value)
+    raise ValueError("bad number")
+
+
 def record_from_wire(obj: object) -> Record:
-    if not isinstance(obj, dict):
-        raise ProtocolError("SyncState: a file record is not an object")
-    what = "file record"
-    path = _field(obj, "path", str, what)
-    deleted = _field(obj, "deleted", bool, what)
-    h = obj.get("hash")
-    if deleted:
+    """One file record of a SyncState; this runs once per file, so it stays lean."""
+    try:
+        path = obj["path"]  # type: ignore[index]
+        deleted = obj["deleted"]  # type: ignore[index]
+        if type(path) is not str or type(deleted) is not bool:
+            raise ValueError("bad path or deleted flag")
         h = None
-    elif not (isinstance(h, str) and len(h) == 64):
-        raise ProtocolError(f"file record {path!r}: bad hash")
-    else:
-        h = h.lower()
-    return Record(
-        path=path,
-        hash=h,
-        mtime=_int(obj, "mtime", what),
-        size=_int(obj, "size", what),
-        mode=_int(obj, "mode", what) & 0o777,
-        deleted=deleted,
-    )
+        if not deleted:
+            h = obj["hash"]  # type: ignore[index]
+            if type(h) is not str or len(h) != 64:
+                raise ValueError("bad hash")
+            h = h.lower()
+        return Record(
+            path,
+            h,
+            _count(obj["mtime"]),  # type: ignore[index]
+            _count(obj["size"]),  # type: ignore[index]
+            _count(obj["mode"]) & 0o777,  # type: ignore[index]
+            deleted,
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ProtocolError(f"SyncState: malformed file record ({exc})") from None
 
 
 def decode(payload: bytes) -> Message:

@@ -85,9 +85,6 @@ def scan(
                     continue
                 if name.startswith(".") or rel in own or not accept(rel):
                     continue
-                if path_problem(rel):
-                    log.warning("skipping %r: name cannot be synced", rel)
-                    continue
                 prev = records.get(rel)
                 try:
                     st = entry.stat(follow_symlinks=False)
@@ -96,6 +93,9 @@ def scan(
                 sig = signature(st)
                 if prev is not None and not prev.deleted and prev.sig == sig:
                     seen[rel] = prev
+                    continue
+                if path_problem(rel):
+                    log.warning("skipping %r: name cannot be synced", rel)
                     continue
                 hashed = hash_file(entry.path)
                 if hashed is None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import secrets
 import stat
 from dataclasses import dataclass
 
@@ -138,7 +137,7 @@ class SyncDir:
         """
         dfd, name, parent = self._parent(path, create=True)
         self._check_unchanged(dfd, name, path, expect)
-        tmp = f"{TMP_PREFIX}{secrets.token_hex(6)}{TMP_SUFFIX}"
+        tmp = f"{TMP_PREFIX}{os.urandom(6).hex()}{TMP_SUFFIX}"
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         tfd = os.open(tmp, flags, 0o600, dir_fd=dfd)
         staged = Staged(path, dfd, name, tmp, tfd, expect, len(data))
