@@ -35,7 +35,7 @@ bench: venv
 	$(BIN)/python bench/sync_bench.py
 
 install:
-	$(PYTHON) -m pip install --no-deps --no-compile --root="$(if $(DESTDIR),$(DESTDIR),/)" --prefix="$(PREFIX)" .
+	$(PYTHON) -m pip install --no-deps --no-compile --ignore-installed --root="$(if $(DESTDIR),$(DESTDIR),/)" --prefix="$(PREFIX)" .
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .hypothesis
