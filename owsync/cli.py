@@ -29,6 +29,9 @@ Usage:
   owsync genkey
   owsync listen [OPTIONS]
   owsync connect PEER [OPTIONS]        PEER: host, host:port or [v6]:port
+  owsync daemon [-c FILE | OPTIONS] [-f]
+  owsync status [--json]               ask the running daemon
+  owsync sync [PEER] [--wait]          make the running daemon sync now
 
 Common options:
   -c, --config FILE      key=value configuration file
@@ -42,6 +45,10 @@ Common options:
   -v, --verbose          debug logging (log level 3)
   -q, --quiet            errors only (log level 0)
   --log-level N          0=error 1=warning 2=info 3=debug
+  -f, --foreground       daemon: stay in the foreground, log to stderr too
+  --poll-interval S      daemon: full sync with every peer every S seconds (60)
+  --auto-sync HOST       daemon: a peer (repeatable), like peer= in the file
+  --control-socket PATH  daemon's control socket (default /var/run/owsync.sock)
   -V, --version          print the version
   -h, --help             this help
 
@@ -79,6 +86,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--auto-sync", action="append", default=[])
     p.add_argument("--json", action="store_true")
     p.add_argument("--wait", action="store_true")
+    p.add_argument("--control-socket")
     p.add_argument("-V", "--version", action="store_true")
     p.add_argument("-h", "--help", action="store_true")
     return p
@@ -117,6 +125,8 @@ def build_config(opts) -> Config:
         cfg.log_level = 3
     if opts.quiet:
         cfg.log_level = 0
+    if opts.control_socket:
+        cfg.control_socket = opts.control_socket
     for text in opts.auto_sync:
         try:
             cfg.add_peer(text)
@@ -269,7 +279,112 @@ def cmd_listen(opts, args) -> int:
     return 0
 
 
+def _daemonize() -> None:
+    """Detach from the terminal (1.2.0 does the same without -f)."""
+    if os.fork() > 0:
+        os._exit(0)
+    os.setsid()
+    if os.fork() > 0:
+        os._exit(0)
+    os.chdir("/")
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.close(null)
+
+
+def cmd_daemon(opts, args) -> int:
+    from .daemon import Daemon
+
+    if args:
+        raise UsageError("daemon takes no arguments")
+    cfg = build_config(opts)
+    # syslog always; stderr too in the foreground, and until detached
+    logsetup.setup(cfg.log_level, stderr=True, syslog=opts.foreground)
+    for w in cfg.warnings:
+        log.warning("%s", w)
+    d = Daemon(cfg, reload=lambda: build_config(opts))
+    d.clock = CLOCK
+    if not opts.foreground:
+        _daemonize()
+        logsetup.setup(cfg.log_level, stderr=False, syslog=True)
+    try:
+        return d.run()
+    except OSError as exc:
+        log.error("cannot start: %s", exc.strerror or exc)
+        return 1
+
+
+def _control(opts, req: dict, timeout: float | None = 10.0) -> dict:
+    from .control import ControlError, request
+
+    cfg = build_config(opts)
+    try:
+        return request(cfg.control_socket, req, timeout)
+    except ControlError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _when(t: float | None) -> str:
+    return "-" if not t else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+
+
+def cmd_status(opts, args) -> int:
+    if args:
+        raise UsageError("status takes no arguments")
+    st = _control(opts, {"method": "status"})
+    if opts.json:
+        json.dump(st, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+        return 0 if st.get("ok") else 1
+    up = st["uptime"]
+    print(
+        f"owsync {st['version']}, up {up // 3600}h{up % 3600 // 60:02d}m, {st['sync_dir']},"
+        f" {'encrypted' if st['encryption'] else 'PLAIN'}, {st['files']} files,"
+        f" {st['tombstones']} tombstones"
+    )
+    rows = [("PEER", "STATE", "LAST SUCCESS", "RESULT", "RX", "TX", "DEL", "FAILS", "NEXT RETRY")]
+    for p in st["peers"]:
+        rows.append((
+            p["address"], p["state"], _when(p["last_success"]), p["last_result"] or "-",
+            str(p["received"]), str(p["sent"]), str(p["deleted"]),
+            str(p["consecutive_failures"]), _when(p["next_retry"]),
+        ))  # fmt: skip
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    for s in st["incoming"][:5]:
+        print(f"incoming {_when(s['time'])} {s['peer']}: {'ok' if s['ok'] else s['error']}")
+    return 0
+
+
+def cmd_sync(opts, args) -> int:
+    if len(args) > 1:
+        raise UsageError("sync takes at most one PEER")
+    req = {"method": "sync", "wait": opts.wait}
+    if args:
+        req["peer"] = args[0]
+    reply = _control(opts, req, timeout=None if opts.wait else 10.0)
+    if not reply.get("ok") and "error" in reply:
+        raise ConfigError(reply["error"])
+    if opts.json:
+        print(json.dumps(reply))
+    elif opts.wait:
+        for r in reply["results"]:
+            outcome = "ok" if r["ok"] else f"failed: {r['error']}"
+            print(
+                f"{r['peer']}: {outcome}; received {r['received']}, sent {r['sent']},"
+                f" deleted {r['deleted']}, bytes {r['bytes']}, seconds {r['seconds']:.2f}"
+            )
+    else:
+        print("started: " + ", ".join(reply["started"]))
+    return 0 if reply.get("ok") else 1
+
+
 COMMANDS = {
+    "daemon": cmd_daemon,
+    "status": cmd_status,
+    "sync": cmd_sync,
     "genkey": cmd_genkey,
     "scan": cmd_scan,
     "connect": cmd_connect,

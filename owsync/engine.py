@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -55,6 +56,7 @@ class Context:
     hello_timeout: float = 10.0  # silence tolerated before the peer's Hello
     lock_timeout: float = 30.0
     should_stop: Callable[[], bool] = lambda: False
+    owner: threading.Lock | None = None  # in-process owner of the directory, if shared
 
     def own_relpaths(self) -> frozenset[str]:
         """owsync's own files that lie inside the sync directory, relative to it."""
@@ -117,7 +119,15 @@ class _Replica:
         return ok
 
     def open(self) -> dict[str, Record]:
-        self.lock.acquire(self.ctx.lock_timeout)
+        owner = self.ctx.owner
+        if owner is not None and not owner.acquire(timeout=self.ctx.lock_timeout):
+            raise database.LockBusy("another session is using the sync directory")
+        try:
+            self.lock.acquire(self.ctx.lock_timeout)
+        except BaseException:
+            if owner is not None:
+                owner.release()
+            raise
         self.loaded = database.load(self.ctx.db_path)
         now_ms = int(self.ctx.clock() * 1000)
         res = scanner.scan(self.ctx.root, self.loaded, self.ctx.filter, self.own, now_ms)
@@ -173,6 +183,24 @@ class _Replica:
             self.dir.close()
             self.loaded = None
             self.lock.release()
+            if self.ctx.owner is not None:
+                self.ctx.owner.release()
+
+
+def refresh(ctx: Context) -> bool:
+    """Rescan under the lock and save; True when a version changed (a local change).
+
+    Files owsync wrote itself are already recorded, so they never count.
+    """
+    replica = _Replica(ctx)
+    replica.open()
+    try:
+        before, after = replica.loaded or {}, replica.records
+        return before.keys() != after.keys() or any(
+            not r.same_version(before[p]) for p, r in after.items()
+        )
+    finally:
+        replica.close(SessionResult(peer="local"))
 
 
 def run_session(

@@ -1,0 +1,120 @@
+"""The local control API: one JSON request, one JSON reply, on a Unix socket.
+
+Requests: ``{"method": "status"}`` and
+``{"method": "sync", "peer": "<optional>", "wait": false}``.  Replies are
+``{"ok": true, ...}`` or ``{"ok": false, "error": "..."}``.  The same
+methods, with the same results, are what the ubus object publishes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+import threading
+from collections.abc import Callable
+
+log = logging.getLogger("owsync")
+
+MAX_REQUEST = 64 * 1024
+
+
+class ControlError(Exception):
+    pass
+
+
+class ControlServer(threading.Thread):
+    def __init__(self, path: str, handle: Callable[[dict], dict]) -> None:
+        super().__init__(name="owsync-control", daemon=True)
+        self.path = path
+        self.handle = handle
+        self.sock = self._bind(path)
+
+    @staticmethod
+    def _bind(path: str) -> socket.socket:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                probe.connect(path)
+                raise ControlError(f"another owsync daemon answers on {path}")
+            except (ConnectionRefusedError, FileNotFoundError):
+                os.unlink(path)  # left over from a daemon that died
+            finally:
+                probe.close()
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old = os.umask(0o177)  # the socket is born 0600
+        try:
+            s.bind(path)
+        finally:
+            os.umask(old)
+        os.chmod(path, 0o600)
+        s.listen(16)
+        return s
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
+
+    def run(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return  # closed
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(10)
+            try:
+                data = b""
+                while b"\n" not in data and len(data) < MAX_REQUEST:
+                    chunk = conn.recv(4096)
+                    if not chunk:
+                        break
+                    data += chunk
+                try:
+                    req = json.loads(data)
+                    if not isinstance(req, dict):
+                        raise ValueError("not an object")
+                except ValueError:
+                    reply = {"ok": False, "error": "request is not a JSON object"}
+                else:
+                    conn.settimeout(None)  # a waited-for sync may take a while
+                    reply = self.handle(req)
+                conn.sendall(json.dumps(reply).encode() + b"\n")
+            except OSError:
+                pass
+
+
+def request(path: str, req: dict, timeout: float | None = 10.0) -> dict:
+    """Send one request to a running daemon; ControlError when none answers."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        try:
+            s.connect(path)
+        except (FileNotFoundError, ConnectionRefusedError):
+            raise ControlError(
+                f"owsync daemon is not running (no control socket at {path})"
+            ) from None
+        except PermissionError:
+            raise ControlError(f"permission denied on {path} (run as root)") from None
+        s.sendall(json.dumps(req).encode() + b"\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    except TimeoutError:
+        raise ControlError("the daemon did not answer in time") from None
+    finally:
+        s.close()
+    try:
+        return json.loads(data)
+    except ValueError:
+        raise ControlError("the daemon sent an unreadable reply") from None

@@ -1,0 +1,418 @@
+"""The daemon: listener, change detection, per-peer scheduling, control API.
+
+One process owns the sync directory and its database: every session, incoming
+or outgoing, and every rescan takes the same in-process lock (and the flock
+that keeps other processes out), so no two of them interleave writes.
+
+Threads: the listener (one thread per incoming session), the watcher, one
+worker per peer, the poll timer, and the control server.  The main thread
+only waits for signals: SIGTERM/SIGINT stop, SIGHUP reloads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import random
+import signal
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+
+from . import __version__, net
+from .config import Config, ConfigError, Peer
+from .control import ControlServer
+from .crypto import make_cipher
+from .engine import Context, SessionResult, refresh, run_session
+from .filters import Filter
+from .state import Record
+from .watcher import Watcher
+
+log = logging.getLogger("owsync")
+
+BACKOFF_BASE = 1.0
+BACKOFF_CAP = 60.0
+INCOMING_LOCK_TIMEOUT = 2.0  # short, so two nodes syncing each other at once cannot stall
+OUTGOING_LOCK_TIMEOUT = 30.0
+RECENT_INCOMING = 10
+
+
+def backoff_delay(failures: int) -> float:
+    """Exponential backoff, capped, with jitter (50-100% of the step)."""
+    step = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** max(0, failures - 1))
+    return step * random.uniform(0.5, 1.0)
+
+
+def result_dict(r: SessionResult) -> dict:
+    return {
+        "peer": r.peer,
+        "ok": r.ok,
+        "error": r.error,
+        "received": r.received,
+        "sent": r.sent,
+        "deleted": r.deleted,
+        "bytes": r.bytes,
+        "seconds": round(r.seconds, 3),
+    }
+
+
+class PeerWorker(threading.Thread):
+    """Syncs with one peer, one session at a time, retrying with backoff."""
+
+    def __init__(self, daemon: Daemon, peer: Peer) -> None:
+        super().__init__(name=f"owsync-peer-{peer}", daemon=True)
+        self.d = daemon
+        self.peer = peer
+        self.cond = threading.Condition()
+        self.state = "idle"
+        self.pending = False
+        self.manual = False
+        self.retiring = False
+        self.failures = 0
+        self.next_retry: float | None = None  # wall clock
+        self.last_attempt: float | None = None
+        self.last_success: float | None = None
+        self.last: SessionResult | None = None
+        self._waiters: list[tuple[threading.Event, list]] = []
+
+    def request(self, manual: bool = False, waiter=None) -> None:
+        with self.cond:
+            self.pending = True
+            self.manual = self.manual or manual
+            if waiter is not None:
+                self._waiters.append(waiter)
+            self.cond.notify()
+
+    def retire(self) -> None:
+        with self.cond:
+            self.retiring = True
+            self.cond.notify()
+
+    def _due(self) -> bool:
+        return self.pending and (
+            self.manual or self.next_retry is None or time.time() >= self.next_retry
+        )
+
+    def run(self) -> None:
+        while True:
+            with self.cond:
+                while not (self._due() or self.retiring or self.d.stopping.is_set()):
+                    wait = None
+                    if self.pending and self.next_retry is not None:
+                        wait = max(0.0, self.next_retry - time.time())
+                    self.cond.wait(min(wait, 1.0) if wait is not None else 1.0)
+                if self.retiring or self.d.stopping.is_set():
+                    self._release_waiters(None)
+                    return
+                self.pending = self.manual = False
+                waiters, self._waiters = self._waiters, []
+                self.state = "syncing"
+            self.last_attempt = time.time()
+            result = self.d.sync_once(self.peer)
+            with self.cond:
+                self.last = result
+                if result.ok:
+                    self.failures = 0
+                    self.next_retry = None
+                    self.last_success = time.time()
+                    self.state = "idle"
+                elif result.error == "stopped":
+                    self.state = "idle"
+                else:
+                    self.failures += 1
+                    self.next_retry = time.time() + backoff_delay(self.failures)
+                    self.pending = True  # retried when the backoff ends
+                    self.state = "backing off"
+            for event, box in waiters:
+                box.append(result)
+                event.set()
+            if result.ok and (result.received or result.deleted):
+                self.d.request_sync(exclude=self.peer)
+
+    def _release_waiters(self, result) -> None:
+        waiters, self._waiters = self._waiters, []
+        for event, _ in waiters:
+            event.set()
+
+    def status(self) -> dict:
+        r = self.last
+        return {
+            "address": str(self.peer),
+            "source": self.peer.source,
+            "state": self.state,
+            "last_attempt": self.last_attempt,
+            "last_success": self.last_success,
+            "last_result": None if r is None else ("ok" if r.ok else r.error),
+            "received": r.received if r else 0,
+            "sent": r.sent if r else 0,
+            "deleted": r.deleted if r else 0,
+            "bytes": r.bytes if r else 0,
+            "consecutive_failures": self.failures,
+            "next_retry": self.next_retry if self.state == "backing off" else None,
+        }
+
+
+class Daemon:
+    def __init__(self, cfg: Config, reload: Callable[[], Config] | None = None) -> None:
+        if not cfg.peers:
+            raise ConfigError("no peer configured: set at least one 'peer' (or --auto-sync HOST)")
+        self.reload_config = reload
+        self.stopping = threading.Event()
+        self.owner = threading.Lock()
+        self.started = time.time()
+        self.workers: dict[str, PeerWorker] = {}
+        self.incoming: deque[dict] = deque(maxlen=RECENT_INCOMING)
+        self.on_session: list[Callable[[SessionResult, str], None]] = []
+        self._reload_requested = threading.Event()
+        self._counts = (0, 0)
+        self._apply(cfg)
+
+    # --- configuration ----------------------------------------------------
+
+    def _context(self, lock_timeout: float) -> Context:
+        cfg = self.cfg
+        return Context(
+            root=cfg.sync_dir,
+            db_path=cfg.database,
+            filter=Filter(cfg.include, cfg.exclude),
+            cipher=self.cipher,
+            max_file_size=cfg.max_file_size,
+            clock=self.clock,
+            lock_timeout=lock_timeout,
+            should_stop=self.stopping.is_set,
+            owner=self.owner,
+        )
+
+    clock = staticmethod(time.time)
+
+    def _apply(self, cfg: Config) -> None:
+        if not os.path.isdir(cfg.sync_dir):
+            raise ConfigError(f"sync directory {cfg.sync_dir} does not exist")
+        self.cipher = make_cipher(cfg.key_bytes())
+        if not cfg.include:
+            log.warning("no include pattern: nothing will be synced (set include=*)")
+        self.cfg = cfg
+        self.ctx_in = self._context(INCOMING_LOCK_TIMEOUT)
+        self.ctx_out = self._context(OUTGOING_LOCK_TIMEOUT)
+        wanted = {str(p): p for p in cfg.peers}
+        for name in list(self.workers):
+            if name not in wanted:
+                self.workers.pop(name).retire()
+                log.info("peer %s removed", name)
+        for name, peer in wanted.items():
+            if name not in self.workers:
+                w = self.workers[name] = PeerWorker(self, peer)
+                if hasattr(self, "listener"):  # a reload: start it and sync now
+                    w.start()
+                    w.request()
+                    log.info("peer %s added", name)
+
+    def reload(self) -> None:
+        if self.reload_config is None:
+            log.warning("SIGHUP: no configuration source to reload from")
+            return
+        try:
+            cfg = self.reload_config()
+            for w in cfg.warnings:
+                log.warning("%s", w)
+            if not cfg.peers:
+                raise ConfigError("no peer configured")
+            old = self.cfg
+            self._apply(cfg)
+        except ConfigError as exc:
+            log.error("reload failed, keeping the running configuration: %s", exc)
+            return
+        if (cfg.bind_host, cfg.port) != (old.bind_host, old.port):
+            log.warning("bind_host/port changed: restart owsync to listen on the new address")
+        from . import log as logsetup
+
+        logsetup.log.setLevel(logsetup.LEVELS[cfg.log_level])
+        log.info("configuration reloaded: %d peer(s)", len(self.workers))
+        self.request_sync()
+
+    # --- syncing -----------------------------------------------------------
+
+    def sync_once(self, peer: Peer) -> SessionResult:
+        try:
+            sock = net.connect(peer, self.cfg.port)
+        except OSError as exc:
+            result = SessionResult(peer=str(peer), error=f"cannot connect: {exc.strerror or exc}")
+            log.error("sync with %s failed: %s", peer, result.error)
+            return result
+        result = run_session(sock, self.ctx_out, str(peer), initiator=True)
+        self._after_session(result, "outgoing")
+        return result
+
+    def _serve(self, sock, label: str, on_hello) -> None:
+        result = run_session(sock, self.ctx_in, label, on_hello)
+        entry = result_dict(result)
+        entry["time"] = time.time()
+        self.incoming.appendleft(entry)
+        self._after_session(result, "incoming")
+        if result.ok and (result.received or result.deleted):
+            # which configured peer connected cannot be told from its address
+            # (its source port is ephemeral), so all are told; for the sender
+            # that is a session with nothing to do
+            self.request_sync()
+
+    def _after_session(self, result: SessionResult, direction: str) -> None:
+        for hook in self.on_session:
+            try:
+                hook(result, direction)
+            except Exception:
+                log.exception("session hook failed")
+
+    def request_sync(
+        self,
+        peer: str | None = None,
+        manual: bool = False,
+        wait: bool = False,
+        exclude: Peer | None = None,
+        exclude_host: str | None = None,
+    ) -> list:
+        """Start sessions; with ``wait``, return their results once they end."""
+        targets = self.find_peers(peer) if peer else list(self.workers.values())
+        targets = [w for w in targets if w.peer != exclude]
+        boxes = []
+        for w in targets:
+            waiter = (threading.Event(), []) if wait else None
+            w.request(manual=manual, waiter=waiter)
+            if waiter:
+                boxes.append((w, waiter))
+        if not wait:
+            return [str(w.peer) for w in targets]
+        results = []
+        for w, (event, box) in boxes:
+            event.wait()
+            results.append(box[0] if box else SessionResult(peer=str(w.peer), error="stopped"))
+        return results
+
+    def find_peers(self, name: str) -> list[PeerWorker]:
+        found = [
+            w for w in self.workers.values()
+            if name in (str(w.peer), w.peer.host, f"{w.peer.host}:{w.peer.port or self.cfg.port}")
+        ]  # fmt: skip
+        if not found:
+            raise KeyError(name)
+        return found
+
+    def local_change(self) -> None:
+        """Called by the watcher: rescan; sync every peer if a version changed."""
+        if self.stopping.is_set():
+            return
+        try:
+            changed = refresh(self.ctx_out)
+        except Exception as exc:  # a busy lock, a disk error: the poll catches up
+            log.warning("rescan after a local change failed: %s", exc)
+            return
+        if changed:
+            log.info("local change detected; syncing with %d peer(s)", len(self.workers))
+            self.request_sync()
+
+    # --- status and control -----------------------------------------------
+
+    def _record_counts(self) -> tuple[int, int]:
+        from . import database
+
+        try:
+            records: dict[str, Record] = database.load(self.cfg.database, set_aside=False)
+        except OSError:
+            return self._counts
+        live = sum(1 for r in records.values() if not r.deleted)
+        self._counts = (live, len(records) - live)
+        return self._counts
+
+    def status(self) -> dict:
+        files, tombstones = self._record_counts()
+        return {
+            "version": __version__,
+            "uptime": int(time.time() - self.started),
+            "sync_dir": self.cfg.sync_dir,
+            "encryption": self.cipher.encrypted,
+            "listen": f"{self.cfg.bind_host} port {self.cfg.port}",
+            "change_detection": getattr(self, "watcher", None) and self.watcher.mode,
+            "files": files,
+            "tombstones": tombstones,
+            "peers": [w.status() for w in self.workers.values()],
+            "incoming": list(self.incoming),
+        }
+
+    def handle(self, req: dict) -> dict:
+        method = req.get("method")
+        if method == "status":
+            return {"ok": True, **self.status()}
+        if method == "sync":
+            peer = req.get("peer") or None
+            if peer is not None and not isinstance(peer, str):
+                return {"ok": False, "error": "peer must be a string"}
+            try:
+                out = self.request_sync(peer, manual=True, wait=bool(req.get("wait")))
+            except KeyError:
+                return {"ok": False, "error": f"unknown peer {peer!r}"}
+            if req.get("wait"):
+                return {"ok": all(r.ok for r in out), "results": [result_dict(r) for r in out]}
+            return {"ok": True, "started": out}
+        return {"ok": False, "error": f"unknown method {method!r}"}
+
+    # --- running -------------------------------------------------------------
+
+    def start(self) -> None:
+        """Bind and start every thread (signals are the caller's business)."""
+        sock = net.bind(self.cfg.bind_host, self.cfg.port)
+        self.listener = net.Listener(sock, self._serve)
+        self.control = ControlServer(self.cfg.control_socket, self.handle)
+        threading.Thread(target=self.listener.serve_forever, name="owsync-listener",
+                         daemon=True).start()  # fmt: skip
+        self.control.start()
+        self.watcher = Watcher(self.cfg.sync_dir, self.local_change, self.stopping)
+        self.watcher.start()
+        threading.Thread(target=self._poll, name="owsync-poll", daemon=True).start()
+        for w in self.workers.values():
+            w.start()
+        log.info(
+            "owsync %s daemon: %s, listening on %s port %d, %d peer(s), %s",
+            __version__, self.cfg.sync_dir, self.cfg.bind_host, self.cfg.port,
+            len(self.workers), "encrypted" if self.cipher.encrypted else "PLAIN",
+        )  # fmt: skip
+        self.request_sync()  # the initial sync with every peer
+
+    def _poll(self) -> None:
+        """The safety net: a full sync with every peer every poll_interval."""
+        while not self.stopping.wait(self.cfg.poll_interval):
+            self.request_sync()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.listener.stop()
+        self.control.close()
+        for w in list(self.workers.values()):
+            with w.cond:
+                w.cond.notify()
+        deadline = time.monotonic() + 10
+        for w in list(self.workers.values()):
+            w.join(max(0.0, deadline - time.monotonic()))
+        # incoming sessions notice `stopping` within half a second; wait for them
+        while self.listener.active() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with contextlib.suppress(Exception):
+            acquired = self.owner.acquire(timeout=max(0.0, deadline - time.monotonic()))
+            if acquired:
+                self.owner.release()
+
+    def run(self) -> int:
+        """Run until SIGTERM or SIGINT; SIGHUP reloads.  Returns the exit status."""
+        signal.signal(signal.SIGTERM, lambda *_: self.stopping.set())
+        signal.signal(signal.SIGINT, lambda *_: self.stopping.set())
+        signal.signal(signal.SIGHUP, lambda *_: self._reload_requested.set())
+        self.start()
+        while not self.stopping.is_set():
+            self.stopping.wait(0.5)
+            if self._reload_requested.is_set():
+                self._reload_requested.clear()
+                self.reload()
+        log.info("stopping")
+        self.stop()
+        log.info("stopped")
+        return 0

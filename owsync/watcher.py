@@ -1,0 +1,160 @@
+"""Change detection: recursive inotify on Linux, polling elsewhere.
+
+The watcher only says "something may have changed"; the daemon then rescans
+(cheap: unchanged files are not hashed) and compares with its database, so
+owsync's own writes, already recorded, never echo back as local changes.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import logging
+import os
+import select
+import struct
+import threading
+import time
+from collections.abc import Callable
+
+log = logging.getLogger("owsync")
+
+IN_MODIFY = 0x2
+IN_ATTRIB = 0x4
+IN_CLOSE_WRITE = 0x8
+IN_MOVED_FROM = 0x40
+IN_MOVED_TO = 0x80
+IN_CREATE = 0x100
+IN_DELETE = 0x200
+IN_DELETE_SELF = 0x400
+IN_MOVE_SELF = 0x800
+IN_Q_OVERFLOW = 0x4000
+IN_IGNORED = 0x8000
+IN_ISDIR = 0x40000000
+IN_ONLYDIR = 0x01000000
+IN_DONT_FOLLOW = 0x02000000
+WATCH_MASK = (
+    IN_CLOSE_WRITE | IN_ATTRIB | IN_MOVED_FROM | IN_MOVED_TO | IN_CREATE | IN_DELETE
+    | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR | IN_DONT_FOLLOW
+)  # fmt: skip
+_EVENT = struct.Struct("iIII")
+
+DEBOUNCE = 0.1  # quiet time that ends a burst of events
+MAX_DELAY = 0.5  # a steady stream of events still reports this often
+POLL_FALLBACK = 2.0  # rescan period when inotify cannot be used
+
+
+class InotifyUnavailable(Exception):
+    pass
+
+
+class Inotify:
+    """A recursive inotify watch on a directory tree (hidden directories skipped)."""
+
+    def __init__(self, root: str) -> None:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            self._add = libc.inotify_add_watch
+            init = libc.inotify_init1
+        except (OSError, AttributeError) as exc:
+            raise InotifyUnavailable(f"no inotify: {exc}") from None
+        self._add.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
+        self.fd = init(os.O_NONBLOCK | os.O_CLOEXEC)
+        if self.fd < 0:
+            raise InotifyUnavailable(f"inotify_init1: {os.strerror(ctypes.get_errno())}")
+        self._paths: dict[int, str] = {}
+        self.add_tree(root)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+    def add(self, path: str) -> None:
+        wd = self._add(self.fd, os.fsencode(path), WATCH_MASK)
+        if wd < 0:
+            err = ctypes.get_errno()
+            if err == errno.ENOSPC:
+                raise InotifyUnavailable("the inotify watch limit is reached")
+            if err in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+                return  # gone already, or a symlink: nothing to watch
+            raise InotifyUnavailable(f"inotify_add_watch {path}: {os.strerror(err)}")
+        self._paths[wd] = path
+
+    def add_tree(self, root: str) -> None:
+        self.add(root)
+        for dirpath, dirnames, _ in os.walk(root):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            for d in dirnames:
+                self.add(os.path.join(dirpath, d))
+
+    def read(self) -> bool:
+        """Consume pending events; True if any may mean a change of the tree."""
+        changed = False
+        while True:
+            try:
+                buf = os.read(self.fd, 65536)
+            except BlockingIOError:
+                return changed
+            off = 0
+            while off < len(buf):
+                wd, mask, _, length = _EVENT.unpack_from(buf, off)
+                name = buf[off + _EVENT.size : off + _EVENT.size + length].rstrip(b"\0")
+                off += _EVENT.size + length
+                if mask & IN_IGNORED:
+                    self._paths.pop(wd, None)
+                    continue
+                name_s = os.fsdecode(name)
+                if name_s.startswith(".owsync-"):
+                    continue  # our own temp files
+                changed = True
+                if mask & IN_Q_OVERFLOW:
+                    continue
+                new_dir = mask & IN_ISDIR and mask & (IN_CREATE | IN_MOVED_TO)
+                if new_dir and wd in self._paths and not name_s.startswith("."):
+                    self.add_tree(os.path.join(self._paths[wd], name_s))
+
+
+class Watcher(threading.Thread):
+    """Calls ``on_change()`` after local changes (debounced), until ``stop`` is set."""
+
+    def __init__(self, root: str, on_change: Callable[[], None], stop: threading.Event) -> None:
+        super().__init__(name="owsync-watcher", daemon=True)
+        self.root = root
+        self.on_change = on_change
+        self.stop = stop
+        self.mode = "inotify"
+
+    def run(self) -> None:
+        try:
+            ino = Inotify(self.root)
+        except InotifyUnavailable as exc:
+            log.warning("%s; polling %s every %.0f s instead", exc, self.root, POLL_FALLBACK)
+            self.mode = "polling"
+            self._poll()
+            return
+        try:
+            self._watch(ino)
+        except InotifyUnavailable as exc:
+            log.warning("%s; polling %s every %.0f s instead", exc, self.root, POLL_FALLBACK)
+            self.mode = "polling"
+            self._poll()
+        finally:
+            ino.close()
+
+    def _watch(self, ino: Inotify) -> None:
+        while not self.stop.is_set():
+            ready, _, _ = select.select([ino.fd], [], [], 0.5)
+            if not ready or not ino.read():
+                continue
+            first = last = time.monotonic()
+            while not self.stop.is_set():  # debounce the burst
+                ready, _, _ = select.select([ino.fd], [], [], DEBOUNCE)
+                now = time.monotonic()
+                if ready and ino.read():
+                    last = now
+                if now - last >= DEBOUNCE or now - first >= MAX_DELAY:
+                    break
+            self.on_change()
+
+    def _poll(self) -> None:
+        while not self.stop.wait(POLL_FALLBACK):
+            self.on_change()
