@@ -1,0 +1,346 @@
+"""`owsync daemon` in real processes on loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import KEY, base_env, free_port, owsync_cmd
+
+from owsync import protocol
+from owsync.crypto import AesGcmCipher
+
+
+def wait_for(pred, timeout=10.0, step=0.02):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(step)
+    return pred()
+
+
+class DaemonNode:
+    def __init__(self, root: Path, name: str, host="127.0.0.1") -> None:
+        self.name = name
+        self.dir = root / name
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.db = root / f"{name}.db"
+        self.sock = root / f"{name}.sock"
+        self.conf = root / f"{name}.conf"
+        self.log = root / f"{name}.log"
+        self.host = host
+        self.port = free_port()
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def addr(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    def configure(self, peers, poll=60, extra="") -> DaemonNode:
+        lines = [
+            f"bind_host={self.host}",
+            f"port={self.port}",
+            f"sync_dir={self.dir}",
+            f"database={self.db}",
+            f"encryption_key={KEY}",
+            f"control_socket={self.sock}",
+            f"poll_interval={poll}",
+            "log_level=3",
+            "include=*",
+            *(f"peer={p}" for p in peers),
+        ]
+        self.conf.write_text("\n".join(lines) + "\n" + extra)
+        return self
+
+    def start(self) -> DaemonNode:
+        self._logf = open(self.log, "a")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            owsync_cmd("daemon", "-f", "-c", str(self.conf)),
+            env=base_env(None),
+            stdout=self._logf,
+            stderr=self._logf,
+        )
+        assert wait_for(lambda: self.sock.exists() or self.proc.poll() is not None), self.text()
+        assert self.proc.poll() is None, self.text()
+        return self
+
+    def stop(self, sig=signal.SIGTERM) -> int | None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)  # our own child, by PID
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc:
+            self._logf.close()
+            return self.proc.returncode
+        return None
+
+    def text(self) -> str:
+        return self.log.read_text() if self.log.exists() else ""
+
+    def ctl(self, *args, timeout=60):
+        return subprocess.run(
+            owsync_cmd(*args, "--control-socket", str(self.sock)),
+            env=base_env(None),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def status(self) -> dict:
+        r = self.ctl("status", "--json")
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout)
+
+    def has(self, rel: str, data: bytes | None = None) -> bool:
+        p = self.dir / rel
+        try:
+            return p.exists() if data is None else p.read_bytes() == data
+        except OSError:
+            return False
+
+
+@pytest.fixture
+def daemons(tmp_path):
+    made: list[DaemonNode] = []
+
+    def make(name: str, **kw) -> DaemonNode:
+        d = DaemonNode(tmp_path, name, **kw)
+        made.append(d)
+        return d
+
+    yield make
+    for d in made:
+        d.stop()
+
+
+def pair(daemons, **kw):
+    a, b = daemons("a"), daemons("b")
+    a.configure([b.addr], **kw)
+    b.configure([a.addr], **kw)
+    return a, b
+
+
+def test_startup_sync_and_changes_propagate(daemons):
+    a, b = pair(daemons)
+    (a.dir / "from-a").write_text("a")
+    (b.dir / "from-b").write_text("b")
+    a.start()
+    b.start()
+    assert wait_for(lambda: a.has("from-b", b"b") and b.has("from-a", b"a"))
+    # create
+    (a.dir / "sub").mkdir()
+    (a.dir / "sub" / "new.conf").write_text("v1")
+    assert wait_for(lambda: b.has("sub/new.conf", b"v1"), 3)
+    # modify, on the other side
+    time.sleep(0.05)
+    (b.dir / "sub" / "new.conf").write_text("v2")
+    assert wait_for(lambda: a.has("sub/new.conf", b"v2"), 3)
+    # delete
+    (a.dir / "sub" / "new.conf").unlink()
+    assert wait_for(lambda: not b.has("sub/new.conf"), 3)
+    # no echo: each node saw only its own writes as local changes (A: create and
+    # delete, B: modify), not the files it received
+    assert wait_for(lambda: a.status()["peers"][0]["state"] == "idle")
+    time.sleep(0.5)
+    assert a.text().count("local change detected") == 2, a.text()
+    assert b.text().count("local change detected") == 1, b.text()
+
+
+def test_three_daemons_in_a_line_converge(daemons):
+    a, b, c = daemons("a"), daemons("b"), daemons("c")
+    a.configure([b.addr], poll=2)
+    b.configure([c.addr], poll=2)
+    c.configure([b.addr], poll=2)
+    for d in (a, b, c):
+        d.start()
+    (a.dir / "from-a").write_text("a")
+    assert wait_for(lambda: c.has("from-a", b"a"), 5)  # A -> B -> C without a poll
+    (c.dir / "from-c").write_text("c")
+    assert wait_for(lambda: a.has("from-c", b"c"), 8)  # C -> B, then A's poll of B
+
+
+def test_peer_down_at_start_gets_changes_when_it_comes_up(daemons):
+    a, b = pair(daemons)
+    (a.dir / "early").write_text("x")
+    a.start()
+    assert wait_for(lambda: a.status()["peers"][0]["consecutive_failures"] >= 1, 5)
+    st = a.status()["peers"][0]
+    assert (
+        st["state"] == "backing off" and st["next_retry"] and "cannot connect" in st["last_result"]
+    )
+    b.start()
+    assert wait_for(lambda: b.has("early", b"x"), 10)
+
+
+def test_failing_peer_does_not_delay_another(daemons):
+    a, b = daemons("a"), daemons("b")
+    dead = f"127.0.0.1:{free_port()}"
+    a.configure([dead, b.addr])
+    b.configure([a.addr])
+    a.start()
+    b.start()
+    time.sleep(0.5)
+    start = time.monotonic()
+    (a.dir / "f").write_text("x")
+    assert wait_for(lambda: b.has("f", b"x"), 5)
+    assert time.monotonic() - start < 2.0
+    peers = {p["address"]: p for p in a.status()["peers"]}
+    assert peers[dead]["consecutive_failures"] >= 1 and peers[b.addr]["last_result"] == "ok"
+
+
+def test_status_json_and_sync_wait(daemons):
+    a, b = pair(daemons)
+    a.start()
+    b.start()
+    (a.dir / "f").write_text("x")
+    r = b.ctl("sync", "--wait")
+    assert r.returncode == 0, r.stderr
+    assert f"{a.addr}: ok" in r.stdout
+    st = b.status()
+    assert st["ok"] and st["version"] and st["encryption"] is True
+    assert st["sync_dir"] == str(b.dir) and st["files"] >= 1
+    (p,) = st["peers"]
+    assert p["address"] == a.addr and p["last_result"] == "ok" and p["last_success"]
+    assert {"state", "last_attempt", "received", "sent", "deleted", "bytes",
+            "consecutive_failures", "next_retry"} <= p.keys()  # fmt: skip
+    assert isinstance(st["incoming"], list)
+    r = b.ctl("sync", "nosuchpeer")
+    assert r.returncode == 1 and "unknown peer" in r.stderr
+    r = b.ctl("sync", a.addr)
+    assert r.returncode == 0 and "started" in r.stdout
+    text = b.ctl("status")
+    assert text.returncode == 0 and a.addr in text.stdout and "STATE" in text.stdout
+
+
+def test_status_without_daemon_is_a_clear_error(tmp_path):
+    r = subprocess.run(
+        owsync_cmd("status", "--control-socket", str(tmp_path / "none.sock")),
+        env=base_env(None), capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert r.returncode == 1 and "not running" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_daemon_without_peers_names_peer(tmp_path):
+    d = DaemonNode(tmp_path, "a").configure([])
+    r = subprocess.run(owsync_cmd("daemon", "-f", "-c", str(d.conf)), env=base_env(None),
+                       capture_output=True, text=True, timeout=30)  # fmt: skip
+    assert r.returncode == 1 and "peer" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_sighup_adds_a_peer_without_dropping_the_listener(daemons):
+    a, b = daemons("a"), daemons("b")
+    dead = f"127.0.0.1:{free_port()}"
+    a.configure([dead])
+    b.configure([a.addr])
+    a.start()
+    (a.dir / "f").write_text("x")
+    b.configure([f"127.0.0.1:{free_port()}"])  # B does not push to A on its own
+    b.start()
+    time.sleep(1)
+    assert not b.has("f")
+    a.configure([dead, b.addr])
+    a.proc.send_signal(signal.SIGHUP)
+    assert wait_for(lambda: b.has("f", b"x"), 5)
+    assert "configuration reloaded" in a.text()
+    assert len(a.status()["peers"]) == 2
+    # the listener survived: B can still reach A
+    r = b.ctl("sync", "--wait")  # B's only peer is dead; use connect instead
+    r = subprocess.run(
+        owsync_cmd("connect", a.addr, "-c", str(b.conf)),
+        env=base_env(None), capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+
+
+def test_ipv6_loopback(daemons):
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    a, b = daemons("a", host="::1"), daemons("b", host="::1")
+    a.configure([b.addr])
+    b.configure([a.addr])
+    a.start()
+    b.start()
+    (a.dir / "v6").write_text("six")
+    assert wait_for(lambda: b.has("v6", b"six"), 5)
+
+
+def test_peer_with_a_source_address(daemons):
+    a, b = daemons("a"), daemons("b", host="0.0.0.0")
+    a.configure([f"127.0.0.1:{b.port},127.0.0.2"])
+    b.configure([f"127.0.0.1:{a.port}"])
+    b.start()
+    a.start()
+    (a.dir / "f").write_text("x")
+    assert wait_for(lambda: b.has("f", b"x"), 5)
+    assert wait_for(lambda: "sync with 127.0.0.2:" in b.text(), 5), b.text()
+
+
+class SlowPeer(threading.Thread):
+    """A peer that offers one big file and sends it slowly, to stop a daemon mid-transfer."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(daemon=True)
+        self.srv = socket.create_server(("127.0.0.1", 0))
+        self.port = self.srv.getsockname()[1]
+        self.data = os.urandom(size)
+        self.sending = threading.Event()
+        self.cipher = AesGcmCipher(bytes.fromhex(KEY))
+
+    def frame(self, msg) -> bytes:
+        payload = b"".join(self.cipher.seal_parts(protocol.encode_parts(msg)))
+        return struct.pack(">I", len(payload)) + payload
+
+    def run(self) -> None:
+        import hashlib
+
+        from owsync.state import Record
+
+        conn, _ = self.srv.accept()
+        with conn:
+            conn.sendall(self.frame(protocol.Hello("slow", time.time())))
+            rec = Record("big.bin", hashlib.sha256(self.data).hexdigest(),
+                         int(time.time() * 1000), len(self.data), 0o644)  # fmt: skip
+            conn.sendall(self.frame(protocol.SyncState((rec,))))
+            conn.recv(65536)  # its Hello, state and request
+            frame = self.frame(protocol.FileContent("big.bin", 0o644, self.data))
+            self.sending.set()
+            try:
+                for i in range(0, len(frame), 256 * 1024):
+                    conn.sendall(frame[i : i + 256 * 1024])
+                    time.sleep(0.05)
+            except OSError:
+                pass
+
+
+def test_sigterm_mid_transfer_leaves_no_partial_file(daemons):
+    slow = SlowPeer(12_000_000)
+    slow.start()
+    b = daemons("b")
+    b.configure([f"127.0.0.1:{slow.port}"])
+    b.start()
+    assert slow.sending.wait(10)
+    time.sleep(0.5)  # well inside the ~5 s the frame takes
+    assert b.stop() == 0
+    assert "stopped" in b.text()
+    assert not b.has("big.bin")
+    assert not [p for p in b.dir.rglob("*")]  # no temp file either
+    if b.db.exists():
+        json.loads(b.db.read_text())
