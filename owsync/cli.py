@@ -49,6 +49,8 @@ Common options:
   --poll-interval S      daemon: full sync with every peer every S seconds (60)
   --auto-sync HOST       daemon: a peer (repeatable), like peer= in the file
   --control-socket PATH  daemon's control socket (default /var/run/owsync.sock)
+  --uci-dir DIR          daemon: read UCI from DIR instead of /etc/config
+                         (also OWSYNC_UCI_DIR); without -c the daemon reads UCI
   -V, --version          print the version
   -h, --help             this help
 
@@ -87,6 +89,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("--wait", action="store_true")
     p.add_argument("--control-socket")
+    p.add_argument("--uci-dir")
     p.add_argument("-V", "--version", action="store_true")
     p.add_argument("-h", "--help", action="store_true")
     return p
@@ -102,9 +105,16 @@ def _int_option(name: str, value: str, lo: int, hi: int | None = None) -> int:
     return v
 
 
-def build_config(opts) -> Config:
-    """The config file (if any), then the command line on top of it."""
-    cfg = load_file(opts.config) if opts.config else Config()
+def build_config(opts, uci: bool = False) -> Config:
+    """The config file (or UCI, for the daemon), then the command line on top of it."""
+    if opts.config:
+        cfg = load_file(opts.config)
+    elif uci or opts.uci_dir:
+        from .uci_config import load_uci
+
+        cfg = load_uci(opts.uci_dir)
+    else:
+        cfg = Config()
     if opts.plain:
         cfg.plain_mode = True
     if opts.dir:
@@ -298,12 +308,14 @@ def cmd_daemon(opts, args) -> int:
 
     if args:
         raise UsageError("daemon takes no arguments")
-    cfg = build_config(opts)
+    cfg = build_config(opts, uci=True)
     # syslog always; stderr too in the foreground, and until detached
     logsetup.setup(cfg.log_level, stderr=True, syslog=opts.foreground)
     for w in cfg.warnings:
         log.warning("%s", w)
-    d = Daemon(cfg, reload=lambda: build_config(opts))
+    if not cfg.enabled:
+        raise ConfigError("owsync is disabled (uci set owsync.main.enabled=1)")
+    d = Daemon(cfg, reload=lambda: build_config(opts, uci=True))
     d.clock = CLOCK
     if not opts.foreground:
         _daemonize()

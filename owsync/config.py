@@ -85,6 +85,8 @@ class Config:
     exclude: list[str] = field(default_factory=list)
     control_socket: str = DEFAULT_CONTROL_SOCKET
     reload_services: bool | None = None  # None: on when sync_dir is /etc/config
+    enabled: bool = True  # UCI's owsync.main.enabled
+    ubus_socket: str | None = None  # None: libubus's default
     warnings: list[str] = field(default_factory=list, repr=False)
 
     def add_peer(self, text: str) -> None:
@@ -163,6 +165,8 @@ _SCALARS = {
     "max_file_size": ("max_file_size", _int_in(1, 1 << 40)),
     "control_socket": ("control_socket", _text),
     "reload_services": ("reload_services", _bool),
+    "enabled": ("enabled", _bool),
+    "ubus_socket": ("ubus_socket", _text),
 }
 _LISTS = {"include": "include", "exclude": "exclude"}
 

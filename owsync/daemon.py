@@ -371,12 +371,23 @@ class Daemon:
         threading.Thread(target=self._poll, name="owsync-poll", daemon=True).start()
         for w in self.workers.values():
             w.start()
+        self._start_bus()
         log.info(
             "owsync %s daemon: %s, listening on %s port %d, %d peer(s), %s",
             __version__, self.cfg.sync_dir, self.cfg.bind_host, self.cfg.port,
             len(self.workers), "encrypted" if self.cipher.encrypted else "PLAIN",
         )  # fmt: skip
         self.request_sync()  # the initial sync with every peer
+
+    def _start_bus(self) -> None:
+        """The ubus object and service reloads (OpenWrt); absent bindings just log."""
+        from .ubus_bridge import SessionNotifier, UbusBridge
+
+        self.bus = UbusBridge(self, self.cfg.ubus_socket)
+        self.on_session.append(
+            SessionNotifier(self.bus.call, self.bus.send, lambda: self.cfg.reload_enabled)
+        )
+        self.bus.start()
 
     def _poll(self) -> None:
         """The safety net: a full sync with every peer every poll_interval."""

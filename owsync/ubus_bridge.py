@@ -1,0 +1,206 @@
+"""The ubus object ``owsync``, session events, and services reloading after a sync.
+
+The python ``ubus`` bindings keep one global connection, and libubus is not
+thread-safe, so one thread owns it: it registers the object, runs
+``ubus.loop()`` in short slices (the GIL is released while it waits), and in
+between sends what other threads queued (events, ``service event`` calls).
+If ubusd is absent or restarts, the daemon goes on syncing; this thread logs
+it once and reconnects and re-registers when it can.
+
+Signals: the daemon installs its Python handlers for SIGTERM, SIGINT and
+SIGHUP before this thread first calls ``ubus.loop()``; libubox's uloop only
+takes over signals whose handler is still the default, so they keep reaching
+owsync.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import re
+import threading
+import time
+from collections.abc import Callable
+
+from .engine import SessionResult
+
+log = logging.getLogger("owsync")
+
+OBJECT = "owsync"
+EVENT = "owsync.sync"
+RETRY = 2.0  # seconds between reconnection attempts
+HEALTH = 2.0  # seconds between checks that the object is still registered
+_PACKAGE = re.compile(r"[A-Za-z0-9_-]+")
+MAX_EVENT_FILES = 100
+
+
+def changed_packages(paths: list[str]) -> list[str]:
+    """The UCI packages among changed paths: files directly in the config directory."""
+    return sorted({p for p in paths if "/" not in p and _PACKAGE.fullmatch(p)})
+
+
+def blob_safe(value):
+    """Drop None values (blobmsg has no null) from nested dicts and lists."""
+    if isinstance(value, dict):
+        return {k: blob_safe(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [blob_safe(v) for v in value if v is not None]
+    return value
+
+
+class SessionNotifier:
+    """A daemon session hook: reload services whose UCI package changed, then tell the bus.
+
+    ``call(obj, method, data)`` and ``send(event, data)`` are the bus; the
+    UbusBridge provides them on OpenWrt, tests may provide their own.
+    """
+
+    def __init__(
+        self,
+        call: Callable[[str, str, dict], None],
+        send: Callable[[str, dict], None],
+        reload_enabled: Callable[[], bool],
+    ) -> None:
+        self.call = call
+        self.send = send
+        self.reload_enabled = reload_enabled
+
+    def __call__(self, result: SessionResult, direction: str) -> None:
+        if not result.changed:
+            return
+        packages = changed_packages(result.changed) if self.reload_enabled() else []
+        for pkg in packages:
+            # what OpenWrt's reload_config does: procd runs the reload triggers
+            self.call("service", "event", {"type": "config.change", "data": {"package": pkg}})
+        self.send(
+            EVENT,
+            {
+                "peer": result.peer,
+                "direction": direction,
+                "received": result.received,
+                "deleted": result.deleted,
+                "files": result.changed[:MAX_EVENT_FILES],
+                "reloaded": packages,
+            },
+        )
+
+
+class UbusBridge(threading.Thread):
+    def __init__(self, daemon, socket_path: str | None = None) -> None:
+        super().__init__(name="owsync-ubus", daemon=True)
+        self.d = daemon
+        self.socket_path = socket_path
+        self.outbox: queue.SimpleQueue = queue.SimpleQueue()
+        self.connected = False
+        self.registered_once = False
+
+    # called from any thread
+    def call(self, obj: str, method: str, data: dict) -> None:
+        self.outbox.put(("call", obj, method, data))
+
+    def send(self, event: str, data: dict) -> None:
+        self.outbox.put(("send", event, data))
+
+    # --- the ubus thread ----------------------------------------------------
+
+    def run(self) -> None:
+        try:
+            import ubus
+        except ImportError:
+            level = logging.WARNING if self.d.cfg.reload_enabled else logging.INFO
+            log.log(level, "no ubus python bindings: no ubus object, no service reloads")
+            return
+        self.ubus = ubus
+        down_logged = False
+        last_check = 0.0
+        while not self.d.stopping.is_set():
+            if not self.connected:
+                try:
+                    self._connect()
+                except Exception as exc:
+                    if not down_logged:
+                        why = str(exc).strip()
+                        log.warning("ubus unavailable (%s); syncing goes on, retrying", why)
+                        down_logged = True
+                    self._drop()
+                    self.d.stopping.wait(RETRY)
+                    continue
+                down_logged = False
+            self._flush()
+            started = time.monotonic()
+            try:
+                ubus.loop(500)
+            except Exception as exc:
+                self._lost(f"loop: {exc}")
+                continue
+            now = time.monotonic()
+            # uloop ends at once when the connection is gone; check then, and now and again
+            if now - started < 0.4 or now - last_check >= HEALTH:
+                last_check = now
+                if not self._healthy():
+                    self._lost("ubusd went away")
+        self._drop()
+
+    def _connect(self) -> None:
+        ubus = self.ubus
+        if ubus.get_connected():
+            ubus.disconnect()
+        ubus.connect(socket_path=self.socket_path) if self.socket_path else ubus.connect()
+        ubus.add(
+            OBJECT,
+            {
+                "status": {"method": self._status, "signature": {}},
+                # python-ubus 0.1.3 makes every declared argument mandatory, so
+                # "peer" cannot be optional: "" means every peer, and sync_all
+                # takes no argument at all
+                "sync": {"method": self._sync, "signature": {"peer": ubus.BLOBMSG_TYPE_STRING}},
+                "sync_all": {"method": self._sync, "signature": {}},
+            },
+        )
+        self.connected = True
+        log.info("ubus object %s %sregistered", OBJECT, "re-" if self.registered_once else "")
+        self.registered_once = True
+
+    def _healthy(self) -> bool:
+        try:
+            return OBJECT in self.ubus.objects(OBJECT)
+        except Exception:
+            return False
+
+    def _lost(self, why: str) -> None:
+        log.warning("lost ubus (%s); syncing goes on, reconnecting", why)
+        self._drop()
+
+    def _drop(self) -> None:
+        self.connected = False
+        try:
+            if self.ubus.get_connected():
+                self.ubus.disconnect()
+        except Exception:
+            pass
+
+    def _flush(self) -> None:
+        while True:
+            try:
+                item = self.outbox.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                if item[0] == "call":
+                    self.ubus.call(item[1], item[2], item[3])
+                else:
+                    self.ubus.send(item[1], item[2])
+            except Exception as exc:
+                log.warning("ubus %s %s failed: %s", item[0], item[1], exc)
+
+    def _status(self, handler, data) -> None:
+        handler.reply(blob_safe(self.d.status()))
+
+    def _sync(self, handler, data) -> None:
+        peer = (data or {}).get("peer") or None
+        try:
+            started = self.d.request_sync(peer, manual=True)
+        except KeyError:
+            handler.reply({"error": f"unknown peer {peer!r}"})
+            return
+        handler.reply({"started": started})
