@@ -1,0 +1,243 @@
+"""owsync against OpenWrt's real ubusd, ubus and uci CLIs, procd, and the python bindings.
+
+These components build only against OpenWrt's C libraries; point the tests at
+them (README, "Tests that need outside components"):
+
+    OWSYNC_UBUSD=/path/ubusd OWSYNC_UBUS=/path/ubus OWSYNC_UCI=/path/uci \
+    OWSYNC_PROCD=/path/procd OWSYNC_PYBINDINGS=/dir/with/ubus/and/uci/modules
+
+Each test is skipped, saying what is missing, when its components are absent.
+OWSYNC_PROCD is optional: without it, the reload test stands a recording
+`service` object up on the real bus in procd's place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import KEY, base_env
+from test_daemon import DaemonNode, wait_for
+
+ENV = {k: os.environ.get(f"OWSYNC_{k}", "") for k in ("UBUSD", "UBUS", "UCI", "PROCD")}
+BINDINGS = os.environ.get("OWSYNC_PYBINDINGS", "")
+HERE = Path(__file__).parent
+
+
+def need(*names: str) -> None:
+    missing = [f"OWSYNC_{n}" for n in names if not os.access(ENV[n], os.X_OK)]
+    if not (BINDINGS and Path(BINDINGS).is_dir()):
+        missing.append("OWSYNC_PYBINDINGS")
+    if missing:
+        pytest.skip(f"needs OpenWrt's components: set {', '.join(missing)} (see README)")
+
+
+def bindings_env() -> dict:
+    env = base_env(None)
+    env["PYTHONPATH"] = BINDINGS + os.pathsep + env["PYTHONPATH"]
+    return env
+
+
+class Bus:
+    """A real ubusd on a socket of the test's own."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.sock = tmp / "ubus.sock"
+        self.procs: list[subprocess.Popen] = []
+        self.start()
+
+    def start(self) -> None:
+        p = subprocess.Popen([ENV["UBUSD"], "-s", str(self.sock)], stderr=subprocess.DEVNULL)
+        self.procs.append(p)
+        self.ubusd = p
+        assert wait_for(lambda: self.sock.exists(), 5)
+
+    def kill_ubusd(self) -> None:
+        self.ubusd.terminate()  # by PID: our own child
+        self.ubusd.wait(5)
+        self.sock.unlink(missing_ok=True)
+
+    def spawn(self, args, **kw) -> subprocess.Popen:
+        p = subprocess.Popen(args, **kw)
+        self.procs.append(p)
+        return p
+
+    def ubus(self, *args: str, timeout=30) -> subprocess.CompletedProcess:
+        return subprocess.run([ENV["UBUS"], "-s", str(self.sock), *args],
+                              capture_output=True, text=True, timeout=timeout)  # fmt: skip
+
+    def call(self, obj: str, method: str, data: dict | None = None) -> dict:
+        args = ["call", obj, method] + ([json.dumps(data)] if data is not None else [])
+        r = self.ubus(*args)
+        assert r.returncode == 0, (r.stdout, r.stderr)
+        return json.loads(r.stdout or "{}")
+
+    def stop(self) -> None:
+        for p in reversed(self.procs):
+            if p.poll() is None:
+                p.terminate()
+                try:
+                    p.wait(5)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+
+
+@pytest.fixture
+def bus(tmp_path):
+    need("UBUSD", "UBUS")
+    b = Bus(tmp_path)
+    yield b
+    b.stop()
+
+
+class OpenWrtDaemon(DaemonNode):
+    """A daemon with the bindings on its path and the test's ubus socket."""
+
+    def configure(self, peers, bus: Bus | None = None, **kw):
+        extra = f"ubus_socket={bus.sock}\nreload_services=1\n" if bus else ""
+        return super().configure(peers, extra=extra, **kw)
+
+    def start(self, args=None) -> DaemonNode:
+        self._logf = open(self.log, "a")  # noqa: SIM115 - closed in stop()
+        cmd = args or [sys.executable, "-m", "owsync", "daemon", "-f", "-c", str(self.conf)]
+        self.proc = subprocess.Popen(cmd, env=bindings_env(), stdout=self._logf,
+                                     stderr=self._logf)  # fmt: skip
+        assert wait_for(lambda: self.sock.exists() or self.proc.poll() is not None), self.text()
+        assert self.proc.poll() is None, self.text()
+        return self
+
+
+@pytest.fixture
+def owrt(tmp_path):
+    made: list[OpenWrtDaemon] = []
+
+    def make(name: str) -> OpenWrtDaemon:
+        d = OpenWrtDaemon(tmp_path, name)
+        made.append(d)
+        return d
+
+    yield make
+    for d in made:
+        d.stop()
+
+
+def registered(bus: Bus) -> bool:
+    return "owsync" in bus.ubus("list").stdout.split()
+
+
+def test_ubus_object_status_and_sync_from_the_real_cli(bus, owrt):
+    a, b = owrt("a"), owrt("b")
+    a.configure([b.addr], bus=bus)
+    b.configure([a.addr])
+    (b.dir / "dhcp").write_text("config dnsmasq\n")
+    a.start()
+    b.start()
+    assert wait_for(lambda: registered(bus), 10), a.text()
+    st = bus.call("owsync", "status")
+    assert st["version"] and st["encryption"] is True and st["sync_dir"] == str(a.dir)
+    (peer,) = st["peers"]
+    assert peer["address"] == b.addr
+    assert bus.call("owsync", "sync", {"peer": b.addr}) == {"started": [b.addr]}
+    assert bus.call("owsync", "sync", {"peer": ""}) == {"started": [b.addr]}
+    assert bus.call("owsync", "sync_all") == {"started": [b.addr]}
+    assert "unknown peer" in bus.call("owsync", "sync", {"peer": "10.9.9.9"})["error"]
+    assert wait_for(lambda: a.has("dhcp"), 5)
+    assert a.proc.poll() is None
+
+
+def test_uci_commit_and_sighup_change_the_peers(bus, owrt, tmp_path):
+    need("UBUSD", "UBUS", "UCI")
+    a, b = owrt("a"), owrt("b")
+    b.configure([a.addr])
+    confdir = tmp_path / "uci"
+    confdir.mkdir()
+    (confdir / "owsync").write_text("config owsync 'main'\n")
+
+    def uci(*args):
+        r = subprocess.run([ENV["UCI"], "-c", str(confdir), *args], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+
+    for opt, value in [
+        ("enabled", "1"), ("host", "127.0.0.1"), ("port", str(a.port)), ("dir", str(a.dir)),
+        ("db", str(a.db)), ("key", KEY), ("control_socket", str(a.sock)),
+        ("ubus_socket", str(bus.sock)),
+    ]:  # fmt: skip
+        uci("set", f"owsync.main.{opt}={value}")
+    uci("add_list", "owsync.main.include=*")
+    uci("add_list", f"owsync.main.peer=127.0.0.1:{b.port + 1 if b.port < 65535 else 1}")
+    uci("commit", "owsync")
+    a.start([sys.executable, "-m", "owsync", "daemon", "-f", "--uci-dir", str(confdir)])
+    b.start()
+    (a.dir / "from-a").write_text("a")
+    assert wait_for(lambda: registered(bus), 10), a.text()
+    assert len(bus.call("owsync", "status")["peers"]) == 1
+    time.sleep(0.5)
+    assert not b.has("from-a")
+    uci("add_list", f"owsync.main.peer={b.addr}")
+    uci("commit", "owsync")
+    a.proc.send_signal(signal.SIGHUP)
+    assert wait_for(lambda: len(bus.call("owsync", "status")["peers"]) == 2, 5), a.text()
+    assert wait_for(lambda: b.has("from-a", b"a"), 5), a.text()
+
+
+def test_received_dhcp_reloads_dhcp_through_the_bus(bus, owrt, tmp_path):
+    a, b = owrt("a"), owrt("b")
+    a.configure([b.addr], bus=bus)
+    b.configure([a.addr])
+    out = tmp_path / "reloads"
+    if os.access(ENV["PROCD"], os.X_OK):
+        # the real thing: procd runs the reload trigger an init script would register
+        init_d, rc_d = tmp_path / "init.d", tmp_path / "rc.d"
+        init_d.mkdir()
+        rc_d.mkdir()
+        bus.spawn([ENV["PROCD"], "-s", str(bus.sock), "-I", str(init_d), "-R", str(rc_d)],
+                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        assert wait_for(lambda: "service" in bus.ubus("list").stdout.split(), 10)
+        script = tmp_path / "dnsmasq-reload.sh"
+        script.write_text(f'#!/bin/sh\necho "dhcp $1" >> {out}\n')
+        script.chmod(0o755)
+        trigger = ["if", ["eq", "package", "dhcp"], ["run_script", str(script), "reload"]]
+        bus.call(
+            "service", "set", {"name": "dnsmasq-test", "triggers": [["config.change", trigger]]}
+        )
+        expect = "dhcp reload"
+    else:
+        # no procd here: a recording `service` object on the real bus stands in for it
+        bus.spawn([sys.executable, str(HERE / "fake_service.py"), str(bus.sock), str(out)],
+                  env=bindings_env())  # fmt: skip
+        assert wait_for(lambda: "service" in bus.ubus("list").stdout.split(), 10)
+        expect = '"package": "dhcp"'
+    a.start()
+    b.start()
+    assert wait_for(lambda: registered(bus), 10)
+    (b.dir / "dhcp").write_text("config dnsmasq\n")
+    (b.dir / "notes.txt").write_text("x\n")
+    assert wait_for(lambda: a.has("dhcp"), 5)
+    assert wait_for(lambda: out.exists() and expect in out.read_text(), 10), a.text()
+    assert "notes" not in out.read_text()
+
+
+def test_ubusd_restart_leaves_the_daemon_syncing_and_re_registered(bus, owrt):
+    a, b = owrt("a"), owrt("b")
+    a.configure([b.addr], bus=bus)
+    b.configure([a.addr])
+    a.start()
+    b.start()
+    assert wait_for(lambda: registered(bus), 10)
+    bus.kill_ubusd()
+    (b.dir / "while-down").write_text("x")
+    assert wait_for(lambda: a.has("while-down", b"x"), 5), a.text()
+    assert wait_for(lambda: "lost ubus" in a.text() or "ubus unavailable" in a.text(), 5)
+    bus.start()
+    assert wait_for(lambda: registered(bus), 15), a.text()
+    assert bus.call("owsync", "status")["peers"][0]["address"] == b.addr
+    (b.dir / "after").write_text("y")
+    assert wait_for(lambda: a.has("after", b"y"), 5)
+    assert a.proc.poll() is None
