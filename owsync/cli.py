@@ -109,14 +109,14 @@ def _int_option(name: str, value: str, lo: int, hi: int | None = None) -> int:
 
 def build_config(opts, uci: bool = False) -> Config:
     """The config file (or UCI, for the daemon), then the command line on top of it."""
+    from .uci_config import UCI_DIR_ENV, load_uci, uci_available
+
     if opts.config:
         cfg = load_file(opts.config)
-    elif uci or opts.uci_dir:
-        from .uci_config import load_uci
-
+    elif opts.uci_dir or (uci and (os.environ.get(UCI_DIR_ENV) or uci_available())):
         cfg = load_uci(opts.uci_dir)
     else:
-        cfg = Config()
+        cfg = Config()  # options only, as owsync 1.2.0 allows
     if opts.plain:
         cfg.plain_mode = True
     if opts.dir:

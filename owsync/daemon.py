@@ -157,7 +157,10 @@ class PeerWorker(threading.Thread):
 class Daemon:
     def __init__(self, cfg: Config, reload: Callable[[], Config] | None = None) -> None:
         if not cfg.peers:
-            raise ConfigError("no peer configured: set at least one 'peer' (or --auto-sync HOST)")
+            raise ConfigError(
+                "no peer configured: set 'peer' in the config file (-c FILE) or in UCI"
+                " (owsync.main.peer), or pass --auto-sync HOST"
+            )
         self.reload_config = reload
         self.stopping = threading.Event()
         self.owner = threading.Lock()

@@ -343,3 +343,20 @@ def test_sigterm_mid_transfer_leaves_no_partial_file(daemons):
     assert not [p for p in b.dir.rglob("*")]  # no temp file either
     if b.db.exists():
         json.loads(b.db.read_text())
+
+
+def test_daemon_entirely_from_options(daemons, tmp_path):
+    """As in owsync 1.2.0: no config file, every setting on the command line."""
+    a, b = pair(daemons)
+    a.start()
+    b.dir = tmp_path / "b-opts"
+    b.dir.mkdir()
+    (b.dir / "from-opts").write_text("x")
+    args = ["daemon", "-f", "-H", "127.0.0.1", "-P", str(b.port), "-d", str(b.dir),
+            "-b", str(b.db), "-i", "*", "--auto-sync", a.addr,
+            "--control-socket", str(b.sock), "--poll-interval", "30"]  # fmt: skip
+    b._logf = open(b.log, "a")  # noqa: SIM115 - closed in stop()
+    b.proc = subprocess.Popen(owsync_cmd(*args), env=base_env(KEY), stdout=b._logf,
+                              stderr=b._logf)  # fmt: skip
+    assert wait_for(lambda: a.has("from-opts", b"x"), 10), b.text()
+    assert b.status()["peers"][0]["address"] == a.addr
