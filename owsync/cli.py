@@ -191,12 +191,7 @@ def cmd_scan(opts, args) -> int:
         raise UsageError("scan takes one directory")
     if args:
         opts.dir = args[0]
-    cfg = build_config(opts)
-    logsetup.setup(cfg.log_level)
-    for w in cfg.warnings:
-        log.warning("%s", w)
-    _check_dir(cfg.sync_dir)
-    _warn_filters(cfg)
+    cfg = _setup(opts)
     flt = Filter(cfg.include, cfg.exclude)
     ctx = Context(cfg.sync_dir, cfg.database, flt, cipher=None)
     records = database.load(cfg.database, set_aside=False)
@@ -219,13 +214,19 @@ def cmd_scan(opts, args) -> int:
     return 0
 
 
-def _prepare(opts):
+def _setup(opts) -> Config:
+    """Configuration and logging for the one-shot commands, with their checks."""
     cfg = build_config(opts)
     logsetup.setup(cfg.log_level)
     for w in cfg.warnings:
         log.warning("%s", w)
     _check_dir(cfg.sync_dir)
     _warn_filters(cfg)
+    return cfg
+
+
+def _prepare(opts):
+    cfg = _setup(opts)
     return cfg, make_context(cfg, encrypted=not cfg.plain_mode)
 
 

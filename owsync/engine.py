@@ -124,16 +124,21 @@ class _Replica:
             raise database.LockBusy("another session is using the sync directory")
         try:
             self.lock.acquire(self.ctx.lock_timeout)
+            try:
+                loaded = database.load(self.ctx.db_path)
+                now_ms = int(self.ctx.clock() * 1000)
+                res = scanner.scan(self.ctx.root, loaded, self.ctx.filter, self.own, now_ms)
+                if res.stale_temps:
+                    self.dir.remove_stale_temps(res.stale_temps)
+            except BaseException:
+                self.dir.close()
+                self.lock.release()
+                raise
         except BaseException:
             if owner is not None:
                 owner.release()
             raise
-        self.loaded = database.load(self.ctx.db_path)
-        now_ms = int(self.ctx.clock() * 1000)
-        res = scanner.scan(self.ctx.root, self.loaded, self.ctx.filter, self.own, now_ms)
-        if res.stale_temps:
-            self.dir.remove_stale_temps(res.stale_temps)
-        self.records = res.records
+        self.loaded, self.records = loaded, res.records
         return self.records
 
     def stage(self, record: Record, data: bytes, result: SessionResult) -> None:

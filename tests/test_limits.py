@@ -122,3 +122,32 @@ def test_two_concurrent_sessions_on_one_directory_are_serialized(nodes):
     files = json.loads(a.db.read_text())["files"]
     assert {"from-a", "from-c", "from-slow"} <= files.keys()
     assert c.files() == {"from-c": b"c", "from-a": b"a", "from-slow": b"slow"}
+
+
+def test_a_failed_scan_releases_the_directory(tmp_path):
+    """An unreadable database fails the session and must not keep the directory locked."""
+    import socket
+    import threading as th
+
+    from owsync.crypto import PlainCipher
+    from owsync.engine import Context, run_session
+    from owsync.filters import Filter
+
+    root = tmp_path / "d"
+    root.mkdir()
+    bad_db = tmp_path / "db-is-a-directory"
+    bad_db.mkdir()
+    owner = th.Lock()
+    ctx = Context(str(root), str(bad_db), Filter(["*"]), PlainCipher(), owner=owner,
+                  idle_timeout=5)  # fmt: skip
+    peer_ctx = Context(str(tmp_path / "p"), str(tmp_path / "p.db"), Filter(["*"]), PlainCipher(),
+                       idle_timeout=5)  # fmt: skip
+    (tmp_path / "p").mkdir()
+    s1, s2 = socket.socketpair()
+    t = th.Thread(target=run_session, args=(s2, peer_ctx, "x"))
+    t.start()
+    result = run_session(s1, ctx, "p")
+    t.join(10)
+    assert not result.ok and "local I/O error" in result.error
+    assert owner.acquire(timeout=0), "the in-process owner lock was left held"
+    owner.release()
