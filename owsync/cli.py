@@ -202,15 +202,17 @@ def cmd_scan(opts, args) -> int:
         json.dump([record_to_wire(r) for r in shown], sys.stdout, indent=1)
         sys.stdout.write("\n")
         return 0
+    lines = []
     for r in shown:
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r.mtime / 1000))
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r.mtime // 1000))
         stamp = f"{when}.{r.mtime % 1000:03d}Z"
         if r.deleted:
-            print(f"{r.path}\tdeleted\t-\t{r.mode:04o}\t{stamp}")
+            lines.append(f"{r.path}\tdeleted\t-\t{r.mode:04o}\t{stamp}\n")
         else:
-            print(f"{r.path}\t{r.hash}\t{r.size}\t{r.mode:04o}\t{stamp}")
+            lines.append(f"{r.path}\t{r.hash}\t{r.size}\t{r.mode:04o}\t{stamp}\n")
     live = sum(1 for r in shown if not r.deleted)
-    print(f"# {live} files, {len(shown) - live} tombstones")
+    lines.append(f"# {live} files, {len(shown) - live} tombstones\n")
+    sys.stdout.write("".join(lines))
     return 0
 
 

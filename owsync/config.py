@@ -9,7 +9,7 @@ make the configuration unusable, which raise ConfigError.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from collections import namedtuple
 
 DEFAULT_PORT = 4321
 MAX_PEERS = 16
@@ -21,12 +21,11 @@ class ConfigError(Exception):
     """The configuration cannot be used; the message says why."""
 
 
-@dataclass(frozen=True)
-class Peer:
-    host: str
-    port: int | None = None  # None: the configured port
-    source: str | None = None  # local address to bind before connecting
-    text: str = ""  # as written, the peer's name in logs and status
+class Peer(namedtuple("Peer", "host port source text", defaults=(None, None, ""))):
+    """A peer: ``host``, ``port`` (None: the configured one), ``source`` (a local
+    address to bind before connecting), ``text`` (as written: its name in logs)."""
+
+    __slots__ = ()
 
     def __str__(self) -> str:
         return self.text or self.host
@@ -69,25 +68,31 @@ def parse_peer(text: str) -> Peer:
     return Peer(host, port, source, text.strip())
 
 
-@dataclass
 class Config:
-    bind_host: str = "::"
-    port: int = DEFAULT_PORT
-    sync_dir: str = "."
-    database: str = DEFAULT_DB
-    encryption_key: str | None = field(default=None, repr=False)
-    plain_mode: bool = False
-    poll_interval: int = 60
-    log_level: int = 2
-    max_file_size: int = 16 * 1024 * 1024
-    peers: list[Peer] = field(default_factory=list)
-    include: list[str] = field(default_factory=list)
-    exclude: list[str] = field(default_factory=list)
-    control_socket: str = DEFAULT_CONTROL_SOCKET
-    reload_services: bool | None = None  # None: on when sync_dir is /etc/config
-    enabled: bool = True  # UCI's owsync.main.enabled
-    ubus_socket: str | None = None  # None: libubus's default
-    warnings: list[str] = field(default_factory=list, repr=False)
+    """Every setting, whatever its source (key=value file, UCI, options)."""
+
+    def __init__(self, **settings) -> None:
+        self.bind_host = "::"
+        self.port = DEFAULT_PORT
+        self.sync_dir = "."
+        self.database = DEFAULT_DB
+        self.encryption_key: str | None = None
+        self.plain_mode = False
+        self.poll_interval = 60
+        self.log_level = 2
+        self.max_file_size = 16 * 1024 * 1024
+        self.peers: list[Peer] = []
+        self.include: list[str] = []
+        self.exclude: list[str] = []
+        self.control_socket = DEFAULT_CONTROL_SOCKET
+        self.reload_services: bool | None = None  # None: on when sync_dir is /etc/config
+        self.enabled = True  # UCI's owsync.main.enabled
+        self.ubus_socket: str | None = None  # None: libubus's default
+        self.warnings: list[str] = []
+        for name, value in settings.items():
+            if not hasattr(self, name):
+                raise TypeError(f"no setting {name!r}")
+            setattr(self, name, value)
 
     def add_peer(self, text: str) -> None:
         peer = parse_peer(text)  # ValueError for the caller to word

@@ -14,7 +14,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 
 from . import database, scanner
 from .crypto import AuthError
@@ -41,22 +40,36 @@ BATCH_FILES = 64  # received files fsynced and renamed together
 BATCH_BYTES = 8 * 1024 * 1024
 
 
-@dataclass
 class Context:
     """Everything a session needs; built from a Config (see owsync.config)."""
 
-    root: str
-    db_path: str
-    filter: Filter
-    cipher: object
-    hostname: str = field(default_factory=socket.gethostname)
-    max_file_size: int = DEFAULT_MAX_FILE_SIZE
-    clock: Callable[[], float] = time.time
-    idle_timeout: float = 60.0  # silence tolerated once a session is under way
-    hello_timeout: float = 10.0  # silence tolerated before the peer's Hello
-    lock_timeout: float = 30.0
-    should_stop: Callable[[], bool] = lambda: False
-    owner: threading.Lock | None = None  # in-process owner of the directory, if shared
+    def __init__(
+        self,
+        root: str,
+        db_path: str,
+        filter: Filter,
+        cipher,
+        hostname: str | None = None,
+        max_file_size: int = DEFAULT_MAX_FILE_SIZE,
+        clock: Callable[[], float] = time.time,
+        idle_timeout: float = 60.0,  # silence tolerated once a session is under way
+        hello_timeout: float = 10.0,  # silence tolerated before the peer's Hello
+        lock_timeout: float = 30.0,
+        should_stop: Callable[[], bool] = lambda: False,
+        owner: threading.Lock | None = None,  # in-process owner of the directory
+    ) -> None:
+        self.root = root
+        self.db_path = db_path
+        self.filter = filter
+        self.cipher = cipher
+        self.hostname = hostname or socket.gethostname()
+        self.max_file_size = max_file_size
+        self.clock = clock
+        self.idle_timeout = idle_timeout
+        self.hello_timeout = hello_timeout
+        self.lock_timeout = lock_timeout
+        self.should_stop = should_stop
+        self.owner = owner
 
     def own_relpaths(self) -> frozenset[str]:
         """owsync's own files that lie inside the sync directory, relative to it."""
@@ -72,17 +85,19 @@ class Context:
         return frozenset(out)
 
 
-@dataclass
 class SessionResult:
-    peer: str
-    ok: bool = False
-    error: str = ""
-    received: int = 0
-    sent: int = 0
-    deleted: int = 0
-    bytes: int = 0
-    seconds: float = 0.0
-    changed: list[str] = field(default_factory=list)  # paths written or removed here
+    """What one session did, for logs, the status and the summary line."""
+
+    def __init__(self, peer: str, error: str = "") -> None:
+        self.peer = peer
+        self.ok = False
+        self.error = error
+        self.received = 0
+        self.sent = 0
+        self.deleted = 0
+        self.bytes = 0
+        self.seconds = 0.0
+        self.changed: list[str] = []  # paths written or removed here
 
     def summary(self) -> str:
         return (

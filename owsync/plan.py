@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 
 from .state import Record
 
 
-@dataclass(slots=True)
 class Plan:
-    deletions: list[Record] = field(default_factory=list)  # remote tombstones to apply
-    requests: list[str] = field(default_factory=list)  # paths to ask the peer for
+    __slots__ = ("deletions", "requests")
+
+    def __init__(self) -> None:
+        self.deletions: list[Record] = []  # remote tombstones to apply
+        self.requests: list[str] = []  # paths to ask the peer for
 
     def __bool__(self) -> bool:
         return bool(self.deletions or self.requests)

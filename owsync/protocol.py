@@ -11,7 +11,7 @@ from __future__ import annotations
 import binascii
 import json
 import struct
-from dataclasses import dataclass
+from collections import namedtuple
 
 from .state import Record
 
@@ -66,33 +66,40 @@ class FrameDecoder:
 # --- messages ---------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Hello:
-    hostname: str
-    timestamp: float
-    version: int = PROTOCOL_VERSION
+class _Message:
+    """Messages are tuples; equal only to a message of the same type."""
+
+    __slots__ = ()
+
+    def __eq__(self, other: object) -> bool:
+        return type(self) is type(other) and tuple.__eq__(self, other)  # type: ignore[arg-type]
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    __hash__ = tuple.__hash__
 
 
-@dataclass(frozen=True, slots=True)
-class SyncState:
-    files: tuple[Record, ...]
+class Hello(
+    _Message, namedtuple("Hello", "hostname timestamp version", defaults=(PROTOCOL_VERSION,))
+):
+    __slots__ = ()
 
 
-@dataclass(frozen=True, slots=True)
-class RequestFiles:
-    paths: tuple[str, ...]
+class SyncState(_Message, namedtuple("SyncState", "files")):
+    __slots__ = ()
 
 
-@dataclass(frozen=True, slots=True)
-class FileContent:
-    path: str
-    mode: int
-    data: bytes
+class RequestFiles(_Message, namedtuple("RequestFiles", "paths")):
+    __slots__ = ()
 
 
-@dataclass(frozen=True, slots=True)
-class EndOfSync:
-    pass
+class FileContent(_Message, namedtuple("FileContent", "path mode data")):
+    __slots__ = ()
+
+
+class EndOfSync(_Message, namedtuple("EndOfSync", "")):
+    __slots__ = ()
 
 
 Message = Hello | SyncState | RequestFiles | FileContent | EndOfSync

@@ -13,7 +13,6 @@ import logging
 import os
 import stat
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from .paths import is_hidden, path_problem
 from .state import Record, observe_file, reconcile
@@ -22,11 +21,13 @@ from .syncdir import is_temp_name, signature
 log = logging.getLogger("owsync")
 
 
-@dataclass(slots=True)
 class ScanResult:
-    records: dict[str, Record]
-    hashed: int = 0  # files read and hashed this time
-    stale_temps: list[str] = field(default_factory=list)
+    __slots__ = ("records", "hashed", "stale_temps")
+
+    def __init__(self) -> None:
+        self.records: dict[str, Record] = {}
+        self.hashed = 0  # files read and hashed this time
+        self.stale_temps: list[str] = []  # temp files left by an interrupted run
 
 
 def hash_file(path: str) -> tuple[str, os.stat_result] | None:
@@ -57,7 +58,7 @@ def scan(
     """
     seen: dict[str, Record] = {}
     keep: set[str] = set()
-    result = ScanResult(records={})
+    result = ScanResult()
     stack = [("", root)]
     while stack:
         rel_dir, abs_dir = stack.pop()

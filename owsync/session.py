@@ -21,8 +21,8 @@ that connected and the one that accepted are not told apart.
 from __future__ import annotations
 
 import hashlib
+from collections import namedtuple
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from .plan import Plan, make_plan
 from .protocol import (
@@ -44,36 +44,13 @@ class SessionAbort(Exception):
     """The session cannot go on (clock skew, version); nothing was changed."""
 
 
-@dataclass(frozen=True, slots=True)
-class PeerHello:
-    hostname: str
-
-
-@dataclass(frozen=True, slots=True)
-class PeerState:
-    plan: Plan
-
-
-@dataclass(frozen=True, slots=True)
-class PeerRequest:
-    paths: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class FileArrived:
-    record: Record  # the peer's version, as it is to be recorded
-    data: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class FileRefused:
-    path: str
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class PeerEnd:
-    pass
+# Events: what the machine decided, for the caller to carry out.
+PeerHello = namedtuple("PeerHello", "hostname")  # lock, scan, send state_message()
+PeerState = namedtuple("PeerState", "plan")  # apply plan.deletions, send request(plan)
+PeerRequest = namedtuple("PeerRequest", "paths")  # send these files, then EndOfSync
+FileArrived = namedtuple("FileArrived", "record data")  # verified: put it in place
+FileRefused = namedtuple("FileRefused", "path reason")  # log it
+PeerEnd = namedtuple("PeerEnd", "")  # the peer has sent everything
 
 
 Event = PeerHello | PeerState | PeerRequest | FileArrived | FileRefused | PeerEnd

@@ -9,7 +9,7 @@ call the functions below to move records from one state to the next.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from collections import namedtuple
 
 TOMBSTONE_TTL_MS = 30 * 24 * 3600 * 1000
 
@@ -18,25 +18,23 @@ TOMBSTONE_TTL_MS = 30 * 24 * 3600 * 1000
 Signature = tuple[int, int, int, int]
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    path: str
-    hash: str | None
-    mtime: int  # milliseconds since the epoch
-    size: int
-    mode: int
-    deleted: bool = False
-    sig: Signature | None = None  # local only, never on the wire
+_RecordBase = namedtuple("Record", "path hash mtime size mode deleted sig", defaults=(False, None))
+
+
+class Record(_RecordBase):
+    """What a node knows of one path (a tuple: cheap to make, compare and keep).
+
+    ``path``; ``hash``, SHA-256 hex of the content or None for a tombstone;
+    ``mtime``, milliseconds since the epoch of the write; ``size``; ``mode``
+    (permission bits); ``deleted``; ``sig``, the scanner's Signature of the
+    file, local only and never on the wire.
+    """
+
+    __slots__ = ()
 
     def same_version(self, other: Record) -> bool:
         """True when both describe the same version (ignoring local caches)."""
-        return (self.hash, self.mtime, self.size, self.mode, self.deleted) == (
-            other.hash,
-            other.mtime,
-            other.size,
-            other.mode,
-            other.deleted,
-        )
+        return self[1:6] == other[1:6]
 
 
 def observe_file(
@@ -50,7 +48,7 @@ def observe_file(
     when a tool preserved an old mtime (``cp -p``, restores).
     """
     if prev is not None and not prev.deleted and prev.hash == digest:
-        return replace(prev, size=size, mode=mode, sig=sig)
+        return prev._replace(size=size, mode=mode, sig=sig)
     if prev is not None and mtime_ms <= prev.mtime:
         mtime_ms = prev.mtime + 1
     return Record(path, digest, mtime_ms, size, mode, False, sig)
@@ -130,32 +128,28 @@ class CorruptDatabase(ValueError):
 
 
 def loads_db(data: bytes) -> dict[str, Record]:
-    """Parse a database; raise CorruptDatabase on anything malformed."""
+    """Parse a database; raise CorruptDatabase on anything malformed.
+
+    This runs at the start of every session over every record, so it stays lean.
+    """
     try:
-        obj = json.loads(data)
-        files = obj["files"]
+        files = json.loads(data)["files"]
         if not isinstance(files, dict):
             raise TypeError("files is not an object")
         out = {}
         for path, e in files.items():
-            deleted = bool(e["deleted"])
-            h = None if deleted else e["hash"]
-            if not deleted and not (isinstance(h, str) and len(h) == 64):
+            if e["deleted"]:
+                out[path] = Record(path, None, int(e["mtime"]), int(e["size"]),
+                                   int(e["mode"]) & 0o777, True, None)  # fmt: skip
+                continue
+            h = e["hash"]
+            if type(h) is not str or len(h) != 64:
                 raise ValueError(f"bad hash for {path!r}")
             sig = e.get("sig")
             if sig is not None:
-                sig = tuple(int(x) for x in sig)
-                if len(sig) != 4:
-                    sig = None
-            out[path] = Record(
-                path=path,
-                hash=h,
-                mtime=int(e["mtime"]),
-                size=int(e["size"]),
-                mode=int(e["mode"]) & 0o777,
-                deleted=deleted,
-                sig=None if deleted else sig,
-            )
+                sig = tuple(map(int, sig)) if len(sig) == 4 else None
+            out[path] = Record(path, h, int(e["mtime"]), int(e["size"]),
+                               int(e["mode"]) & 0o777, False, sig)  # fmt: skip
         return out
     except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
         raise CorruptDatabase(str(exc) or exc.__class__.__name__) from None

@@ -19,7 +19,6 @@ import contextlib
 import errno
 import os
 import stat
-from dataclasses import dataclass
 
 from .paths import path_problem
 from .state import Signature
@@ -45,17 +44,14 @@ def is_temp_name(name: str) -> bool:
     return name.startswith(TMP_PREFIX) and name.endswith(TMP_SUFFIX)
 
 
-@dataclass(slots=True)
 class Staged:
     """A received file written to a temp file, not yet in place."""
 
-    path: str
-    dir_fd: int
-    name: str
-    tmp: str
-    fd: int
-    expect: Signature | None
-    size: int
+    __slots__ = ("path", "dir_fd", "name", "tmp", "fd", "expect", "size")
+
+    def __init__(self, path, dir_fd, name, tmp, fd, expect: Signature | None, size) -> None:
+        self.path, self.dir_fd, self.name, self.tmp = path, dir_fd, name, tmp
+        self.fd, self.expect, self.size = fd, expect, size
 
 
 class SyncDir:
