@@ -10,6 +10,7 @@ import os
 
 NONCE = 12
 TAG = 16
+STREAM_OVER = 1024 * 1024  # larger payloads are sealed piece by piece, not joined first
 
 
 class AuthError(Exception):
@@ -51,20 +52,32 @@ class AesGcmCipher:
 
         if len(key) != 32:
             raise ValueError("AES-256-GCM needs a 32-byte key")
+        self._key = key
         self._aead = AESGCM(key)
 
     def seal_parts(self, parts: list[bytes]) -> list[bytes]:
         nonce = os.urandom(NONCE)
-        plaintext = parts[0] if len(parts) == 1 else b"".join(parts)
-        return [nonce, self._aead.encrypt(nonce, plaintext, None)]
+        if len(parts) == 1:
+            return [nonce, self._aead.encrypt(nonce, parts[0], None)]
+        if sum(len(p) for p in parts) <= STREAM_OVER:
+            return [nonce, self._aead.encrypt(nonce, b"".join(parts), None)]
+        # a large FileContent: encrypt its pieces in turn instead of joining them
+        from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+        enc = Cipher(algorithms.AES(self._key), modes.GCM(nonce)).encryptor()
+        out = [nonce, *(enc.update(p) for p in parts)]
+        out.append(enc.finalize())
+        out.append(enc.tag)
+        return out
 
     def open(self, payload: bytes) -> bytes:
         from cryptography.exceptions import InvalidTag
 
         if len(payload) < NONCE + TAG:
             raise AuthError("frame too short to be encrypted")
+        view = memoryview(payload)  # no copy of a large frame's body
         try:
-            return self._aead.decrypt(payload[:NONCE], payload[NONCE:], None)
+            return self._aead.decrypt(view[:NONCE], view[NONCE:], None)
         except InvalidTag:
             raise AuthError("decryption failed: wrong key, or the peer is in plain mode") from None
 

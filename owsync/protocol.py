@@ -54,7 +54,8 @@ class FrameDecoder:
                 raise ProtocolError(f"frame of {n} bytes exceeds the limit of {self.limit}")
             if len(self._buf) < 4 + n:
                 break
-            frames.append(bytes(self._buf[4 : 4 + n]))
+            with memoryview(self._buf) as view:
+                frames.append(bytes(view[4 : 4 + n]))  # one copy, not two
             del self._buf[: 4 + n]
         return frames
 
@@ -204,8 +205,45 @@ def record_from_wire(obj: object) -> Record:
         raise ProtocolError(f"SyncState: malformed file record ({exc})") from None
 
 
+_DATA_KEY = b',"data":"'
+
+
+def _decode_file_content(payload: bytes) -> FileContent | None:
+    """FileContent as senders lay it out (data last), without a str of its hex.
+
+    ``,"data":"`` cannot occur inside a JSON string (a quote there is
+    escaped), so the first one is the key.  Any other layout returns None and
+    decode() takes the general path.
+    """
+    if not payload.startswith(b'{"type":"FileContent"') or not payload.endswith(b'"}'):
+        return None
+    i = payload.find(_DATA_KEY)
+    if i < 0:
+        return None
+    try:
+        meta = json.loads(payload[:i] + b"}")
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(meta, dict) or "path" not in meta or "mode" not in meta:
+        return None
+    with memoryview(payload) as view:
+        try:
+            raw = binascii.unhexlify(view[i + len(_DATA_KEY) : -2])
+        except (binascii.Error, ValueError):
+            return None  # not data-last after all, or not hex: the general path decides
+    return FileContent(
+        path=_field(meta, "path", str, "FileContent"),
+        mode=_int(meta, "mode", "FileContent") & 0o777,
+        data=raw,
+    )
+
+
 def decode(payload: bytes) -> Message:
     """Decode one frame payload (plain JSON text) into a message."""
+    if len(payload) > 4096:
+        fast = _decode_file_content(payload)
+        if fast is not None:
+            return fast
     try:
         obj = json.loads(payload)
     except (ValueError, UnicodeDecodeError) as exc:

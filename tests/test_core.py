@@ -311,3 +311,32 @@ def test_peer_addresses(text, expected):
 def test_bad_peer_addresses(text):
     with pytest.raises(ValueError):
         parse_peer(text)
+
+
+def test_large_file_content_decodes_the_same_whatever_the_layout():
+    data = bytes(range(256)) * 40
+    msg = protocol.FileContent('we"ird/pa\\th,"data":"x', 0o755, data)
+    wire = protocol.encode(msg)
+    assert protocol.decode(wire) == msg  # the fast path
+    hexed = data.hex()
+    for layout in (
+        b'{"type":"FileContent","data":"' + hexed.encode() + b'","path":"p","mode":420}',
+        b'{"type":"FileContent","path":"p","mode":420,"data":"' + hexed.encode() + b'","x":"y"}',
+        b'{"mode":420,"type":"FileContent","path":"p","data":"' + hexed.encode() + b'"}',
+    ):
+        assert protocol.decode(layout) == protocol.FileContent("p", 0o644, data)
+    with pytest.raises(protocol.ProtocolError):
+        protocol.decode(
+            b'{"type":"FileContent","path":"p","mode":420,"data":"' + b"zz" * 3000 + b'"}'
+        )
+
+
+def test_large_messages_are_sealed_in_pieces_and_open_whole():
+    from owsync.crypto import AesGcmCipher
+
+    c = AesGcmCipher(b"k" * 32)
+    msg = protocol.FileContent("big", 0o644, bytes(range(256)) * 8192)  # 2 MiB
+    sealed = b"".join(c.seal_parts(protocol.encode_parts(msg)))
+    assert protocol.decode(c.open(sealed)) == msg
+    small = b"".join(c.seal_parts(protocol.encode_parts(protocol.FileContent("s", 1, b"x"))))
+    assert protocol.decode(c.open(small)).data == b"x"
