@@ -143,10 +143,13 @@ def main() -> None:
             lst = Listener(big, big_db, plain)
             dst = work / f"bigdst-{mode}"
             dst.mkdir()
-            t = timed(connect_cmd(lst.port, dst, work / f"bigdst-{mode}.db", plain), plain)
+            peak_file = work / "peak"
+            cmd = connect_cmd(lst.port, dst, work / f"bigdst-{mode}.db", plain)
+            t = timed(["/usr/bin/time", "-f", "%M", "-o", str(peak_file), *cmd], plain)
             print(
-                f"{'one 16 MB file':40s} {t:7.3f} s ({mode}),"
-                f" listener peak {peak_kib(lst.proc.pid) / 1024:.1f} MiB"
+                f"{'one 16 MB file':40s} {t:7.3f} s ({mode}), peak RSS: sender (listener)"
+                f" {peak_kib(lst.proc.pid) / 1024:.1f} MiB,"
+                f" receiver {int(peak_file.read_text().split()[-1]) / 1024:.1f} MiB"
             )
             lst.stop()
     finally:

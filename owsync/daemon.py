@@ -71,7 +71,7 @@ class PeerWorker(threading.Thread):
         self.manual = False
         self.retiring = False
         self.failures = 0
-        self.next_retry: float | None = None  # wall clock
+        self.retry_at: float | None = None  # time.monotonic(): immune to clock steps
         self.last_attempt: float | None = None
         self.last_success: float | None = None
         self.last: SessionResult | None = None
@@ -92,19 +92,19 @@ class PeerWorker(threading.Thread):
 
     def _due(self) -> bool:
         return self.pending and (
-            self.manual or self.next_retry is None or time.time() >= self.next_retry
+            self.manual or self.retry_at is None or time.monotonic() >= self.retry_at
         )
 
     def run(self) -> None:
         while True:
             with self.cond:
                 while not (self._due() or self.retiring or self.d.stopping.is_set()):
-                    wait = None
-                    if self.pending and self.next_retry is not None:
-                        wait = max(0.0, self.next_retry - time.time())
-                    self.cond.wait(min(wait, 1.0) if wait is not None else 1.0)
+                    wait = None  # until notified: a request, a retirement, the stop
+                    if self.pending and self.retry_at is not None:
+                        wait = max(0.0, self.retry_at - time.monotonic())
+                    self.cond.wait(wait)
                 if self.retiring or self.d.stopping.is_set():
-                    self._release_waiters(None)
+                    self._release_waiters()
                     return
                 self.pending = self.manual = False
                 waiters, self._waiters = self._waiters, []
@@ -115,14 +115,14 @@ class PeerWorker(threading.Thread):
                 self.last = result
                 if result.ok:
                     self.failures = 0
-                    self.next_retry = None
+                    self.retry_at = None
                     self.last_success = time.time()
                     self.state = "idle"
                 elif result.error == "stopped":
                     self.state = "idle"
                 else:
                     self.failures += 1
-                    self.next_retry = time.time() + backoff_delay(self.failures)
+                    self.retry_at = time.monotonic() + backoff_delay(self.failures)
                     self.pending = True  # retried when the backoff ends
                     self.state = "backing off"
             for event, box in waiters:
@@ -131,7 +131,7 @@ class PeerWorker(threading.Thread):
             if result.ok and (result.received or result.deleted):
                 self.d.request_sync(exclude=self.peer)
 
-    def _release_waiters(self, result) -> None:
+    def _release_waiters(self) -> None:
         waiters, self._waiters = self._waiters, []
         for event, _ in waiters:
             event.set()
@@ -150,7 +150,11 @@ class PeerWorker(threading.Thread):
             "deleted": r.deleted if r else 0,
             "bytes": r.bytes if r else 0,
             "consecutive_failures": self.failures,
-            "next_retry": self.next_retry if self.state == "backing off" else None,
+            "next_retry": (
+                time.time() + max(0.0, self.retry_at - time.monotonic())
+                if self.state == "backing off" and self.retry_at is not None
+                else None
+            ),
         }
 
 
@@ -417,13 +421,24 @@ class Daemon:
 
     def run(self) -> int:
         """Run until SIGTERM or SIGINT; SIGHUP reloads.  Returns the exit status."""
-        signal.signal(signal.SIGTERM, lambda *_: self.stopping.set())
-        signal.signal(signal.SIGINT, lambda *_: self.stopping.set())
-        signal.signal(signal.SIGHUP, lambda *_: self._reload_requested.set())
+        wake = threading.Event()
+
+        def on_stop(*_):
+            self.stopping.set()
+            wake.set()
+
+        def on_hup(*_):
+            self._reload_requested.set()
+            wake.set()
+
+        signal.signal(signal.SIGTERM, on_stop)
+        signal.signal(signal.SIGINT, on_stop)
+        signal.signal(signal.SIGHUP, on_hup)
         self.start()
         while not self.stopping.is_set():
-            self.stopping.wait(0.5)
-            if self._reload_requested.is_set():
+            wake.wait()  # signal handlers run here, in the main thread
+            wake.clear()
+            if self._reload_requested.is_set() and not self.stopping.is_set():
                 self._reload_requested.clear()
                 self.reload()
         log.info("stopping")

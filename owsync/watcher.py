@@ -42,6 +42,7 @@ _EVENT = struct.Struct("iIII")
 DEBOUNCE = 0.1  # quiet time that ends a burst of events
 MAX_DELAY = 0.5  # a steady stream of events still reports this often
 POLL_FALLBACK = 2.0  # rescan period when inotify cannot be used
+IDLE_WAKE = 5.0  # with no events, how often the watcher looks whether to stop
 
 
 class InotifyUnavailable(Exception):
@@ -142,7 +143,7 @@ class Watcher(threading.Thread):
 
     def _watch(self, ino: Inotify) -> None:
         while not self.stop.is_set():
-            ready, _, _ = select.select([ino.fd], [], [], 0.5)
+            ready, _, _ = select.select([ino.fd], [], [], IDLE_WAKE)
             if not ready or not ino.read():
                 continue
             first = last = time.monotonic()
