@@ -38,30 +38,57 @@ def frame_header(length: int) -> bytes:
     return _LEN.pack(length)
 
 
+FIRST_FRAME_LIMIT = 64 * 1024  # the first frame is a Hello: small
+
+
 class FrameDecoder:
-    """Accumulates received bytes and yields complete frame payloads."""
+    """Accumulates received bytes and yields complete frame payloads.
+
+    The first frame (a Hello) may not exceed 64 KiB, so a peer that has not
+    said who it is cannot make this node hold 32 MiB.  A large frame is
+    gathered in a buffer of its own and handed out as that buffer, never
+    copied once more; it grows only as its bytes arrive.
+    """
+
+    BIG = 1024 * 1024
 
     def __init__(self, limit: int = MAX_FRAME) -> None:
-        self.limit = limit
+        self.full_limit = limit
+        self.limit = min(limit, FIRST_FRAME_LIMIT)
         self._buf = bytearray()
+        self._big: bytearray | None = None  # a large frame being gathered
+        self._need = 0
 
-    def feed(self, data: bytes) -> list[bytes]:
+    def feed(self, data: bytes) -> list[bytes | bytearray]:
+        frames: list[bytes | bytearray] = []
+        if self._big is not None:
+            take = min(len(data), self._need - len(self._big))
+            self._big += data[:take]
+            if len(self._big) < self._need:
+                return frames
+            frames.append(self._big)
+            self._big = None
+            data = data[take:]
         self._buf += data
-        frames = []
         while len(self._buf) >= 4:
             (n,) = _LEN.unpack_from(self._buf)
             if n > self.limit:
                 raise ProtocolError(f"frame of {n} bytes exceeds the limit of {self.limit}")
             if len(self._buf) < 4 + n:
+                if n >= self.BIG:
+                    self._big = self._buf[4:]
+                    self._need = n
+                    self._buf = bytearray()
                 break
             with memoryview(self._buf) as view:
-                frames.append(bytes(view[4 : 4 + n]))  # one copy, not two
+                frames.append(bytes(view[4 : 4 + n]))
             del self._buf[: 4 + n]
+            self.limit = self.full_limit
         return frames
 
     @property
     def pending(self) -> int:
-        return len(self._buf)
+        return len(self._buf) + (len(self._big) if self._big is not None else 0)
 
 
 # --- messages ---------------------------------------------------------------

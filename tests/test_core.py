@@ -49,9 +49,23 @@ def test_frame_decoder_reassembles_split_frames():
 
 def test_frame_over_32_mib_is_refused_from_its_header():
     dec = protocol.FrameDecoder()
+    assert dec.feed(struct.pack(">I", 1) + b"h") == [b"h"]  # a first frame (the Hello)
+    assert dec.feed(struct.pack(">I", 32 * 1024 * 1024)) == []  # allowed, incomplete
+    dec = protocol.FrameDecoder()
+    dec.feed(struct.pack(">I", 0))
     with pytest.raises(protocol.ProtocolError):
         dec.feed(struct.pack(">I", 32 * 1024 * 1024 + 1))
-    assert protocol.FrameDecoder().feed(struct.pack(">I", 0)) == [b""]
+
+
+def test_first_frame_is_held_to_64_kib():
+    """A peer that has not said Hello cannot make the node gather megabytes."""
+    with pytest.raises(protocol.ProtocolError, match="limit of 65536"):
+        protocol.FrameDecoder().feed(struct.pack(">I", 64 * 1024 + 1))
+    # a Hello and a large SyncState arriving together are fine
+    hello = protocol.encode(protocol.Hello("h", 1.0))
+    big = b"x" * (200 * 1024)
+    wire = struct.pack(">I", len(hello)) + hello + struct.pack(">I", len(big)) + big
+    assert protocol.FrameDecoder().feed(wire) == [hello, big]
 
 
 def test_frame_limit_grows_only_with_a_raised_max_file_size():
@@ -340,3 +354,16 @@ def test_large_messages_are_sealed_in_pieces_and_open_whole():
     assert protocol.decode(c.open(sealed)) == msg
     small = b"".join(c.seal_parts(protocol.encode_parts(protocol.FileContent("s", 1, b"x"))))
     assert protocol.decode(c.open(small)).data == b"x"
+
+
+def test_frame_decoder_large_frames_between_small_ones():
+    big = bytes(range(256)) * 8000  # over FrameDecoder.BIG
+    payloads = [b"a", big, b"bc", big[:-1], b""]  # the first frame is small, as a Hello is
+    wire = b"".join(struct.pack(">I", len(p)) + p for p in payloads)
+    for step in (3, 4096, 65536, 1 << 20, len(wire)):
+        dec = protocol.FrameDecoder()
+        got = []
+        for i in range(0, len(wire), step):
+            got += dec.feed(wire[i : i + step])
+        assert [bytes(g) for g in got] == payloads, step
+        assert dec.pending == 0
