@@ -7,6 +7,7 @@ random nonce and no associated data, as owsync 1.2.0 sends it.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 
 NONCE = 12
 TAG = 16
@@ -34,8 +35,8 @@ class PlainCipher:
     encrypted = False
     overhead = 0
 
-    def seal_parts(self, parts: list[bytes]) -> list[bytes]:
-        return parts
+    def seal_parts(self, parts: Iterable[bytes]) -> list[bytes]:
+        return parts if isinstance(parts, list) else list(parts)
 
     def open(self, payload: bytes) -> bytes:
         return payload
@@ -55,13 +56,16 @@ class AesGcmCipher:
         self._key = key
         self._aead = AESGCM(key)
 
-    def seal_parts(self, parts: list[bytes]) -> list[bytes]:
+    def seal_parts(self, parts: Iterable[bytes]) -> list[bytes]:
+        """``nonce || ciphertext || tag`` as pieces.
+
+        A list of small parts is joined and sealed at once; an iterator (a
+        large FileContent) is sealed piece by piece as it is produced.
+        """
         nonce = os.urandom(NONCE)
-        if len(parts) == 1:
-            return [nonce, self._aead.encrypt(nonce, parts[0], None)]
-        if sum(len(p) for p in parts) <= STREAM_OVER:
-            return [nonce, self._aead.encrypt(nonce, b"".join(parts), None)]
-        # a large FileContent: encrypt its pieces in turn instead of joining them
+        if isinstance(parts, list) and sum(len(p) for p in parts) <= STREAM_OVER:
+            plaintext = parts[0] if len(parts) == 1 else b"".join(parts)
+            return [nonce, self._aead.encrypt(nonce, plaintext, None)]
         from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
         enc = Cipher(algorithms.AES(self._key), modes.GCM(nonce)).encryptor()

@@ -12,6 +12,7 @@ import binascii
 import json
 import struct
 from collections import namedtuple
+from collections.abc import Iterator
 
 from .state import Record
 
@@ -151,14 +152,30 @@ def record_to_wire(r: Record) -> dict:
     }
 
 
-def encode_parts(msg: Message) -> list[bytes]:
+HEX_CHUNK = 1024 * 1024  # a large file's content is hexed this much at a time
+
+
+def _file_content_parts(msg: FileContent, head: bytes) -> Iterator[bytes]:
+    yield head
+    with memoryview(msg.data) as view:
+        for i in range(0, len(view), HEX_CHUNK):
+            yield binascii.hexlify(view[i : i + HEX_CHUNK])
+    yield b'"}'
+
+
+def encode_parts(msg: Message) -> list[bytes] | Iterator[bytes]:
     """Encode a message as payload pieces (joined, they are the JSON text).
 
-    FileContent is split so that the hex of a large file is not copied again.
+    FileContent is split so that the hex of a file is not copied again; a
+    large one comes as an iterator that hexes a piece at a time, so that an
+    encrypting sender never holds all of its hex at once.
     """
     if isinstance(msg, FileContent):
         head = _dumps({"type": "FileContent", "path": msg.path, "mode": msg.mode})
-        return [head[:-1] + b',"data":"', binascii.hexlify(msg.data), b'"}']
+        head = head[:-1] + b',"data":"'
+        if len(msg.data) > HEX_CHUNK:
+            return _file_content_parts(msg, head)
+        return [head, binascii.hexlify(msg.data), b'"}']
     if isinstance(msg, Hello):
         obj = {
             "type": "Hello",
