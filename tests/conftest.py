@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -35,7 +36,48 @@ def base_env(key: str | None = KEY) -> dict[str, str]:
     return env
 
 
-class Node:
+class Child:
+    """Holds a process a test started, its output going to a log file.
+
+    Stopped by PID, its own child only; stop() returns the exit status.
+    """
+
+    proc: subprocess.Popen | None = None
+
+    def spawn(self, cmd: list[str], env: dict, log: Path) -> subprocess.Popen:
+        self._logf = open(log, "a")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(cmd, env=env, stdout=self._logf, stderr=self._logf)
+        return self.proc
+
+    def stop(self, sig=signal.SIGTERM) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._logf.close()
+        return self.proc.returncode
+
+
+def tracked(tmp_path: Path, cls):
+    """A fixture body: make nodes of ``cls`` on demand, stop them all at the end."""
+    made = []
+
+    def make(name: str, **kw):
+        n = cls(tmp_path, name, **kw)
+        made.append(n)
+        return n
+
+    yield make
+    for n in made:
+        n.stop()
+
+
+class Node(Child):
     """One owsync node: a sync directory and a database, driven through the CLI."""
 
     def __init__(
@@ -70,22 +112,8 @@ class Node:
 
     def listen(self, clock_offset=None, host="127.0.0.1", port=None) -> Node:
         self.port = port or free_port()
-        self._logf = open(self.log, "w")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            owsync_cmd(
-                "listen",
-                "-H",
-                host,
-                "-P",
-                str(self.port),
-                "-v",
-                *self.opts(),
-                clock_offset=clock_offset,
-            ),
-            env=base_env(self.key),
-            stdout=subprocess.DEVNULL,
-            stderr=self._logf,
-        )
+        args = ["listen", "-H", host, "-P", str(self.port), "-v", *self.opts()]
+        self.spawn(owsync_cmd(*args, clock_offset=clock_offset), base_env(self.key), self.log)
         deadline = time.monotonic() + 15
         while "listening on" not in self.log.read_text():
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -107,17 +135,6 @@ class Node:
         r = self.connect(other)
         assert r.returncode == 0, r.stderr
         return r
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()  # our own child, by PID
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self.proc:
-            self._logf.close()
 
     def wait_log(self, text: str, timeout: float = 5.0) -> str:
         """The listener's log once it contains ``text`` (it is written after the socket closes)."""
@@ -144,16 +161,7 @@ class Node:
 
 @pytest.fixture
 def nodes(tmp_path):
-    made: list[Node] = []
-
-    def make(name: str, **kw) -> Node:
-        n = Node(tmp_path, name, **kw)
-        made.append(n)
-        return n
-
-    yield make
-    for n in made:
-        n.stop()
+    yield from tracked(tmp_path, Node)
 
 
 def summary(result) -> dict[str, float]:

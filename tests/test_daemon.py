@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import KEY, base_env, free_port, owsync_cmd
+from conftest import KEY, Child, base_env, free_port, owsync_cmd, tracked
 
 from owsync import protocol
 from owsync.crypto import AesGcmCipher
@@ -28,7 +28,7 @@ def wait_for(pred, timeout=10.0, step=0.02):
     return pred()
 
 
-class DaemonNode:
+class DaemonNode(Child):
     def __init__(self, root: Path, name: str, host="127.0.0.1") -> None:
         self.name = name
         self.dir = root / name
@@ -61,30 +61,12 @@ class DaemonNode:
         self.conf.write_text("\n".join(lines) + "\n" + extra)
         return self
 
-    def start(self) -> DaemonNode:
-        self._logf = open(self.log, "a")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            owsync_cmd("daemon", "-f", "-c", str(self.conf)),
-            env=base_env(None),
-            stdout=self._logf,
-            stderr=self._logf,
-        )
+    def start(self, cmd: list[str] | None = None, env: dict | None = None) -> DaemonNode:
+        cmd = cmd or owsync_cmd("daemon", "-f", "-c", str(self.conf))
+        self.spawn(cmd, env or base_env(None), self.log)
         assert wait_for(lambda: self.sock.exists() or self.proc.poll() is not None), self.text()
         assert self.proc.poll() is None, self.text()
         return self
-
-    def stop(self, sig=signal.SIGTERM) -> int | None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(sig)  # our own child, by PID
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self.proc:
-            self._logf.close()
-            return self.proc.returncode
-        return None
 
     def text(self) -> str:
         return self.log.read_text() if self.log.exists() else ""
@@ -113,16 +95,7 @@ class DaemonNode:
 
 @pytest.fixture
 def daemons(tmp_path):
-    made: list[DaemonNode] = []
-
-    def make(name: str, **kw) -> DaemonNode:
-        d = DaemonNode(tmp_path, name, **kw)
-        made.append(d)
-        return d
-
-    yield make
-    for d in made:
-        d.stop()
+    yield from tracked(tmp_path, DaemonNode)
 
 
 def pair(daemons, **kw):
@@ -355,8 +328,6 @@ def test_daemon_entirely_from_options(daemons, tmp_path):
     args = ["daemon", "-f", "-H", "127.0.0.1", "-P", str(b.port), "-d", str(b.dir),
             "-b", str(b.db), "-i", "*", "--auto-sync", a.addr,
             "--control-socket", str(b.sock), "--poll-interval", "30"]  # fmt: skip
-    b._logf = open(b.log, "a")  # noqa: SIM115 - closed in stop()
-    b.proc = subprocess.Popen(owsync_cmd(*args), env=base_env(KEY), stdout=b._logf,
-                              stderr=b._logf)  # fmt: skip
+    b.start(owsync_cmd(*args), base_env(KEY))
     assert wait_for(lambda: a.has("from-opts", b"x"), 10), b.text()
     assert b.status()["peers"][0]["address"] == a.addr

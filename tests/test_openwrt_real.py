@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import KEY, base_env
+from conftest import KEY, base_env, free_port, tracked
 from test_daemon import DaemonNode, wait_for
 
 ENV = {k: os.environ.get(f"OWSYNC_{k}", "") for k in ("UBUSD", "UBUS", "UCI", "PROCD")}
@@ -104,28 +104,14 @@ class OpenWrtDaemon(DaemonNode):
         extra = f"ubus_socket={bus.sock}\nreload_services=1\n" if bus else ""
         return super().configure(peers, extra=extra, **kw)
 
-    def start(self, args=None) -> DaemonNode:
-        self._logf = open(self.log, "a")  # noqa: SIM115 - closed in stop()
-        cmd = args or [sys.executable, "-m", "owsync", "daemon", "-f", "-c", str(self.conf)]
-        self.proc = subprocess.Popen(cmd, env=bindings_env(), stdout=self._logf,
-                                     stderr=self._logf)  # fmt: skip
-        assert wait_for(lambda: self.sock.exists() or self.proc.poll() is not None), self.text()
-        assert self.proc.poll() is None, self.text()
-        return self
+    def start(self, cmd=None, env=None) -> DaemonNode:
+        cmd = cmd or [sys.executable, "-m", "owsync", "daemon", "-f", "-c", str(self.conf)]
+        return super().start(cmd, env or bindings_env())
 
 
 @pytest.fixture
 def owrt(tmp_path):
-    made: list[OpenWrtDaemon] = []
-
-    def make(name: str) -> OpenWrtDaemon:
-        d = OpenWrtDaemon(tmp_path, name)
-        made.append(d)
-        return d
-
-    yield make
-    for d in made:
-        d.stop()
+    yield from tracked(tmp_path, OpenWrtDaemon)
 
 
 def registered(bus: Bus) -> bool:
@@ -155,7 +141,7 @@ def test_ubus_object_status_and_sync_from_the_real_cli(bus, owrt):
 def test_uci_commit_and_sighup_change_the_peers(bus, owrt, tmp_path):
     need("UBUSD", "UBUS", "UCI")
     a, b = owrt("a"), owrt("b")
-    b.configure([a.addr])
+    b.configure([f"127.0.0.1:{free_port()}"])  # B neither pushes to A nor pulls from it
     confdir = tmp_path / "uci"
     confdir.mkdir()
     (confdir / "owsync").write_text("config owsync 'main'\n")
