@@ -151,3 +151,30 @@ def test_a_failed_scan_releases_the_directory(tmp_path):
     assert not result.ok and "local I/O error" in result.error
     assert owner.acquire(timeout=0), "the in-process owner lock was left held"
     owner.release()
+
+
+def test_unchanged_files_are_not_hashed_again(tmp_path):
+    """Size, mtime, ctime and inode unchanged: the recorded hash is kept, the file unread."""
+    import time as t
+
+    from owsync.filters import Filter
+    from owsync.scanner import scan
+
+    root = tmp_path / "d"
+    (root / "sub").mkdir(parents=True)
+    for i in range(20):
+        (root / "sub" / f"f{i}").write_bytes(b"%d" % i)
+    now = int(t.time() * 1000)
+    first = scan(str(root), {}, Filter(["*"]), frozenset(), now)
+    assert first.hashed == 20
+    again = scan(str(root), first.records, Filter(["*"]), frozenset(), now)
+    assert again.hashed == 0 and again.records == first.records
+    # same size, mtime put back: the ctime still tells, and the change is seen
+    p = root / "sub" / "f3"
+    st = p.stat()
+    p.write_bytes(b"X")
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
+    third = scan(str(root), again.records, Filter(["*"]), frozenset(), now)
+    assert third.hashed == 1
+    assert third.records["sub/f3"].hash != again.records["sub/f3"].hash
+    assert third.records["sub/f3"].mtime > again.records["sub/f3"].mtime
