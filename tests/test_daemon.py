@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import socket
+import stat
 import struct
 import subprocess
 import threading
@@ -331,3 +333,42 @@ def test_daemon_entirely_from_options(daemons, tmp_path):
     b.start(owsync_cmd(*args), base_env(KEY))
     assert wait_for(lambda: a.has("from-opts", b"x"), 10), b.text()
     assert b.status()["peers"][0]["address"] == a.addr
+
+
+def test_new_subdirectories_are_watched_and_the_socket_is_private(daemons):
+    a, b = pair(daemons)
+    a.start()
+    b.start()
+    assert stat.S_IMODE(os.stat(a.sock).st_mode) == 0o600
+    (a.dir / "new" / "deeper").mkdir(parents=True)
+    time.sleep(0.6)  # the directory's own event has been handled; only a watch on it sees more
+    (a.dir / "new" / "deeper" / "f").write_text("x")
+    assert wait_for(lambda: b.has("new/deeper/f", b"x"), 3)  # the poll would take 60 s
+
+
+def test_watcher_falls_back_to_polling_when_inotify_cannot_be_used(tmp_path, caplog):
+    """inotify failing cannot be produced here without starving the whole machine of
+    watches, so this one test stands a failing Inotify in for it; the polling is real."""
+    from owsync import watcher
+
+    class NoInotify(watcher.Inotify):
+        def __init__(self, root):
+            raise watcher.InotifyUnavailable("the inotify watch limit is reached")
+
+    calls = []
+    stop = threading.Event()
+    real, watcher.Inotify = watcher.Inotify, NoInotify
+    old_period, watcher.POLL_FALLBACK = watcher.POLL_FALLBACK, 0.05
+    try:
+        w = watcher.Watcher(str(tmp_path), lambda: calls.append(1), stop)
+        logging.getLogger("owsync").addHandler(caplog.handler)
+        w.start()
+        assert wait_for(lambda: len(calls) >= 3, 5)
+        stop.set()
+        w.join(5)
+    finally:
+        logging.getLogger("owsync").removeHandler(caplog.handler)
+        watcher.Inotify, watcher.POLL_FALLBACK = real, old_period
+    assert w.mode == "polling"
+    warnings = [r for r in caplog.records if "polling" in r.getMessage()]
+    assert len(warnings) == 1 and "watch limit" in warnings[0].getMessage()
