@@ -346,7 +346,7 @@ def test_new_subdirectories_are_watched_and_the_socket_is_private(daemons):
     assert wait_for(lambda: b.has("new/deeper/f", b"x"), 3)  # the poll would take 60 s
 
 
-def test_watcher_falls_back_to_polling_when_inotify_cannot_be_used(tmp_path, caplog):
+def test_watcher_falls_back_to_polling_when_inotify_cannot_be_used(tmp_path):
     """inotify failing cannot be produced here without starving the whole machine of
     watches, so this one test stands a failing Inotify in for it; the polling is real."""
     from owsync import watcher
@@ -357,18 +357,21 @@ def test_watcher_falls_back_to_polling_when_inotify_cannot_be_used(tmp_path, cap
 
     calls = []
     stop = threading.Event()
+    logged: list[logging.LogRecord] = []
+    catch = logging.Handler(logging.WARNING)
+    catch.emit = logged.append
     real, watcher.Inotify = watcher.Inotify, NoInotify
     old_period, watcher.POLL_FALLBACK = watcher.POLL_FALLBACK, 0.05
     try:
         w = watcher.Watcher(str(tmp_path), lambda: calls.append(1), stop)
-        logging.getLogger("owsync").addHandler(caplog.handler)
+        logging.getLogger("owsync").addHandler(catch)
         w.start()
         assert wait_for(lambda: len(calls) >= 3, 5)
         stop.set()
         w.join(5)
     finally:
-        logging.getLogger("owsync").removeHandler(caplog.handler)
+        logging.getLogger("owsync").removeHandler(catch)
         watcher.Inotify, watcher.POLL_FALLBACK = real, old_period
     assert w.mode == "polling"
-    warnings = [r for r in caplog.records if "polling" in r.getMessage()]
+    warnings = [r for r in logged if "polling" in r.getMessage()]
     assert len(warnings) == 1 and "watch limit" in warnings[0].getMessage()
