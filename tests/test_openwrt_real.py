@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -227,3 +228,71 @@ def test_ubusd_restart_leaves_the_daemon_syncing_and_re_registered(bus, owrt):
     (b.dir / "after").write_text("y")
     assert wait_for(lambda: a.has("after", b"y"), 5)
     assert a.proc.poll() is None
+
+
+def test_procd_runs_the_instance_as_the_init_script_declares_it(bus, tmp_path):
+    """procd itself: reload sends SIGHUP (same PID, listener kept), a dead daemon respawns.
+
+    OpenWrt's rc.common and procd.sh (openwrt/openwrt) are not here, so the
+    instance is registered with the parameters files/etc/init.d/owsync sets:
+    command, respawn, stdout/stderr, file /etc/config/owsync, reload_signal HUP.
+    """
+    need("UBUSD", "UBUS", "UCI", "PROCD")
+    init_d, rc_d = tmp_path / "init.d", tmp_path / "rc.d"
+    init_d.mkdir()
+    rc_d.mkdir()
+    bus.spawn([ENV["PROCD"], "-s", str(bus.sock), "-I", str(init_d), "-R", str(rc_d)],
+              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    assert wait_for(lambda: "service" in bus.ubus("list").stdout.split(), 10)
+    confdir, sync_dir, log = tmp_path / "uci", tmp_path / "a", tmp_path / "daemon.log"
+    confdir.mkdir()
+    sync_dir.mkdir()
+    port = free_port()
+    (confdir / "owsync").write_text(
+        "config owsync 'main'\n\toption enabled '1'\n\toption host '127.0.0.1'\n"
+        f"\toption port '{port}'\n\toption dir '{sync_dir}'\n\toption db '{tmp_path}/a.db'\n"
+        f"\toption key '{KEY}'\n\toption control_socket '{tmp_path}/a.sock'\n"
+        f"\toption ubus_socket '{bus.sock}'\n\tlist include '*'\n"
+        f"\tlist peer '127.0.0.1:{free_port()}'\n"
+    )
+    daemon = f"exec {sys.executable} -m owsync daemon -f --no-syslog --uci-dir {confdir}"
+    service = {
+        "name": "owsync",
+        "instances": {
+            "owsync": {
+                "command": ["/bin/sh", "-c", f"{daemon} 2>>{log}"],
+                "env": {"PYTHONPATH": bindings_env()["PYTHONPATH"]},
+                "respawn": [3600, 1, 5],
+                "stdout": True,
+                "stderr": True,
+                "file": [str(confdir / "owsync")],
+                "reload_signal": signal.SIGHUP.value,
+            }
+        },
+    }
+
+    def pid() -> int | None:
+        listed = bus.call("service", "list", {"name": "owsync"})
+        return listed.get("owsync", {}).get("instances", {}).get("owsync", {}).get("pid")
+
+    try:
+        bus.call("service", "set", service)
+        assert wait_for(lambda: registered(bus), 15), log.read_text() if log.exists() else ""
+        first = pid()
+        # uci commit, then what `service owsync reload` does: the same instance, a changed file
+        subprocess.run([ENV["UCI"], "-c", str(confdir), "add_list",
+                        f"owsync.main.peer=127.0.0.1:{free_port()}"], check=True)  # fmt: skip
+        subprocess.run([ENV["UCI"], "-c", str(confdir), "commit", "owsync"], check=True)
+        bus.call("service", "set", service)
+        assert wait_for(lambda: len(bus.call("owsync", "status")["peers"]) == 2, 10)
+        assert pid() == first and "configuration reloaded" in log.read_text()
+        # the listener survived the reload
+        with socket.create_connection(("127.0.0.1", port), timeout=5):
+            pass
+        # killed: procd starts it again
+        os.kill(first, signal.SIGKILL)
+        assert wait_for(lambda: pid() not in (None, first), 15)
+        assert wait_for(lambda: registered(bus), 15)
+    finally:
+        bus.call("service", "delete", {"name": "owsync"})
+    assert wait_for(lambda: pid() is None, 10)
