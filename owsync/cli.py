@@ -194,7 +194,7 @@ def cmd_scan(opts, args) -> int:
     cfg = _setup(opts)
     flt = Filter(cfg.include, cfg.exclude)
     ctx = Context(cfg.sync_dir, cfg.database, flt, cipher=None)
-    records = database.load(cfg.database, set_aside=False)
+    records = database.load(cfg.database, set_aside=False, root=os.path.realpath(cfg.sync_dir))
     now_ms = int(CLOCK() * 1000)
     res = scanner.scan(cfg.sync_dir, records, flt, ctx.own_relpaths(), now_ms)
     shown = sorted((r for r in res.records.values() if flt(r.path)), key=lambda r: r.path)

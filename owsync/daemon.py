@@ -233,6 +233,10 @@ class Daemon:
             return
         if (cfg.bind_host, cfg.port) != (old.bind_host, old.port):
             log.warning("bind_host/port changed: restart owsync to listen on the new address")
+        if cfg.control_socket != old.control_socket:
+            log.warning("control_socket changed: restart owsync to use the new path")
+        if cfg.sync_dir != old.sync_dir:
+            self._watch(cfg.sync_dir)
         from . import log as logsetup
 
         logsetup.log.setLevel(logsetup.LEVELS[cfg.log_level])
@@ -373,8 +377,7 @@ class Daemon:
         threading.Thread(target=self.listener.serve_forever, name="owsync-listener",
                          daemon=True).start()  # fmt: skip
         self.control.start()
-        self.watcher = Watcher(self.cfg.sync_dir, self.local_change, self.stopping)
-        self.watcher.start()
+        self._watch(self.cfg.sync_dir)
         threading.Thread(target=self._poll, name="owsync-poll", daemon=True).start()
         for w in self.workers.values():
             w.start()
@@ -385,6 +388,15 @@ class Daemon:
             len(self.workers), "encrypted" if self.cipher.encrypted else "PLAIN",
         )  # fmt: skip
         self.request_sync()  # the initial sync with every peer
+
+    def _watch(self, root: str) -> None:
+        """(Re)start change detection on ``root``."""
+        old = getattr(self, "watcher", None)
+        if old is not None:
+            old.stop.set()
+        stop = threading.Event()
+        self.watcher = Watcher(root, self.local_change, stop)
+        self.watcher.start()
 
     def _start_bus(self) -> None:
         """The ubus object and service reloads (OpenWrt); absent bindings just log."""
@@ -403,6 +415,7 @@ class Daemon:
 
     def stop(self) -> None:
         self.stopping.set()
+        self.watcher.stop.set()
         self.listener.stop()
         self.control.close()
         for w in list(self.workers.values()):

@@ -14,7 +14,7 @@ import logging
 import os
 import time
 
-from .state import CorruptDatabase, Record, dumps_db, loads_db
+from .state import CorruptDatabase, Record, dumps_db, loads_db_root
 
 log = logging.getLogger("owsync")
 
@@ -28,33 +28,39 @@ def own_files(db_path: str) -> tuple[str, ...]:
     return (db_path, db_path + ".db_tmp", db_path + ".lock", db_path + ".corrupt")
 
 
-def load(db_path: str, set_aside: bool = True) -> dict[str, Record]:
-    """The records in ``db_path``; empty when missing or corrupt (logged)."""
+def load(db_path: str, set_aside: bool = True, root: str | None = None) -> dict[str, Record]:
+    """The records in ``db_path``; empty when missing or corrupt (logged).
+
+    With ``root``, a database that says it describes another directory is
+    not used either: its records would make every file of this one look new
+    and every file of that one look deleted, and the peers would delete them.
+    """
     try:
         with open(db_path, "rb") as f:
             data = f.read()
     except FileNotFoundError:
         return {}
     try:
-        return loads_db(data)
+        records, described = loads_db_root(data)
     except CorruptDatabase as exc:
         if not set_aside:
             log.error("database %s is corrupt (%s); ignoring it", db_path, exc)
             return {}
-        log.error(
-            "database %s is corrupt (%s); set aside as %s.corrupt and rebuilt from a scan",
-            db_path,
-            exc,
-            db_path,
-        )
+        log.error("database %s is corrupt (%s); set aside as %s.corrupt and rebuilt from a scan",
+                  db_path, exc, db_path)  # fmt: skip
         with contextlib.suppress(OSError):
             os.replace(db_path, db_path + ".corrupt")
         return {}
+    if root is not None and described is not None and described != root:
+        log.warning("database %s describes %s, not %s: starting afresh (no deletions"
+                    " are inferred from it)", db_path, described, root)  # fmt: skip
+        return {}
+    return records
 
 
-def save(db_path: str, records: dict[str, Record]) -> None:
+def save(db_path: str, records: dict[str, Record], root: str | None = None) -> None:
     tmp = db_path + ".db_tmp"
-    data = dumps_db(records)
+    data = dumps_db(records, root)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         try:

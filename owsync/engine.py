@@ -113,6 +113,7 @@ class _Replica:
         self.ctx = ctx
         self.own = ctx.own_relpaths()
         self.dir = SyncDir(ctx.root)
+        self.root = os.path.realpath(ctx.root)  # recorded in the database it goes with
         self.lock = database.DirLock(ctx.db_path)
         self.loaded: dict[str, Record] | None = None
         self.records: dict[str, Record] = {}
@@ -140,7 +141,7 @@ class _Replica:
         try:
             self.lock.acquire(self.ctx.lock_timeout)
             try:
-                loaded = database.load(self.ctx.db_path)
+                loaded = database.load(self.ctx.db_path, root=self.root)
                 now_ms = int(self.ctx.clock() * 1000)
                 res = scanner.scan(self.ctx.root, loaded, self.ctx.filter, self.own, now_ms)
                 if res.stale_temps:
@@ -196,7 +197,7 @@ class _Replica:
                 self.commit(result)
             self.dir.sync_dirs()
             if self.records != self.loaded:
-                database.save(self.ctx.db_path, self.records)
+                database.save(self.ctx.db_path, self.records, self.root)
         finally:
             self.dir.discard([staged for staged, _ in self.pending])
             self.pending = []

@@ -107,7 +107,8 @@ def deleted_by_peer(local: Record, remote: Record) -> Record:
 # --- database format (owsync 1.2.0's JSON, plus our own "sig") ----------------
 
 
-def dumps_db(records: dict[str, Record]) -> bytes:
+def dumps_db(records: dict[str, Record], root: str | None = None) -> bytes:
+    """The database file; ``root`` (our own field) names the directory it describes."""
     files = {}
     for path, r in records.items():
         entry = {
@@ -120,7 +121,10 @@ def dumps_db(records: dict[str, Record]) -> bytes:
         if r.sig is not None:
             entry["sig"] = list(r.sig)
         files[path] = entry
-    return json.dumps({"files": files}, separators=(",", ":")).encode("utf-8")
+    doc: dict = {"files": files}
+    if root is not None:
+        doc["root"] = root
+    return json.dumps(doc, separators=(",", ":")).encode("utf-8")
 
 
 class CorruptDatabase(ValueError):
@@ -128,12 +132,21 @@ class CorruptDatabase(ValueError):
 
 
 def loads_db(data: bytes) -> dict[str, Record]:
-    """Parse a database; raise CorruptDatabase on anything malformed.
+    return loads_db_root(data)[0]
 
-    This runs at the start of every session over every record, so it stays lean.
+
+def loads_db_root(data: bytes) -> tuple[dict[str, Record], str | None]:
+    """Parse a database: its records and the directory it describes, if it says.
+
+    Raises CorruptDatabase on anything malformed.  This runs at the start of
+    every session over every record, so it stays lean.
     """
     try:
-        files = json.loads(data)["files"]
+        doc = json.loads(data)
+        files = doc["files"]
+        root = doc.get("root")
+        if root is not None and not isinstance(root, str):
+            raise TypeError("root is not a string")
         if not isinstance(files, dict):
             raise TypeError("files is not an object")
         out = {}
@@ -150,6 +163,6 @@ def loads_db(data: bytes) -> dict[str, Record]:
                 sig = tuple(map(int, sig)) if len(sig) == 4 else None
             out[path] = Record(path, h, int(e["mtime"]), int(e["size"]),
                                int(e["mode"]) & 0o777, False, sig)  # fmt: skip
-        return out
+        return out, root
     except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
         raise CorruptDatabase(str(exc) or exc.__class__.__name__) from None

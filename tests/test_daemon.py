@@ -375,3 +375,18 @@ def test_watcher_falls_back_to_polling_when_inotify_cannot_be_used(tmp_path):
     assert w.mode == "polling"
     warnings = [r for r in logged if "polling" in r.getMessage()]
     assert len(warnings) == 1 and "watch limit" in warnings[0].getMessage()
+
+
+def test_sighup_moving_the_sync_directory_moves_the_watch(daemons, tmp_path):
+    a, b = pair(daemons)
+    a.start()
+    b.start()
+    moved = tmp_path / "a-moved"
+    moved.mkdir()
+    a.dir = moved
+    a.configure([b.addr])
+    a.proc.send_signal(signal.SIGHUP)
+    assert wait_for(lambda: a.status()["sync_dir"] == str(moved), 5)
+    time.sleep(0.3)
+    (moved / "in-new-dir").write_text("x")
+    assert wait_for(lambda: b.has("in-new-dir", b"x"), 3), a.text()

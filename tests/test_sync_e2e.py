@@ -284,3 +284,19 @@ def test_config_file_and_key_from_it(nodes, tmp_path):
     assert "unknown key 'bogus_key'" in r.stderr and "bad value for port" in r.stderr
     assert b.files() == {"dhcp": b"x"}
     assert KEY not in r.stderr and KEY not in r.stdout
+
+
+def test_database_of_another_directory_infers_no_deletions(nodes, tmp_path):
+    """Pointing a node at another directory with the same database must not delete
+    the peers' files: the database says which directory it describes."""
+    a, b = nodes("a").listen(), nodes("b")
+    a.write("dhcp", "x")
+    b.write("firewall", "y")
+    b.sync_ok(a)
+    assert json.loads(b.db.read_text())["root"] == os.path.realpath(b.dir)
+    b.dir = tmp_path / "elsewhere"
+    b.dir.mkdir()
+    r = b.sync_ok(a)
+    assert "describes" in r.stderr
+    assert a.files() == {"dhcp": b"x", "firewall": b"y"}
+    assert b.files() == a.files()
