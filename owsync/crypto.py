@@ -33,7 +33,6 @@ def parse_key(text: str) -> bytes:
 
 class PlainCipher:
     encrypted = False
-    overhead = 0
 
     def seal_parts(self, parts: Iterable[bytes]) -> list[bytes]:
         return parts if isinstance(parts, list) else list(parts)
@@ -44,7 +43,6 @@ class PlainCipher:
 
 class AesGcmCipher:
     encrypted = True
-    overhead = NONCE + TAG
 
     def __init__(self, key: bytes) -> None:
         # Imported here so that plain mode and the CLI's other commands do not

@@ -64,9 +64,6 @@ class Channel:
         self._sel.close()
         self.sock.close()
 
-    def frame_size(self, parts: list[bytes]) -> int:
-        return sum(len(p) for p in parts) + self.cipher.overhead
-
     def send(self, msg: Message) -> int:
         """Queue a message; returns its frame size.  ProtocolError if too large."""
         parts = self.cipher.seal_parts(protocol.encode_parts(msg))
