@@ -259,7 +259,7 @@ def cmd_connect(opts, args) -> int:
     except OSError as exc:
         log.error("cannot connect to %s: %s", peer, exc.strerror or exc)
         return 1
-    result = run_session(sock, ctx, str(peer), initiator=True)
+    result = run_session(sock, ctx, str(peer), initiator=True, log_ok=False)
     print(result.summary())
     return 0 if result.ok else 1
 

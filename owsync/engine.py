@@ -230,6 +230,7 @@ def run_session(
     peer: str,
     on_hello: Callable[[], None] | None = None,
     initiator: bool = False,
+    log_ok: bool = True,
 ) -> SessionResult:
     """Run one session on a connected socket; never raises for session errors.
 
@@ -277,7 +278,8 @@ def run_session(
         result.bytes = ch.bytes_in + ch.bytes_out
         result.seconds = time.monotonic() - start
     if result.ok:
-        log.info("sync with %s ok: %s", peer, result.summary())
+        if log_ok:  # `connect` prints its own summary line instead
+            log.info("sync with %s ok: %s", peer, result.summary())
     else:
         log.error("sync with %s failed: %s", peer, result.error)
     return result
