@@ -54,6 +54,7 @@ class Context:
         clock: Callable[[], float] = time.time,
         idle_timeout: float = 60.0,  # silence tolerated once a session is under way
         hello_timeout: float = 10.0,  # silence tolerated before the peer's Hello
+        session_timeout: float = 1800.0,  # a whole session, however lively
         lock_timeout: float = 30.0,
         should_stop: Callable[[], bool] = lambda: False,
         owner: threading.Lock | None = None,  # in-process owner of the directory
@@ -67,6 +68,7 @@ class Context:
         self.clock = clock
         self.idle_timeout = idle_timeout
         self.hello_timeout = hello_timeout
+        self.session_timeout = session_timeout
         self.lock_timeout = lock_timeout
         self.should_stop = should_stop
         self.owner = owner
@@ -289,9 +291,13 @@ def _drive(ch: Channel, ctx: Context, replica: _Replica, machine: Session, resul
     ch.idle_timeout = ctx.hello_timeout
     ch.send(machine.hello(ctx.hostname, ctx.clock()))
     outgoing: Iterator[Message] | None = None
+    # a peer trickling a byte now and then must not hold the directory forever
+    deadline = time.monotonic() + ctx.session_timeout
     while not (machine.complete and outgoing is None and ch.flushed):
         if ctx.should_stop():
             raise Stopped()
+        if time.monotonic() > deadline:
+            raise PeerTimeout(f"session still unfinished after {ctx.session_timeout:.0f} s")
         while outgoing is not None and ch.out_bytes < 256 * 1024:
             msg = next(outgoing, None)
             if msg is None:

@@ -237,3 +237,40 @@ def test_idle_connection_flood_does_not_lock_out_a_real_peer(target, nodes):
     finally:
         for s in idle:
             s.close()
+
+
+def test_a_trickling_peer_cannot_hold_the_directory(tmp_path):
+    """Bytes now and then keep a session alive only until its overall deadline."""
+    import threading
+
+    from owsync.crypto import PlainCipher
+    from owsync.engine import Context, run_session
+    from owsync.filters import Filter
+
+    root = tmp_path / "d"
+    root.mkdir()
+    owner = threading.Lock()
+    ctx = Context(str(root), str(tmp_path / "db"), Filter(["*"]), PlainCipher(),
+                  idle_timeout=1, session_timeout=2, owner=owner)  # fmt: skip
+    ours, theirs = socket.socketpair()
+    box = {}
+    t = threading.Thread(target=lambda: box.setdefault("r", run_session(ours, ctx, "slow")))
+    t.start()
+    hello = protocol.encode(protocol.Hello("slow", time.time()))
+    theirs.sendall(struct.pack(">I", len(hello)) + hello)
+    state = protocol.encode(protocol.SyncState(()))
+    frame = struct.pack(">I", len(state)) + state
+    start = time.monotonic()
+    for byte in frame[:-1] * 10:  # never a whole message: one byte every 0.5 s
+        if not t.is_alive():
+            break
+        try:
+            theirs.send(bytes([byte]))
+        except OSError:
+            break
+        time.sleep(0.5)
+    t.join(10)
+    theirs.close()
+    assert "unfinished after 2 s" in box["r"].error
+    assert time.monotonic() - start < 5
+    assert owner.acquire(timeout=0)
