@@ -339,6 +339,7 @@ class Daemon:
         files, tombstones = self._record_counts()
         return {
             "version": __version__,
+            "pid": os.getpid(),
             "uptime": int(time.time() - self.started),
             "sync_dir": self.cfg.sync_dir,
             "encryption": self.cipher.encrypted,

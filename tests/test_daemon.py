@@ -390,3 +390,20 @@ def test_sighup_moving_the_sync_directory_moves_the_watch(daemons, tmp_path):
     time.sleep(0.3)
     (moved / "in-new-dir").write_text("x")
     assert wait_for(lambda: b.has("in-new-dir", b"x"), 3), a.text()
+
+
+def test_without_foreground_the_daemon_detaches(daemons):
+    a, b = pair(daemons)
+    b.start()
+    r = subprocess.run(owsync_cmd("daemon", "-c", str(a.conf)), env=base_env(None),
+                       capture_output=True, text=True, timeout=30)  # fmt: skip
+    assert r.returncode == 0 and r.stderr == ""  # the parent returns at once
+    assert wait_for(lambda: a.sock.exists(), 10)
+    pid = a.status()["pid"]
+    try:
+        (a.dir / "f").write_text("x")
+        assert wait_for(lambda: b.has("f", b"x"), 5)
+        assert os.getsid(pid) != os.getsid(0)  # a session of its own, no terminal
+    finally:
+        os.kill(pid, signal.SIGTERM)  # the daemon this test started, by its PID
+    assert wait_for(lambda: not a.sock.exists(), 10)
