@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import stat
@@ -407,3 +408,43 @@ def test_without_foreground_the_daemon_detaches(daemons):
     finally:
         os.kill(pid, signal.SIGTERM)  # the daemon this test started, by its PID
     assert wait_for(lambda: not a.sock.exists(), 10)
+
+
+def test_logs_go_to_syslog_as_owsync_facility_daemon(daemons, tmp_path):
+    """A syslog socket of the test's own at /dev/log, in a mount namespace of its own."""
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        pytest.skip("needs root and unshare(1) to put a test syslog socket at /dev/log")
+    fake_dev = tmp_path / "dev"
+    fake_dev.mkdir()
+    if subprocess.run(["mknod", str(fake_dev / "null"), "c", "1", "3"]).returncode != 0:
+        pytest.skip("cannot make a /dev/null node here")
+    syslog = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    syslog.bind(str(fake_dev / "log"))
+    syslog.settimeout(10)
+    a, b = pair(daemons)
+    b.start()
+    daemon = " ".join(owsync_cmd("daemon", "-c", str(a.conf), "--no-syslog"))
+    probe = subprocess.run(["unshare", "-m", "true"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip(f"unshare -m is not allowed here: {probe.stderr.decode().strip()}")
+    # -f: stay in the foreground, log to stderr and syslog
+    cmd = [
+        "unshare",
+        "-m",
+        "sh",
+        "-c",
+        f"mount --bind {fake_dev} /dev && exec {daemon.replace(' --no-syslog', ' -f')}",
+    ]
+    a.start(cmd, base_env(None))
+    try:
+        (a.dir / "f").write_text("x")
+        seen = []
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not any(b"sync with" in m for m in seen):
+            seen.append(syslog.recv(4096))
+    finally:
+        syslog.close()
+    lines = [m.rstrip(b"\0").decode() for m in seen]
+    info = [m for m in lines if "sync with" in m]
+    assert info and info[0].startswith("<30>owsync: "), lines  # facility daemon (3), info (6)
+    assert "daemon:" in a.text()  # -f: stderr as well
