@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -423,19 +424,13 @@ def test_logs_go_to_syslog_as_owsync_facility_daemon(daemons, tmp_path):
     syslog.settimeout(10)
     a, b = pair(daemons)
     b.start()
-    daemon = " ".join(owsync_cmd("daemon", "-c", str(a.conf), "--no-syslog"))
     probe = subprocess.run(["unshare", "-m", "true"], capture_output=True)
     if probe.returncode != 0:
         pytest.skip(f"unshare -m is not allowed here: {probe.stderr.decode().strip()}")
-    # -f: stay in the foreground, log to stderr and syslog
-    cmd = [
-        "unshare",
-        "-m",
-        "sh",
-        "-c",
-        f"mount --bind {fake_dev} /dev && exec {daemon.replace(' --no-syslog', ' -f')}",
-    ]
-    a.start(cmd, base_env(None))
+    # -f: in the foreground, logging to stderr and to syslog
+    daemon = shlex.join(owsync_cmd("daemon", "-f", "-c", str(a.conf)))
+    cmd = ["unshare", "-m", "sh", "-c", f"mount --bind {fake_dev} /dev && exec {daemon}"]
+    a.start(cmd, base_env(None))  # exec all the way: the PID is the daemon's
     try:
         (a.dir / "f").write_text("x")
         seen = []
