@@ -222,8 +222,14 @@ def load_file(path: str) -> Config:
     try:
         with open(path, encoding="utf-8") as f:
             text = f.read()
+            mode = os.fstat(f.fileno()).st_mode
     except FileNotFoundError:
         raise ConfigError(f"config file {path} not found") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read config file {path}: {exc}") from None
-    return parse_text(text, path)
+    cfg = parse_text(text, path)
+    if cfg.encryption_key and mode & 0o077:
+        cfg.warnings.append(
+            f"{path} holds the encryption key and others can read it: chmod 600 {path}"
+        )
+    return cfg

@@ -367,3 +367,18 @@ def test_frame_decoder_large_frames_between_small_ones():
             got += dec.feed(wire[i : i + step])
         assert [bytes(g) for g in got] == payloads, step
         assert dec.pending == 0
+
+
+def test_a_key_file_readable_by_others_is_warned_about(tmp_path):
+    from owsync.config import load_file
+
+    p = tmp_path / "owsync.conf"
+    p.write_text("encryption_key=" + "ab" * 32 + "\n")
+    p.chmod(0o644)
+    assert any("chmod 600" in w for w in load_file(str(p)).warnings)
+    p.chmod(0o600)
+    assert load_file(str(p)).warnings == []
+    q = tmp_path / "plain.conf"
+    q.write_text("plain_mode=1\n")
+    q.chmod(0o644)
+    assert load_file(str(q)).warnings == []

@@ -63,6 +63,7 @@ class DaemonNode(Child):
             *(f"peer={p}" for p in peers),
         ]
         self.conf.write_text("\n".join(lines) + "\n" + extra)
+        self.conf.chmod(0o600)  # it holds the key
         return self
 
     def start(self, cmd: list[str] | None = None, env: dict | None = None) -> DaemonNode:
