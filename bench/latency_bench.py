@@ -53,6 +53,7 @@ def start(work: Path, name: str, port: int, peers: list[str]) -> subprocess.Pope
         f"encryption_key={KEY}\ncontrol_socket={work}/{name}.sock\nlog_level=1\ninclude=*\n"
         + "".join(f"peer={p}\n" for p in peers)
     )
+    conf.chmod(0o600)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     log = open(work / f"{name}.log", "w")  # noqa: SIM115 - lives as long as the daemon
     return subprocess.Popen([sys.executable, "-m", "owsync", "daemon", "-f", "-c", str(conf)],
