@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import struct
 
 import pytest
@@ -382,3 +383,87 @@ def test_a_key_file_readable_by_others_is_warned_about(tmp_path):
     q.write_text("plain_mode=1\n")
     q.chmod(0o644)
     assert load_file(str(q)).warnings == []
+
+
+def _versions():
+    for mtime in (1000, 1001):
+        yield dead(mtime=mtime)
+        for h in (H1, H2):
+            yield live(h=h, mtime=mtime)
+
+
+def test_lww_is_a_total_order_on_versions():
+    """Exhaustively: of two different versions exactly one wins, whichever side holds it;
+    the same content (or two tombstones) never moves; nothing beats no record but a file."""
+    for a in _versions():
+        assert remote_wins(a, None) is (not a.deleted)
+        for b in _versions():
+            ab, ba = remote_wins(a, b), remote_wins(b, a)
+            same_content = not a.deleted and not b.deleted and a.hash == b.hash
+            if a.same_version(b) or (a.deleted and b.deleted) or same_content:
+                assert not ab and not ba, (a, b)
+            else:
+                assert ab != ba, (a, b)
+
+
+def _exchanged(s: Session):
+    """A session machine past Hello and the SyncState exchange, B advertising two files."""
+    s.hello("me", 0)
+    s.receive(protocol.Hello("b", 0), 0)
+    s.state_message({})
+    good = Record("ok", hashlib.sha256(b"data").hexdigest(), 5, 4, 0o644)
+    big = Record("big", hashlib.sha256(b"x" * 200).hexdigest(), 5, 200, 0o644)
+    plan = s.receive(protocol.SyncState((good, big)), 0).plan
+    s.request(plan)
+    return plan
+
+
+def test_session_machine_file_rules():
+    from owsync.session import FileRefused, PeerEnd, PeerRequest
+
+    flt = Filter(["*"], ["secret"])
+    s = Session(lambda p: path_problem(p) is None and flt(p), max_file_size=100)
+    assert _exchanged(s).requests == ["ok", "big"]
+    ev = s.receive(protocol.FileContent("nobody-asked", 0o644, b"x"), 0)
+    assert isinstance(ev, FileRefused) and ev.reason == "not requested"
+    ev = s.receive(protocol.FileContent("big", 0o644, b"x" * 200), 0)
+    assert isinstance(ev, FileRefused) and "too large" in ev.reason
+    ev = s.receive(protocol.FileContent("ok", 0o600, b"tampered"), 0)
+    assert isinstance(ev, FileRefused) and "advertised hash" in ev.reason
+    assert s.missing == set()  # each request was answered once, if not well
+    assert not s.complete
+    ev = s.receive(protocol.RequestFiles(("ok", "ok", "secret", "../x")), 0)
+    assert isinstance(ev, PeerRequest) and ev.paths == ("ok",)  # deduplicated, filtered
+    with pytest.raises(protocol.ProtocolError):
+        s.receive(protocol.RequestFiles(()), 0)
+    assert isinstance(s.receive(protocol.EndOfSync(), 0), PeerEnd)
+    assert s.complete
+    with pytest.raises(protocol.ProtocolError):
+        s.receive(protocol.EndOfSync(), 0)
+
+
+def test_session_machine_accepts_a_good_file_with_the_writers_version():
+    from owsync.session import FileArrived
+
+    s = Session(Filter(["*"]), max_file_size=100)
+    _exchanged(s)
+    ev = s.receive(protocol.FileContent("ok", 0o600, b"data"), 0)
+    assert isinstance(ev, FileArrived) and ev.data == b"data"
+    assert (ev.record.mtime, ev.record.mode, ev.record.size) == (5, 0o600, 4)
+    assert s.missing == {"big"}
+
+
+def test_session_machine_order_errors():
+    s = Session(Filter(["*"]), 100)
+    s.hello("me", 0)
+    s.receive(protocol.Hello("b", 0), 0)
+    with pytest.raises(protocol.ProtocolError):  # SyncState before ours was sent
+        s.receive(protocol.SyncState(()), 0)
+    s = Session(Filter(["*"]), 100)
+    s.hello("me", 0)
+    s.receive(protocol.Hello("b", 0), 0)
+    s.state_message({})
+    with pytest.raises(protocol.ProtocolError):  # a file before the exchange
+        s.receive(protocol.FileContent("x", 0, b""), 0)
+    with pytest.raises(protocol.ProtocolError):  # a second Hello
+        s.receive(protocol.Hello("b", 0), 0)
