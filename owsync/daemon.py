@@ -34,7 +34,8 @@ log = logging.getLogger("owsync")
 
 BACKOFF_BASE = 1.0
 BACKOFF_CAP = 60.0
-INCOMING_LOCK_TIMEOUT = 2.0  # short, so two nodes syncing each other at once cannot stall
+BUSY_RETRIES = 5  # quick retries of a session that met a busy directory, before backing off
+INCOMING_LOCK_TIMEOUT = 0.5  # short: every wait-for cycle between nodes passes through one
 OUTGOING_LOCK_TIMEOUT = 30.0
 RECENT_INCOMING = 10
 
@@ -71,6 +72,7 @@ class PeerWorker(threading.Thread):
         self.manual = False
         self.retiring = False
         self.failures = 0
+        self.busy_streak = 0
         self.retry_at: float | None = None  # time.monotonic(): immune to clock steps
         self.last_attempt: float | None = None
         self.last_success: float | None = None
@@ -114,12 +116,18 @@ class PeerWorker(threading.Thread):
             with self.cond:
                 self.last = result
                 if result.ok:
-                    self.failures = 0
+                    self.failures = self.busy_streak = 0
                     self.retry_at = None
                     self.last_success = time.time()
                     self.state = "idle"
                 elif result.error == "stopped":
                     self.state = "idle"
+                elif result.busy and self.busy_streak < BUSY_RETRIES:
+                    # contention, not a failing peer: try again shortly, with jitter
+                    self.busy_streak += 1
+                    self.retry_at = time.monotonic() + random.uniform(0.1, 0.5) * self.busy_streak
+                    self.pending = True
+                    self.state = "backing off"
                 else:
                     self.failures += 1
                     self.retry_at = time.monotonic() + backoff_delay(self.failures)
@@ -130,6 +138,10 @@ class PeerWorker(threading.Thread):
                 event.set()
             if result.ok and (result.received or result.deleted):
                 self.d.request_sync(exclude=self.peer)
+            elif result.local_changes:
+                # a local write this session found; if the session failed, its
+                # own peer still needs it too
+                self.d.request_sync(exclude=self.peer if result.ok else None)
 
     def _release_waiters(self) -> None:
         waiters, self._waiters = self._waiters, []
@@ -262,7 +274,7 @@ class Daemon:
         entry["time"] = time.time()
         self.incoming.appendleft(entry)
         self._after_session(result, "incoming")
-        if result.ok and (result.received or result.deleted):
+        if (result.ok and (result.received or result.deleted)) or result.local_changes:
             # which configured peer connected cannot be told from its address
             # (its source port is ephemeral), so all are told; for the sender
             # that is a session with nothing to do

@@ -21,6 +21,8 @@ from .filters import Filter
 from .paths import is_hidden, path_problem
 from .protocol import EndOfSync, FileContent, Message, ProtocolError, frame_limit
 from .session import (
+    SCAN,
+    STATE,
     FileArrived,
     FileRefused,
     PeerHello,
@@ -37,6 +39,7 @@ log = logging.getLogger("owsync")
 
 DEFAULT_MAX_FILE_SIZE = 16 * 1024 * 1024
 BATCH_FILES = 64  # received files fsynced and renamed together
+INITIATOR_LOCK_WAIT = 8.0  # under the peer's 10 s wait for our Hello
 BATCH_BYTES = 8 * 1024 * 1024
 
 
@@ -100,6 +103,10 @@ class SessionResult:
         self.bytes = 0
         self.seconds = 0.0
         self.changed: list[str] = []  # paths written or removed here
+        # failed only because a directory was busy (ours, or the peer's: it hung up
+        # between its Hello and its SyncState): worth a quick retry, not a backoff
+        self.busy = False
+        self.local_changes = False  # its scan found local writes not yet recorded
 
     def summary(self) -> str:
         return (
@@ -122,6 +129,8 @@ class _Replica:
         self.pending: list[tuple[Staged, Record]] = []  # received, not yet in place
         self.pending_bytes = 0
         self._accepted: dict[str, bool] = {}
+        self.locked = False
+        self.local_changes = False
 
     def accepts(self, path: str) -> bool:
         """Whether a path (ours or a peer's) is one this node syncs (memoized)."""
@@ -136,27 +145,47 @@ class _Replica:
             )
         return ok
 
-    def open(self) -> dict[str, Record]:
+    def lock_dir(self, timeout: float) -> None:
+        """Take the directory: the in-process owner (if shared), then the flock."""
+        if self.locked:
+            return
         owner = self.ctx.owner
-        if owner is not None and not owner.acquire(timeout=self.ctx.lock_timeout):
+        if owner is not None and not owner.acquire(timeout=timeout):
             raise database.LockBusy("another session is using the sync directory")
         try:
-            self.lock.acquire(self.ctx.lock_timeout)
-            try:
-                loaded = database.load(self.ctx.db_path, root=self.root)
-                now_ms = int(self.ctx.clock() * 1000)
-                res = scanner.scan(self.ctx.root, loaded, self.ctx.filter, self.own, now_ms)
-                if res.stale_temps:
-                    self.dir.remove_stale_temps(res.stale_temps)
-            except BaseException:
-                self.dir.close()
-                self.lock.release()
-                raise
+            self.lock.acquire(timeout)
         except BaseException:
             if owner is not None:
                 owner.release()
             raise
+        self.locked = True
+
+    def unlock_dir(self) -> None:
+        if self.locked:
+            self.locked = False
+            self.lock.release()
+            if self.ctx.owner is not None:
+                self.ctx.owner.release()
+
+    def open(self) -> dict[str, Record]:
+        """Take the directory (if not yet), load the database, scan."""
+        self.lock_dir(self.ctx.lock_timeout)
+        try:
+            loaded = database.load(self.ctx.db_path, root=self.root)
+            now_ms = int(self.ctx.clock() * 1000)
+            res = scanner.scan(self.ctx.root, loaded, self.ctx.filter, self.own, now_ms)
+            if res.stale_temps:
+                self.dir.remove_stale_temps(res.stale_temps)
+        except BaseException:
+            self.dir.close()
+            self.unlock_dir()
+            raise
         self.loaded, self.records = loaded, res.records
+        # local writes found by this scan: whoever scans first (a session, a
+        # rescan) must let the daemon know, or the change reaches one peer only
+        self.local_changes = loaded.keys() != res.records.keys() or any(
+            not r.same_version(loaded[p]) for p, r in res.records.items()
+        )
         return self.records
 
     def stage(self, record: Record, data: bytes, result: SessionResult) -> None:
@@ -193,6 +222,7 @@ class _Replica:
     def close(self, result: SessionResult) -> None:
         """Put verified files in place, make it durable, save the database, unlock."""
         if self.loaded is None:
+            self.unlock_dir()  # taken before the Hello, perhaps, and never opened
             return
         try:
             if self.pending:
@@ -205,9 +235,7 @@ class _Replica:
             self.pending = []
             self.dir.close()
             self.loaded = None
-            self.lock.release()
-            if self.ctx.owner is not None:
-                self.ctx.owner.release()
+            self.unlock_dir()
 
 
 def refresh(ctx: Context) -> bool:
@@ -217,13 +245,8 @@ def refresh(ctx: Context) -> bool:
     """
     replica = _Replica(ctx)
     replica.open()
-    try:
-        before, after = replica.loaded or {}, replica.records
-        return before.keys() != after.keys() or any(
-            not r.same_version(before[p]) for p, r in after.items()
-        )
-    finally:
-        replica.close(SessionResult(peer="local"))
+    replica.close(SessionResult(peer="local"))
+    return replica.local_changes
 
 
 def run_session(
@@ -248,7 +271,7 @@ def run_session(
     replica = _Replica(ctx)
     machine = Session(replica.accepts, ctx.max_file_size)
     try:
-        _drive(ch, ctx, replica, machine, result, on_hello)
+        _drive(ch, ctx, replica, machine, result, on_hello, initiator)
         replica.close(result)  # files and database saved before the peer is let go
         result.ok = True
         if initiator:
@@ -262,6 +285,9 @@ def run_session(
         database.LockBusy,
     ) as exc:
         result.error = str(exc)
+        result.busy = isinstance(exc, database.LockBusy) or (
+            isinstance(exc, PeerClosed) and machine.state in (SCAN, STATE)
+        )
     except Stopped:
         result.error = "stopped"
     except OSError as exc:
@@ -279,6 +305,7 @@ def run_session(
         ch.close()
         result.bytes = ch.bytes_in + ch.bytes_out
         result.seconds = time.monotonic() - start
+        result.local_changes = replica.local_changes
     if result.ok:
         if log_ok:  # `connect` prints its own summary line instead
             log.info("sync with %s ok: %s", peer, result.summary())
@@ -287,7 +314,14 @@ def run_session(
     return result
 
 
-def _drive(ch: Channel, ctx: Context, replica: _Replica, machine: Session, result, on_hello):
+def _drive(ch, ctx: Context, replica: _Replica, machine: Session, result, on_hello, initiator):
+    if initiator:
+        # The side that connected takes its directory before saying Hello: the
+        # peer takes its own only on our Hello, so this wait holds nothing of
+        # the peer's.  Every wait-for cycle between nodes then passes through
+        # an accepting side's wait, which is short: no two nodes can hold each
+        # other up for long (the daemon's incoming sessions wait 2 s at most).
+        replica.lock_dir(min(ctx.lock_timeout, INITIATOR_LOCK_WAIT))
     ch.idle_timeout = ctx.hello_timeout
     ch.send(machine.hello(ctx.hostname, ctx.clock()))
     outgoing: Iterator[Message] | None = None

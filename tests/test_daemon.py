@@ -444,3 +444,33 @@ def test_logs_go_to_syslog_as_owsync_facility_daemon(daemons, tmp_path):
     info = [m for m in lines if "sync with" in m]
     assert info and info[0].startswith("<30>owsync: "), lines  # facility daemon (3), info (6)
     assert "daemon:" in a.text()  # -f: stderr as well
+
+
+def test_three_daemons_in_a_full_mesh_converge_under_concurrent_edits(daemons):
+    """Every node edits the same few files in quick succession while all of them sync
+    with each other: no two sessions may hold each other up (a wait-for cycle through
+    three nodes once stalled everything for the 30 s lock timeout)."""
+    import random
+
+    ns = [daemons(n) for n in "xyz"]
+    for n in ns:
+        n.configure([m.addr for m in ns if m is not n], poll=5)
+    for n in ns:
+        n.start()
+    time.sleep(1)
+    rng = random.Random(2)  # a sequence that stalled the nodes before the fix
+    for i in range(60):
+        n = rng.choice(ns)
+        f = n.dir / f"f{rng.randrange(6)}"
+        if rng.random() < 0.25:
+            f.unlink(missing_ok=True)
+        else:
+            f.write_text(f"{n.name} {i}\n")
+        time.sleep(rng.choice([0, 0.01, 0.05, 0.2]))
+
+    def snapshot(n):
+        return {p.name: p.read_bytes() for p in n.dir.iterdir() if p.is_file()}
+
+    start = time.monotonic()
+    assert wait_for(lambda: snapshot(ns[0]) == snapshot(ns[1]) == snapshot(ns[2]), 20)
+    assert time.monotonic() - start < 8  # about 1 s here; the stall took 26-30 s
