@@ -79,6 +79,18 @@ class Bus:
         assert r.returncode == 0, (r.stdout, r.stderr)
         return json.loads(r.stdout or "{}")
 
+    def has(self, obj: str) -> bool:
+        return obj in self.ubus("list").stdout.split()
+
+    def start_procd(self, tmp: Path) -> None:
+        """The real procd, as an ordinary process serving `service` on this bus."""
+        init_d, rc_d = tmp / "init.d", tmp / "rc.d"
+        init_d.mkdir()
+        rc_d.mkdir()
+        self.spawn([ENV["PROCD"], "-s", str(self.sock), "-I", str(init_d), "-R", str(rc_d)],
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        assert wait_for(lambda: self.has("service"), 10)
+
     def stop(self) -> None:
         for p in reversed(self.procs):
             if p.poll() is None:
@@ -116,7 +128,7 @@ def owrt(tmp_path):
 
 
 def registered(bus: Bus) -> bool:
-    return "owsync" in bus.ubus("list").stdout.split()
+    return bus.has("owsync")
 
 
 def test_ubus_object_status_and_sync_from_the_real_cli(bus, owrt):
@@ -181,12 +193,7 @@ def test_received_dhcp_reloads_dhcp_through_the_bus(bus, owrt, tmp_path):
     out = tmp_path / "reloads"
     if os.access(ENV["PROCD"], os.X_OK):
         # the real thing: procd runs the reload trigger an init script would register
-        init_d, rc_d = tmp_path / "init.d", tmp_path / "rc.d"
-        init_d.mkdir()
-        rc_d.mkdir()
-        bus.spawn([ENV["PROCD"], "-s", str(bus.sock), "-I", str(init_d), "-R", str(rc_d)],
-                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-        assert wait_for(lambda: "service" in bus.ubus("list").stdout.split(), 10)
+        bus.start_procd(tmp_path)
         script = tmp_path / "dnsmasq-reload.sh"
         script.write_text(f'#!/bin/sh\necho "dhcp $1" >> {out}\n')
         script.chmod(0o755)
@@ -199,7 +206,7 @@ def test_received_dhcp_reloads_dhcp_through_the_bus(bus, owrt, tmp_path):
         # no procd here: a recording `service` object on the real bus stands in for it
         bus.spawn([sys.executable, str(HERE / "fake_service.py"), str(bus.sock), str(out)],
                   env=bindings_env())  # fmt: skip
-        assert wait_for(lambda: "service" in bus.ubus("list").stdout.split(), 10)
+        assert wait_for(lambda: bus.has("service"), 10)
         expect = '"package": "dhcp"'
     a.start()
     b.start()
@@ -238,12 +245,7 @@ def test_procd_runs_the_instance_as_the_init_script_declares_it(bus, tmp_path):
     command, respawn, stdout/stderr, file /etc/config/owsync, reload_signal HUP.
     """
     need("UBUSD", "UBUS", "UCI", "PROCD")
-    init_d, rc_d = tmp_path / "init.d", tmp_path / "rc.d"
-    init_d.mkdir()
-    rc_d.mkdir()
-    bus.spawn([ENV["PROCD"], "-s", str(bus.sock), "-I", str(init_d), "-R", str(rc_d)],
-              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    assert wait_for(lambda: "service" in bus.ubus("list").stdout.split(), 10)
+    bus.start_procd(tmp_path)
     confdir, sync_dir, log = tmp_path / "uci", tmp_path / "a", tmp_path / "daemon.log"
     confdir.mkdir()
     sync_dir.mkdir()
