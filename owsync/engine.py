@@ -194,11 +194,8 @@ class _Replica:
         expect = local.sig if local is not None and not local.deleted else None
         try:
             staged = self.dir.stage(record.path, data, record.mode, record.mtime, expect)
-        except LocalChanged as exc:
-            log.info("not replacing: %s", exc)
-            return
-        except UnsafePath as exc:
-            log.warning("not writing: %s", exc)
+        except (LocalChanged, UnsafePath) as exc:
+            _skipped("writing", exc)
             return
         self.pending.append((staged, record))
         self.pending_bytes += staged.size
@@ -210,10 +207,8 @@ class _Replica:
         batch, self.pending, self.pending_bytes = self.pending, [], 0
         outcomes = self.dir.commit([staged for staged, _ in batch])
         for (_, record), outcome in zip(batch, outcomes, strict=True):
-            if isinstance(outcome, LocalChanged):
-                log.info("not replacing: %s", outcome)
-            elif isinstance(outcome, Exception):
-                log.warning("not writing: %s", outcome)
+            if isinstance(outcome, Exception):
+                _skipped("writing", outcome)
             else:
                 self.records[record.path] = received(record, signature(outcome))
                 result.received += 1
@@ -361,16 +356,20 @@ def _drive(ch, ctx: Context, replica: _Replica, machine: Session, result, on_hel
         log.info("%d requested file(s) did not arrive from %s", len(machine.missing), result.peer)
 
 
+def _skipped(action: str, exc: Exception) -> None:
+    """A file left alone: changed locally meanwhile (the next session settles it:
+    info), or not a path to touch (a warning)."""
+    level = logging.INFO if isinstance(exc, LocalChanged) else logging.WARNING
+    log.log(level, "not %s: %s", action, exc)
+
+
 def _apply_deletions(replica: _Replica, deletions: list[Record], result: SessionResult) -> None:
     for remote in deletions:
         local = replica.records[remote.path]
         try:
             replica.dir.delete(remote.path, local.sig)
-        except LocalChanged as exc:
-            log.info("not deleting: %s", exc)
-            continue
-        except UnsafePath as exc:
-            log.warning("not deleting: %s", exc)
+        except (LocalChanged, UnsafePath) as exc:
+            _skipped("deleting", exc)
             continue
         replica.records[remote.path] = deleted_by_peer(local, remote)
         result.deleted += 1
