@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -294,51 +295,47 @@ def cmd_listen(opts, args) -> int:
     return 0
 
 
-def _daemonize() -> None:
-    """Detach from the terminal (1.2.0 does the same without -f)."""
-    if os.fork() > 0:
-        os._exit(0)
-    os.setsid()
-    if os.fork() > 0:
-        os._exit(0)
-    os.chdir("/")
-    null = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(null, fd)
-    os.close(null)
-
-
 def cmd_daemon(opts, args) -> int:
+    """Run the daemon in the foreground, always: supervisors (procd, systemd)
+    track the process they started.  As in 1.2.0, -f adds stderr to the log.
+
+    Without -f the log is syslog alone; a fatal error is printed on stderr too
+    when that is a terminal, so that a daemon started by hand never fails
+    silently.
+    """
+    from .control import ControlError
     from .daemon import Daemon
 
     if args:
         raise UsageError("daemon takes no arguments")
-    cfg = build_config(opts, uci=True)
-    # syslog (unless --no-syslog); stderr too in the foreground, and until detached
-    syslog = not opts.no_syslog
-    logsetup.setup(cfg.log_level, stderr=True, syslog=opts.foreground and syslog)
-    for w in cfg.warnings:
-        log.warning("%s", w)
-    if not cfg.enabled:
-        raise ConfigError("owsync is disabled (uci set owsync.main.enabled=1)")
-    d = Daemon(cfg, reload=lambda: build_config(opts, uci=True))
-    d.clock = CLOCK
-    if not opts.foreground:
-        _daemonize()
-        logsetup.setup(cfg.log_level, stderr=False, syslog=syslog)
+    to_stderr = opts.foreground or opts.no_syslog
+    logsetup.setup(2, stderr=to_stderr, syslog=not opts.no_syslog)
     try:
+        cfg = build_config(opts, uci=True)
+        logsetup.set_level(cfg.log_level)
+        for w in cfg.warnings:
+            log.warning("%s", w)
+        if not cfg.enabled:
+            raise ConfigError("owsync is disabled (uci set owsync.main.enabled=1)")
+        d = Daemon(cfg, reload=lambda: build_config(opts, uci=True))
+        d.clock = CLOCK
         return d.run()
+    except (ConfigError, ControlError) as exc:
+        why = str(exc)
     except OSError as exc:
-        log.error("cannot start: %s", exc.strerror or exc)
-        return 1
+        why = f"cannot start: {exc.strerror or exc}"
+    log.error("%s", why)
+    if not to_stderr and sys.stderr.isatty():
+        print(f"owsync: error: {why}", file=sys.stderr)
+    return 1
 
 
 def _control(opts, req: dict, timeout: float | None = 10.0) -> dict:
     from .control import ControlError, request
 
-    cfg = build_config(opts)
+    cfg = build_config(opts, uci=True)  # the daemon's own sources find its socket
     try:
-        return request(cfg.control_socket, req, timeout)
+        return request(cfg.control_path(), req, timeout)
     except ControlError as exc:
         raise ConfigError(str(exc)) from None
 
@@ -371,8 +368,13 @@ def cmd_status(opts, args) -> int:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
-    for s in st["incoming"][:5]:
-        print(f"incoming {_when(s['time'])} {s['peer']}: {'ok' if s['ok'] else s['error']}")
+    for e in st.get("history", [])[:5]:
+        what = "ok" if e["ok"] else f"failed: {e['error']}"
+        files = ", ".join(e["arrived"] + [f"-{p}" for p in e["removed"]])
+        print(
+            f"{_when(e['time'])} {e['direction']} {e['peer']}: {what}; received {e['received']},"
+            f" sent {e['sent']}, deleted {e['deleted']}" + (f" ({files})" if files else "")
+        )
     return 0
 
 
@@ -434,6 +436,19 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # the reader went away (owsync status --json | head): not an error to report
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except Exception as exc:  # a defect: one line, never a traceback
+        log.debug("internal error", exc_info=True)
+        print(
+            f"owsync: internal error: {type(exc).__name__}: {exc}"
+            " (please report it, with the output of the same command run with -v)",
+            file=sys.stderr,
+        )
+        return 70
 
 
 if __name__ == "__main__":

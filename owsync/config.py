@@ -14,7 +14,8 @@ from collections import namedtuple
 DEFAULT_PORT = 4321
 MAX_PEERS = 16
 DEFAULT_DB = "/var/lib/owsync/owsync.db"
-DEFAULT_CONTROL_SOCKET = "/var/run/owsync.sock"
+CONTROL_DIR = "/var/run/owsync"  # control sockets, one per database (so per daemon)
+SUN_PATH_MAX = 107  # bytes in a Unix socket path, less the NUL
 
 
 class ConfigError(Exception):
@@ -84,7 +85,8 @@ class Config:
         self.peers: list[Peer] = []
         self.include: list[str] = []
         self.exclude: list[str] = []
-        self.control_socket = DEFAULT_CONTROL_SOCKET
+        self.control_socket: str | None = None  # None: derived from the database
+        self.key_file: str | None = None  # UCI: the root-only file holding the key
         self.reload_services: bool | None = None  # None: on when sync_dir is /etc/config
         self.enabled = True  # UCI's owsync.main.enabled
         self.ubus_socket: str | None = None  # None: libubus's default
@@ -106,16 +108,49 @@ class Config:
 
         if self.plain_mode:
             return None
-        text = self.encryption_key or environ.get("OWSYNC_KEY")
+        text = self.encryption_key or environ.get("OWSYNC_KEY") or self._read_key_file()
         if not text:
+            where = (
+                f"write it to {self.key_file} (mode 0600) or uci set owsync.main.key"
+                if self.key_file
+                else "set encryption_key in the config file or OWSYNC_KEY"
+            )
             raise ConfigError(
-                "no encryption key: set encryption_key in the config file or OWSYNC_KEY"
-                " (generate one with 'owsync genkey'), or use plain mode inside a VPN"
+                f"no encryption key: {where} (generate one with 'owsync genkey'),"
+                " or use plain mode inside a VPN"
             )
         try:
             return parse_key(text)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+
+    def _read_key_file(self) -> str | None:
+        if not self.key_file:
+            return None
+        try:
+            with open(self.key_file, encoding="ascii") as f:
+                return f.read(200).strip() or None
+        except FileNotFoundError:
+            return None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read the key file {self.key_file}: {exc}") from None
+
+    def control_path(self) -> str:
+        """The daemon's control socket: as configured, or one per database.
+
+        Deriving it from the database lets several daemons run side by side on
+        one host, and lets ``owsync status`` find the daemon that the same
+        options (-c, --db, UCI) start.
+        """
+        if self.control_socket:
+            return self.control_socket
+        db = os.path.realpath(self.database)
+        path = f"{CONTROL_DIR}/{db.strip('/').replace('/', '-')}.sock"
+        if len(path.encode()) > SUN_PATH_MAX:
+            import hashlib
+
+            path = f"{CONTROL_DIR}/{hashlib.sha256(db.encode()).hexdigest()[:24]}.sock"
+        return path
 
     @property
     def reload_enabled(self) -> bool:

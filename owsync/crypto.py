@@ -31,6 +31,14 @@ def parse_key(text: str) -> bytes:
         raise ValueError("encryption key must be 64 hex characters (0-9, a-f)") from None
 
 
+def fingerprint(key: bytes) -> str:
+    """What admins compare across routers: 64 bits of a hash of the key, not the key."""
+    import hashlib
+
+    h = hashlib.sha256(b"owsync key fingerprint\0" + key).hexdigest()[:16]
+    return ":".join(h[i : i + 4] for i in range(0, 16, 4))
+
+
 class PlainCipher:
     encrypted = False
 
@@ -53,6 +61,7 @@ class AesGcmCipher:
             raise ValueError("AES-256-GCM needs a 32-byte key")
         self._key = key
         self._aead = AESGCM(key)
+        self.fingerprint = fingerprint(key)
 
     def seal_parts(self, parts: Iterable[bytes]) -> list[bytes]:
         """``nonce || ciphertext || tag`` as pieces.

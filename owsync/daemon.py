@@ -18,16 +18,16 @@ import random
 import signal
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 
-from . import __version__, net
+from . import __version__, net, status
 from .config import Config, ConfigError, Peer
 from .control import ControlServer
 from .crypto import make_cipher
 from .engine import Context, SessionResult, refresh, run_session
 from .filters import Filter
 from .state import Record
+from .status import SessionHistory
 from .watcher import Watcher
 
 log = logging.getLogger("owsync")
@@ -37,7 +37,6 @@ BACKOFF_CAP = 60.0
 BUSY_RETRIES = 5  # quick retries of a session that met a busy directory, before backing off
 INCOMING_LOCK_TIMEOUT = 0.5  # short: every wait-for cycle between nodes passes through one
 OUTGOING_LOCK_TIMEOUT = 30.0
-RECENT_INCOMING = 10
 
 
 def backoff_delay(failures: int) -> float:
@@ -148,27 +147,6 @@ class PeerWorker(threading.Thread):
         for event, _ in waiters:
             event.set()
 
-    def status(self) -> dict:
-        r = self.last
-        return {
-            "address": str(self.peer),
-            "source": self.peer.source,
-            "state": self.state,
-            "last_attempt": self.last_attempt,
-            "last_success": self.last_success,
-            "last_result": None if r is None else ("ok" if r.ok else r.error),
-            "received": r.received if r else 0,
-            "sent": r.sent if r else 0,
-            "deleted": r.deleted if r else 0,
-            "bytes": r.bytes if r else 0,
-            "consecutive_failures": self.failures,
-            "next_retry": (
-                time.time() + max(0.0, self.retry_at - time.monotonic())
-                if self.state == "backing off" and self.retry_at is not None
-                else None
-            ),
-        }
-
 
 class Daemon:
     def __init__(self, cfg: Config, reload: Callable[[], Config] | None = None) -> None:
@@ -182,8 +160,9 @@ class Daemon:
         self.owner = threading.Lock()
         self.started = time.time()
         self.workers: dict[str, PeerWorker] = {}
-        self.incoming: deque[dict] = deque(maxlen=RECENT_INCOMING)
-        self.on_session: list[Callable[[SessionResult, str], None]] = []
+        self.history = SessionHistory()
+        # hooks called after every session; each returns the UCI packages it reloaded
+        self.on_session: list[Callable[[SessionResult, str], list[str]]] = []
         self._reload_requested = threading.Event()
         self._counts = (0, 0)
         self._apply(cfg)
@@ -245,13 +224,13 @@ class Daemon:
             return
         if (cfg.bind_host, cfg.port) != (old.bind_host, old.port):
             log.warning("bind_host/port changed: restart owsync to listen on the new address")
-        if cfg.control_socket != old.control_socket:
+        if cfg.control_path() != old.control_path():
             log.warning("control_socket changed: restart owsync to use the new path")
         if cfg.sync_dir != old.sync_dir:
             self._watch(cfg.sync_dir)
         from . import log as logsetup
 
-        logsetup.log.setLevel(logsetup.LEVELS[cfg.log_level])
+        logsetup.set_level(cfg.log_level)
         log.info("configuration reloaded: %d peer(s)", len(self.workers))
         self.request_sync()
 
@@ -270,9 +249,6 @@ class Daemon:
 
     def _serve(self, sock, label: str, on_hello) -> None:
         result = run_session(sock, self.ctx_in, label, on_hello)
-        entry = result_dict(result)
-        entry["time"] = time.time()
-        self.incoming.appendleft(entry)
         self._after_session(result, "incoming")
         if (result.ok and (result.received or result.deleted)) or result.local_changes:
             # which configured peer connected cannot be told from its address
@@ -281,11 +257,13 @@ class Daemon:
             self.request_sync()
 
     def _after_session(self, result: SessionResult, direction: str) -> None:
+        reloaded: list[str] = []
         for hook in self.on_session:
             try:
-                hook(result, direction)
+                reloaded += hook(result, direction) or []
             except Exception:
                 log.exception("session hook failed")
+        self.history.add(result, direction, reloaded)
 
     def request_sync(
         self,
@@ -336,7 +314,8 @@ class Daemon:
 
     # --- status and control -----------------------------------------------
 
-    def _record_counts(self) -> tuple[int, int]:
+    def record_counts(self) -> tuple[int, int]:
+        """Files and tombstones in the database (the last known, if it cannot be read)."""
         from . import database
 
         try:
@@ -348,20 +327,7 @@ class Daemon:
         return self._counts
 
     def status(self) -> dict:
-        files, tombstones = self._record_counts()
-        return {
-            "version": __version__,
-            "pid": os.getpid(),
-            "uptime": int(time.time() - self.started),
-            "sync_dir": self.cfg.sync_dir,
-            "encryption": self.cipher.encrypted,
-            "listen": f"{self.cfg.bind_host} port {self.cfg.port}",
-            "change_detection": getattr(self, "watcher", None) and self.watcher.mode,
-            "files": files,
-            "tombstones": tombstones,
-            "peers": [w.status() for w in self.workers.values()],
-            "incoming": list(self.incoming),
-        }
+        return status.snapshot(self)
 
     def handle(self, req: dict) -> dict:
         method = req.get("method")
@@ -384,9 +350,15 @@ class Daemon:
 
     def start(self) -> None:
         """Bind and start every thread (signals are the caller's business)."""
-        sock = net.bind(self.cfg.bind_host, self.cfg.port)
+        try:
+            sock = net.bind(self.cfg.bind_host, self.cfg.port)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot listen on {self.cfg.bind_host} port {self.cfg.port}:"
+                f" {exc.strerror or exc} (another owsync on this port? set port)"
+            ) from None
         self.listener = net.Listener(sock, self._serve)
-        self.control = ControlServer(self.cfg.control_socket, self.handle)
+        self.control = ControlServer(self.cfg.control_path(), self.handle)
         threading.Thread(target=self.listener.serve_forever, name="owsync-listener",
                          daemon=True).start()  # fmt: skip
         self.control.start()
@@ -457,6 +429,11 @@ class Daemon:
             self._reload_requested.set()
             wake.set()
 
+        def on_thread_error(args) -> None:  # a defect: one log line, never a traceback
+            log.error("internal error in %s: %s: %s", getattr(args.thread, "name", "?"),
+                      args.exc_type.__name__, args.exc_value)  # fmt: skip
+
+        threading.excepthook = on_thread_error
         signal.signal(signal.SIGTERM, on_stop)
         signal.signal(signal.SIGINT, on_stop)
         signal.signal(signal.SIGHUP, on_hup)

@@ -103,6 +103,7 @@ class SessionResult:
         self.bytes = 0
         self.seconds = 0.0
         self.changed: list[str] = []  # paths written or removed here
+        self.removed: list[str] = []  # those of them removed (deletions from the peer)
         # failed only because a directory was busy (ours, or the peer's: it hung up
         # between its Hello and its SyncState): worth a quick retry, not a backoff
         self.busy = False
@@ -374,6 +375,7 @@ def _apply_deletions(replica: _Replica, deletions: list[Record], result: Session
         replica.records[remote.path] = deleted_by_peer(local, remote)
         result.deleted += 1
         result.changed.append(remote.path)
+        result.removed.append(remote.path)
 
 
 def _serve(replica: _Replica, ch: Channel, paths: tuple[str, ...]) -> Iterator[Message]:

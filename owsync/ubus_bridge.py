@@ -1,4 +1,4 @@
-"""The ubus object ``owsync``, session events, and services reloading after a sync.
+"""The ubus objects ``owsync`` and ``luci.owsync``, session events, service reloads.
 
 The python ``ubus`` bindings keep one global connection, and libubus is not
 thread-safe, so one thread owns it: it registers the object, runs
@@ -26,7 +26,9 @@ from .engine import SessionResult
 
 log = logging.getLogger("owsync")
 
-OBJECT = "owsync"
+OBJECT = "owsync"  # for the shell: ubus call owsync status|sync|sync_peer
+LUCI_OBJECT = "luci.owsync"  # the same methods for LuCI, through rpcd's ACL
+SESSION_ARG = "ubus_rpc_session"
 EVENT = "owsync.sync"
 RETRY = 2.0  # seconds between reconnection attempts
 HEALTH = 2.0  # seconds between checks that the object is still registered
@@ -65,9 +67,10 @@ class SessionNotifier:
         self.send = send
         self.reload_enabled = reload_enabled
 
-    def __call__(self, result: SessionResult, direction: str) -> None:
+    def __call__(self, result: SessionResult, direction: str) -> list[str]:
+        """Returns the packages whose services it asked procd to reload."""
         if not result.changed:
-            return
+            return []
         packages = changed_packages(result.changed) if self.reload_enabled() else []
         for pkg in packages:
             # what OpenWrt's reload_config does: procd runs the reload triggers
@@ -83,6 +86,7 @@ class SessionNotifier:
                 "reloaded": packages,
             },
         )
+        return packages
 
 
 class UbusBridge(threading.Thread):
@@ -146,20 +150,33 @@ class UbusBridge(threading.Thread):
         if ubus.get_connected():
             ubus.disconnect()
         ubus.connect(socket_path=self.socket_path) if self.socket_path else ubus.connect()
-        ubus.add(
-            OBJECT,
-            {
-                "status": {"method": self._status, "signature": {}},
-                # python-ubus 0.1.3 makes every declared argument mandatory, so
-                # "peer" cannot be optional: "" means every peer, and sync_all
-                # takes no argument at all
-                "sync": {"method": self._sync, "signature": {"peer": ubus.BLOBMSG_TYPE_STRING}},
-                "sync_all": {"method": self._sync, "signature": {}},
-            },
-        )
+        for name, session_arg in ((OBJECT, False), (LUCI_OBJECT, True)):
+            try:
+                ubus.add(name, self._methods(session_arg))
+            except Exception as exc:
+                why = f"cannot register {name} (another owsync daemon?): {exc}"
+                raise RuntimeError(why) from None
         self.connected = True
-        log.info("ubus object %s %sregistered", OBJECT, "re-" if self.registered_once else "")
+        log.info("ubus objects %s, %s %sregistered", OBJECT, LUCI_OBJECT,
+                 "re-" if self.registered_once else "")  # fmt: skip
         self.registered_once = True
+
+    def _methods(self, session_arg: bool) -> dict:
+        """The methods of one object; the LuCI one declares ``ubus_rpc_session``.
+
+        python-ubus 0.1.3 refuses a call that lacks a declared argument or
+        carries an undeclared one, and uhttpd adds ``ubus_rpc_session`` to
+        every call a browser makes.  So the shell's methods (typed as
+        ``ubus call owsync sync``) and the browser's cannot be the same
+        methods: the same handlers are published twice.
+        """
+        string = self.ubus.BLOBMSG_TYPE_STRING
+        common = {SESSION_ARG: string} if session_arg else {}
+        return {
+            "status": {"method": self._status, "signature": dict(common)},
+            "sync": {"method": self._sync, "signature": dict(common)},
+            "sync_peer": {"method": self._sync, "signature": {**common, "peer": string}},
+        }
 
     def _healthy(self) -> bool:
         try:
@@ -197,7 +214,10 @@ class UbusBridge(threading.Thread):
         handler.reply(blob_safe(self.d.status()))
 
     def _sync(self, handler, data) -> None:
-        peer = (data or {}).get("peer") or None
+        peer = (data or {}).get("peer")
+        if peer is not None and not peer:
+            handler.reply({"error": "peer is empty: name a configured peer, or call sync"})
+            return
         try:
             started = self.d.request_sync(peer, manual=True)
         except KeyError:

@@ -14,6 +14,7 @@ from .config import Config, ConfigError, apply_setting
 PACKAGE = "owsync"
 SECTION = "main"
 UCI_DIR_ENV = "OWSYNC_UCI_DIR"
+DEFAULT_UCI_DIR = "/etc/config"
 
 # UCI option -> key of the key=value format
 OPTIONS = {
@@ -39,9 +40,22 @@ LISTS = ("peer", "include", "exclude")
 UCI_DEFAULTS = {"sync_dir": "/etc/config", "database": "/etc/owsync/owsync.db"}
 
 
-def config_from_section(options: dict[str, str | tuple[str, ...]], where: str) -> Config:
+def key_file_for(confdir: str | None) -> str:
+    """The key's file beside the UCI directory: /etc/config -> /etc/owsync/key.
+
+    The key is kept out of UCI, which LuCI reads whole, in a root-only file;
+    its path is not an option, so that no UCI writer can aim key writes (LuCI's
+    "set key") at another file.
+    """
+    parent = os.path.dirname(os.path.abspath(confdir or DEFAULT_UCI_DIR))
+    return os.path.join(parent, "owsync", "key")
+
+
+def config_from_section(
+    options: dict[str, str | tuple[str, ...]], where: str, key_file: str | None = None
+) -> Config:
     """A Config from the options of the owsync.main section, as pyuci returns them."""
-    cfg = Config(**UCI_DEFAULTS)
+    cfg = Config(**UCI_DEFAULTS, key_file=key_file)
     for name, value in options.items():
         if name.startswith("."):
             continue
@@ -82,10 +96,10 @@ def load_uci(confdir: str | None = None) -> Config:
         kind = u.get(PACKAGE, SECTION)
         options = u.get_all(PACKAGE, SECTION)
     except uci.UciExceptionNotFound:
-        where = confdir or "/etc/config"
+        where = confdir or DEFAULT_UCI_DIR
         raise ConfigError(f"no section {PACKAGE}.{SECTION} in {where}/{PACKAGE}") from None
     except uci.UciException as exc:
         raise ConfigError(f"cannot read UCI {PACKAGE}: {exc}") from None
     if kind != PACKAGE:
         raise ConfigError(f"{PACKAGE}.{SECTION} has type {kind!r}, expected {PACKAGE!r}")
-    return config_from_section(options, f"{PACKAGE}.{SECTION}")
+    return config_from_section(options, f"{PACKAGE}.{SECTION}", key_file_for(confdir))

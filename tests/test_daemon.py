@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -20,7 +21,7 @@ import pytest
 from conftest import KEY, Child, base_env, free_port, owsync_cmd, tracked
 
 from owsync import protocol
-from owsync.crypto import AesGcmCipher
+from owsync.crypto import AesGcmCipher, fingerprint
 
 
 def wait_for(pred, timeout=10.0, step=0.02):
@@ -66,10 +67,12 @@ class DaemonNode(Child):
         self.conf.chmod(0o600)  # it holds the key
         return self
 
-    def start(self, cmd: list[str] | None = None, env: dict | None = None) -> DaemonNode:
+    def start(self, cmd=None, env: dict | None = None, probe: bool = True) -> DaemonNode:
+        """Start the daemon; with ``probe``, wait for its configured control socket."""
         cmd = cmd or owsync_cmd("daemon", "-f", "-c", str(self.conf))
         self.spawn(cmd, env or base_env(None), self.log)
-        assert wait_for(lambda: self.sock.exists() or self.proc.poll() is not None), self.text()
+        if probe:
+            assert wait_for(lambda: self.sock.exists() or self.proc.poll() is not None), self.text()
         assert self.proc.poll() is None, self.text()
         return self
 
@@ -193,7 +196,12 @@ def test_status_json_and_sync_wait(daemons):
     assert p["address"] == a.addr and p["last_result"] == "ok" and p["last_success"]
     assert {"state", "last_attempt", "received", "sent", "deleted", "bytes",
             "consecutive_failures", "next_retry"} <= p.keys()  # fmt: skip
-    assert isinstance(st["incoming"], list)
+    # the file arrived in one session or the other: A pushed it, or B fetched it
+    (got,) = [e for e in st["history"] if e["arrived"] == ["f"]]
+    assert got["ok"] and got["received"] == 1 and got["removed"] == []
+    assert (got["direction"], got["peer"]) in {("outgoing", a.addr), ("incoming", a.host)}
+    assert st["key"] == {"set": True, "fingerprint": fingerprint(bytes.fromhex(KEY))}
+    assert KEY not in json.dumps(st)
     r = b.ctl("sync", "nosuchpeer")
     assert r.returncode == 1 and "unknown peer" in r.stderr
     r = b.ctl("sync", a.addr)
@@ -395,21 +403,85 @@ def test_sighup_moving_the_sync_directory_moves_the_watch(daemons, tmp_path):
     assert wait_for(lambda: b.has("in-new-dir", b"x"), 3), a.text()
 
 
-def test_without_foreground_the_daemon_detaches(daemons):
+def test_the_daemon_never_forks_and_minus_f_only_adds_stderr(daemons):
+    """As in 1.2.0: the process a supervisor starts is the daemon, with or without -f."""
     a, b = pair(daemons)
     b.start()
-    r = subprocess.run(owsync_cmd("daemon", "-c", str(a.conf)), env=base_env(None),
-                       capture_output=True, text=True, timeout=30)  # fmt: skip
-    assert r.returncode == 0 and r.stderr == ""  # the parent returns at once
-    assert wait_for(lambda: a.sock.exists(), 10)
-    pid = a.status()["pid"]
+    a.start(owsync_cmd("daemon", "-c", str(a.conf)))  # no -f
+    assert a.status()["pid"] == a.proc.pid  # the very process started: no fork
+    assert os.getsid(a.proc.pid) == os.getsid(0)  # no session of its own either
+    (a.dir / "f").write_text("x")
+    assert wait_for(lambda: b.has("f", b"x"), 5)
+    a.proc.send_signal(signal.SIGTERM)
+    assert a.proc.wait(10) == 0
+
+
+def test_several_daemons_side_by_side_find_their_own_control_socket(daemons):
+    """No control_socket anywhere: each daemon's socket is derived from its database,
+    and `owsync status`/`sync` given the same options reach the right daemon."""
+    nodes = [daemons(n) for n in "abc"]
+    for n in nodes:
+        n.configure([m.addr for m in nodes if m is not n])
+        n.conf.write_text(n.conf.read_text().replace(f"control_socket={n.sock}\n", ""))
+    for n in nodes:
+        n.start(owsync_cmd("daemon", "-f", "-c", str(n.conf)), probe=False)
     try:
-        (a.dir / "f").write_text("x")
-        assert wait_for(lambda: b.has("f", b"x"), 5)
-        assert os.getsid(pid) != os.getsid(0)  # a session of its own, no terminal
+        for n in nodes:
+            assert wait_for(lambda n=n: _status(n).returncode == 0, 10), n.text()
+            st = json.loads(_status(n).stdout)
+            assert st["pid"] == n.proc.pid and st["sync_dir"] == str(n.dir)
+        r = _cli("sync", "--wait", "-c", str(nodes[0].conf))
+        assert r.returncode == 0 and r.stdout.count(": ok;") == 2, r.stdout + r.stderr
     finally:
-        os.kill(pid, signal.SIGTERM)  # the daemon this test started, by its PID
-    assert wait_for(lambda: not a.sock.exists(), 10)
+        for n in nodes:
+            n.proc.send_signal(signal.SIGTERM)
+            assert n.proc.wait(10) == 0
+    r = _status(nodes[0])
+    assert r.returncode == 1 and "not running" in r.stderr and "Traceback" not in r.stderr
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        owsync_cmd(*args), env=base_env(None), capture_output=True, text=True, timeout=60
+    )
+
+
+def _status(node: DaemonNode) -> subprocess.CompletedProcess:
+    return _cli("status", "--json", "-c", str(node.conf))
+
+
+def test_a_second_daemon_on_the_same_database_or_port_says_so_in_one_line(daemons):
+    a, b = pair(daemons)
+    a.start()
+    r = subprocess.run(owsync_cmd("daemon", "-f", "-c", str(a.conf)), env=base_env(None),
+                       capture_output=True, text=True, timeout=30)  # fmt: skip
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "port" in r.stderr, r.stderr
+    b.conf.write_text(b.conf.read_text().replace(f"port={b.port}", f"port={free_port()}")
+                      .replace(f"control_socket={b.sock}", f"control_socket={a.sock}"))  # fmt: skip
+    r = subprocess.run(owsync_cmd("daemon", "-f", "-c", str(b.conf)), env=base_env(None),
+                       capture_output=True, text=True, timeout=30)  # fmt: skip
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "another owsync daemon answers" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert a.status()["pid"] == a.proc.pid  # the first one is unharmed
+
+
+def test_status_json_into_a_closed_pipe_is_no_traceback(daemons):
+    a, b = pair(daemons)
+    a.start()
+    cmd = shlex.join(owsync_cmd("status", "--json", "--control-socket", str(a.sock)))
+    r = subprocess.run(["sh", "-c", f"{cmd} | head -c 1 >/dev/null; echo $? >/dev/null"],
+                       env=base_env(None), capture_output=True, text=True, timeout=30)  # fmt: skip
+    assert r.stderr == "", r.stderr
+
+
+def test_a_missing_directory_is_one_line(tmp_path):
+    d = DaemonNode(tmp_path, "a").configure(["127.0.0.1:9"])
+    d.conf.write_text(d.conf.read_text().replace(str(d.dir), str(tmp_path / "nope")))
+    r = subprocess.run(owsync_cmd("daemon", "-f", "-c", str(d.conf)), env=base_env(None),
+                       capture_output=True, text=True, timeout=30)  # fmt: skip
+    assert r.returncode == 1 and "does not exist" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
 
 
 def test_logs_go_to_syslog_as_owsync_facility_daemon(daemons, tmp_path):
@@ -442,7 +514,9 @@ def test_logs_go_to_syslog_as_owsync_facility_daemon(daemons, tmp_path):
         syslog.close()
     lines = [m.rstrip(b"\0").decode() for m in seen]
     info = [m for m in lines if "sync with" in m]
-    assert info and info[0].startswith("<30>owsync: "), lines  # facility daemon (3), info (6)
+    # facility daemon (3) and info (6), with the PID and one prefix, as logread shows it
+    assert info and re.match(r"<30>.*owsync\[(\d+)\]: sync with", info[0]), lines
+    assert re.search(r"owsync\[\d+\]: owsync", info[0]) is None, info
     assert "daemon:" in a.text()  # -f: stderr as well
 
 

@@ -1,0 +1,131 @@
+"""The daemon's status model: the one place that says what the daemon, its
+peers and its recent sessions look like.
+
+The control socket (``owsync status``), the ubus objects and through them
+LuCI only present :func:`snapshot`.  Times are epoch seconds; a field that
+is unknown is None (ubus drops it).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import deque
+
+from . import __version__
+
+HISTORY = 50  # sessions kept for "recent activity"
+MAX_PATHS = 20  # paths kept per session and per kind (arrived, removed)
+
+
+def host_of(label: str) -> str:
+    """The address of an incoming peer without its ephemeral port."""
+    if label.startswith("["):
+        return label[1 : label.find("]")]
+    host, sep, port = label.rpartition(":")
+    return host if sep and port.isdigit() and ":" not in host else label
+
+
+class SessionHistory:
+    """The last sessions that changed something here or there, or failed.
+
+    A failure that repeats the previous entry of the same peer and direction
+    (a peer down, retried every minute) updates that entry instead of
+    pushing the others out.
+    """
+
+    def __init__(self, size: int = HISTORY) -> None:
+        self._entries: deque[dict] = deque(maxlen=size)
+        self._lock = threading.Lock()
+
+    def add(self, result, direction: str, reloaded: list[str], now: float | None = None) -> None:
+        if result.ok and not (result.received or result.sent or result.deleted):
+            return  # nothing happened: a no-op sync is not activity
+        peer = host_of(result.peer) if direction == "incoming" else result.peer
+        removed = set(result.removed)
+        entry = {
+            "time": time.time() if now is None else now,
+            "direction": direction,
+            "peer": peer,
+            "ok": result.ok,
+            "error": None if result.ok else result.error,
+            "received": result.received,
+            "sent": result.sent,
+            "deleted": result.deleted,
+            "arrived": [p for p in result.changed if p not in removed][:MAX_PATHS],
+            "removed": result.removed[:MAX_PATHS],
+            "reloaded": list(reloaded),
+        }
+        with self._lock:
+            last = next((e for e in self._entries if e["peer"] == peer
+                         and e["direction"] == direction), None)  # fmt: skip
+            if (
+                last is not None
+                and not result.ok
+                and not last["ok"]
+                and last["error"] == entry["error"]
+                and not (result.received or result.deleted)
+            ):
+                last["time"] = entry["time"]
+                last["repeats"] = last.get("repeats", 1) + 1
+                self._entries.remove(last)
+                self._entries.appendleft(last)
+                return
+            self._entries.appendleft(entry)
+
+    def entries(self) -> list[dict]:
+        with self._lock:
+            return [dict(e) for e in self._entries]
+
+
+def peer_view(worker) -> dict:
+    """One peer's row, from its worker's scheduling state and last session."""
+    r = worker.last
+    retry_at = worker.retry_at
+    return {
+        "address": str(worker.peer),
+        "source": worker.peer.source,
+        "state": worker.state,
+        "last_attempt": worker.last_attempt,
+        "last_success": worker.last_success,
+        "last_result": None if r is None else ("ok" if r.ok else r.error),
+        "received": r.received if r else 0,
+        "sent": r.sent if r else 0,
+        "deleted": r.deleted if r else 0,
+        "bytes": r.bytes if r else 0,
+        "consecutive_failures": worker.failures,
+        "next_retry": (
+            time.time() + max(0.0, retry_at - time.monotonic())
+            if worker.state == "backing off" and retry_at is not None
+            else None
+        ),
+    }
+
+
+def key_view(cipher) -> dict:
+    """Whether a key is in use and its fingerprint: never the key."""
+    fp = getattr(cipher, "fingerprint", None)
+    return {"set": True, "fingerprint": fp} if fp else {"set": False}
+
+
+def snapshot(d) -> dict:
+    """The status of daemon ``d``, as every surface presents it."""
+    files, tombstones = d.record_counts()
+    cfg = d.cfg
+    watcher = getattr(d, "watcher", None)
+    return {
+        "version": __version__,
+        "pid": os.getpid(),
+        "uptime": int(time.time() - d.started),
+        "started": d.started,
+        "sync_dir": cfg.sync_dir,
+        "encryption": d.cipher.encrypted,
+        "key": key_view(d.cipher),
+        "listen": f"{cfg.bind_host} port {cfg.port}",
+        "change_detection": watcher.mode if watcher else None,
+        "files": files,
+        "tombstones": tombstones,
+        "peers": [peer_view(w) for w in list(d.workers.values())],
+        "history": d.history.entries(),
+    }
