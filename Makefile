@@ -38,6 +38,8 @@ install:
 	$(PYTHON) -m pip install --no-deps --no-compile --ignore-installed --root="$(if $(DESTDIR),$(DESTDIR),/)" --prefix="$(PREFIX)" .
 	install -d "$(DESTDIR)/etc/init.d" "$(DESTDIR)/etc/config" "$(DESTDIR)/usr/share/rpcd/acl.d"
 	install -m 0755 files/etc/init.d/owsync "$(DESTDIR)/etc/init.d/owsync"
+	install -d "$(DESTDIR)/usr/libexec/rpcd"
+	install -m 0755 files/usr/libexec/rpcd/owsync.key "$(DESTDIR)/usr/libexec/rpcd/owsync.key"
 	install -m 0600 files/etc/config/owsync "$(DESTDIR)/etc/config/owsync"
 	install -m 0644 files/usr/share/rpcd/acl.d/luci-app-owsync.json "$(DESTDIR)/usr/share/rpcd/acl.d/"
 	install -d "$(DESTDIR)/lib/systemd/system"
