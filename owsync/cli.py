@@ -299,17 +299,18 @@ def cmd_daemon(opts, args) -> int:
     """Run the daemon in the foreground, always: supervisors (procd, systemd)
     track the process they started.  As in 1.2.0, -f adds stderr to the log.
 
-    Without -f the log is syslog alone; a fatal error is printed on stderr too
-    when that is a terminal, so that a daemon started by hand never fails
-    silently.
+    Without -f the log is syslog alone, except a fatal error, which goes to
+    stderr too (as 1.2.0 prints it), so that a daemon never fails silently.
+    procd discards the daemon's stderr: everything is in syslog once.
     """
     from .control import ControlError
     from .daemon import Daemon
 
     if args:
         raise UsageError("daemon takes no arguments")
-    to_stderr = opts.foreground or opts.no_syslog
-    logsetup.setup(2, stderr=to_stderr, syslog=not opts.no_syslog)
+    to_stderr = logsetup.setup(
+        2, stderr=opts.foreground or opts.no_syslog, syslog=not opts.no_syslog
+    )
     try:
         cfg = build_config(opts, uci=True)
         logsetup.set_level(cfg.log_level)
@@ -325,7 +326,7 @@ def cmd_daemon(opts, args) -> int:
     except OSError as exc:
         why = f"cannot start: {exc.strerror or exc}"
     log.error("%s", why)
-    if not to_stderr and sys.stderr.isatty():
+    if not to_stderr:
         print(f"owsync: error: {why}", file=sys.stderr)
     return 1
 

@@ -152,8 +152,8 @@ class Daemon:
     def __init__(self, cfg: Config, reload: Callable[[], Config] | None = None) -> None:
         if not cfg.peers:
             raise ConfigError(
-                "no peer configured: set 'peer' in the config file (-c FILE) or in UCI"
-                " (owsync.main.peer), or pass --auto-sync HOST"
+                "no peer configured: the daemon requires at least one --auto-sync peer"
+                " (or peer= in the config file, or owsync.main.peer in UCI)"
             )
         self.reload_config = reload
         self.stopping = threading.Event()

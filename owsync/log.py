@@ -58,11 +58,11 @@ def syslog_available() -> bool:
     return os.path.exists("/dev/log")
 
 
-def setup(level: int, stderr: bool = True, syslog: bool = False) -> None:
+def setup(level: int, stderr: bool = True, syslog: bool = False) -> bool:
     """Logging for a command: to stderr, to syslog, or both.
 
     Without a syslog socket (a container, a bare chroot) the lines go to
-    stderr instead of nowhere.
+    stderr instead of nowhere.  Returns whether they go to stderr.
     """
     log.handlers.clear()
     log.propagate = False
@@ -75,6 +75,7 @@ def setup(level: int, stderr: bool = True, syslog: bool = False) -> None:
         h = logging.StreamHandler(sys.stderr)
         h.setFormatter(_StderrFormatter())
         log.addHandler(h)
+    return stderr
 
 
 def set_level(level: int) -> None:

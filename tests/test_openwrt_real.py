@@ -143,11 +143,28 @@ def test_ubus_object_status_and_sync_from_the_real_cli(bus, owrt):
     assert st["version"] and st["encryption"] is True and st["sync_dir"] == str(a.dir)
     (peer,) = st["peers"]
     assert peer["address"] == b.addr
-    assert bus.call("owsync", "sync", {"peer": b.addr}) == {"started": [b.addr]}
-    assert bus.call("owsync", "sync", {"peer": ""}) == {"started": [b.addr]}
-    assert bus.call("owsync", "sync_all") == {"started": [b.addr]}
-    assert "unknown peer" in bus.call("owsync", "sync", {"peer": "10.9.9.9"})["error"]
+    # as typed: `ubus call owsync sync`, no argument at all
+    assert bus.call("owsync", "sync") == {"started": [b.addr]}
+    assert bus.call("owsync", "sync_peer", {"peer": b.addr}) == {"started": [b.addr]}
+    assert "unknown peer" in bus.call("owsync", "sync_peer", {"peer": "10.9.9.9"})["error"]
+    assert "empty" in bus.call("owsync", "sync_peer", {"peer": ""})["error"]
     assert wait_for(lambda: a.has("dhcp"), 5)
+    # `ubus -v list` shows every method's arguments
+    listed = bus.ubus("-v", "list", "owsync").stdout
+    assert '"status":{}' in listed and '"sync":{}' in listed, listed
+    assert '"sync_peer":{"peer":"String"}' in listed, listed
+    # what LuCI calls: the same methods, each declaring the session uhttpd adds
+    session = {"ubus_rpc_session": "0" * 32}
+    luci = bus.call("luci.owsync", "status", session)
+    assert luci["pid"] == st["pid"] and luci["peers"][0]["address"] == b.addr
+    assert bus.call("luci.owsync", "sync", session) == {"started": [b.addr]}
+    assert bus.call("luci.owsync", "sync_peer", {**session, "peer": b.addr}) == {
+        "started": [b.addr]
+    }
+    # python-ubus refuses an undeclared argument and a missing declared one: hence two objects
+    assert bus.ubus("call", "owsync", "status", json.dumps(session)).returncode != 0
+    assert bus.ubus("call", "luci.owsync", "status").returncode != 0
+    assert KEY not in json.dumps(luci)
     assert a.proc.poll() is None
 
 
@@ -165,10 +182,12 @@ def test_uci_commit_and_sighup_change_the_peers(bus, owrt, tmp_path):
 
     for opt, value in [
         ("enabled", "1"), ("host", "127.0.0.1"), ("port", str(a.port)), ("dir", str(a.dir)),
-        ("db", str(a.db)), ("key", KEY), ("control_socket", str(a.sock)),
-        ("ubus_socket", str(bus.sock)),
+        ("db", str(a.db)), ("control_socket", str(a.sock)), ("ubus_socket", str(bus.sock)),
     ]:  # fmt: skip
         uci("set", f"owsync.main.{opt}={value}")
+    # the key in its root-only file beside the UCI directory, not in UCI
+    (tmp_path / "owsync").mkdir()
+    (tmp_path / "owsync" / "key").write_text(KEY + "\n")
     uci("add_list", "owsync.main.include=*")
     uci("add_list", f"owsync.main.peer=127.0.0.1:{b.port + 1 if b.port < 65535 else 1}")
     uci("commit", "owsync")
