@@ -37,6 +37,8 @@ BACKOFF_CAP = 60.0
 BUSY_RETRIES = 5  # quick retries of a session that met a busy directory, before backing off
 INCOMING_LOCK_TIMEOUT = 0.5  # short: every wait-for cycle between nodes passes through one
 OUTGOING_LOCK_TIMEOUT = 30.0
+LISTEN_RETRY_FIRST = 2.0  # seconds before binding the port again, doubling up to the cap
+LISTEN_RETRY_CAP = 60.0
 
 
 def backoff_delay(failures: int) -> float:
@@ -165,6 +167,9 @@ class Daemon:
         self.on_session: list[Callable[[SessionResult, str], list[str]]] = []
         self._reload_requested = threading.Event()
         self._counts = (0, 0)
+        self.running = False
+        self.listener: net.Listener | None = None
+        self.listen_error: str | None = None  # why the port is not bound (yet)
         self._apply(cfg)
 
     # --- configuration ----------------------------------------------------
@@ -202,7 +207,7 @@ class Daemon:
         for name, peer in wanted.items():
             if name not in self.workers:
                 w = self.workers[name] = PeerWorker(self, peer)
-                if hasattr(self, "listener"):  # a reload: start it and sync now
+                if self.running:  # a reload: start it and sync now
                     w.start()
                     w.request()
                     log.info("peer %s added", name)
@@ -350,17 +355,9 @@ class Daemon:
 
     def start(self) -> None:
         """Bind and start every thread (signals are the caller's business)."""
-        try:
-            sock = net.bind(self.cfg.bind_host, self.cfg.port)
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot listen on {self.cfg.bind_host} port {self.cfg.port}:"
-                f" {exc.strerror or exc} (another owsync on this port? set port)"
-            ) from None
-        self.listener = net.Listener(sock, self._serve)
         self.control = ControlServer(self.cfg.control_path(), self.handle)
-        threading.Thread(target=self.listener.serve_forever, name="owsync-listener",
-                         daemon=True).start()  # fmt: skip
+        self.running = True
+        threading.Thread(target=self._listen, name="owsync-listener", daemon=True).start()
         self.control.start()
         self._watch(self.cfg.sync_dir)
         threading.Thread(target=self._poll, name="owsync-poll", daemon=True).start()
@@ -373,6 +370,35 @@ class Daemon:
             len(self.workers), "encrypted" if self.cipher.encrypted else "PLAIN",
         )  # fmt: skip
         self.request_sync()  # the initial sync with every peer
+
+    def _listen(self) -> None:
+        """Bind and serve.  An address that cannot be had (taken by another
+        program, or not configured yet while the router boots) is retried with
+        backoff; meanwhile the daemon syncs outward, as 1.2.0 does."""
+        host, port = self.cfg.bind_host, self.cfg.port
+        delay = LISTEN_RETRY_FIRST
+        while not self.stopping.is_set():
+            try:
+                sock = net.bind(host, port)
+            except OSError as exc:
+                why = exc.strerror or str(exc)
+                if self.listen_error != why:
+                    log.error("cannot listen on %s port %d: %s; syncing outward only,"
+                              " retrying", host, port, why)  # fmt: skip
+                self.listen_error = why
+                if self.stopping.wait(delay):
+                    return
+                delay = min(LISTEN_RETRY_CAP, delay * 2)
+                continue
+            if self.listen_error:
+                log.info("listening on %s port %d now", host, port)
+            self.listen_error = None
+            self.listener = net.Listener(sock, self._serve)
+            if self.stopping.is_set():
+                sock.close()
+                return
+            self.listener.serve_forever()
+            return
 
     def _watch(self, root: str) -> None:
         """(Re)start change detection on ``root``."""
@@ -401,7 +427,9 @@ class Daemon:
     def stop(self) -> None:
         self.stopping.set()
         self.watcher.stop.set()
-        self.listener.stop()
+        listener = self.listener
+        if listener is not None:
+            listener.stop()
         self.control.close()
         for w in list(self.workers.values()):
             with w.cond:
@@ -410,7 +438,7 @@ class Daemon:
         for w in list(self.workers.values()):
             w.join(max(0.0, deadline - time.monotonic()))
         # incoming sessions notice `stopping` within half a second; wait for them
-        while self.listener.active() and time.monotonic() < deadline:
+        while listener is not None and listener.active() and time.monotonic() < deadline:
             time.sleep(0.05)
         with contextlib.suppress(Exception):
             acquired = self.owner.acquire(timeout=max(0.0, deadline - time.monotonic()))
