@@ -118,3 +118,22 @@ def request(path: str, req: dict, timeout: float | None = 10.0) -> dict:
         return json.loads(data)
     except ValueError:
         raise ControlError("the daemon sent an unreadable reply") from None
+
+
+def handle(d, req: dict) -> dict:
+    """One control request to daemon ``d``: its status model, or a sync."""
+    method = req.get("method")
+    if method == "status":
+        return {"ok": True, **d.status()}
+    if method == "sync":
+        peer = req.get("peer") or None
+        if peer is not None and not isinstance(peer, str):
+            return {"ok": False, "error": "peer must be a string"}
+        try:
+            out = d.request_sync(peer, manual=True, wait=bool(req.get("wait")))
+        except KeyError:
+            return {"ok": False, "error": f"unknown peer {peer!r}"}
+        if req.get("wait"):
+            return {"ok": all(r.ok for r in out), "results": [r.as_dict() for r in out]}
+        return {"ok": True, "started": out}
+    return {"ok": False, "error": f"unknown method {method!r}"}

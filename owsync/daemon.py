@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 from . import __version__, net, status
 from .config import Config, ConfigError, Peer
-from .control import ControlServer
+from .control import ControlServer, handle
 from .crypto import make_cipher
 from .engine import Context, SessionResult, refresh, run_session
 from .filters import Filter
@@ -37,27 +37,12 @@ BACKOFF_CAP = 60.0
 BUSY_RETRIES = 5  # quick retries of a session that met a busy directory, before backing off
 INCOMING_LOCK_TIMEOUT = 0.5  # short: every wait-for cycle between nodes passes through one
 OUTGOING_LOCK_TIMEOUT = 30.0
-LISTEN_RETRY_FIRST = 2.0  # seconds before binding the port again, doubling up to the cap
-LISTEN_RETRY_CAP = 60.0
 
 
 def backoff_delay(failures: int) -> float:
     """Exponential backoff, capped, with jitter (50-100% of the step)."""
     step = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** max(0, failures - 1))
     return step * random.uniform(0.5, 1.0)
-
-
-def result_dict(r: SessionResult) -> dict:
-    return {
-        "peer": r.peer,
-        "ok": r.ok,
-        "error": r.error,
-        "received": r.received,
-        "sent": r.sent,
-        "deleted": r.deleted,
-        "bytes": r.bytes,
-        "seconds": round(r.seconds, 3),
-    }
 
 
 class PeerWorker(threading.Thread):
@@ -168,8 +153,7 @@ class Daemon:
         self._reload_requested = threading.Event()
         self._counts = (0, 0)
         self.running = False
-        self.listener: net.Listener | None = None
-        self.listen_error: str | None = None  # why the port is not bound (yet)
+        self.serving: net.Serving | None = None
         self._apply(cfg)
 
     # --- configuration ----------------------------------------------------
@@ -334,30 +318,14 @@ class Daemon:
     def status(self) -> dict:
         return status.snapshot(self)
 
-    def handle(self, req: dict) -> dict:
-        method = req.get("method")
-        if method == "status":
-            return {"ok": True, **self.status()}
-        if method == "sync":
-            peer = req.get("peer") or None
-            if peer is not None and not isinstance(peer, str):
-                return {"ok": False, "error": "peer must be a string"}
-            try:
-                out = self.request_sync(peer, manual=True, wait=bool(req.get("wait")))
-            except KeyError:
-                return {"ok": False, "error": f"unknown peer {peer!r}"}
-            if req.get("wait"):
-                return {"ok": all(r.ok for r in out), "results": [result_dict(r) for r in out]}
-            return {"ok": True, "started": out}
-        return {"ok": False, "error": f"unknown method {method!r}"}
-
     # --- running -------------------------------------------------------------
 
     def start(self) -> None:
         """Bind and start every thread (signals are the caller's business)."""
-        self.control = ControlServer(self.cfg.control_path(), self.handle)
+        self.control = ControlServer(self.cfg.control_path(), lambda req: handle(self, req))
         self.running = True
-        threading.Thread(target=self._listen, name="owsync-listener", daemon=True).start()
+        self.serving = net.Serving(self.cfg.bind_host, self.cfg.port, self._serve, self.stopping)
+        threading.Thread(target=self.serving.run, name="owsync-listener", daemon=True).start()
         self.control.start()
         self._watch(self.cfg.sync_dir)
         threading.Thread(target=self._poll, name="owsync-poll", daemon=True).start()
@@ -370,35 +338,6 @@ class Daemon:
             len(self.workers), "encrypted" if self.cipher.encrypted else "PLAIN",
         )  # fmt: skip
         self.request_sync()  # the initial sync with every peer
-
-    def _listen(self) -> None:
-        """Bind and serve.  An address that cannot be had (taken by another
-        program, or not configured yet while the router boots) is retried with
-        backoff; meanwhile the daemon syncs outward, as 1.2.0 does."""
-        host, port = self.cfg.bind_host, self.cfg.port
-        delay = LISTEN_RETRY_FIRST
-        while not self.stopping.is_set():
-            try:
-                sock = net.bind(host, port)
-            except OSError as exc:
-                why = exc.strerror or str(exc)
-                if self.listen_error != why:
-                    log.error("cannot listen on %s port %d: %s; syncing outward only,"
-                              " retrying", host, port, why)  # fmt: skip
-                self.listen_error = why
-                if self.stopping.wait(delay):
-                    return
-                delay = min(LISTEN_RETRY_CAP, delay * 2)
-                continue
-            if self.listen_error:
-                log.info("listening on %s port %d now", host, port)
-            self.listen_error = None
-            self.listener = net.Listener(sock, self._serve)
-            if self.stopping.is_set():
-                sock.close()
-                return
-            self.listener.serve_forever()
-            return
 
     def _watch(self, root: str) -> None:
         """(Re)start change detection on ``root``."""
@@ -427,9 +366,7 @@ class Daemon:
     def stop(self) -> None:
         self.stopping.set()
         self.watcher.stop.set()
-        listener = self.listener
-        if listener is not None:
-            listener.stop()
+        self.serving.stop()
         self.control.close()
         for w in list(self.workers.values()):
             with w.cond:
@@ -438,7 +375,7 @@ class Daemon:
         for w in list(self.workers.values()):
             w.join(max(0.0, deadline - time.monotonic()))
         # incoming sessions notice `stopping` within half a second; wait for them
-        while listener is not None and listener.active() and time.monotonic() < deadline:
+        while self.serving.active() and time.monotonic() < deadline:
             time.sleep(0.05)
         with contextlib.suppress(Exception):
             acquired = self.owner.acquire(timeout=max(0.0, deadline - time.monotonic()))

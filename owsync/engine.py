@@ -109,6 +109,18 @@ class SessionResult:
         self.busy = False
         self.local_changes = False  # its scan found local writes not yet recorded
 
+    def as_dict(self) -> dict:
+        return {
+            "peer": self.peer,
+            "ok": self.ok,
+            "error": self.error,
+            "received": self.received,
+            "sent": self.sent,
+            "deleted": self.deleted,
+            "bytes": self.bytes,
+            "seconds": round(self.seconds, 3),
+        }
+
     def summary(self) -> str:
         return (
             f"received {self.received}, sent {self.sent}, deleted {self.deleted},"

@@ -159,3 +159,54 @@ class Listener:
         finally:
             with self._lock:
                 self._conns.discard(conn)
+
+
+class Serving:
+    """Bind ``host``/``port`` and serve it with a :class:`Listener`.
+
+    An address that cannot be had (taken by another program, or not
+    configured yet while a router boots) is retried with backoff until
+    ``stopping`` is set; ``error`` says why meanwhile (None while listening).
+    """
+
+    RETRY_FIRST = 2.0  # seconds, doubling up to the cap
+    RETRY_CAP = 60.0
+
+    def __init__(self, host: str, port: int, handler, stopping: threading.Event) -> None:
+        self.host, self.port = host, port
+        self.handler = handler
+        self.stopping = stopping
+        self.error: str | None = None
+        self.listener: Listener | None = None
+
+    def run(self) -> None:
+        delay = self.RETRY_FIRST
+        while not self.stopping.is_set():
+            try:
+                sock = bind(self.host, self.port)
+            except OSError as exc:
+                why = exc.strerror or str(exc)
+                if self.error != why:
+                    log.error("cannot listen on %s port %d: %s; syncing outward only,"
+                              " retrying", self.host, self.port, why)  # fmt: skip
+                self.error = why
+                if self.stopping.wait(delay):
+                    return
+                delay = min(self.RETRY_CAP, delay * 2)
+                continue
+            if self.error:
+                log.info("listening on %s port %d now", self.host, self.port)
+            self.error = None
+            self.listener = Listener(sock, self.handler)
+            if self.stopping.is_set():  # stop() came between the bind and now
+                sock.close()
+                return
+            self.listener.serve_forever()
+            return
+
+    def stop(self) -> None:
+        if self.listener is not None:
+            self.listener.stop()
+
+    def active(self) -> int:
+        return self.listener.active() if self.listener is not None else 0

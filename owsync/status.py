@@ -123,7 +123,7 @@ def snapshot(d) -> dict:
         "encryption": d.cipher.encrypted,
         "key": key_view(d.cipher),
         "listen": f"{cfg.bind_host} port {cfg.port}",
-        "listen_error": d.listen_error,  # None while listening
+        "listen_error": d.serving.error if d.serving else None,  # None while listening
         "change_detection": watcher.mode if watcher else None,
         "files": files,
         "tombstones": tombstones,
