@@ -36,19 +36,18 @@ bench: venv
 
 install:
 	$(PYTHON) -m pip install --no-deps --no-compile --ignore-installed --root="$(if $(DESTDIR),$(DESTDIR),/)" --prefix="$(PREFIX)" .
-	install -d "$(DESTDIR)/etc/init.d" "$(DESTDIR)/etc/config" "$(DESTDIR)/usr/share/rpcd/acl.d"
+	install -d "$(DESTDIR)/etc/init.d" "$(DESTDIR)/etc/config" "$(DESTDIR)/lib/upgrade/keep.d"
 	install -m 0755 files/etc/init.d/owsync "$(DESTDIR)/etc/init.d/owsync"
 	install -d "$(DESTDIR)/usr/libexec/rpcd"
 	install -m 0755 files/usr/libexec/rpcd/owsync.key "$(DESTDIR)/usr/libexec/rpcd/owsync.key"
 	install -m 0600 files/etc/config/owsync "$(DESTDIR)/etc/config/owsync"
-	install -m 0644 files/usr/share/rpcd/acl.d/luci-app-owsync.json "$(DESTDIR)/usr/share/rpcd/acl.d/"
+	install -m 0644 files/lib/upgrade/keep.d/owsync "$(DESTDIR)/lib/upgrade/keep.d/owsync"
 	install -d "$(DESTDIR)/lib/systemd/system"
 	install -m 0644 files/lib/systemd/system/owsync.service "$(DESTDIR)/lib/systemd/system/"
-	if [ -d luci/luci-app-owsync/htdocs ]; then \
-		install -d "$(DESTDIR)/www" && cp -R luci/luci-app-owsync/htdocs/. "$(DESTDIR)/www/"; \
-		install -d "$(DESTDIR)/usr/share/luci/menu.d" && \
-		install -m 0644 luci/luci-app-owsync/root/usr/share/luci/menu.d/*.json "$(DESTDIR)/usr/share/luci/menu.d/"; \
-	fi
+	# luci-app-owsync, laid out as the LuCI feed's luci.mk installs it
+	install -d "$(DESTDIR)/www"
+	cp -R luci/luci-app-owsync/htdocs/. "$(DESTDIR)/www/"
+	cp -R luci/luci-app-owsync/root/. "$(DESTDIR)/"
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .hypothesis

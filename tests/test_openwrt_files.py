@@ -168,6 +168,12 @@ def test_make_install_layout(tmp_path):
     assert stat.S_IMODE(init.stat().st_mode) == 0o755
     assert stat.S_IMODE((dest / "etc/config/owsync").stat().st_mode) == 0o600
     json.loads((dest / "usr/share/rpcd/acl.d/luci-app-owsync.json").read_text())
+    json.loads((dest / "usr/share/luci/menu.d/luci-app-owsync.json").read_text())
+    assert (dest / "www/luci-static/resources/view/owsync/status.js").is_file()
+    assert (dest / "www/luci-static/resources/owsync/format.js").is_file()
+    plugin = dest / "usr/libexec/rpcd/owsync.key"
+    assert stat.S_IMODE(plugin.stat().st_mode) == 0o755
+    assert (dest / "lib/upgrade/keep.d/owsync").read_text().split() == ["/etc/owsync/"]
     assert "owsync daemon" in (dest / "lib/systemd/system/owsync.service").read_text()
     site = next(dest.glob("usr/lib/python3*/site-packages"))
     assert (site / "owsync" / "cli.py").exists()

@@ -1,0 +1,201 @@
+'use strict';
+'require baseclass';
+
+/*
+ * What the owsync views show, computed from the daemon's status without
+ * touching the page: relative times, peer health, table rows, the sentences
+ * of recent activity.  Every function takes "now" (epoch seconds) where time
+ * matters, so that it can be tested on its own (tests/luci/format.test.mjs).
+ */
+
+/* A UCI package arriving makes procd reload the service that reads it. */
+var SERVICES = {
+	dhcp: 'dnsmasq',
+	firewall: 'firewall',
+	uhttpd: 'uhttpd',
+	dropbear: 'dropbear',
+	sqm: 'sqm',
+	ddns: 'ddns',
+	upnpd: 'miniupnpd'
+};
+
+var HEALTH_LABELS = {
+	'in-sync': _('In sync'),
+	'syncing': _('Syncing'),
+	'retrying': _('Retrying'),
+	'failing': _('Failing'),
+	'pending': _('Not synced yet')
+};
+
+/* Consecutive failures from which a peer counts as failing, not retrying. */
+var FAILING_AFTER = 3;
+
+function pad(n) {
+	return (n < 10 ? '0' : '') + n;
+}
+
+return baseclass.extend({
+	FAILING_AFTER: FAILING_AFTER,
+
+	/* "42 s ago", "3 min ago", "2 h ago", "5 days ago"; "never" for none. */
+	relativeTime: function(t, now) {
+		if (t == null)
+			return _('never');
+
+		var d = Math.round(now - t);
+
+		if (d < 0)
+			return _('in %d s').format(-d);
+		if (d < 5)
+			return _('just now');
+		if (d < 60)
+			return _('%d s ago').format(d);
+		if (d < 3600)
+			return _('%d min ago').format(Math.floor(d / 60));
+		if (d < 86400)
+			return _('%d h ago').format(Math.floor(d / 3600));
+
+		return _('%d days ago').format(Math.floor(d / 86400));
+	},
+
+	/* "in 12 s", for a retry that is due later. */
+	untilTime: function(t, now) {
+		if (t == null)
+			return '-';
+
+		var d = Math.max(0, Math.round(t - now));
+
+		return d < 60 ? _('in %d s').format(d) : _('in %d min').format(Math.ceil(d / 60));
+	},
+
+	/* The absolute local time, for a tooltip: "2026-11-26 21:09:23". */
+	absoluteTime: function(t) {
+		if (t == null)
+			return '';
+
+		var d = new Date(t * 1000);
+
+		return '%d-%s-%s %s:%s:%s'.format(d.getFullYear(), pad(d.getMonth() + 1),
+			pad(d.getDate()), pad(d.getHours()), pad(d.getMinutes()), pad(d.getSeconds()));
+	},
+
+	duration: function(s) {
+		s = Math.max(0, Math.floor(s || 0));
+
+		var d = Math.floor(s / 86400), h = Math.floor(s / 3600) % 24, m = Math.floor(s / 60) % 60;
+
+		if (d > 0)
+			return _('%dd %dh %dm').format(d, h, m);
+
+		return _('%dh %dm').format(h, m);
+	},
+
+	/* in-sync, syncing, retrying, failing or pending (never attempted). */
+	health: function(peer) {
+		if (peer.state == 'syncing')
+			return 'syncing';
+		if (peer.last_result == null)
+			return 'pending';
+		if (peer.last_result == 'ok')
+			return 'in-sync';
+		if ((peer.consecutive_failures || 0) >= FAILING_AFTER)
+			return 'failing';
+
+		return 'retrying';
+	},
+
+	healthLabel: function(health) {
+		return HEALTH_LABELS[health] || health;
+	},
+
+	/* The cells of one peer row, as text, with the tooltip of the time. */
+	peerRow: function(peer, now) {
+		var health = this.health(peer);
+
+		return {
+			address: peer.address,
+			source: peer.source || '',
+			health: health,
+			healthLabel: this.healthLabel(health),
+			state: peer.state,
+			lastSuccess: this.relativeTime(peer.last_success, now),
+			lastSuccessTitle: this.absoluteTime(peer.last_success),
+			result: peer.last_result == null ? '-' : peer.last_result,
+			counts: '%d / %d / %d'.format(peer.received || 0, peer.sent || 0, peer.deleted || 0),
+			failures: String(peer.consecutive_failures || 0),
+			nextRetry: peer.state == 'backing off' ? this.untilTime(peer.next_retry, now) : '-'
+		};
+	},
+
+	serviceOf: function(pkg) {
+		return SERVICES[pkg] || pkg;
+	},
+
+	/* "dhcp from 192.168.1.2, 3 min ago, dnsmasq reloaded" */
+	historySentence: function(e, now) {
+		var when = this.relativeTime(e.time, now);
+
+		if (!e.ok) {
+			var times = e.repeats > 1 ? ' ' + _('(%d times)').format(e.repeats) : '';
+
+			return _('Sync with %s failed, %s: %s').format(e.peer, when, e.error || '?') + times;
+		}
+
+		var parts = [];
+		var arrived = e.arrived || [], removed = e.removed || [];
+
+		if (arrived.length)
+			parts.push(_('%s from %s').format(this.listPaths(arrived, e.received), e.peer));
+		if (removed.length)
+			parts.push(_('%s deleted by %s').format(this.listPaths(removed, e.deleted), e.peer));
+		if (e.sent > 0)
+			parts.push(_('%d file(s) sent to %s').format(e.sent, e.peer));
+		if (!parts.length)
+			parts.push(_('Synced with %s').format(e.peer));
+
+		var sentence = parts.join('; ') + ', ' + when;
+
+		if ((e.reloaded || []).length)
+			sentence += ', ' + _('%s reloaded').format(e.reloaded.map(this.serviceOf).join(', '));
+
+		return sentence;
+	},
+
+	/* "dhcp, firewall" or "dhcp, firewall and 3 more" when the daemon kept only some. */
+	listPaths: function(paths, total) {
+		var text = paths.join(', ');
+		var more = (total || paths.length) - paths.length;
+
+		return more > 0 ? _('%s and %d more').format(text, more) : text;
+	},
+
+	/* The daemon's facts as [label, value, warning?] rows. */
+	daemonRows: function(st, now) {
+		var rows = [
+			[ _('Status'), _('Running (PID %d)').format(st.pid) ],
+			[ _('Version'), st.version ],
+			[ _('Uptime'), this.duration(st.uptime) ],
+			[ _('Synced directory'), st.sync_dir ],
+			[ _('Encryption'), st.encryption
+				? _('AES-256-GCM, key %s').format((st.key && st.key.fingerprint) || '?')
+				: _('PLAIN: unencrypted, only safe inside a VPN'), !st.encryption ],
+			[ _('Listening'), st.listen_error
+				? _('not listening on %s: %s (retrying)').format(st.listen, st.listen_error)
+				: st.listen, !!st.listen_error ],
+			[ _('Change detection'), st.change_detection || '-' ],
+			[ _('Files'), _('%d files, %d tombstones').format(st.files || 0, st.tombstones || 0) ]
+		];
+
+		return rows;
+	},
+
+	/* Why no status came back, and what to do about it. */
+	notRunningAdvice: function(enabledInUci, enabledAtBoot) {
+		if (enabledAtBoot === false)
+			return _('owsync is not started at boot. Enable it under System → Startup, or run: /etc/init.d/owsync enable; /etc/init.d/owsync start');
+		if (!enabledInUci)
+			return _('owsync is disabled. Enable it under Settings, set the key and at least one peer, then Save & Apply.');
+
+		return _('owsync is enabled but not running. Check the key and the peers under Settings and the system log (logread -e owsync), or run: /etc/init.d/owsync start');
+	}
+});

@@ -1,0 +1,198 @@
+'use strict';
+'require view';
+'require dom';
+'require form';
+'require rpc';
+'require ui';
+'require uci';
+
+/*
+ * Services → owsync → Settings: the owsync.main section of UCI, saved with
+ * LuCI's usual Save & Apply (the init script's reload trigger sends the
+ * daemon a SIGHUP), and the pre-shared key.  The key lives in a root-only
+ * file, not in UCI; this page only learns whether one is set and its
+ * fingerprint (rpcd plugin owsync.key), and may send a new one.
+ */
+
+var callKeyInfo = rpc.declare({
+	object: 'owsync.key',
+	method: 'info'
+});
+
+var callKeySet = rpc.declare({
+	object: 'owsync.key',
+	method: 'set',
+	params: [ 'key' ]
+});
+
+var HEX64 = /^[0-9a-fA-F]{64}$/;
+
+function randomKey() {
+	var bytes = new Uint8Array(32);
+
+	window.crypto.getRandomValues(bytes);
+
+	return Array.prototype.map.call(bytes, function(b) {
+		return (b < 16 ? '0' : '') + b.toString(16);
+	}).join('');
+}
+
+return view.extend({
+	load: function() {
+		return Promise.all([
+			uci.load('owsync'),
+			L.resolveDefault(callKeyInfo(), {})
+		]);
+	},
+
+	writable: function() {
+		return L.hasViewPermission() !== false;
+	},
+
+	keyText: function(info) {
+		if (info && info.set)
+			return _('A key is set. Fingerprint: %s (the same on every router of the group)').format(info.fingerprint);
+		if (info && info.error)
+			return _('The key file is unusable: %s').format(info.error);
+
+		return _('No key is set: owsync cannot start encrypted.');
+	},
+
+	handleGenerate: function(input, ev) {
+		input.value = randomKey();
+		input.type = 'text';
+		ui.addNotification(null, E('p',
+			_('A new key is in the field. Copy it to the other routers of the group, then press "Save key" here and there.')), 'info');
+	},
+
+	handleSaveKey: function(input, status, ev) {
+		var value = input.value.trim();
+
+		if (!HEX64.test(value)) {
+			ui.addNotification(null, E('p', _('A key is 64 hexadecimal characters (0-9, a-f).')), 'danger');
+			return Promise.resolve();
+		}
+
+		return callKeySet(value).then(function(reply) {
+			if (reply && reply.error) {
+				ui.addNotification(null, E('p', _('The key was not saved: %s').format(reply.error)), 'danger');
+				return;
+			}
+
+			input.value = '';
+			input.type = 'password';
+			dom.content(status, _('A key is set. Fingerprint: %s (the same on every router of the group)').format(reply.fingerprint));
+			ui.addNotification(null, E('p', _('Key saved; owsync reloads with it. Fingerprint: %s').format(reply.fingerprint)), 'info');
+		}).catch(function(err) {
+			ui.addNotification(null, E('p', _('The key was not saved: %s').format(err.message)), 'danger');
+		});
+	},
+
+	renderKey: function(info) {
+		var ro = !this.writable();
+		var status = E('p', { 'id': 'owsync-key-status' }, this.keyText(info));
+		var input = E('input', {
+			'type': 'password',
+			'id': 'owsync-key-input',
+			'class': 'cbi-input-text',
+			'autocomplete': 'off',
+			'spellcheck': 'false',
+			'style': 'width:40em;font-family:monospace',
+			'placeholder': _('64 hexadecimal characters'),
+			'disabled': ro ? '' : null
+		});
+
+		return E('div', { 'class': 'cbi-section', 'id': 'owsync-key' }, [
+			E('h3', {}, _('Pre-shared key')),
+			E('div', { 'class': 'cbi-section-descr' },
+				_('All routers of the group share one 256-bit key. It is kept in /etc/owsync/key, readable by root only, and is never shown here; compare the fingerprints instead.')),
+			status,
+			E('div', { 'class': 'cbi-value' }, [
+				E('label', { 'class': 'cbi-value-title', 'for': 'owsync-key-input' }, _('New key')),
+				E('div', { 'class': 'cbi-value-field' }, [
+					input, ' ',
+					E('button', {
+						'class': 'btn cbi-button',
+						'id': 'owsync-key-generate',
+						'disabled': ro ? '' : null,
+						'click': ui.createHandlerFn(this, 'handleGenerate', input)
+					}, _('Generate')), ' ',
+					E('button', {
+						'class': 'btn cbi-button cbi-button-apply',
+						'id': 'owsync-key-save',
+						'disabled': ro ? '' : null,
+						'click': ui.createHandlerFn(this, 'handleSaveKey', input, status)
+					}, _('Save key'))
+				])
+			])
+		]);
+	},
+
+	render: function(data) {
+		var m, s, o;
+
+		m = new form.Map('owsync', _('owsync'),
+			_('Keeps /etc/config identical on the routers of a VRRP group. Set the same key and name the other routers as peers on each of them.'));
+
+		m.readonly = !this.writable();
+
+		s = m.section(form.NamedSection, 'main', 'owsync', _('Settings'));
+		s.addremove = false;
+		s.tab('general', _('General'));
+		s.tab('filters', _('What is synced'));
+		s.tab('advanced', _('Advanced'));
+
+		o = s.taboption('general', form.Flag, 'enabled', _('Enabled'));
+		o.rmempty = false;
+
+		o = s.taboption('general', form.DynamicList, 'peer', _('Peers'),
+			_('The other routers: an address, host:port or [IPv6]:port; append ",source address" to connect from a given local address.'));
+		o.placeholder = '192.168.1.2';
+		o.validate = function(section_id, value) {
+			if (value == null || value == '')
+				return true;
+
+			return /^[^\s,]+(,[^\s,]+)?$/.test(value) ? true : _('Expecting an address, optionally followed by ",source address"');
+		};
+
+		o = s.taboption('general', form.Flag, 'plain_mode', _('Plain mode'),
+			_('Warning: sends the configuration, passwords included, unencrypted. Only inside a VPN (WireGuard, IPsec).'));
+		o.rmempty = true;
+
+		o = s.taboption('filters', form.DynamicList, 'include', _('Include'),
+			_('Glob patterns of the files to sync, relative to the synced directory; "*" is everything. With no pattern nothing is synced.'));
+		o.placeholder = '*';
+
+		o = s.taboption('filters', form.DynamicList, 'exclude', _('Exclude'),
+			_('Files that must stay different on each router; excludes win over includes. Shipped: network and system (this router\'s interfaces, addresses and hostname), owsync (each router names the others), keepalived (VRRP priorities differ by design), wireless (radios depend on the hardware), fstab (this router\'s storage), dropbear (its SSH access).'));
+
+		o = s.taboption('filters', form.Flag, 'reload_services', _('Reload services'),
+			_('Reload the services whose configuration arrived (dnsmasq when dhcp arrives), as reload_config does. On by default when the synced directory is /etc/config.'));
+		o.rmempty = true;
+
+		o = s.taboption('advanced', form.Value, 'port', _('Port'), _('TCP port to listen on and to reach the peers.'));
+		o.datatype = 'port';
+		o.placeholder = '4321';
+
+		o = s.taboption('advanced', form.Value, 'host', _('Bind address'),
+			_('"::" listens on IPv4 and IPv6, "0.0.0.0" on IPv4 only.'));
+		o.datatype = 'ipaddr';
+		o.placeholder = '::';
+
+		o = s.taboption('advanced', form.Value, 'poll_interval', _('Poll interval'),
+			_('Seconds between full syncs with every peer, a safety net behind the immediate pushes.'));
+		o.datatype = 'uinteger';
+		o.placeholder = '60';
+
+		o = s.taboption('advanced', form.ListValue, 'log_level', _('Log level'));
+		o.value('0', _('Errors'));
+		o.value('1', _('Warnings'));
+		o.value('2', _('Information'));
+		o.value('3', _('Debug'));
+		o.default = '2';
+
+		return m.render().then(L.bind(function(mapNode) {
+			return E([ mapNode, this.renderKey(data[1]) ]);
+		}, this));
+	}
+});

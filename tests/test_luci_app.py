@@ -1,0 +1,288 @@
+"""luci-app-owsync in CI: its files as LuCI reads them, its formatting logic under
+Node.js, and its views rendered in headless Chromium (Debian's package, driven by
+Playwright) against the stand-in runtime of tests/luci/standin, fed by real owsync
+daemons (see tests/luci_standin.py for exactly what the stand-in supplies).
+tests/test_luci_real.py does the same in LuCI's real runtime, opt-in.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from conftest import KEY, free_port, tracked
+from luci_standin import StandIn, chromium_path
+from test_daemon import DaemonNode, wait_for
+
+from owsync.crypto import fingerprint
+
+ROOT = Path(__file__).resolve().parents[1]
+APP = ROOT / "luci/luci-app-owsync"
+RES = APP / "htdocs/luci-static/resources"
+JS = sorted(RES.rglob("*.js"))
+NODE = shutil.which("node")
+
+
+def test_the_app_is_laid_out_as_the_luci_feed_expects():
+    assert {p.relative_to(RES).as_posix() for p in JS} == {
+        "owsync/format.js", "view/owsync/status.js", "view/owsync/settings.js"}  # fmt: skip
+    mk = (APP / "Makefile").read_text()
+    assert "include ../../luci.mk" in mk and "LUCI_DEPENDS:=+owsync +luci-base" in mk
+    assert "call BuildPackage - OpenWrt buildroot signature" in mk
+    assert (APP / "po/templates/owsync.pot").is_file()
+
+
+def test_menu_and_acl_have_what_luci_reads():
+    menu = json.loads((APP / "root/usr/share/luci/menu.d/luci-app-owsync.json").read_text())
+    assert menu["admin/services/owsync"]["action"] == {"type": "firstchild"}
+    for node, path in (("status", "owsync/status"), ("settings", "owsync/settings")):
+        entry = menu[f"admin/services/owsync/{node}"]
+        assert entry["action"] == {"type": "view", "path": path} and entry["title"]
+        assert (RES / "view" / f"{path}.js").is_file()
+    for entry in menu.values():  # shown only to users whose ACL grants it
+        assert entry["depends"]["acl"] == ["luci-app-owsync"]
+    acl = json.loads((APP / "root/usr/share/rpcd/acl.d/luci-app-owsync.json").read_text())
+    (group,) = acl.values()
+    assert set(acl) == {"luci-app-owsync"} and group["description"]
+    assert group["read"] == {
+        "ubus": {"luci.owsync": ["status"], "owsync.key": ["info"], "rc": ["list"]},
+        "uci": ["owsync"],
+    }
+    assert group["write"] == {
+        "ubus": {"luci.owsync": ["sync", "sync_peer"], "owsync.key": ["set"]},
+        "uci": ["owsync"],
+    }
+    # every object and method the views declare is granted, and nothing else
+    declared = set()
+    for js in JS:
+        for obj, method in re.findall(r"object: '([\w.]+)',\s*method: '(\w+)'", js.read_text()):
+            declared.add((obj, method))
+    granted = {(o, m) for part in ("read", "write") for o, ms in group[part]["ubus"].items()
+               for m in ms}  # fmt: skip
+    assert declared == granted
+
+
+def _strings(text: str) -> set[str]:
+    found = set()
+    for m in re.finditer(r"_\('((?:[^'\\]|\\.)*)'\)", text):
+        found.add(m.group(1).replace("\\'", "'"))
+    return found
+
+
+def test_every_string_is_translatable_and_in_the_pot():
+    pot = (APP / "po/templates/owsync.pot").read_text()
+    msgids = set(re.findall(r'^msgid "(.*)"$', pot, re.M)) - {""}
+    wanted = set()
+    for js in JS:
+        wanted |= _strings(js.read_text())
+    escaped = {s.replace("\\", "\\\\").replace('"', '\\"') for s in wanted}
+    assert escaped == msgids
+    menu = json.loads((APP / "root/usr/share/luci/menu.d/luci-app-owsync.json").read_text())
+    assert {e["title"] for e in menu.values()} <= msgids
+
+
+@pytest.mark.skipif(not NODE, reason="needs Node.js (.ci/run installs Debian's nodejs)")
+def test_javascript_parses_and_the_format_logic_holds_under_node(tmp_path):
+    for js in JS:  # LuCI class files `return` at top level: check them as a function body
+        wrapped = tmp_path / js.name
+        wrapped.write_text("(function(){\n" + js.read_text() + "\n});\n")
+        r = subprocess.run([NODE, "--check", str(wrapped)], capture_output=True, text=True)
+        assert r.returncode == 0, f"{js}: {r.stderr}"
+    r = subprocess.run([NODE, "--test", str(ROOT / "tests/luci")], capture_output=True,
+                       text=True, timeout=120)  # fmt: skip
+    assert r.returncode == 0 and re.search(r"^# pass [1-9]", r.stdout, re.M), r.stdout + r.stderr
+    assert re.search(r"^# fail 0$", r.stdout, re.M), r.stdout
+
+
+# --- the views in Chromium -------------------------------------------------------
+
+try:
+    from playwright.sync_api import sync_playwright
+except ImportError:  # pragma: no cover - the test extra brings it
+    sync_playwright = None
+
+BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update",
+                "--disable-sync"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if sync_playwright is None:
+        pytest.skip("needs playwright (pip install -e '.[test]')")
+    exe = chromium_path()
+    if exe is None:
+        pytest.skip("needs Debian's chromium (.ci/run installs it: apt-get install chromium)")
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=exe, args=BROWSER_ARGS)
+        yield b
+        b.close()
+
+
+class Site:
+    """Two real daemons: A (the router whose page we look at) and its peer B.
+
+    B names no reachable peer, so it never pushes: a file written on B reaches
+    A only when A syncs (its poll is 600 s), which is what "Sync now" is for.
+    """
+
+    def __init__(self, tmp: Path, daemons) -> None:
+        self.tmp = tmp
+        self.a, self.b = daemons("a"), daemons("b")
+        self.a.configure([self.b.addr], poll=600)
+        self.b.configure([f"127.0.0.1:{free_port()}"], poll=600)
+        self.uci = tmp / "uci-owsync"
+        self.uci.write_text(
+            "config owsync 'main'\n\toption enabled '1'\n"
+            f"\tlist peer '{self.b.addr}'\n\tlist include '*'\n\tlist exclude 'network'\n"
+        )
+        self.key_file = tmp / "etc-owsync" / "key"
+        self.key_file.parent.mkdir()
+        self.key_file.write_text(KEY + "\n")
+        self.key_file.chmod(0o600)
+        self.rc = {"owsync": {"start": 95, "stop": 10, "enabled": True, "running": True}}
+        self.standin = StandIn(self.a.sock, self.uci, self.key_file, self.rc)
+        self.errors: list[str] = []
+
+    def page(self, browser, view: str, ro: bool = False):
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        page.on("console", lambda m: m.type == "error" and self.errors.append(m.text))
+        page.on("pageerror", lambda e: self.errors.append(str(e)))
+        page.goto(f"{self.standin.url}/view/owsync/{view}" + ("?ro=1" if ro else ""))
+        page.wait_for_selector(f"body[data-rendered='view.owsync.{view}']", timeout=15000)
+        return page
+
+    def screenshot(self, page, name: str) -> None:
+        out = Path(os.environ.get("OWSYNC_SCREENSHOTS") or self.tmp)
+        out.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(out / f"standin-{name}.png"), full_page=True)
+
+
+@pytest.fixture
+def site(tmp_path):
+    nodes = tracked(tmp_path, DaemonNode)
+    s = Site(tmp_path, next(nodes))
+    s.a.start()
+    s.b.start()
+    yield s
+    s.standin.close()
+    next(nodes, None)  # stops the daemons the site started, by PID
+
+
+def _row(page, addr: str):
+    return page.locator(f"#owsync-peers tr[data-peer='{addr}']")
+
+
+def test_status_page_shows_the_daemon_peers_and_activity_and_sync_now_syncs(site, browser):
+    a, b = site.a, site.b
+    assert wait_for(lambda: a.status()["peers"][0]["last_result"] == "ok", 10), a.text()
+    page = site.page(browser, "status")
+    daemon = page.locator("#owsync-daemon-table").inner_text()
+    assert f"Running (PID {a.proc.pid})" in daemon and str(a.dir) in daemon
+    assert f"AES-256-GCM, key {fingerprint(bytes.fromhex(KEY))}" in daemon
+    assert page.locator(".owsync-warning").count() == 0  # encrypted and listening
+    row = _row(page, b.addr)
+    assert "owsync-health-in-sync" in row.get_attribute("class")
+    assert row.locator(".owsync-result").inner_text() == "ok"
+    first = a.status()["peers"][0]["last_success"]
+    title = row.locator(".owsync-last-success").get_attribute("title")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", title)
+
+    (b.dir / "dhcp").write_text("config dnsmasq\n")
+    time.sleep(0.5)
+    assert not a.has("dhcp")  # nothing brings it but a sync from A
+    button = row.locator("button.owsync-sync")
+    assert button.is_enabled()
+    button.click()
+    assert wait_for(lambda: a.has("dhcp", b"config dnsmasq\n"), 10), a.text()
+    # the row and the activity follow without a page reload (the poll, or the click's refresh)
+    page.wait_for_function(
+        "() => /dhcp from/.test(document.getElementById('owsync-history').innerText)",
+        timeout=15000,
+    )
+    assert a.status()["peers"][0]["last_success"] > first
+    assert _row(page, b.addr).locator("button.owsync-sync").is_enabled()
+    site.screenshot(page, "status")
+    assert site.standin.calls.count(("luci.owsync", "sync_peer", {"peer": b.addr})) == 1
+    assert site.errors == []
+
+
+def test_sync_all_and_a_daemon_error_is_a_notification(site, browser):
+    page = site.page(browser, "status")
+    page.locator("#owsync-sync-all").click()
+    assert wait_for(lambda: ("luci.owsync", "sync", {}) in site.standin.calls, 5)
+    # the view's own handler, for a peer the daemon does not know: its error reaches the admin
+    page.evaluate("""() => currentView.handleSyncPeer('10.9.9.9',
+        {currentTarget: document.createElement('button')})""")
+    page.wait_for_selector("#notifications .alert-message.danger", timeout=5000)
+    assert "unknown peer" in page.locator("#notifications").inner_text()
+    assert site.errors == []
+
+
+def test_a_read_only_user_sees_the_status_and_no_working_sync_button(site, browser):
+    page = site.page(browser, "status", ro=True)
+    assert page.locator("#owsync-peers tr.owsync-peer").count() == 1
+    assert page.locator("button.owsync-sync").is_disabled()
+    assert page.locator("#owsync-sync-all").is_disabled()
+    page = site.page(browser, "settings", ro=True)
+    assert page.locator("#owsync-key-save").is_disabled()
+    assert page.locator("#owsync-key-generate").is_disabled()
+    assert page.locator("input[name='cbid.owsync.main.peer']").is_disabled()
+    assert site.errors == []
+
+
+def test_when_the_daemon_is_not_running_the_page_says_how_to_start_it(site, browser):
+    site.a.stop()
+    page = site.page(browser, "status")
+    text = page.locator("#owsync-not-running").inner_text()
+    assert "owsync is not running" in text and "enabled but not running" in text
+    site.uci.write_text(site.uci.read_text().replace("enabled '1'", "enabled '0'"))
+    page = site.page(browser, "status")
+    assert "Enable it under Settings" in page.locator("#owsync-not-running").inner_text()
+    site.rc["owsync"]["enabled"] = False
+    page = site.page(browser, "status")
+    assert "/etc/init.d/owsync enable" in page.locator("#owsync-not-running").inner_text()
+    assert page.locator("#owsync-sync-all").is_disabled()
+    site.screenshot(page, "status-not-running")
+    assert site.errors == []
+
+
+def test_settings_show_the_options_and_the_key_fingerprint_never_the_key(site, browser):
+    page = site.page(browser, "settings")
+    assert page.locator("input[name='cbid.owsync.main.peer']").input_value() == site.b.addr
+    for name in ("enabled", "include", "exclude", "port", "host", "poll_interval", "log_level",
+                 "plain_mode", "reload_services"):  # fmt: skip
+        assert page.locator(f".cbi-value[data-name='{name}']").count() == 1, name
+    assert "key" not in [
+        e.get_attribute("data-name") for e in page.locator(".cbi-value[data-name]").all()
+    ]
+    status = page.locator("#owsync-key-status").inner_text()
+    assert fingerprint(bytes.fromhex(KEY)) in status
+    site.screenshot(page, "settings")
+    # Generate makes a key in the browser; Save sends it; the page learns only its fingerprint
+    page.locator("#owsync-key-generate").click()
+    new = page.locator("#owsync-key-input").input_value()
+    assert re.fullmatch(r"[0-9a-f]{64}", new) and new != KEY
+    page.locator("#owsync-key-save").click()
+    expected = fingerprint(bytes.fromhex(new))
+    page.wait_for_function(
+        f"() => document.getElementById('owsync-key-status').innerText.includes('{expected}')",
+        timeout=10000,
+    )
+    assert site.key_file.read_text() == new + "\n"
+    assert page.locator("#owsync-key-input").input_value() == ""
+    page.locator("#owsync-key-input").fill("not a key")
+    page.locator("#owsync-key-save").click()
+    page.wait_for_selector("#notifications .alert-message.danger", timeout=5000)
+    assert site.key_file.read_text() == new + "\n"
+    # neither the old key nor the new one ever came back from the server
+    site.page(browser, "status")
+    bodies = "\n".join(site.standin.responses)
+    assert KEY not in bodies and new not in bodies
+    assert site.errors == []
