@@ -2,6 +2,8 @@
 
 Needs a built C owsync binary: set OWSYNC_C_BIN to its path (README,
 "Testing against owsync 1.2.0").  Skipped with that reason otherwise.
+1.2.0's own daemon suite, run against this owsync, is test_c_daemon_suite.py
+(OWSYNC_C_SUITE).
 """
 
 from __future__ import annotations

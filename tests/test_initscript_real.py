@@ -1,0 +1,170 @@
+"""files/etc/init.d/owsync under OpenWrt's real rc.common, procd, ubusd, logd, uci,
+jsonfilter and validate_data, with busybox ash as /bin/sh, typed as a router's
+admin types it (tests/owrt_chroot.py builds the root; opt-in, see the README).
+
+The steps are the admin's, in order, on one router; a second owsync node in the
+same network namespace (a plain `owsync listen` on another port of loopback)
+stands for the other router.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+
+import pytest
+from conftest import KEY
+from owrt_chroot import OpenWrtRoot, skip_reason
+
+from owsync.crypto import fingerprint
+
+pytestmark = pytest.mark.skipif(skip_reason() is not None, reason=skip_reason() or "")
+
+PEER_PORT = 4400  # inside the test's own network namespace: nothing else is there
+PEER2_PORT = 4401
+
+
+@pytest.fixture(scope="module")
+def router(tmp_path_factory):
+    r = OpenWrtRoot(tmp_path_factory.mktemp("router"))
+    yield r
+    r.stop()
+
+
+def instances(r: OpenWrtRoot) -> dict:
+    listed = json.loads(r.ok('ubus call service list \'{"name":"owsync"}\'') or "{}")
+    return listed.get("owsync", {}).get("instances", {})
+
+
+def running_pid(r: OpenWrtRoot) -> int | None:
+    running = [i["pid"] for i in instances(r).values() if i.get("running")]
+    assert len(running) <= 1, running
+    return running[0] if running else None
+
+
+def wait(pred, timeout=15.0, step=0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(step)
+    return pred()
+
+
+def status(r: OpenWrtRoot) -> dict | None:
+    res = r.sh("ubus call owsync status")
+    return json.loads(res.stdout) if res.returncode == 0 and res.stdout.strip() else None
+
+
+def test_the_admins_day_with_the_init_script(router):
+    r = router
+    # 1. enable, then start with the shipped config (enabled=0): nothing runs, exit 0
+    r.ok("/etc/init.d/owsync enable")
+    assert r.ok("ls /etc/rc.d").split() == ["K10owsync", "S95owsync"]
+    res = r.sh("/etc/init.d/owsync start")
+    assert res.returncode == 0 and res.stderr == "", res.stderr
+    assert instances(r) == {}
+
+    # 2. enabled=1 without key or peer: the script says what to do, no instance
+    r.ok("uci set owsync.main.enabled=1; uci commit owsync")
+    res = r.sh("/etc/init.d/owsync restart")
+    assert "no encryption key" in res.stderr and "owsync genkey" in res.stderr, res.stderr
+    assert instances(r) == {}
+    # a key now, the README's way (the group's key here, not a new one); still no peer
+    r.ok(f"mkdir -p /etc/owsync; (umask 077; printf '%s\\n' {KEY} > /etc/owsync/key)")
+    res = r.sh("/etc/init.d/owsync restart")
+    assert "no peer" in res.stderr and "uci add_list owsync.main.peer" in res.stderr
+    assert instances(r) == {}
+
+    # the other router: a plain listener on loopback, with the same key
+    r.ok("mkdir -p /srv/peer /srv/peer2 && echo 'config dnsmasq' > /srv/peer/dhcp")
+    for port, d in ((PEER_PORT, "/srv/peer"), (PEER2_PORT, "/srv/peer2")):
+        r.ok(
+            f"(OWSYNC_KEY={KEY} owsync listen -H 127.0.0.1 -P {port} -d {d}"
+            f" -b {d}.db -i '*' </dev/null >{d}.log 2>&1 &)"
+        )
+
+    # 3. key and peer, start: one running instance, the expected command, ubus answers
+    r.ok(f"uci add_list owsync.main.peer=127.0.0.1:{PEER_PORT}; uci commit owsync")
+    r.ok("/etc/init.d/owsync start")
+    assert wait(lambda: running_pid(r) is not None), r.sh("/sbin/logread").stdout
+    inst = instances(r)
+    assert [i["command"] for i in inst.values()] == [["/usr/bin/owsync", "daemon"]]
+    assert wait(lambda: status(r) is not None, 20), r.sh("/sbin/logread").stdout
+    st = status(r)
+    assert st["pid"] == running_pid(r) and st["encryption"] is True
+    assert st["key"] == {"set": True, "fingerprint": fingerprint(bytes.fromhex(KEY))}
+    assert [p["address"] for p in st["peers"]] == [f"127.0.0.1:{PEER_PORT}"]
+
+    # 4. `ubus call owsync sync`, as typed: accepted, a sync starts, the peer's dhcp arrives
+    assert json.loads(r.ok("ubus call owsync sync")) == {"started": [f"127.0.0.1:{PEER_PORT}"]}
+    assert wait(lambda: r.sh("cat /etc/config/dhcp").stdout == "config dnsmasq\n", 15)
+
+    # 5. add a peer, commit, reload (and reload_config): same PID, the new peer in status
+    pid = running_pid(r)
+    r.ok(f"uci add_list owsync.main.peer=127.0.0.1:{PEER2_PORT}; uci commit owsync")
+    r.ok("service owsync reload")
+    assert wait(lambda: len((status(r) or {}).get("peers", [])) == 2), r.sh("/sbin/logread").stdout
+    assert running_pid(r) == pid
+    r.ok("uci set owsync.main.poll_interval=30; uci commit owsync; reload_config")
+    assert wait(lambda: r.sh("/sbin/logread").stdout.count("configuration reloaded") >= 2)
+    assert running_pid(r) == pid
+
+    # a warning reads as a warning: an option owsync does not know
+    r.ok("uci set owsync.main.bogus=1; uci commit owsync; service owsync reload")
+    warned = r"daemon\.warn owsync\[\d+\]: owsync\.main\.bogus: unknown option ignored"
+    assert wait(lambda: re.search(warned, r.sh("/sbin/logread").stdout)), r.sh("/sbin/logread")
+    r.ok("uci delete owsync.main.bogus; uci commit owsync; service owsync reload")
+
+    # a key set the old way moves out of UCI into the root-only key file; the daemon follows
+    new_key = "11" * 32
+    r.ok(f"uci set owsync.main.key={new_key}; uci commit owsync; service owsync reload")
+    assert wait(lambda: r.sh("uci -q get owsync.main.key").returncode != 0)
+    assert r.ok("cat /etc/owsync/key") == new_key + "\n"
+    assert r.ok("stat -c %a /etc/owsync/key").strip() == "600"
+    assert new_key not in r.ok("cat /etc/config/owsync")
+    expected = fingerprint(bytes.fromhex(new_key))
+    assert wait(lambda: (status(r) or {}).get("key", {}).get("fingerprint") == expected)
+    assert running_pid(r) == pid
+    r.ok(f"printf '%s\\n' {KEY} > /etc/owsync/key; service owsync reload")  # back to the group's
+
+    # 6. an invalid value: restart reports the validation error, no broken instance runs
+    r.ok("uci set owsync.main.port=notaport; uci commit owsync")
+    res = r.sh("/etc/init.d/owsync restart")
+    assert "owsync.main.port=notaport validates as port with false" in res.stderr, res.stderr
+    assert "invalid configuration" in res.stderr
+    assert wait(lambda: running_pid(r) is None)
+    r.ok("uci set owsync.main.port=4321; uci commit owsync; /etc/init.d/owsync start")
+    assert wait(lambda: running_pid(r) is not None)
+
+    # 7. kill -9: procd respawns it
+    victim = running_pid(r)
+    assert wait(lambda: status(r) is not None, 20)
+    r.ok(f"kill -9 {victim}")
+    assert wait(lambda: running_pid(r) not in (None, victim), 20), r.sh("/sbin/logread").stdout
+    assert wait(lambda: status(r) is not None, 20)
+
+    # the log as logread shows it: info as info, warnings as warnings, once, one prefix
+    log = r.ok("/sbin/logread -e owsync")
+    lines = [ln for ln in log.splitlines() if "owsync[" in ln]
+    assert any(re.search(r"daemon\.info owsync\[\d+\]: sync with 127\.0\.0\.1", ln) for ln in lines)
+    assert not any(re.search(r"owsync\[\d+\]: owsync:", ln) for ln in lines), log
+    assert not any("daemon.err" in ln and "sync with" in ln and " ok" in ln for ln in lines)
+    started = [ln for ln in lines if "daemon: /etc/config, listening" in ln]
+    assert len(started) == len({re.search(r"owsync\[(\d+)\]", ln).group(1) for ln in started})
+    assert any("daemon.notice" in ln and "moved from UCI" in ln for ln in log.splitlines())
+
+    # 8. stop, disable: no process, no rc.d link
+    r.ok("/etc/init.d/owsync stop")
+    assert wait(lambda: instances(r) == {})
+    assert wait(lambda: daemons(r) == []), daemons(r)
+    r.ok("/etc/init.d/owsync disable")
+    assert r.ok("ls /etc/rc.d").split() == []
+    assert r.sh("/etc/init.d/owsync enabled").returncode != 0
+
+
+def daemons(r: OpenWrtRoot) -> list[str]:
+    """Command lines of owsync daemons running in the router (not the stand-in peers)."""
+    out = r.ok("for p in /proc/[0-9]*; do tr '\\0' ' ' <$p/cmdline 2>/dev/null; echo; done")
+    return [line for line in out.splitlines() if "-m owsync daemon" in line]
