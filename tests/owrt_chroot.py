@@ -54,6 +54,7 @@ while [ ! -S /var/run/ubus/ubus.sock ]; do sleep 0.05; done
 /sbin/procd -S >/tmp/procd.log 2>&1 &
 while ! ubus -t 1 wait_for service 2>/dev/null; do sleep 0.1; done
 /sbin/reload_config
+[ -x /boot.local ] && /boot.local
 touch /tmp/booted
 trap 'exit 0' TERM
 while :; do sleep 1; done
@@ -113,19 +114,26 @@ def skip_reason() -> str | None:
 class OpenWrtRoot:
     """The namespaces and their chroot; stopped by killing its PID 1 (ours)."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, trees=(), net: bool = True, prepare=None) -> None:
+        """``trees`` are laid over the OpenWrt tree; ``prepare(staging)`` may add
+        files (an executable ``/boot.local`` runs once the base has booted);
+        ``net=False`` keeps the host's network, so that a browser can reach it."""
         self.base = tmp / "owrt"
         self.base.mkdir()
         self.root = self.base / "root"
         self.root.mkdir()
         staging = self.base / "staging"
         shutil.copytree(os.environ[ROOT_ENV], staging, symlinks=True)
+        for tree in trees:
+            shutil.copytree(tree, staging, symlinks=True, dirs_exist_ok=True)
         (staging / "boot.sh").write_text(BOOT)
         init = staging / "etc/init.d"
         init.mkdir(parents=True, exist_ok=True)
         shutil.copy(REPO / "files/etc/init.d/owsync", init / "owsync")
         (staging / "etc/config").mkdir(parents=True, exist_ok=True)
         shutil.copy(REPO / "files/etc/config/owsync", staging / "etc/config/owsync")
+        if prepare is not None:
+            prepare(staging)
         (staging / "usr/bin").mkdir(parents=True, exist_ok=True)
         bindings = os.environ["OWSYNC_PYBINDINGS"]
         wrapper = staging / "usr/bin/owsync"
@@ -139,7 +147,8 @@ class OpenWrtRoot:
         venv = sys.prefix if sys.prefix != sys.base_prefix else ""
         binds = " ".join(p for p in (bindings, venv) if p and not p.startswith(str(REPO)))
         self.proc = subprocess.Popen(
-            ["unshare", "--mount", "--pid", "--net", "--fork", "--propagation", "private",
+            ["unshare", "--mount", "--pid", *(["--net"] if net else []), "--fork",
+             "--propagation", "private",
              "sh", "-c", SETUP, "setup", str(self.root), str(staging), host_py, str(REPO), binds],
             stdout=self.log, stderr=subprocess.STDOUT,
         )  # fmt: skip
