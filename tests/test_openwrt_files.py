@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import shutil
 import socket
@@ -183,3 +184,23 @@ def test_make_install_layout(tmp_path):
     )  # fmt: skip
     assert out.stdout.startswith("owsync ")
     assert (dest / "usr/bin/owsync").exists()
+
+
+# Package names as OpenWrt's packages feed (lang/python) defines them, checked
+# there by hand; python3-pyuci is not in that feed, so its recipe ships here.
+FEED_PACKAGES = {"python3-light", "python3-logging", "python3-ctypes", "python3-cryptography",
+                 "python3-ubus"}  # fmt: skip
+
+
+def test_feed_recipes_depend_on_packages_that_exist_and_install_every_file():
+    mk = (ROOT / "openwrt/owsync/Makefile").read_text()
+    depends = re.search(r"DEPENDS:=(.*?)\n\s*PKGARCH", mk, re.S).group(1)
+    names = {d.lstrip("+") for d in depends.replace("\\", " ").split()}
+    pyuci = (ROOT / "openwrt/python-pyuci/Makefile").read_text()
+    assert names == FEED_PACKAGES | {"python3-pyuci"}
+    assert "define Package/python3-pyuci" in pyuci and "$(call Py3Package,python3-pyuci)" in pyuci
+    assert "$(call Py3Package,owsync)" in mk and "python3-package.mk" in mk
+    for path in ("files/etc/init.d/owsync", "files/etc/config/owsync",
+                 "files/usr/libexec/rpcd/owsync.key", "files/lib/upgrade/keep.d/owsync"):  # fmt: skip
+        assert path in mk and (ROOT / path).exists(), path
+    assert "/etc/owsync/" in mk.split("conffiles")[1]  # the key and the database
