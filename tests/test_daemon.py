@@ -131,12 +131,14 @@ def test_startup_sync_and_changes_propagate(daemons):
     # delete
     (a.dir / "sub" / "new.conf").unlink()
     assert wait_for(lambda: not b.has("sub/new.conf"), 3)
-    # no echo: each node saw only its own writes as local changes (A: create and
-    # delete, B: modify), not the files it received
+    # no echo: each node took at most its own writes for local changes (A: create
+    # and delete, B: modify), never the files it received.  (A write that a
+    # session's own scan recorded first is not counted by the watcher again, so
+    # under load a count may be lower; an echo would make it higher.)
     assert wait_for(lambda: a.status()["peers"][0]["state"] == "idle")
     time.sleep(0.5)
-    assert a.text().count("local change detected") == 2, a.text()
-    assert b.text().count("local change detected") == 1, b.text()
+    assert 1 <= a.text().count("local change detected") <= 2, a.text()
+    assert b.text().count("local change detected") <= 1, b.text()
 
 
 def test_three_daemons_in_a_line_converge(daemons):
