@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import json
 import re
-import time
 
 import pytest
 from conftest import KEY
 from owrt_chroot import OpenWrtRoot, skip_reason
+from test_daemon import wait_for
 
 from owsync.crypto import fingerprint
 
@@ -41,15 +41,6 @@ def running_pid(r: OpenWrtRoot) -> int | None:
     running = [i["pid"] for i in instances(r).values() if i.get("running")]
     assert len(running) <= 1, running
     return running[0] if running else None
-
-
-def wait(pred, timeout=15.0, step=0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(step)
-    return pred()
 
 
 def status(r: OpenWrtRoot) -> dict | None:
@@ -88,10 +79,10 @@ def test_the_admins_day_with_the_init_script(router):
     # 3. key and peer, start: one running instance, the expected command, ubus answers
     r.ok(f"uci add_list owsync.main.peer=127.0.0.1:{PEER_PORT}; uci commit owsync")
     r.ok("/etc/init.d/owsync start")
-    assert wait(lambda: running_pid(r) is not None), r.sh("/sbin/logread").stdout
+    assert wait_for(lambda: running_pid(r) is not None), r.sh("/sbin/logread").stdout
     inst = instances(r)
     assert [i["command"] for i in inst.values()] == [["/usr/bin/owsync", "daemon"]]
-    assert wait(lambda: status(r) is not None, 20), r.sh("/sbin/logread").stdout
+    assert wait_for(lambda: status(r) is not None, 20), r.sh("/sbin/logread").stdout
     st = status(r)
     assert st["pid"] == running_pid(r) and st["encryption"] is True
     assert st["key"] == {"set": True, "fingerprint": fingerprint(bytes.fromhex(KEY))}
@@ -99,33 +90,35 @@ def test_the_admins_day_with_the_init_script(router):
 
     # 4. `ubus call owsync sync`, as typed: accepted, a sync starts, the peer's dhcp arrives
     assert json.loads(r.ok("ubus call owsync sync")) == {"started": [f"127.0.0.1:{PEER_PORT}"]}
-    assert wait(lambda: r.sh("cat /etc/config/dhcp").stdout == "config dnsmasq\n", 15)
+    assert wait_for(lambda: r.sh("cat /etc/config/dhcp").stdout == "config dnsmasq\n", 15)
 
     # 5. add a peer, commit, reload (and reload_config): same PID, the new peer in status
     pid = running_pid(r)
     r.ok(f"uci add_list owsync.main.peer=127.0.0.1:{PEER2_PORT}; uci commit owsync")
     r.ok("service owsync reload")
-    assert wait(lambda: len((status(r) or {}).get("peers", [])) == 2), r.sh("/sbin/logread").stdout
+    assert wait_for(lambda: len((status(r) or {}).get("peers", [])) == 2), r.sh(
+        "/sbin/logread"
+    ).stdout
     assert running_pid(r) == pid
     r.ok("uci set owsync.main.poll_interval=30; uci commit owsync; reload_config")
-    assert wait(lambda: r.sh("/sbin/logread").stdout.count("configuration reloaded") >= 2)
+    assert wait_for(lambda: r.sh("/sbin/logread").stdout.count("configuration reloaded") >= 2)
     assert running_pid(r) == pid
 
     # a warning reads as a warning: an option owsync does not know
     r.ok("uci set owsync.main.bogus=1; uci commit owsync; service owsync reload")
     warned = r"daemon\.warn owsync\[\d+\]: owsync\.main\.bogus: unknown option ignored"
-    assert wait(lambda: re.search(warned, r.sh("/sbin/logread").stdout)), r.sh("/sbin/logread")
+    assert wait_for(lambda: re.search(warned, r.sh("/sbin/logread").stdout)), r.sh("/sbin/logread")
     r.ok("uci delete owsync.main.bogus; uci commit owsync; service owsync reload")
 
     # a key set the old way moves out of UCI into the root-only key file; the daemon follows
     new_key = "11" * 32
     r.ok(f"uci set owsync.main.key={new_key}; uci commit owsync; service owsync reload")
-    assert wait(lambda: r.sh("uci -q get owsync.main.key").returncode != 0)
+    assert wait_for(lambda: r.sh("uci -q get owsync.main.key").returncode != 0)
     assert r.ok("cat /etc/owsync/key") == new_key + "\n"
     assert r.ok("stat -c %a /etc/owsync/key").strip() == "600"
     assert new_key not in r.ok("cat /etc/config/owsync")
     expected = fingerprint(bytes.fromhex(new_key))
-    assert wait(lambda: (status(r) or {}).get("key", {}).get("fingerprint") == expected)
+    assert wait_for(lambda: (status(r) or {}).get("key", {}).get("fingerprint") == expected)
     assert running_pid(r) == pid
     r.ok(f"printf '%s\\n' {KEY} > /etc/owsync/key; service owsync reload")  # back to the group's
 
@@ -134,16 +127,16 @@ def test_the_admins_day_with_the_init_script(router):
     res = r.sh("/etc/init.d/owsync restart")
     assert "owsync.main.port=notaport validates as port with false" in res.stderr, res.stderr
     assert "invalid configuration" in res.stderr
-    assert wait(lambda: running_pid(r) is None)
+    assert wait_for(lambda: running_pid(r) is None)
     r.ok("uci set owsync.main.port=4321; uci commit owsync; /etc/init.d/owsync start")
-    assert wait(lambda: running_pid(r) is not None)
+    assert wait_for(lambda: running_pid(r) is not None)
 
     # 7. kill -9: procd respawns it
     victim = running_pid(r)
-    assert wait(lambda: status(r) is not None, 20)
+    assert wait_for(lambda: status(r) is not None, 20)
     r.ok(f"kill -9 {victim}")
-    assert wait(lambda: running_pid(r) not in (None, victim), 20), r.sh("/sbin/logread").stdout
-    assert wait(lambda: status(r) is not None, 20)
+    assert wait_for(lambda: running_pid(r) not in (None, victim), 20), r.sh("/sbin/logread").stdout
+    assert wait_for(lambda: status(r) is not None, 20)
 
     # the log as logread shows it: info as info, warnings as warnings, once, one prefix
     log = r.ok("/sbin/logread -e owsync")
@@ -157,8 +150,8 @@ def test_the_admins_day_with_the_init_script(router):
 
     # 8. stop, disable: no process, no rc.d link
     r.ok("/etc/init.d/owsync stop")
-    assert wait(lambda: instances(r) == {})
-    assert wait(lambda: daemons(r) == []), daemons(r)
+    assert wait_for(lambda: instances(r) == {})
+    assert wait_for(lambda: daemons(r) == []), daemons(r)
     r.ok("/etc/init.d/owsync disable")
     assert r.ok("ls /etc/rc.d").split() == []
     assert r.sh("/etc/init.d/owsync enabled").returncode != 0

@@ -27,6 +27,7 @@ import pytest
 from conftest import KEY, free_port
 from luci_standin import chromium_path
 from owrt_chroot import REPO, OpenWrtRoot, skip_reason
+from test_daemon import wait_for
 
 LUCI_ENV = "OWSYNC_LUCI_ROOT"
 LUCI_NEEDED = ("usr/bin/uhttpd", "usr/sbin/rpcd", "usr/bin/ucode", "usr/lib/ucode/luci/core.so",
@@ -119,21 +120,14 @@ while ! ubus -t 1 wait_for session; do sleep 0.1; done
         return json.loads(res.stdout) if res.returncode == 0 and res.stdout.strip() else None
 
 
-def wait(pred, timeout=20.0, step=0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(step)
-    return pred()
-
-
 @pytest.fixture(scope="module")
 def router(tmp_path_factory):
     rt = Router(tmp_path_factory.mktemp("luci"))
     try:
-        assert wait(lambda: (rt.status() or {}).get("peers"), 30), rt.r.sh("/sbin/logread").stdout
-        assert wait(lambda: rt.status()["peers"][0].get("last_result") == "ok", 20)
+        assert wait_for(lambda: (rt.status() or {}).get("peers"), 30), rt.r.sh(
+            "/sbin/logread"
+        ).stdout
+        assert wait_for(lambda: rt.status()["peers"][0].get("last_result") == "ok", 20)
         yield rt
     finally:
         rt.r.stop()
@@ -206,7 +200,7 @@ def test_status_shows_peers_and_sync_now_brings_a_file(router, browser):
     time.sleep(0.5)
     assert router.r.sh("test -e /etc/config/firewall").returncode != 0  # no poll brings it
     row.locator("button.owsync-sync").click()
-    assert wait(lambda: router.r.sh("cat /etc/config/firewall").stdout == "config firewall\n")
+    assert wait_for(lambda: router.r.sh("cat /etc/config/firewall").stdout == "config firewall\n")
     s.page.wait_for_function(
         "() => /firewall from/.test(document.getElementById('owsync-history').innerText)",
         timeout=20000,
@@ -271,7 +265,7 @@ def test_settings_add_a_peer_save_and_apply_reaches_the_same_daemon(router, brow
     dyn.locator(".cbi-button-add").click()
     s.screenshot("settings")
     s.page.locator(".cbi-page-actions").get_by_text("Save & Apply").click()
-    assert wait(lambda: len((router.status() or {}).get("peers", [])) == 2, 40), router.r.sh(
+    assert wait_for(lambda: len((router.status() or {}).get("peers", [])) == 2, 40), router.r.sh(
         "/sbin/logread"
     ).stdout
     st = router.status()
