@@ -1,19 +1,36 @@
 """The server half of the LuCI stand-in (tests/luci/standin/luci-standin.js): CI only.
 
-It serves the app's htdocs as uhttpd would, a page that loads the stand-in
-runtime and shows one view, and a ``/ubus`` JSON-RPC endpoint that answers
-what the owsync views call, from real things:
+It serves the app's htdocs as uhttpd would (``/www`` = the app's htdocs), a
+page that loads the stand-in runtime and shows one view
+(``/view/owsync/status``, ``?ro=1`` for a read-only user), and a ``/ubus``
+JSON-RPC endpoint that behaves as uhttpd in front of rpcd and ubusd do, for
+the calls the owsync views make:
 
+- The order of uhttpd's checks: an object that does not exist is the JSON-RPC
+  error -32000 "Object not found" (so ``luci.owsync`` while no daemon answers
+  on the control socket, as when the daemon's ubus object is gone); a method
+  the session's ACL does not grant is -32002 "Access denied"; arguments that
+  already carry ``ubus_rpc_session`` are -32602 "Invalid parameters".  A
+  method the object lacks is ubus status 3.
+- The ACL is the app's own file (root/usr/share/rpcd/acl.d): the admin
+  session gets its read and write grants, the read-only session
+  (``11…1``) its read grants alone; both get what luci-base grants every
+  user here (``uci get``, ``session access``).  ``uci get`` of a package the
+  session may not read is ubus status 6; ``session access`` answers from the
+  same grants, which is how LuCI's form.Map decides it is read-only.
 - ``luci.owsync status|sync|sync_peer``: relayed to a real owsync daemon's
-  control socket (what the daemon's ubus object answers is the same status
-  model; tests/test_openwrt_real.py checks that against the real ubusd).
-  With no daemon there, ``Object not found`` (ubus status 4), as ubusd says.
-- ``owsync.key info|set``: the real rpcd plugin, run as rpcd runs it.
+  control socket (``{"method": "status"}``, ``{"method": "sync", "peer": ...}``;
+  what the daemon's ubus object answers is the same status model, which
+  tests/test_openwrt_real.py checks against the real ubusd), with null
+  values dropped as blobmsg drops them.
+- ``owsync.key info|set``: the real rpcd plugin files/usr/libexec/rpcd/owsync.key
+  (owsync.rpcd_key), run as rpcd runs it, on the test's key file.
 - ``uci get``: the test's UCI file, read with the test parser of
   tests/test_openwrt_files.py.
-- ``rc list``: a fixed answer given by the test.
+- ``rc list``: a fixed answer given by the test (no init system here).
 
-Every response body is kept in ``responses`` so a test can search them.
+Every call is recorded in ``calls`` (object, method, arguments as the browser
+sent them) and every response body in ``responses``, so a test can search them.
 """
 
 from __future__ import annotations
@@ -21,6 +38,7 @@ from __future__ import annotations
 import json
 import mimetypes
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -30,23 +48,59 @@ from pathlib import Path
 from conftest import base_env
 
 from owsync.control import ControlError, request
+from owsync.ubus_bridge import blob_safe  # what survives blobmsg, as the daemon sends it
 
 ROOT = Path(__file__).resolve().parents[1]
-HTDOCS = ROOT / "luci/luci-app-owsync/htdocs"
+APP = ROOT / "luci/luci-app-owsync"
+HTDOCS = APP / "htdocs"
+ACL_FILE = APP / "root/usr/share/rpcd/acl.d/luci-app-owsync.json"
 STANDIN = Path(__file__).resolve().parent / "luci/standin"
 PLUGIN = ROOT / "files/usr/libexec/rpcd/owsync.key"
-NOT_FOUND = 4  # UBUS_STATUS_NOT_FOUND
+
+ADMIN = "0" * 32
+VIEWER = "1" * 32
+METHOD_NOT_FOUND, PERMISSION_DENIED = 3, 6  # ubus status codes
+JSONRPC_ERRORS = {
+    "object": (-32000, "Object not found"),
+    "access": (-32002, "Access denied"),
+    "params": (-32602, "Invalid parameters"),
+}
+# What luci-base grants every logged-in user, as far as these pages need it.
+BASE_GRANTS = {("uci", "get"), ("session", "access")}
 
 PAGE = """<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>owsync - stand-in LuCI</title>
 <style>body{font-family:sans-serif;margin:1em} table{border-collapse:collapse;width:100%}
 td,th{border-bottom:1px solid #ddd;padding:4px;text-align:left}
 .owsync-health-in-sync{background:#e6f6e6} .owsync-health-retrying{background:#fff6d6}
-.owsync-health-failing{background:#fbe0e0} .alert-message{padding:6px;border:1px solid #caa}</style>
+.owsync-health-failing{background:#fbe0e0} .owsync-health-syncing{background:#e0ecfb}
+.alert-message{padding:6px;border:1px solid #caa;margin-bottom:6px}
+.alert-message.warning{background:#fff6d6} .spinning{opacity:.6}
+.label{padding:1px 5px;border-radius:3px;color:#fff;background:#999}
+.label.success{background:#46a546} .label.notice{background:#62cffc}
+.label.warning{background:#f89406} .label.important{background:#c43c35}
+.cbi-value{margin:4px 0} .cbi-value-title{display:inline-block;width:12em}
+.cbi-value-description{font-size:small;color:#555;margin-left:12em}</style>
 <script src="/standin/luci-standin.js"></script></head>
-<body><div id="notifications"></div><div id="view"></div>
+<body><div id="maincontent"><div id="view"></div></div>
 <script>showView(__VIEW__);</script></body></html>
 """
+
+
+def acl_grants() -> dict[str, dict[str, set]]:
+    """Per session: the (object, method) pairs it may call, the UCI packages it may
+    read and those it may write, from the app's ACL file as rpcd reads it."""
+    (group,) = json.loads(ACL_FILE.read_text()).values()
+
+    def grants(*parts):
+        return {
+            "ubus": BASE_GRANTS | {(o, m) for n in parts
+                                   for o, ms in group[n].get("ubus", {}).items() for m in ms},
+            "read": {p for n in parts for p in group[n].get("uci", [])},
+            "write": set(group["write"].get("uci", [])) if "write" in parts else set(),
+        }  # fmt: skip
+
+    return {ADMIN: grants("read", "write"), VIEWER: grants("read")}
 
 
 class StandIn:
@@ -55,6 +109,7 @@ class StandIn:
         self.uci_file = uci_file
         self.key_file = key_file
         self.rc = rc
+        self.grants = acl_grants()
         self.responses: list[str] = []
         self.calls: list[tuple[str, str, dict]] = []
         handler = type("Handler", (_Handler,), {"standin": self})
@@ -66,35 +121,74 @@ class StandIn:
         self.httpd.shutdown()
         self.httpd.server_close()
 
-    # --- the ubus objects ----------------------------------------------------
+    # --- uhttpd's checks, then the ubus objects ---------------------------------
 
-    def call(self, obj: str, method: str, args: dict) -> list:
+    def _daemon_up(self) -> bool:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            try:
+                s.connect(str(self.control_socket))
+            except OSError:
+                return False
+        return True
+
+    def call(self, sid: str, obj: str, method: str, args: dict) -> dict:
+        """The JSON-RPC reply's ``result`` or ``error`` member, as uhttpd gives it."""
         self.calls.append((obj, method, args))
+        objects = {"owsync.key", "rc", "uci", "session"}
+        if obj not in objects and not (obj == "luci.owsync" and self._daemon_up()):
+            return self._error("object")
+        grants = self.grants.get(sid, {"ubus": set(), "read": set(), "write": set()})
+        if (obj, method) not in grants["ubus"]:
+            return self._error("access")
+        if "ubus_rpc_session" in args:
+            return self._error("params")
         if obj == "luci.owsync":
-            return self._daemon(method, args)
+            return {"result": self._daemon(method, args)}
         if obj == "owsync.key" and method in ("info", "set"):
-            return [0, self._plugin(method, args)]
+            return {"result": [0, self._plugin(method, args)]}
         if obj == "rc" and method == "list":
-            return [0, self.rc]
-        if obj == "uci" and method == "get" and args.get("config") == "owsync":
-            from test_openwrt_files import read_uci
+            name = args.get("name")
+            return {"result": [0, {k: v for k, v in self.rc.items() if name in (None, k)}]}
+        if obj == "uci" and method == "get":
+            if args.get("config") not in grants["read"]:
+                return {"result": [PERMISSION_DENIED]}
+            return {"result": [0, {"values": self._uci_values()}]}
+        if obj == "session" and method == "access":
+            fn = args.get("function")
+            allowed = (
+                args.get("scope") == "uci"
+                and fn in ("read", "write")
+                and args.get("object") in grants[fn]
+            )
+            return {"result": [0, {"access": allowed}]}
+        return {"result": [METHOD_NOT_FOUND]}
 
-            return [0, {"values": read_uci(self.uci_file)}]
-        return [NOT_FOUND]
+    @staticmethod
+    def _error(kind: str) -> dict:
+        code, message = JSONRPC_ERRORS[kind]
+        return {"error": {"code": code, "message": message}}
+
+    def _uci_values(self) -> dict:
+        from test_openwrt_files import read_uci
+
+        sections = read_uci(self.uci_file)
+        for i, (name, s) in enumerate(sections.items()):
+            s.update({".name": name, ".anonymous": False, ".index": i})
+        return sections
 
     def _daemon(self, method: str, args: dict) -> list:
-        if method == "sync_peer" and not args.get("peer"):
-            return [0, {"error": "peer is empty: name a configured peer, or call sync"}]
         req = {"status": {"method": "status"}, "sync": {"method": "sync"},
                "sync_peer": {"method": "sync", "peer": args.get("peer")}}.get(method)  # fmt: skip
         if req is None:
-            return [NOT_FOUND]
+            return [METHOD_NOT_FOUND]
+        if method == "sync_peer" and not args.get("peer"):
+            return [0, {"error": "peer is empty: name a configured peer, or call sync"}]
         try:
             reply = request(str(self.control_socket), req, timeout=10)
         except ControlError:
-            return [NOT_FOUND]
+            return [10]  # UBUS_STATUS_CONNECTION_FAILED: the daemon went away mid-call
         reply.pop("ok", None)
-        return [0, reply]
+        return [0, blob_safe(reply)]
 
     def _plugin(self, method: str, args: dict) -> dict:
         env = base_env(None)
@@ -138,13 +232,13 @@ class _Handler(BaseHTTPRequestHandler):
         return self._send(200, target.read_bytes(), ctype)
 
     def do_POST(self) -> None:
-        if self.path != "/ubus":
+        if self.path.rstrip("/") != "/ubus":
             return self._send(404, b"not found", "text/plain")
         req = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        _sid, obj, method, args = req["params"]
-        result = self.standin.call(obj, method, args or {})
-        body = json.dumps({"jsonrpc": "2.0", "id": req["id"], "result": result})
-        return self._send(200, body.encode(), "application/json")
+        sid, obj, method, args = req["params"]
+        reply = {"jsonrpc": "2.0", "id": req["id"]}
+        reply.update(self.standin.call(sid, obj, method, args or {}))
+        return self._send(200, json.dumps(reply).encode(), "application/json")
 
 
 def chromium_path() -> str | None:

@@ -1,8 +1,30 @@
 """luci-app-owsync in CI: its files as LuCI reads them, its formatting logic under
 Node.js, and its views rendered in headless Chromium (Debian's package, driven by
-Playwright) against the stand-in runtime of tests/luci/standin, fed by real owsync
-daemons (see tests/luci_standin.py for exactly what the stand-in supplies).
+Playwright) against a stand-in for LuCI, fed by two real owsync daemons.
 tests/test_luci_real.py does the same in LuCI's real runtime, opt-in.
+
+What the stand-in supplies, and nothing more:
+
+- In the browser (tests/luci/standin/luci-standin.js): L.require with LuCI's
+  'require' directives, baseclass/view classes, E and dom.create/append/content
+  with LuCI's semantics (a lone string child is innerHTML, so text from the
+  daemon must go in as a text node), rpc.declare (params, expect, reject,
+  RPCError on a JSON-RPC error), poll.add, ui.addNotification and
+  ui.createHandlerFn as LuCI's (the button disabled and spinning until the
+  handler settles), uci.load/get, L.hasViewPermission from the node's
+  readonly state (?ro=1), String.prototype.format, an identity _(), and a
+  form.Map that asks "session access" when its readonly is null and renders
+  each option as one input (no saving, no tabs, no widgets).
+- On the server (tests/luci_standin.py): uhttpd's /ubus as LuCI meets it:
+  "Object not found" for an absent object, "Access denied" from the app's own
+  ACL file (an admin session with its read and write grants, a viewer with
+  read alone), "Invalid parameters" for a browser-supplied ubus_rpc_session;
+  luci.owsync status/sync/sync_peer relayed to the real daemon's control
+  socket (absent when it does not answer), null values dropped as blobmsg
+  does; owsync.key info/set by running the real rpcd plugin
+  (files/usr/libexec/rpcd/owsync.key) on the test's key file; uci get from
+  the test's UCI file; rc list and the luci-base grants (uci get, session
+  access) fixed.
 """
 
 from __future__ import annotations
@@ -130,17 +152,21 @@ class Site:
 
     B names no reachable peer, so it never pushes: a file written on B reaches
     A only when A syncs (its poll is 600 s), which is what "Sync now" is for.
+    A's second peer, ``dead``, is a port nobody listens on: A retries it with
+    backoff, so the page has a healthy row and a failing one.
     """
 
     def __init__(self, tmp: Path, daemons) -> None:
         self.tmp = tmp
         self.a, self.b = daemons("a"), daemons("b")
-        self.a.configure([self.b.addr], poll=600)
+        self.dead = f"127.0.0.1:{free_port()}"
+        self.a.configure([self.b.addr, self.dead], poll=600)
         self.b.configure([f"127.0.0.1:{free_port()}"], poll=600)
         self.uci = tmp / "uci-owsync"
         self.uci.write_text(
             "config owsync 'main'\n\toption enabled '1'\n"
-            f"\tlist peer '{self.b.addr}'\n\tlist include '*'\n\tlist exclude 'network'\n"
+            f"\tlist peer '{self.b.addr}'\n\tlist peer '{self.dead}'\n"
+            "\tlist include '*'\n\tlist exclude 'network'\n"
         )
         self.key_file = tmp / "etc-owsync" / "key"
         self.key_file.parent.mkdir()
@@ -179,37 +205,74 @@ def _row(page, addr: str):
     return page.locator(f"#owsync-peers tr[data-peer='{addr}']")
 
 
+def _peer(node, addr: str) -> dict:
+    return next(p for p in node.status()["peers"] if p["address"] == addr)
+
+
+HOSTILE = "<img src=x id=owsync-injected>"  # a file name a peer may send; no "/" in it
+
+
 def test_status_page_shows_the_daemon_peers_and_activity_and_sync_now_syncs(site, browser):
     a, b = site.a, site.b
-    assert wait_for(lambda: a.status()["peers"][0]["last_result"] == "ok", 10), a.text()
+    assert wait_for(lambda: _peer(a, b.addr).get("last_result") == "ok", 10), a.text()
     page = site.page(browser, "status")
-    daemon = page.locator("#owsync-daemon-table").inner_text()
+    daemon = page.locator("#owsync-daemon").inner_text()
     assert f"Running (PID {a.proc.pid})" in daemon and str(a.dir) in daemon
     assert f"AES-256-GCM, key {fingerprint(bytes.fromhex(KEY))}" in daemon
     assert page.locator(".owsync-warning").count() == 0  # encrypted and listening
+    assert page.locator("#owsync-not-enabled, #owsync-not-running").count() == 0
     row = _row(page, b.addr)
     assert "owsync-health-in-sync" in row.get_attribute("class")
     assert row.locator(".owsync-result").inner_text() == "ok"
-    first = a.status()["peers"][0]["last_success"]
+    assert row.locator(".owsync-health").inner_text() == "In sync"
+    first = _peer(a, b.addr)["last_success"]
     title = row.locator(".owsync-last-success").get_attribute("title")
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", title)
 
     (b.dir / "dhcp").write_text("config dnsmasq\n")
+    (b.dir / HOSTILE).write_text("x\n")
     time.sleep(0.5)
     assert not a.has("dhcp")  # nothing brings it but a sync from A
     button = row.locator("button.owsync-sync")
     assert button.is_enabled()
     button.click()
-    assert wait_for(lambda: a.has("dhcp", b"config dnsmasq\n"), 10), a.text()
-    # the row and the activity follow without a page reload (the poll, or the click's refresh)
+    assert wait_for(lambda: a.has("dhcp", b"config dnsmasq\n") and a.has(HOSTILE), 10), a.text()
+    # the row and the activity follow without a page reload (the click follows the
+    # session with a refresh a second; the poll would come within 5 s anyway)
     page.wait_for_function(
-        "() => /dhcp from/.test(document.getElementById('owsync-history').innerText)",
+        "() => /dhcp.* from /.test(document.getElementById('owsync-history').innerText)",
         timeout=15000,
     )
-    assert a.status()["peers"][0]["last_success"] > first
-    assert _row(page, b.addr).locator("button.owsync-sync").is_enabled()
+    assert _peer(a, b.addr)["last_success"] > first
+    row = _row(page, b.addr)
+    row.locator("button.owsync-sync:enabled").wait_for(timeout=5000)
+    assert row.locator("button.owsync-sync").inner_text() == "Sync now"
+    assert "owsync-health-in-sync" in row.get_attribute("class")
+    assert row.locator(".owsync-counts").inner_text() == "2 / 0 / 0"
+    # a file name from a peer is text on the page, never markup
+    assert HOSTILE in page.locator("#owsync-history").inner_text()
+    assert page.locator("#owsync-injected").count() == 0
     site.screenshot(page, "status")
     assert site.standin.calls.count(("luci.owsync", "sync_peer", {"peer": b.addr})) == 1
+    assert site.errors == []
+
+
+def test_an_unreachable_peer_is_retrying_then_failing_with_its_error(site, browser):
+    a = site.a
+    assert wait_for(lambda: _peer(a, site.dead)["consecutive_failures"] >= 1, 10), a.text()
+    page = site.page(browser, "status")
+    row = _row(page, site.dead)
+    health = row.get_attribute("class")
+    assert "owsync-health-retrying" in health or "owsync-health-failing" in health, health
+    result = row.locator(".owsync-result").inner_text()
+    assert result not in ("ok", "-") and result == _peer(a, site.dead)["last_result"]
+    assert row.locator(".owsync-last-success").inner_text() == "never"
+    # backoff grows; from the third failure in a row the poll shows the peer as failing
+    page.wait_for_selector(f"tr.owsync-health-failing[data-peer='{site.dead}']", timeout=30000)
+    row = _row(page, site.dead)
+    assert row.locator(".owsync-health .label").inner_text() == "Failing"
+    assert int(row.locator(".owsync-failures").inner_text()) >= 3
+    assert "owsync-health-in-sync" in _row(page, site.b.addr).get_attribute("class")
     assert site.errors == []
 
 
@@ -217,28 +280,50 @@ def test_sync_all_and_a_daemon_error_is_a_notification(site, browser):
     page = site.page(browser, "status")
     page.locator("#owsync-sync-all").click()
     assert wait_for(lambda: ("luci.owsync", "sync", {}) in site.standin.calls, 5)
+    page.locator("#owsync-sync-all:enabled").wait_for(timeout=10000)  # once that sync ended
     # the view's own handler, for a peer the daemon does not know: its error reaches the admin
     page.evaluate("""() => currentView.handleSyncPeer('10.9.9.9',
         {currentTarget: document.createElement('button')})""")
-    page.wait_for_selector("#notifications .alert-message.danger", timeout=5000)
-    assert "unknown peer" in page.locator("#notifications").inner_text()
+    page.wait_for_selector("#maincontent > .alert-message.danger", timeout=5000)
+    assert "unknown peer" in page.locator("#maincontent > .alert-message").inner_text()
     assert site.errors == []
 
 
 def test_a_read_only_user_sees_the_status_and_no_working_sync_button(site, browser):
     page = site.page(browser, "status", ro=True)
-    assert page.locator("#owsync-peers tr.owsync-peer").count() == 1
-    assert page.locator("button.owsync-sync").is_disabled()
+    assert page.locator("#owsync-peers tr.owsync-peer").count() == 2
+    assert page.locator("button.owsync-sync:enabled").count() == 0
     assert page.locator("#owsync-sync-all").is_disabled()
+    assert "Running" in page.locator("#owsync-daemon").inner_text()
+    # and the ACL, not only the page, refuses this session the write methods
+    refused = page.evaluate(
+        """(peer) => L.require('rpc').then(rpc => rpc.declare({object: 'luci.owsync',
+        method: 'sync_peer', params: ['peer'], reject: true})(peer))
+        .then(r => 'accepted: ' + JSON.stringify(r), e => 'refused: ' + e.message)""",
+        site.b.addr,
+    )
+    assert refused.startswith("refused") and "Access denied" in refused, refused
     page = site.page(browser, "settings", ro=True)
     assert page.locator("#owsync-key-save").is_disabled()
     assert page.locator("#owsync-key-generate").is_disabled()
     assert page.locator("input[name='cbid.owsync.main.peer']").is_disabled()
+    assert fingerprint(bytes.fromhex(KEY)) in page.locator("#owsync-key-status").inner_text()
+    assert ("owsync.key", "set") not in [c[:2] for c in site.standin.calls]
     assert site.errors == []
 
 
 def test_when_the_daemon_is_not_running_the_page_says_how_to_start_it(site, browser):
+    site.rc["owsync"]["enabled"] = False  # running, but not started at boot
+    page = site.page(browser, "status")
+    assert "/etc/init.d/owsync enable" in page.locator("#owsync-not-enabled").inner_text()
+    site.rc["owsync"]["enabled"] = True
+    # the daemon goes away under an open page: Sync now says so, the poll shows it
     site.a.stop()
+    _row(page, site.b.addr).locator("button.owsync-sync").click()
+    page.wait_for_selector("#maincontent > .alert-message.danger", timeout=5000)
+    assert "Object not found" in page.locator("#maincontent > .alert-message").inner_text()
+    page.wait_for_selector("#owsync-not-running", timeout=10000)
+    assert page.locator("#owsync-peers tr.owsync-peer").count() == 0
     page = site.page(browser, "status")
     text = page.locator("#owsync-not-running").inner_text()
     assert "owsync is not running" in text and "enabled but not running" in text
@@ -255,10 +340,13 @@ def test_when_the_daemon_is_not_running_the_page_says_how_to_start_it(site, brow
 
 def test_settings_show_the_options_and_the_key_fingerprint_never_the_key(site, browser):
     page = site.page(browser, "settings")
-    assert page.locator("input[name='cbid.owsync.main.peer']").input_value() == site.b.addr
+    peers = page.locator("input[name='cbid.owsync.main.peer']").input_value()
+    assert peers == f"{site.b.addr} {site.dead}"  # the stand-in shows a list in one input
     for name in ("enabled", "include", "exclude", "port", "host", "poll_interval", "log_level",
                  "plain_mode", "reload_services"):  # fmt: skip
         assert page.locator(f".cbi-value[data-name='{name}']").count() == 1, name
+    warning = page.locator(".cbi-value[data-name='plain_mode'] strong.owsync-plain-warning")
+    assert "Only inside a VPN" in warning.inner_text()
     assert "key" not in [
         e.get_attribute("data-name") for e in page.locator(".cbi-value[data-name]").all()
     ]
@@ -279,7 +367,7 @@ def test_settings_show_the_options_and_the_key_fingerprint_never_the_key(site, b
     assert page.locator("#owsync-key-input").input_value() == ""
     page.locator("#owsync-key-input").fill("not a key")
     page.locator("#owsync-key-save").click()
-    page.wait_for_selector("#notifications .alert-message.danger", timeout=5000)
+    page.wait_for_selector("#maincontent > .alert-message.danger", timeout=5000)
     assert site.key_file.read_text() == new + "\n"
     # neither the old key nor the new one ever came back from the server
     site.page(browser, "status")

@@ -54,6 +54,8 @@ test('a peer row', () => {
 	assert.equal(row.counts, '1 / 2 / 3');
 	assert.equal(row.failures, '4');
 	assert.equal(row.nextRetry, 'in 30 s');
+	assert.equal(row.state, 'backing off');
+	assert.equal(fmt.directionLabel('incoming'), 'incoming');
 	const fresh = fmt.peerRow({ address: 'b', state: 'idle' }, NOW);
 	assert.deepEqual([fresh.lastSuccess, fresh.result, fresh.counts, fresh.nextRetry, fresh.source],
 		['never', '-', '0 / 0 / 0', '-', '']);
@@ -92,4 +94,19 @@ test('advice when the daemon is not running', () => {
 	assert.match(fmt.notRunningAdvice(false, false), /\/etc\/init.d\/owsync enable/);
 	assert.match(fmt.notRunningAdvice(false, true), /disabled.*Settings/);
 	assert.match(fmt.notRunningAdvice(true, true), /enabled but not running.*logread/);
+});
+
+test('advice when the daemon runs but will not stay running', () => {
+	assert.equal(fmt.notEnabledAdvice(true, true), null);
+	assert.equal(fmt.notEnabledAdvice(true, null), null);  // rc list unknown: say nothing
+	assert.match(fmt.notEnabledAdvice(false, true), /disabled in Settings.*stops/);
+	assert.match(fmt.notEnabledAdvice(true, false), /not start at boot.*\/etc\/init.d\/owsync enable/);
+});
+
+test('text from the daemon is kept as it is (the views insert it as text nodes)', () => {
+	const name = '<img src=x onerror=alert(1)>';
+	const e = { time: NOW - 60, direction: 'incoming', peer: '192.168.1.2', ok: true,
+		received: 1, sent: 0, deleted: 0, arrived: [name], removed: [], reloaded: [] };
+	assert.equal(fmt.historySentence(e, NOW), name + ' from 192.168.1.2, 1 min ago');
+	assert.equal(fmt.peerRow({ address: 'b', state: 'idle', last_result: name }, NOW).result, name);
 });

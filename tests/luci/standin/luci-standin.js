@@ -1,137 +1,242 @@
 /*
  * A small stand-in for LuCI's client runtime, for CI only (LuCI itself is not
  * part of this repository; tests/test_luci_real.py runs the real one).  It
- * supplies what the owsync views use, and nothing else:
+ * supplies what the owsync views use, and nothing else, with the semantics
+ * of LuCI's own luci.js, rpc.js, ui.js and form.js (read from LuCI master of
+ * 2024-09, written anew here), including the ones that bite:
  *
- *   L.require with 'require x' / 'require x.y as z' directives, L.bind,
- *   L.resolveDefault, L.hasViewPermission (from ?ro=1), E, _ and
- *   String.prototype.format (%s, %d), baseclass.extend, view.extend (load,
- *   then render into #view), rpc.declare (JSON-RPC "call" on /ubus with a
- *   fixed session, as uhttpd takes it), poll.add (setInterval), dom.content,
- *   ui.addNotification / ui.createHandlerFn, uci.load / uci.get (through
- *   /ubus "uci get"), and a form.Map that renders its options as plain
- *   inputs filled from UCI (no saving: LuCI's own form does that).
+ *   - E(tag, attrs, children) / dom.create: an attrs argument that is not a
+ *     plain object or is an array is taken as the children; a Node there is
+ *     taken as attributes (so E('p', node) loses node, as in LuCI); a tag
+ *     given as an array makes a fragment of create(item) for each item.
+ *   - dom.append / dom.content: an array's items become nodes or text nodes,
+ *     but a lone string child is set as innerHTML (so text from the daemon
+ *     must be passed inside an array, or it is parsed as HTML).
+ *   - rpc.declare: params by position, `expect` unwrapping as LuCI does it, a
+ *     ubus status other than 0 resolves to that number unless `reject: true`,
+ *     a JSON-RPC error (uhttpd's "Access denied") rejects with an RPCError.
+ *   - ui.createHandlerFn: disables the clicked button and adds "spinning"
+ *     until the handler's promise settles, then enables it again;
+ *     ui.addNotification puts a div.alert-message (plus the given classes)
+ *     first in #maincontent.
+ *   - L.require with 'require x' / 'require x.y as z' (default name: x_y),
+ *     the class instantiated once; baseclass.extend; view (load, then render
+ *     into #view, as LuCI's dispatcher does); poll.add (sequential, seconds);
+ *     L.bind, L.resolveDefault, L.isObject; L.hasViewPermission() from
+ *     L.env.nodespec (readonly when the page was opened with ?ro=1, as LuCI
+ *     sets it for a user whose ACL grants the menu node read-only).
+ *   - uci.load / uci.get (ubus uci get); a form.Map that, like LuCI's, asks
+ *     `session access uci <config> write` when its readonly is left null,
+ *     and renders each option as one input named cbid.<config>.<section>.<option>
+ *     filled from UCI, disabled when the map is readonly (no saving: LuCI's
+ *     own form does that; tests/test_luci_real.py covers it).
+ *   - String.prototype.format with %s, %d, %h (HTML-escaped), %%; _() is identity.
+ *
+ * The session id is that of a full admin, or with ?ro=1 that of a user with
+ * the read grant alone; the server (tests/luci_standin.py) applies the app's
+ * ACL file to it as rpcd would.
  */
 'use strict';
 
 (function () {
-	var SESSION = '00000000000000000000000000000000';
 	var params = new URLSearchParams(location.search);
+	var READONLY = params.get('ro') == '1';
+	var SESSION = READONLY ? '11111111111111111111111111111111' : '00000000000000000000000000000000';
+
+	function esc(s) {
+		return String(s).replace(/&/g, '&#38;').replace(/"/g, '&#34;').replace(/'/g, '&#39;')
+			.replace(/</g, '&#60;').replace(/>/g, '&#62;');
+	}
 
 	String.prototype.format = function () {
 		var args = arguments, i = 0;
-		return this.replace(/%([sd%])/g, function (m, t) {
+		return this.replace(/%([sdh%])/g, function (m, t) {
 			if (t == '%') return '%';
 			var v = args[i++];
-			return t == 'd' ? String(Math.trunc(Number(v))) : String(v);
+			if (t == 'd') return Math.floor(+v || 0).toFixed(0);
+			if (t == 'h') return v == null ? '' : esc(v);
+			return v == null ? '' : String(v);
 		});
 	};
 
 	function _(s) { return s; }
 
-	function append(node, children) {
-		if (children == null) return;
-		if (Array.isArray(children)) { children.forEach(function (c) { append(node, c); }); return; }
-		node.appendChild(children instanceof Node ? children : document.createTextNode(String(children)));
-	}
+	function isElem(e) { return e != null && typeof e == 'object' && 'nodeType' in e; }
+	function isObject(v) { return v != null && typeof v == 'object'; }
 
-	function E(tag, attrs, children) {
-		if (Array.isArray(tag)) {
-			var frag = document.createDocumentFragment();
-			append(frag, tag);
-			return frag;
-		}
-		var node = document.createElement(tag);
-		if (attrs != null && (typeof attrs != 'object' || Array.isArray(attrs) || attrs instanceof Node)) {
-			children = attrs;
-			attrs = null;
-		}
-		Object.keys(attrs || {}).forEach(function (k) {
-			var v = attrs[k];
-			if (v == null) return;
-			if (typeof v == 'function') node.addEventListener(k, v);
-			else node.setAttribute(k, v);
-		});
-		append(node, children);
-		return node;
-	}
-
-	var baseclass = {
-		extend: function (proto) {
-			var parent = this;
-			var klass = Object.create(parent);
-			Object.assign(klass, proto);
-			klass.instantiate = function () { return Object.create(klass); };
-			return klass;
+	var dom = {
+		elem: isElem,
+		append: function (node, children) {
+			if (!isElem(node)) return null;
+			if (Array.isArray(children)) {
+				for (var i = 0; i < children.length; i++) {
+					if (isElem(children[i])) node.appendChild(children[i]);
+					else node.appendChild(document.createTextNode('' + children[i]));
+				}
+				return node.lastChild;
+			}
+			if (typeof children == 'function') return dom.append(node, children(node));
+			if (isElem(children)) return node.appendChild(children);
+			if (children != null) { node.innerHTML = '' + children; return node.lastChild; }
+			return null;
+		},
+		content: function (node, children) {
+			if (!isElem(node)) return null;
+			while (node.firstChild) node.removeChild(node.firstChild);
+			return dom.append(node, children);
+		},
+		attr: function (node, attrs) {
+			for (var k in attrs) {
+				if (!Object.prototype.hasOwnProperty.call(attrs, k) || attrs[k] == null) continue;
+				var v = attrs[k];
+				if (typeof v == 'function') node.addEventListener(k, v);
+				else if (typeof v == 'object') node.setAttribute(k, JSON.stringify(v));
+				else node.setAttribute(k, v);
+			}
+		},
+		create: function (tag, attrs, children) {
+			if (!(attrs instanceof Object) || Array.isArray(attrs)) {
+				children = attrs;
+				attrs = null;
+			}
+			var node;
+			if (Array.isArray(tag)) {
+				node = document.createDocumentFragment();
+				for (var i = 0; i < tag.length; i++) node.appendChild(dom.create(tag[i]));
+			}
+			else if (isElem(tag)) node = tag;
+			else if (tag.charCodeAt(0) === 60) throw new Error('stand-in: E() with HTML markup is not supported');
+			else node = document.createElement(tag);
+			if (attrs) dom.attr(node, attrs);
+			dom.append(node, children);
+			return node;
 		}
 	};
 
+	function E() { return dom.create.apply(dom, arguments); }
+
+	/* LuCI's classes are constructors; `require` instantiates each one once. */
+	function Class() {}
+	Class.extend = function (proto) {
+		var parent = this;
+		var klass = function () {
+			if (typeof this.__init__ == 'function') this.__init__.apply(this, arguments);
+		};
+		klass.prototype = Object.create(parent.prototype);
+		Object.assign(klass.prototype, proto);
+		klass.prototype.constructor = klass;
+		klass.extend = Class.extend;
+		klass.super = parent.prototype;
+		return klass;
+	};
+	var baseclass = Class;
+
 	var rpcId = 0;
-	var rpc = baseclass.extend({
+	var RPC = Class.extend({
 		declare: function (d) {
 			return function () {
-				var args = {};
-				var given = arguments;
-				(d.params || []).forEach(function (p, i) { if (given[i] !== undefined) args[p] = given[i]; });
+				var given = arguments, args = {};
+				(d.params || []).forEach(function (p, i) { args[p] = given[i]; });
+				var desc = 'RPC call to ' + d.object + '/' + d.method;
 				return fetch('/ubus', {
 					method: 'POST',
 					headers: { 'Content-Type': 'application/json' },
 					body: JSON.stringify({ jsonrpc: '2.0', id: ++rpcId, method: 'call',
 						params: [ SESSION, d.object, d.method, args ] })
-				}).then(function (r) { return r.json(); }).then(function (reply) {
-					if (reply.error)
-						throw new Error('RPCError: ' + reply.error.message);
-					var code = reply.result[0], data = reply.result[1];
-					if (code != 0)
-						throw new Error(code == 4 ? 'Object not found' : code == 6 ? 'Permission denied' : 'RPC error ' + code);
-					if (d.expect) {
-						var key = Object.keys(d.expect)[0];
-						return key === '' ? data : (data && key in data ? data[key] : d.expect[key]);
+				}).then(function (r) {
+					if (!r.ok) throw rpcError(desc + ' failed with HTTP error ' + r.status);
+					return r.json();
+				}).then(function (msg) {
+					if (!isObject(msg) || msg.jsonrpc != '2.0')
+						throw rpcError(desc + ' returned invalid message frame');
+					if (isObject(msg.error) && msg.error.code && msg.error.message)
+						throw rpcError(desc + ' failed with error ' + msg.error.code + ': ' + msg.error.message);
+					var ret = null;
+					if (Array.isArray(msg.result)) {
+						if (d.reject && msg.result[0] !== 0)
+							throw rpcError(desc + ' failed with ubus code ' + msg.result[0] + ': ' +
+								(STATUS[msg.result[0]] || 'Unknown error code'));
+						ret = msg.result.length > 1 ? msg.result[1] : msg.result[0];
 					}
-					return data;
+					if (d.expect) {
+						for (var key in d.expect) {
+							if (ret != null && key != '') ret = ret[key];
+							if (ret == null || typeOf(ret) != typeOf(d.expect[key])) ret = d.expect[key];
+							break;
+						}
+					}
+					return typeof d.filter == 'function' ? d.filter(ret, args) : ret;
+				});
+			};
+		}
+	});
+	var STATUS = { 1: 'Invalid command', 2: 'Invalid argument', 3: 'Method not found',
+		4: 'Resource not found', 5: 'No data received', 6: 'Permission denied', 7: 'Request timeout' };
+	function typeOf(v) { return Object.prototype.toString.call(v); }
+	function rpcError(message) {
+		var e = new Error(message);
+		e.name = 'RPCError';
+		return e;
+	}
+	var rpc = new RPC();
+
+	var Poll = Class.extend({
+		add: function (fn, seconds) {
+			if (typeof fn != 'function' || isNaN(seconds))
+				throw new TypeError('Invalid argument to LuCI.poll.add()');
+			function tick() {
+				Promise.resolve().then(fn).catch(function (e) { console.error('poll: ' + e); })
+					.then(function () { window.setTimeout(tick, seconds * 1000); });
+			}
+			window.setTimeout(tick, seconds * 1000);
+			return true;
+		}
+	});
+
+	var UI = Class.extend({
+		addNotification: function (title, children) {
+			var mc = document.querySelector('#maincontent') || document.body;
+			var msg = E('div', { 'class': 'alert-message fade-in' }, [
+				E('div', {}), E('div', {}, [ E('button', { 'class': 'btn' }, [ _('Dismiss') ]) ])
+			]);
+			if (title != null) dom.append(msg.firstElementChild, E('h4', {}, title));
+			dom.append(msg.firstElementChild, children);
+			for (var i = 2; i < arguments.length; i++) msg.classList.add(arguments[i]);
+			mc.insertBefore(msg, mc.firstElementChild);
+			return msg;
+		},
+		createHandlerFn: function (ctx, fn) {
+			if (typeof fn == 'string') fn = ctx[fn];
+			if (typeof fn != 'function') return null;
+			var extra = Array.prototype.slice.call(arguments, 2);
+			return function (ev) {
+				var t = ev.currentTarget;
+				t.classList.add('spinning');
+				t.disabled = true;
+				Promise.resolve(fn.apply(ctx, extra.concat([ ev ]))).finally(function () {
+					t.classList.remove('spinning');
+					t.disabled = false;
 				});
 			};
 		}
 	});
 
-	var poll = baseclass.extend({
-		add: function (fn, seconds) { setInterval(fn, (seconds || 5) * 1000); }
-	});
-
-	var dom = baseclass.extend({
-		content: function (node, children) {
-			while (node.firstChild) node.removeChild(node.firstChild);
-			append(node, children);
-			return node;
-		}
-	});
-
-	var ui = baseclass.extend({
-		addNotification: function (title, children, cls) {
-			var box = E('div', { 'class': 'alert-message ' + (cls || '') }, children);
-			document.getElementById('notifications').appendChild(box);
-			return box;
-		},
-		createHandlerFn: function (ctx, fn) {
-			var extra = Array.prototype.slice.call(arguments, 2);
-			return function (ev) {
-				var method = typeof fn == 'function' ? fn : ctx[fn];
-				return method.apply(ctx, extra.concat([ ev ]));
-			};
-		}
-	});
-
 	var uciData = {};
-	var callUciGet = rpc.declare({ object: 'uci', method: 'get', params: [ 'config' ] });
-	var uci = baseclass.extend({
+	var callUciGet = rpc.declare({ object: 'uci', method: 'get', params: [ 'config' ],
+		expect: { values: {} }, reject: true });
+	var callSessionAccess = rpc.declare({ object: 'session', method: 'access',
+		params: [ 'scope', 'object', 'function' ], expect: { access: false } });
+	var Uci = Class.extend({
 		load: function (pkg) {
-			return callUciGet(pkg).then(function (reply) { uciData[pkg] = reply.values || {}; return pkg; });
+			return callUciGet(pkg).then(function (values) { uciData[pkg] = values; return pkg; });
 		},
 		get: function (pkg, section, option) {
 			var s = (uciData[pkg] || {})[section];
-			return s == null ? null : (option == null ? s : s[option]);
+			if (s == null) return null;
+			return option == null ? s : (s[option] == null ? null : s[option]);
 		}
 	});
+	var uci = new Uci();
 
 	function Option(kind, name, title, descr) {
 		this.kind = kind; this.name = name; this.title = title; this.descr = descr;
@@ -155,86 +260,107 @@
 
 	function FormMap(config, title, descr) {
 		this.config = config; this.title = title; this.descr = descr; this.sections = [];
+		this.readonly = null;
 	}
 	FormMap.prototype.section = function (kind, name, type, title) {
 		var s = new Section(this, name, type, title);
 		this.sections.push(s);
 		return s;
 	};
+	FormMap.prototype.load = function () {
+		var map = this;
+		return Promise.all([
+			map.readonly == null ? callSessionAccess('uci', map.config, 'write') : true,
+			uci.load(map.config)
+		]).then(function (res) {
+			if (res[0] === false) map.readonly = true;
+		});
+	};
 	FormMap.prototype.render = function () {
 		var map = this;
-		return Promise.resolve(E('div', { 'class': 'cbi-map', 'id': 'cbi-' + map.config }, [
-			E('h2', {}, map.title), E('div', { 'class': 'cbi-map-descr' }, map.descr),
-			map.sections.map(function (s) {
-				return E('div', { 'class': 'cbi-section', 'id': 'cbi-' + map.config + '-' + s.name }, [
-					E('h3', {}, s.title),
-					s.options.map(function (o) {
-						var v = uci.get(map.config, s.name, o.name);
-						return E('div', { 'class': 'cbi-value', 'data-name': o.name }, [
-							E('label', { 'class': 'cbi-value-title' }, o.title),
-							E('input', { 'name': 'cbid.' + map.config + '.' + s.name + '.' + o.name,
-								'value': Array.isArray(v) ? v.join(' ') : (v == null ? '' : v),
-								'placeholder': o.placeholder || '',
-								'disabled': map.readonly ? '' : null }),
-							o.descr ? E('div', { 'class': 'cbi-value-description' }, o.descr) : null
-						]);
-					})
-				]);
-			})
-		]));
+		return map.load().then(function () {
+			return E('div', { 'class': 'cbi-map', 'id': 'cbi-' + map.config }, [
+				E('h2', {}, map.title), E('div', { 'class': 'cbi-map-descr' }, map.descr),
+				E(map.sections.map(function (s) {
+					return E('div', { 'class': 'cbi-section', 'id': 'cbi-' + map.config + '-' + s.name }, [
+						E('h3', {}, s.title),
+						E(s.options.map(function (o) {
+							var v = uci.get(map.config, s.name, o.name);
+							return E('div', { 'class': 'cbi-value', 'data-name': o.name }, [
+								E('label', { 'class': 'cbi-value-title' }, o.title),
+								E('input', { 'name': 'cbid.' + map.config + '.' + s.name + '.' + o.name,
+									'value': Array.isArray(v) ? v.join(' ') : (v == null ? '' : v),
+									'placeholder': o.placeholder || null,
+									'disabled': map.readonly ? '' : null }),
+								E('div', { 'class': 'cbi-value-description' }, o.descr || '')
+							]);
+						}))
+					]);
+				}))
+			]);
+		});
 	};
-	var form = baseclass.extend({
+	var Form = Class.extend({
 		Map: FormMap, NamedSection: 'NamedSection', Flag: 'Flag', Value: 'Value',
 		DynamicList: 'DynamicList', ListValue: 'ListValue'
 	});
 
-	var view = baseclass.extend({
+	var View = Class.extend({
 		load: function () { return Promise.resolve(); },
 		render: function () { return E('div'); }
 	});
 
-	var modules = { baseclass: baseclass, rpc: rpc, poll: poll, dom: dom, ui: ui, uci: uci,
-		form: form, view: view };
+	var classes = { baseclass: baseclass, rpc: rpc, poll: new Poll(), dom: dom, ui: new UI(),
+		uci: uci, form: new Form(), view: View };
 
 	function load(name) {
-		if (modules[name]) return Promise.resolve(modules[name]);
+		if (classes[name]) return Promise.resolve(classes[name]);
 		var url = '/luci-static/resources/' + name.replace(/\./g, '/') + '.js';
-		return fetch(url).then(function (r) {
+		classes[name] = fetch(url).then(function (r) {
 			if (!r.ok) throw new Error('cannot load ' + url + ': ' + r.status);
 			return r.text();
-		}).then(function (body) {
+		}).then(function (source) {
 			var deps = [], names = [], m;
 			var re = /^\s*'require\s+([\w.]+)(?:\s+as\s+(\w+))?';/gm;
-			while ((m = re.exec(body)) != null) {
+			while ((m = re.exec(source)) != null) {
 				deps.push(m[1]);
-				names.push(m[2] || m[1].split('.').pop());
+				names.push(m[2] || m[1].replace(/[^a-zA-Z0-9_]/g, '_'));
 			}
-			return Promise.all(deps.map(load)).then(function (resolved) {
-				var fn = new Function(names.concat([ 'L', 'E', '_' ]).join(','), body);
-				modules[name] = fn.apply(null, resolved.concat([ window.L, E, _ ]));
-				return modules[name];
+			return Promise.all(deps.map(load)).then(function (instances) {
+				var factory = new Function([ 'window', 'document', 'L' ].concat(names).join(','),
+					source + '\n//# sourceURL=' + url);
+				var klass = factory.apply(factory, [ window, document, window.L ].concat(instances));
+				if (typeof klass != 'function' || !(klass.prototype instanceof Class))
+					throw new TypeError('"' + name + '" factory yields invalid constructor');
+				return (classes[name] = new klass());
 			});
 		});
+		return classes[name];
 	}
 
 	window.E = E;
 	window._ = _;
 	window.L = {
-		env: {},
+		env: { sessionid: SESSION, ubuspath: '/ubus/',
+			nodespec: { satisfied: true, readonly: READONLY } },
 		require: load,
 		bind: function (fn, self) {
 			var extra = Array.prototype.slice.call(arguments, 2);
 			return function () { return fn.apply(self, extra.concat(Array.prototype.slice.call(arguments))); };
 		},
 		resolveDefault: function (p, def) { return Promise.resolve(p).catch(function () { return def; }); },
-		hasViewPermission: function () { return params.get('ro') != '1'; },
-		isObject: function (v) { return v != null && typeof v == 'object'; }
+		hasViewPermission: function () {
+			var spec = this.env.nodespec;
+			if (!isObject(spec) || !spec.satisfied) return null;
+			return !spec.readonly;
+		},
+		isObject: isObject
 	};
 
-	/* like LuCI's dispatcher: instantiate the view, load, render into #view */
+	/* like LuCI's dispatcher: the view's instance loads, then renders into #view */
 	window.showView = function (name) {
-		return load(name).then(function (klass) {
-			var v = window.currentView = klass.instantiate();
+		return load(name).then(function (v) {
+			window.currentView = v;
 			return Promise.resolve(v.load()).then(function (data) {
 				return v.render(data);
 			}).then(function (node) {

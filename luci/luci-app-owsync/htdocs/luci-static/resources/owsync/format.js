@@ -27,6 +27,18 @@ var HEALTH_LABELS = {
 	'pending': _('Not synced yet')
 };
 
+/* The daemon's words for a peer's state and a session's direction, translated. */
+var STATE_LABELS = {
+	'idle': _('idle'),
+	'syncing': _('syncing'),
+	'backing off': _('backing off')
+};
+
+var DIRECTION_LABELS = {
+	'incoming': _('incoming'),
+	'outgoing': _('outgoing')
+};
+
 /* Consecutive failures from which a peer counts as failing, not retrying. */
 var FAILING_AFTER = 3;
 
@@ -117,7 +129,7 @@ return baseclass.extend({
 			source: peer.source || '',
 			health: health,
 			healthLabel: this.healthLabel(health),
-			state: peer.state,
+			state: STATE_LABELS[peer.state] || peer.state,
 			lastSuccess: this.relativeTime(peer.last_success, now),
 			lastSuccessTitle: this.absoluteTime(peer.last_success),
 			result: peer.last_result == null ? '-' : peer.last_result,
@@ -125,6 +137,10 @@ return baseclass.extend({
 			failures: String(peer.consecutive_failures || 0),
 			nextRetry: peer.state == 'backing off' ? this.untilTime(peer.next_retry, now) : '-'
 		};
+	},
+
+	directionLabel: function(direction) {
+		return DIRECTION_LABELS[direction] || direction;
 	},
 
 	serviceOf: function(pkg) {
@@ -187,6 +203,16 @@ return baseclass.extend({
 		];
 
 		return rows;
+	},
+
+	/* For a running daemon that will not stay running: why, and the fix; null when all is well. */
+	notEnabledAdvice: function(enabledInUci, enabledAtBoot) {
+		if (!enabledInUci)
+			return _('owsync is running, but disabled in Settings: it stops at the next Save & Apply or reload. Enable it under Settings to keep it.');
+		if (enabledAtBoot === false)
+			return _('owsync is running, but does not start at boot. Enable it under System → Startup, or run: /etc/init.d/owsync enable');
+
+		return null;
 	},
 
 	/* Why no status came back, and what to do about it. */

@@ -16,16 +16,23 @@
 
 var callKeyInfo = rpc.declare({
 	object: 'owsync.key',
-	method: 'info'
+	method: 'info',
+	reject: true
 });
 
 var callKeySet = rpc.declare({
 	object: 'owsync.key',
 	method: 'set',
-	params: [ 'key' ]
+	params: [ 'key' ],
+	reject: true
 });
 
 var HEX64 = /^[0-9a-fA-F]{64}$/;
+
+/* Text from the server goes in as a text node: a lone string child of E() is HTML. */
+function text(s) {
+	return [ s == null ? '' : String(s) ];
+}
 
 function randomKey() {
 	var bytes = new Uint8Array(32);
@@ -41,7 +48,7 @@ return view.extend({
 	load: function() {
 		return Promise.all([
 			uci.load('owsync'),
-			L.resolveDefault(callKeyInfo(), {})
+			L.resolveDefault(callKeyInfo(), null)
 		]);
 	},
 
@@ -50,9 +57,11 @@ return view.extend({
 	},
 
 	keyText: function(info) {
-		if (info && info.set)
+		if (info == null)
+			return _('Cannot tell whether a key is set: the owsync.key plugin of rpcd did not answer.');
+		if (info.set)
 			return _('A key is set. Fingerprint: %s (the same on every router of the group)').format(info.fingerprint);
-		if (info && info.error)
+		if (info.error)
 			return _('The key file is unusable: %s').format(info.error);
 
 		return _('No key is set: owsync cannot start encrypted.');
@@ -61,36 +70,39 @@ return view.extend({
 	handleGenerate: function(input, ev) {
 		input.value = randomKey();
 		input.type = 'text';
-		ui.addNotification(null, E('p',
-			_('A new key is in the field. Copy it to the other routers of the group, then press "Save key" here and there.')), 'info');
+		input.focus();
+		input.select();
+		ui.addNotification(null, E('p', text(
+			_('A new key is in the field, shown this once. Copy it to the other routers of the group (Settings → Paste key there), then press "Save key" here.'))), 'info');
 	},
 
 	handleSaveKey: function(input, status, ev) {
+		var self = this;
 		var value = input.value.trim();
 
 		if (!HEX64.test(value)) {
-			ui.addNotification(null, E('p', _('A key is 64 hexadecimal characters (0-9, a-f).')), 'danger');
+			ui.addNotification(null, E('p', text(_('A key is 64 hexadecimal characters (0-9, a-f).'))), 'danger');
 			return Promise.resolve();
 		}
 
 		return callKeySet(value).then(function(reply) {
 			if (reply && reply.error) {
-				ui.addNotification(null, E('p', _('The key was not saved: %s').format(reply.error)), 'danger');
+				ui.addNotification(null, E('p', text(_('The key was not saved: %s').format(reply.error))), 'danger');
 				return;
 			}
 
 			input.value = '';
 			input.type = 'password';
-			dom.content(status, _('A key is set. Fingerprint: %s (the same on every router of the group)').format(reply.fingerprint));
-			ui.addNotification(null, E('p', _('Key saved; owsync reloads with it. Fingerprint: %s').format(reply.fingerprint)), 'info');
+			dom.content(status, text(self.keyText({ set: true, fingerprint: reply.fingerprint })));
+			ui.addNotification(null, E('p', text(_('Key saved; owsync reloads with it. Fingerprint: %s').format(reply.fingerprint))), 'info');
 		}).catch(function(err) {
-			ui.addNotification(null, E('p', _('The key was not saved: %s').format(err.message)), 'danger');
+			ui.addNotification(null, E('p', text(_('The key was not saved: %s').format(err.message))), 'danger');
 		});
 	},
 
 	renderKey: function(info) {
 		var ro = !this.writable();
-		var status = E('p', { 'id': 'owsync-key-status' }, this.keyText(info));
+		var status = E('p', { 'id': 'owsync-key-status' }, text(this.keyText(info)));
 		var input = E('input', {
 			'type': 'password',
 			'id': 'owsync-key-input',
@@ -108,7 +120,7 @@ return view.extend({
 				_('All routers of the group share one 256-bit key. It is kept in /etc/owsync/key, readable by root only, and is never shown here; compare the fingerprints instead.')),
 			status,
 			E('div', { 'class': 'cbi-value' }, [
-				E('label', { 'class': 'cbi-value-title', 'for': 'owsync-key-input' }, _('New key')),
+				E('label', { 'class': 'cbi-value-title', 'for': 'owsync-key-input' }, _('Paste key')),
 				E('div', { 'class': 'cbi-value-field' }, [
 					input, ' ',
 					E('button', {
@@ -118,7 +130,7 @@ return view.extend({
 						'click': ui.createHandlerFn(this, 'handleGenerate', input)
 					}, _('Generate')), ' ',
 					E('button', {
-						'class': 'btn cbi-button cbi-button-apply',
+						'class': 'btn cbi-button cbi-button-save',
 						'id': 'owsync-key-save',
 						'disabled': ro ? '' : null,
 						'click': ui.createHandlerFn(this, 'handleSaveKey', input, status)
@@ -134,7 +146,9 @@ return view.extend({
 		m = new form.Map('owsync', _('owsync'),
 			_('Keeps /etc/config identical on the routers of a VRRP group. Set the same key and name the other routers as peers on each of them.'));
 
-		m.readonly = !this.writable();
+		/* left null, LuCI's Map asks rpcd whether this session may write UCI owsync */
+		if (!this.writable())
+			m.readonly = true;
 
 		s = m.section(form.NamedSection, 'main', 'owsync', _('Settings'));
 		s.addremove = false;
@@ -156,7 +170,8 @@ return view.extend({
 		};
 
 		o = s.taboption('general', form.Flag, 'plain_mode', _('Plain mode'),
-			_('Warning: sends the configuration, passwords included, unencrypted. Only inside a VPN (WireGuard, IPsec).'));
+			'<strong class="owsync-plain-warning" style="color:#c00">%h</strong>'.format(
+				_('Warning: sends the configuration, passwords included, unencrypted. Only inside a VPN (WireGuard, IPsec).')));
 		o.rmempty = true;
 
 		o = s.taboption('filters', form.DynamicList, 'include', _('Include'),
