@@ -231,6 +231,7 @@ class Daemon:
         except OSError as exc:
             result = SessionResult(peer=str(peer), error=f"cannot connect: {exc.strerror or exc}")
             log.error("sync with %s failed: %s", peer, result.error)
+            self._after_session(result, "outgoing")
             return result
         result = run_session(sock, self.ctx_out, str(peer), initiator=True)
         self._after_session(result, "outgoing")

@@ -163,8 +163,14 @@ def test_peer_down_at_start_gets_changes_when_it_comes_up(daemons):
     assert (
         st["state"] == "backing off" and st["next_retry"] and "cannot connect" in st["last_result"]
     )
+    # the failures are recent activity too: one entry, counted up, not one per retry
+    assert wait_for(lambda: a.status()["peers"][0]["consecutive_failures"] >= 2, 10)
+    failed = [e for e in a.status()["history"] if not e["ok"]]
+    assert len(failed) == 1 and "cannot connect" in failed[0]["error"], failed
+    assert failed[0]["peer"] == b.addr and failed[0]["repeats"] >= 2
     b.start()
     assert wait_for(lambda: b.has("early", b"x"), 10)
+    assert wait_for(lambda: a.status()["history"][0]["ok"], 5)  # the newest: a success
 
 
 def test_failing_peer_does_not_delay_another(daemons):
