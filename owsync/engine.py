@@ -38,7 +38,6 @@ from .transport import Channel, PeerClosed, PeerTimeout, Stopped
 log = logging.getLogger("owsync")
 
 DEFAULT_MAX_FILE_SIZE = 16 * 1024 * 1024
-BATCH_FILES = 64  # received files fsynced and renamed together
 INITIATOR_LOCK_WAIT = 8.0  # under the peer's 10 s wait for our Hello
 BATCH_BYTES = 8 * 1024 * 1024
 
@@ -212,11 +211,11 @@ class _Replica:
             return
         self.pending.append((staged, record))
         self.pending_bytes += staged.size
-        if len(self.pending) >= BATCH_FILES or self.pending_bytes >= BATCH_BYTES:
+        if len(self.pending) >= self.dir.batch_files or self.pending_bytes >= BATCH_BYTES:
             self.commit(result)
 
     def commit(self, result: SessionResult) -> None:
-        """fsync and rename the staged files into place; record them."""
+        """Make the staged files durable, rename them into place; record them."""
         batch, self.pending, self.pending_bytes = self.pending, [], 0
         outcomes = self.dir.commit([staged for staged, _ in batch])
         for (_, record), outcome in zip(batch, outcomes, strict=True):

@@ -8,9 +8,13 @@ descriptors are kept for the life of the SyncDir (one session), so a path's
 parents are walked once, not once per file.
 
 A received file is written to a temp file beside its target (``stage``),
-then fsynced and renamed into place with its mode and mtime (``commit``).
-Committing staged files in batches lets one journal commit carry many
-files: fsync of the first flushes the data of the others with it.
+then made durable and renamed into place with its mode and mtime
+(``commit``); the renames are made durable before the database records them
+(``sync_dirs``).  Where Linux's syncfs(2) is there, one call per file system
+makes a whole batch durable: one journal commit and one cache flush, where
+an fsync per file cost one each (on ext4, twice owsync 1.2.0's time for a
+first sync of 10,000 small files, which never syncs at all).  Elsewhere,
+every file and directory is fsynced.
 """
 
 from __future__ import annotations
@@ -26,6 +30,44 @@ from .state import Signature
 TMP_PREFIX = ".owsync-"
 TMP_SUFFIX = ".tmp"
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+_syncfs = None  # loaded on first use: ctypes is not worth its import for reads
+
+
+def have_syncfs() -> bool:
+    global _syncfs
+    if _syncfs is None:
+        _syncfs = _load_syncfs() or False
+    return bool(_syncfs)
+
+
+def syncfs(fds) -> None:
+    """Make everything written on the file systems of ``fds`` durable: one
+    syncfs(2) per file system (a subdirectory may be a mount point of another)."""
+    seen: dict[int, int] = {}
+    for fd in fds:
+        seen.setdefault(os.fstat(fd).st_dev, fd)
+    for fd in seen.values():
+        _syncfs(fd)
+
+
+def _load_syncfs():
+    try:
+        import ctypes
+
+        fn = ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int]
+    fn.restype = ctypes.c_int
+
+    def call(fd: int) -> None:
+        if fn(fd) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err))
+
+    return call
 
 
 class UnsafePath(Exception):
@@ -57,6 +99,10 @@ class Staged:
 class SyncDir:
     def __init__(self, root: str) -> None:
         self.root = os.path.abspath(root)
+        # With syncfs a staged file needs no descriptor of its own to be made
+        # durable, so batches may be large; without, each keeps one for fsync.
+        self.by_fs = have_syncfs()
+        self.batch_files = 1024 if self.by_fs else 64
         self._fds: dict[str, int] = {}  # relative directory -> open descriptor
         self._dirty: set[str] = set()  # directories whose entries changed
 
@@ -144,6 +190,9 @@ class SyncDir:
             os.fchmod(tfd, mode & 0o777)
             ns = mtime_ms * 1_000_000
             os.utime(tfd, ns=(ns, ns))
+            if self.by_fs:
+                staged.fd = -1
+                os.close(tfd)
         except BaseException:
             self.discard([staged])
             raise
@@ -151,22 +200,26 @@ class SyncDir:
         return staged
 
     def commit(self, batch: list[Staged]) -> list[os.stat_result | Exception]:
-        """fsync every staged file, then rename each into place.
+        """Make every staged file durable, then rename each into place.
 
         Returns, per file, its stat once in place, or the LocalChanged /
         UnsafePath that kept it out.  An OSError (a full disk, say) discards
         the whole batch and is raised.
         """
         try:
-            for s in batch:
-                os.fsync(s.fd)
+            if self.by_fs:
+                syncfs([s.dir_fd for s in batch])
+            else:
+                for s in batch:
+                    os.fsync(s.fd)
         except BaseException:
             self.discard(batch)
             raise
         out: list[os.stat_result | Exception] = []
         for i, s in enumerate(batch):
-            os.close(s.fd)
-            s.fd = -1
+            if s.fd >= 0:
+                os.close(s.fd)
+                s.fd = -1
             try:
                 self._check_unchanged(s.dir_fd, s.name, s.path, s.expect)
                 os.rename(s.tmp, s.name, src_dir_fd=s.dir_fd, dst_dir_fd=s.dir_fd)
@@ -226,11 +279,13 @@ class SyncDir:
             raise LocalChanged(f"{path!r} changed locally during the session")
 
     def sync_dirs(self) -> None:
-        """fsync every directory whose entries changed, so renames are durable."""
+        """Make the entries of every changed directory durable (the renames)."""
         dirty, self._dirty = self._dirty, set()
-        for rel in sorted(dirty):
-            fd = self._fds.get(rel)
-            if fd is not None:
+        fds = [self._fds[rel] for rel in sorted(dirty) if rel in self._fds]
+        if self.by_fs:
+            syncfs(fds)
+        else:
+            for fd in fds:
                 os.fsync(fd)
 
     def remove_stale_temps(self, names: list[str]) -> None:
