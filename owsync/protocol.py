@@ -198,6 +198,18 @@ def encode(msg: Message) -> bytes:
     return b"".join(encode_parts(msg))
 
 
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not JSON")  # Python's json would take NaN and Infinity
+
+
+def _loads(payload: bytes):
+    """JSON as the standard has it; ValueError for anything else, deep nesting included."""
+    try:
+        return json.loads(payload, parse_constant=_no_constant)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
 def _field(obj: dict, name: str, types: type | tuple[type, ...], what: str):
     value = obj.get(name)
     if isinstance(value, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
@@ -265,7 +277,7 @@ def _decode_file_content(payload: bytes) -> FileContent | None:
     if i < 0:
         return None
     try:
-        meta = json.loads(payload[:i] + b"}")
+        meta = _loads(payload[:i] + b"}")
     except (ValueError, UnicodeDecodeError):
         return None
     if not isinstance(meta, dict) or "path" not in meta or "mode" not in meta:
@@ -289,18 +301,21 @@ def decode(payload: bytes) -> Message:
         if fast is not None:
             return fast
     try:
-        obj = json.loads(payload)
+        obj = _loads(payload)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ProtocolError(f"undecodable message ({exc.__class__.__name__})") from None
     if not isinstance(obj, dict):
         raise ProtocolError("message is not a JSON object")
     kind = obj.get("type")
     if kind == "Hello":
-        return Hello(
-            hostname=str(obj.get("hostname", "")),
-            timestamp=float(_field(obj, "timestamp", (int, float), "Hello")),
-            version=int(_field(obj, "version", (int, float), "Hello")),
-        )
+        try:
+            return Hello(
+                hostname=str(obj.get("hostname", "")),
+                timestamp=float(_field(obj, "timestamp", (int, float), "Hello")),
+                version=int(_field(obj, "version", (int, float), "Hello")),
+            )
+        except OverflowError:  # a number no float holds
+            raise ProtocolError("Hello: a number out of range") from None
     if kind == "SyncState":
         files = _field(obj, "files", list, "SyncState")
         return SyncState(tuple(record_from_wire(f) for f in files))

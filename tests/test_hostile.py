@@ -274,3 +274,26 @@ def test_a_trickling_peer_cannot_hold_the_directory(tmp_path):
     assert "unfinished after 2 s" in box["r"].error
     assert time.monotonic() - start < 5
     assert owner.acquire(timeout=0)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"[" * 60_000,  # nesting that exhausts the JSON parser's recursion
+        b'{"type":"Hello","hostname":"x","timestamp":1,"version":NaN}',
+        b'{"type":"Hello","hostname":"x","timestamp":Infinity,"version":1}',
+        b'{"type":"Hello","hostname":"x","timestamp":1e999,"version":1}',
+    ],
+)
+def test_json_python_takes_but_json_does_not_drops_the_session_cleanly(target, nodes, payload):
+    """Found by tests/test_fuzz.py: these escaped the decoder as RecursionError,
+    ValueError and OverflowError instead of a protocol error."""
+    h = Hostile(target.port)
+    sealed = b"".join(h.cipher.seal_parts([payload]))
+    h.sock.sendall(struct.pack(">I", len(sealed)) + sealed)
+    h.recv_until_closed()
+    h.close()
+    log = target.wait_log("undecodable message" if b"[" * 9 in payload else "Hello")
+    assert "Traceback" not in log and "Error:" not in log.replace("ProtocolError", ""), log
+    b = nodes("b")
+    b.sync_ok(target)  # still serving
