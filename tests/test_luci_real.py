@@ -108,7 +108,7 @@ for p in {self.peer_port}:/srv/peer {self.peer2_port}:/srv/peer2; do
 done
 PYTHONPATH={bindings}:{REPO} /usr/sbin/rpcd &
 while ! ubus -t 1 wait_for session; do sleep 0.1; done
-/usr/bin/uhttpd -f -n 1 -p 127.0.0.1:{self.http} -h /www -u /ubus -o /cgi-bin/luci \\
+/usr/bin/uhttpd -f -n 1 -p 127.0.0.1:{self.http} -h /www -x /cgi-bin -u /ubus -o /cgi-bin/luci \\
     -O /usr/share/ucode/luci/uhttpd.uc </dev/null >/tmp/uhttpd.log 2>&1 &
 /etc/init.d/owsync enable
 /etc/init.d/owsync start
@@ -228,6 +228,12 @@ def test_a_read_only_user_sees_the_status_and_cannot_sync(router, browser):
     assert refused.startswith("refused"), refused
     s.open("settings")
     assert s.page.locator("#owsync-key-save").is_disabled()
+    assert s.page.locator("#owsync-key-input").is_disabled()
+    # LuCI's Map is read-only for this session: every field, and no Save & Apply
+    fields = s.page.locator("#view .cbi-map input:not([type=hidden]), #view .cbi-map select")
+    assert fields.count() >= 5 and all(f.is_disabled() for f in fields.all())
+    apply = s.page.locator(".cbi-page-actions .cbi-button-apply")
+    assert apply.count() == 0 or apply.first.get_attribute("disabled") is not None
     assert s.errors == [], s.errors
     # uhttpd, asking rpcd, refuses the write methods to this session, whatever a page shows
     # (sent with fetch: LuCI's own rpc layer takes a refusal for an expired login)
@@ -265,11 +271,19 @@ def test_settings_add_a_peer_save_and_apply_reaches_the_same_daemon(router, brow
     dyn.locator(".cbi-button-add").click()
     s.screenshot("settings")
     s.page.locator(".cbi-page-actions").get_by_text("Save & Apply").click()
+    # LuCI applies with a rollback timer, which the browser confirms when it can reach
+    # the router again; unconfirmed, the change would be undone a few seconds later
+    s.page.wait_for_function(
+        "() => /Configuration changes applied/.test(document.body.innerText)", timeout=60000
+    )
     assert wait_for(lambda: len((router.status() or {}).get("peers", [])) == 2, 40), router.r.sh(
         "/sbin/logread"
     ).stdout
     st = router.status()
     assert st["pid"] == pid and new_peer in [p["address"] for p in st["peers"]]
+    assert f"list peer '{new_peer}'" in router.r.ok("cat /etc/config/owsync")
+    time.sleep(12)  # past LuCI's rollback timeout (10 s): the change stayed
+    assert len(router.status()["peers"]) == 2
     assert re.search(r"configuration reloaded: 2 peer", router.r.ok("/sbin/logread -e owsync"))
     assert s.errors == [], s.errors
     assert not any(KEY in b for b in s.bodies)
