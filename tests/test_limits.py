@@ -83,6 +83,11 @@ def test_full_disk_fails_cleanly_without_partial_files(nodes, tiny_fs):
     assert not (b.dir / "zz-huge").exists()
     assert not [p for p in b.dir.rglob("*") if ".owsync-" in p.name]
     json.loads(b.db.read_text())  # the database is still whole
+    # space back (the big file gone from A): the next session completes
+    (a.dir / "zz-huge").unlink()
+    b.sync_ok(a)
+    assert b.files() == {"existing": b"keep me", "fits": b"f" * 1000}
+    assert a.files()["existing"] == b"keep me"
 
 
 def test_two_concurrent_sessions_on_one_directory_are_serialized(nodes):
