@@ -299,9 +299,10 @@ def cmd_daemon(opts, args) -> int:
     """Run the daemon in the foreground, always: supervisors (procd, systemd)
     track the process they started.  As in 1.2.0, -f adds stderr to the log.
 
-    Without -f the log is syslog alone, except a fatal error, which goes to
-    stderr too (as 1.2.0 prints it), so that a daemon never fails silently.
-    procd discards the daemon's stderr: everything is in syslog once.
+    Without -f the log is syslog alone, except a fatal error at start, which
+    goes to stderr (as 1.2.0 prints it) and not to syslog as well, unless
+    stderr is a terminal: procd captures the daemon's stderr into the log,
+    so it appears there once, as daemon.err.
     """
     from .control import ControlError
     from .daemon import Daemon
@@ -325,9 +326,13 @@ def cmd_daemon(opts, args) -> int:
         why = str(exc)
     except OSError as exc:
         why = f"cannot start: {exc.strerror or exc}"
-    log.error("%s", why)
+    if to_stderr or sys.stderr.isatty():
+        log.error("%s", why)  # the log (and, by hand, the terminal too)
     if not to_stderr:
-        print(f"owsync: error: {why}", file=sys.stderr)
+        # stderr, as 1.2.0 prints it; a supervisor that captures it (procd's
+        # `stderr 1`) files the line under the daemon's own name and PID, so
+        # it goes there bare, and not to syslog as well: one line, one prefix
+        print(f"owsync: error: {why}" if sys.stderr.isatty() else why, file=sys.stderr)
     return 1
 
 

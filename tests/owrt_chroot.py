@@ -15,19 +15,28 @@ OpenWrt's pieces (none of them is in this repository):
 
 ``OWSYNC_PYBINDINGS`` holds the compiled ``ubus`` and ``uci`` python modules.
 
-The chroot: a tmpfs root with that tree copied in, ``/usr`` an overlay of its
-``usr/`` over the host's ``/usr`` (Python, glibc), the host's
-``/lib/x86_64-linux-gnu`` and ``/lib64`` bound in, Debian's busybox as
-``/bin/sh`` with its applets, a private ``/dev`` (so logd
-creates its own ``/dev/log`` and never reads the host's kernel log), a writable
-``/etc`` with this repository's ``files/etc/init.d/owsync`` and
-``files/etc/config/owsync``, and ``/usr/bin/owsync`` a two-line sh wrapper
-that runs this checkout with the test's Python (its interpreter tree, this
-checkout and the bindings are bound in at the same paths, read-only).
+The chroot: a tmpfs root with that tree copied in; ``/usr`` an overlay of its
+``usr/`` over the host's ``/usr`` (Python, glibc, json-c); the host's
+``/lib/x86_64-linux-gnu`` and ``/lib64`` bound in; busybox (the tree's
+``bin/busybox``, else the host's) as ``/bin/sh`` with its applets (``flock``,
+which ``rc.common`` needs and busybox lacks, comes from the tree's ``usr/bin``
+or the host's ``/usr``); ``/proc`` of the new PID namespace with ``/proc/kmsg``
+covered by ``/dev/null`` and a private ``/dev`` (so logd creates its own
+``/dev/log`` and never drains the host's kernel log); a writable ``/etc`` with
+``passwd``, ``group``, a minimal ``config/system``, this repository's
+``files/etc/init.d/owsync`` and ``files/etc/config/owsync``; and
+``/usr/bin/owsync``, a two-line sh wrapper running ``python -m owsync`` with
+the test's interpreter and ``PYTHONPATH=<bindings>:<this checkout>``. The
+interpreter's tree (and the venv), this checkout and the bindings are
+bind-mounted read-only at the same paths. Skipped, with the reason, when a
+piece is missing or namespaces and mounts cannot be made (not root, or a
+container without the privilege). Everything runs in the namespaces and dies
+with their PID 1 (``stop``).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -64,9 +73,12 @@ while :; do sleep 1; done
 SETUP = r"""set -e
 R="$1"; OWRT="$2"; HOST_PY="$3"; REPO="$4"; BIND="$5"
 mount -t tmpfs -o mode=0755 owsync-owrt "$R"
-# busybox first, the OpenWrt tree over it: busybox's own logread must not win
+# busybox first (the tree's own, else the host's), the OpenWrt tree over it:
+# busybox's own logread must not win
 mkdir -p "$R"/bin
-cp "$(command -v busybox)" "$R"/bin/busybox
+BB="$OWRT"/bin/busybox
+[ -x "$BB" ] || BB="$(command -v busybox)"
+cp "$BB" "$R"/bin/busybox
 chroot "$R" /bin/busybox --install -s
 cp -a --remove-destination "$OWRT"/. "$R"/
 mkdir -p "$R"/upper "$R"/work "$R"/usr.merged "$R"/proc "$R"/dev "$R"/tmp "$R"/var \
@@ -106,8 +118,33 @@ def skip_reason() -> str | None:
         return f"{ROOT_ENV}={root} lacks {', '.join(missing)}"
     if not (bindings and os.path.isdir(bindings)):
         return "set OWSYNC_PYBINDINGS to the compiled ubus and uci python modules (README)"
-    if os.geteuid() != 0 or not all(shutil.which(t) for t in ("unshare", "nsenter", "busybox")):
-        return "needs root, unshare, nsenter and busybox (Debian's busybox package)"
+    has_busybox = os.path.exists(os.path.join(root, "bin/busybox")) or shutil.which("busybox")
+    if os.geteuid() != 0 or not all(shutil.which(t) for t in ("unshare", "nsenter")):
+        return "needs root, unshare and nsenter"
+    if not has_busybox:
+        return f"needs busybox: in {ROOT_ENV}/bin or on the host (Debian's busybox-static)"
+    return _namespaces_fail()
+
+
+@functools.cache
+def _namespaces_fail() -> str | None:
+    """Why new mount, PID and network namespaces with tmpfs and overlay mounts
+    cannot be made here (a container without the privilege), or None."""
+    probe = (
+        "d=$(mktemp -d) && mount -t tmpfs probe $d && mkdir $d/l $d/u $d/w $d/m"
+        " && mount -t overlay probe -o lowerdir=$d/l,upperdir=$d/u,workdir=$d/w $d/m"
+        " && umount $d/m && umount $d && rmdir $d"
+    )
+    try:
+        r = subprocess.run(
+            ["unshare", "--mount", "--pid", "--net", "--fork", "--propagation", "private",
+             "sh", "-c", probe],
+            capture_output=True, text=True, timeout=20,
+        )  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"cannot make namespaces: {exc}"
+    if r.returncode != 0:
+        return f"cannot make mount/PID/network namespaces or mounts here: {r.stderr.strip()}"
     return None
 
 

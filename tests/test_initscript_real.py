@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import re
+import sys
+import time
 
 import pytest
 from conftest import KEY
@@ -79,10 +81,10 @@ def test_the_admins_day_with_the_init_script(router):
     # 3. key and peer, start: one running instance, the expected command, ubus answers
     r.ok(f"uci add_list owsync.main.peer=127.0.0.1:{PEER_PORT}; uci commit owsync")
     r.ok("/etc/init.d/owsync start")
-    assert wait_for(lambda: running_pid(r) is not None), r.sh("/sbin/logread").stdout
+    assert wait_for(lambda: running_pid(r) is not None), logread(r)
     inst = instances(r)
     assert [i["command"] for i in inst.values()] == [["/usr/bin/owsync", "daemon"]]
-    assert wait_for(lambda: status(r) is not None, 20), r.sh("/sbin/logread").stdout
+    assert wait_for(lambda: status(r) is not None, 20), logread(r)
     st = status(r)
     assert st["pid"] == running_pid(r) and st["encryption"] is True
     assert st["key"] == {"set": True, "fingerprint": fingerprint(bytes.fromhex(KEY))}
@@ -96,31 +98,53 @@ def test_the_admins_day_with_the_init_script(router):
     pid = running_pid(r)
     r.ok(f"uci add_list owsync.main.peer=127.0.0.1:{PEER2_PORT}; uci commit owsync")
     r.ok("service owsync reload")
-    assert wait_for(lambda: len((status(r) or {}).get("peers", [])) == 2), r.sh(
-        "/sbin/logread"
-    ).stdout
+    assert wait_for(lambda: len((status(r) or {}).get("peers", [])) == 2), logread(r)
     assert running_pid(r) == pid
+    assert wait_for(lambda: reloads(r) == 1)
     r.ok("uci set owsync.main.poll_interval=30; uci commit owsync; reload_config")
-    assert wait_for(lambda: r.sh("/sbin/logread").stdout.count("configuration reloaded") >= 2)
+    assert wait_for(lambda: reloads(r) == 2), logread(r)
     assert running_pid(r) == pid
 
-    # a warning reads as a warning: an option owsync does not know
+    # a warning reads as a warning, once, with one prefix: an option owsync does not know
     r.ok("uci set owsync.main.bogus=1; uci commit owsync; service owsync reload")
-    warned = r"daemon\.warn owsync\[\d+\]: owsync\.main\.bogus: unknown option ignored"
-    assert wait_for(lambda: re.search(warned, r.sh("/sbin/logread").stdout)), r.sh("/sbin/logread")
+    warned = r"daemon\.warn owsync\[\d+\]: owsync\.main\.bogus: unknown option ignored$"
+    assert wait_for(lambda: re.search(warned, logread(r), re.M)), logread(r)
+    assert wait_for(lambda: reloads(r) == 3)
+    time.sleep(1)  # room for a second copy (procd's stderr capture) to show up
+    assert len([ln for ln in logread(r).splitlines() if "bogus" in ln]) == 1, logread(r)
     r.ok("uci delete owsync.main.bogus; uci commit owsync; service owsync reload")
+    assert wait_for(lambda: reloads(r) == 4)
 
-    # a key set the old way moves out of UCI into the root-only key file; the daemon follows
-    new_key = "11" * 32
-    r.ok(f"uci set owsync.main.key={new_key}; uci commit owsync; service owsync reload")
-    assert wait_for(lambda: r.sh("uci -q get owsync.main.key").returncode != 0)
-    assert r.ok("cat /etc/owsync/key") == new_key + "\n"
+    # the key set the old way, as typed on a router (uci commit notifies no one:
+    # reload_config does): it moves into the root-only key file, the daemon follows
+    r.ok("uci set owsync.main.key=$(owsync genkey); uci commit owsync; reload_config")
+    assert wait_for(lambda: r.sh("uci -q get owsync.main.key").returncode != 0, 15), logread(r)
+    new_key = r.ok("cat /etc/owsync/key")
+    assert re.fullmatch(r"[0-9a-f]{64}\n", new_key) and new_key.strip() != KEY, new_key
+    new_key = new_key.strip()
     assert r.ok("stat -c %a /etc/owsync/key").strip() == "600"
+    assert "owsync.main.key=" not in r.ok("uci show owsync")
     assert new_key not in r.ok("cat /etc/config/owsync")
+    assert r.ok("ls /etc/owsync").split().count("key") == 1  # no temp file left
     expected = fingerprint(bytes.fromhex(new_key))
     assert wait_for(lambda: (status(r) or {}).get("key", {}).get("fingerprint") == expected)
-    assert running_pid(r) == pid
-    r.ok(f"printf '%s\\n' {KEY} > /etc/owsync/key; service owsync reload")  # back to the group's
+    assert status(r)["encryption"] is True and running_pid(r) == pid
+    assert re.search(r"daemon\.notice owsync: the key moved from UCI to /etc/owsync/key$",
+                     logread(r), re.M)  # fmt: skip
+    assert new_key not in logread(r)
+
+    # a key that is not 64 hex characters stays in UCI: refused, the key file untouched
+    r.ok("uci set owsync.main.key=not-a-key; uci commit owsync")
+    res = r.sh("/etc/init.d/owsync restart")
+    assert "owsync.main.key=not-a-key validates as" in res.stderr, res.stderr
+    assert wait_for(lambda: running_pid(r) is None)
+    assert r.ok("cat /etc/owsync/key").strip() == new_key
+    # back to the group's key, the README's way
+    r.ok("uci delete owsync.main.key; uci commit owsync")
+    r.ok(f"printf '%s\\n' {KEY} > /etc/owsync/key; /etc/init.d/owsync start")
+    assert wait_for(lambda: running_pid(r) is not None)
+    group = fingerprint(bytes.fromhex(KEY))
+    assert wait_for(lambda: (status(r) or {}).get("key", {}).get("fingerprint") == group, 20)
 
     # 6. an invalid value: restart reports the validation error, no broken instance runs
     r.ok("uci set owsync.main.port=notaport; uci commit owsync")
@@ -134,12 +158,14 @@ def test_the_admins_day_with_the_init_script(router):
     # 7. kill -9: procd respawns it
     victim = running_pid(r)
     assert wait_for(lambda: status(r) is not None, 20)
+    killed = time.monotonic()
     r.ok(f"kill -9 {victim}")
-    assert wait_for(lambda: running_pid(r) not in (None, victim), 20), r.sh("/sbin/logread").stdout
+    assert wait_for(lambda: running_pid(r) not in (None, victim), 20, 0.1), logread(r)
+    assert 3 < time.monotonic() - killed < 15  # respawn's timeout: 5 s
     assert wait_for(lambda: status(r) is not None, 20)
 
     # the log as logread shows it: info as info, warnings as warnings, once, one prefix
-    log = r.ok("/sbin/logread -e owsync")
+    log = logread(r)
     lines = [ln for ln in log.splitlines() if "owsync[" in ln]
     assert any(re.search(r"daemon\.info owsync\[\d+\]: sync with 127\.0\.0\.1", ln) for ln in lines)
     assert not any(re.search(r"owsync\[\d+\]: owsync:", ln) for ln in lines), log
@@ -147,6 +173,23 @@ def test_the_admins_day_with_the_init_script(router):
     started = [ln for ln in lines if "daemon: /etc/config, listening" in ln]
     assert len(started) == len({re.search(r"owsync\[(\d+)\]", ln).group(1) for ln in started})
     assert any("daemon.notice" in ln and "moved from UCI" in ln for ln in log.splitlines())
+    # nothing doubled by procd's capture of stderr: each message with one priority
+    levels: dict[str, set[str]] = {}
+    for prio, msg in re.findall(r"daemon\.(\w+) owsync\[\d+\]: (.*)", log):
+        levels.setdefault(msg, set()).add(prio)
+    assert levels and all(len(p) == 1 for p in levels.values()), levels
+
+    # a crash before the daemon's logging starts (a module missing on the router)
+    # still reaches logread: procd captures stderr, as daemon.err
+    r.ok("cp /usr/bin/owsync /tmp/owsync.wrapper")
+    r.ok(f"printf '#!/bin/sh\\nexec {sys.executable} -c \"import owsync_not_installed\"\\n'"
+         " > /usr/bin/owsync; /etc/init.d/owsync restart")  # fmt: skip
+    crashed = (
+        r"daemon\.err owsync\[\d+\]: ModuleNotFoundError: No module named 'owsync_not_installed'"
+    )
+    assert wait_for(lambda: re.search(crashed, logread(r)), 15), logread(r)
+    r.ok("cp /tmp/owsync.wrapper /usr/bin/owsync; /etc/init.d/owsync restart")
+    assert wait_for(lambda: status(r) is not None, 20), logread(r)
 
     # 8. stop, disable: no process, no rc.d link
     r.ok("/etc/init.d/owsync stop")
@@ -157,7 +200,34 @@ def test_the_admins_day_with_the_init_script(router):
     assert r.sh("/etc/init.d/owsync enabled").returncode != 0
 
 
+def logread(r: OpenWrtRoot) -> str:
+    """OpenWrt's logread by its path: busybox has an applet of the same name."""
+    return r.ok("/sbin/logread")
+
+
+def reloads(r: OpenWrtRoot) -> int:
+    return logread(r).count("configuration reloaded")
+
+
 def daemons(r: OpenWrtRoot) -> list[str]:
     """Command lines of owsync daemons running in the router (not the stand-in peers)."""
     out = r.ok("for p in /proc/[0-9]*; do tr '\\0' ' ' <$p/cmdline 2>/dev/null; echo; done")
     return [line for line in out.splitlines() if "-m owsync daemon" in line]
+
+
+def test_a_fatal_error_at_start_is_logged_once(router):
+    """The daemon refuses to start (disabled under its feet, then respawned):
+    one line in logread, daemon.err, one prefix."""
+    r = router
+    r.ok("/etc/init.d/owsync stop; uci set owsync.main.enabled=1; uci commit owsync")
+    r.ok(f"printf '%s\\n' {KEY} > /etc/owsync/key; /etc/init.d/owsync start")
+    assert wait_for(lambda: running_pid(r) is not None, 20)
+    victim = running_pid(r)
+    r.ok(f"uci set owsync.main.enabled=0; uci commit owsync; kill -9 {victim}")
+    refused = "owsync is disabled (uci set owsync.main.enabled=1)"
+    assert wait_for(lambda: refused in logread(r), 20), logread(r)
+    time.sleep(1)
+    lines = [ln for ln in logread(r).splitlines() if refused in ln]
+    r.ok("/etc/init.d/owsync stop")
+    assert len(lines) == 1 and re.search(r"daemon\.err owsync\[\d+\]: owsync is disabled", lines[0])
+    assert "owsync: error:" not in lines[0], lines
