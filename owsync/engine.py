@@ -280,9 +280,12 @@ def run_session(
     try:
         _drive(ch, ctx, replica, machine, result, on_hello, initiator)
         replica.close(result)  # files and database saved before the peer is let go
+        if initiator and not ch.wait_closed(ctx.idle_timeout):
+            raise PeerTimeout(
+                f"the peer did not end the session within {ctx.idle_timeout:.0f} s;"
+                " whether it received what was sent is unknown"
+            )
         result.ok = True
-        if initiator:
-            ch.wait_closed(ctx.idle_timeout)
     except (
         SessionAbort,
         ProtocolError,

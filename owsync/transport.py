@@ -133,14 +133,20 @@ class Channel:
         self.bytes_in += len(data)
         return [protocol.decode(self.cipher.open(p)) for p in self.decoder.feed(data)]
 
-    def wait_closed(self, timeout: float) -> None:
-        """Wait for the peer to hang up (it does once its side is saved)."""
+    def wait_closed(self, timeout: float) -> bool:
+        """Wait for the peer to hang up (it does once its side is saved).
+
+        False when it did not within ``timeout``: what it received is unknown
+        (a link that went down after our last bytes left, say)."""
         deadline = time.monotonic() + timeout
         self.sock.setblocking(True)
         while (left := deadline - time.monotonic()) > 0:
             self.sock.settimeout(left)
             try:
                 if not self.sock.recv(RECV_SIZE):
-                    return
-            except OSError:
-                return
+                    return True
+            except TimeoutError:
+                return False
+            except OSError:  # reset: the peer is gone all the same
+                return True
+        return False
