@@ -69,6 +69,17 @@ def parse_peer(text: str) -> Peer:
     return Peer(host, port, source, text.strip())
 
 
+def read_key_text(path: str) -> str | None:
+    """The text of a key file (None when there is none); ConfigError when unreadable."""
+    try:
+        with open(path, encoding="ascii") as f:
+            return f.read(200).strip() or None
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read the key file {path}: {exc}") from None
+
+
 class Config:
     """Every setting, whatever its source (key=value file, UCI, options)."""
 
@@ -125,15 +136,7 @@ class Config:
             raise ConfigError(str(exc)) from None
 
     def _read_key_file(self) -> str | None:
-        if not self.key_file:
-            return None
-        try:
-            with open(self.key_file, encoding="ascii") as f:
-                return f.read(200).strip() or None
-        except FileNotFoundError:
-            return None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"cannot read the key file {self.key_file}: {exc}") from None
+        return read_key_text(self.key_file) if self.key_file else None
 
     def control_path(self) -> str:
         """The daemon's control socket: as configured, or one per database.

@@ -66,7 +66,7 @@ def setup(level: int, stderr: bool = True, syslog: bool = False) -> bool:
     """
     log.handlers.clear()
     log.propagate = False
-    log.setLevel(LEVELS[min(3, max(0, level))])
+    set_level(level)
     if syslog and syslog_available():
         log.addHandler(_SyslogHandler())
     elif syslog:

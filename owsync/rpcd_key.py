@@ -24,6 +24,7 @@ import os
 import subprocess
 import sys
 
+from .config import ConfigError, read_key_text
 from .crypto import fingerprint, parse_key
 from .uci_config import key_file_for
 
@@ -36,11 +37,13 @@ def key_path() -> str:
 
 def info() -> dict:
     try:
-        with open(key_path(), encoding="ascii") as f:
-            key = parse_key(f.read(200))
-    except FileNotFoundError:
-        return {"set": False}
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        text = read_key_text(key_path())
+        if text is None:
+            return {"set": False}
+        key = parse_key(text)
+    except ConfigError as exc:
+        return {"set": False, "error": str(exc)}
+    except ValueError as exc:
         return {"set": False, "error": f"{key_path()}: {exc}"}
     return {"set": True, "fingerprint": fingerprint(key)}
 
