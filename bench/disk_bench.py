@@ -43,17 +43,20 @@ def fill(d: Path, files: int, size: int) -> None:
         (sub / f"f{i:05d}").write_bytes(blob[:-8] + i.to_bytes(8, "big"))
 
 
-def run_once(cmd: list[str], base: Path, src: Path, c_style: bool, expected: int):
-    dst, port = base / "dst", free_port()
-    shutil.rmtree(dst, ignore_errors=True)
+def run_once(cmd: list[str], base: Path, src: Path, c_style: bool, expected: int, tag: str,
+             tree: Path = ROOT):  # fmt: skip
+    # A fresh destination each run, and nothing deleted until the end: on an
+    # ext4 without a journal (this machine's), creating a file skips every
+    # inode of its group freed in the last 60 s, one lookup each, so a run
+    # right after deleting the previous run's 10,000 files pays for them.
+    dst, port = base / f"dst-{tag}", free_port()
     dst.mkdir()
-    for db in base.glob("*.db*"):
-        db.unlink()
+    src_db = base / f"src-{tag}.db"
     os.sync()  # start from a clean page cache: no writeback left from the previous run
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = dict(os.environ, PYTHONPATH=str(tree))
     listen = subprocess.Popen(
         [*cmd, "listen", "-H", "127.0.0.1", "-P", str(port), "-p", "-i", "*",
-         "-d", str(dst), "-b", str(base / "dst.db")],
+         "-d", str(dst), "-b", str(base / f"dst-{tag}.db")],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
@@ -65,7 +68,7 @@ def run_once(cmd: list[str], base: Path, src: Path, c_style: bool, expected: int
         t = time.perf_counter()
         r = subprocess.run(
             [*cmd, "connect", peer, "-P", str(port), "-p", "-i", "*", "-d", str(src),
-             "-b", str(base / "src.db")],
+             "-b", str(src_db)],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         if r.returncode != 0:
@@ -101,6 +104,8 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=2048)
     ap.add_argument("--dir", default="/var/tmp")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--tree", action="append", default=[], metavar="DIR",
+                    help="also run the owsync of this checkout (an older commit, say)")  # fmt: skip
     args = ap.parse_args()
     base = Path(tempfile.mkdtemp(prefix="owsync-disk-", dir=args.dir))
     try:
@@ -111,21 +116,22 @@ def main() -> None:
                             text=True).stdout.strip()  # fmt: skip
         print(f"first sync of {args.files} files of {args.size} B onto {base} ({fs}),"
               f" plain, median of {args.repeat}")  # fmt: skip
-        nodes = [("owsync (this)", PY, False)]
+        nodes = [("owsync (this)", PY, False, ROOT)]
+        nodes += [(f"owsync ({Path(t).name})", PY, False, Path(t)) for t in args.tree]
         if os.environ.get("OWSYNC_C_BIN"):
-            nodes.append(("owsync 1.2.0 (C)", [os.environ["OWSYNC_C_BIN"]], True))
-        runs: dict[str, list[float]] = {name: [] for name, _, _ in nodes}
-        for _ in range(args.repeat):  # interleaved, so that both meet the same disk
-            for name, cmd, c_style in nodes:
-                took, got = run_once(cmd, base, src, c_style, args.files)
+            nodes.append(("owsync 1.2.0 (C)", [os.environ["OWSYNC_C_BIN"]], True, ROOT))
+        runs: dict[str, list[float]] = {node[0]: [] for node in nodes}
+        for i in range(args.repeat):  # interleaved, so that both meet the same disk
+            for j, (name, cmd, c_style, tree) in enumerate(nodes):
+                took, got = run_once(cmd, base, src, c_style, args.files, f"{i}-{j}", tree)
                 if took is None:  # a failed session: say so, and run it again
                     print(f"  {name}: a session failed ({got}); run again")
-                    took, got = run_once(cmd, base, src, c_style, args.files)
+                    took, got = run_once(cmd, base, src, c_style, args.files, f"{i}-{j}-r", tree)
                 if got != args.files:
                     sys.exit(f"{name}: {got} files arrived, not {args.files}")
                 runs[name].append(took)
         for name, times in runs.items():
-            print(f"  {name:18s} {statistics.median(times):6.2f} s"
+            print(f"  {name:22s} {statistics.median(times):6.2f} s"
                   f"  (runs: {', '.join(f'{r:.2f}' for r in times)})")  # fmt: skip
     finally:
         shutil.rmtree(base, ignore_errors=True)

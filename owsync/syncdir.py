@@ -12,9 +12,8 @@ then made durable and renamed into place with its mode and mtime
 (``commit``); the renames are made durable before the database records them
 (``sync_dirs``).  Where Linux's syncfs(2) is there, one call per file system
 makes a whole batch durable: one journal commit and one cache flush, where
-an fsync per file cost one each (on ext4, twice owsync 1.2.0's time for a
-first sync of 10,000 small files, which never syncs at all).  Elsewhere,
-every file and directory is fsynced.
+an fsync per file costs one each (bench/disk_bench.py).  Elsewhere, every
+file and directory is fsynced.
 """
 
 from __future__ import annotations
