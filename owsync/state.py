@@ -72,7 +72,10 @@ def reconcile(
     says whether a known path is one the scan looked for (it passes the
     filter); ``keep`` lists paths whose file could not be read this time.  A
     path known live, in scope, and no longer on disk becomes a tombstone
-    stamped with the scan time; tombstones older than 30 days are dropped.
+    stamped with the scan time, or just after the version it deletes when that
+    is later (a file whose mtime lies ahead of this clock must still be
+    deletable: a tombstone older than it would lose to it everywhere);
+    tombstones older than 30 days are dropped.
     Records outside the scope are kept as they are.
     """
     out: dict[str, Record] = {}
@@ -85,7 +88,7 @@ def reconcile(
         elif path in keep or not in_scope(path):
             out[path] = rec
         else:
-            out[path] = tombstone(rec, now_ms)
+            out[path] = tombstone(rec, max(now_ms, rec.mtime + 1))
     out.update(seen)
     return out
 

@@ -467,3 +467,16 @@ def test_session_machine_order_errors():
         s.receive(protocol.FileContent("x", 0, b""), 0)
     with pytest.raises(protocol.ProtocolError):  # a second Hello
         s.receive(protocol.Hello("b", 0), 0)
+
+
+def test_a_local_deletion_is_stamped_after_the_version_it_deletes():
+    """A file whose mtime lies ahead of this node's clock must still be deletable:
+    its tombstone is stamped after it, or the file would beat it everywhere."""
+    from owsync.state import reconcile
+
+    ahead = Record("f", "a" * 64, 1_900_000_000_000, 1, 0o644)
+    out = reconcile({"f": ahead}, {}, lambda p: True, set(), now_ms=1_800_000_000_000)
+    assert out["f"].deleted and out["f"].mtime == ahead.mtime + 1
+    behind = ahead._replace(mtime=1_700_000_000_000)
+    out = reconcile({"f": behind}, {}, lambda p: True, set(), now_ms=1_800_000_000_000)
+    assert out["f"].mtime == 1_800_000_000_000
