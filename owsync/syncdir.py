@@ -149,7 +149,24 @@ class SyncDir:
         if problem:
             raise UnsafePath(f"{path!r}: {problem}")
         parent, _, name = path.rpartition("/")
-        return self._dir(parent, create), name, parent
+        fd = self._dir(parent, create)
+        self._check_in_place(parent, path)
+        return fd, name, parent
+
+    def _check_in_place(self, rel: str, path: str) -> None:
+        """Raise UnsafePath unless each directory of ``rel`` is still where it
+        was opened: a descriptor held since follows a directory moved out of
+        the root, and nothing may be written or removed through it then."""
+        while rel:
+            parent_rel, _, name = rel.rpartition("/")
+            try:
+                st = os.stat(name, dir_fd=self._fds[parent_rel], follow_symlinks=False)
+            except FileNotFoundError:
+                st = None
+            held = os.fstat(self._fds[rel])
+            if st is None or (st.st_dev, st.st_ino) != (held.st_dev, held.st_ino):
+                raise UnsafePath(f"{path!r}: {rel!r} was moved or replaced during the session")
+            rel = parent_rel
 
     # --- operations ---------------------------------------------------------
 
@@ -220,6 +237,7 @@ class SyncDir:
                 os.close(s.fd)
                 s.fd = -1
             try:
+                self._check_in_place(s.path.rpartition("/")[0], s.path)
                 self._check_unchanged(s.dir_fd, s.name, s.path, s.expect)
                 os.rename(s.tmp, s.name, src_dir_fd=s.dir_fd, dst_dir_fd=s.dir_fd)
                 out.append(os.lstat(s.name, dir_fd=s.dir_fd))
