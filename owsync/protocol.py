@@ -40,6 +40,10 @@ def frame_header(length: int) -> bytes:
 
 
 FIRST_FRAME_LIMIT = 64 * 1024  # the first frame is a Hello: small
+# Every message but FileContent: json.loads makes a SyncState about eight
+# times its size in objects, so one of 32 MiB would cost 250-290 MiB.  8 MiB
+# carries about 60,000 records (owsync 1.2.0's whole state, for 60,000 files).
+MESSAGE_LIMIT = 8 * 1024 * 1024
 
 
 class FrameDecoder:
@@ -300,6 +304,11 @@ def decode(payload: bytes) -> Message:
         fast = _decode_file_content(payload)
         if fast is not None:
             return fast
+        if len(payload) > MESSAGE_LIMIT:
+            raise ProtocolError(
+                f"a message of {len(payload)} bytes that is not a file's content"
+                f" exceeds the limit of {MESSAGE_LIMIT} (a state of over 60,000 files?)"
+            )
     try:
         obj = _loads(payload)
     except (ValueError, UnicodeDecodeError) as exc:
