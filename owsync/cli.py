@@ -33,6 +33,9 @@ Usage:
   owsync daemon [-c FILE | OPTIONS] [-f]
   owsync status [--json]               ask the running daemon
   owsync sync [PEER] [--wait]          make the running daemon sync now
+  owsync versions [PATH] [--json]      what the version store keeps
+  owsync diff ID                       a kept version against the current file
+  owsync restore PATH [ID]             put a version back (default: the newest)
 
 Common options:
   -c, --config FILE      key=value configuration file
@@ -161,6 +164,8 @@ def make_context(cfg: Config, encrypted: bool = True):
         cipher=make_cipher(key),
         max_file_size=cfg.max_file_size,
         clock=CLOCK,
+        versions_dir=cfg.versions_path(),
+        versions=cfg.versions_limits(),
     )
 
 
@@ -407,7 +412,100 @@ def cmd_sync(opts, args) -> int:
     return 0 if reply.get("ok") else 1
 
 
+def _relpath(cfg, path: str) -> str:
+    """PATH as the store names it: relative to the sync directory."""
+    if os.path.isabs(path):
+        rel = os.path.relpath(path, os.path.abspath(cfg.sync_dir))
+        if rel == ".." or rel.startswith("../"):
+            raise UsageError(f"{path} is not inside the sync directory {cfg.sync_dir}")
+        return rel
+    return path.strip("/")
+
+
+def cmd_versions(opts, args) -> int:
+    from . import versions_view
+
+    if len(args) > 1:
+        raise UsageError("versions takes at most one PATH")
+    cfg = build_config(opts, uci=True)
+    out = versions_view.listing(cfg, _relpath(cfg, args[0]) if args else None)
+    if opts.json:
+        print(json.dumps(out, indent=1))
+    else:
+        sys.stdout.write(versions_view.format_listing(out["versions"]))
+    return 0
+
+
+def _version_id(text: str) -> int:
+    try:
+        return int(text, 10)
+    except ValueError:
+        raise UsageError(f"{text!r} is not a version number (owsync versions lists them)") from None
+
+
+def cmd_diff(opts, args) -> int:
+    from . import versions_view
+
+    if len(args) != 1:
+        raise UsageError("diff takes one version number")
+    try:
+        out = versions_view.diff(build_config(opts, uci=True), _version_id(args[0]))
+    except LookupError as exc:
+        raise ConfigError(str(exc)) from None
+    if not out["text"]:
+        print(f"version {out['id']} of {out['path']} is not text")
+    elif not out["diff"]:
+        print(f"version {out['id']} of {out['path']} is the current content")
+    else:
+        sys.stdout.write(out["diff"])
+    return 0
+
+
+def cmd_restore(opts, args) -> int:
+    """Through the running daemon (it owns the directory), else directly."""
+    from . import versions_view
+    from .control import ControlError, NotRunning, request
+    from .database import LockBusy
+
+    if not 1 <= len(args) <= 2:
+        raise UsageError("restore takes a PATH and, optionally, a version number")
+    cfg = build_config(opts, uci=True)
+    path = _relpath(cfg, args[0])
+    kept = versions_view.listing(cfg, path)["versions"]
+    if len(args) == 2:
+        vid = _version_id(args[1])
+        if not any(v["id"] == vid for v in kept):
+            raise ConfigError(f"no version {vid} of {path} (owsync versions {path})")
+    elif kept:
+        vid = kept[0]["id"]
+    else:
+        raise ConfigError(f"no version of {path} is kept")
+    try:
+        reply = request(cfg.control_path(), {"method": "restore", "id": vid}, 30.0)
+    except NotRunning:
+        from .engine import restore
+
+        try:
+            reply = {"ok": True, **restore(make_context(cfg, encrypted=False), vid)}
+        except (LookupError, ValueError) as exc:
+            raise ConfigError(str(exc)) from None
+        except LockBusy:
+            raise ConfigError("a sync session is using the directory: try again") from None
+    except ControlError as exc:
+        raise ConfigError(str(exc)) from None
+    if not reply.get("ok"):
+        raise ConfigError(reply.get("error", "restore failed"))
+    if reply.get("unchanged"):
+        print(f"{path} already holds version {vid}")
+    else:
+        print(f"restored {path} from version {vid}")
+    return 0
+
+
 COMMANDS = {
+    "versions": cmd_versions,
+    "diff": cmd_diff,
+    "restore": cmd_restore,
     "daemon": cmd_daemon,
     "status": cmd_status,
     "sync": cmd_sync,

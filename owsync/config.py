@@ -101,6 +101,10 @@ class Config:
         self.reload_services: bool | None = None  # None: on when sync_dir is /etc/config
         self.enabled = True  # UCI's owsync.main.enabled
         self.ubus_socket: str | None = None  # None: libubus's default
+        self.versions_dir: str | None = None  # None: beside the database
+        self.versions_keep = 10  # versions per file; 0: keep none
+        self.versions_max_size = 1024 * 1024  # bytes of contents in the store
+        self.versions_max_age = 30  # days
         self.warnings: list[str] = []
         for name, value in settings.items():
             if not hasattr(self, name):
@@ -154,6 +158,19 @@ class Config:
 
             path = f"{CONTROL_DIR}/{hashlib.sha256(db.encode()).hexdigest()[:24]}.sock"
         return path
+
+    def versions_path(self) -> str:
+        """The version store: as configured, or beside the database
+        (/etc/owsync/owsync.db -> /etc/owsync/owsync.versions)."""
+        if self.versions_dir:
+            return self.versions_dir
+        base = self.database[:-3] if self.database.endswith(".db") else self.database
+        return base + ".versions"
+
+    def versions_limits(self):
+        from .versions import Limits
+
+        return Limits(self.versions_keep, self.versions_max_size, self.versions_max_age)
 
     @property
     def reload_enabled(self) -> bool:
@@ -210,6 +227,10 @@ _SCALARS = {
     "reload_services": ("reload_services", _bool),
     "enabled": ("enabled", _bool),
     "ubus_socket": ("ubus_socket", _text),
+    "versions_dir": ("versions_dir", _text),
+    "versions_keep": ("versions_keep", _int_in(0, 1000)),
+    "versions_max_size": ("versions_max_size", _int_in(0, 1 << 40)),
+    "versions_max_age": ("versions_max_age", _int_in(1, 36500)),
 }
 _LISTS = {"include": "include", "exclude": "exclude"}
 

@@ -1,7 +1,9 @@
 """The local control API: one JSON request, one JSON reply, on a Unix socket.
 
-Requests: ``{"method": "status"}`` and
-``{"method": "sync", "peer": "<optional>", "wait": false}``.  Replies are
+Requests: ``{"method": "status"}``,
+``{"method": "sync", "peer": "<optional>", "wait": false}``,
+``{"method": "versions", "path": "<optional>"}``, ``{"method": "diff", "id": N}``
+and ``{"method": "restore", "id": N}``.  Replies are
 ``{"ok": true, ...}`` or ``{"ok": false, "error": "..."}``.  The same
 methods, with the same results, are what the ubus object publishes.
 """
@@ -23,6 +25,10 @@ MAX_REQUEST = 64 * 1024
 
 class ControlError(Exception):
     pass
+
+
+class NotRunning(ControlError):
+    """No daemon answers on the control socket."""
 
 
 class ControlServer(threading.Thread):
@@ -101,7 +107,7 @@ def request(path: str, req: dict, timeout: float | None = 10.0) -> dict:
         try:
             s.connect(path)
         except (FileNotFoundError, ConnectionRefusedError):
-            raise ControlError(
+            raise NotRunning(
                 f"owsync daemon is not running (no control socket at {path})"
             ) from None
         except PermissionError:
@@ -136,4 +142,33 @@ def handle(d, req: dict) -> dict:
         if req.get("wait"):
             return {"ok": all(r.ok for r in out), "results": [r.as_dict() for r in out]}
         return {"ok": True, "started": out}
+    if method in ("versions", "diff", "restore"):
+        return versions_request(d, method, req)
     return {"ok": False, "error": f"unknown method {method!r}"}
+
+
+def versions_request(d, method: str, req: dict) -> dict:
+    """``versions`` (an optional ``path``), ``diff`` and ``restore`` (an ``id``)."""
+    from . import versions_view
+    from .database import LockBusy
+
+    if method == "versions":
+        path = req.get("path") or None
+        if path is not None and not isinstance(path, str):
+            return {"ok": False, "error": "path must be a string"}
+        return {"ok": True, **versions_view.listing(d.cfg, path)}
+    vid = req.get("id")
+    if type(vid) is not int:
+        return {"ok": False, "error": "id must be a version number (owsync versions lists them)"}
+    try:
+        if method == "diff":
+            return {"ok": True, **versions_view.diff(d.cfg, vid)}
+        return {"ok": True, **d.restore(vid)}
+    except LookupError as exc:
+        return {"ok": False, "error": str(exc)}
+    except ValueError as exc:
+        return {"ok": False, "error": str(exc)}
+    except LockBusy:
+        return {"ok": False, "error": "a sync session is using the directory: try again"}
+    except OSError as exc:
+        return {"ok": False, "error": f"cannot restore: {exc.strerror or exc}"}

@@ -24,7 +24,7 @@ from . import __version__, net, status
 from .config import Config, ConfigError, Peer
 from .control import ControlServer, handle
 from .crypto import make_cipher
-from .engine import Context, SessionResult, refresh, run_session
+from .engine import Context, SessionResult, refresh, restore, run_session
 from .filters import Filter
 from .state import Record
 from .status import SessionHistory
@@ -37,6 +37,7 @@ BACKOFF_CAP = 60.0
 BUSY_RETRIES = 5  # quick retries of a session that met a busy directory, before backing off
 INCOMING_LOCK_TIMEOUT = 0.5  # short: every wait-for cycle between nodes passes through one
 OUTGOING_LOCK_TIMEOUT = 30.0
+RESTORE_LOCK_TIMEOUT = 5.0  # a restore asked on ubus waits no longer for a session to end
 
 
 def backoff_delay(failures: int) -> float:
@@ -170,6 +171,8 @@ class Daemon:
             lock_timeout=lock_timeout,
             should_stop=self.stopping.is_set,
             owner=self.owner,
+            versions_dir=cfg.versions_path(),
+            versions=cfg.versions_limits(),
         )
 
     clock = staticmethod(time.time)
@@ -318,6 +321,14 @@ class Daemon:
 
     def status(self) -> dict:
         return status.snapshot(self)
+
+    def restore(self, version_id: int) -> dict:
+        """Put a kept version back (a local write, under the directory lock) and
+        sync it to every peer.  LookupError, ValueError, LockBusy for the caller."""
+        out = restore(self._context(RESTORE_LOCK_TIMEOUT), version_id)
+        if not out["unchanged"]:
+            self.request_sync()
+        return out
 
     # --- running -------------------------------------------------------------
 

@@ -8,6 +8,7 @@ Both ends of a connection run this same function.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import socket
@@ -34,6 +35,7 @@ from .session import (
 from .state import Record, deleted_by_peer, received
 from .syncdir import LocalChanged, Staged, SyncDir, UnsafePath, is_temp_name, signature
 from .transport import Channel, PeerClosed, PeerTimeout, Stopped
+from .versions import Limits, VersionStore
 
 log = logging.getLogger("owsync")
 
@@ -60,6 +62,8 @@ class Context:
         lock_timeout: float = 30.0,
         should_stop: Callable[[], bool] = lambda: False,
         owner: threading.Lock | None = None,  # in-process owner of the directory
+        versions_dir: str | None = None,  # the version store; None: none kept
+        versions: Limits | None = None,
     ) -> None:
         self.root = root
         self.db_path = db_path
@@ -74,6 +78,21 @@ class Context:
         self.lock_timeout = lock_timeout
         self.should_stop = should_stop
         self.owner = owner
+        self.versions_dir = versions_dir if versions is None or versions.keep > 0 else None
+        self.versions = versions or Limits()
+        self.own_prefix = self._inside(versions_dir) if self.versions_dir else None
+
+    def _inside(self, path: str) -> str | None:
+        """``path`` relative to the root with a trailing slash, when inside it."""
+        rel = os.path.relpath(os.path.realpath(path), os.path.realpath(self.root))
+        if rel == "." or rel.startswith(".." + os.sep) or rel == "..":
+            return "" if rel == "." else None
+        return rel.replace(os.sep, "/") + "/"
+
+    def open_store(self, tidy: bool = True) -> VersionStore | None:
+        if not self.versions_dir:
+            return None
+        return VersionStore.open(self.versions_dir, self.versions, tidy)
 
     def own_relpaths(self) -> frozenset[str]:
         """owsync's own files that lie inside the sync directory, relative to it."""
@@ -103,6 +122,7 @@ class SessionResult:
         self.seconds = 0.0
         self.changed: list[str] = []  # paths written or removed here
         self.removed: list[str] = []  # those of them removed (deletions from the peer)
+        self.conflicts: list[str] = []  # writes made here that lost to the peer's
         # failed only because a directory was busy (ours, or the peer's: it hung up
         # between its Hello and its SyncState): worth a quick retry, not a backoff
         self.busy = False
@@ -118,6 +138,7 @@ class SessionResult:
             "deleted": self.deleted,
             "bytes": self.bytes,
             "seconds": round(self.seconds, 3),
+            "conflicts": list(self.conflicts),
         }
 
     def summary(self) -> str:
@@ -143,6 +164,9 @@ class _Replica:
         self._accepted: dict[str, bool] = {}
         self.locked = False
         self.local_changes = False
+        self.store: VersionStore | None = None
+        self.sent: list[tuple[str, str]] = []  # (path, hash) served to the peer
+        self.completed = False  # the session ran to its end: what was sent arrived
 
     def accepts(self, path: str) -> bool:
         """Whether a path (ours or a peer's) is one this node syncs (memoized)."""
@@ -152,6 +176,7 @@ class _Replica:
                 path_problem(path) is None
                 and not is_hidden(path)
                 and path not in self.own
+                and not (self.ctx.own_prefix is not None and path.startswith(self.ctx.own_prefix))
                 and not is_temp_name(path.rsplit("/", 1)[-1])
                 and self.ctx.filter(path)
             )
@@ -185,9 +210,12 @@ class _Replica:
         try:
             loaded = database.load(self.ctx.db_path, root=self.root)
             now_ms = int(self.ctx.clock() * 1000)
-            res = scanner.scan(self.ctx.root, loaded, self.ctx.filter, self.own, now_ms)
+            res = scanner.scan(self.ctx.root, loaded, self._scan_filter(), self.own, now_ms)
             if res.stale_temps:
                 self.dir.remove_stale_temps(res.stale_temps)
+            self.store = self.ctx.open_store()
+            if self.store is not None:
+                _track_local_changes(self, loaded, res.records, now_ms)
         except BaseException:
             self.dir.close()
             self.unlock_dir()
@@ -200,6 +228,12 @@ class _Replica:
         )
         return self.records
 
+    def _scan_filter(self):
+        prefix, flt = self.ctx.own_prefix, self.ctx.filter
+        if prefix is None:
+            return flt
+        return lambda path: not path.startswith(prefix) and flt(path)
+
     def stage(self, record: Record, data: bytes, result: SessionResult) -> None:
         """Write a received file to a temp file; it goes in place with its batch."""
         local = self.records.get(record.path)
@@ -209,14 +243,21 @@ class _Replica:
         except (LocalChanged, UnsafePath) as exc:
             _skipped("writing", exc)
             return
+        if self.store is not None and self.store.room_for(len(data)):
+            self.store.put(record.hash, data)  # its base, once in place
         self.pending.append((staged, record))
         self.pending_bytes += staged.size
         if len(self.pending) >= self.dir.batch_files or self.pending_bytes >= BATCH_BYTES:
             self.commit(result)
 
     def commit(self, result: SessionResult) -> None:
-        """Make the staged files durable, rename them into place; record them."""
+        """Keep what the batch replaces, make the staged files durable, rename
+        them into place; record them."""
         batch, self.pending, self.pending_bytes = self.pending, [], 0
+        if self.store is not None:
+            for _, record in batch:
+                self.keep_local(record.path, "replaced", result)
+            self.store.save(self.now_ms(), collect=False)  # durable before anything is replaced
         outcomes = self.dir.commit([staged for staged, _ in batch])
         for (_, record), outcome in zip(batch, outcomes, strict=True):
             if isinstance(outcome, Exception):
@@ -225,6 +266,39 @@ class _Replica:
                 self.records[record.path] = received(record, signature(outcome))
                 result.received += 1
                 result.changed.append(record.path)
+                if self.store is not None:
+                    self.store.set_base(record.path, record.hash, None, pending=False)
+
+    def now_ms(self) -> int:
+        return int(self.ctx.clock() * 1000)
+
+    def keep_local(self, path: str, reason: str, result: SessionResult) -> None:
+        """Keep the local file ``path`` in the store before a peer replaces it.
+
+        A write made here that no peer has received yet is a conflict: it
+        lost last-writer-wins.  A file changed since the scan is left alone
+        (the write is skipped too).
+        """
+        local = self.records.get(path)
+        if local is None or local.deleted:
+            return
+        try:
+            data, _ = self.dir.read(path)
+        except (OSError, UnsafePath):
+            return
+        if hashlib.sha256(data).hexdigest() != local.hash:
+            return
+        if self.store.pending(path, local.hash):
+            reason = "conflict"
+        v = self.store.keep(
+            path, local.hash, data, local.mtime, local.mode, reason, result.peer, self.now_ms()
+        )
+        if reason == "conflict":
+            result.conflicts.append(path)
+            log.warning(
+                "conflict: %s, written here, lost to a newer write from %s; kept as version %d",
+                path, result.peer, v["id"],
+            )  # fmt: skip
 
     def close(self, result: SessionResult) -> None:
         """Put verified files in place, make it durable, save the database, unlock."""
@@ -237,6 +311,11 @@ class _Replica:
             self.dir.sync_dirs()
             if self.records != self.loaded:
                 database.save(self.ctx.db_path, self.records, self.root)
+            if self.store is not None:
+                if self.completed:
+                    for path, digest in self.sent:
+                        self.store.sent(path, digest)
+                self.store.save(self.now_ms())
         finally:
             self.dir.discard([staged for staged, _ in self.pending])
             self.pending = []
@@ -279,6 +358,7 @@ def run_session(
     machine = Session(replica.accepts, ctx.max_file_size)
     try:
         _drive(ch, ctx, replica, machine, result, on_hello, initiator)
+        replica.completed = True
         replica.close(result)  # files and database saved before the peer is let go
         if initiator and not ch.wait_closed(ctx.idle_timeout):
             raise PeerTimeout(
@@ -379,6 +459,10 @@ def _skipped(action: str, exc: Exception) -> None:
 
 
 def _apply_deletions(replica: _Replica, deletions: list[Record], result: SessionResult) -> None:
+    if replica.store is not None and deletions:
+        for remote in deletions:
+            replica.keep_local(remote.path, "deleted", result)
+        replica.store.save(replica.now_ms(), collect=False)  # durable before anything is removed
     for remote in deletions:
         local = replica.records[remote.path]
         try:
@@ -387,6 +471,8 @@ def _apply_deletions(replica: _Replica, deletions: list[Record], result: Session
             _skipped("deleting", exc)
             continue
         replica.records[remote.path] = deleted_by_peer(local, remote)
+        if replica.store is not None:
+            replica.store.forget_base(remote.path)
         result.deleted += 1
         result.changed.append(remote.path)
         result.removed.append(remote.path)
@@ -411,5 +497,87 @@ def _serve(replica: _Replica, ch: Channel, paths: tuple[str, ...]) -> Iterator[M
         if len(data) > limit or 2 * len(data) + 4096 > ch.frame_limit:
             log.warning("not sending %s: too large (%d bytes)", path, len(data))
             continue
+        replica.sent.append((path, rec.hash))
         yield FileContent(path, st.st_mode & 0o777, data)
     yield EndOfSync()
+
+
+def _track_local_changes(
+    replica: _Replica, loaded: dict[str, Record], records: dict[str, Record], now_ms: int
+) -> None:
+    """Keep what local edits and deletions replaced (from the bases), and take
+    the new contents as bases: writes made here, pending until a peer has them."""
+    store = replica.store
+    assert store is not None
+    for path, rec in records.items():
+        old = loaded.get(path)
+        live_before = old is not None and not old.deleted
+        if rec.deleted:
+            if live_before:
+                base = store.bases.get(path)
+                if base is not None and base[0] == old.hash:
+                    store.keep_base_version(path, old.mtime, old.mode, "deleted", now_ms)
+                store.forget_base(path)
+            continue
+        if live_before and old.hash == rec.hash:
+            if store.fresh and path not in store.bases:
+                _take_base(replica, rec, pending=False)
+            continue
+        if live_before and path in store.bases and store.bases[path][0] == old.hash:
+            store.keep_base_version(path, old.mtime, old.mode, "edited", now_ms)
+        _take_base(replica, rec, pending=True)
+
+
+def _take_base(replica: _Replica, rec: Record, pending: bool) -> None:
+    store = replica.store
+    if rec.hash in store.sizes:
+        store.set_base(rec.path, rec.hash, None, pending)
+        return
+    if not store.room_for(rec.size):
+        store.forget_base(rec.path)
+        return
+    try:
+        data, _ = replica.dir.read(rec.path)
+    except (OSError, UnsafePath):
+        return
+    if hashlib.sha256(data).hexdigest() == rec.hash:  # unchanged since the scan
+        store.set_base(rec.path, rec.hash, data, pending)
+
+
+def restore(ctx: Context, version_id: int) -> dict:
+    """Put a kept version back as a new local write (it then syncs, and wins).
+
+    What it replaces is kept as a version too.  Raises LookupError for an
+    unknown version, ValueError for a path this node no longer syncs.
+    """
+    replica = _Replica(ctx)
+    result = SessionResult(peer="")
+    replica.open()
+    try:
+        store = replica.store
+        v = store.find(version_id) if store is not None else None
+        if v is None:
+            raise LookupError(f"no version {version_id}")
+        path = v["path"]
+        if not replica.accepts(path):
+            raise ValueError(f"{path} is not synced by this node (filters)")
+        data = store.read(v["hash"])
+        cur = replica.records.get(path)
+        live = cur is not None and not cur.deleted
+        if live and cur.hash == v["hash"]:
+            return {"restored": path, "id": version_id, "unchanged": True}
+        if live:
+            replica.keep_local(path, "restored", result)
+            store.save(replica.now_ms())
+        mtime = replica.now_ms()
+        if cur is not None:
+            mtime = max(mtime, cur.mtime + 1)
+        st = replica.dir.write(path, data, v["mode"], mtime, cur.sig if live else None)
+        replica.records[path] = Record(path, v["hash"], mtime, len(data), v["mode"], False,
+                                       signature(st))  # fmt: skip
+        store.set_base(path, v["hash"], None, pending=True)
+        replica.local_changes = True
+        log.info("restored %s from version %d", path, version_id)
+        return {"restored": path, "id": version_id, "unchanged": False}
+    finally:
+        replica.close(result)

@@ -56,6 +56,7 @@ class SessionHistory:
             "arrived": [p for p in result.changed if p not in removed][:MAX_PATHS],
             "removed": result.removed[:MAX_PATHS],
             "reloaded": list(reloaded),
+            "conflicts": result.conflicts[:MAX_PATHS],  # writes made here that lost
         }
         with self._lock:
             last = next((e for e in self._entries if e["peer"] == peer
@@ -129,4 +130,15 @@ def snapshot(d) -> dict:
         "tombstones": tombstones,
         "peers": [peer_view(w) for w in list(d.workers.values())],
         "history": d.history.entries(),
+        "conflicts": _conflicts(cfg),
     }
+
+
+def _conflicts(cfg) -> list[dict]:
+    """Recent writes made here that lost to a peer's (kept in the version store)."""
+    from .versions_view import recent_conflicts
+
+    try:
+        return recent_conflicts(cfg)
+    except OSError:
+        return []

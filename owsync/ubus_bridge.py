@@ -84,6 +84,7 @@ class SessionNotifier:
                 "deleted": result.deleted,
                 "files": result.changed[:MAX_EVENT_FILES],
                 "reloaded": packages,
+                "conflicts": result.conflicts[:MAX_EVENT_FILES],
             },
         )
         return packages
@@ -171,11 +172,15 @@ class UbusBridge(threading.Thread):
         methods: the same handlers are published twice.
         """
         string = self.ubus.BLOBMSG_TYPE_STRING
+        integer = self.ubus.BLOBMSG_TYPE_INT32
         common = {SESSION_ARG: string} if session_arg else {}
         return {
             "status": {"method": self._status, "signature": dict(common)},
             "sync": {"method": self._sync, "signature": dict(common)},
             "sync_peer": {"method": self._sync, "signature": {**common, "peer": string}},
+            "versions": {"method": self._versions, "signature": dict(common)},
+            "diff": {"method": self._diff, "signature": {**common, "id": integer}},
+            "restore": {"method": self._restore, "signature": {**common, "id": integer}},
         }
 
     def _healthy(self) -> bool:
@@ -212,6 +217,23 @@ class UbusBridge(threading.Thread):
 
     def _status(self, handler, data) -> None:
         handler.reply(blob_safe(self.d.status()))
+
+    def _versions(self, handler, data) -> None:
+        self._answer(handler, {"method": "versions"})
+
+    def _diff(self, handler, data) -> None:
+        self._answer(handler, {"method": "diff", "id": (data or {}).get("id")})
+
+    def _restore(self, handler, data) -> None:
+        self._answer(handler, {"method": "restore", "id": (data or {}).get("id")})
+
+    def _answer(self, handler, req: dict) -> None:
+        """The control request's reply, its ``ok`` dropped; a failure as ``error``."""
+        from .control import versions_request
+
+        out = versions_request(self.d, req["method"], req)
+        out.pop("ok", None)
+        handler.reply(blob_safe(out))
 
     def _sync(self, handler, data) -> None:
         peer = (data or {}).get("peer")

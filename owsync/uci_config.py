@@ -31,6 +31,10 @@ OPTIONS = {
     "reload_services": "reload_services",
     "control_socket": "control_socket",
     "ubus_socket": "ubus_socket",
+    "versions_dir": "versions_dir",
+    "versions_keep": "versions_keep",
+    "versions_max_size": "versions_max_size",
+    "versions_max_age": "versions_max_age",
 }
 LISTS = ("peer", "include", "exclude")
 

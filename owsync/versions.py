@@ -1,0 +1,399 @@
+"""The version store: what a session or a local edit replaced, kept to restore.
+
+One store per node, outside what it syncs (a store inside the sync directory
+is excluded from it).  Layout::
+
+    <dir>/index.json                  versions, bases, the next id (replaced atomically)
+    <dir>/objects/<2 hex>/<sha256>    contents, each stored once, by hash
+
+A *version* is a content that was replaced or removed here: by a peer's
+newer write (``replaced``), by a peer's deletion (``deleted``), by a write
+made here that lost last-writer-wins before it reached any peer
+(``conflict``: the losing write itself), by a local edit or deletion
+(``edited``, ``deleted`` with no peer), or by a restore (``restored``).
+
+A *base* is the last content of each file that owsync saw (received, or
+found by a scan), so that a local edit, which overwrites the file before
+owsync hears of it, still leaves the version it replaced.  A base whose write
+was made here and has not yet been sent to a peer is *pending*: if a peer's
+write replaces it before it is sent, that is a conflict.
+
+Limits (count per file, total size, age) are applied each time the index is
+saved: the oldest go first, bases not needed by a version before versions.
+An object is written (temp file, fsync, rename) before the index that names
+it, and the index before the file it describes is overwritten, so a crash
+leaves at worst an object no index names, removed at the next save.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import time
+
+log = logging.getLogger("owsync")
+
+REASONS = ("replaced", "deleted", "conflict", "edited", "restored")
+DEFAULT_KEEP = 10
+DEFAULT_MAX_SIZE = 1024 * 1024
+DEFAULT_MAX_AGE_DAYS = 30
+_TMP = ".tmp-"
+
+
+class Limits:
+    """What the store may hold: ``keep`` versions per file (0: no store at all),
+    ``max_size`` bytes of contents, versions no older than ``max_age_days``."""
+
+    def __init__(
+        self,
+        keep: int = DEFAULT_KEEP,
+        max_size: int = DEFAULT_MAX_SIZE,
+        max_age_days: int = DEFAULT_MAX_AGE_DAYS,
+    ) -> None:
+        self.keep, self.max_size, self.max_age_days = keep, max_size, max_age_days
+
+
+def looks_like_text(data: bytes) -> bool:
+    if b"\0" in data[:8192]:
+        return False
+    try:
+        data[:65536].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return exc.start > 65532  # a character cut at the end of the sample
+    return True
+
+
+# --- pure: what to drop ------------------------------------------------------
+
+
+def prune(
+    versions: list[dict], bases: dict[str, list], sizes: dict[str, int], limits: Limits, now_ms: int
+) -> tuple[list[dict], dict[str, list]]:
+    """The versions and bases that stay within ``limits`` (oldest dropped first).
+
+    ``versions`` are in the order they were kept; ``sizes`` maps each hash to
+    its content's size.  Bases go before versions when space runs out, the
+    largest first: a base only lets a future local edit be undone.
+    """
+    cutoff = now_ms - limits.max_age_days * 86_400_000
+    kept = [v for v in versions if v["kept"] >= cutoff]
+    per_path: dict[str, int] = {}
+    newest_first = []
+    for v in reversed(kept):
+        n = per_path.get(v["path"], 0)
+        if n < limits.keep:
+            per_path[v["path"]] = n + 1
+            newest_first.append(v)
+    kept = newest_first[::-1]
+    bases = dict(bases)
+
+    def total() -> int:
+        live = {v["hash"] for v in kept} | {b[0] for b in bases.values()}
+        return sum(sizes.get(h, 0) for h in live)
+
+    size = total()
+    if size > limits.max_size:
+        needed = {v["hash"] for v in kept}
+        for path, b in sorted(bases.items(), key=lambda kv: -sizes.get(kv[1][0], 0)):
+            if size <= limits.max_size:
+                break
+            del bases[path]
+            if b[0] not in needed and b[0] not in {x[0] for x in bases.values()}:
+                size -= sizes.get(b[0], 0)
+        while kept and size > limits.max_size:
+            gone = kept.pop(0)
+            if gone["hash"] not in {v["hash"] for v in kept} | {b[0] for b in bases.values()}:
+                size -= sizes.get(gone["hash"], 0)
+    return kept, bases
+
+
+# --- the store on disk ---------------------------------------------------------
+
+
+class VersionStore:
+    def __init__(self, path: str, limits: Limits) -> None:
+        self.dir = path
+        self.limits = limits
+        self.versions: list[dict] = []
+        self.bases: dict[str, list] = {}  # path -> [hash, pending]
+        self.next_id = 1
+        self.sizes: dict[str, int] = {}  # hash -> size, of the objects on disk
+        self.stored = 0  # their total
+        self.fresh = True  # no index yet: every file's base is still to take
+        self.changed = False
+        self._dirs_made: set[str] = set()
+        self._dirty_dirs: set[str] = set()  # object directories with new entries
+
+    # loading -----------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: str, limits: Limits, tidy: bool = True) -> VersionStore:
+        """Load the store; ``tidy`` (only for its writer, under the directory
+        lock) removes the temp files of a write a crash interrupted."""
+        store = cls(path, limits)
+        store._load(tidy)
+        return store
+
+    @classmethod
+    def index_only(cls, path: str, limits: Limits) -> VersionStore:
+        """The index alone, for reading (status, listings): no walk of the contents."""
+        store = cls(path, limits)
+        store._load_index()
+        return store
+
+    def _load_index(self) -> None:
+        try:
+            with open(os.path.join(self.dir, "index.json"), "rb") as f:
+                data = json.loads(f.read())
+            self.versions = [v for v in data["versions"] if _valid(v)]
+            self.bases = {p: [b[0], bool(b[1])] for p, b in data["bases"].items() if _is_hash(b[0])}
+            self.next_id = max(int(data["next"]), 1)
+            self.fresh = False
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
+            log.warning("version store %s: unreadable index (%s): starting afresh", self.dir, exc)
+
+    def _load(self, tidy: bool) -> None:
+        self._load_index()
+        self.sizes = {}
+        objects = os.path.join(self.dir, "objects")
+        with contextlib.suppress(FileNotFoundError):
+            for sub in os.scandir(objects):
+                if not sub.is_dir(follow_symlinks=False):
+                    continue
+                for e in os.scandir(sub.path):
+                    if e.name.startswith(_TMP):
+                        if tidy:
+                            with contextlib.suppress(OSError):
+                                os.unlink(e.path)  # a write a crash interrupted
+                    elif e.is_file(follow_symlinks=False):
+                        self.sizes[e.name] = e.stat(follow_symlinks=False).st_size
+        self.stored = sum(self.sizes.values())
+        # an index entry whose object is gone (removed by hand) is no version
+        self.versions = [v for v in self.versions if v["hash"] in self.sizes]
+        self.bases = {p: b for p, b in self.bases.items() if b[0] in self.sizes}
+
+    # contents ----------------------------------------------------------------
+
+    def _object(self, digest: str) -> str:
+        return os.path.join(self.dir, "objects", digest[:2], digest)
+
+    def put(self, digest: str, data: bytes) -> None:
+        """Store a content (durably) unless it is there already."""
+        if digest in self.sizes:
+            return
+        path = self._object(digest)
+        parent = os.path.dirname(path)
+        if parent not in self._dirs_made:
+            os.makedirs(parent, mode=0o700, exist_ok=True)
+            self._dirs_made.add(parent)
+        tmp = os.path.join(parent, f"{_TMP}{os.urandom(6).hex()}")
+        fd = os.open(
+            tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
+        )
+        try:
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.rename(tmp, path)
+            self._dirty_dirs.add(parent)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        self.sizes[digest] = len(data)
+        self.stored += len(data)
+
+    def read(self, digest: str) -> bytes:
+        with open(self._object(digest), "rb") as f:
+            return f.read()
+
+    def room_for(self, size: int) -> bool:
+        """Whether a base of ``size`` bytes fits the size limit now (counting
+        every content on disk, also those the next save removes)."""
+        return self.stored + size <= self.limits.max_size
+
+    # versions and bases ------------------------------------------------------
+
+    def keep(
+        self,
+        path: str,
+        digest: str,
+        data: bytes,
+        mtime: int,
+        mode: int,
+        reason: str,
+        peer: str = "",
+        now_ms: int | None = None,
+    ) -> dict:
+        """Keep ``data`` (the content of ``path`` about to be replaced or removed)."""
+        self.put(digest, data)
+        v = {
+            "id": self.next_id,
+            "path": path,
+            "hash": digest,
+            "size": len(data),
+            "mtime": mtime,
+            "mode": mode & 0o777,
+            "reason": reason,
+            "peer": peer,
+            "kept": now_ms if now_ms is not None else int(time.time() * 1000),
+            "text": looks_like_text(data),
+        }
+        self.next_id += 1
+        self.versions.append(v)
+        self.changed = True
+        return v
+
+    def keep_base_version(self, path: str, mtime: int, mode: int, reason: str, now_ms: int):
+        """Keep the base of ``path`` as a version (its file is already gone or
+        rewritten: a local edit or deletion); None when no base was kept."""
+        b = self.bases.get(path)
+        if b is None or b[0] not in self.sizes:
+            return None
+        data = self.read(b[0])
+        return self.keep(path, b[0], data, mtime, mode, reason, "", now_ms)
+
+    def pending(self, path: str, digest: str) -> bool:
+        """Whether ``digest`` is a write made here that no peer has received yet."""
+        b = self.bases.get(path)
+        return b is not None and b[0] == digest and b[1]
+
+    def set_base(self, path: str, digest: str, data: bytes | None, pending: bool) -> None:
+        """Remember ``digest`` as the last content of ``path`` (stored when
+        ``data`` is given and there is room; without, only if already there)."""
+        b = self.bases.get(path)
+        if b is not None and b[0] == digest:
+            if b[1] != pending:
+                b[1] = pending
+                self.changed = True
+            return
+        if digest not in self.sizes:
+            if data is None or not self.room_for(len(data)):
+                if b is not None:
+                    del self.bases[path]
+                    self.changed = True
+                return
+            self.put(digest, data)
+        self.bases[path] = [digest, pending]
+        self.changed = True
+
+    def sent(self, path: str, digest: str) -> None:
+        """A peer received ``digest`` for ``path``: no longer a pending write."""
+        b = self.bases.get(path)
+        if b is not None and b[0] == digest and b[1]:
+            b[1] = False
+            self.changed = True
+
+    def forget_base(self, path: str) -> None:
+        if self.bases.pop(path, None) is not None:
+            self.changed = True
+
+    # saving ------------------------------------------------------------------
+
+    def save(self, now_ms: int | None = None, collect: bool = True) -> None:
+        """Apply the limits, write the index durably; with ``collect``, remove
+        the contents it does not name (not mid-session: a received file's
+        content waits there to become its base once the file is in place)."""
+        if not self.changed and not self.fresh:
+            if collect:
+                self.collect()
+            return
+        now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
+        before = len(self.versions)
+        self.versions, self.bases = prune(
+            self.versions, self.bases, self.sizes, self.limits, now_ms
+        )
+        if len(self.versions) < before:
+            log.debug("version store: %d version(s) pruned", before - len(self.versions))
+        os.makedirs(self.dir, mode=0o700, exist_ok=True)
+        for d in self._dirty_dirs:
+            _fsync_dir(d)  # the objects' entries, before an index names them
+        self._dirty_dirs.clear()
+        data = json.dumps(
+            {"format": 1, "next": self.next_id, "versions": self.versions, "bases": self.bases},
+            separators=(",", ":"),
+        ).encode()
+        index = os.path.join(self.dir, "index.json")
+        tmp = index + ".tmp"
+        fd = os.open(
+            tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
+        )
+        try:
+            try:
+                os.write(fd, data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, index)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        _fsync_dir(self.dir)
+        self.changed = self.fresh = False
+        if collect:
+            self.collect()
+
+    def collect(self) -> None:
+        """Remove the contents no version or base names."""
+        live = {v["hash"] for v in self.versions} | {b[0] for b in self.bases.values()}
+        for digest in [h for h in self.sizes if h not in live]:
+            with contextlib.suppress(OSError):
+                os.unlink(self._object(digest))
+            self.stored -= self.sizes.pop(digest)
+
+    # reading -----------------------------------------------------------------
+
+    def listing(self, path: str | None = None) -> list[dict]:
+        """Kept versions, newest first (of one path, or all)."""
+        out = [v for v in self.versions if path is None or v["path"] == path]
+        return out[::-1]
+
+    def find(self, version_id: int) -> dict | None:
+        for v in self.versions:
+            if v["id"] == version_id:
+                return v
+        return None
+
+    def summary(self) -> dict:
+        live = {v["hash"] for v in self.versions} | {b[0] for b in self.bases.values()}
+        return {
+            "dir": self.dir,
+            "bytes": sum(self.sizes.get(h, 0) for h in live),
+            "objects": len(live),
+            "keep": self.limits.keep,
+            "max_size": self.limits.max_size,
+            "max_age_days": self.limits.max_age_days,
+        }
+
+
+def _is_hash(h) -> bool:
+    return type(h) is str and len(h) == 64 and all(c in "0123456789abcdef" for c in h)
+
+
+def _valid(v) -> bool:
+    return (
+        isinstance(v, dict)
+        and type(v.get("id")) is int
+        and type(v.get("path")) is str
+        and _is_hash(v.get("hash"))
+        and v.get("reason") in REASONS
+        and type(v.get("kept")) is int
+    )
+
+
+def _fsync_dir(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
