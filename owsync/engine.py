@@ -167,6 +167,7 @@ class _Replica:
         self.store: VersionStore | None = None
         self.sent: list[tuple[str, str]] = []  # (path, hash) served to the peer
         self.completed = False  # the session ran to its end: what was sent arrived
+        self.peer_label: str | None = None  # who replaced a kept version (None: result.peer)
 
     def accepts(self, path: str) -> bool:
         """Whether a path (ours or a peer's) is one this node syncs (memoized)."""
@@ -290,9 +291,9 @@ class _Replica:
             return
         if self.store.pending(path, local.hash):
             reason = "conflict"
-        v = self.store.keep(
-            path, local.hash, data, local.mtime, local.mode, reason, result.peer, self.now_ms()
-        )
+        by = self.peer_label if self.peer_label is not None else result.peer
+        v = self.store.keep(path, local.hash, data, local.mtime, local.mode, reason, by,
+                            self.now_ms())  # fmt: skip
         if reason == "conflict":
             result.conflicts.append(path)
             log.warning(
@@ -355,6 +356,10 @@ def run_session(
         sock, ctx.cipher, frame_limit(ctx.max_file_size), ctx.idle_timeout, ctx.should_stop
     )
     replica = _Replica(ctx)
+    if not initiator:  # an incoming peer's port is ephemeral: its address names it
+        from .status import host_of
+
+        replica.peer_label = host_of(peer)
     machine = Session(replica.accepts, ctx.max_file_size)
     try:
         _drive(ch, ctx, replica, machine, result, on_hello, initiator)

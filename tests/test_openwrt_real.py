@@ -317,3 +317,35 @@ def test_procd_runs_the_instance_as_the_init_script_declares_it(bus, tmp_path):
     finally:
         bus.call("service", "delete", {"name": "owsync"})
     assert wait_for(lambda: pid() is None, 10)
+
+
+def test_versions_diff_and_restore_on_the_real_bus(bus, owrt):
+    """`ubus call owsync versions`, `diff {"id": N}` and `restore {"id": N}` as an
+    admin types them; the restore reaches the peer.  The same on luci.owsync."""
+    a, b = owrt("a"), owrt("b")
+    a.configure([b.addr], bus=bus)
+    b.configure([a.addr])
+    (b.dir / "firewall").write_text("config zone lan\n")
+    a.start()
+    b.start()
+    assert wait_for(lambda: registered(bus) and a.has("firewall"), 10), a.text()
+    (b.dir / "firewall").write_text("config zone oops\n")
+    assert wait_for(lambda: a.has("firewall", b"config zone oops\n"), 10)
+    listed = bus.ubus("-v", "list", "owsync").stdout
+    assert '"versions":{}' in listed and '"restore":{"id":"Integer"}' in listed, listed
+    assert '"diff":{"id":"Integer"}' in listed, listed
+    kept = bus.call("owsync", "versions")
+    (v,) = [v for v in kept["versions"] if v["path"] == "firewall"]
+    assert v["reason"] == "replaced" and v["text"] is True
+    assert v["peer"] in (b.addr, "127.0.0.1")  # b's session, or a's (incoming: no port)
+    assert v["kept"] > 1_700_000_000_000  # milliseconds: blobmsg carries 64-bit integers
+    assert kept["store"]["max_size"] == 1024 * 1024
+    d = bus.call("owsync", "diff", {"id": v["id"]})
+    assert "-config zone lan" in d["diff"] and "+config zone oops" in d["diff"], d
+    assert "no version" in bus.call("owsync", "diff", {"id": 9999})["error"]
+    session = {"ubus_rpc_session": "0" * 32}
+    assert bus.call("luci.owsync", "versions", session)["versions"][0]["id"] == v["id"]
+    out = bus.call("owsync", "restore", {"id": v["id"]})
+    assert out == {"restored": "firewall", "id": v["id"], "unchanged": False}, out
+    assert wait_for(lambda: b.has("firewall", b"config zone lan\n"), 10), b.text()
+    assert a.has("firewall", b"config zone lan\n")
