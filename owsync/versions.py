@@ -33,6 +33,8 @@ import logging
 import os
 import time
 
+from .syncdir import have_syncfs, syncfs
+
 log = logging.getLogger("owsync")
 
 REASONS = ("replaced", "deleted", "conflict", "edited", "restored")
@@ -40,6 +42,7 @@ DEFAULT_KEEP = 10
 DEFAULT_MAX_SIZE = 1024 * 1024
 DEFAULT_MAX_AGE_DAYS = 30
 _TMP = ".tmp-"
+FLUSH_BYTES = 8 * 1024 * 1024  # kept contents held in memory before a save
 
 
 class Limits:
@@ -69,44 +72,50 @@ def looks_like_text(data: bytes) -> bool:
 
 
 def prune(
-    versions: list[dict], bases: dict[str, list], sizes: dict[str, int], limits: Limits, now_ms: int
+    versions: list[dict], bases: dict[str, list], size_of, limits: Limits, now_ms: int
 ) -> tuple[list[dict], dict[str, list]]:
     """The versions and bases that stay within ``limits`` (oldest dropped first).
 
-    ``versions`` are in the order they were kept; ``sizes`` maps each hash to
-    its content's size.  Bases go before versions when space runs out, the
+    ``versions`` are in the order they were kept; ``size_of(hash)`` is a
+    content's size.  Bases go before versions when space runs out, the
     largest first: a base only lets a future local edit be undone.
     """
     cutoff = now_ms - limits.max_age_days * 86_400_000
-    kept = [v for v in versions if v["kept"] >= cutoff]
     per_path: dict[str, int] = {}
     newest_first = []
-    for v in reversed(kept):
+    for v in reversed(versions):
+        if v["kept"] < cutoff:
+            continue
         n = per_path.get(v["path"], 0)
         if n < limits.keep:
             per_path[v["path"]] = n + 1
             newest_first.append(v)
     kept = newest_first[::-1]
     bases = dict(bases)
+    refs: dict[str, int] = {}
+    for h in [v["hash"] for v in kept] + [b[0] for b in bases.values()]:
+        refs[h] = refs.get(h, 0) + 1
+    size = sum(size_of(h) for h in refs)
 
-    def total() -> int:
-        live = {v["hash"] for v in kept} | {b[0] for b in bases.values()}
-        return sum(sizes.get(h, 0) for h in live)
+    def unref(h: str) -> int:
+        refs[h] -= 1
+        if refs[h]:
+            return 0
+        del refs[h]
+        return size_of(h)
 
-    size = total()
     if size > limits.max_size:
-        needed = {v["hash"] for v in kept}
-        for path, b in sorted(bases.items(), key=lambda kv: -sizes.get(kv[1][0], 0)):
+        for path, b in sorted(bases.items(), key=lambda kv: -size_of(kv[1][0])):
             if size <= limits.max_size:
                 break
-            del bases[path]
-            if b[0] not in needed and b[0] not in {x[0] for x in bases.values()}:
-                size -= sizes.get(b[0], 0)
-        while kept and size > limits.max_size:
-            gone = kept.pop(0)
-            if gone["hash"] not in {v["hash"] for v in kept} | {b[0] for b in bases.values()}:
-                size -= sizes.get(gone["hash"], 0)
-    return kept, bases
+            if refs[b[0]] == 1:  # a content some version shares frees nothing
+                del bases[path]
+                size -= unref(b[0])
+    first = 0
+    while first < len(kept) and size > limits.max_size:
+        size -= unref(kept[first]["hash"])
+        first += 1
+    return kept[first:], bases
 
 
 # --- the store on disk ---------------------------------------------------------
@@ -121,10 +130,15 @@ class VersionStore:
         self.next_id = 1
         self.sizes: dict[str, int] = {}  # hash -> size, of the objects on disk
         self.stored = 0  # their total
+        # contents of versions kept since the last save, written only if they
+        # survive its pruning (a burst of replaces keeps only what fits)
+        self._unwritten: dict[str, bytes] = {}
+        self._unwritten_bytes = 0
         self.fresh = True  # no index yet: every file's base is still to take
         self.changed = False
         self._dirs_made: set[str] = set()
         self._dirty_dirs: set[str] = set()  # object directories with new entries
+        self.by_fs = have_syncfs()  # one syncfs makes every new content durable
 
     # loading -----------------------------------------------------------------
 
@@ -181,8 +195,16 @@ class VersionStore:
     def _object(self, digest: str) -> str:
         return os.path.join(self.dir, "objects", digest[:2], digest)
 
+    def size_of(self, digest: str) -> int:
+        size = self.sizes.get(digest)
+        if size is None:
+            data = self._unwritten.get(digest)
+            size = len(data) if data is not None else 0
+        return size
+
     def put(self, digest: str, data: bytes) -> None:
-        """Store a content (durably) unless it is there already."""
+        """Store a content unless it is there already; it is made durable (with
+        every other) before an index names it."""
         if digest in self.sizes:
             return
         path = self._object(digest)
@@ -199,7 +221,8 @@ class VersionStore:
                 view = memoryview(data)
                 while view:
                     view = view[os.write(fd, view) :]
-                os.fsync(fd)
+                if not self.by_fs:
+                    os.fsync(fd)
             finally:
                 os.close(fd)
             os.rename(tmp, path)
@@ -233,8 +256,14 @@ class VersionStore:
         peer: str = "",
         now_ms: int | None = None,
     ) -> dict:
-        """Keep ``data`` (the content of ``path`` about to be replaced or removed)."""
-        self.put(digest, data)
+        """Keep ``data`` (the content of ``path`` about to be replaced or removed).
+
+        It is on disk once :meth:`save` returns (which the caller runs before
+        replacing anything); many unsaved contents save themselves.
+        """
+        if digest not in self.sizes and digest not in self._unwritten:
+            self._unwritten[digest] = data
+            self._unwritten_bytes += len(data)
         v = {
             "id": self.next_id,
             "path": path,
@@ -250,6 +279,8 @@ class VersionStore:
         self.next_id += 1
         self.versions.append(v)
         self.changed = True
+        if self._unwritten_bytes > FLUSH_BYTES:
+            self.save(v["kept"], collect=False)
         return v
 
     def keep_base_version(self, path: str, mtime: int, mode: int, reason: str, now_ms: int):
@@ -309,14 +340,17 @@ class VersionStore:
         now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
         before = len(self.versions)
         self.versions, self.bases = prune(
-            self.versions, self.bases, self.sizes, self.limits, now_ms
+            self.versions, self.bases, self.size_of, self.limits, now_ms
         )
         if len(self.versions) < before:
             log.debug("version store: %d version(s) pruned", before - len(self.versions))
         os.makedirs(self.dir, mode=0o700, exist_ok=True)
-        for d in self._dirty_dirs:
-            _fsync_dir(d)  # the objects' entries, before an index names them
-        self._dirty_dirs.clear()
+        unwritten, self._unwritten, self._unwritten_bytes = self._unwritten, {}, 0
+        for v in self.versions:
+            data = unwritten.pop(v["hash"], None)
+            if data is not None:
+                self.put(v["hash"], data)
+        self._make_durable()
         data = json.dumps(
             {"format": 1, "next": self.next_id, "versions": self.versions, "bases": self.bases},
             separators=(",", ":"),
@@ -328,7 +362,9 @@ class VersionStore:
         )
         try:
             try:
-                os.write(fd, data)
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
                 os.fsync(fd)
             finally:
                 os.close(fd)
@@ -341,6 +377,22 @@ class VersionStore:
         self.changed = self.fresh = False
         if collect:
             self.collect()
+
+    def _make_durable(self) -> None:
+        """The new contents and their directory entries, before an index names them."""
+        dirs = sorted(self._dirty_dirs)
+        self._dirty_dirs.clear()
+        if not dirs:
+            return
+        if self.by_fs:
+            fd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                syncfs([fd])
+            finally:
+                os.close(fd)
+            return
+        for d in dirs:
+            _fsync_dir(d)
 
     def collect(self) -> None:
         """Remove the contents no version or base names."""

@@ -161,7 +161,7 @@ def test_prune_is_oldest_first_within_each_limit():
     now = 10 * 86_400_000
     vs = [{"id": i, "path": "p" if i % 2 else "q", "hash": h[i], "kept": now - (20 - i) * 1000}
           for i in range(20)]  # fmt: skip
-    sizes = {x: 100 for x in h}
+    sizes = {x: 100 for x in h}.get
     kept, bases = prune(vs, {"p": [h[19], False]}, sizes, Limits(4, 10_000, 30), now)
     assert [v["id"] for v in kept] == [12, 13, 14, 15, 16, 17, 18, 19]
     kept, bases = prune(vs, {"p": [h[0], False]}, sizes, Limits(4, 550, 30), now)
