@@ -15,11 +15,12 @@ owsync.
 
 from __future__ import annotations
 
+import json
 import logging
-import queue
 import re
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 
 from .engine import SessionResult
@@ -34,6 +35,7 @@ RETRY = 2.0  # seconds between reconnection attempts
 HEALTH = 2.0  # seconds between checks that the object is still registered
 _PACKAGE = re.compile(r"[A-Za-z0-9_-]+")
 MAX_EVENT_FILES = 100
+MAX_EVENTS = 64  # events queued between two turns of the ubus loop
 
 
 def changed_packages(paths: list[str]) -> list[str]:
@@ -95,16 +97,30 @@ class UbusBridge(threading.Thread):
         super().__init__(name="owsync-ubus", daemon=True)
         self.d = daemon
         self.socket_path = socket_path
-        self.outbox: queue.SimpleQueue = queue.SimpleQueue()
+        # What other threads ask of the bus, bounded whatever ubusd does: service
+        # reloads by their arguments (a package's reload asked twice while ubusd
+        # is away is one reload once it is back), events only while connected
+        # (a notification is stale once ubusd is back), at most MAX_EVENTS.
+        self._lock = threading.Lock()
+        self._calls: dict[tuple, tuple[str, str, dict]] = {}
+        self._events: deque = deque(maxlen=MAX_EVENTS)
+        self.available = True  # False once the bindings are found missing
         self.connected = False
         self.registered_once = False
 
     # called from any thread
     def call(self, obj: str, method: str, data: dict) -> None:
-        self.outbox.put(("call", obj, method, data))
+        if not self.available:
+            return
+        key = (obj, method, json.dumps(data, sort_keys=True))
+        with self._lock:
+            self._calls[key] = (obj, method, data)
 
     def send(self, event: str, data: dict) -> None:
-        self.outbox.put(("send", event, data))
+        if not (self.available and self.connected):
+            return
+        with self._lock:
+            self._events.append((event, data))
 
     # --- the ubus thread ----------------------------------------------------
 
@@ -114,6 +130,10 @@ class UbusBridge(threading.Thread):
         except ImportError:
             level = logging.WARNING if self.d.cfg.reload_enabled else logging.INFO
             log.log(level, "no ubus python bindings: no ubus object, no service reloads")
+            self.available = False
+            with self._lock:
+                self._calls.clear()
+                self._events.clear()
             return
         self.ubus = ubus
         down_logged = False
@@ -202,18 +222,20 @@ class UbusBridge(threading.Thread):
             pass
 
     def _flush(self) -> None:
-        while True:
+        with self._lock:
+            calls, self._calls = list(self._calls.values()), {}
+            events = list(self._events)
+            self._events.clear()
+        for obj, method, data in calls:
             try:
-                item = self.outbox.get_nowait()
-            except queue.Empty:
-                return
-            try:
-                if item[0] == "call":
-                    self.ubus.call(item[1], item[2], item[3])
-                else:
-                    self.ubus.send(item[1], item[2])
+                self.ubus.call(obj, method, data)
             except Exception as exc:
-                log.warning("ubus %s %s failed: %s", item[0], item[1], exc)
+                log.warning("ubus call %s %s failed: %s", obj, method, exc)
+        for event, data in events:
+            try:
+                self.ubus.send(event, data)
+            except Exception as exc:
+                log.warning("ubus send %s failed: %s", event, exc)
 
     def _status(self, handler, data) -> None:
         handler.reply(blob_safe(self.d.status()))
