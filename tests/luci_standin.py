@@ -22,7 +22,13 @@ the calls the owsync views make:
   control socket (``{"method": "status"}``, ``{"method": "sync", "peer": ...}``;
   what the daemon's ubus object answers is the same status model, which
   tests/test_openwrt_real.py checks against the real ubusd), with null
-  values dropped as blobmsg drops them.
+  values dropped as blobmsg drops them.  ``versions``, ``diff {"id"}`` and
+  ``restore {"id"}`` are relayed the same way (``{"method": "diff", "id": N}``).
+- ``SampleStandIn``: the same, with ``luci.owsync versions|diff|restore``
+  answered from a version store the test describes (no daemon needed): an
+  unknown id is ``{"error": "no version N"}`` as the daemon answers it (README),
+  or with ``not_found_status`` ubus status 4 (NOT_FOUND); an id that is not
+  an integer is status 2 (INVALID_ARGUMENT), as ubusd's policy check.
 - ``owsync.key info|set``: the real rpcd plugin files/usr/libexec/rpcd/owsync.key
   (owsync.rpcd_key), run as rpcd runs it, on the test's key file.
 - ``uci get``: the test's UCI file, read with the test parser of
@@ -42,6 +48,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -178,7 +185,10 @@ class StandIn:
 
     def _daemon(self, method: str, args: dict) -> list:
         req = {"status": {"method": "status"}, "sync": {"method": "sync"},
-               "sync_peer": {"method": "sync", "peer": args.get("peer")}}.get(method)  # fmt: skip
+               "sync_peer": {"method": "sync", "peer": args.get("peer")},
+               "versions": {"method": "versions"},
+               "diff": {"method": "diff", "id": args.get("id")},
+               "restore": {"method": "restore", "id": args.get("id")}}.get(method)  # fmt: skip
         if req is None:
             return [METHOD_NOT_FOUND]
         if method == "sync_peer" and not args.get("peer"):
@@ -239,6 +249,57 @@ class _Handler(BaseHTTPRequestHandler):
         reply = {"jsonrpc": "2.0", "id": req["id"]}
         reply.update(self.standin.call(sid, obj, method, args or {}))
         return self._send(200, json.dumps(reply).encode(), "application/json")
+
+
+NOT_FOUND, INVALID_ARGUMENT = 4, 2  # ubus status codes
+
+
+class SampleStandIn(StandIn):
+    """The stand-in, with ``luci.owsync versions|diff|restore`` served from
+    ``versions`` (newest first, as the daemon lists them), ``store`` and
+    ``diffs`` (id -> the diff reply; a missing one is an identical text file).
+
+    ``running`` false makes ``luci.owsync`` absent, as when no daemon runs.
+    A restore keeps the content it replaces as a new version (reason
+    ``restored``), as the daemon does, and is recorded in ``restored``.
+    Other ``luci.owsync`` methods go to ``control_socket`` as in StandIn.
+    """
+
+    def __init__(self, uci_file: Path, key_file: Path, rc: dict, versions: list[dict],
+                 store: dict, diffs: dict[int, dict] | None = None,
+                 control_socket: Path = Path("/nonexistent/owsync.sock")) -> None:  # fmt: skip
+        self.versions = versions
+        self.store = store
+        self.diffs = diffs or {}
+        self.running = True
+        self.restored: list[int] = []
+        self.not_found_status = False
+        super().__init__(control_socket, uci_file, key_file, rc)
+
+    def _daemon_up(self) -> bool:
+        return self.running
+
+    def _daemon(self, method: str, args: dict) -> list:
+        if method not in ("versions", "diff", "restore"):
+            return super()._daemon(method, args)
+        if method == "versions":
+            return [0, blob_safe({"versions": self.versions, "store": self.store})]
+        vid = args.get("id")
+        if type(vid) is not int:
+            return [INVALID_ARGUMENT]
+        v = next((v for v in self.versions if v["id"] == vid), None)
+        if v is None:
+            return [NOT_FOUND] if self.not_found_status else [0, {"error": f"no version {vid}"}]
+        if method == "diff":
+            reply = {"id": vid, "path": v["path"], "text": v["text"], "current": "present",
+                     "diff": "", "truncated": False}  # fmt: skip
+            reply.update(self.diffs.get(vid, {}))
+            return [0, blob_safe(reply)]
+        self.restored.append(vid)
+        kept = dict(v, id=max(x["id"] for x in self.versions) + 1, reason="restored", peer="",
+                    kept=int(time.time() * 1000))  # fmt: skip
+        self.versions.insert(0, kept)
+        return [0, {"restored": v["path"], "id": vid}]
 
 
 def chromium_path() -> str | None:

@@ -53,7 +53,8 @@ NODE = shutil.which("node")
 
 def test_the_app_is_laid_out_as_the_luci_feed_expects():
     assert {p.relative_to(RES).as_posix() for p in JS} == {
-        "owsync/format.js", "view/owsync/status.js", "view/owsync/settings.js"}  # fmt: skip
+        "owsync/format.js", "view/owsync/status.js", "view/owsync/settings.js",
+        "view/owsync/history.js"}  # fmt: skip
     mk = (APP / "Makefile").read_text()
     assert "include ../../luci.mk" in mk and "LUCI_DEPENDS:=+owsync +luci-base" in mk
     assert "call BuildPackage - OpenWrt buildroot signature" in mk
@@ -63,7 +64,8 @@ def test_the_app_is_laid_out_as_the_luci_feed_expects():
 def test_menu_and_acl_have_what_luci_reads():
     menu = json.loads((APP / "root/usr/share/luci/menu.d/luci-app-owsync.json").read_text())
     assert menu["admin/services/owsync"]["action"] == {"type": "firstchild"}
-    for node, path in (("status", "owsync/status"), ("settings", "owsync/settings")):
+    for node, path in (("status", "owsync/status"), ("settings", "owsync/settings"),
+                       ("history", "owsync/history")):  # fmt: skip
         entry = menu[f"admin/services/owsync/{node}"]
         assert entry["action"] == {"type": "view", "path": path} and entry["title"]
         assert (RES / "view" / f"{path}.js").is_file()
@@ -73,11 +75,15 @@ def test_menu_and_acl_have_what_luci_reads():
     (group,) = acl.values()
     assert set(acl) == {"luci-app-owsync"} and group["description"]
     assert group["read"] == {
-        "ubus": {"luci.owsync": ["status"], "owsync.key": ["info"], "rc": ["list"]},
+        "ubus": {
+            "luci.owsync": ["status", "versions", "diff"],
+            "owsync.key": ["info"],
+            "rc": ["list"],
+        },
         "uci": ["owsync"],
     }
     assert group["write"] == {
-        "ubus": {"luci.owsync": ["sync", "sync_peer"], "owsync.key": ["set"]},
+        "ubus": {"luci.owsync": ["sync", "sync_peer", "restore"], "owsync.key": ["set"]},
         "uci": ["owsync"],
     }
     # every object and method the views declare is granted, and nothing else

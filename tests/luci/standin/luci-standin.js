@@ -18,7 +18,11 @@
  *   - ui.createHandlerFn: disables the clicked button and adds "spinning"
  *     until the handler's promise settles, then enables it again;
  *     ui.addNotification puts a div.alert-message (plus the given classes)
- *     first in #maincontent.
+ *     first in #maincontent; ui.showModal(title, children, ...classes) fills
+ *     #modal_overlay > .modal with an h4 of the title (a string title is
+ *     innerHTML, as in LuCI) and the children, and shows it by the body's
+ *     class modal-overlay-active; ui.hideModal removes that class and leaves
+ *     the dialog's content in place, as LuCI does.
  *   - L.require with 'require x' / 'require x.y as z' (default name: x_y),
  *     the class instantiated once; baseclass.extend; view (load, then render
  *     into #view, as LuCI's dispatcher does); poll.add (sequential, seconds);
@@ -205,6 +209,23 @@
 			mc.insertBefore(msg, mc.firstElementChild);
 			return msg;
 		},
+		showModal: function (title, children) {
+			var overlay = modalOverlay();
+			var dlg = overlay.firstElementChild;
+			dlg.setAttribute('class', 'modal');
+			for (var i = 2; i < arguments.length; i++) dlg.classList.add(arguments[i]);
+			dom.content(dlg, dom.create('h4', {}, title));
+			dom.append(dlg, children);
+			document.body.classList.add('modal-overlay-active');
+			overlay.scrollTop = 0;
+			overlay.focus();
+			return dlg;
+		},
+		hideModal: function () {
+			var overlay = document.getElementById('modal_overlay');
+			document.body.classList.remove('modal-overlay-active');
+			if (overlay) overlay.blur();
+		},
 		createHandlerFn: function (ctx, fn) {
 			if (typeof fn == 'string') fn = ctx[fn];
 			if (typeof fn != 'function') return null;
@@ -220,6 +241,22 @@
 			};
 		}
 	});
+
+	/* LuCI's ui.js makes the overlay when it starts; here, when a modal is first shown */
+	function modalOverlay() {
+		var overlay = document.getElementById('modal_overlay');
+		if (overlay) return overlay;
+		document.head.appendChild(E('style', {}, [
+			'#modal_overlay{position:fixed;top:0;bottom:0;left:0;right:0;background:rgba(0,0,0,.6);' +
+			'z-index:900;overflow:auto;visibility:hidden}' +
+			'body.modal-overlay-active #modal_overlay{visibility:visible}' +
+			'.modal{width:90%;max-width:600px;margin:5em auto;background:#fff;padding:1em}' +
+			'.modal > pre{overflow:auto;width:100%}' ]));
+		overlay = E('div', { 'id': 'modal_overlay', 'tabindex': -1 }, [
+			E('div', { 'class': 'modal', 'role': 'dialog', 'aria-modal': true }) ]);
+		document.body.appendChild(overlay);
+		return overlay;
+	}
 
 	var uciData = {};
 	var callUciGet = rpc.declare({ object: 'uci', method: 'get', params: [ 'config' ],

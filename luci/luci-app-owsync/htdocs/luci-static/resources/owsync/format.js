@@ -42,6 +42,28 @@ var DIRECTION_LABELS = {
 /* Consecutive failures from which a peer counts as failing, not retrying. */
 var FAILING_AFTER = 3;
 
+/*
+ * What replaced a kept version (ubus luci.owsync versions), in a word for its
+ * label and in a sentence.  "deleted" with no peer is a deletion made here.
+ */
+var REASON_LABELS = {
+	'replaced': _('Replaced'),
+	'deleted': _('Deleted'),
+	'conflict': _('Conflict'),
+	'edited': _('Edited'),
+	'restored': _('Restored')
+};
+
+var REASON_TEXTS = {
+	'replaced': _('overwritten by a newer write from a peer'),
+	'deleted': _('deleted by a peer'),
+	'conflict': _('written here, lost to a newer write from a peer before any peer had it'),
+	'edited': _('replaced by an edit on this router'),
+	'restored': _('replaced by a restore')
+};
+
+var SIZE_UNITS = [ 'KiB', 'MiB', 'GiB', 'TiB' ];
+
 function pad(n) {
 	return (n < 10 ? '0' : '') + n;
 }
@@ -223,5 +245,106 @@ return baseclass.extend({
 			return _('owsync is disabled. Enable it under Settings, set the key and at least one peer, then Save & Apply.');
 
 		return _('owsync is enabled but not running. Check the key and the peers under Settings and the system log (logread -e owsync), or run: /etc/init.d/owsync start');
+	},
+
+	/* "512 B", "1.5 KiB", "12.0 MiB" */
+	size: function(bytes) {
+		var n = Math.max(0, +bytes || 0);
+
+		if (n < 1024)
+			return _('%d B').format(n);
+
+		for (var i = 0; i < SIZE_UNITS.length - 1 && n >= 1024 * 1024; i++)
+			n /= 1024;
+
+		return '%s %s'.format((n / 1024).toFixed(1), SIZE_UNITS[i]);
+	},
+
+	/* The reason of a kept version in a word; an unknown one as the daemon says it. */
+	reasonLabel: function(reason) {
+		return REASON_LABELS[reason] || String(reason == null ? '?' : reason);
+	},
+
+	reasonText: function(v) {
+		if (v.reason == 'deleted' && !v.peer)
+			return _('deleted on this router');
+
+		return REASON_TEXTS[v.reason] || this.reasonLabel(v.reason);
+	},
+
+	/* Who made the change that replaced the version: the peer, or this router. */
+	versionBy: function(v) {
+		return v.peer ? String(v.peer) : _('this router');
+	},
+
+	/*
+	 * The cells of one kept version's row, as text.  The daemon's times are
+	 * milliseconds since the epoch (kept: when it was kept; mtime: when the
+	 * version itself was written); "now" is in seconds, as everywhere here.
+	 */
+	versionRow: function(v, now) {
+		var kept = v.kept == null ? null : v.kept / 1000;
+		var written = v.mtime == null ? null : v.mtime / 1000;
+
+		return {
+			id: v.id,
+			path: String(v.path == null ? '' : v.path),
+			kept: this.relativeTime(kept, now),
+			keptTitle: this.absoluteTime(kept),
+			written: this.absoluteTime(written),
+			reason: Object.prototype.hasOwnProperty.call(REASON_LABELS, v.reason) ? v.reason : 'other',
+			reasonLabel: this.reasonLabel(v.reason),
+			reasonText: this.reasonText(v),
+			conflict: v.reason == 'conflict',
+			by: this.versionBy(v),
+			size: this.size(v.size),
+			text: !!v.text
+		};
+	},
+
+	/* The store's size and limits, in a line above the table. */
+	storeSummary: function(store, count) {
+		if (!store)
+			return '';
+		if (store.keep === 0)
+			return _('No versions are kept: versions_keep is 0 in /etc/config/owsync.');
+
+		return _('%d version(s) kept; the store holds %s in %d content(s), in %s. Limits: %d versions per file, %s in all, %d days.').format(
+			count || 0, this.size(store.bytes), store.objects || 0, store.dir || '?',
+			store.keep || 0, this.size(store.max_size), store.max_age_days || 0);
+	},
+
+	/*
+	 * A unified diff as lines, each with its kind: head (the --- and +++
+	 * lines), hunk (@@), del (only in the kept version), add (only in the
+	 * current file), ctx (in both), note ("\ No newline at end of file").
+	 */
+	diffLines: function(diff) {
+		var lines = String(diff == null ? '' : diff).split('\n');
+		var out = [], inHunk = false;
+
+		if (lines.length && lines[lines.length - 1] === '')
+			lines.pop();
+
+		lines.forEach(function(line) {
+			var kind = 'ctx';
+
+			if (line.indexOf('@@') === 0) {
+				kind = 'hunk';
+				inHunk = true;
+			}
+			else if (!inHunk && (line.indexOf('--- ') === 0 || line.indexOf('+++ ') === 0))
+				kind = 'head';
+			else if (line.charAt(0) == '-')
+				kind = 'del';
+			else if (line.charAt(0) == '+')
+				kind = 'add';
+			else if (line.charAt(0) == '\\')
+				kind = 'note';
+
+			out.push({ kind: kind, text: line });
+		});
+
+		return out;
 	}
 });
