@@ -25,7 +25,8 @@ def open_store(cfg, full: bool = True) -> VersionStore:
 
 def listing(cfg, path: str | None = None) -> dict:
     store = open_store(cfg)
-    return {"versions": store.listing(path)[:MAX_LISTED], "store": store.summary()}
+    kept = store.listing(path)
+    return {"versions": kept[:MAX_LISTED], "total": len(kept), "store": store.summary()}
 
 
 def recent_conflicts(cfg, n: int = 10) -> list[dict]:

@@ -554,3 +554,12 @@ def test_with_real_daemons_a_conflict_is_marked(real, browser):
     diff = _modal(page).locator("pre.owsync-diff-text").inner_text()
     assert "-\toption input 'ACCEPT'\n" in diff and "+\toption input 'REJECT'\n" in diff, diff
     assert errors == []
+    # the Status page says so too, and leads to History
+    page.goto(f"{standin.url}/view/owsync/status")
+    page.wait_for_selector("body[data-rendered='view.owsync.status']", timeout=15000)
+    note = page.locator("#owsync-status-conflicts")
+    note.wait_for(timeout=5000)
+    assert note.inner_text().startswith("Conflicts: 1 write(s) made on this router lost")
+    assert f"Latest: firewall, replaced by {b.addr}." in note.inner_text()
+    assert note.locator("a").get_attribute("href") == "/cgi-bin/luci/admin/services/owsync/history"
+    assert errors == []

@@ -391,7 +391,8 @@
 			if (!isObject(spec) || !spec.satisfied) return null;
 			return !spec.readonly;
 		},
-		isObject: isObject
+		isObject: isObject,
+		url: function () { return '/cgi-bin/luci/' + Array.prototype.join.call(arguments, '/'); }
 	};
 
 	/* like LuCI's dispatcher: the view's instance loads, then renders into #view */

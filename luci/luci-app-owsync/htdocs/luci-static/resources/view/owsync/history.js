@@ -96,7 +96,7 @@ return view.extend({
 		var conflicts = data.versions.filter(function(v) { return v.reason == 'conflict'; }).length;
 
 		return [
-			E('p', { 'id': 'owsync-store' }, text(fmt.storeSummary(data.store, data.versions.length))),
+			E('p', { 'id': 'owsync-store' }, text(fmt.storeSummary(data.store, data.total != null ? data.total : data.versions.length))),
 			conflicts ? E('div', { 'class': 'alert-message warning', 'id': 'owsync-conflicts' },
 				text(_('%d conflict(s): a write made here lost to a newer write from a peer before it reached any peer. The losing content is kept below; Diff shows what differs, Restore brings it back.').format(conflicts)))
 				: ''

@@ -102,6 +102,7 @@ return view.extend({
 
 		return [
 			advice ? E('div', { 'class': 'alert-message warning', 'id': 'owsync-not-enabled' }, text(advice)) : '',
+			this.renderConflicts(st),
 			E('table', { 'class': 'table', 'id': 'owsync-daemon-table' },
 				fmt.daemonRows(st, now()).map(function(row) {
 					return E('tr', { 'class': 'tr' + (row[2] ? ' owsync-warning' : '') }, [
@@ -111,6 +112,20 @@ return view.extend({
 					]);
 				}))
 		];
+	},
+
+	renderConflicts: function(st) {
+		var c = (st && st.conflicts) || [];
+
+		if (!c.length)
+			return '';
+
+		return E('div', { 'class': 'alert-message warning', 'id': 'owsync-status-conflicts' }, [
+			E('strong', {}, text(_('Conflicts: %d write(s) made on this router lost to a newer write from a peer.').format(c.length))), ' ',
+			text(_('Latest: %s, replaced by %s.').format(c[0].path, c[0].peer || _('this router'))), ' ',
+			text(_('What they wrote is kept:')), ' ',
+			E('a', { 'href': L.url('admin/services/owsync/history') }, _('see History'))
+		]);
 	},
 
 	renderPeers: function(st) {
