@@ -416,7 +416,11 @@ class Daemon:
         signal.signal(signal.SIGHUP, on_hup)
         self.start()
         while not self.stopping.is_set():
-            wake.wait()  # signal handlers run here, in the main thread
+            # Signal handlers run here, in the main thread, once it runs Python
+            # code again.  A process-directed signal may be delivered to any
+            # thread, and then nothing interrupts this wait: without a timeout
+            # a SIGTERM could go unhandled for good (the churn test saw it).
+            wake.wait(0.5)
             wake.clear()
             if self._reload_requested.is_set() and not self.stopping.is_set():
                 self._reload_requested.clear()
