@@ -573,3 +573,24 @@ def test_three_daemons_in_a_full_mesh_converge_under_concurrent_edits(daemons):
     start = time.monotonic()
     assert wait_for(lambda: snapshot(ns[0]) == snapshot(ns[1]) == snapshot(ns[2]), 20)
     assert time.monotonic() - start < 8  # about 1 s here; the stall took 26-30 s
+
+
+def test_sigterm_delivered_to_another_thread_still_stops_the_daemon(daemons):
+    """A process-directed signal may land on any thread; the main thread, blocked
+    waiting, must still run the handler (tgkill aims SIGTERM at a worker thread)."""
+    import ctypes
+
+    a, b = pair(daemons)
+    a.start()
+    b.start()
+    pid = a.proc.pid
+    others = sorted(int(t) for t in os.listdir(f"/proc/{pid}/task") if int(t) != pid)
+    assert others, "the daemon runs threads"
+    if os.uname().machine != "x86_64":
+        pytest.skip("tgkill's syscall number here is x86_64's")
+    libc = ctypes.CDLL(None, use_errno=True)
+    sys_tgkill = 234
+    assert libc.syscall(sys_tgkill, pid, others[-1], signal.SIGTERM) == 0
+    a.proc.wait(5)
+    assert a.proc.returncode == 0, a.text()
+    assert "stopped" in a.text()
