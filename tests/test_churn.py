@@ -1,0 +1,561 @@
+"""Churn: daemons in a full mesh, random changes and restarts, then the newest write everywhere.
+
+Three (long setting: five) real `owsync daemon` processes in a full mesh, encrypted.
+Each round makes a few changes on random nodes, running or stopped: creates, edits,
+deletes, re-creates of deleted names, renames, and the same file written on two or
+three nodes in the same instant.  Between rounds a daemon is sometimes stopped (SIGTERM
+or SIGKILL) and started again a round or two later, and the pause between rounds varies,
+so that changes land while sessions run.  When the churn stops, every tree must be
+identical within seconds and equal to an oracle of what was written when: the newest
+write of each path (its content, and its mtime on disk and in every database), and no
+file where the newest event was a deletion.
+
+The oracle is exact, not a guess at timing:
+
+- every write goes in atomically (a hidden temp file, its mtime set, renamed into
+  place) with an mtime of its own, strictly increasing and never ahead of the clock,
+  so that the order of the mtimes is the order of the writes;
+- a deletion counts from its tombstone, which the deleting node stamps with the time
+  the scan that finds the file gone began (``state.reconcile``); the test reads that
+  stamp from the node's database and touches the path nowhere until then;
+- a file is deleted only on a node whose database has it live, newer than every
+  deletion of it (a file its node never scanned leaves no tombstone, by design), and,
+  if the newest write of it was made on that node, in that version (see deletable());
+- every write's content is new to its path: content a node already has is not a new
+  version (a touch is not a write).
+
+OWSYNC_CHURN_ROUNDS sets the rounds (CI: 10, with each of 4 seeds; the long setting runs
+100 or more), OWSYNC_CHURN_NODES the daemons (CI: 3; long setting 5), OWSYNC_CHURN_SEED
+replays one seed: its choices, not the machine's timing.  A failure names the seed and
+the round.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from conftest import base_env, tracked
+from test_daemon import DaemonNode, wait_for
+
+from owsync.state import CorruptDatabase, Record, loads_db
+from owsync.syncdir import is_temp_name
+
+ROUNDS = int(os.environ.get("OWSYNC_CHURN_ROUNDS", "10"))
+NODES = int(os.environ.get("OWSYNC_CHURN_NODES", "3"))
+SEEDS = (
+    [int(os.environ["OWSYNC_CHURN_SEED"])] if os.environ.get("OWSYNC_CHURN_SEED") else [1, 2, 3, 4]
+)
+CONVERGE_S = 30.0  # then: every tree identical and as the oracle says
+STOP_S = 15.0  # SIGTERM: the daemon waits 10 s at most for its sessions
+TOMBSTONE_S = 20.0  # after the churn: every deletion's tombstone stamped
+DIRS = ("", "sub/", "sub/deep/")
+PAUSES = (0, 0, 0.005, 0.02, 0.05, 0.1, 0.2, 0.4, 0.8)  # between rounds
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@dataclass
+class Event:
+    """One write or deletion of a path, as the oracle orders them."""
+
+    path: str
+    time_ms: int  # a write: the mtime it was given; a deletion: its tombstone's stamp
+    data: bytes | None  # None: a deletion
+    round: int
+    node: str
+    what: str
+
+    @property
+    def key(self) -> tuple[int, bool]:
+        return (self.time_ms, self.data is not None)  # on a tie a live file wins (plan.py)
+
+    def __str__(self) -> str:
+        body = f"sha {sha(self.data)[:12]}" if self.data is not None else "tombstone"
+        return f"round {self.round} {self.what} on {self.node} at {self.time_ms} ({body})"
+
+
+@dataclass
+class PendingDelete:
+    path: str
+    node: DaemonNode
+    round: int
+    what: str
+    seen_ms: int  # the version the node's database had live: its tombstone comes later
+
+
+class Churn:
+    def __init__(self, nodes: list[DaemonNode], seed: int) -> None:
+        self.nodes = nodes
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.round = -1
+        self.events: dict[str, list[Event]] = {}
+        self.pending: list[PendingDelete] = []
+        self.seen: dict[str, set[str]] = {}  # path -> hashes ever written there
+        self.last_ms = 0
+        self.seq = 0
+        self.fresh = 0
+        self.down: dict[str, int] = {}  # stopped node -> the round it starts again
+        self.stops = {"SIGTERM": 0, "SIGKILL": 0}
+        self.ops = dict.fromkeys(
+            ("create", "edit", "concurrent", "delete", "recreate", "rename"), 0
+        )
+        self.max_down = max(1, (len(nodes) - 1) // 2)
+
+    # --- reporting -----------------------------------------------------------
+
+    def where(self) -> str:
+        return (
+            f"seed {self.seed}, round {self.round} of {ROUNDS}, {len(self.nodes)} nodes"
+            f" (replay: OWSYNC_CHURN_SEED={self.seed} OWSYNC_CHURN_ROUNDS={ROUNDS}"
+            f" OWSYNC_CHURN_NODES={len(self.nodes)})"
+        )
+
+    def logs(self, lines: int = 40) -> str:
+        out = []
+        for n in self.nodes:
+            tail = n.text().splitlines()[-lines:]
+            out.append(f"--- {n.name} log, last {len(tail)} lines ---\n" + "\n".join(tail))
+        return "\n".join(out)
+
+    def fail(self, msg: str) -> None:
+        pytest.fail(f"{self.where()}: {msg}\n{self.logs()}", pytrace=False)
+
+    # --- the clock of writes ---------------------------------------------------
+
+    def next_ms(self, after: int = 0) -> int:
+        """A write's mtime: 2 ms past every earlier one and past ``after``, not ahead
+        of the clock (a deletion's stamp, taken later, is then always later)."""
+        t = max(self.last_ms + 2, after + 2, now_ms())
+        while now_ms() < t:
+            time.sleep(0.001)
+        self.last_ms = t
+        return t
+
+    # --- what the oracle knows ---------------------------------------------------
+
+    def latest(self, path: str) -> Event | None:
+        evs = self.events.get(path)
+        return max(evs, key=lambda e: e.key) if evs else None
+
+    def newest_ms(self, path: str) -> int:
+        return max((e.time_ms for e in self.events.get(path, ())), default=0)
+
+    def locked(self, path: str) -> bool:
+        return any(p.path == path for p in self.pending)
+
+    def live(self) -> list[str]:
+        return sorted(
+            p for p in self.events if not self.locked(p) and self.latest(p).data is not None
+        )
+
+    def gone(self) -> list[str]:
+        return sorted(p for p in self.events if not self.locked(p) and self.latest(p).data is None)
+
+    def record(self, ev: Event) -> None:
+        self.events.setdefault(ev.path, []).append(ev)
+
+    def expected(self) -> dict[str, str]:
+        out = {}
+        for path in self.events:
+            ev = self.latest(path)
+            if ev.data is not None:
+                out[path] = sha(ev.data)
+        return out
+
+    # --- one node's state ----------------------------------------------------------
+
+    @staticmethod
+    def db(node: DaemonNode) -> dict[str, Record]:
+        try:
+            return loads_db(node.db.read_bytes())
+        except (FileNotFoundError, CorruptDatabase):
+            return {}  # not saved yet (it is replaced atomically, never half-written)
+
+    @staticmethod
+    def tree(node: DaemonNode) -> dict[str, str]:
+        out = {}
+        for p in node.dir.rglob("*"):
+            rel = p.relative_to(node.dir).as_posix()
+            if any(part.startswith(".") for part in rel.split("/")):
+                continue
+            try:
+                if p.is_file() and not p.is_symlink():
+                    out[rel] = sha(p.read_bytes())
+            except FileNotFoundError:
+                pass  # removed by a session while we looked
+        return out
+
+    def running(self) -> list[DaemonNode]:
+        return [n for n in self.nodes if n.name not in self.down]
+
+    # --- operations ------------------------------------------------------------
+
+    def content(self, path: str, node: DaemonNode) -> bytes:
+        self.seq += 1
+        head = f"{path} #{self.seq} by {node.name} in round {self.round} (seed {self.seed})\n"
+        pad = "".join(self.rng.choices("abcdefghij\n", k=self.rng.randint(50, 500)))
+        return (head + pad).encode()
+
+    def fresh_name(self) -> str:
+        self.fresh += 1
+        return f"{self.rng.choice(DIRS)}f{self.fresh}"
+
+    def put(self, node: DaemonNode, path: str, tmp: Path, data: bytes, what: str) -> None:
+        """Give the hidden ``tmp`` its mtime and rename it to ``path``: one new version."""
+        t = self.next_ms(after=self.newest_ms(path))
+        os.utime(tmp, ns=(t * 1_000_000, t * 1_000_000))
+        os.rename(tmp, node.dir / path)
+        self.record(Event(path, t, data, self.round, node.name, what))
+        self.seen.setdefault(path, set()).add(sha(data))
+
+    def hidden(self, node: DaemonNode, path: str) -> Path:
+        target = node.dir / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        self.seq += 1
+        return target.parent / f".churn-{self.seq}"
+
+    def write(self, node: DaemonNode, path: str, what: str) -> None:
+        data = self.content(path, node)
+        tmp = self.hidden(node, path)
+        tmp.write_bytes(data)
+        self.put(node, path, tmp, data, what)
+
+    def deletable(self) -> list[tuple[DaemonNode, str, int]]:
+        """(node, path, mtime of its live record) where a deletion is well defined.
+
+        The file is on the node's disk and live in its database, newer there than
+        every deletion of it (none is on its way to the node: the node's own
+        deletion then always stamps a tombstone of its own, after that version).
+        And if the newest write of the path was made on this node, the node has
+        scanned it: a tombstone is stamped with the time its scan began, which may
+        be just before the unlink, and an unscanned write that the unlink makes
+        vanish must not be the version that such a stamp would lose to."""
+        out = []
+        for n in self.nodes:
+            for path, rec in sorted(self.db(n).items()):
+                if path not in self.events or rec.deleted or self.locked(path):
+                    continue
+                tombs = [e.time_ms for e in self.events[path] if e.data is None]
+                writes = [e for e in self.events[path] if e.data is not None]
+                newest = max(writes, key=lambda e: e.time_ms, default=None)
+                if newest and newest.node == n.name and sha(newest.data) != rec.hash:
+                    continue
+                if rec.mtime > max(tombs, default=0) and (n.dir / path).is_file():
+                    out.append((n, path, rec.mtime))
+        return out
+
+    def unlink(
+        self, node: DaemonNode, path: str, seen_ms: int, what: str, into: Path | None = None
+    ) -> bool:
+        """Delete (or move to the hidden ``into``) ``path`` on ``node``; the deletion
+        counts once the node's tombstone is seen."""
+        newest = self.newest_ms(path)
+        while now_ms() < newest + 2:  # after the newest write, never in its millisecond
+            time.sleep(0.001)
+        try:
+            if into is None:
+                os.unlink(node.dir / path)
+            else:
+                os.rename(node.dir / path, into)
+        except FileNotFoundError:
+            return False  # a session removed it meanwhile (an older deletion arriving)
+        self.pending.append(PendingDelete(path, node, self.round, what, seen_ms))
+        return True
+
+    def op_create(self) -> None:
+        self.write(self.rng.choice(self.nodes), self.fresh_name(), "create")
+
+    def op_edit(self) -> bool:
+        live = self.live()
+        if not live:
+            return False
+        self.write(self.rng.choice(self.nodes), self.rng.choice(live), "edit")
+        return True
+
+    def op_concurrent(self) -> bool:
+        """The same path written on two or three nodes at once (sometimes a new one)."""
+        live = self.live()
+        path = self.rng.choice(live) if live and self.rng.random() < 0.75 else self.fresh_name()
+        k = self.rng.randint(2, min(3, len(self.nodes)))
+        for n in self.rng.sample(self.nodes, k):
+            self.write(n, path, f"concurrent write ({k} nodes)")
+        return True
+
+    def op_delete(self) -> bool:
+        cands = self.deletable()
+        if not cands:
+            return False
+        node, path, seen_ms = self.rng.choice(cands)
+        return self.unlink(node, path, seen_ms, "delete")
+
+    def op_recreate(self) -> bool:
+        gone = self.gone()
+        if not gone:
+            return False
+        self.write(self.rng.choice(self.nodes), self.rng.choice(gone), "re-create")
+        return True
+
+    def op_rename(self) -> bool:
+        """A real move, through a hidden name where the file takes an mtime of its own."""
+        cands = self.deletable()
+        if not cands:
+            return False
+        node, old, seen_ms = self.rng.choice(cands)
+        gone = [p for p in self.gone() if p != old]
+        new = self.rng.choice(gone) if gone and self.rng.random() < 0.3 else self.fresh_name()
+        tmp = self.hidden(node, new)
+        if not self.unlink(node, old, seen_ms, f"rename to {new}", into=tmp):
+            return False
+        data = tmp.read_bytes()
+        if sha(data) in self.seen.get(new, set()):  # moved back: not a new version there
+            new = self.fresh_name()
+            dest = self.hidden(node, new)
+            os.rename(tmp, dest)
+            tmp = dest
+        self.put(node, new, tmp, data, f"rename from {old}")
+        return True
+
+    def one_op(self) -> None:
+        kinds = ["create", "edit", "concurrent", "delete", "recreate", "rename"]
+        weights = [3, 3, 2, 2.5, 1.5, 1.5]
+        while True:
+            kind = self.rng.choices(kinds, weights)[0]
+            if kind == "create":
+                self.op_create()
+                break
+            if getattr(self, f"op_{kind}")():
+                break
+        self.ops[kind] += 1
+
+    # --- tombstones ------------------------------------------------------------
+
+    def resolve(self) -> None:
+        """Deletions whose tombstone the deleting node has stamped become events."""
+        if not self.pending:
+            return
+        dbs = {n.name: self.db(n) for n in {p.node for p in self.pending}}
+        left = []
+        for p in self.pending:
+            rec = dbs[p.node.name].get(p.path)
+            if rec is None or not rec.deleted:
+                left.append(p)
+                continue
+            if rec.mtime < p.seen_ms:  # not this deletion's: where would it come from?
+                self.fail(
+                    f"{p.path}: deleted on {p.node.name} in round {p.round}, where it was live"
+                    f" at {p.seen_ms}, and now a tombstone of {rec.mtime} there: "
+                    f"{[str(e) for e in self.events[p.path]]}"
+                )
+            self.record(Event(p.path, rec.mtime, None, p.round, p.node.name, p.what))
+        self.pending = left
+
+    # --- daemons ---------------------------------------------------------------
+
+    def start(self, node: DaemonNode) -> None:
+        banner = f" daemon: {node.dir}, listening"
+        before = node.text().count(banner)
+        # faulthandler: a daemon that ignores SIGTERM is sent SIGABRT, and says where it was
+        node.start(env=base_env(None) | {"PYTHONFAULTHANDLER": "1"}, probe=False)
+        up = wait_for(
+            lambda: node.text().count(banner) > before or node.proc.poll() is not None, 20
+        )
+        if not up or node.proc.poll() is not None:
+            self.fail(f"{node.name} did not start again")
+        self.down.pop(node.name, None)
+
+    def stop(self, node: DaemonNode, sig: signal.Signals, back: int) -> None:
+        if sig == signal.SIGTERM:
+            node.proc.send_signal(sig)
+            try:
+                node.proc.wait(STOP_S)
+            except subprocess.TimeoutExpired:
+                node.proc.send_signal(signal.SIGABRT)  # its threads' stacks, into its log
+                node.proc.wait(10)
+                node.stop()
+                tail = "\n".join(node.text().splitlines()[-150:])
+                self.fail(f"{node.name} did not stop within {STOP_S:.0f} s of SIGTERM:\n{tail}")
+        rc = node.stop(sig)
+        if sig == signal.SIGTERM and rc != 0:
+            self.fail(f"{node.name} exited {rc} on SIGTERM")
+        self.stops[sig.name] += 1
+        self.down[node.name] = back
+
+    def check_alive(self) -> None:
+        for n in self.running():
+            if n.proc.poll() is not None:
+                self.fail(f"{n.name} exited on its own with status {n.proc.returncode}")
+
+    def between_rounds(self) -> None:
+        for n in self.nodes:
+            if self.down.get(n.name, ROUNDS + 1) <= self.round + 1:
+                self.start(n)
+        force = None  # every run stops a daemon both ways at least once
+        if self.round >= ROUNDS // 3 and not self.stops["SIGTERM"]:
+            force = signal.SIGTERM
+        elif self.round >= 2 * ROUNDS // 3 and not self.stops["SIGKILL"]:
+            force = signal.SIGKILL
+        if len(self.down) < self.max_down and (force or self.rng.random() < 0.25):
+            node = self.rng.choice(self.running())
+            sig = force or (signal.SIGKILL if self.rng.random() < 0.4 else signal.SIGTERM)
+            if self.rng.random() < 0.25:
+                self.stop(node, sig, self.round + 1)
+                self.start(node)  # at once
+            else:
+                self.stop(node, sig, self.round + 1 + self.rng.randint(1, 2))
+
+    # --- the run ---------------------------------------------------------------
+
+    def churn(self) -> None:
+        for self.round in range(ROUNDS):
+            self.check_alive()
+            self.resolve()
+            for _ in range(self.rng.randint(1, len(self.nodes) + 1)):
+                self.one_op()
+            time.sleep(self.rng.choice(PAUSES))
+            self.resolve()
+            self.between_rounds()
+        self.round = ROUNDS  # the churn is over
+        for n in self.nodes:
+            if n.name in self.down:
+                self.start(n)
+        self.check_alive()
+
+    def settle(self) -> float:
+        """Wait for every tombstone, then for every tree to be the oracle's: the seconds
+        from the end of the churn (every daemon running again) to the last check."""
+        start = time.monotonic()
+        deadline = start + TOMBSTONE_S
+        while self.pending and time.monotonic() < deadline:
+            time.sleep(0.05)
+            self.resolve()
+        if self.pending:
+            lines = []
+            for p in self.pending:
+                rec = self.db(p.node).get(p.path)
+                on = {n.name: self.tree(n).get(p.path, "-")[:12] for n in self.nodes}
+                lines.append(
+                    f"{p.path}: deleted on {p.node.name} in round {p.round} ({p.what}), its"
+                    f" database still says {rec}; on disk: {on}; history:"
+                    f" {[str(e) for e in self.events[p.path]]}"
+                )
+            self.fail(
+                f"deletions never recorded as tombstones within {TOMBSTONE_S:.0f} s "
+                "(a deleted file came back?):\n" + "\n".join(lines)
+            )
+        want = self.expected()
+        ok = wait_for(lambda: all(self.tree(n) == want for n in self.nodes), CONVERGE_S, 0.1)
+        took = time.monotonic() - start
+        self.check_alive()
+        if not ok:
+            trees = [self.tree(n) for n in self.nodes]
+            how = (
+                "the trees are identical, but not the newest writes"
+                if all(t == trees[0] for t in trees)
+                else f"the trees still differ after {CONVERGE_S:.0f} s"
+            )
+            self.fail(f"{how}:\n" + self.diff(want))
+        return took
+
+    def diff(self, want: dict[str, str]) -> str:
+        trees = {n.name: self.tree(n) for n in self.nodes}
+        names = {}
+        for evs in self.events.values():
+            for e in evs:
+                if e.data is not None:
+                    names[sha(e.data)] = str(e)
+        lines = []
+        for path in sorted(set(want).union(*trees.values())):
+            got = {name: t.get(path) for name, t in trees.items()}
+            if all(h == want.get(path) for h in got.values()):
+                continue
+            lines.append(f"{path}: expected {self.latest(path) or 'nothing'}")
+            for name, h in got.items():
+                state = "absent" if h is None else names.get(h, f"unknown content {h[:12]}")
+                lines.append(f"    {name}: {state}")
+            for e in self.events.get(path, ()):
+                lines.append(f"    history: {e}")
+        return "\n".join(lines)
+
+    def check_versions(self) -> None:
+        """The newest write won as itself: its mtime on every disk and in every database
+        (which a session saves just after its last file is in place: waited for)."""
+        problems: list[str] = []
+        if not wait_for(lambda: not self.version_problems(problems), 10, 0.1):
+            self.fail("versions differ from the newest writes:\n" + "\n".join(problems))
+        for n in self.nodes:
+            temps = [p for p in n.dir.rglob("*") if is_temp_name(p.name)]
+            mine = list(n.dir.rglob(".churn-*"))
+            if temps or mine:
+                self.fail(f"temp files left on {n.name}: {temps + mine}")
+
+    def check_logs(self) -> None:
+        """Sessions fail under churn (busy directories, peers stopped mid-session), but
+        never with a defect's traceback, and no database is found corrupt."""
+        words = ("internal error", "unexpectedly", "Traceback", "corrupt")
+        for n in self.nodes:
+            bad = [line for line in n.text().splitlines() if any(w in line for w in words)]
+            if bad:
+                self.fail(f"{n.name} logged:\n" + "\n".join(bad[:20]))
+
+    def version_problems(self, problems: list[str]) -> list[str]:
+        problems.clear()
+        for path in sorted(self.events):
+            ev = self.latest(path)
+            for n in self.nodes:
+                rec = self.db(n).get(path)
+                if ev.data is None:
+                    if rec is not None and not rec.deleted:
+                        problems.append(f"{path}: {n.name}'s database has it live: {rec}")
+                    continue
+                disk = (n.dir / path).stat().st_mtime_ns // 1_000_000
+                if rec is None or rec.deleted or rec.mtime != ev.time_ms or disk != ev.time_ms:
+                    problems.append(
+                        f"{path}: newest write {ev}; {n.name} has mtime {disk} on disk and"
+                        f" {rec} in its database"
+                    )
+        return problems
+
+
+@pytest.fixture
+def mesh(tmp_path):
+    yield from tracked(tmp_path, DaemonNode)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_churn_with_restarts_converges_on_the_newest_writes(mesh, seed):
+    nodes = [mesh(f"n{i}") for i in range(NODES)]
+    for n in nodes:
+        n.configure([m.addr for m in nodes if m is not n])
+    churn = Churn(nodes, seed)
+    for n in nodes:
+        churn.start(n)
+    began = time.monotonic()
+    churn.churn()
+    churned = time.monotonic() - began
+    took = churn.settle()
+    churn.check_versions()
+    churn.check_logs()
+    want = churn.expected()
+    print(
+        f"churn seed {seed}: {ROUNDS} rounds, {len(nodes)} nodes, ops {churn.ops},"
+        f" stops {churn.stops}; {len(want)} files live, {len(churn.events) - len(want)}"
+        f" deleted; churn {churned:.1f} s, identical and as the oracle says {took:.1f} s later"
+    )
+    if ROUNDS >= 6:
+        assert churn.stops["SIGTERM"] and churn.stops["SIGKILL"], churn.stops
+    assert want, "the churn left no file at all: nothing was compared"
