@@ -42,6 +42,11 @@ log = logging.getLogger("owsync")
 DEFAULT_MAX_FILE_SIZE = 16 * 1024 * 1024
 INITIATOR_LOCK_WAIT = 8.0  # under the peer's 10 s wait for our Hello
 BATCH_BYTES = 8 * 1024 * 1024
+# A received file's content is kept as its base (so that a later edit here
+# keeps what it replaced) for the first files of a session only: a bulk sync
+# does not write everything twice.  Past them, the base keeps the hash alone;
+# the content an edit replaces is then still kept by every peer it reaches.
+BASES_PER_SESSION = 64
 
 
 class Context:
@@ -167,6 +172,7 @@ class _Replica:
         self.store: VersionStore | None = None
         self.sent: list[tuple[str, str]] = []  # (path, hash) served to the peer
         self.completed = False  # the session ran to its end: what was sent arrived
+        self.bases_taken = 0  # received contents stored as bases this session
         self.peer_label: str | None = None  # who replaced a kept version (None: result.peer)
 
     def accepts(self, path: str) -> bool:
@@ -244,8 +250,13 @@ class _Replica:
         except (LocalChanged, UnsafePath) as exc:
             _skipped("writing", exc)
             return
-        if self.store is not None and self.store.room_for(len(data)):
+        if (
+            self.store is not None
+            and self.bases_taken < BASES_PER_SESSION
+            and self.store.room_for(len(data))
+        ):
             self.store.put(record.hash, data)  # its base, once in place
+            self.bases_taken += 1
         self.pending.append((staged, record))
         self.pending_bytes += staged.size
         if len(self.pending) >= self.dir.batch_files or self.pending_bytes >= BATCH_BYTES:
@@ -539,7 +550,7 @@ def _take_base(replica: _Replica, rec: Record, pending: bool) -> None:
         store.set_base(rec.path, rec.hash, None, pending)
         return
     if not store.room_for(rec.size):
-        store.forget_base(rec.path)
+        store.set_base(rec.path, rec.hash, None, pending)  # its hash alone
         return
     try:
         data, _ = replica.dir.read(rec.path)

@@ -91,9 +91,9 @@ def prune(
             per_path[v["path"]] = n + 1
             newest_first.append(v)
     kept = newest_first[::-1]
-    bases = dict(bases)
+    bases = {p: list(b) for p, b in bases.items()}
     refs: dict[str, int] = {}
-    for h in [v["hash"] for v in kept] + [b[0] for b in bases.values()]:
+    for h in [v["hash"] for v in kept] + [b[0] for b in bases.values() if b[2]]:
         refs[h] = refs.get(h, 0) + 1
     size = sum(size_of(h) for h in refs)
 
@@ -105,11 +105,11 @@ def prune(
         return size_of(h)
 
     if size > limits.max_size:
-        for path, b in sorted(bases.items(), key=lambda kv: -size_of(kv[1][0])):
+        for _, b in sorted(bases.items(), key=lambda kv: -size_of(kv[1][0])):
             if size <= limits.max_size:
                 break
-            if refs[b[0]] == 1:  # a content some version shares frees nothing
-                del bases[path]
+            if b[2] and refs[b[0]] == 1:  # a content some version shares frees nothing
+                b[2] = False  # its hash stays: whether it was written here, and sent
                 size -= unref(b[0])
     first = 0
     while first < len(kept) and size > limits.max_size:
@@ -126,7 +126,9 @@ class VersionStore:
         self.dir = path
         self.limits = limits
         self.versions: list[dict] = []
-        self.bases: dict[str, list] = {}  # path -> [hash, pending]
+        # path -> [hash, pending, content kept]; a base whose content did not
+        # fit keeps its hash alone (conflicts are still told apart)
+        self.bases: dict[str, list] = {}
         self.next_id = 1
         self.sizes: dict[str, int] = {}  # hash -> size, of the objects on disk
         self.stored = 0  # their total
@@ -162,7 +164,11 @@ class VersionStore:
             with open(os.path.join(self.dir, "index.json"), "rb") as f:
                 data = json.loads(f.read())
             self.versions = [v for v in data["versions"] if _valid(v)]
-            self.bases = {p: [b[0], bool(b[1])] for p, b in data["bases"].items() if _is_hash(b[0])}
+            self.bases = {
+                p: [b[0], bool(b[1]), bool(b[2]) if len(b) > 2 else True]
+                for p, b in data["bases"].items()
+                if _is_hash(b[0])
+            }
             self.next_id = max(int(data["next"]), 1)
             self.fresh = False
         except FileNotFoundError:
@@ -188,7 +194,8 @@ class VersionStore:
         self.stored = sum(self.sizes.values())
         # an index entry whose object is gone (removed by hand) is no version
         self.versions = [v for v in self.versions if v["hash"] in self.sizes]
-        self.bases = {p: b for p, b in self.bases.items() if b[0] in self.sizes}
+        for b in self.bases.values():
+            b[2] = b[2] and b[0] in self.sizes
 
     # contents ----------------------------------------------------------------
 
@@ -287,7 +294,7 @@ class VersionStore:
         """Keep the base of ``path`` as a version (its file is already gone or
         rewritten: a local edit or deletion); None when no base was kept."""
         b = self.bases.get(path)
-        if b is None or b[0] not in self.sizes:
+        if b is None or not b[2] or b[0] not in self.sizes:
             return None
         data = self.read(b[0])
         return self.keep(path, b[0], data, mtime, mode, reason, "", now_ms)
@@ -298,22 +305,21 @@ class VersionStore:
         return b is not None and b[0] == digest and b[1]
 
     def set_base(self, path: str, digest: str, data: bytes | None, pending: bool) -> None:
-        """Remember ``digest`` as the last content of ``path`` (stored when
-        ``data`` is given and there is room; without, only if already there)."""
+        """Remember ``digest`` as the last content of ``path``: its content too
+        when ``data`` is given and there is room, or when it is stored already."""
         b = self.bases.get(path)
-        if b is not None and b[0] == digest:
+        if b is not None and b[0] == digest and (b[2] or data is None):
             if b[1] != pending:
                 b[1] = pending
                 self.changed = True
             return
         if digest not in self.sizes:
             if data is None or not self.room_for(len(data)):
-                if b is not None:
-                    del self.bases[path]
-                    self.changed = True
+                self.bases[path] = [digest, pending, False]  # its hash alone
+                self.changed = True
                 return
             self.put(digest, data)
-        self.bases[path] = [digest, pending]
+        self.bases[path] = [digest, pending, True]
         self.changed = True
 
     def sent(self, path: str, digest: str) -> None:
@@ -396,7 +402,7 @@ class VersionStore:
 
     def collect(self) -> None:
         """Remove the contents no version or base names."""
-        live = {v["hash"] for v in self.versions} | {b[0] for b in self.bases.values()}
+        live = {v["hash"] for v in self.versions} | {b[0] for b in self.bases.values() if b[2]}
         for digest in [h for h in self.sizes if h not in live]:
             with contextlib.suppress(OSError):
                 os.unlink(self._object(digest))
@@ -416,7 +422,7 @@ class VersionStore:
         return None
 
     def summary(self) -> dict:
-        live = {v["hash"] for v in self.versions} | {b[0] for b in self.bases.values()}
+        live = {v["hash"] for v in self.versions} | {b[0] for b in self.bases.values() if b[2]}
         return {
             "dir": self.dir,
             "bytes": sum(self.sizes.get(h, 0) for h in live),

@@ -162,10 +162,11 @@ def test_prune_is_oldest_first_within_each_limit():
     vs = [{"id": i, "path": "p" if i % 2 else "q", "hash": h[i], "kept": now - (20 - i) * 1000}
           for i in range(20)]  # fmt: skip
     sizes = {x: 100 for x in h}.get
-    kept, bases = prune(vs, {"p": [h[19], False]}, sizes, Limits(4, 10_000, 30), now)
+    kept, bases = prune(vs, {"p": [h[19], False, True]}, sizes, Limits(4, 10_000, 30), now)
     assert [v["id"] for v in kept] == [12, 13, 14, 15, 16, 17, 18, 19]
-    kept, bases = prune(vs, {"p": [h[0], False]}, sizes, Limits(4, 550, 30), now)
-    assert [v["id"] for v in kept] == [15, 16, 17, 18, 19] and bases == {}
+    kept, bases = prune(vs, {"p": [h[0], False, True]}, sizes, Limits(4, 550, 30), now)
+    # the base's content goes first; its hash stays (written here? sent?)
+    assert [v["id"] for v in kept] == [15, 16, 17, 18, 19] and bases == {"p": [h[0], False, False]}
     old = [dict(v, kept=v["kept"] - 40 * 86_400_000) for v in vs[:5]] + vs[5:]
     kept, _ = prune(old, {}, sizes, Limits(100, 10**6, 30), now)
     assert [v["id"] for v in kept] == list(range(5, 20))
@@ -267,3 +268,18 @@ def test_sigkill_while_keeping_versions_leaves_file_and_store_consistent(tmp_pat
             assert len(kept) == len(old), f"iteration {it}: {len(kept)} of {len(old)} kept"
         finally:
             a.stop()
+
+
+def test_a_conflict_is_told_even_when_no_content_fits_the_store(nodes):
+    """A full store keeps a base's hash alone: a write made here that loses is still
+    reported as a conflict (its content, larger than the whole store, is not kept)."""
+    a = nodes("a")
+    b = with_conf(nodes("b"), "versions_max_size=8\n")
+    a.write("firewall", "config zone lan\n", mtime=time.time() - 600)
+    a.listen()
+    b.sync_ok(a)
+    b.write("firewall", "written on b\n", mtime=time.time() - 5)
+    a.write("firewall", "written on a\n", mtime=time.time())
+    r = b.sync_ok(a)
+    assert "conflict: firewall, written here, lost" in r.stderr, r.stderr
+    assert versions(b) == []  # 13 bytes: more than the whole store may hold

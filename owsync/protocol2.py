@@ -1,0 +1,481 @@
+"""Wire protocol v2 between owsync nodes that both speak it.  Pure code, no I/O.
+
+A session starts in protocol v1 (see :mod:`owsync.protocol`): each side sends
+a v1 Hello (``version`` stays 1) that also advertises v2 in a field of its
+own, ``"v2": {"nonce": <32 random bytes, hex>}``.  owsync 1.2.0 ignores that
+field and carries on with v1.  When both Hellos advertise v2, both sides
+switch to the typed frames below right after the Hellos.
+
+The transcript ``T`` is SHA-256 over the two Hello payloads exactly as they
+travelled (plain JSON text, before v1's encryption), each prefixed by its
+4-byte big-endian length, the initiator's (the side that connected) first.
+In encrypted mode::
+
+    k_i2r || k_r2i = HKDF-SHA256(IKM=PSK, salt=nonce_i || nonce_r,
+                                 info=b"owsync v2 keys" || T, length=64)
+
+A frame is ``length(4, big-endian) || type(1) || body``, ``length`` counting
+the body.  Encrypted, the body is AES-256-GCM of the plaintext under the
+direction's key, nonce ``0(4) || counter(8, big-endian)`` (the frame's index
+in its direction, from 0), associated data the 5-byte header.  Plain, the
+body is the plaintext.  The per-type limits are known from the header alone.
+See docs/PROTOCOL.md for the whole of it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import struct
+from collections import namedtuple
+from collections.abc import Iterable, Iterator
+
+from . import protocol
+from .protocol import ProtocolError, record_from_wire
+from .state import Record
+
+VERSION = 2
+NONCE_BYTES = 32  # each side's fresh randomness in its Hello
+TAG = 16  # AES-GCM tag
+CHUNK_SIZE = 64 * 1024  # the largest CHUNK body
+MAX_BATCH = 1024  # records in one STATE, paths in one REQUEST
+CONTROL_LIMIT = 1024 * 1024  # the largest STATE or REQUEST body
+COUNTER_LIMIT = 2**63  # frames one direction may seal
+KEY_INFO = b"owsync v2 keys"
+
+# Frame types (the header's fifth byte).
+AUTH, STATE, STATE_END, REQUEST, REQUEST_END, FILE, CHUNK, FILE_END, END, ERROR = range(1, 11)
+NAMES = {
+    AUTH: "AUTH",
+    STATE: "STATE",
+    STATE_END: "STATE_END",
+    REQUEST: "REQUEST",
+    REQUEST_END: "REQUEST_END",
+    FILE: "FILE",
+    CHUNK: "CHUNK",
+    FILE_END: "FILE_END",
+    END: "END",
+    ERROR: "ERROR",
+}
+# The plaintext body's (min, max) length per type; sealed adds TAG.
+LIMITS = {
+    AUTH: (32, 32),
+    STATE: (2, CONTROL_LIMIT),
+    STATE_END: (0, 0),
+    REQUEST: (2, CONTROL_LIMIT),
+    REQUEST_END: (0, 0),
+    FILE: (2, 64 * 1024),
+    CHUNK: (1, CHUNK_SIZE),
+    FILE_END: (0, 4096),
+    END: (2, 1024),
+    ERROR: (0, 4096),
+}
+_HEADER = struct.Struct(">IB")
+HEADER_SIZE = _HEADER.size
+_LEN = struct.Struct(">I")
+
+
+class PeerError(ProtocolError):
+    """The peer ended the session with an ERROR frame."""
+
+
+# --- negotiation inside v1 ----------------------------------------------------
+
+
+def new_nonce() -> bytes:
+    """Fresh randomness for one Hello (the only non-pure helper here)."""
+    return os.urandom(NONCE_BYTES)
+
+
+def advertise(nonce: bytes) -> dict:
+    """The fields a v1 Hello carries to advertise v2."""
+    if len(nonce) != NONCE_BYTES:
+        raise ValueError(f"a v2 nonce has {NONCE_BYTES} bytes")
+    return {"v2": {"nonce": nonce.hex()}}
+
+
+def hello_payload(hello: protocol.Hello, fields: dict) -> bytes:
+    """The v1 Hello's JSON text as :func:`owsync.protocol.encode` makes it, plus ``fields``.
+
+    These are the exact bytes the transcript covers: keep them.
+    """
+    base = protocol.encode(hello)
+    if not fields:
+        return base
+    extra = json.dumps(fields, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return base[:-1] + b"," + extra[1:]
+
+
+def hello_fields(payload: bytes) -> dict:
+    """The JSON object of a Hello payload (already accepted by the v1 decoder)."""
+    try:
+        obj = _loads(payload)
+    except (ValueError, UnicodeDecodeError):
+        raise ProtocolError("Hello: undecodable") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError("Hello: not a JSON object")
+    return obj
+
+
+def peer_nonce(hello_obj: dict) -> bytes | None:
+    """The v2 nonce a Hello advertises; None when it advertises no v2.
+
+    A ``v2`` field that is there but malformed is a ProtocolError, not a v1
+    peer: a node that means v2 and says it wrongly must not fall back silently.
+    """
+    adv = hello_obj.get("v2")
+    if adv is None:
+        return None
+    nonce = adv.get("nonce") if isinstance(adv, dict) else None
+    if not isinstance(nonce, str) or len(nonce) != 2 * NONCE_BYTES:
+        raise ProtocolError("Hello: malformed v2 advertisement")
+    try:
+        return bytes.fromhex(nonce)
+    except ValueError:
+        raise ProtocolError("Hello: malformed v2 advertisement") from None
+
+
+def negotiated(our_hello_fields: dict, peer_hello_obj: dict) -> bool:
+    """Whether both Hellos advertise v2 (then both sides switch after the Hellos)."""
+    return "v2" in our_hello_fields and peer_nonce(peer_hello_obj) is not None
+
+
+def min_protocol_error(min_protocol: int, v2: bool, who: str = "peer") -> str | None:
+    """The refusal text when policy ``min_protocol`` rejects the outcome, else None."""
+    if min_protocol not in (1, 2):
+        raise ValueError("min_protocol is 1 or 2")
+    if min_protocol == 2 and not v2:
+        return f"{who} speaks protocol 1 only (owsync 1.2.0?); min_protocol 2 refuses it"
+    return None
+
+
+# --- transcript and key schedule -----------------------------------------------
+
+
+Keys = namedtuple("Keys", "transcript send recv initiator")
+
+
+def transcript(initiator_hello: bytes, responder_hello: bytes) -> bytes:
+    """T: SHA-256 of both Hello payloads, each prefixed by its 4-byte length."""
+    h = hashlib.sha256()
+    for part in (initiator_hello, responder_hello):
+        h.update(_LEN.pack(len(part)))
+        h.update(part)
+    return h.digest()
+
+
+def derive_keys(psk: bytes, nonce_i: bytes, nonce_r: bytes, t: bytes) -> tuple[bytes, bytes]:
+    """(k_i2r, k_r2i): HKDF-SHA256 of the PSK, salted with both nonces, bound to T."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    if len(psk) != 32:
+        raise ValueError("the pre-shared key has 32 bytes")
+    okm = HKDF(
+        algorithm=hashes.SHA256(), length=64, salt=nonce_i + nonce_r, info=KEY_INFO + t
+    ).derive(psk)
+    return okm[:32], okm[32:]
+
+
+def session_keys(psk: bytes | None, initiator: bool, our_hello: bytes, peer_hello: bytes) -> Keys:
+    """This side's keys from the two Hello payloads as they were on the wire.
+
+    ``psk`` None is plain mode: T still, no keys.  ProtocolError when either
+    Hello lacks a v2 nonce, or when both carry the same one (a reflection).
+    """
+    ours = peer_nonce(hello_fields(our_hello))
+    theirs = peer_nonce(hello_fields(peer_hello))
+    if ours is None or theirs is None:
+        raise ProtocolError("v2 keys need both Hellos to advertise v2")
+    if hmac.compare_digest(ours, theirs):
+        raise ProtocolError("the peer's Hello carries this node's own v2 nonce (a reflection?)")
+    hello_i, hello_r = (our_hello, peer_hello) if initiator else (peer_hello, our_hello)
+    t = transcript(hello_i, hello_r)
+    if psk is None:
+        return Keys(t, None, None, initiator)
+    nonce_i, nonce_r = (ours, theirs) if initiator else (theirs, ours)
+    k_i2r, k_r2i = derive_keys(psk, nonce_i, nonce_r, t)
+    return Keys(t, *((k_i2r, k_r2i) if initiator else (k_r2i, k_i2r)), initiator)
+
+
+def frame_nonce(counter: int) -> bytes:
+    return b"\0\0\0\0" + counter.to_bytes(8, "big")
+
+
+def _aead(key: bytes | None):
+    if key is None:
+        return None
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    if len(key) != 32:
+        raise ValueError("AES-256-GCM needs a 32-byte key")
+    return AESGCM(key)
+
+
+# --- framing ----------------------------------------------------------------
+
+
+Frame = namedtuple("Frame", "type body")
+
+
+class FrameWriter:
+    """Seals one direction's frames: counter nonces from 0, never reused."""
+
+    def __init__(self, key: bytes | None) -> None:
+        self._aead = _aead(key)
+        self.counter = 0  # frames written
+        self.ended = False  # END or ERROR written: nothing may follow
+
+    def frame(self, ftype: int, body: bytes = b"") -> bytes:
+        lo, hi = LIMITS[ftype]
+        if not lo <= len(body) <= hi:
+            raise ValueError(f"{NAMES[ftype]} body of {len(body)} bytes outside {lo}..{hi}")
+        if self.ended:
+            raise RuntimeError(f"{NAMES[ftype]} after the end of this side's stream")
+        if self.counter >= COUNTER_LIMIT:
+            raise ProtocolError("frame counter exhausted; the session cannot go on")
+        aead = self._aead
+        header = _HEADER.pack(len(body) + (TAG if aead else 0), ftype)
+        if aead is not None:
+            body = aead.encrypt(frame_nonce(self.counter), body, header)
+        self.counter += 1
+        if ftype in (END, ERROR):
+            self.ended = True
+        return header + body
+
+
+class FrameReader:
+    """Checks and opens one direction's frames as their bytes arrive.
+
+    Limits are checked from the 5-byte header, before the body is waited
+    for.  In encrypted mode each frame must open under the nonce of the next
+    expected counter: a replayed, reordered, duplicated, dropped or foreign
+    frame fails authentication.  Nothing may follow END or ERROR.  After a
+    ProtocolError the reader refuses everything.
+    """
+
+    def __init__(self, key: bytes | None) -> None:
+        self._aead = _aead(key)
+        self._over = TAG if self._aead is not None else 0
+        self._buf = bytearray()
+        self.counter = 0  # frames accepted
+        self.ended = False
+        self._failed: str | None = None
+
+    @property
+    def pending(self) -> int:
+        """Bytes received and not yet part of a whole frame."""
+        return len(self._buf)
+
+    def _fail(self, why: str) -> ProtocolError:
+        self._failed = why
+        self._buf = bytearray()
+        return ProtocolError(why)
+
+    def feed(self, data: bytes) -> list[Frame]:
+        if self._failed is not None:
+            raise ProtocolError(self._failed)
+        self._buf += data
+        frames: list[Frame] = []
+        buf = self._buf
+        while len(buf) >= HEADER_SIZE:
+            n, ftype = _HEADER.unpack_from(buf)
+            name = NAMES.get(ftype)
+            if name is None:
+                raise self._fail(f"frame {self.counter}: unknown frame type {ftype}")
+            lo, hi = LIMITS[ftype]
+            if not lo + self._over <= n <= hi + self._over:
+                raise self._fail(
+                    f"frame {self.counter}: {name} of {n} bytes outside its limits"
+                    f" ({lo + self._over}..{hi + self._over})"
+                )
+            if self.ended:
+                raise self._fail(f"frame {self.counter}: {name} after the peer's end of stream")
+            if len(buf) < HEADER_SIZE + n:
+                break
+            frames.append(Frame(ftype, self._open(buf, n, ftype, name)))
+            del buf[: HEADER_SIZE + n]
+            self.counter += 1
+            if ftype in (END, ERROR):
+                self.ended = True
+        return frames
+
+    def _open(self, buf: bytearray, n: int, ftype: int, name: str) -> bytes:
+        with memoryview(buf) as view:
+            body = view[HEADER_SIZE : HEADER_SIZE + n]
+            try:
+                if self._aead is None:
+                    return bytes(body)
+                from cryptography.exceptions import InvalidTag
+
+                try:
+                    return self._aead.decrypt(
+                        frame_nonce(self.counter), body, bytes(view[:HEADER_SIZE])
+                    )
+                except InvalidTag:
+                    raise self._fail(
+                        f"frame {self.counter} ({name}) failed authentication: wrong key, or a"
+                        " replayed, reordered, dropped or spliced frame"
+                    ) from None
+            finally:
+                body.release()
+
+
+# --- bodies -----------------------------------------------------------------
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
+def _loads(payload: bytes | str):
+    try:
+        return json.loads(payload, parse_constant=_no_constant)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
+def _dumps(obj) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def _json_body(body: bytes, what: str):
+    try:
+        return _loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ProtocolError(f"{what}: undecodable body ({exc.__class__.__name__})") from None
+
+
+def _batches(items: list, what: str) -> Iterator[bytes]:
+    """JSON lists of at most MAX_BATCH items and CONTROL_LIMIT bytes each."""
+    for i in range(0, len(items), MAX_BATCH):
+        yield from _fit(items[i : i + MAX_BATCH], what)
+
+
+def _fit(items: list, what: str) -> Iterator[bytes]:
+    body = _dumps(items)
+    if len(body) <= CONTROL_LIMIT:
+        yield body
+    elif len(items) == 1:
+        raise ValueError(f"a single {what} of {len(body)} bytes exceeds {CONTROL_LIMIT}")
+    else:
+        half = len(items) // 2
+        yield from _fit(items[:half], what)
+        yield from _fit(items[half:], what)
+
+
+def record_to_v2(r: Record) -> dict:
+    """A record on the v2 wire: v1's fields, numbers as integers."""
+    return {
+        "path": r.path,
+        "hash": r.hash,
+        "mtime": r.mtime,
+        "size": r.size,
+        "mode": r.mode,
+        "deleted": r.deleted,
+    }
+
+
+def state_bodies(records: Iterable[Record]) -> Iterator[bytes]:
+    return _batches([record_to_v2(r) for r in records], "record")
+
+
+def decode_state(body: bytes) -> list[Record]:
+    items = _json_body(body, "STATE")
+    if not isinstance(items, list) or not 0 < len(items) <= MAX_BATCH:
+        raise ProtocolError(f"STATE: not a list of 1..{MAX_BATCH} records")
+    try:
+        return [record_from_wire(item) for item in items]
+    except ProtocolError as exc:
+        raise ProtocolError(str(exc).replace("SyncState", "STATE")) from None
+
+
+def request_bodies(paths: Iterable[str]) -> Iterator[bytes]:
+    return _batches(list(paths), "path")
+
+
+def decode_request(body: bytes) -> list[str]:
+    items = _json_body(body, "REQUEST")
+    if not isinstance(items, list) or not 0 < len(items) <= MAX_BATCH:
+        raise ProtocolError(f"REQUEST: not a list of 1..{MAX_BATCH} paths")
+    if not all(type(p) is str for p in items):
+        raise ProtocolError("REQUEST: a path is not a string")
+    return items
+
+
+FileHeader = namedtuple("FileHeader", "path mode size sha256 mtime")
+
+
+def encode_file_header(h: FileHeader) -> bytes:
+    return _dumps(
+        {"path": h.path, "mode": h.mode, "size": h.size, "sha256": h.sha256, "mtime": h.mtime}
+    )
+
+
+def _uint(obj: dict, name: str, what: str) -> int:
+    value = obj.get(name)
+    if type(value) is not int or not 0 <= value < 2**63:
+        raise ProtocolError(f"{what}: field {name!r} missing or not a non-negative integer")
+    return value
+
+
+def decode_file_header(body: bytes) -> FileHeader:
+    obj = _json_body(body, "FILE")
+    if not isinstance(obj, dict):
+        raise ProtocolError("FILE: not a JSON object")
+    path, digest = obj.get("path"), obj.get("sha256")
+    if type(path) is not str:
+        raise ProtocolError("FILE: field 'path' missing or not a string")
+    if type(digest) is not str or len(digest) != 64:
+        raise ProtocolError("FILE: field 'sha256' missing or not 64 hex characters")
+    return FileHeader(
+        path,
+        _uint(obj, "mode", "FILE") & 0o777,
+        _uint(obj, "size", "FILE"),
+        digest.lower(),
+        _uint(obj, "mtime", "FILE"),
+    )
+
+
+def encode_file_end(error: str | None = None) -> bytes:
+    """Empty: the file is whole.  Else the sender gave it up (changed while read...)."""
+    return b"" if error is None else _dumps({"error": _clip(error, 500)})
+
+
+def decode_file_end(body: bytes) -> str | None:
+    if not body:
+        return None
+    obj = _json_body(body, "FILE_END")
+    if not isinstance(obj, dict) or type(obj.get("error")) is not str:
+        raise ProtocolError("FILE_END: neither empty nor an error")
+    return _clip(obj["error"], 200) or "no reason given"
+
+
+EndCounts = namedtuple("EndCounts", "frames files bytes")
+
+
+def encode_end(c: EndCounts) -> bytes:
+    return _dumps({"frames": c.frames, "files": c.files, "bytes": c.bytes})
+
+
+def decode_end(body: bytes) -> EndCounts:
+    obj = _json_body(body, "END")
+    if not isinstance(obj, dict):
+        raise ProtocolError("END: not a JSON object")
+    return EndCounts(*(_uint(obj, k, "END") for k in EndCounts._fields))
+
+
+def encode_error(text: str) -> bytes:
+    return _clip(text, 500).encode("utf-8")
+
+
+def decode_error(body: bytes) -> str:
+    return _clip(body.decode("utf-8", "replace"), 200) or "no reason given"
+
+
+def _clip(text: str, n: int) -> str:
+    """Printable, at most ``n`` characters: a peer's text goes into our logs."""
+    text = "".join(c if c.isprintable() else "?" for c in text[: n + 1])
+    return text if len(text) <= n else text[: n - 3] + "..."
