@@ -109,8 +109,9 @@ def prune(
             if size <= limits.max_size:
                 break
             if b[2] and refs[b[0]] == 1:  # a content some version shares frees nothing
-                b[2] = False  # its hash stays: whether it was written here, and sent
+                b[2] = False  # a write made here keeps its hash: it tells a conflict
                 size -= unref(b[0])
+    bases = {p: b for p, b in bases.items() if b[2] or b[1]}
     first = 0
     while first < len(kept) and size > limits.max_size:
         size -= unref(kept[first]["hash"])
@@ -315,8 +316,11 @@ class VersionStore:
             return
         if digest not in self.sizes:
             if data is None or not self.room_for(len(data)):
-                self.bases[path] = [digest, pending, False]  # its hash alone
-                self.changed = True
+                if pending:  # a write made here: its hash tells a conflict
+                    self.bases[path] = [digest, True, False]
+                    self.changed = True
+                elif self.bases.pop(path, None) is not None:
+                    self.changed = True
                 return
             self.put(digest, data)
         self.bases[path] = [digest, pending, True]

@@ -164,9 +164,10 @@ def test_prune_is_oldest_first_within_each_limit():
     sizes = {x: 100 for x in h}.get
     kept, bases = prune(vs, {"p": [h[19], False, True]}, sizes, Limits(4, 10_000, 30), now)
     assert [v["id"] for v in kept] == [12, 13, 14, 15, 16, 17, 18, 19]
-    kept, bases = prune(vs, {"p": [h[0], False, True]}, sizes, Limits(4, 550, 30), now)
-    # the base's content goes first; its hash stays (written here? sent?)
-    assert [v["id"] for v in kept] == [15, 16, 17, 18, 19] and bases == {"p": [h[0], False, False]}
+    kept, bases = prune(vs, {"p": [h[0], False, True], "q": [h[1], True, True]}, sizes,
+                        Limits(4, 550, 30), now)  # fmt: skip
+    # base contents go first; a write made here (pending) keeps its hash
+    assert [v["id"] for v in kept] == [15, 16, 17, 18, 19] and bases == {"q": [h[1], True, False]}
     old = [dict(v, kept=v["kept"] - 40 * 86_400_000) for v in vs[:5]] + vs[5:]
     kept, _ = prune(old, {}, sizes, Limits(100, 10**6, 30), now)
     assert [v["id"] for v in kept] == list(range(5, 20))
