@@ -43,6 +43,7 @@ CHUNK_SIZE = 64 * 1024  # the largest CHUNK body
 MAX_BATCH = 1024  # records in one STATE, paths in one REQUEST
 CONTROL_LIMIT = 1024 * 1024  # the largest STATE or REQUEST body
 COUNTER_LIMIT = 2**63  # frames one direction may seal
+MAX_RECORDS = 1_000_000  # default cap on a peer's state (about 100 MiB held to plan it)
 KEY_INFO = b"owsync v2 keys"
 
 # Frame types (the header's fifth byte).
@@ -140,6 +141,25 @@ def peer_nonce(hello_obj: dict) -> bytes | None:
 def negotiated(our_hello_fields: dict, peer_hello_obj: dict) -> bool:
     """Whether both Hellos advertise v2 (then both sides switch after the Hellos)."""
     return "v2" in our_hello_fields and peer_nonce(peer_hello_obj) is not None
+
+
+def split_hello_frame(
+    buf: bytes, limit: int = protocol.FIRST_FRAME_LIMIT
+) -> tuple[bytes | None, bytes]:
+    """The first v1 frame's payload (the peer's Hello, still sealed) and the bytes after it.
+
+    A peer that speaks v2 sends its AUTH right behind its Hello, so one read
+    may hold both: the bytes after the Hello belong to the v2 reader, and must
+    not go through v1's frame decoder.  (None, buf) until the frame is whole.
+    """
+    if len(buf) < 4:
+        return None, buf
+    n = int.from_bytes(buf[:4], "big")
+    if n > limit:
+        raise ProtocolError(f"frame of {n} bytes exceeds the limit of {limit}")
+    if len(buf) < 4 + n:
+        return None, buf
+    return bytes(buf[4 : 4 + n]), bytes(buf[4 + n :])
 
 
 def min_protocol_error(min_protocol: int, v2: bool, who: str = "peer") -> str | None:
@@ -348,10 +368,19 @@ def _json_body(body: bytes, what: str):
         raise ProtocolError(f"{what}: undecodable body ({exc.__class__.__name__})") from None
 
 
-def _batches(items: list, what: str) -> Iterator[bytes]:
-    """JSON lists of at most MAX_BATCH items and CONTROL_LIMIT bytes each."""
-    for i in range(0, len(items), MAX_BATCH):
-        yield from _fit(items[i : i + MAX_BATCH], what)
+def _batches(items: Iterable, convert, what: str) -> Iterator[bytes]:
+    """JSON lists of at most MAX_BATCH items and CONTROL_LIMIT bytes each.
+
+    Lazy: a batch's objects exist only while it is encoded.
+    """
+    batch: list = []
+    for item in items:
+        batch.append(convert(item))
+        if len(batch) == MAX_BATCH:
+            yield from _fit(batch, what)
+            batch = []
+    if batch:
+        yield from _fit(batch, what)
 
 
 def _fit(items: list, what: str) -> Iterator[bytes]:
@@ -379,7 +408,7 @@ def record_to_v2(r: Record) -> dict:
 
 
 def state_bodies(records: Iterable[Record]) -> Iterator[bytes]:
-    return _batches([record_to_v2(r) for r in records], "record")
+    return _batches(records, record_to_v2, "record")
 
 
 def decode_state(body: bytes) -> list[Record]:
@@ -393,7 +422,7 @@ def decode_state(body: bytes) -> list[Record]:
 
 
 def request_bodies(paths: Iterable[str]) -> Iterator[bytes]:
-    return _batches(list(paths), "path")
+    return _batches(paths, str, "path")
 
 
 def decode_request(body: bytes) -> list[str]:

@@ -1,0 +1,427 @@
+"""The session state machine of protocol v2.  Pure code, no I/O.
+
+Like :mod:`owsync.session` (v1), it takes bytes in and gives events out, h11
+style; the caller does the I/O the events call for and sends the frames the
+machine makes, in the order it makes them.  Both ends run the same machine;
+only the keys tell the initiator (the side that connected) from the other.
+
+    keys = protocol2.session_keys(psk, initiator, our_hello, peer_hello)
+    machine = Session2(accept, max_file_size, keys)
+    send(machine.start())                                   # AUTH
+    on bytes received: machine.receive_data(data), then
+    while (event := machine.next_event()) is not None:      # handle each at once
+        PeerAuth     -> lock, scan, send every frame of machine.state(records)
+        PeerState    -> apply event.plan.deletions, send every frame of
+                        machine.request(event.plan) (event.too_large: log)
+        PeerRequest  -> per path: send machine.file_start(path, mode), then
+                        machine.file_chunk(data) per at most CHUNK_SIZE bytes
+                        (machine.outgoing_left say how many remain), then the
+                        frame of machine.file_end() (or machine.file_abort());
+                        at last send machine.end()
+        FileStart    -> open a temp file for event.record
+        FileChunk    -> write event.data to it
+        FileDone     -> verified (size and SHA-256): put it in place
+        FileRefused  -> the sender gave it up: discard the temp file, log it
+        PeerEnd      -> nothing
+    on end of file: machine.connection_closed() (ProtocolError unless the
+    peer's END arrived); done when machine.complete and all was sent.
+
+Each event must be handled before next_event() is called again: the peer's
+STATE is planned against the records given to state() on PeerAuth.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections import deque, namedtuple
+from collections.abc import Callable, Iterator
+
+from .plan import Plan, make_plan
+from .protocol import ProtocolError
+from .protocol2 import (
+    AUTH,
+    CHUNK,
+    CHUNK_SIZE,
+    END,
+    ERROR,
+    FILE,
+    FILE_END,
+    MAX_RECORDS,
+    NAMES,
+    REQUEST,
+    REQUEST_END,
+    STATE,
+    STATE_END,
+    EndCounts,
+    FileHeader,
+    Frame,
+    FrameReader,
+    FrameWriter,
+    Keys,
+    PeerError,
+    decode_end,
+    decode_error,
+    decode_file_end,
+    decode_file_header,
+    decode_request,
+    decode_state,
+    encode_end,
+    encode_error,
+    encode_file_end,
+    encode_file_header,
+    min_protocol_error,
+    request_bodies,
+    state_bodies,
+)
+from .session import SessionAbort
+from .state import Record
+
+# Events: what the machine decided, for the caller to carry out.
+PeerAuth = namedtuple("PeerAuth", "")  # lock, scan, send state(records)
+PeerState = namedtuple("PeerState", "plan too_large")  # apply deletions, send request(plan)
+PeerRequest = namedtuple("PeerRequest", "paths")  # send these files, then end()
+FileStart = namedtuple("FileStart", "record")  # open a temp file
+FileChunk = namedtuple("FileChunk", "path data")  # append to it
+FileDone = namedtuple("FileDone", "record")  # size and hash verified: put it in place
+FileRefused = namedtuple("FileRefused", "path reason")  # the sender gave it up: discard
+PeerEnd = namedtuple("PeerEnd", "counts")  # the peer sent everything, and said so
+
+Event = (
+    PeerAuth | PeerState | PeerRequest | FileStart | FileChunk | FileDone | FileRefused | PeerEnd
+)
+
+# Where a stream stands (each direction has its own): the next frames it may carry.
+AUTHING, STATING, REQUESTING, FILING, ENDED = range(5)
+_STAGE = ["AUTH", "STATE", "REQUEST", "FILE or END", "nothing"]
+
+
+def check_min_protocol(min_protocol: int, v2: bool, who: str = "peer") -> None:
+    """SessionAbort when policy refuses a v1-only peer (nothing has changed yet)."""
+    why = min_protocol_error(min_protocol, v2, who)
+    if why is not None:
+        raise SessionAbort(why)
+
+
+class _File:
+    """A file on its way, either direction: its record, bytes so far, running hash."""
+
+    __slots__ = ("record", "done", "sha")
+
+    def __init__(self, record: Record) -> None:
+        self.record = record
+        self.done = 0
+        self.sha = hashlib.sha256()
+
+    def add(self, data: bytes) -> None:
+        self.done += len(data)
+        self.sha.update(data)
+
+    def whole(self) -> bool:
+        return self.done == self.record.size and self.sha.hexdigest() == self.record.hash
+
+
+class Session2:
+    def __init__(
+        self,
+        accept: Callable[[str], bool],
+        max_file_size: int,
+        keys: Keys,
+        max_records: int = MAX_RECORDS,
+    ) -> None:
+        self.accept = accept
+        self.max_file_size = max_file_size
+        self.max_records = max_records
+        self._t = keys.transcript
+        self._w = FrameWriter(keys.send)
+        self._r = FrameReader(keys.recv)
+        self._frames: deque[Frame] = deque()
+        self._failed: str | None = None
+        self.ours = self.peers = AUTHING  # each stream's stage
+        self._started = False
+        self._requested = False
+        # ours
+        self._local: dict[str, Record] | None = None
+        self._advertised: dict[str, Record] = {}  # live records we sent
+        self._to_serve: set[str] = set()  # the peer asked, not yet sent
+        self._out: _File | None = None
+        self._sent = EndCounts(0, 0, 0)
+        # the peer's
+        self._seen: set[str] = set()  # paths of its state
+        self._plan = Plan()
+        self._remote: dict[str, Record] = {}  # its records we plan to request
+        self._pending: set[str] = set()  # requested, not yet started
+        self._asked: dict[str, None] = {}  # its request, in order
+        self._in: _File | None = None
+        self._got = EndCounts(0, 0, 0)
+
+    # --- what we send -----------------------------------------------------
+
+    def start(self) -> bytes:
+        """AUTH: the first frame, sent right after the Hellos."""
+        if self._started:
+            raise RuntimeError("start() twice")
+        self._started = True
+        self.ours = STATING
+        return self._frame(AUTH, self._t)
+
+    def state(self, records: dict[str, Record]) -> Iterator[bytes]:
+        """STATE frames then STATE_END, from the records of a scan done on PeerAuth."""
+        if self.peers < STATING or self._local is not None:
+            raise RuntimeError("state() before PeerAuth, or twice")
+        self._local = records
+        mine = [r for r in records.values() if self.accept(r.path)]
+        self._advertised = {r.path: r for r in mine if not r.deleted}
+        return self._stream(STATE, state_bodies(mine), STATE_END, REQUESTING)
+
+    def request(self, plan: Plan) -> Iterator[bytes]:
+        """REQUEST frames then REQUEST_END, for the plan of PeerState."""
+        if self.peers < REQUESTING or self.ours != REQUESTING or self._requested:
+            raise RuntimeError("request() before PeerState, before our state was sent, or twice")
+        if any(p not in self._remote for p in plan.requests):
+            raise RuntimeError("request() for a path the peer's plan did not offer")
+        self._pending = set(plan.requests)
+        self._requested = True
+        return self._stream(REQUEST, request_bodies(plan.requests), REQUEST_END, FILING)
+
+    def _stream(self, kind: int, bodies, last: int, then: int) -> Iterator[bytes]:
+        for body in bodies:
+            yield self._frame(kind, body)
+        self.ours = then
+        yield self._frame(last)
+
+    def file_start(self, path: str, mode: int) -> bytes:
+        """FILE for a path of PeerRequest, as advertised; ``mode`` from the file now."""
+        if self.ours != FILING or self.peers < FILING or self._out is not None:
+            raise RuntimeError("file_start() out of order")
+        if path not in self._to_serve:
+            raise RuntimeError(f"file_start() for {path!r}: not requested, or sent already")
+        self._to_serve.discard(path)
+        rec = self._advertised[path]
+        self._out = _File(rec)
+        self._sent = self._sent._replace(files=self._sent.files + 1)
+        return self._frame(FILE, encode_file_header(
+            FileHeader(path, mode & 0o777, rec.size, rec.hash, rec.mtime)))  # fmt: skip
+
+    @property
+    def outgoing_left(self) -> int:
+        """Bytes of the file being sent still due (read at most this much)."""
+        if self._out is None:
+            raise RuntimeError("no file is being sent")
+        return self._out.record.size - self._out.done
+
+    def file_chunk(self, data: bytes) -> bytes:
+        if self._out is None:
+            raise RuntimeError("file_chunk() outside a file")
+        if not 0 < len(data) <= min(CHUNK_SIZE, self.outgoing_left):
+            raise ValueError("a chunk has 1..CHUNK_SIZE bytes, none past the advertised size")
+        self._out.add(data)
+        self._sent = self._sent._replace(bytes=self._sent.bytes + len(data))
+        return self._frame(CHUNK, data)
+
+    def file_end(self) -> tuple[bytes, str | None]:
+        """FILE_END, and None; or, when what was read is not what was advertised
+        (the file changed meanwhile), a FILE_END giving it up, and why."""
+        if self._out is None:
+            raise RuntimeError("file_end() outside a file")
+        if self._out.whole():
+            self._out = None
+            return self._frame(FILE_END, encode_file_end()), None
+        why = "changed while being sent"
+        return self.file_abort(why), why
+
+    def file_abort(self, reason: str) -> bytes:
+        """FILE_END giving the file up (it changed, it could not be read)."""
+        if self._out is None:
+            raise RuntimeError("file_abort() outside a file")
+        self._out = None
+        return self._frame(FILE_END, encode_file_end(reason))
+
+    def end(self) -> bytes:
+        """END, with what this side sent: the last frame of our stream."""
+        if self.ours != FILING or self.peers < FILING or self._out is not None:
+            raise RuntimeError("end() before PeerRequest, or inside a file")
+        self.ours = ENDED
+        self._to_serve.clear()
+        return self._frame(END, encode_end(self._sent._replace(frames=self._w.counter)))
+
+    def error(self, text: str) -> bytes:
+        """ERROR: this side gives the session up; nothing may follow."""
+        self.ours = ENDED
+        return self._frame(ERROR, encode_error(text))
+
+    def _frame(self, kind: int, body: bytes = b"") -> bytes:
+        return self._w.frame(kind, body)
+
+    @property
+    def complete(self) -> bool:
+        """Our END made, and the peer's END received and verified."""
+        return self.ours == ENDED and self.peers == ENDED and self._failed is None
+
+    @property
+    def missing(self) -> set[str]:
+        """Requested paths the peer did not send."""
+        return set(self._pending)
+
+    # --- what we receive --------------------------------------------------
+
+    def receive_data(self, data: bytes) -> None:
+        """Bytes from the peer; frames are checked and opened as they complete."""
+        self._check()
+        try:
+            self._frames.extend(self._r.feed(data))
+        except ProtocolError as exc:
+            self._failed = str(exc)
+            raise
+
+    def next_event(self) -> Event | None:
+        """The next event, or None until more bytes arrive."""
+        self._check()
+        if not self._started:
+            raise RuntimeError("next_event() before start()")
+        while self._frames:
+            frame = self._frames.popleft()
+            try:
+                event = self._handle(frame)
+            except ProtocolError as exc:
+                self._failed = str(exc)
+                raise
+            self._got = self._got._replace(frames=self._got.frames + 1)
+            if event is not None:
+                return event
+        return None
+
+    def connection_closed(self) -> None:
+        """The peer hung up: ProtocolError unless its END came (and nothing after)."""
+        self._check()
+        if self.peers != ENDED or self._frames or self._r.pending:
+            self._failed = (
+                f"connection closed before the peer's END (after {self._r.counter} frames):"
+                " the session is incomplete"
+            )
+            raise ProtocolError(self._failed)
+
+    def _check(self) -> None:
+        if self._failed is not None:
+            raise ProtocolError(self._failed)
+
+    def _unexpected(self, kind: int) -> ProtocolError:
+        where = "inside a file" if self._in is not None else f"where {_STAGE[self.peers]} was due"
+        return ProtocolError(f"unexpected {NAMES[kind]} from the peer {where}")
+
+    def _handle(self, f: Frame) -> Event | None:
+        kind = f.type
+        if kind == ERROR:
+            self.peers = ENDED
+            raise PeerError(f"the peer gave the session up: {decode_error(f.body)}")
+        if self._in is not None and kind not in (CHUNK, FILE_END):
+            raise self._unexpected(kind)
+        if kind == AUTH and self.peers == AUTHING:
+            if not hmac.compare_digest(f.body, self._t):
+                raise ProtocolError(
+                    "the peer's AUTH does not match this session's Hellos"
+                    " (a modified Hello, or a spliced session)"
+                )
+            self.peers = STATING
+            return PeerAuth()
+        if kind in (STATE, STATE_END) and self.peers == STATING:
+            return self._state(f)
+        if kind in (REQUEST, REQUEST_END) and self.peers == REQUESTING:
+            if self.ours < REQUESTING:
+                raise ProtocolError("the peer sent REQUEST before it could have our state")
+            return self._request(f)
+        if self.peers == FILING:
+            if kind == FILE and self._in is None:
+                return self._file(decode_file_header(f.body))
+            if kind == CHUNK and self._in is not None:
+                return self._chunk(f.body)
+            if kind == FILE_END and self._in is not None:
+                return self._file_end(decode_file_end(f.body))
+            if kind == END and self._in is None:
+                return self._end(decode_end(f.body))
+        raise self._unexpected(kind)
+
+    def _state(self, f: Frame) -> PeerState | None:
+        if self._local is None:
+            raise RuntimeError("the peer's STATE came before state(): handle PeerAuth first")
+        if f.type == STATE:
+            batch = decode_state(f.body)
+            for r in batch:
+                if r.path in self._seen:
+                    raise ProtocolError(f"STATE: {r.path!r} twice")
+                self._seen.add(r.path)
+            if len(self._seen) > self.max_records:
+                raise ProtocolError(f"STATE: more than {self.max_records} records")
+            part = make_plan(self._local, batch, self.accept)
+            self._plan.deletions += part.deletions
+            self._plan.requests += part.requests
+            if part.requests:
+                by_path = {r.path: r for r in batch}
+                for p in part.requests:
+                    self._remote[p] = by_path[p]
+            return None
+        self._seen = set()
+        plan, too_large = self._plan, []
+        if any(self._remote[p].size > self.max_file_size for p in plan.requests):
+            too_large = [self._remote[p] for p in plan.requests
+                         if self._remote[p].size > self.max_file_size]  # fmt: skip
+            plan.requests = [p for p in plan.requests if self._remote[p].size <= self.max_file_size]
+        self.peers = REQUESTING
+        return PeerState(plan, too_large)
+
+    def _request(self, f: Frame) -> PeerRequest | None:
+        if f.type == REQUEST:
+            for p in decode_request(f.body):
+                if p not in self._advertised:
+                    raise ProtocolError(f"REQUEST: {p!r} is not a file this node advertised")
+                if p in self._asked:
+                    raise ProtocolError(f"REQUEST: {p!r} twice")
+                self._asked[p] = None
+            return None
+        paths, self._asked = tuple(self._asked), {}
+        self._to_serve = set(paths)
+        self.peers = FILING
+        return PeerRequest(paths)
+
+    def _file(self, h: FileHeader) -> FileStart:
+        if self.ours < FILING:
+            raise ProtocolError("the peer sent FILE before it could have our request")
+        if h.path not in self._pending:
+            raise ProtocolError(f"FILE: {h.path!r} was not requested, or was sent already")
+        adv = self._remote[h.path]
+        if (h.size, h.sha256, h.mtime) != (adv.size, adv.hash, adv.mtime):
+            raise ProtocolError(f"FILE: {h.path!r} is not the version the peer advertised")
+        self._pending.discard(h.path)
+        rec = Record(h.path, adv.hash, adv.mtime, adv.size, h.mode, False)
+        self._in = _File(rec)
+        self._got = self._got._replace(files=self._got.files + 1)
+        return FileStart(rec)
+
+    def _chunk(self, data: bytes) -> FileChunk:
+        f = self._in
+        if f.done + len(data) > f.record.size:
+            raise ProtocolError(f"CHUNK past the size of {f.record.path!r} ({f.record.size})")
+        f.add(data)
+        self._got = self._got._replace(bytes=self._got.bytes + len(data))
+        return FileChunk(f.record.path, data)
+
+    def _file_end(self, error: str | None) -> FileDone | FileRefused:
+        f, self._in = self._in, None
+        if error is not None:
+            return FileRefused(f.record.path, f"the peer gave it up: {error}")
+        if f.done != f.record.size:
+            raise ProtocolError(
+                f"FILE_END for {f.record.path!r} after {f.done} of {f.record.size} bytes"
+            )
+        if not f.whole():
+            raise ProtocolError(f"{f.record.path!r}: the content does not match its SHA-256")
+        return FileDone(f.record)
+
+    def _end(self, counts: EndCounts) -> PeerEnd:
+        if counts != self._got:
+            raise ProtocolError(
+                f"the peer's END says it sent {tuple(counts)} (frames, files, bytes);"
+                f" {tuple(self._got)} arrived"
+            )
+        self.peers = ENDED
+        return PeerEnd(counts)
