@@ -440,6 +440,12 @@ def test_several_daemons_side_by_side_find_their_own_control_socket(daemons):
             assert wait_for(lambda n=n: _status(n).returncode == 0, 10), n.text()
             st = json.loads(_status(n).stdout)
             assert st["pid"] == n.proc.pid and st["sync_dir"] == str(n.dir)
+
+        def settled() -> bool:  # the start-up syncs, which race each other, are over
+            peers = [p for n in nodes for p in json.loads(_status(n).stdout)["peers"]]
+            return all(p["state"] == "idle" and p["last_result"] == "ok" for p in peers)
+
+        assert wait_for(settled, 30)
         r = _cli("sync", "--wait", "-c", str(nodes[0].conf))
         assert r.returncode == 0 and r.stdout.count(": ok;") == 2, r.stdout + r.stderr
     finally:
