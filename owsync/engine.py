@@ -216,8 +216,8 @@ class _Replica:
         self.lock_dir(self.ctx.lock_timeout)
         try:
             loaded = database.load(self.ctx.db_path, root=self.root)
-            now_ms = int(self.ctx.clock() * 1000)
-            res = scanner.scan(self.ctx.root, loaded, self._scan_filter(), self.own, now_ms)
+            res = scanner.scan(self.ctx.root, loaded, self._scan_filter(), self.own, self.now_ms)
+            now_ms = self.now_ms()
             if res.stale_temps:
                 self.dir.remove_stale_temps(res.stale_temps)
             self.store = self.ctx.open_store()

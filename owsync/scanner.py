@@ -49,7 +49,7 @@ def scan(
     records: dict[str, Record],
     accept: Callable[[str], bool],
     own: frozenset[str],
-    now_ms: int,
+    now_ms: int | Callable[[], int],
 ) -> ScanResult:
     """Walk ``root`` and return the records after this scan.
 
@@ -118,6 +118,11 @@ def scan(
     def in_scope(path: str) -> bool:
         return accept(path) and not is_hidden(path) and path not in own
 
+    # A deletion is stamped with the time the walk ended, not began: one made
+    # during the walk must not get a time before itself (a write made elsewhere
+    # meanwhile would then beat it, and the file come back).
+    if callable(now_ms):
+        now_ms = now_ms()
     result.records = reconcile(records, seen, in_scope, keep, now_ms)
     return result
 

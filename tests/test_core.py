@@ -480,3 +480,34 @@ def test_a_local_deletion_is_stamped_after_the_version_it_deletes():
     behind = ahead._replace(mtime=1_700_000_000_000)
     out = reconcile({"f": behind}, {}, lambda p: True, set(), now_ms=1_800_000_000_000)
     assert out["f"].mtime == 1_800_000_000_000
+
+
+def test_a_deletion_during_the_walk_is_stamped_after_it(tmp_path):
+    """The tombstone takes the time the walk ended: a deletion made while the scan
+    walked must not get a stamp before itself (a write made elsewhere in between
+    would beat it, and the deleted file come back)."""
+    import os
+    import time
+
+    from owsync import scanner
+    from owsync.plan import remote_wins
+
+    (tmp_path / "sub").mkdir()
+    for name in ("a", "sub/f"):
+        (tmp_path / name).write_text("v1\n")
+    known = scanner.scan(str(tmp_path), {}, lambda p: True, frozenset(), 0).records
+    events: dict[str, int] = {}
+
+    def accept(path: str) -> bool:  # the root's files are walked before sub/
+        if path == "a" and not events:
+            time.sleep(0.01)
+            events["edit"] = int(time.time() * 1000)  # a write elsewhere, its mtime
+            time.sleep(0.01)
+            os.unlink(tmp_path / "sub" / "f")  # then the deletion here
+        return True
+
+    clock = lambda: int(time.time() * 1000)  # noqa: E731
+    res = scanner.scan(str(tmp_path), known, accept, frozenset(), clock)
+    tomb = res.records["sub/f"]
+    assert tomb.deleted and tomb.mtime > events["edit"]
+    assert not remote_wins(Record("sub/f", "ab" * 32, events["edit"], 3, 0o644), tomb)
