@@ -115,12 +115,20 @@ class Churn:
             ("create", "edit", "concurrent", "delete", "recreate", "rename"), 0
         )
         self.max_down = max(1, (len(nodes) - 1) // 2)
+        self.unsaved: list[str] = []  # what SIGKILL left a database without
 
     # --- reporting -----------------------------------------------------------
 
     def where(self) -> str:
+        when = (
+            "at the start"
+            if self.round < 0
+            else "after the churn"
+            if self.round >= ROUNDS
+            else f"round {self.round} (rounds 0-{ROUNDS - 1})"
+        )
         return (
-            f"seed {self.seed}, round {self.round} of {ROUNDS}, {len(self.nodes)} nodes"
+            f"seed {self.seed}, {when}, {len(self.nodes)} nodes"
             f" (replay: OWSYNC_CHURN_SEED={self.seed} OWSYNC_CHURN_ROUNDS={ROUNDS}"
             f" OWSYNC_CHURN_NODES={len(self.nodes)})"
         )
@@ -133,6 +141,8 @@ class Churn:
         return "\n".join(out)
 
     def fail(self, msg: str) -> None:
+        if self.unsaved:
+            msg += "\nSIGKILL left a deletion out of a database:\n" + "\n".join(self.unsaved)
         pytest.fail(f"{self.where()}: {msg}\n{self.logs()}", pytrace=False)
 
     # --- the clock of writes ---------------------------------------------------
@@ -392,6 +402,16 @@ class Churn:
         rc = node.stop(sig)
         if sig == signal.SIGTERM and rc != 0:
             self.fail(f"{node.name} exited {rc} on SIGTERM")
+        if sig == signal.SIGKILL:  # noted, to explain a failure: a file live in the
+            # database and gone from the disk, not by the test's hand, is a deletion
+            # from a peer that was applied and not yet saved
+            mine = {p.path for p in self.pending if p.node is node}
+            for path, rec in sorted(self.db(node).items()):
+                if not rec.deleted and path not in mine and not (node.dir / path).is_file():
+                    self.unsaved.append(
+                        f"round {self.round}: {node.name} killed with {path} live in its"
+                        f" database ({rec.mtime}) and gone from its disk"
+                    )
         self.stops[sig.name] += 1
         self.down[node.name] = back
 
