@@ -492,6 +492,11 @@ def _apply_deletions(replica: _Replica, deletions: list[Record], result: Session
         result.deleted += 1
         result.changed.append(remote.path)
         result.removed.append(remote.path)
+    if result.deleted:
+        # Recorded at once, not at the end of the session: killed in between, the
+        # node would find the files gone, take that for deletions of its own,
+        # stamped at its restart, and delete a re-creation made meanwhile.
+        database.save(replica.ctx.db_path, replica.records, replica.root)
 
 
 def _serve(replica: _Replica, ch: Channel, paths: tuple[str, ...]) -> Iterator[Message]:
