@@ -58,28 +58,42 @@ def load(db_path: str, set_aside: bool = True, root: str | None = None) -> dict[
     return records
 
 
-def save(db_path: str, records: dict[str, Record], root: str | None = None) -> None:
-    tmp = db_path + ".db_tmp"
-    data = dumps_db(records, root)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+def write_file(path: str, tmp: str, data: bytes, fsync: bool = True, exclusive: bool = False):
+    """Write ``data`` to ``tmp`` (fsynced unless told not to), then rename it to
+    ``path``; on any failure the temp file is removed and ``path`` untouched.
+    ``exclusive``: ``tmp`` is a fresh name that must not exist yet."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    flags |= os.O_EXCL if exclusive else os.O_TRUNC
+    fd = os.open(tmp, flags, 0o600)
     try:
         try:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
-            os.fsync(fd)
+            if fsync:
+                os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(tmp, db_path)
+        os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    dfd = os.open(os.path.dirname(os.path.abspath(db_path)), os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+
+
+def fsync_dir(path: str) -> None:
+    """Make a directory's entries durable (a missing directory has none)."""
+    with contextlib.suppress(FileNotFoundError):
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def save(db_path: str, records: dict[str, Record], root: str | None = None) -> None:
+    write_file(db_path, db_path + ".db_tmp", dumps_db(records, root))
+    fsync_dir(os.path.dirname(os.path.abspath(db_path)))
 
 
 class DirLock:

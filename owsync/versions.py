@@ -33,6 +33,7 @@ import logging
 import os
 import time
 
+from .database import fsync_dir, write_file
 from .syncdir import have_syncfs, syncfs
 
 log = logging.getLogger("owsync")
@@ -221,24 +222,8 @@ class VersionStore:
             os.makedirs(parent, mode=0o700, exist_ok=True)
             self._dirs_made.add(parent)
         tmp = os.path.join(parent, f"{_TMP}{os.urandom(6).hex()}")
-        fd = os.open(
-            tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
-        )
-        try:
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                if not self.by_fs:
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.rename(tmp, path)
-            self._dirty_dirs.add(parent)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        write_file(path, tmp, data, fsync=not self.by_fs, exclusive=True)
+        self._dirty_dirs.add(parent)
         self.sizes[digest] = len(data)
         self.stored += len(data)
 
@@ -366,24 +351,8 @@ class VersionStore:
             separators=(",", ":"),
         ).encode()
         index = os.path.join(self.dir, "index.json")
-        tmp = index + ".tmp"
-        fd = os.open(
-            tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
-        )
-        try:
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, index)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        _fsync_dir(self.dir)
+        write_file(index, index + ".tmp", data)
+        fsync_dir(self.dir)
         self.changed = self.fresh = False
         if collect:
             self.collect()
@@ -402,7 +371,7 @@ class VersionStore:
                 os.close(fd)
             return
         for d in dirs:
-            _fsync_dir(d)
+            fsync_dir(d)
 
     def collect(self) -> None:
         """Remove the contents no version or base names."""
@@ -450,12 +419,3 @@ def _valid(v) -> bool:
         and v.get("reason") in REASONS
         and type(v.get("kept")) is int
     )
-
-
-def _fsync_dir(path: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
