@@ -30,13 +30,13 @@ import stat
 import struct
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
 from conftest import KEY, Node, base_env, tracked
 from test_hostile import rec
+from test_net_faults import Relay
 
 from owsync import protocol
 from owsync.crypto import AesGcmCipher, PlainCipher
@@ -818,39 +818,6 @@ def test_negative_and_unrepresentable_modes_are_protocol_errors(nodes, canary, w
 # --- 5. replay of a recorded encrypted session ----------------------------------------------
 
 
-class Recorder(threading.Thread):
-    """A TCP relay of the test's own that records what the connecting side sends."""
-
-    def __init__(self, port: int) -> None:
-        super().__init__(daemon=True)
-        self.target = port
-        self.srv = socket.create_server(("127.0.0.1", 0))
-        self.port = self.srv.getsockname()[1]
-        self.client_bytes = bytearray()
-        self.start()
-
-    def run(self) -> None:
-        client, _ = self.srv.accept()
-        server = socket.create_connection(("127.0.0.1", self.target))
-        back = threading.Thread(target=self._pipe, args=(server, client, None), daemon=True)
-        back.start()
-        self._pipe(client, server, self.client_bytes)
-        back.join(10)
-        for s in (client, server, self.srv):
-            s.close()
-
-    @staticmethod
-    def _pipe(src, dst, record) -> None:
-        try:
-            while data := src.recv(65536):
-                if record is not None:
-                    record += data
-                dst.sendall(data)
-            dst.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
-
-
 def replay(port: int, data: bytes) -> tuple[str, list[bytes]]:
     """Send recorded bytes verbatim; the frames the listener sent back, still sealed."""
     s = socket.create_connection(("127.0.0.1", port), timeout=30)
@@ -867,7 +834,7 @@ def replay(port: int, data: bytes) -> tuple[str, list[bytes]]:
 
 
 def record_session(a: Node, b: Node) -> bytes:
-    relay = Recorder(a.port)
+    relay = Relay(a.port, ("none", 0))  # records what the connect sends
     r = b.run("connect", f"127.0.0.1:{relay.port}", *b.opts())
     assert r.returncode == 0, r.stderr
     relay.join(10)

@@ -24,11 +24,13 @@ class Relay(threading.Thread):
     client-to-server bytes: ("cut", n) closes both ends after n bytes, ("truncate", n)
     forwards n bytes then half-closes, ("delay", s) sleeps s before each chunk,
     ("swap", n) swaps the two chunks after the first n bytes, ("flip", n) flips one
-    bit at byte n."""
+    bit at byte n, ("none", 0) forwards it as it is.  ``client_bytes`` holds all the
+    client sent (the replay test records a session with it)."""
 
     def __init__(self, port: int, fault: tuple[str, float]) -> None:
         super().__init__(daemon=True)
         self.target, self.fault = port, fault
+        self.client_bytes = bytearray()
         self.srv = socket.create_server(("127.0.0.1", 0))
         self.port = self.srv.getsockname()[1]
         self.start()
@@ -44,10 +46,13 @@ class Relay(threading.Thread):
             s.close()
 
     def _pipe(self, src: socket.socket, dst: socket.socket, fault) -> None:
+        record = fault is not None  # the client-to-server direction
         kind, arg = fault or ("none", 0)
         seen, held = 0, None
         try:
             while data := src.recv(4096):
+                if record:
+                    self.client_bytes += data
                 if kind == "delay":
                     threading.Event().wait(arg)
                 if kind in ("cut", "truncate") and seen + len(data) > arg:
