@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -25,22 +24,9 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchlib import ROOT, fill, free_port
+
 PY = [sys.executable, "-m", "owsync"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def fill(d: Path, files: int, size: int) -> None:
-    blob = os.urandom(size)
-    for i in range(files):
-        sub = d / f"d{i % 100:02d}"
-        sub.mkdir(exist_ok=True)
-        (sub / f"f{i:05d}").write_bytes(blob[:-8] + i.to_bytes(8, "big"))
 
 
 def run_once(cmd: list[str], base: Path, src: Path, c_style: bool, expected: int, tag: str,

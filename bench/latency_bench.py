@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -22,14 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchlib import ROOT, free_port
+
 KEY = "8b2b64411001592abf237c204845e610e5a743a1472822b3d2b86069ec3658d3"
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def cpu_seconds(pid: int) -> float:

@@ -36,7 +36,6 @@ import platform
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -44,19 +43,14 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchlib import ROOT, free_port
+
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from owsync import control  # noqa: E402 - after the checkout is on the path
 
 KEY = "8b2b64411001592abf237c204845e610e5a743a1472822b3d2b86069ec3658d3"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for(pred, timeout: float = 10.0, step: float = 0.05) -> bool:

@@ -21,9 +21,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchlib import ROOT, free_port
+
 KEY = "8b2b64411001592abf237c204845e610e5a743a1472822b3d2b86069ec3658d3"
 OWSYNC = [sys.executable, "-m", "owsync"]
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def env(plain: bool) -> dict:
@@ -31,12 +32,6 @@ def env(plain: bool) -> dict:
     if not plain:
         e["OWSYNC_KEY"] = KEY
     return e
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def timed(cmd: list[str], plain: bool) -> float:

@@ -31,24 +31,9 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchlib import ROOT, fill, free_port
+
 OWSYNC = [sys.executable, "-m", "owsync"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def fill(d: Path, files: int, size: int, tag: bytes, mtime: float) -> None:
-    blob = os.urandom(size)
-    for i in range(files):
-        sub = d / f"d{i % 100:02d}"
-        sub.mkdir(parents=True, exist_ok=True)
-        p = sub / f"f{i:05d}"
-        p.write_bytes(blob[: -8 - len(tag)] + tag + i.to_bytes(8, "big"))
-        os.utime(p, (mtime, mtime))
 
 
 def write_bytes(pid: int) -> int:

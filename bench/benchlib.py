@@ -1,0 +1,28 @@
+"""What the bench scripts share (bench/ is on sys.path when one of them runs)."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def fill(d: Path, files: int, size: int, tag: bytes = b"", mtime: float | None = None) -> None:
+    """``files`` files of ``size`` bytes in 100 subdirectories, each distinct
+    (its number in its last 8 bytes, after ``tag``), with ``mtime`` if given."""
+    blob = os.urandom(size)
+    for i in range(files):
+        sub = d / f"d{i % 100:02d}"
+        sub.mkdir(parents=True, exist_ok=True)
+        p = sub / f"f{i:05d}"
+        p.write_bytes(blob[: -8 - len(tag)] + tag + i.to_bytes(8, "big"))
+        if mtime is not None:
+            os.utime(p, (mtime, mtime))
