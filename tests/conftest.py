@@ -172,3 +172,28 @@ def summary(result) -> dict[str, float]:
         k, v = part.split(" ")
         out[k] = float(v)
     return out
+
+
+# Debian's Chromium, as the probe ran it: without the background-networking
+# flags it tries hosts this machine's closed network refuses.
+BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update",
+                "--disable-sync"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's Chromium driven by Playwright (its own browser download cannot work here)."""
+    from luci_standin import chromium_path
+
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("needs playwright (pip install -e '.[test]')")
+    exe = chromium_path()
+    if exe is None:
+        pytest.skip("needs Debian's chromium (.ci/run installs it: apt-get install chromium)")
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=exe, args=BROWSER_ARGS)
+        yield b
+        b.close()

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import pytest
 from conftest import KEY, free_port, tracked
-from luci_standin import StandIn, chromium_path
+from luci_standin import StandIn
 from test_daemon import DaemonNode, wait_for
 
 from owsync.crypto import fingerprint
@@ -129,28 +129,6 @@ def test_javascript_parses_and_the_format_logic_holds_under_node(tmp_path):
 
 
 # --- the views in Chromium -------------------------------------------------------
-
-try:
-    from playwright.sync_api import sync_playwright
-except ImportError:  # pragma: no cover - the test extra brings it
-    sync_playwright = None
-
-BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update",
-                "--disable-sync"]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if sync_playwright is None:
-        pytest.skip("needs playwright (pip install -e '.[test]')")
-    exe = chromium_path()
-    if exe is None:
-        pytest.skip("needs Debian's chromium (.ci/run installs it: apt-get install chromium)")
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=exe, args=BROWSER_ARGS)
-        yield b
-        b.close()
 
 
 class Site:

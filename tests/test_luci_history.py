@@ -19,19 +19,10 @@ from pathlib import Path
 
 import pytest
 from conftest import KEY, free_port, tracked
-from luci_standin import SampleStandIn, StandIn, chromium_path
+from luci_standin import SampleStandIn, StandIn
 from test_daemon import DaemonNode, wait_for
 
 from owsync.control import ControlError, request
-
-try:
-    from playwright.sync_api import sync_playwright
-except ImportError:  # pragma: no cover - the test extra brings it
-    sync_playwright = None
-
-BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update",
-                "--disable-sync"]  # fmt: skip
 
 PEER = "192.168.1.2"
 # a path and diff lines a peer could have written: markup that must stay text
@@ -45,19 +36,6 @@ CONFLICT_DIFF = (
     "-\toption input 'ACCEPT'\n+\toption input 'REJECT'\n"
     f"-{HOSTILE_LINE}\n+</pre><b id=owsync-bold>bold</b>\n"
 )
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if sync_playwright is None:
-        pytest.skip("needs playwright (pip install -e '.[test]')")
-    exe = chromium_path()
-    if exe is None:
-        pytest.skip("needs Debian's chromium (.ci/run installs it: apt-get install chromium)")
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=exe, args=BROWSER_ARGS)
-        yield b
-        b.close()
 
 
 def sample_versions(now_ms: int) -> list[dict]:

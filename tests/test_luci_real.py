@@ -133,17 +133,6 @@ def router(tmp_path_factory):
         rt.r.stop()
 
 
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-    from test_luci_app import BROWSER_ARGS
-
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=chromium_path(), args=BROWSER_ARGS)
-        yield b
-        b.close()
-
-
 class Session:
     """One browser context logged in as ``user``, recording what it received."""
 
