@@ -69,6 +69,20 @@ function pad(n) {
 }
 
 return baseclass.extend({
+	/* The browser's clock, in epoch seconds: the "now" the views pass on. */
+	now: function() {
+		return Date.now() / 1000;
+	},
+
+	/*
+	 * LuCI's E() and dom.content() set a lone string child as innerHTML; text
+	 * that comes from the daemon (file names, a peer's error, a diff) goes in
+	 * as a text node, inside an array.
+	 */
+	text: function(s) {
+		return [ s == null ? '' : String(s) ];
+	},
+
 	FAILING_AFTER: FAILING_AFTER,
 
 	/* "42 s ago", "3 min ago", "2 h ago", "5 days ago"; "never" for none. */

@@ -52,14 +52,7 @@ var DIFF_STYLES = {
 	ctx: ''
 };
 
-function now() {
-	return Date.now() / 1000;
-}
-
-/* A lone string child of E() is innerHTML; text from the daemon goes in as a text node. */
-function text(s) {
-	return [ s == null ? '' : String(s) ];
-}
+var now = fmt.now, text = fmt.text;
 
 return view.extend({
 	load: function() {

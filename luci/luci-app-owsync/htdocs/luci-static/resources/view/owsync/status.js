@@ -56,18 +56,7 @@ var POLL_SECONDS = 5;     /* the page's refresh */
 var FOLLOW_SECONDS = 1;   /* the refresh while a "Sync now" runs */
 var FOLLOW_LIMIT = 120;   /* give up following a sync after this long */
 
-function now() {
-	return Date.now() / 1000;
-}
-
-/*
- * LuCI's E() and dom.content() set a lone string child as innerHTML; text
- * that comes from the daemon (file names, a peer's error) goes in as a text
- * node, inside an array.
- */
-function text(s) {
-	return [ s == null ? '' : String(s) ];
-}
+var now = fmt.now, text = fmt.text;
 
 function sleep(seconds) {
 	return new Promise(function(resolve) { window.setTimeout(resolve, seconds * 1000); });
