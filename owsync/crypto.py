@@ -41,6 +41,7 @@ def fingerprint(key: bytes) -> str:
 
 class PlainCipher:
     encrypted = False
+    key = None
 
     def seal_parts(self, parts: Iterable[bytes]) -> list[bytes]:
         return parts if isinstance(parts, list) else list(parts)
@@ -60,6 +61,7 @@ class AesGcmCipher:
         if len(key) != 32:
             raise ValueError("AES-256-GCM needs a 32-byte key")
         self._key = key
+        self.key = key  # protocol v2 derives its session keys from it
         self._aead = AESGCM(key)
         self.fingerprint = fingerprint(key)
 

@@ -14,24 +14,28 @@ import os
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
+from functools import partial
 
-from . import database, scanner
+from . import database, protocol, protocol2, scanner
+from . import session2 as s2
 from .crypto import AuthError
 from .filters import Filter
 from .paths import is_hidden, path_problem
 from .protocol import EndOfSync, FileContent, Message, ProtocolError, frame_limit
+from .protocol2 import CHUNK_SIZE
 from .session import (
     SCAN,
     STATE,
     FileArrived,
     FileRefused,
-    PeerHello,
     PeerRequest,
     PeerState,
     Session,
     SessionAbort,
 )
+from .session2 import Session2, check_min_protocol
 from .state import Record, deleted_by_peer, received
 from .syncdir import LocalChanged, Staged, SyncDir, UnsafePath, is_temp_name, signature
 from .transport import Channel, PeerClosed, PeerTimeout, Stopped
@@ -42,6 +46,7 @@ log = logging.getLogger("owsync")
 DEFAULT_MAX_FILE_SIZE = 16 * 1024 * 1024
 INITIATOR_LOCK_WAIT = 8.0  # under the peer's 10 s wait for our Hello
 BATCH_BYTES = 8 * 1024 * 1024
+OUT_BUFFER = 256 * 1024  # bytes queued on the socket before more is read from disk
 # A received file's content is kept as its base (so that a later edit here
 # keeps what it replaced) for the first files of a session only: a bulk sync
 # does not write everything twice.  Past them, the base keeps the hash alone;
@@ -69,6 +74,8 @@ class Context:
         owner: threading.Lock | None = None,  # in-process owner of the directory
         versions_dir: str | None = None,  # the version store; None: none kept
         versions: Limits | None = None,
+        min_protocol: int = 1,  # 2: refuse peers that speak v1 only (owsync 1.2.0)
+        advertise_v2: bool | None = None,  # None: unless OWSYNC_MAX_PROTOCOL=1 (tests, bench)
     ) -> None:
         self.root = root
         self.db_path = db_path
@@ -86,6 +93,12 @@ class Context:
         self.versions_dir = versions_dir if versions is None or versions.keep > 0 else None
         self.versions = versions or Limits()
         self.own_prefix = self._inside(versions_dir) if self.versions_dir else None
+        if min_protocol not in (1, 2):
+            raise ValueError("min_protocol is 1 or 2")
+        self.min_protocol = min_protocol
+        if advertise_v2 is None:
+            advertise_v2 = os.environ.get("OWSYNC_MAX_PROTOCOL", "2") != "1"
+        self.advertise_v2 = advertise_v2
 
     def _inside(self, path: str) -> str | None:
         """``path`` relative to the root with a trailing slash, when inside it."""
@@ -132,6 +145,7 @@ class SessionResult:
         # between its Hello and its SyncState): worth a quick retry, not a backoff
         self.busy = False
         self.local_changes = False  # its scan found local writes not yet recorded
+        self.protocol: int | None = None  # 1 or 2 once the Hellos are exchanged
 
     def as_dict(self) -> dict:
         return {
@@ -144,12 +158,13 @@ class SessionResult:
             "bytes": self.bytes,
             "seconds": round(self.seconds, 3),
             "conflicts": list(self.conflicts),
+            "protocol": self.protocol,
         }
 
     def summary(self) -> str:
         return (
             f"received {self.received}, sent {self.sent}, deleted {self.deleted},"
-            f" bytes {self.bytes}, seconds {self.seconds:.2f}"
+            f" bytes {self.bytes}, seconds {self.seconds:.2f}, protocol {self.protocol}"
         )
 
 
@@ -174,6 +189,8 @@ class _Replica:
         self.completed = False  # the session ran to its end: what was sent arrived
         self.bases_taken = 0  # received contents stored as bases this session
         self.peer_label: str | None = None  # who replaced a kept version (None: result.peer)
+        self.incoming: Staged | None = None  # v2: the file being received
+        self.incoming_base: list[bytes] | None = None  # its content, kept as its base
 
     def accepts(self, path: str) -> bool:
         """Whether a path (ours or a peer's) is one this node syncs (memoized)."""
@@ -243,19 +260,47 @@ class _Replica:
 
     def stage(self, record: Record, data: bytes, result: SessionResult) -> None:
         """Write a received file to a temp file; it goes in place with its batch."""
+        if self.begin_file(record):
+            self.add_chunk(data)
+            self.end_file(record, result)
+
+    def _wants_base(self, size: int) -> bool:
+        store = self.store
+        return store is not None and self.bases_taken < BASES_PER_SESSION and store.room_for(size)
+
+    def begin_file(self, record: Record) -> bool:
+        """Open a temp file for a file on its way; False when it is to be skipped."""
         local = self.records.get(record.path)
         expect = local.sig if local is not None and not local.deleted else None
         try:
-            staged = self.dir.stage(record.path, data, record.mode, record.mtime, expect)
+            self.incoming = self.dir.open_stage(record.path, expect)
         except (LocalChanged, UnsafePath) as exc:
             _skipped("writing", exc)
+            return False
+        self.incoming_base = [] if self._wants_base(record.size) else None
+        return True
+
+    def add_chunk(self, data: bytes) -> None:
+        if self.incoming is None:
+            return  # skipped: its chunks go nowhere
+        self.dir.append(self.incoming, data)
+        if self.incoming_base is not None:
+            self.incoming_base.append(data)
+
+    def drop_file(self) -> None:
+        if self.incoming is not None:
+            self.dir.discard([self.incoming])
+        self.incoming = self.incoming_base = None
+
+    def end_file(self, record: Record, result: SessionResult) -> None:
+        """The file is whole and verified: it goes in place with its batch."""
+        staged, base = self.incoming, self.incoming_base
+        self.incoming = self.incoming_base = None
+        if staged is None:
             return
-        if (
-            self.store is not None
-            and self.bases_taken < BASES_PER_SESSION
-            and self.store.room_for(len(data))
-        ):
-            self.store.put(record.hash, data)  # its base, once in place
+        self.dir.finish_stage(staged, record.mode, record.mtime)
+        if base is not None:
+            self.store.put(record.hash, b"".join(base))  # its base, once in place
             self.bases_taken += 1
         self.pending.append((staged, record))
         self.pending_bytes += staged.size
@@ -329,6 +374,7 @@ class _Replica:
                         self.store.sent(path, digest)
                 self.store.save(self.now_ms())
         finally:
+            self.drop_file()
             self.dir.discard([staged for staged, _ in self.pending])
             self.pending = []
             self.dir.close()
@@ -429,32 +475,61 @@ def _drive(ch, ctx: Context, replica: _Replica, machine: Session, result, on_hel
         # other up for long (the daemon's incoming sessions wait 2 s at most).
         replica.lock_dir(min(ctx.lock_timeout, INITIATOR_LOCK_WAIT))
     ch.idle_timeout = ctx.hello_timeout
-    ch.send(machine.hello(ctx.hostname, ctx.clock()))
-    outgoing: Iterator[Message] | None = None
     # a peer trickling a byte now and then must not hold the directory forever
     deadline = time.monotonic() + ctx.session_timeout
-    while not (machine.complete and outgoing is None and ch.flushed):
-        if ctx.should_stop():
-            raise Stopped()
-        if time.monotonic() > deadline:
-            raise PeerTimeout(f"session still unfinished after {ctx.session_timeout:.0f} s")
-        while outgoing is not None and ch.out_bytes < 256 * 1024:
-            msg = next(outgoing, None)
-            if msg is None:
-                outgoing = None
-                break
-            ch.send(msg)
-            if isinstance(msg, FileContent):
-                result.sent += 1
-        for msg in ch.pump():
+    fields = protocol2.advertise(protocol2.new_nonce()) if ctx.advertise_v2 else {}
+    ours = protocol2.hello_payload(machine.hello(ctx.hostname, ctx.clock()), fields)
+    ch.send_payload(ours)
+    theirs, rest = _peer_hello(ch, ctx, deadline)
+    hello = protocol.decode(theirs)
+    if not isinstance(hello, protocol.Hello):
+        raise ProtocolError(f"expected Hello, got {type(hello).__name__}")
+    machine.receive(hello, ctx.clock())  # the version and the clocks
+    v2 = protocol2.negotiated(fields, protocol2.hello_fields(theirs))
+    check_min_protocol(ctx.min_protocol, v2, hello.hostname or "the peer")
+    result.protocol = 2 if v2 else 1
+    ch.idle_timeout = ctx.idle_timeout
+    if on_hello is not None:
+        on_hello()
+    if v2:
+        keys = protocol2.session_keys(ctx.cipher.key, initiator, ours, theirs)
+        _drive_v2(ch, ctx, replica, Session2(replica.accepts, ctx.max_file_size, keys),
+                  result, rest, deadline)  # fmt: skip
+    else:
+        ch.after_hello()
+        records = replica.open()
+        ch.send(machine.state_message(records))
+        _drive_v1(ch, ctx, replica, machine, result, ch.decode_v1(rest), deadline)
+
+
+def _peer_hello(ch, ctx: Context, deadline: float) -> tuple[bytes, bytes]:
+    """The peer's Hello payload (opened) and the bytes that followed it.
+
+    Those belong to protocol v2's reader when both sides speak it, so the
+    Hello's frame is cut out here rather than by v1's frame decoder."""
+    buf = b""
+    while True:
+        _check_time(ctx, deadline)
+        buf += ch.pump_bytes()
+        sealed, rest = protocol2.split_hello_frame(buf)
+        if sealed is not None:
+            return bytes(ch.cipher.open(sealed)), rest
+
+
+def _check_time(ctx: Context, deadline: float) -> None:
+    if ctx.should_stop():
+        raise Stopped()
+    if time.monotonic() > deadline:
+        raise PeerTimeout(f"session still unfinished after {ctx.session_timeout:.0f} s")
+
+
+def _drive_v1(ch, ctx, replica: _Replica, machine: Session, result, first, deadline) -> None:
+    outgoing: Iterator[Message] | None = None
+    received = first
+    while True:
+        for msg in received:
             event = machine.receive(msg, ctx.clock())
-            if isinstance(event, PeerHello):
-                ch.idle_timeout = ctx.idle_timeout
-                if on_hello is not None:
-                    on_hello()
-                records = replica.open()
-                ch.send(machine.state_message(records))
-            elif isinstance(event, PeerState):
+            if isinstance(event, PeerState):
                 _apply_deletions(replica, event.plan.deletions, result)
                 ch.send(machine.request(event.plan))
             elif isinstance(event, PeerRequest):
@@ -463,8 +538,78 @@ def _drive(ch, ctx: Context, replica: _Replica, machine: Session, result, on_hel
                 replica.stage(event.record, event.data, result)
             elif isinstance(event, FileRefused):
                 log.warning("refused %r from %s: %s", event.path, result.peer, event.reason)
+        while outgoing is not None and ch.out_bytes < OUT_BUFFER:
+            msg = next(outgoing, None)
+            if msg is None:
+                outgoing = None
+                break
+            ch.send(msg)
+            if isinstance(msg, FileContent):
+                result.sent += 1
+        if machine.complete and outgoing is None and ch.flushed:
+            break
+        _check_time(ctx, deadline)
+        received = ch.pump()
     if machine.missing:
         log.info("%d requested file(s) did not arrive from %s", len(machine.missing), result.peer)
+
+
+def _drive_v2(ch, ctx, replica: _Replica, m: Session2, result, data: bytes, deadline) -> None:
+    """Protocol v2 after the Hellos: typed frames, files streamed from and to disk.
+
+    What this side sends is a queue of frame iterators, taken in order and
+    only as fast as the socket drains (so memory stays at a few chunks); a
+    step that may start only once the previous one is all sent is queued as
+    a function that makes its iterator.
+    """
+    out: deque = deque()
+    ch.send_raw(m.start())
+    while True:
+        if data:
+            m.receive_data(data)
+        while (event := m.next_event()) is not None:
+            kind = type(event)
+            if kind is s2.FileChunk:
+                replica.add_chunk(event.data)
+            elif kind is s2.FileStart:
+                replica.begin_file(event.record)
+            elif kind is s2.FileDone:
+                replica.end_file(event.record, result)
+            elif kind is s2.PeerAuth:
+                out.append(m.state(replica.open()))
+            elif kind is s2.PeerState:
+                for rec in event.too_large:
+                    log.warning("not receiving %s from %s: too large (%d bytes,"
+                                " max_file_size %d)", rec.path, result.peer, rec.size,
+                                ctx.max_file_size)  # fmt: skip
+                _apply_deletions(replica, event.plan.deletions, result)
+                out.append(partial(m.request, event.plan))
+            elif kind is s2.PeerRequest:
+                out.append(partial(_serve_v2, replica, m, event.paths, result))
+            elif kind is s2.FileRefused:
+                replica.drop_file()
+                log.warning("not receiving %s from %s: %s", event.path, result.peer, event.reason)
+        while out and ch.out_bytes < OUT_BUFFER:
+            head = out[0]
+            if callable(head):
+                head = out[0] = head()
+            frame = next(head, None)
+            if frame is None:
+                out.popleft()
+            else:
+                ch.send_raw(frame)
+        if m.complete and not out and ch.flushed:
+            break
+        _check_time(ctx, deadline)
+        try:
+            data = ch.pump_bytes()
+        except PeerClosed:
+            m.connection_closed()  # ProtocolError, unless the peer's END came
+            if m.complete and not out and ch.flushed:
+                break
+            raise
+    if m.missing:
+        log.info("%d requested file(s) did not arrive from %s", len(m.missing), result.peer)
 
 
 def _skipped(action: str, exc: Exception) -> None:
@@ -521,6 +666,49 @@ def _serve(replica: _Replica, ch: Channel, paths: tuple[str, ...]) -> Iterator[M
         replica.sent.append((path, rec.hash))
         yield FileContent(path, st.st_mode & 0o777, data)
     yield EndOfSync()
+
+
+def _serve_v2(replica: _Replica, m: Session2, paths, result: SessionResult) -> Iterator[bytes]:
+    """The frames of the files the peer asked for, read from disk a chunk at a
+    time, then END.  A file that changed since the scan is given up with a
+    FILE_END that says so (the next session sends it)."""
+    limit = replica.ctx.max_file_size
+    for path in paths:
+        rec = replica.records[path]
+        if rec.size > limit:
+            log.warning(
+                "not sending %s: too large (%d bytes, max_file_size %d)", path, rec.size, limit
+            )
+            continue
+        try:
+            f, st = replica.dir.open_read(path)
+        except (OSError, UnsafePath) as exc:
+            log.warning("not sending %s: %s", path, getattr(exc, "strerror", None) or exc)
+            continue
+        with f:
+            yield m.file_start(path, st.st_mode)
+            why = None
+            while left := m.outgoing_left:
+                try:
+                    chunk = f.read(min(CHUNK_SIZE, left))
+                except OSError as exc:
+                    why = f"cannot be read: {exc.strerror}"
+                    break
+                if not chunk:
+                    why = "shorter than advertised (changed while being sent)"
+                    break
+                yield m.file_chunk(chunk)
+            if why is None:
+                frame, why = m.file_end()
+                yield frame
+            else:
+                yield m.file_abort(why)
+        if why is None:
+            replica.sent.append((path, rec.hash))
+            result.sent += 1
+        else:
+            log.info("not sending %s: %s", path, why)
+    yield m.end()
 
 
 def _track_local_changes(

@@ -18,6 +18,11 @@ from .state import Record
 
 PROTOCOL_VERSION = 1
 MAX_FRAME = 32 * 1024 * 1024  # 1.2.0 refuses frames over 32 MiB
+# The largest frame at all, whatever max_file_size says: a file travels as hex
+# in one frame, held whole by both sides (and cryptography cannot open a
+# sealed payload of 2 GiB).  So v1 carries files of up to 512 MiB; v2 streams
+# files of any size.
+FRAME_CAP = 1024 * 1024 * 1024
 _LEN = struct.Struct(">I")
 
 
@@ -32,7 +37,7 @@ def frame_limit(max_file_size: int) -> int:
     """
     if max_file_size <= MAX_FRAME // 2:
         return MAX_FRAME
-    return 2 * max_file_size + 64 * 1024
+    return min(2 * max_file_size + 64 * 1024, FRAME_CAP)
 
 
 def frame_header(length: int) -> bytes:

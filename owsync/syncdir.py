@@ -172,6 +172,13 @@ class SyncDir:
 
     def read(self, path: str) -> tuple[bytes, os.stat_result]:
         """Content and stat of a regular file; UnsafePath for anything else."""
+        f, st = self.open_read(path)
+        with f:
+            return f.read(), st
+
+    def open_read(self, path: str):
+        """(binary file object, stat) of a regular file, for reading it a piece
+        at a time; UnsafePath for anything else."""
         dfd, name, _ = self._parent(path, create=False)
         try:
             ffd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
@@ -179,11 +186,12 @@ class SyncDir:
             if exc.errno == errno.ELOOP:
                 raise UnsafePath(f"{path!r} is a symlink") from None
             raise
-        with open(ffd, "rb") as f:
-            st = os.fstat(ffd)
-            if not stat.S_ISREG(st.st_mode):
-                raise UnsafePath(f"{path!r} is not a regular file")
-            return f.read(), st
+        f = open(ffd, "rb", buffering=0)  # noqa: SIM115 - the caller closes it
+        st = os.fstat(ffd)
+        if not stat.S_ISREG(st.st_mode):
+            f.close()
+            raise UnsafePath(f"{path!r} is not a regular file")
+        return f, st
 
     def stage(
         self, path: str, data: bytes, mode: int, mtime_ms: int, expect: Signature | None
@@ -193,27 +201,45 @@ class SyncDir:
         ``expect`` is the signature the scan saw (None: the path was absent);
         it is checked again when the file is committed.
         """
+        staged = self.open_stage(path, expect)
+        try:
+            self.append(staged, data)
+        except BaseException:
+            self.discard([staged])
+            raise
+        self.finish_stage(staged, mode, mtime_ms)
+        return staged
+
+    def open_stage(self, path: str, expect: Signature | None) -> Staged:
+        """A new, empty temp file beside ``path``, to be filled by :meth:`append`
+        and closed by :meth:`finish_stage` (or :meth:`discard`)."""
         dfd, name, parent = self._parent(path, create=True)
         self._check_unchanged(dfd, name, path, expect)
         tmp = f"{TMP_PREFIX}{os.urandom(6).hex()}{TMP_SUFFIX}"
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         tfd = os.open(tmp, flags, 0o600, dir_fd=dfd)
-        staged = Staged(path, dfd, name, tmp, tfd, expect, len(data))
+        self._dirty.add(parent)
+        return Staged(path, dfd, name, tmp, tfd, expect, 0)
+
+    def append(self, staged: Staged, data) -> None:
+        """Write the next piece of a staged file (an OSError leaves it to discard)."""
+        view = memoryview(data)
+        staged.size += len(view)
+        while view:
+            view = view[os.write(staged.fd, view) :]
+
+    def finish_stage(self, staged: Staged, mode: int, mtime_ms: int) -> None:
+        """Give a staged file its mode and mtime; it then waits for commit()."""
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(tfd, view) :]
-            os.fchmod(tfd, mode & 0o777)
+            os.fchmod(staged.fd, mode & 0o777)
             ns = mtime_ms * 1_000_000
-            os.utime(tfd, ns=(ns, ns))
+            os.utime(staged.fd, ns=(ns, ns))
             if self.by_fs:
+                os.close(staged.fd)
                 staged.fd = -1
-                os.close(tfd)
         except BaseException:
             self.discard([staged])
             raise
-        self._dirty.add(parent)
-        return staged
 
     def commit(self, batch: list[Staged]) -> list[os.stat_result | Exception]:
         """Make every staged file durable, then rename each into place.

@@ -65,8 +65,20 @@ class Channel:
         self.sock.close()
 
     def send(self, msg: Message) -> int:
-        """Queue a message; returns its frame size.  ProtocolError if too large."""
-        parts = self.cipher.seal_parts(protocol.encode_parts(msg))
+        """Queue a v1 message; returns its frame size.  ProtocolError if too large."""
+        return self._send_parts(protocol.encode_parts(msg))
+
+    def send_payload(self, payload: bytes) -> int:
+        """Queue a v1 frame of this exact payload (a Hello that advertises v2)."""
+        return self._send_parts([payload])
+
+    def send_raw(self, data: bytes) -> None:
+        """Queue bytes as they are: protocol v2's frames, sealed already."""
+        self._out.append(memoryview(data))
+        self.out_bytes += len(data)
+
+    def _send_parts(self, parts) -> int:
+        parts = self.cipher.seal_parts(parts)
         size = sum(len(p) for p in parts)
         if size > self.frame_limit:
             raise ProtocolError(f"message of {size} bytes exceeds the frame limit")
@@ -80,7 +92,21 @@ class Channel:
         return not self._out
 
     def pump(self) -> list[Message]:
-        """Wait once for the socket; write what fits, return what arrived."""
+        """Wait once for the socket; write what fits, return the v1 messages that arrived."""
+        return self.decode_v1(self.pump_bytes())
+
+    def decode_v1(self, data: bytes) -> list[Message]:
+        """The v1 messages completed by ``data``."""
+        if not data:
+            return []
+        return [protocol.decode(self.cipher.open(p)) for p in self.decoder.feed(data)]
+
+    def after_hello(self) -> None:
+        """The first frame (the Hello) was taken out by the caller: lift its limit."""
+        self.decoder.limit = self.decoder.full_limit
+
+    def pump_bytes(self) -> bytes:
+        """Wait once for the socket; write what fits, return the bytes that arrived."""
         want = selectors.EVENT_READ | (selectors.EVENT_WRITE if self._out else 0)
         if want != self._mask:
             self._sel.modify(self.sock, want)
@@ -99,7 +125,7 @@ class Channel:
             self._write()
         if mask & selectors.EVENT_READ:
             return self._read()
-        return []
+        return b""
 
     def _write(self) -> None:
         while self._out:
@@ -125,13 +151,13 @@ class Channel:
         try:
             data = self.sock.recv(RECV_SIZE)
         except (BlockingIOError, InterruptedError):
-            return []
+            return b""
         except OSError as exc:
             raise PeerClosed(f"connection lost: {exc.strerror}") from None
         if not data:
             raise PeerClosed("peer closed the connection")
         self.bytes_in += len(data)
-        return [protocol.decode(self.cipher.open(p)) for p in self.decoder.feed(data)]
+        return data
 
     def wait_closed(self, timeout: float) -> bool:
         """Wait for the peer to hang up (it does once its side is saved).

@@ -28,11 +28,13 @@ def owsync_cmd(*args: str, clock_offset: float | None = None) -> list[str]:
     return [sys.executable, "-m", "owsync", *args]
 
 
-def base_env(key: str | None = KEY) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "OWSYNC_KEY"}
+def base_env(key: str | None = KEY, max_protocol: int | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("OWSYNC_KEY", "OWSYNC_MAX_PROTOCOL")}
     env["PYTHONPATH"] = str(HERE.parent) + os.pathsep + env.get("PYTHONPATH", "")
     if key:
         env["OWSYNC_KEY"] = key
+    if max_protocol is not None:  # 1: a node that speaks v1 only, as owsync 1.2.0
+        env["OWSYNC_MAX_PROTOCOL"] = str(max_protocol)
     return env
 
 
@@ -81,9 +83,16 @@ class Node(Child):
     """One owsync node: a sync directory and a database, driven through the CLI."""
 
     def __init__(
-        self, root: Path, name: str, key: str | None = KEY, extra=(), include_all=True
+        self,
+        root: Path,
+        name: str,
+        key: str | None = KEY,
+        extra=(),
+        include_all=True,
+        max_protocol: int | None = None,
     ) -> None:
         self.include_all = include_all
+        self.max_protocol = max_protocol
         self.dir = root / name
         self.dir.mkdir(parents=True, exist_ok=True)
         self.db = root / f"{name}.db"
@@ -103,7 +112,7 @@ class Node(Child):
     def run(self, *args: str, clock_offset=None, timeout=60, check=False):
         return subprocess.run(
             owsync_cmd(*args, clock_offset=clock_offset),
-            env=base_env(self.key),
+            env=base_env(self.key, self.max_protocol),
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -113,7 +122,8 @@ class Node(Child):
     def listen(self, clock_offset=None, host="127.0.0.1", port=None) -> Node:
         self.port = port or free_port()
         args = ["listen", "-H", host, "-P", str(self.port), "-v", *self.opts()]
-        self.spawn(owsync_cmd(*args, clock_offset=clock_offset), base_env(self.key), self.log)
+        env = base_env(self.key, self.max_protocol)
+        self.spawn(owsync_cmd(*args, clock_offset=clock_offset), env, self.log)
         deadline = time.monotonic() + 15
         while "listening on" not in self.log.read_text():
             if self.proc.poll() is not None or time.monotonic() > deadline:

@@ -841,8 +841,35 @@ def record_session(a: Node, b: Node) -> bytes:
     return bytes(relay.client_bytes)
 
 
+def test_a_replayed_v2_session_is_refused_before_anything_happens(nodes, canary):
+    """Protocol v2 binds every frame to its session: keys derived from both sides'
+    fresh nonces, counter nonces, the Hellos in the first frame each way.  A
+    recording of what `connect` sent, replayed verbatim, fails at its first v2
+    frame: the listener never scans, writes, deletes or sends a file."""
+    a = make_target(nodes, canary)
+    a.listen()
+    b = nodes("b")
+    b.write("new", "from b")
+    a.write("a-only", "from a")
+    recorded = record_session(a, b)
+    assert "protocol 2" in a.wait_log("ok: received 1, sent 1")
+    (a.dir / "new").unlink()
+    a.write("a-only", "newer, from a")
+    before = a.files()
+    label, frames = replay(a.port, recorded)
+    line = session_line(a, label)
+    assert "failed: frame 0 (AUTH) failed authentication" in line, line
+    assert a.files() == before
+    # what the listener sent: its Hello and its AUTH, nothing else
+    assert len(frames) == 1  # v1's decoder sees only the Hello frame
+    canary.assert_unchanged()
+    still_serves(a, nodes, "checker")
+
+
 def test_a_replayed_encrypted_session_changes_nothing_newer(nodes, canary, tmp_path):
-    """What an attacker who recorded an encrypted session can do under protocol v1.
+    """What an attacker who recorded an encrypted session can do under protocol v1
+    (nodes that speak v1 only, as owsync 1.2.0 does; between two nodes that speak
+    v2 the replay is refused, see the test above).
 
     v1 has no session binding: random nonces, no sequence numbers, no challenge, so a
     recording of what `connect` sent is, replayed verbatim (to the same node or any
@@ -861,10 +888,10 @@ def test_a_replayed_encrypted_session_changes_nothing_newer(nodes, canary, tmp_p
     frames' count and sizes, not their contents.  (A version whose mtime lies ahead
     of the listener's clock is the exception: see the next test.)
     """
-    a = make_target(nodes, canary)
+    a = make_target(nodes, canary, max_protocol=1)
     a.write("gone", "g")
     a.listen()
-    b = nodes("b")
+    b = nodes("b", max_protocol=1)
     b.sync_ok(a)  # b has gone and sub/keep
     old = time.time() - 1000
     (b.dir / "gone").unlink()
@@ -901,7 +928,7 @@ def test_a_replayed_encrypted_session_changes_nothing_newer(nodes, canary, tmp_p
     assert kinds == ["Hello", "SyncState", "RequestFiles", "FileContent", "EndOfSync"]
 
     # after the skew window the same bytes are refused before anything is touched
-    late = nodes("a")  # the same directory and database, a listener 2 minutes ahead
+    late = nodes("a", max_protocol=1)  # the same directory and database, 2 minutes ahead
     late.log = tmp_path / "a-late.log"
     late.extra = list(a.extra)
     late.listen(clock_offset=120)
@@ -924,8 +951,8 @@ def test_a_replay_resurrects_a_deletion_of_a_version_stamped_ahead(nodes, canary
     and the replay brings it back, as would the next session with the real peer.  A
     local write is stamped after the version it replaces (state.observe_file), a
     local deletion is not."""
-    a = make_target(nodes, canary).listen()
-    b = nodes("b")
+    a = make_target(nodes, canary, max_protocol=1).listen()
+    b = nodes("b", max_protocol=1)
     b.write("ahead", "written by a fast clock", mtime=time.time() + 30)
     recorded = record_session(a, b)
     assert (a.dir / "ahead").exists()

@@ -151,7 +151,7 @@ def test_a_failed_scan_releases_the_directory(tmp_path):
     s1, s2 = socket.socketpair()
     t = th.Thread(target=run_session, args=(s2, peer_ctx, "x"))
     t.start()
-    result = run_session(s1, ctx, "p")
+    result = run_session(s1, ctx, "p", initiator=True)
     t.join(10)
     assert not result.ok and "local I/O error" in result.error
     assert owner.acquire(timeout=0), "the in-process owner lock was left held"

@@ -60,7 +60,7 @@ def sync(x: Mem, y: Mem):
     box = {}
     t = threading.Thread(target=lambda: box.setdefault("y", run_session(s2, y.ctx, x.ctx.hostname)))
     t.start()
-    rx = run_session(s1, x.ctx, y.ctx.hostname)
+    rx = run_session(s1, x.ctx, y.ctx.hostname, initiator=True)
     t.join(10)
     ry = box["y"]
     assert rx.ok and ry.ok, (rx.error, ry.error)
