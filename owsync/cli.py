@@ -56,6 +56,8 @@ Common options:
   --uci-dir DIR          daemon: read UCI from DIR instead of /etc/config
                          (also OWSYNC_UCI_DIR); without -c the daemon reads UCI
   --no-syslog            daemon: log to stderr only (procd and systemd capture it)
+  --min-protocol N       1 (default) or 2: 2 refuses peers that speak only
+                         protocol 1 (owsync 1.2.0)
   -V, --version          print the version
   -h, --help             this help
 
@@ -96,6 +98,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--control-socket")
     p.add_argument("--uci-dir")
     p.add_argument("--no-syslog", action="store_true")
+    p.add_argument("--min-protocol")
     p.add_argument("-V", "--version", action="store_true")
     p.add_argument("-h", "--help", action="store_true")
     return p
@@ -143,6 +146,8 @@ def build_config(opts, uci: bool = False) -> Config:
         cfg.log_level = 0
     if opts.control_socket:
         cfg.control_socket = opts.control_socket
+    if opts.min_protocol is not None:
+        cfg.min_protocol = _int_option("--min-protocol", opts.min_protocol, 1, 2)
     for text in opts.auto_sync:
         try:
             cfg.add_peer(text)
@@ -166,6 +171,7 @@ def make_context(cfg: Config, encrypted: bool = True):
         clock=CLOCK,
         versions_dir=cfg.versions_path(),
         versions=cfg.versions_limits(),
+        min_protocol=cfg.min_protocol,
     )
 
 
@@ -199,7 +205,7 @@ def cmd_scan(opts, args) -> int:
         opts.dir = args[0]
     cfg = _setup(opts)
     flt = Filter(cfg.include, cfg.exclude)
-    ctx = Context(cfg.sync_dir, cfg.database, flt, cipher=None)
+    ctx = Context(cfg.sync_dir, cfg.database, flt, cipher=None, min_protocol=cfg.min_protocol)
     records = database.load(cfg.database, set_aside=False, root=os.path.realpath(cfg.sync_dir))
     now_ms = int(CLOCK() * 1000)
     res = scanner.scan(cfg.sync_dir, records, flt, ctx.own_relpaths(), now_ms)
@@ -355,6 +361,44 @@ def _when(t: float | None) -> str:
     return "-" if not t else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
 
 
+def _protocol(version: int | None) -> str:
+    """The protocol a peer spoke last: v2, v1 (that of owsync 1.2.0) or -."""
+    if not version:
+        return "-"
+    return "v1 (1.2.0)" if version == 1 else f"v{version}"
+
+
+def format_status(st: dict) -> str:
+    """``owsync status`` without --json: a line, the peers' table, recent activity."""
+    up = st["uptime"]
+    lines = [
+        f"owsync {st['version']}, up {up // 3600}h{up % 3600 // 60:02d}m, {st['sync_dir']},"
+        f" {'encrypted' if st['encryption'] else 'PLAIN'}, {st['files']} files,"
+        f" {st['tombstones']} tombstones"
+    ]
+    if st.get("min_protocol") == 2:
+        lines.append("minimum protocol 2: peers that speak only v1 (owsync 1.2.0) are refused")
+    rows = [("PEER", "STATE", "LAST SUCCESS", "RESULT", "PROTO", "RX", "TX", "DEL", "FAILS",
+             "NEXT RETRY")]  # fmt: skip
+    for p in st["peers"]:
+        rows.append((
+            p["address"], p["state"], _when(p["last_success"]), p["last_result"] or "-",
+            _protocol(p.get("protocol")), str(p["received"]), str(p["sent"]),
+            str(p["deleted"]), str(p["consecutive_failures"]), _when(p["next_retry"]),
+        ))  # fmt: skip
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    for e in st.get("history", [])[:5]:
+        what = "ok" if e["ok"] else f"failed: {e['error']}"
+        files = ", ".join(e["arrived"] + [f"-{p}" for p in e["removed"]])
+        lines.append(
+            f"{_when(e['time'])} {e['direction']} {e['peer']}: {what}; received {e['received']},"
+            f" sent {e['sent']}, deleted {e['deleted']}" + (f" ({files})" if files else "")
+        )
+    return "\n".join(lines) + "\n"
+
+
 def cmd_status(opts, args) -> int:
     if args:
         raise UsageError("status takes no arguments")
@@ -363,29 +407,7 @@ def cmd_status(opts, args) -> int:
         json.dump(st, sys.stdout, indent=1)
         sys.stdout.write("\n")
         return 0 if st.get("ok") else 1
-    up = st["uptime"]
-    print(
-        f"owsync {st['version']}, up {up // 3600}h{up % 3600 // 60:02d}m, {st['sync_dir']},"
-        f" {'encrypted' if st['encryption'] else 'PLAIN'}, {st['files']} files,"
-        f" {st['tombstones']} tombstones"
-    )
-    rows = [("PEER", "STATE", "LAST SUCCESS", "RESULT", "RX", "TX", "DEL", "FAILS", "NEXT RETRY")]
-    for p in st["peers"]:
-        rows.append((
-            p["address"], p["state"], _when(p["last_success"]), p["last_result"] or "-",
-            str(p["received"]), str(p["sent"]), str(p["deleted"]),
-            str(p["consecutive_failures"]), _when(p["next_retry"]),
-        ))  # fmt: skip
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
-    for e in st.get("history", [])[:5]:
-        what = "ok" if e["ok"] else f"failed: {e['error']}"
-        files = ", ".join(e["arrived"] + [f"-{p}" for p in e["removed"]])
-        print(
-            f"{_when(e['time'])} {e['direction']} {e['peer']}: {what}; received {e['received']},"
-            f" sent {e['sent']}, deleted {e['deleted']}" + (f" ({files})" if files else "")
-        )
+    sys.stdout.write(format_status(st))
     return 0
 
 

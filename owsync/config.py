@@ -105,6 +105,7 @@ class Config:
         self.versions_keep = 10  # versions per file; 0: keep none
         self.versions_max_size = 1024 * 1024  # bytes of contents in the store
         self.versions_max_age = 30  # days
+        self.min_protocol = 1  # 2: refuse peers that speak protocol 1 only (owsync 1.2.0)
         self.warnings: list[str] = []
         for name, value in settings.items():
             if not hasattr(self, name):
@@ -231,6 +232,7 @@ _SCALARS = {
     "versions_keep": ("versions_keep", _int_in(0, 1000)),
     "versions_max_size": ("versions_max_size", _int_in(0, 1 << 40)),
     "versions_max_age": ("versions_max_age", _int_in(1, 36500)),
+    "min_protocol": ("min_protocol", _int_in(1, 2)),
 }
 _LISTS = {"include": "include", "exclude": "exclude"}
 

@@ -173,6 +173,7 @@ class Daemon:
             owner=self.owner,
             versions_dir=cfg.versions_path(),
             versions=cfg.versions_limits(),
+            min_protocol=cfg.min_protocol,
         )
 
     clock = staticmethod(time.time)

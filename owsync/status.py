@@ -57,6 +57,7 @@ class SessionHistory:
             "removed": result.removed[:MAX_PATHS],
             "reloaded": list(reloaded),
             "conflicts": result.conflicts[:MAX_PATHS],  # writes made here that lost
+            "protocol": getattr(result, "protocol", None),  # 1, 2; None: no Hellos exchanged
         }
         with self._lock:
             last = next((e for e in self._entries if e["peer"] == peer
@@ -95,6 +96,8 @@ def peer_view(worker) -> dict:
         "sent": r.sent if r else 0,
         "deleted": r.deleted if r else 0,
         "bytes": r.bytes if r else 0,
+        # the protocol of the last session (1: owsync 1.2.0's); None before the Hellos
+        "protocol": getattr(r, "protocol", None) if r else None,
         "consecutive_failures": worker.failures,
         "next_retry": (
             time.time() + max(0.0, retry_at - time.monotonic())
@@ -125,6 +128,7 @@ def snapshot(d) -> dict:
         "key": key_view(d.cipher),
         "listen": f"{cfg.bind_host} port {cfg.port}",
         "listen_error": d.serving.error if d.serving else None,  # None while listening
+        "min_protocol": cfg.min_protocol,  # 2: peers of protocol 1 only are refused
         "change_detection": watcher.mode if watcher else None,
         "files": files,
         "tombstones": tombstones,

@@ -35,6 +35,7 @@ OPTIONS = {
     "versions_keep": "versions_keep",
     "versions_max_size": "versions_max_size",
     "versions_max_age": "versions_max_age",
+    "min_protocol": "min_protocol",
 }
 LISTS = ("peer", "include", "exclude")
 

@@ -43,6 +43,8 @@ def test_bad_input_is_one_error_line_and_nonzero():
         ("connect",),
         ("connect", "host:0"),
         ("listen", "-P", "notaport"),
+        ("listen", "--min-protocol", "3"),
+        ("connect", "127.0.0.1:1", "--min-protocol", "v2"),
         ("scan", "/nonexistent/dir", "-i", "*"),
         ("listen", "-c", "/nonexistent.conf"),
     ]
@@ -118,3 +120,27 @@ def test_version_mismatch_aborts_cleanly(nodes):
     h.close()
     assert "protocol version 2" in a.wait_log("protocol version 2")
     assert not a.db.exists()  # nothing scanned, nothing written
+
+
+def test_min_protocol_from_the_file_and_the_option_reaches_every_context(tmp_path):
+    from owsync import cli
+    from owsync.daemon import Daemon
+
+    conf = tmp_path / "c.conf"
+    conf.write_text(f"sync_dir={tmp_path}\nplain_mode=1\npeer=127.0.0.1\nmin_protocol=2\n")
+
+    def config(*args):
+        return cli.build_config(cli._parser().parse_intermixed_args(["listen", *args]))
+
+    assert config().min_protocol == 1
+    assert config("-c", str(conf)).min_protocol == 2
+    assert config("-c", str(conf), "--min-protocol", "1").min_protocol == 1  # the option wins
+    cfg = config("--min-protocol", "2", "-p", "-d", str(tmp_path), "-b", str(tmp_path / "db"))
+    assert cli.make_context(cfg, encrypted=False).min_protocol == 2
+    d = Daemon(config("-c", str(conf), "-b", str(tmp_path / "db")))
+    assert d.ctx_in.min_protocol == d.ctx_out.min_protocol == 2
+    assert d._context(1.0).min_protocol == 2  # the one a restore uses
+    conf.write_text(f"sync_dir={tmp_path}\nplain_mode=1\nmin_protocol=3\n")
+    cfg = config("-c", str(conf))
+    assert cfg.min_protocol == 1
+    assert any(f"{conf}:3: bad value for min_protocol" in w for w in cfg.warnings)

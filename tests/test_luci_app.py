@@ -33,6 +33,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -209,6 +210,11 @@ def test_status_page_shows_the_daemon_peers_and_activity_and_sync_now_syncs(site
     assert "owsync-health-in-sync" in row.get_attribute("class")
     assert row.locator(".owsync-result").inner_text() == "ok"
     assert row.locator(".owsync-health").inner_text() == "In sync"
+    # two owsync 2 daemons speak protocol 2; the dead peer never got as far as a Hello
+    assert page.locator("#owsync-peers th").nth(5).inner_text() == "Protocol"
+    assert row.locator(".owsync-protocol").inner_text() == "v2"
+    assert _row(page, site.dead).locator(".owsync-protocol").inner_text() == "-"
+    assert "Minimum protocol" not in daemon  # the default takes owsync 1.2.0 peers too
     first = _peer(a, b.addr)["last_success"]
     title = row.locator(".owsync-last-success").get_attribute("title")
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", title)
@@ -257,6 +263,20 @@ def test_an_unreachable_peer_is_retrying_then_failing_with_its_error(site, brows
     assert row.locator(".owsync-health .label").inner_text() == "Failing"
     assert int(row.locator(".owsync-failures").inner_text()) >= 3
     assert "owsync-health-in-sync" in _row(page, site.b.addr).get_attribute("class")
+    assert site.errors == []
+
+
+def test_a_minimum_protocol_of_2_is_shown_with_the_daemon(site, browser):
+    a, b = site.a, site.b
+    a.configure([b.addr, site.dead], poll=600, extra="min_protocol=2\n")
+    a.proc.send_signal(signal.SIGHUP)
+    assert wait_for(lambda: a.status()["min_protocol"] == 2, 10), a.text()
+    assert wait_for(lambda: _peer(a, b.addr).get("last_result") == "ok", 10), a.text()
+    page = site.page(browser, "status")
+    line = page.locator("#owsync-daemon-table tr", has_text="Minimum protocol")
+    assert line.locator("td").nth(1).inner_text() == "2 (refuses owsync 1.2.0 peers)"
+    assert page.locator(".owsync-warning").count() == 0  # a policy, not a problem
+    assert _row(page, b.addr).locator(".owsync-protocol").inner_text() == "v2"
     assert site.errors == []
 
 

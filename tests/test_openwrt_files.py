@@ -79,6 +79,7 @@ def test_default_uci_config_goes_through_the_same_validation():
     assert cfg.include == ["*"]
     assert {"network", "system", "owsync"} <= set(cfg.exclude)
     assert cfg.reload_enabled  # on by default for /etc/config
+    assert cfg.min_protocol == 1  # owsync 1.2.0 peers are welcome unless asked otherwise
     with pytest.raises(ConfigError, match="owsync genkey"):
         cfg.key_bytes({})
 
@@ -94,6 +95,15 @@ def test_uci_values_get_the_same_messages_as_the_file():
     assert any("ignoring peer" in w for w in cfg.warnings)
     assert any("owsync.main.bogus: unknown option" in w for w in cfg.warnings)
     assert cfg.include == ["*"] and cfg.exclude == ["a"]  # an option where a list goes is fine
+    assert config_from_section({"min_protocol": "2"}, "owsync.main").min_protocol == 2
+    assert parse_text("min_protocol=2\n").min_protocol == 2
+    for bad in ("3", "0", "v2", ""):
+        cfg = config_from_section({"min_protocol": bad}, "owsync.main")
+        assert cfg.min_protocol == parse_text(f"min_protocol={bad}\n").min_protocol == 1
+        assert any("owsync.main.min_protocol: bad value for min_protocol" in w
+                   for w in cfg.warnings), bad  # fmt: skip
+    # the init script validates it too, with the range the daemon accepts
+    assert "'min_protocol:range(1,2):1'" in INIT.read_text()
 
 
 def test_changed_packages_are_the_top_level_files():

@@ -44,6 +44,7 @@ test('a peer row', () => {
 		address: '192.168.1.2', source: '192.168.1.1', state: 'backing off',
 		last_success: NOW - 180, last_result: 'peer closed the connection',
 		received: 1, sent: 2, deleted: 3, consecutive_failures: 4, next_retry: NOW + 30,
+		protocol: 1,
 	}, NOW);
 	assert.equal(row.address, '192.168.1.2');
 	assert.equal(row.source, '192.168.1.1');
@@ -55,10 +56,16 @@ test('a peer row', () => {
 	assert.equal(row.failures, '4');
 	assert.equal(row.nextRetry, 'in 30 s');
 	assert.equal(row.state, 'backing off');
+	assert.equal(row.protocol, 'v1');
+	assert.match(row.protocolTitle, /owsync 1\.2\.0/);
+	assert.equal(fmt.peerRow({ address: 'b', state: 'idle', protocol: 2 }, NOW).protocol, 'v2');
+	assert.equal(fmt.peerRow({ address: 'b', state: 'idle', protocol: 2 }, NOW).protocolTitle, '');
 	assert.equal(fmt.directionLabel('incoming'), 'incoming');
 	const fresh = fmt.peerRow({ address: 'b', state: 'idle' }, NOW);
-	assert.deepEqual([fresh.lastSuccess, fresh.result, fresh.counts, fresh.nextRetry, fresh.source],
-		['never', '-', '0 / 0 / 0', '-', '']);
+	assert.deepEqual([fresh.lastSuccess, fresh.result, fresh.counts, fresh.nextRetry, fresh.source,
+		fresh.protocol], ['never', '-', '0 / 0 / 0', '-', '', '-']);
+	// a daemon older than the protocol field, or a peer that failed before its Hello
+	assert.equal(fmt.peerRow({ address: 'b', state: 'idle', protocol: null }, NOW).protocol, '-');
 });
 
 test('history sentences', () => {
@@ -88,6 +95,19 @@ test('daemon rows warn in plain mode and when not listening', () => {
 	assert.equal(warned.length, 2);
 	assert.match(warned[0], /PLAIN/);
 	assert.match(warned[1], /Address in use/);
+});
+
+test('the minimum protocol is a daemon row only when it refuses owsync 1.2.0 peers', () => {
+	const st = { pid: 42, version: '2.0.0', uptime: 60, sync_dir: '/etc/config', encryption: true,
+		listen: ':: port 4321', change_detection: 'inotify', files: 3, tombstones: 1 };
+	const labels = (rows) => rows.map((r) => r[0]);
+	assert.ok(!labels(fmt.daemonRows(st, NOW)).includes('Minimum protocol'));
+	assert.ok(!labels(fmt.daemonRows({ ...st, min_protocol: 1 }, NOW)).includes('Minimum protocol'));
+	const rows = fmt.daemonRows({ ...st, min_protocol: 2 }, NOW);
+	const i = labels(rows).indexOf('Minimum protocol');
+	assert.equal(rows[i][1], '2 (refuses owsync 1.2.0 peers)');
+	assert.ok(!rows[i][2]);  // a policy, not a warning
+	assert.deepEqual(labels(rows).slice(i - 1, i + 2), ['Listening', 'Minimum protocol', 'Change detection']);
 });
 
 test('advice when the daemon is not running', () => {

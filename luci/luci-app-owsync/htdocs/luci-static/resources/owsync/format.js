@@ -171,8 +171,15 @@ return baseclass.extend({
 			result: peer.last_result == null ? '-' : peer.last_result,
 			counts: '%d / %d / %d'.format(peer.received || 0, peer.sent || 0, peer.deleted || 0),
 			failures: String(peer.consecutive_failures || 0),
-			nextRetry: peer.state == 'backing off' ? this.untilTime(peer.next_retry, now) : '-'
+			nextRetry: peer.state == 'backing off' ? this.untilTime(peer.next_retry, now) : '-',
+			protocol: this.protocolLabel(peer.protocol),
+			protocolTitle: peer.protocol == 1 ? _('Protocol 1: that of owsync 1.2.0') : ''
 		};
+	},
+
+	/* The protocol of the peer's last session: "v2", "v1", or "-" before any Hello. */
+	protocolLabel: function(protocol) {
+		return protocol ? 'v' + protocol : '-';
 	},
 
 	directionLabel: function(direction) {
@@ -233,10 +240,16 @@ return baseclass.extend({
 				: _('PLAIN: unencrypted, only safe inside a VPN'), !st.encryption ],
 			[ _('Listening'), st.listen_error
 				? _('not listening on %s: %s (retrying)').format(st.listen, st.listen_error)
-				: st.listen, !!st.listen_error ],
-			[ _('Change detection'), st.change_detection || '-' ],
-			[ _('Files'), _('%d files, %d tombstones').format(st.files || 0, st.tombstones || 0) ]
+				: st.listen, !!st.listen_error ]
 		];
+
+		/* only when it is not the default, which takes owsync 1.2.0 peers too */
+		if (st.min_protocol == 2)
+			rows.push([ _('Minimum protocol'), _('2 (refuses owsync 1.2.0 peers)') ]);
+
+		rows.push(
+			[ _('Change detection'), st.change_detection || '-' ],
+			[ _('Files'), _('%d files, %d tombstones').format(st.files || 0, st.tombstones || 0) ]);
 
 		return rows;
 	},

@@ -131,6 +131,7 @@ return view.extend({
 				E('th', { 'class': 'th' }, _('State')),
 				E('th', { 'class': 'th' }, _('Last success')),
 				E('th', { 'class': 'th' }, _('Last result')),
+				E('th', { 'class': 'th' }, _('Protocol')),
 				E('th', { 'class': 'th' }, _('Received / sent / deleted')),
 				E('th', { 'class': 'th' }, _('Failures')),
 				E('th', { 'class': 'th' }, _('Next retry')),
@@ -157,6 +158,8 @@ return view.extend({
 				E('td', { 'class': 'td owsync-last-success', 'data-title': _('Last success'),
 					'title': r.lastSuccessTitle }, text(r.lastSuccess)),
 				E('td', { 'class': 'td owsync-result', 'data-title': _('Last result') }, text(r.result)),
+				E('td', { 'class': 'td owsync-protocol', 'data-title': _('Protocol'),
+					'title': r.protocolTitle || null }, text(r.protocol)),
 				E('td', { 'class': 'td owsync-counts', 'data-title': _('Received / sent / deleted') }, text(r.counts)),
 				E('td', { 'class': 'td owsync-failures', 'data-title': _('Failures') }, text(r.failures)),
 				E('td', { 'class': 'td owsync-next-retry', 'data-title': _('Next retry') }, text(r.nextRetry)),
@@ -171,7 +174,7 @@ return view.extend({
 
 		if (!rows.length)
 			table.appendChild(E('tr', { 'class': 'tr placeholder' },
-				E('td', { 'class': 'td', 'colspan': 9 }, E('em', {}, _('No peer configured.')))));
+				E('td', { 'class': 'td', 'colspan': 10 }, E('em', {}, _('No peer configured.')))));
 
 		return table;
 	},

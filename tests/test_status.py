@@ -1,0 +1,100 @@
+"""The status model (owsync/status.py) and `owsync status`'s text, from fake
+workers and session results: which protocol each peer spoke, and the policy
+``min_protocol``."""
+
+from __future__ import annotations
+
+import time
+from types import SimpleNamespace
+
+from owsync import status
+from owsync.cli import format_status
+from owsync.config import Config, Peer
+
+
+def result(peer="192.168.1.2", ok=True, protocol=2, **kw):
+    fields = dict(peer=peer, ok=ok, error="" if ok else "peer closed the connection",
+                  received=1, sent=0, deleted=0, bytes=10, seconds=0.1, changed=["dhcp"],
+                  removed=[], conflicts=[], protocol=protocol)  # fmt: skip
+    fields.update(kw)
+    return SimpleNamespace(**fields)
+
+
+def worker(last, address="192.168.1.2"):
+    return SimpleNamespace(peer=Peer(address, None, None, address), state="idle", last=last,
+                           last_attempt=1.0, last_success=1.0 if last and last.ok else None,
+                           retry_at=None, failures=0)  # fmt: skip
+
+
+def test_a_peer_row_says_which_protocol_its_last_session_spoke():
+    assert status.peer_view(worker(result(protocol=2)))["protocol"] == 2
+    assert status.peer_view(worker(result(protocol=1)))["protocol"] == 1
+    # failed before the Hellos were exchanged, never synced, or a result without the field
+    assert status.peer_view(worker(result(ok=False, protocol=None)))["protocol"] is None
+    assert status.peer_view(worker(None))["protocol"] is None
+    old = result()
+    del old.protocol
+    assert status.peer_view(worker(old))["protocol"] is None
+
+
+def test_history_entries_carry_the_protocol():
+    h = status.SessionHistory()
+    h.add(result(protocol=1), "incoming", [], now=1.0)
+    h.add(result(peer="10.0.0.3", protocol=2), "outgoing", [], now=2.0)
+    h.add(result(peer="10.0.0.4", ok=False, protocol=None), "outgoing", [], now=3.0)
+    assert [(e["peer"], e["protocol"]) for e in h.entries()] == [
+        ("10.0.0.4", None), ("10.0.0.3", 2), ("192.168.1.2", 1)]  # fmt: skip
+
+
+def test_the_snapshot_shows_the_minimum_protocol(tmp_path):
+    for wanted in (1, 2):
+        cfg = Config(sync_dir=str(tmp_path), database=str(tmp_path / "db"), min_protocol=wanted)
+        d = SimpleNamespace(
+            cfg=cfg, started=time.time(), cipher=SimpleNamespace(encrypted=False), serving=None,
+            workers={"192.168.1.2": worker(result(protocol=1))}, history=status.SessionHistory(),
+            record_counts=lambda: (0, 0),
+        )  # fmt: skip
+        st = status.snapshot(d)
+        assert st["min_protocol"] == wanted
+        assert st["peers"][0]["protocol"] == 1
+
+
+def _st(**kw):
+    st = {"version": "2.0.0", "uptime": 754, "sync_dir": "/etc/config", "encryption": True,
+          "files": 3, "tombstones": 0, "min_protocol": 1, "history": [],
+          "peers": [
+              {"address": "192.168.1.2", "state": "idle", "last_success": None,
+               "last_result": "ok", "received": 1, "sent": 0, "deleted": 0,
+               "consecutive_failures": 0, "next_retry": None, "protocol": 2},
+              {"address": "192.168.1.3", "state": "idle", "last_success": None,
+               "last_result": "ok", "received": 0, "sent": 0, "deleted": 0,
+               "consecutive_failures": 0, "next_retry": None, "protocol": 1},
+              {"address": "192.168.1.4", "state": "backing off", "last_success": None,
+               "last_result": "cannot connect: refused", "received": 0, "sent": 0,
+               "deleted": 0, "consecutive_failures": 2, "next_retry": None},
+          ]}  # fmt: skip
+    st.update(kw)
+    return st
+
+
+def test_owsync_status_text_has_a_protocol_column():
+    lines = format_status(_st()).splitlines()
+    assert "minimum protocol" not in lines[1]
+    header = lines[1].split()
+    assert header[header.index("RESULT") + 1] == "PROTO"
+    rows = {line.split()[0]: line for line in lines[2:5]}
+    assert "  v2  " in rows["192.168.1.2"]
+    assert "  v1 (1.2.0)  " in rows["192.168.1.3"]
+    assert "refused  -  " in rows["192.168.1.4"]  # never got as far as the Hellos
+
+
+def test_owsync_status_text_states_a_minimum_protocol_of_2():
+    lines = format_status(_st(min_protocol=2)).splitlines()
+    assert lines[1] == "minimum protocol 2: peers that speak only v1 (owsync 1.2.0) are refused"
+    # a daemon older than these fields: no line, and "-" in the column
+    old = _st()
+    del old["min_protocol"]
+    for p in old["peers"]:
+        p.pop("protocol", None)
+    text = format_status(old)
+    assert "minimum protocol" not in text and "v1" not in text and "v2" not in text
