@@ -562,6 +562,32 @@ def _drive_v2(ch, ctx, replica: _Replica, m: Session2, result, data: bytes, dead
     step that may start only once the previous one is all sent is queued as
     a function that makes its iterator.
     """
+    try:
+        _exchange_v2(ch, ctx, replica, m, result, data, deadline)
+    except (PeerClosed, s2.PeerError):
+        raise
+    except Exception as exc:
+        # Tell the peer why, if it can still hear: its log then says more
+        # than "connection closed".  Best effort, never waited for.
+        try:
+            ch.send_raw(m.error(_why(exc)))
+            ch.try_flush()
+        except (RuntimeError, ValueError, ProtocolError, PeerClosed):
+            pass
+        raise
+    if m.missing:
+        log.info("%d requested file(s) did not arrive from %s", len(m.missing), result.peer)
+
+
+def _why(exc: Exception) -> str:
+    if isinstance(exc, Stopped):
+        return "the peer is shutting down"
+    if isinstance(exc, OSError):
+        return f"local I/O error on the peer: {exc.strerror or exc}"
+    return str(exc) or type(exc).__name__
+
+
+def _exchange_v2(ch, ctx, replica: _Replica, m: Session2, result, data: bytes, deadline) -> None:
     out: deque = deque()
     ch.send_raw(m.start())
     while True:
@@ -608,8 +634,6 @@ def _drive_v2(ch, ctx, replica: _Replica, m: Session2, result, data: bytes, dead
             if m.complete and not out and ch.flushed:
                 break
             raise
-    if m.missing:
-        log.info("%d requested file(s) did not arrive from %s", len(m.missing), result.peer)
 
 
 def _skipped(action: str, exc: Exception) -> None:

@@ -127,6 +127,10 @@ class Channel:
             return self._read()
         return b""
 
+    def try_flush(self) -> None:
+        """Write what the socket takes now, without waiting (a last frame)."""
+        self._write()
+
     def _write(self) -> None:
         while self._out:
             bufs = [self._out[i] for i in range(min(BATCH, len(self._out)))]
