@@ -162,10 +162,11 @@ class SessionResult:
         }
 
     def summary(self) -> str:
-        return (
+        text = (
             f"received {self.received}, sent {self.sent}, deleted {self.deleted},"
-            f" bytes {self.bytes}, seconds {self.seconds:.2f}, protocol {self.protocol}"
+            f" bytes {self.bytes}, seconds {self.seconds:.2f}"
         )
+        return text if self.protocol is None else f"{text}, protocol {self.protocol}"
 
 
 class _Replica:
@@ -486,8 +487,8 @@ def _drive(ch, ctx: Context, replica: _Replica, machine: Session, result, on_hel
         raise ProtocolError(f"expected Hello, got {type(hello).__name__}")
     machine.receive(hello, ctx.clock())  # the version and the clocks
     v2 = protocol2.negotiated(fields, protocol2.hello_fields(theirs))
+    result.protocol = 2 if v2 else 1  # shown in the status even when refused below
     check_min_protocol(ctx.min_protocol, v2, hello.hostname or "the peer")
-    result.protocol = 2 if v2 else 1
     ch.idle_timeout = ctx.idle_timeout
     if on_hello is not None:
         on_hello()
