@@ -38,7 +38,7 @@ from conftest import KEY, Node, base_env, tracked
 from test_hostile import rec
 from test_net_faults import Relay
 
-from owsync import protocol
+from owsync import protocol, protocol2
 from owsync.crypto import AesGcmCipher, PlainCipher
 from owsync.state import Record
 
@@ -819,18 +819,24 @@ def test_negative_and_unrepresentable_modes_are_protocol_errors(nodes, canary, w
 
 
 def replay(port: int, data: bytes) -> tuple[str, list[bytes]]:
-    """Send recorded bytes verbatim; the frames the listener sent back, still sealed."""
+    """Send recorded bytes verbatim; the v1 frames the listener sent back, still sealed."""
+    label, back = replay_raw(port, data)
+    return label, [bytes(f) for f in protocol.FrameDecoder().feed(back)]
+
+
+def replay_raw(port: int, data: bytes) -> tuple[str, bytes]:
+    """Send recorded bytes verbatim; the bytes the listener sent back."""
     s = socket.create_connection(("127.0.0.1", port), timeout=30)
     label = f"127.0.0.1:{s.getsockname()[1]}"
     s.sendall(data)
-    dec, frames = protocol.FrameDecoder(), []
+    back = bytearray()
     try:
         while chunk := s.recv(65536):
-            frames += [bytes(f) for f in dec.feed(chunk)]
+            back += chunk
     except OSError:
         pass
     s.close()
-    return label, frames
+    return label, bytes(back)
 
 
 def record_session(a: Node, b: Node) -> bytes:
@@ -856,12 +862,19 @@ def test_a_replayed_v2_session_is_refused_before_anything_happens(nodes, canary)
     (a.dir / "new").unlink()
     a.write("a-only", "newer, from a")
     before = a.files()
-    label, frames = replay(a.port, recorded)
+    label, back = replay_raw(a.port, recorded)
     line = session_line(a, label)
     assert "failed: frame 0 (AUTH) failed authentication" in line, line
     assert a.files() == before
-    # what the listener sent: its Hello and its AUTH, nothing else
-    assert len(frames) == 1  # v1's decoder sees only the Hello frame
+    # what the listener sent: its Hello, its AUTH and an ERROR saying why, no state
+    hello, rest = protocol2.split_hello_frame(back)
+    assert hello is not None
+    kinds = []
+    while rest:
+        n, kind = rest[0:4], rest[4]
+        kinds.append(protocol2.NAMES[kind])
+        rest = rest[5 + int.from_bytes(n, "big") :]
+    assert kinds == ["AUTH", "ERROR"], kinds
     canary.assert_unchanged()
     still_serves(a, nodes, "checker")
 
