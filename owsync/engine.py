@@ -498,8 +498,14 @@ def _drive(ch, ctx: Context, replica: _Replica, machine: Session, result, on_hel
                   result, rest, deadline)  # fmt: skip
     else:
         ch.after_hello()
-        records = replica.open()
-        ch.send(machine.state_message(records))
+        state = machine.state_message(replica.open())
+        try:
+            ch.send(state)
+        except ProtocolError as exc:
+            raise SessionAbort(
+                f"this node's state ({len(state.files)} files) is more than protocol v1 carries"
+                f" ({exc}); the peer speaks v1 only (owsync 1.2.0?)"
+            ) from None
         _drive_v1(ch, ctx, replica, machine, result, ch.decode_v1(rest), deadline)
 
 

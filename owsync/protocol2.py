@@ -295,52 +295,81 @@ class FrameReader:
         return ProtocolError(why)
 
     def feed(self, data: bytes) -> list[Frame]:
+        """The frames completed by ``data``.
+
+        Frames that lie whole within ``data`` are opened from it in place (a
+        plain CHUNK's body is a memoryview of it, not a copy); only the piece
+        of a frame split across reads is gathered in a buffer.
+        """
         if self._failed is not None:
             raise ProtocolError(self._failed)
-        self._buf += data
         frames: list[Frame] = []
+        view = memoryview(data)
+        pos = 0
         buf = self._buf
-        while len(buf) >= HEADER_SIZE:
-            n, ftype = _HEADER.unpack_from(buf)
-            name = NAMES.get(ftype)
-            if name is None:
-                raise self._fail(f"frame {self.counter}: unknown frame type {ftype}")
-            lo, hi = LIMITS[ftype]
-            if not lo + self._over <= n <= hi + self._over:
-                raise self._fail(
-                    f"frame {self.counter}: {name} of {n} bytes outside its limits"
-                    f" ({lo + self._over}..{hi + self._over})"
-                )
-            if self.ended:
-                raise self._fail(f"frame {self.counter}: {name} after the peer's end of stream")
+        if buf:  # complete the frame begun by earlier reads
+            if len(buf) < HEADER_SIZE:
+                pos = min(HEADER_SIZE - len(buf), len(view))
+                buf += view[:pos]
+                if len(buf) < HEADER_SIZE:
+                    return frames
+            n, ftype, name = self._header(buf, 0)
+            take = min(HEADER_SIZE + n - len(buf), len(view) - pos)
+            buf += view[pos : pos + take]
+            pos += take
             if len(buf) < HEADER_SIZE + n:
+                return frames
+            self._buf = bytearray()
+            frames.append(self._next(bytes(buf), 0, n, ftype, name))
+        end = len(view)
+        while end - pos >= HEADER_SIZE:
+            n, ftype, name = self._header(data, pos)
+            if end - pos < HEADER_SIZE + n:
                 break
-            frames.append(Frame(ftype, self._open(buf, n, ftype, name)))
-            del buf[: HEADER_SIZE + n]
-            self.counter += 1
-            if ftype in (END, ERROR):
-                self.ended = True
+            frames.append(self._next(data, pos, n, ftype, name))
+            pos += HEADER_SIZE + n
+        if pos < end:
+            self._buf = bytearray(view[pos:])
         return frames
 
-    def _open(self, buf: bytearray, n: int, ftype: int, name: str) -> bytes:
-        with memoryview(buf) as view:
-            body = view[HEADER_SIZE : HEADER_SIZE + n]
-            try:
-                if self._aead is None:
-                    return bytes(body)
-                from cryptography.exceptions import InvalidTag
+    def _header(self, src, pos: int) -> tuple[int, int, str]:
+        """The checked length and type of the frame at ``pos``."""
+        n, ftype = _HEADER.unpack_from(src, pos)
+        name = NAMES.get(ftype)
+        if name is None:
+            raise self._fail(f"frame {self.counter}: unknown frame type {ftype}")
+        lo, hi = LIMITS[ftype]
+        if not lo + self._over <= n <= hi + self._over:
+            raise self._fail(
+                f"frame {self.counter}: {name} of {n} bytes outside its limits"
+                f" ({lo + self._over}..{hi + self._over})"
+            )
+        if self.ended:
+            raise self._fail(f"frame {self.counter}: {name} after the peer's end of stream")
+        return n, ftype, name
 
-                try:
-                    return self._aead.decrypt(
-                        frame_nonce(self.counter), body, bytes(view[:HEADER_SIZE])
-                    )
-                except InvalidTag:
-                    raise self._fail(
-                        f"frame {self.counter} ({name}) failed authentication: wrong key, or a"
-                        " replayed, reordered, dropped or spliced frame"
-                    ) from None
-            finally:
-                body.release()
+    def _next(self, src: bytes, pos: int, n: int, ftype: int, name: str) -> Frame:
+        frame = Frame(ftype, self._open(src, pos, n, ftype, name))
+        self.counter += 1
+        if ftype in (END, ERROR):
+            self.ended = True
+        return frame
+
+    def _open(self, src: bytes, pos: int, n: int, ftype: int, name: str):
+        body = memoryview(src)[pos + HEADER_SIZE : pos + HEADER_SIZE + n]
+        if self._aead is None:
+            return body if ftype == CHUNK else bytes(body)
+        from cryptography.exceptions import InvalidTag
+
+        try:
+            return self._aead.decrypt(
+                frame_nonce(self.counter), body, bytes(src[pos : pos + HEADER_SIZE])
+            )
+        except InvalidTag:
+            raise self._fail(
+                f"frame {self.counter} ({name}) failed authentication: wrong key, or a"
+                " replayed, reordered, dropped or spliced frame"
+            ) from None
 
 
 # --- bodies -----------------------------------------------------------------

@@ -145,7 +145,7 @@ class Session2:
         self._advertised: dict[str, Record] = {}  # live records we sent
         self._to_serve: set[str] = set()  # the peer asked, not yet sent
         self._out: _File | None = None
-        self._sent = EndCounts(0, 0, 0)
+        self._sent_files = self._sent_bytes = 0
         # the peer's
         self._seen: set[str] = set()  # paths of its state
         self._plan = Plan()
@@ -153,7 +153,7 @@ class Session2:
         self._pending: set[str] = set()  # requested, not yet started
         self._asked: dict[str, None] = {}  # its request, in order
         self._in: _File | None = None
-        self._got = EndCounts(0, 0, 0)
+        self._got_frames = self._got_files = self._got_bytes = 0
 
     # --- what we send -----------------------------------------------------
 
@@ -199,7 +199,7 @@ class Session2:
         self._to_serve.discard(path)
         rec = self._advertised[path]
         self._out = _File(rec)
-        self._sent = self._sent._replace(files=self._sent.files + 1)
+        self._sent_files += 1
         return self._frame(FILE, encode_file_header(
             FileHeader(path, mode & 0o777, rec.size, rec.hash, rec.mtime)))  # fmt: skip
 
@@ -216,7 +216,7 @@ class Session2:
         if not 0 < len(data) <= min(CHUNK_SIZE, self.outgoing_left):
             raise ValueError("a chunk has 1..CHUNK_SIZE bytes, none past the advertised size")
         self._out.add(data)
-        self._sent = self._sent._replace(bytes=self._sent.bytes + len(data))
+        self._sent_bytes += len(data)
         return self._frame(CHUNK, data)
 
     def file_end(self) -> tuple[bytes, str | None]:
@@ -243,7 +243,8 @@ class Session2:
             raise RuntimeError("end() before PeerRequest, or inside a file")
         self.ours = ENDED
         self._to_serve.clear()
-        return self._frame(END, encode_end(self._sent._replace(frames=self._w.counter)))
+        counts = EndCounts(self._w.counter, self._sent_files, self._sent_bytes)
+        return self._frame(END, encode_end(counts))
 
     def error(self, text: str) -> bytes:
         """ERROR: this side gives the session up; nothing may follow."""
@@ -286,7 +287,7 @@ class Session2:
             except ProtocolError as exc:
                 self._failed = str(exc)
                 raise
-            self._got = self._got._replace(frames=self._got.frames + 1)
+            self._got_frames += 1
             if event is not None:
                 return event
         return None
@@ -311,6 +312,13 @@ class Session2:
 
     def _handle(self, f: Frame) -> Event | None:
         kind = f.type
+        if self.peers == FILING:  # most frames: files, checked first
+            if kind == CHUNK and self._in is not None:
+                return self._chunk(f.body)
+            if kind == FILE and self._in is None:
+                return self._file(decode_file_header(f.body))
+            if kind == FILE_END and self._in is not None:
+                return self._file_end(decode_file_end(f.body))
         if kind == ERROR:
             self.peers = ENDED
             raise PeerError(f"the peer gave the session up: {decode_error(f.body)}")
@@ -330,15 +338,8 @@ class Session2:
             if self.ours < REQUESTING:
                 raise ProtocolError("the peer sent REQUEST before it could have our state")
             return self._request(f)
-        if self.peers == FILING:
-            if kind == FILE and self._in is None:
-                return self._file(decode_file_header(f.body))
-            if kind == CHUNK and self._in is not None:
-                return self._chunk(f.body)
-            if kind == FILE_END and self._in is not None:
-                return self._file_end(decode_file_end(f.body))
-            if kind == END and self._in is None:
-                return self._end(decode_end(f.body))
+        if self.peers == FILING and kind == END and self._in is None:
+            return self._end(decode_end(f.body))
         raise self._unexpected(kind)
 
     def _state(self, f: Frame) -> PeerState | None:
@@ -394,7 +395,7 @@ class Session2:
         self._pending.discard(h.path)
         rec = Record(h.path, adv.hash, adv.mtime, adv.size, h.mode, False)
         self._in = _File(rec)
-        self._got = self._got._replace(files=self._got.files + 1)
+        self._got_files += 1
         return FileStart(rec)
 
     def _chunk(self, data: bytes) -> FileChunk:
@@ -402,7 +403,7 @@ class Session2:
         if f.done + len(data) > f.record.size:
             raise ProtocolError(f"CHUNK past the size of {f.record.path!r} ({f.record.size})")
         f.add(data)
-        self._got = self._got._replace(bytes=self._got.bytes + len(data))
+        self._got_bytes += len(data)
         return FileChunk(f.record.path, data)
 
     def _file_end(self, error: str | None) -> FileDone | FileRefused:
@@ -418,10 +419,11 @@ class Session2:
         return FileDone(f.record)
 
     def _end(self, counts: EndCounts) -> PeerEnd:
-        if counts != self._got:
+        got = EndCounts(self._got_frames, self._got_files, self._got_bytes)
+        if counts != got:
             raise ProtocolError(
                 f"the peer's END says it sent {tuple(counts)} (frames, files, bytes);"
-                f" {tuple(self._got)} arrived"
+                f" {tuple(got)} arrived"
             )
         self.peers = ENDED
         return PeerEnd(counts)

@@ -431,6 +431,32 @@ def test_the_reader_takes_any_bytes(chunks, encrypted):
 
 
 @FUZZ
+@given(
+    st.lists(st.tuples(st.sampled_from([p2.CHUNK, p2.STATE, p2.FILE_END]),
+                       st.binary(max_size=3000)), min_size=1, max_size=12),
+    st.lists(st.integers(1, 9000), min_size=1, max_size=40),
+    st.booleans(),
+)  # fmt: skip
+@example([(p2.CHUNK, b"a" * 3000)] * 3, [100, 9000], True)
+@example([(p2.CHUNK, b"b" * 3000), (p2.STATE, b"")], [2, 1, 4000, 3], False)
+def test_frames_come_out_the_same_however_the_bytes_are_cut(frames, cuts, encrypted):
+    """The reader opens whole frames in place and gathers split ones: the
+    frames it gives are the same whatever the reads' boundaries."""
+    key = KEY_A if encrypted else None
+    w = p2.FrameWriter(key)
+    bodies = [
+        (t, b or b"x" if t == p2.CHUNK else b"[1]" if t == p2.STATE else b"") for t, b in frames
+    ]
+    stream = b"".join(w.frame(t, b) for t, b in bodies)
+    r, out, i, k = p2.FrameReader(key), [], 0, 0
+    while i < len(stream):
+        n = cuts[k % len(cuts)]
+        out += [(f.type, bytes(f.body)) for f in r.feed(stream[i : i + n])]
+        i, k = i + n, k + 1
+    assert out == bodies and r.pending == 0
+
+
+@FUZZ
 @given(st.lists(st.binary(min_size=1, max_size=200), min_size=1, max_size=6), st.data())
 def test_any_tampering_with_a_sealed_stream_is_refused(frames_data, data):
     w = p2.FrameWriter(KEY_A)
