@@ -35,7 +35,7 @@ from .session import (
     Session,
     SessionAbort,
 )
-from .session2 import Session2, check_min_protocol
+from .session2 import Session2
 from .state import Record, deleted_by_peer, received
 from .syncdir import LocalChanged, Staged, SyncDir, UnsafePath, is_temp_name, signature
 from .transport import Channel, PeerClosed, PeerTimeout, Stopped
@@ -46,6 +46,7 @@ log = logging.getLogger("owsync")
 DEFAULT_MAX_FILE_SIZE = 16 * 1024 * 1024
 INITIATOR_LOCK_WAIT = 8.0  # under the peer's 10 s wait for our Hello
 BATCH_BYTES = 8 * 1024 * 1024
+LINGER = 5.0  # seconds a refused v1 peer is given to finish writing and read our end
 OUT_BUFFER = 256 * 1024  # bytes queued on the socket before more is read from disk
 # A received file's content is kept as its base (so that a later edit here
 # keeps what it replaced) for the first files of a session only: a bulk sync
@@ -358,21 +359,28 @@ class _Replica:
                 path, result.peer, v["id"],
             )  # fmt: skip
 
+    def save(self, result: SessionResult) -> None:
+        """Put verified files in place, make it durable, save the database
+        (what a v2 DONE then tells the peer)."""
+        if self.pending:
+            self.commit(result)
+        self.dir.sync_dirs()
+        if self.records != self.loaded:
+            database.save(self.ctx.db_path, self.records, self.root)
+            self.loaded = dict(self.records)
+        if self.store is not None:
+            self.store.save(self.now_ms())
+
     def close(self, result: SessionResult) -> None:
         """Put verified files in place, make it durable, save the database, unlock."""
         if self.loaded is None:
             self.unlock_dir()  # taken before the Hello, perhaps, and never opened
             return
         try:
-            if self.pending:
-                self.commit(result)
-            self.dir.sync_dirs()
-            if self.records != self.loaded:
-                database.save(self.ctx.db_path, self.records, self.root)
-            if self.store is not None:
-                if self.completed:
-                    for path, digest in self.sent:
-                        self.store.sent(path, digest)
+            self.save(result)
+            if self.store is not None and self.completed and self.sent:
+                for path, digest in self.sent:
+                    self.store.sent(path, digest)
                 self.store.save(self.now_ms())
         finally:
             self.drop_file()
@@ -423,7 +431,8 @@ def run_session(
         _drive(ch, ctx, replica, machine, result, on_hello, initiator)
         replica.completed = True
         replica.close(result)  # files and database saved before the peer is let go
-        if initiator and not ch.wait_closed(ctx.idle_timeout):
+        # v1: the peer's hang-up is its acknowledgment; v2 had DONE both ways
+        if initiator and result.protocol == 1 and not ch.wait_closed(ctx.idle_timeout):
             raise PeerTimeout(
                 f"the peer did not end the session within {ctx.idle_timeout:.0f} s;"
                 " whether it received what was sent is unknown"
@@ -488,7 +497,12 @@ def _drive(ch, ctx: Context, replica: _Replica, machine: Session, result, on_hel
     machine.receive(hello, ctx.clock())  # the version and the clocks
     v2 = protocol2.negotiated(fields, protocol2.hello_fields(theirs))
     result.protocol = 2 if v2 else 1  # shown in the status even when refused below
-    check_min_protocol(ctx.min_protocol, v2, hello.hostname or "the peer")
+    why = protocol2.min_protocol_error(ctx.min_protocol, v2, hello.hostname or "the peer")
+    if why is not None:
+        # 1.2.0 does not ignore SIGPIPE: hung up on while it writes its state,
+        # it dies (a daemon too, at every poll).  Let it see the end instead.
+        ch.linger(LINGER)
+        raise SessionAbort(why)
     ch.idle_timeout = ctx.idle_timeout
     if on_hello is not None:
         on_hello()
@@ -631,14 +645,17 @@ def _exchange_v2(ch, ctx, replica: _Replica, m: Session2, result, data: bytes, d
                 out.popleft()
             else:
                 ch.send_raw(frame)
-        if m.complete and not out and ch.flushed:
+        if m.can_close and not out:  # both ENDs: in place and saved, then say so
+            replica.save(result)
+            ch.send_raw(m.done())
+        if m.complete and ch.flushed:
             break
         _check_time(ctx, deadline)
         try:
             data = ch.pump_bytes()
         except PeerClosed:
-            m.connection_closed()  # ProtocolError, unless the peer's END came
-            if m.complete and not out and ch.flushed:
+            m.connection_closed()  # ProtocolError, unless the peer's DONE came
+            if m.complete and ch.flushed:
                 break
             raise
 

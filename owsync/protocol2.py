@@ -47,7 +47,7 @@ MAX_RECORDS = 1_000_000  # default cap on a peer's state (about 100 MiB held to 
 KEY_INFO = b"owsync v2 keys"
 
 # Frame types (the header's fifth byte).
-AUTH, STATE, STATE_END, REQUEST, REQUEST_END, FILE, CHUNK, FILE_END, END, ERROR = range(1, 11)
+AUTH, STATE, STATE_END, REQUEST, REQUEST_END, FILE, CHUNK, FILE_END, END, ERROR, DONE = range(1, 12)
 NAMES = {
     AUTH: "AUTH",
     STATE: "STATE",
@@ -59,6 +59,7 @@ NAMES = {
     FILE_END: "FILE_END",
     END: "END",
     ERROR: "ERROR",
+    DONE: "DONE",
 }
 # The plaintext body's (min, max) length per type; sealed adds TAG.
 LIMITS = {
@@ -72,6 +73,7 @@ LIMITS = {
     FILE_END: (0, 4096),
     END: (2, 1024),
     ERROR: (0, 4096),
+    DONE: (0, 0),
 }
 _HEADER = struct.Struct(">IB")
 HEADER_SIZE = _HEADER.size
@@ -246,14 +248,17 @@ class FrameWriter:
     def __init__(self, key: bytes | None) -> None:
         self._aead = _aead(key)
         self.counter = 0  # frames written
-        self.ended = False  # END or ERROR written: nothing may follow
+        self.ended = False  # END written: only DONE or ERROR may follow
+        self.closed = False  # DONE or ERROR written: nothing may follow
 
     def frame(self, ftype: int, body: bytes = b"") -> bytes:
         lo, hi = LIMITS[ftype]
         if not lo <= len(body) <= hi:
             raise ValueError(f"{NAMES[ftype]} body of {len(body)} bytes outside {lo}..{hi}")
-        if self.ended:
+        if self.closed or (self.ended and ftype not in (DONE, ERROR)):
             raise RuntimeError(f"{NAMES[ftype]} after the end of this side's stream")
+        if ftype == DONE and not self.ended:
+            raise RuntimeError("DONE before END")
         if self.counter >= COUNTER_LIMIT:
             raise ProtocolError("frame counter exhausted; the session cannot go on")
         aead = self._aead
@@ -261,8 +266,10 @@ class FrameWriter:
         if aead is not None:
             body = aead.encrypt(frame_nonce(self.counter), body, header)
         self.counter += 1
-        if ftype in (END, ERROR):
-            self.ended = True
+        if ftype != END and ftype not in (DONE, ERROR):
+            return header + body
+        self.ended = True
+        self.closed = ftype != END
         return header + body
 
 
@@ -272,8 +279,8 @@ class FrameReader:
     Limits are checked from the 5-byte header, before the body is waited
     for.  In encrypted mode each frame must open under the nonce of the next
     expected counter: a replayed, reordered, duplicated, dropped or foreign
-    frame fails authentication.  Nothing may follow END or ERROR.  After a
-    ProtocolError the reader refuses everything.
+    frame fails authentication.  Only DONE or ERROR may follow END, and
+    nothing DONE or ERROR.  After a ProtocolError the reader refuses everything.
     """
 
     def __init__(self, key: bytes | None) -> None:
@@ -281,7 +288,8 @@ class FrameReader:
         self._over = TAG if self._aead is not None else 0
         self._buf = bytearray()
         self.counter = 0  # frames accepted
-        self.ended = False
+        self.ended = False  # END accepted: only DONE or ERROR may follow
+        self.closed = False  # DONE or ERROR accepted: nothing may follow
         self._failed: str | None = None
 
     @property
@@ -344,15 +352,17 @@ class FrameReader:
                 f"frame {self.counter}: {name} of {n} bytes outside its limits"
                 f" ({lo + self._over}..{hi + self._over})"
             )
-        if self.ended:
+        if self.closed or (self.ended and ftype not in (DONE, ERROR)):
             raise self._fail(f"frame {self.counter}: {name} after the peer's end of stream")
         return n, ftype, name
 
     def _next(self, src: bytes, pos: int, n: int, ftype: int, name: str) -> Frame:
         frame = Frame(ftype, self._open(src, pos, n, ftype, name))
         self.counter += 1
-        if ftype in (END, ERROR):
+        if ftype == END:
             self.ended = True
+        elif ftype in (DONE, ERROR):
+            self.ended = self.closed = True
         return frame
 
     def _open(self, src: bytes, pos: int, n: int, ftype: int, name: str):

@@ -22,9 +22,12 @@ only the keys tell the initiator (the side that connected) from the other.
         FileChunk    -> write event.data to it
         FileDone     -> verified (size and SHA-256): put it in place
         FileRefused  -> the sender gave it up: discard the temp file, log it
-        PeerEnd      -> nothing
+        PeerEnd      -> nothing yet
+        PeerDone     -> nothing: the peer has everything we sent, saved
+    once our END is made and the peer's has come (machine.can_close): put
+    what arrived in place and save it, then send machine.done()
     on end of file: machine.connection_closed() (ProtocolError unless the
-    peer's END arrived); done when machine.complete and all was sent.
+    peer's DONE arrived); done when machine.complete and all was sent.
 
 Each event must be handled before next_event() is called again: the peer's
 STATE is planned against the records given to state() on PeerAuth.
@@ -43,6 +46,7 @@ from .protocol2 import (
     AUTH,
     CHUNK,
     CHUNK_SIZE,
+    DONE,
     END,
     ERROR,
     FILE,
@@ -70,11 +74,9 @@ from .protocol2 import (
     encode_error,
     encode_file_end,
     encode_file_header,
-    min_protocol_error,
     request_bodies,
     state_bodies,
 )
-from .session import SessionAbort
 from .state import Record
 
 # Events: what the machine decided, for the caller to carry out.
@@ -86,21 +88,23 @@ FileChunk = namedtuple("FileChunk", "path data")  # append to it
 FileDone = namedtuple("FileDone", "record")  # size and hash verified: put it in place
 FileRefused = namedtuple("FileRefused", "path reason")  # the sender gave it up: discard
 PeerEnd = namedtuple("PeerEnd", "counts")  # the peer sent everything, and said so
+PeerDone = namedtuple("PeerDone", "")  # the peer has all we sent, in place and saved
 
 Event = (
-    PeerAuth | PeerState | PeerRequest | FileStart | FileChunk | FileDone | FileRefused | PeerEnd
+    PeerAuth
+    | PeerState
+    | PeerRequest
+    | FileStart
+    | FileChunk
+    | FileDone
+    | FileRefused
+    | PeerEnd
+    | PeerDone
 )
 
 # Where a stream stands (each direction has its own): the next frames it may carry.
-AUTHING, STATING, REQUESTING, FILING, ENDED = range(5)
-_STAGE = ["AUTH", "STATE", "REQUEST", "FILE or END", "nothing"]
-
-
-def check_min_protocol(min_protocol: int, v2: bool, who: str = "peer") -> None:
-    """SessionAbort when policy refuses a v1-only peer (nothing has changed yet)."""
-    why = min_protocol_error(min_protocol, v2, who)
-    if why is not None:
-        raise SessionAbort(why)
+AUTHING, STATING, REQUESTING, FILING, ENDED, CLOSED = range(6)
+_STAGE = ["AUTH", "STATE", "REQUEST", "FILE or END", "DONE", "nothing"]
 
 
 class _File:
@@ -246,9 +250,25 @@ class Session2:
         counts = EndCounts(self._w.counter, self._sent_files, self._sent_bytes)
         return self._frame(END, encode_end(counts))
 
+    @property
+    def can_close(self) -> bool:
+        """Our END made and the peer's verified, DONE not yet made: time to
+        put what arrived in place, save it, and send done()."""
+        return self.ours == ENDED and self.peers >= ENDED and self._failed is None
+
+    def done(self) -> bytes:
+        """DONE: everything the peer sent is in place and saved here.
+
+        Without it the peer cannot tell a session we completed from one cut
+        after its last frame left; it completes a session only on our DONE."""
+        if not self.can_close:
+            raise RuntimeError("done() before both ENDs")
+        self.ours = CLOSED
+        return self._frame(DONE)
+
     def error(self, text: str) -> bytes:
         """ERROR: this side gives the session up; nothing may follow."""
-        self.ours = ENDED
+        self.ours = CLOSED
         return self._frame(ERROR, encode_error(text))
 
     def _frame(self, kind: int, body: bytes = b"") -> bytes:
@@ -256,8 +276,9 @@ class Session2:
 
     @property
     def complete(self) -> bool:
-        """Our END made, and the peer's END received and verified."""
-        return self.ours == ENDED and self.peers == ENDED and self._failed is None
+        """Both ENDs verified, our DONE made and the peer's received: each
+        side has everything the other sent, saved."""
+        return self.ours == CLOSED and self.peers == CLOSED and self._failed is None
 
     @property
     def missing(self) -> set[str]:
@@ -295,9 +316,10 @@ class Session2:
     def connection_closed(self) -> None:
         """The peer hung up: ProtocolError unless its END came (and nothing after)."""
         self._check()
-        if self.peers != ENDED or self._frames or self._r.pending:
+        if self.peers != CLOSED or self._frames or self._r.pending:
+            what = "END" if self.peers < ENDED else "DONE"
             self._failed = (
-                f"connection closed before the peer's END (after {self._r.counter} frames):"
+                f"connection closed before the peer's {what} (after {self._r.counter} frames):"
                 " the session is incomplete"
             )
             raise ProtocolError(self._failed)
@@ -320,8 +342,13 @@ class Session2:
             if kind == FILE_END and self._in is not None:
                 return self._file_end(decode_file_end(f.body))
         if kind == ERROR:
-            self.peers = ENDED
+            self.peers = CLOSED
             raise PeerError(f"the peer gave the session up: {decode_error(f.body)}")
+        if kind == DONE and self.peers == ENDED:
+            if self.ours < ENDED:
+                raise ProtocolError("the peer sent DONE before it could have our END")
+            self.peers = CLOSED
+            return PeerDone()
         if self._in is not None and kind not in (CHUNK, FILE_END):
             raise self._unexpected(kind)
         if kind == AUTH and self.peers == AUTHING:

@@ -127,6 +127,31 @@ class Channel:
             return self._read()
         return b""
 
+    def linger(self, timeout: float, most: int = 64 * 1024 * 1024) -> None:
+        """End our side of the stream, then read and drop what the peer still
+        sends until it hangs up (at most ``timeout`` seconds, ``most`` bytes):
+        a peer busy writing sees the end of the stream, not a reset."""
+        try:
+            self._write()
+            self.sock.shutdown(socket.SHUT_WR)
+        except (OSError, PeerClosed):
+            return
+        self._sel.modify(self.sock, selectors.EVENT_READ)
+        self._mask = selectors.EVENT_READ
+        deadline = time.monotonic() + timeout
+        while most > 0 and (left := deadline - time.monotonic()) > 0:
+            if not self._sel.select(left):
+                return
+            try:
+                data = self.sock.recv(RECV_SIZE)
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError:
+                return
+            if not data:
+                return
+            most -= len(data)
+
     def try_flush(self) -> None:
         """Write what the socket takes now, without waiting (a last frame)."""
         self._write()

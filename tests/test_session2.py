@@ -29,7 +29,6 @@ from owsync.session2 import (
     PeerRequest,
     PeerState,
     Session2,
-    check_min_protocol,
 )
 from owsync.state import Record
 
@@ -89,6 +88,8 @@ class Node:
         while (ev := self.m.next_event()) is not None:
             self.events.append(ev)
             self.handle(ev)
+        if self.m.can_close:  # both ENDs: "saved", acknowledged with DONE
+            self.out.append(self.m.done())
 
     def handle(self, ev) -> None:
         m = self.m
@@ -238,10 +239,10 @@ def test_a_file_changed_while_sent_is_given_up_not_written():
 
 
 def test_min_protocol_check():
-    check_min_protocol(1, False)
-    check_min_protocol(2, True)
-    with pytest.raises(SessionAbort, match=r"old speaks protocol 1 only \(owsync 1.2.0\?\)"):
-        check_min_protocol(2, False, "old")
+    assert p2.min_protocol_error(1, False) is None
+    assert p2.min_protocol_error(2, True) is None
+    why = p2.min_protocol_error(2, False, "old")
+    assert why == "old speaks protocol 1 only (owsync 1.2.0?); min_protocol 2 refuses it"
 
 
 # --- the harness: what an attacker can do to a session ---------------------------
@@ -276,7 +277,7 @@ def no_writes(*nodes: Node) -> bool:
 
 
 A_ONLY = {"f": (os.urandom(150_000), 9)}  # only a has it: a's stream carries it
-N_FRAMES = 10  # a's frames: AUTH STATE STATE_END REQUEST_END FILE CHUNK*3 FILE_END END
+N_FRAMES = 11  # a's frames: AUTH STATE STATE_END REQUEST_END FILE CHUNK*3 FILE_END END DONE
 
 
 @pytest.mark.parametrize("k", range(N_FRAMES))
@@ -289,6 +290,9 @@ def test_every_frame_dropped_duplicated_reordered_or_cut_is_refused(attack, k):
     assert why is not None
     assert any(s in why for s in ("failed authentication", "incomplete", "end of stream")), why
     assert_only_genuine(b, k)
+    assert not b.m.complete
+    if k < N_FRAMES - 1:  # b never acknowledged a's stream: a does not complete either
+        assert not a.m.complete
 
 
 def assert_only_genuine(b: Node, k: int) -> None:
@@ -369,11 +373,10 @@ def test_a_stripped_advertisement_leaves_the_sides_apart():
         a.m.connection_closed()
     assert not a.written and a.events == []
     # and a b with min_protocol 2 refuses a's v1-only Hello outright
-    with pytest.raises(SessionAbort, match="min_protocol 2"):
-        hi, _ = hellos()
-        stripped = hi[: hi.index(b',"v2"')] + b"}"
-        check_min_protocol(2, p2.negotiated(p2.advertise(b"\x22" * 32),
-                                            p2.hello_fields(stripped)))  # fmt: skip
+    hi, _ = hellos()
+    stripped = hi[: hi.index(b',"v2"')] + b"}"
+    v2 = p2.negotiated(p2.advertise(b"\x22" * 32), p2.hello_fields(stripped))
+    assert "min_protocol 2 refuses it" in p2.min_protocol_error(2, v2)
 
 
 def test_wrong_key_is_refused():
@@ -393,11 +396,31 @@ def test_a_giant_chunk_header_is_refused_at_once():
 
 def test_a_cut_connection_is_never_complete():
     a, b = pair(A_ONLY, {})
-    assert "connection closed before the peer's END" in run(a, b, a2b=cut(N_FRAMES - 1))
-    assert not b.m.complete
+    assert "the session is incomplete" in run(a, b, a2b=cut(N_FRAMES - 2))  # END cut
+    assert not b.m.complete and not a.m.complete  # b never said DONE: a cannot know
+    with pytest.raises(ProtocolError, match="closed before the peer's END"):
+        b.m.connection_closed()
     a, b = pair(A_ONLY, {})
-    assert run(a, b, a2b=lambda i, f: [f[:-3]] if i == N_FRAMES - 1 else [f]) is not None
-    assert not b.m.complete
+    assert run(a, b, a2b=lambda i, f: [f[:-3]] if i == N_FRAMES - 2 else [f]) is not None
+    assert not b.m.complete and not a.m.complete
+
+
+def test_a_lost_done_fails_the_side_that_waited_for_it():
+    """a's DONE lost: b has a's file but cannot know a saved b's stream, so b
+    reports an incomplete session; a got b's DONE and completes."""
+    a, b = pair(A_ONLY, {})
+    why = run(a, b, a2b=cut(N_FRAMES - 1))
+    assert "connection closed before the peer's DONE" in why
+    assert a.m.complete and not b.m.complete
+    assert b.written == {"f": A_ONLY["f"][0]}
+
+
+def test_the_sender_of_a_file_the_receiver_refused_is_not_complete():
+    """The receiver finds a file cut short: it never says DONE, so the side
+    that sent the file, its own END given, does not complete either."""
+    a, b = pair(A_ONLY, {})
+    assert run(a, b, a2b=lambda i, f: [] if i == 6 else [f]) is not None  # a CHUNK lost
+    assert not a.m.complete and not b.m.complete and not b.written
 
 
 # --- ordering rules ------------------------------------------------------------

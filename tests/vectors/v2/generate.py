@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TYPES = {"AUTH": 1, "STATE": 2, "STATE_END": 3, "REQUEST": 4, "REQUEST_END": 5, "FILE": 6,
-         "CHUNK": 7, "FILE_END": 8, "END": 9, "ERROR": 10}  # fmt: skip
+         "CHUNK": 7, "FILE_END": 8, "END": 9, "ERROR": 10, "DONE": 11}  # fmt: skip
 
 PSK = hashlib.sha256(b"owsync v2 test vector psk").digest()
 NONCE_I = hashlib.sha256(b"owsync v2 test vector nonce i").digest()
@@ -74,6 +74,7 @@ def stream(me: str, peer: str) -> list[tuple[str, bytes]]:
         ("FILE_END", b""),
     ]
     frames.append(("END", f'{{"frames":8,"files":1,"bytes":{len(data)}}}'.encode()))
+    frames.append(("DONE", b""))  # the peer's stream is in place and saved
     return frames
 
 
