@@ -48,7 +48,7 @@ from benchlib import ROOT, free_port
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from owsync import control  # noqa: E402 - after the checkout is on the path
+from owsync.service import control  # noqa: E402 - after the checkout is on the path
 
 KEY = "8b2b64411001592abf237c204845e610e5a743a1472822b3d2b86069ec3658d3"
 

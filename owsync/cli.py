@@ -13,8 +13,8 @@ import threading
 import time
 
 from . import __version__
-from . import log as logsetup
-from .config import Config, ConfigError, load_file, parse_peer
+from .service import log as logsetup
+from .service.config import Config, ConfigError, load_file, parse_peer
 
 log = logging.getLogger("owsync")
 
@@ -116,7 +116,7 @@ def _int_option(name: str, value: str, lo: int, hi: int | None = None) -> int:
 
 def build_config(opts, uci: bool = False) -> Config:
     """The config file (or UCI, for the daemon), then the command line on top of it."""
-    from .uci_config import UCI_DIR_ENV, load_uci, uci_available
+    from .openwrt.uci_config import UCI_DIR_ENV, load_uci, uci_available
 
     if opts.config:
         cfg = load_file(opts.config)
@@ -157,9 +157,9 @@ def build_config(opts, uci: bool = False) -> Config:
 
 
 def make_context(cfg: Config, encrypted: bool = True):
-    from .crypto import make_cipher
-    from .engine import Context
-    from .filters import Filter
+    from .core.crypto import make_cipher
+    from .core.filters import Filter
+    from .service.engine import Context
 
     key = cfg.key_bytes() if encrypted else None
     return Context(
@@ -194,10 +194,10 @@ def cmd_genkey(opts, args) -> int:
 
 
 def cmd_scan(opts, args) -> int:
-    from . import database, scanner
-    from .engine import Context
-    from .filters import Filter
-    from .protocol import record_to_wire
+    from .core.filters import Filter
+    from .core.protocol import record_to_wire
+    from .io import database, scanner
+    from .service.engine import Context
 
     if len(args) > 1:
         raise UsageError("scan takes one directory")
@@ -253,8 +253,8 @@ def _stop_on_signals(on_stop) -> None:
 
 
 def cmd_connect(opts, args) -> int:
-    from .engine import run_session
-    from .net import connect
+    from .io.net import connect
+    from .service.engine import run_session
 
     if len(args) != 1:
         raise UsageError("connect takes one PEER (host, host:port or [v6]:port)")
@@ -277,8 +277,8 @@ def cmd_connect(opts, args) -> int:
 
 
 def cmd_listen(opts, args) -> int:
-    from .engine import run_session
-    from .net import Listener, bind, peer_label
+    from .io.net import Listener, bind, peer_label
+    from .service.engine import run_session
 
     if args:
         raise UsageError("listen takes no arguments")
@@ -315,8 +315,8 @@ def cmd_daemon(opts, args) -> int:
     stderr is a terminal: procd captures the daemon's stderr into the log,
     so it appears there once, as daemon.err.
     """
-    from .control import ControlError
-    from .daemon import Daemon
+    from .service.control import ControlError
+    from .service.daemon import Daemon
 
     if args:
         raise UsageError("daemon takes no arguments")
@@ -348,7 +348,7 @@ def cmd_daemon(opts, args) -> int:
 
 
 def _control(opts, req: dict, timeout: float | None = 10.0) -> dict:
-    from .control import ControlError, request
+    from .service.control import ControlError, request
 
     cfg = build_config(opts, uci=True)  # the daemon's own sources find its socket
     try:
@@ -445,7 +445,7 @@ def _relpath(cfg, path: str) -> str:
 
 
 def cmd_versions(opts, args) -> int:
-    from . import versions_view
+    from .service import versions_view
 
     if len(args) > 1:
         raise UsageError("versions takes at most one PATH")
@@ -466,7 +466,7 @@ def _version_id(text: str) -> int:
 
 
 def cmd_diff(opts, args) -> int:
-    from . import versions_view
+    from .service import versions_view
 
     if len(args) != 1:
         raise UsageError("diff takes one version number")
@@ -485,9 +485,9 @@ def cmd_diff(opts, args) -> int:
 
 def cmd_restore(opts, args) -> int:
     """Through the running daemon (it owns the directory), else directly."""
-    from . import versions_view
-    from .control import ControlError, NotRunning, request
-    from .database import LockBusy
+    from .io.database import LockBusy
+    from .service import versions_view
+    from .service.control import ControlError, NotRunning, request
 
     if not 1 <= len(args) <= 2:
         raise UsageError("restore takes a PATH and, optionally, a version number")
@@ -505,7 +505,7 @@ def cmd_restore(opts, args) -> int:
     try:
         reply = request(cfg.control_path(), {"method": "restore", "id": vid}, 30.0)
     except NotRunning:
-        from .engine import restore
+        from .service.engine import restore
 
         try:
             reply = {"ok": True, **restore(make_context(cfg, encrypted=False), vid)}

@@ -54,8 +54,8 @@ from pathlib import Path
 
 from conftest import base_env
 
-from owsync.control import ControlError, request
-from owsync.ubus_bridge import blob_safe  # what survives blobmsg, as the daemon sends it
+from owsync.openwrt.ubus_bridge import blob_safe  # what survives blobmsg, as the daemon sends it
+from owsync.service.control import ControlError, request
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "luci/luci-app-owsync"

@@ -45,8 +45,8 @@ import pytest
 from conftest import base_env, tracked
 from test_daemon import DaemonNode, wait_for
 
-from owsync.state import CorruptDatabase, Record, loads_db
-from owsync.syncdir import is_temp_name
+from owsync.core.state import CorruptDatabase, Record, loads_db
+from owsync.io.syncdir import is_temp_name
 
 ROUNDS = int(os.environ.get("OWSYNC_CHURN_ROUNDS", "10"))
 NODES = int(os.environ.get("OWSYNC_CHURN_NODES", "3"))

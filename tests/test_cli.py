@@ -11,7 +11,8 @@ import time
 from conftest import Node, base_env, owsync_cmd
 from test_hostile import Hostile
 
-from owsync import __version__, protocol
+from owsync import __version__
+from owsync.core import protocol
 
 
 def run(*args, key=None, cwd=None):
@@ -124,7 +125,7 @@ def test_version_mismatch_aborts_cleanly(nodes):
 
 def test_min_protocol_from_the_file_and_the_option_reaches_every_context(tmp_path):
     from owsync import cli
-    from owsync.daemon import Daemon
+    from owsync.service.daemon import Daemon
 
     conf = tmp_path / "c.conf"
     conf.write_text(f"sync_dir={tmp_path}\nplain_mode=1\npeer=127.0.0.1\nmin_protocol=2\n")

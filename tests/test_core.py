@@ -7,13 +7,12 @@ import struct
 
 import pytest
 
-from owsync import protocol
-from owsync.config import MAX_PEERS, ConfigError, parse_hostport, parse_peer, parse_text
-from owsync.filters import Filter
-from owsync.paths import is_hidden, path_problem
-from owsync.plan import make_plan, remote_wins
-from owsync.session import PeerHello, Session, SessionAbort
-from owsync.state import (
+from owsync.core import protocol
+from owsync.core.filters import Filter
+from owsync.core.paths import is_hidden, path_problem
+from owsync.core.plan import make_plan, remote_wins
+from owsync.core.session import PeerHello, Session, SessionAbort
+from owsync.core.state import (
     TOMBSTONE_TTL_MS,
     CorruptDatabase,
     Record,
@@ -23,6 +22,7 @@ from owsync.state import (
     observe_file,
     reconcile,
 )
+from owsync.service.config import MAX_PEERS, ConfigError, parse_hostport, parse_peer, parse_text
 
 H1, H2 = "1" * 64, "2" * 64
 
@@ -347,7 +347,7 @@ def test_large_file_content_decodes_the_same_whatever_the_layout():
 
 
 def test_large_messages_are_sealed_in_pieces_and_open_whole():
-    from owsync.crypto import AesGcmCipher
+    from owsync.core.crypto import AesGcmCipher
 
     c = AesGcmCipher(b"k" * 32)
     msg = protocol.FileContent("big", 0o644, bytes(range(256)) * 8192)  # 2 MiB
@@ -371,7 +371,7 @@ def test_frame_decoder_large_frames_between_small_ones():
 
 
 def test_a_key_file_readable_by_others_is_warned_about(tmp_path):
-    from owsync.config import load_file
+    from owsync.service.config import load_file
 
     p = tmp_path / "owsync.conf"
     p.write_text("encryption_key=" + "ab" * 32 + "\n")
@@ -419,7 +419,7 @@ def _exchanged(s: Session):
 
 
 def test_session_machine_file_rules():
-    from owsync.session import FileRefused, PeerEnd, PeerRequest
+    from owsync.core.session import FileRefused, PeerEnd, PeerRequest
 
     flt = Filter(["*"], ["secret"])
     s = Session(lambda p: path_problem(p) is None and flt(p), max_file_size=100)
@@ -443,7 +443,7 @@ def test_session_machine_file_rules():
 
 
 def test_session_machine_accepts_a_good_file_with_the_writers_version():
-    from owsync.session import FileArrived
+    from owsync.core.session import FileArrived
 
     s = Session(Filter(["*"]), max_file_size=100)
     _exchanged(s)
@@ -472,7 +472,7 @@ def test_session_machine_order_errors():
 def test_a_local_deletion_is_stamped_after_the_version_it_deletes():
     """A file whose mtime lies ahead of this node's clock must still be deletable:
     its tombstone is stamped after it, or the file would beat it everywhere."""
-    from owsync.state import reconcile
+    from owsync.core.state import reconcile
 
     ahead = Record("f", "a" * 64, 1_900_000_000_000, 1, 0o644)
     out = reconcile({"f": ahead}, {}, lambda p: True, set(), now_ms=1_800_000_000_000)
@@ -489,8 +489,8 @@ def test_a_deletion_during_the_walk_is_stamped_after_it(tmp_path):
     import os
     import time
 
-    from owsync import scanner
-    from owsync.plan import remote_wins
+    from owsync.core.plan import remote_wins
+    from owsync.io import scanner
 
     (tmp_path / "sub").mkdir()
     for name in ("a", "sub/f"):

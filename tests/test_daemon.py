@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 from conftest import KEY, Child, base_env, free_port, owsync_cmd, tracked
 
-from owsync import protocol
-from owsync.crypto import AesGcmCipher, fingerprint
+from owsync.core import protocol
+from owsync.core.crypto import AesGcmCipher, fingerprint
 
 
 def wait_for(pred, timeout=10.0, step=0.02):
@@ -306,7 +306,7 @@ class SlowPeer(threading.Thread):
     def run(self) -> None:
         import hashlib
 
-        from owsync.state import Record
+        from owsync.core.state import Record
 
         conn, _ = self.srv.accept()
         with conn:
@@ -370,7 +370,7 @@ def test_new_subdirectories_are_watched_and_the_socket_is_private(daemons):
 def test_watcher_falls_back_to_polling_when_inotify_cannot_be_used(tmp_path):
     """inotify failing cannot be produced here without starving the whole machine of
     watches, so this one test stands a failing Inotify in for it; the polling is real."""
-    from owsync import watcher
+    from owsync.service import watcher
 
     class NoInotify(watcher.Inotify):
         def __init__(self, root):

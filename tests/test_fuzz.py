@@ -16,7 +16,7 @@ import struct
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from owsync.protocol import (
+from owsync.core.protocol import (
     EndOfSync,
     FileContent,
     FrameDecoder,
@@ -26,8 +26,8 @@ from owsync.protocol import (
     SyncState,
     decode,
 )
-from owsync.session import Session, SessionAbort
-from owsync.state import Record
+from owsync.core.session import Session, SessionAbort
+from owsync.core.state import Record
 
 EXAMPLES = int(os.environ.get("OWSYNC_FUZZ_EXAMPLES", "1000"))
 SLOW = [HealthCheck.too_slow, HealthCheck.data_too_large]

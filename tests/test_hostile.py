@@ -15,10 +15,10 @@ import time
 import pytest
 from conftest import KEY
 
-from owsync import protocol
-from owsync.crypto import AesGcmCipher
-from owsync.state import Record
-from owsync.syncdir import SyncDir, UnsafePath
+from owsync.core import protocol
+from owsync.core.crypto import AesGcmCipher
+from owsync.core.state import Record
+from owsync.io.syncdir import SyncDir, UnsafePath
 
 
 class Hostile:
@@ -243,9 +243,9 @@ def test_a_trickling_peer_cannot_hold_the_directory(tmp_path):
     """Bytes now and then keep a session alive only until its overall deadline."""
     import threading
 
-    from owsync.crypto import PlainCipher
-    from owsync.engine import Context, run_session
-    from owsync.filters import Filter
+    from owsync.core.crypto import PlainCipher
+    from owsync.core.filters import Filter
+    from owsync.service.engine import Context, run_session
 
     root = tmp_path / "d"
     root.mkdir()

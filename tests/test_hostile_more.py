@@ -38,9 +38,9 @@ from conftest import KEY, Node, base_env, tracked
 from test_hostile import rec
 from test_net_faults import Relay
 
-from owsync import protocol, protocol2
-from owsync.crypto import AesGcmCipher, PlainCipher
-from owsync.state import Record
+from owsync.core import protocol, protocol2
+from owsync.core.crypto import AesGcmCipher, PlainCipher
+from owsync.core.state import Record
 
 MiB = 1024 * 1024
 LIMIT = protocol.MAX_FRAME  # 32 MiB with the default max_file_size

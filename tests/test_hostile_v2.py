@@ -50,10 +50,10 @@ from test_hostile_more import (
     still_serves,
 )
 
-from owsync import protocol
-from owsync import protocol2 as p2
-from owsync.crypto import AesGcmCipher, PlainCipher
-from owsync.protocol import ProtocolError
+from owsync.core import protocol
+from owsync.core import protocol2 as p2
+from owsync.core.crypto import AesGcmCipher, PlainCipher
+from owsync.core.protocol import ProtocolError
 
 MiB = 1024 * 1024
 MODES = ["plain", "encrypted"]

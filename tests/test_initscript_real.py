@@ -19,7 +19,7 @@ from conftest import KEY
 from owrt_chroot import OpenWrtRoot, skip_reason
 from test_daemon import wait_for
 
-from owsync.crypto import fingerprint
+from owsync.core.crypto import fingerprint
 
 pytestmark = pytest.mark.skipif(skip_reason() is not None, reason=skip_reason() or "")
 

@@ -12,7 +12,7 @@ import pytest
 from conftest import summary
 from test_hostile import Hostile, rec
 
-from owsync import protocol
+from owsync.core import protocol
 
 MB = 1024 * 1024
 
@@ -134,9 +134,9 @@ def test_a_failed_scan_releases_the_directory(tmp_path):
     import socket
     import threading as th
 
-    from owsync.crypto import PlainCipher
-    from owsync.engine import Context, run_session
-    from owsync.filters import Filter
+    from owsync.core.crypto import PlainCipher
+    from owsync.core.filters import Filter
+    from owsync.service.engine import Context, run_session
 
     root = tmp_path / "d"
     root.mkdir()
@@ -162,8 +162,8 @@ def test_unchanged_files_are_not_hashed_again(tmp_path):
     """Size, mtime, ctime and inode unchanged: the recorded hash is kept, the file unread."""
     import time as t
 
-    from owsync.filters import Filter
-    from owsync.scanner import scan
+    from owsync.core.filters import Filter
+    from owsync.io.scanner import scan
 
     root = tmp_path / "d"
     (root / "sub").mkdir(parents=True)

@@ -43,7 +43,7 @@ from conftest import KEY, free_port, tracked
 from luci_standin import StandIn
 from test_daemon import DaemonNode, wait_for
 
-from owsync.crypto import fingerprint
+from owsync.core.crypto import fingerprint
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "luci/luci-app-owsync"

@@ -22,7 +22,7 @@ from conftest import KEY, free_port, tracked
 from luci_standin import SampleStandIn, StandIn
 from test_daemon import DaemonNode, wait_for
 
-from owsync.control import ControlError, request
+from owsync.service.control import ControlError, request
 
 PEER = "192.168.1.2"
 # a path and diff lines a peer could have written: markup that must stay text

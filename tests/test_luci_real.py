@@ -251,7 +251,7 @@ def test_settings_add_a_peer_save_and_apply_reaches_the_same_daemon(router, brow
     pid = router.status()["pid"]
     s.open("settings")
     status = s.page.inner_text("#owsync-key-status")
-    from owsync.crypto import fingerprint
+    from owsync.core.crypto import fingerprint
 
     assert fingerprint(bytes.fromhex(KEY)) in status
     new_peer = f"127.0.0.1:{router.peer2_port}"

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from owsync.config import ConfigError, parse_text
-from owsync.crypto import PlainCipher
-from owsync.engine import Context, run_session
-from owsync.filters import Filter
-from owsync.ubus_bridge import EVENT, SessionNotifier, blob_safe, changed_packages
-from owsync.uci_config import config_from_section
+from owsync.core.crypto import PlainCipher
+from owsync.core.filters import Filter
+from owsync.openwrt.ubus_bridge import EVENT, SessionNotifier, blob_safe, changed_packages
+from owsync.openwrt.uci_config import config_from_section
+from owsync.service.config import ConfigError, parse_text
+from owsync.service.engine import Context, run_session
 
 ROOT = Path(__file__).resolve().parents[1]
 INIT = ROOT / "files/etc/init.d/owsync"

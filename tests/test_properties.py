@@ -16,9 +16,9 @@ from pathlib import Path
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from owsync.crypto import PlainCipher
-from owsync.engine import Context, run_session
-from owsync.filters import Filter
+from owsync.core.crypto import PlainCipher
+from owsync.core.filters import Filter
+from owsync.service.engine import Context, run_session
 
 T0 = 1_800_000_000.0  # a fixed "now" for every node in these tests
 

@@ -20,9 +20,9 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from owsync import protocol2 as p2
-from owsync.protocol import Hello, ProtocolError, decode
-from owsync.state import Record
+from owsync.core import protocol2 as p2
+from owsync.core.protocol import Hello, ProtocolError, decode
+from owsync.core.state import Record
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 VECTORS_DIR = os.path.join(HERE, "vectors", "v2")
@@ -79,7 +79,7 @@ def test_hello_payloads_are_v1_hellos_plus_the_advertisement():
     # a v1 decoder (as 1.2.0's) takes it as an ordinary version-1 Hello
     assert decode(ours) == Hello("router-a", 1795600000.0, 1)
     # without an advertisement it is v1's Hello, byte for byte
-    from owsync.protocol import encode
+    from owsync.core.protocol import encode
 
     assert p2.hello_payload(Hello("x", 5.0), {}) == encode(Hello("x", 5.0))
 

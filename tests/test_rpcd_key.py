@@ -15,7 +15,7 @@ from pathlib import Path
 
 from conftest import KEY, base_env
 
-from owsync.crypto import fingerprint
+from owsync.core.crypto import fingerprint
 
 PLUGIN = Path(__file__).parent.parent / "files/usr/libexec/rpcd/owsync.key"
 

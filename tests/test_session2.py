@@ -15,11 +15,11 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from owsync import protocol2 as p2
-from owsync.crypto import AesGcmCipher
-from owsync.protocol import Hello, ProtocolError, SyncState, encode, frame_header
-from owsync.session import SessionAbort
-from owsync.session2 import (
+from owsync.core import protocol2 as p2
+from owsync.core.crypto import AesGcmCipher
+from owsync.core.protocol import Hello, ProtocolError, SyncState, encode, frame_header
+from owsync.core.session import SessionAbort
+from owsync.core.session2 import (
     FileChunk,
     FileDone,
     FileRefused,
@@ -30,7 +30,7 @@ from owsync.session2 import (
     PeerState,
     Session2,
 )
-from owsync.state import Record
+from owsync.core.state import Record
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 with open(os.path.join(HERE, "vectors", "v2", "session.json")) as _f:
@@ -626,7 +626,7 @@ def test_sender_side_misuse_is_a_programming_error():
 
 
 def p2_plan():
-    from owsync.plan import Plan
+    from owsync.core.plan import Plan
 
     return Plan()
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 import time
 from types import SimpleNamespace
 
-from owsync import status
 from owsync.cli import format_status
-from owsync.config import Config, Peer
+from owsync.service import status
+from owsync.service.config import Config, Peer
 
 
 def result(peer="192.168.1.2", ok=True, protocol=2, **kw):

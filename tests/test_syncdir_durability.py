@@ -11,8 +11,8 @@ import stat
 
 import pytest
 
-from owsync import syncdir
-from owsync.syncdir import SyncDir
+from owsync.io import syncdir
+from owsync.io.syncdir import SyncDir
 
 pytestmark = pytest.mark.skipif(not syncdir.have_syncfs(), reason="needs Linux's syncfs(2)")
 

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from owsync import protocol
-from owsync.crypto import AesGcmCipher, PlainCipher
-from owsync.engine import Context, run_session
-from owsync.filters import Filter
+from owsync.core import protocol
+from owsync.core.crypto import AesGcmCipher, PlainCipher
+from owsync.core.filters import Filter
+from owsync.service.engine import Context, run_session
 
 VECTORS = Path(__file__).resolve().parent / "vectors"  # a copy of ../shared/vectors
 KEY = bytes.fromhex("8b2b64411001592abf237c204845e610e5a743a1472822b3d2b86069ec3658d3")
@@ -64,7 +64,7 @@ def test_recorded_payloads_are_what_we_emit():
 
 
 def test_encrypted_frames_fail_with_another_key():
-    from owsync.crypto import AuthError
+    from owsync.core.crypto import AuthError
 
     _, f = frames("aesgcm", 1)[0]
     with pytest.raises(AuthError):

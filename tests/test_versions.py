@@ -19,7 +19,7 @@ import pytest
 from conftest import Node, base_env, owsync_cmd
 from test_daemon import DaemonNode, wait_for
 
-from owsync.versions import Limits, prune
+from owsync.io.versions import Limits, prune
 
 
 def versions(node: Node, *args: str) -> list[dict]:

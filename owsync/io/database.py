@@ -14,7 +14,7 @@ import logging
 import os
 import time
 
-from .state import CorruptDatabase, Record, dumps_db, loads_db_root
+from ..core.state import CorruptDatabase, Record, dumps_db, loads_db_root
 
 log = logging.getLogger("owsync")
 

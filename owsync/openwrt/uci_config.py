@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from .config import Config, ConfigError, apply_setting
+from ..service.config import Config, ConfigError, apply_setting
 
 PACKAGE = "owsync"
 SECTION = "main"

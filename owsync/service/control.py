@@ -149,8 +149,8 @@ def handle(d, req: dict) -> dict:
 
 def versions_request(d, method: str, req: dict) -> dict:
     """``versions`` (an optional ``path``), ``diff`` and ``restore`` (an ``id``)."""
+    from ..io.database import LockBusy
     from . import versions_view
-    from .database import LockBusy
 
     if method == "versions":
         path = req.get("path") or None

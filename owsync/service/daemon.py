@@ -20,13 +20,15 @@ import threading
 import time
 from collections.abc import Callable
 
-from . import __version__, net, status
+from .. import __version__
+from ..core.crypto import make_cipher
+from ..core.filters import Filter
+from ..core.state import Record
+from ..io import net
+from . import status
 from .config import Config, ConfigError, Peer
 from .control import ControlServer, handle
-from .crypto import make_cipher
 from .engine import Context, SessionResult, refresh, restore, run_session
-from .filters import Filter
-from .state import Record
 from .status import SessionHistory
 from .watcher import Watcher
 
@@ -310,7 +312,7 @@ class Daemon:
 
     def record_counts(self) -> tuple[int, int]:
         """Files and tombstones in the database (the last known, if it cannot be read)."""
-        from . import database
+        from ..io import database
 
         try:
             records: dict[str, Record] = database.load(self.cfg.database, set_aside=False)
@@ -363,7 +365,7 @@ class Daemon:
 
     def _start_bus(self) -> None:
         """The ubus object and service reloads (OpenWrt); absent bindings just log."""
-        from .ubus_bridge import SessionNotifier, UbusBridge
+        from ..openwrt.ubus_bridge import SessionNotifier, UbusBridge
 
         self.bus = UbusBridge(self, self.cfg.ubus_socket)
         self.on_session.append(

@@ -23,7 +23,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from .engine import SessionResult
+from ..service.engine import SessionResult
 
 log = logging.getLogger("owsync")
 
@@ -251,7 +251,7 @@ class UbusBridge(threading.Thread):
 
     def _answer(self, handler, req: dict) -> None:
         """The control request's reply, its ``ok`` dropped; a failure as ``error``."""
-        from .control import versions_request
+        from ..service.control import versions_request
 
         out = versions_request(self.d, req["method"], req)
         out.pop("ok", None)

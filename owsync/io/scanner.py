@@ -14,8 +14,8 @@ import os
 import stat
 from collections.abc import Callable
 
-from .paths import is_hidden, path_problem
-from .state import Record, observe_file, reconcile
+from ..core.paths import is_hidden, path_problem
+from ..core.state import Record, observe_file, reconcile
 from .syncdir import is_temp_name, signature
 
 log = logging.getLogger("owsync")

@@ -24,8 +24,8 @@ import os
 import subprocess
 import sys
 
-from .config import ConfigError, read_key_text
-from .crypto import fingerprint, parse_key
+from ..core.crypto import fingerprint, parse_key
+from ..service.config import ConfigError, read_key_text
 from .uci_config import key_file_for
 
 METHODS = {"info": {}, "set": {"key": "str"}}

@@ -13,7 +13,7 @@ import threading
 import time
 from collections import deque
 
-from . import __version__
+from .. import __version__
 
 HISTORY = 50  # sessions kept for "recent activity"
 MAX_PATHS = 20  # paths kept per session and per kind (arrived, removed)

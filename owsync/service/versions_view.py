@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import difflib
 
-from .syncdir import SyncDir, UnsafePath
-from .versions import VersionStore
+from ..io.syncdir import SyncDir, UnsafePath
+from ..io.versions import VersionStore
 
 MAX_DIFF = 64 * 1024  # characters of a diff handed to a surface
 MAX_LISTED = 500

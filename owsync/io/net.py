@@ -9,8 +9,10 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from .config import Peer
+if TYPE_CHECKING:
+    from ..service.config import Peer
 
 log = logging.getLogger("owsync")
 

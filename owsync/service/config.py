@@ -120,7 +120,7 @@ class Config:
 
     def key_bytes(self, environ=os.environ) -> bytes | None:
         """The AES key, or None in plain mode; ConfigError when it is missing or bad."""
-        from .crypto import parse_key
+        from ..core.crypto import parse_key
 
         if self.plain_mode:
             return None
@@ -169,7 +169,7 @@ class Config:
         return base + ".versions"
 
     def versions_limits(self):
-        from .versions import Limits
+        from ..io.versions import Limits
 
         return Limits(self.versions_keep, self.versions_max_size, self.versions_max_age)
 

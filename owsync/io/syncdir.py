@@ -23,8 +23,8 @@ import errno
 import os
 import stat
 
-from .paths import path_problem
-from .state import Signature
+from ..core.paths import path_problem
+from ..core.state import Signature
 
 TMP_PREFIX = ".owsync-"
 TMP_SUFFIX = ".tmp"

@@ -18,14 +18,14 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from functools import partial
 
-from . import database, protocol, protocol2, scanner
-from . import session2 as s2
-from .crypto import AuthError
-from .filters import Filter
-from .paths import is_hidden, path_problem
-from .protocol import EndOfSync, FileContent, Message, ProtocolError, frame_limit
-from .protocol2 import CHUNK_SIZE
-from .session import (
+from ..core import protocol, protocol2
+from ..core import session2 as s2
+from ..core.crypto import AuthError
+from ..core.filters import Filter
+from ..core.paths import is_hidden, path_problem
+from ..core.protocol import EndOfSync, FileContent, Message, ProtocolError, frame_limit
+from ..core.protocol2 import CHUNK_SIZE
+from ..core.session import (
     SCAN,
     STATE,
     FileArrived,
@@ -35,11 +35,12 @@ from .session import (
     Session,
     SessionAbort,
 )
-from .session2 import Session2
-from .state import Record, deleted_by_peer, received
-from .syncdir import LocalChanged, Staged, SyncDir, UnsafePath, is_temp_name, signature
-from .transport import Channel, PeerClosed, PeerTimeout, Stopped
-from .versions import Limits, VersionStore
+from ..core.session2 import Session2
+from ..core.state import Record, deleted_by_peer, received
+from ..io import database, scanner
+from ..io.syncdir import LocalChanged, Staged, SyncDir, UnsafePath, is_temp_name, signature
+from ..io.transport import Channel, PeerClosed, PeerTimeout, Stopped
+from ..io.versions import Limits, VersionStore
 
 log = logging.getLogger("owsync")
 

@@ -12,8 +12,8 @@ import socket
 import time
 from collections import deque
 
-from . import protocol
-from .protocol import Message, ProtocolError
+from ..core import protocol
+from ..core.protocol import Message, ProtocolError
 
 RECV_SIZE = 256 * 1024
 BATCH = 64  # buffers handed to one sendmsg()

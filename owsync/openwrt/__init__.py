@@ -1,0 +1,1 @@
+"""OpenWrt's front doors: ubus, UCI and the rpcd plugin behind LuCI."""
