@@ -52,7 +52,7 @@ GOAL_PLAIN, GOAL_ENC, GOAL_RSS = 500, 300, 16  # MB/s, MB/s, MiB
 WRAP = r"""
 import os, sys
 out = sys.argv.pop(1)
-import owsync.cli, owsync.engine, owsync.net
+import owsync.cli, owsync.service.engine, owsync.io.net
 if os.environ.get("OWSYNC_KEY"):
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 def vm(field):
