@@ -222,8 +222,11 @@ def session_keys(psk: bytes | None, initiator: bool, our_hello: bytes, peer_hell
     return Keys(t, *((k_i2r, k_r2i) if initiator else (k_r2i, k_i2r)), initiator)
 
 
+_NONCE_PAD = b"\0\0\0\0"
+
+
 def frame_nonce(counter: int) -> bytes:
-    return b"\0\0\0\0" + counter.to_bytes(8, "big")
+    return _NONCE_PAD + counter.to_bytes(8, "big")
 
 
 def _aead(key: bytes | None):
@@ -286,6 +289,10 @@ class FrameReader:
     def __init__(self, key: bytes | None) -> None:
         self._aead = _aead(key)
         self._over = TAG if self._aead is not None else 0
+        if self._aead is not None:
+            from cryptography.exceptions import InvalidTag
+
+            self._invalid_tag = InvalidTag
         self._buf = bytearray()
         self.counter = 0  # frames accepted
         self.ended = False  # END accepted: only DONE or ERROR may follow
@@ -366,16 +373,14 @@ class FrameReader:
         return frame
 
     def _open(self, src: bytes, pos: int, n: int, ftype: int, name: str):
-        body = memoryview(src)[pos + HEADER_SIZE : pos + HEADER_SIZE + n]
+        start = pos + HEADER_SIZE
+        body = memoryview(src)[start : start + n]
         if self._aead is None:
             return body if ftype == CHUNK else bytes(body)
-        from cryptography.exceptions import InvalidTag
-
         try:
-            return self._aead.decrypt(
-                frame_nonce(self.counter), body, bytes(src[pos : pos + HEADER_SIZE])
-            )
-        except InvalidTag:
+            return self._aead.decrypt(_NONCE_PAD + self.counter.to_bytes(8, "big"), body,
+                                      src[pos:start])  # fmt: skip
+        except self._invalid_tag:
             raise self._fail(
                 f"frame {self.counter} ({name}) failed authentication: wrong key, or a"
                 " replayed, reordered, dropped or spliced frame"
@@ -490,21 +495,21 @@ def _uint(obj: dict, name: str, what: str) -> int:
 
 
 def decode_file_header(body: bytes) -> FileHeader:
+    """A FILE frame's header; this runs once per file, so the usual case is lean."""
     obj = _json_body(body, "FILE")
     if not isinstance(obj, dict):
         raise ProtocolError("FILE: not a JSON object")
     path, digest = obj.get("path"), obj.get("sha256")
+    mode, size, mtime = obj.get("mode"), obj.get("size"), obj.get("mtime")
     if type(path) is not str:
         raise ProtocolError("FILE: field 'path' missing or not a string")
     if type(digest) is not str or len(digest) != 64:
         raise ProtocolError("FILE: field 'sha256' missing or not 64 hex characters")
-    return FileHeader(
-        path,
-        _uint(obj, "mode", "FILE") & 0o777,
-        _uint(obj, "size", "FILE"),
-        digest.lower(),
-        _uint(obj, "mtime", "FILE"),
-    )
+    if not (type(mode) is type(size) is type(mtime) is int
+            and 0 <= mode < 2**63 and 0 <= size < 2**63 and 0 <= mtime < 2**63):  # fmt: skip
+        for name in ("mode", "size", "mtime"):
+            _uint(obj, name, "FILE")  # says which
+    return FileHeader(path, mode & 0o777, size, digest.lower(), mtime)
 
 
 def encode_file_end(error: str | None = None) -> bytes:
