@@ -347,7 +347,7 @@ def test_settings_show_the_options_and_the_key_fingerprint_never_the_key(site, b
     peers = page.locator("input[name='cbid.owsync.main.peer']").input_value()
     assert peers == f"{site.b.addr} {site.dead}"  # the stand-in shows a list in one input
     for name in ("enabled", "include", "exclude", "port", "host", "poll_interval", "log_level",
-                 "plain_mode", "reload_services"):  # fmt: skip
+                 "plain_mode", "reload_services", "min_protocol"):  # fmt: skip
         assert page.locator(f".cbi-value[data-name='{name}']").count() == 1, name
     warning = page.locator(".cbi-value[data-name='plain_mode'] strong.owsync-plain-warning")
     assert "Only inside a VPN" in warning.inner_text()

@@ -260,6 +260,9 @@ def test_settings_add_a_peer_save_and_apply_reaches_the_same_daemon(router, brow
     dyn.locator("input[type=text]").last.fill(new_peer)
     dyn.locator(".cbi-button-add").click()
     s.screenshot("settings")
+    # and refuse owsync 1.2.0 from now on (both routers here are ours: protocol 2)
+    s.page.locator(".cbi-tabmenu").get_by_text("Advanced").click()
+    s.page.select_option("select[id='widget.cbid.owsync.main.min_protocol']", "2")
     s.page.locator(".cbi-page-actions").get_by_text("Save & Apply").click()
     # LuCI applies with a rollback timer, which the browser confirms when it can reach
     # the router again; unconfirmed, the change would be undone a few seconds later
@@ -272,6 +275,8 @@ def test_settings_add_a_peer_save_and_apply_reaches_the_same_daemon(router, brow
     st = router.status()
     assert st["pid"] == pid and new_peer in [p["address"] for p in st["peers"]]
     assert f"list peer '{new_peer}'" in router.r.ok("cat /etc/config/owsync")
+    assert "option min_protocol '2'" in router.r.ok("cat /etc/config/owsync")
+    assert st["min_protocol"] == 2
     time.sleep(12)  # past LuCI's rollback timeout (10 s): the change stayed
     assert len(router.status()["peers"]) == 2
     assert re.search(r"configuration reloaded: 2 peer", router.r.ok("/sbin/logread -e owsync"))

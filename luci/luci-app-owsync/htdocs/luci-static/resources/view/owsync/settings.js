@@ -199,6 +199,12 @@ return view.extend({
 		o.datatype = 'uinteger';
 		o.placeholder = '60';
 
+		o = s.taboption('advanced', form.ListValue, 'min_protocol', _('Minimum protocol'),
+			_('Protocol 2 binds each session to fresh keys, so a recorded session cannot be replayed; owsync 1.2.0 speaks protocol 1 only. Require 2 once no router runs 1.2.0.'));
+		o.value('1', _('1: also sync with owsync 1.2.0'));
+		o.value('2', _('2: refuse owsync 1.2.0'));
+		o.default = '1';
+
 		o = s.taboption('advanced', form.ListValue, 'log_level', _('Log level'));
 		o.value('0', _('Errors'));
 		o.value('1', _('Warnings'));
