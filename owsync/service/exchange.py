@@ -1,0 +1,226 @@
+"""What follows the Hellos: the exchange of protocol v1 or of protocol v2.
+
+Each drives its session machine with the replica's I/O until the session is
+complete; the engine has done the Hellos, and picked one.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Iterator
+from functools import partial
+from typing import TYPE_CHECKING
+
+from ..core import session2 as s2
+from ..core.protocol import EndOfSync, FileContent, Message, ProtocolError
+from ..core.protocol2 import CHUNK_SIZE
+from ..core.session import (
+    FileArrived,
+    FileRefused,
+    PeerRequest,
+    PeerState,
+    Session,
+)
+from ..core.session2 import Session2
+from ..io.syncdir import UnsafePath
+from ..io.transport import Channel, PeerClosed, PeerTimeout, Stopped
+from .replica import Replica, apply_deletions
+
+if TYPE_CHECKING:
+    from .engine import Context, SessionResult
+
+log = logging.getLogger("owsync")
+
+OUT_BUFFER = 256 * 1024  # bytes queued on the socket before more is read from disk
+
+
+def check_time(ctx: Context, deadline: float) -> None:
+    if ctx.should_stop():
+        raise Stopped()
+    if time.monotonic() > deadline:
+        raise PeerTimeout(f"session still unfinished after {ctx.session_timeout:.0f} s")
+
+
+def drive_v1(ch, ctx, replica: Replica, machine: Session, result, first, deadline) -> None:
+    outgoing: Iterator[Message] | None = None
+    received = first
+    while True:
+        for msg in received:
+            event = machine.receive(msg, ctx.clock())
+            if isinstance(event, PeerState):
+                apply_deletions(replica, event.plan.deletions, result)
+                ch.send(machine.request(event.plan))
+            elif isinstance(event, PeerRequest):
+                outgoing = _serve(replica, ch, event.paths)
+            elif isinstance(event, FileArrived):
+                replica.stage(event.record, event.data, result)
+            elif isinstance(event, FileRefused):
+                log.warning("refused %r from %s: %s", event.path, result.peer, event.reason)
+        while outgoing is not None and ch.out_bytes < OUT_BUFFER:
+            msg = next(outgoing, None)
+            if msg is None:
+                outgoing = None
+                break
+            ch.send(msg)
+            if isinstance(msg, FileContent):
+                result.sent += 1
+        if machine.complete and outgoing is None and ch.flushed:
+            break
+        check_time(ctx, deadline)
+        received = ch.pump()
+    if machine.missing:
+        log.info("%d requested file(s) did not arrive from %s", len(machine.missing), result.peer)
+
+
+def drive_v2(ch, ctx, replica: Replica, m: Session2, result, data: bytes, deadline) -> None:
+    """Protocol v2 after the Hellos: typed frames, files streamed from and to disk.
+
+    What this side sends is a queue of frame iterators, taken in order and
+    only as fast as the socket drains (so memory stays at a few chunks); a
+    step that may start only once the previous one is all sent is queued as
+    a function that makes its iterator.
+    """
+    try:
+        _exchange_v2(ch, ctx, replica, m, result, data, deadline)
+    except (PeerClosed, s2.PeerError):
+        raise
+    except Exception as exc:
+        # Tell the peer why, if it can still hear: its log then says more
+        # than "connection closed".  Best effort, never waited for.
+        try:
+            ch.send_raw(m.error(_why(exc)))
+            ch.try_flush()
+        except (RuntimeError, ValueError, ProtocolError, PeerClosed):
+            pass
+        raise
+    if m.missing:
+        log.info("%d requested file(s) did not arrive from %s", len(m.missing), result.peer)
+
+
+def _why(exc: Exception) -> str:
+    if isinstance(exc, Stopped):
+        return "the peer is shutting down"
+    if isinstance(exc, OSError):
+        return f"local I/O error on the peer: {exc.strerror or exc}"
+    return str(exc) or type(exc).__name__
+
+
+def _exchange_v2(ch, ctx, replica: Replica, m: Session2, result, data: bytes, deadline) -> None:
+    out: deque = deque()
+    ch.send_raw(m.start())
+    while True:
+        if data:
+            m.receive_data(data)
+        while (event := m.next_event()) is not None:
+            kind = type(event)
+            if kind is s2.FileChunk:
+                replica.add_chunk(event.data)
+            elif kind is s2.FileStart:
+                replica.begin_file(event.record)
+            elif kind is s2.FileDone:
+                replica.end_file(event.record, result)
+            elif kind is s2.PeerAuth:
+                out.append(m.state(replica.open()))
+            elif kind is s2.PeerState:
+                for rec in event.too_large:
+                    log.warning("not receiving %s from %s: too large (%d bytes,"
+                                " max_file_size %d)", rec.path, result.peer, rec.size,
+                                ctx.max_file_size)  # fmt: skip
+                apply_deletions(replica, event.plan.deletions, result)
+                out.append(partial(m.request, event.plan))
+            elif kind is s2.PeerRequest:
+                out.append(partial(_serve_v2, replica, m, event.paths, result))
+            elif kind is s2.FileRefused:
+                replica.drop_file()
+                log.warning("not receiving %s from %s: %s", event.path, result.peer, event.reason)
+        while out and ch.out_bytes < OUT_BUFFER:
+            head = out[0]
+            if callable(head):
+                head = out[0] = head()
+            frame = next(head, None)
+            if frame is None:
+                out.popleft()
+            else:
+                ch.send_raw(frame)
+        if m.can_close and not out:  # both ENDs: in place and saved, then say so
+            replica.save(result)
+            ch.send_raw(m.done())
+        if m.complete and ch.flushed:
+            break
+        check_time(ctx, deadline)
+        try:
+            data = ch.pump_bytes()
+        except PeerClosed:
+            m.connection_closed()  # ProtocolError, unless the peer's DONE came
+            if m.complete and ch.flushed:
+                break
+            raise
+
+
+def _serve(replica: Replica, ch: Channel, paths: tuple[str, ...]) -> Iterator[Message]:
+    limit = replica.ctx.max_file_size
+    for path in paths:
+        rec = replica.records.get(path)
+        if rec is None or rec.deleted:
+            continue
+        if rec.size > limit:
+            log.warning(
+                "not sending %s: too large (%d bytes, max_file_size %d)", path, rec.size, limit
+            )
+            continue
+        try:
+            data, st = replica.dir.read(path)
+        except (OSError, UnsafePath) as exc:
+            log.warning("not sending %s: %s", path, getattr(exc, "strerror", None) or exc)
+            continue
+        if len(data) > limit or 2 * len(data) + 4096 > ch.frame_limit:
+            log.warning("not sending %s: too large (%d bytes)", path, len(data))
+            continue
+        replica.sent.append((path, rec.hash))
+        yield FileContent(path, st.st_mode & 0o777, data)
+    yield EndOfSync()
+
+
+def _serve_v2(replica: Replica, m: Session2, paths, result: SessionResult) -> Iterator[bytes]:
+    """The frames of the files the peer asked for, read from disk a chunk at a
+    time, then END.  A file that changed since the scan is given up with a
+    FILE_END that says so (the next session sends it)."""
+    limit = replica.ctx.max_file_size
+    for path in paths:
+        rec = replica.records[path]
+        if rec.size > limit:
+            log.warning(
+                "not sending %s: too large (%d bytes, max_file_size %d)", path, rec.size, limit
+            )
+            continue
+        try:
+            f, st = replica.dir.open_read(path)
+        except (OSError, UnsafePath) as exc:
+            log.warning("not sending %s: %s", path, getattr(exc, "strerror", None) or exc)
+            continue
+        with f:
+            yield m.file_start(path, st.st_mode)
+            why = None
+            while left := m.outgoing_left:
+                try:
+                    chunk = f.read(min(CHUNK_SIZE, left))
+                except OSError as exc:
+                    why = f"cannot be read: {exc.strerror}"
+                    break
+                if not chunk:
+                    why = "shorter than advertised (changed while being sent)"
+                    break
+                yield m.file_chunk(chunk)
+            if why is None:
+                frame, why = m.file_end()
+                yield frame
+            else:
+                yield m.file_abort(why)
+        if why is None:
+            replica.sent.append((path, rec.hash))
+            result.sent += 1
+        else:
+            log.info("not sending %s: %s", path, why)
+    yield m.end()

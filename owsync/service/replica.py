@@ -1,0 +1,327 @@
+"""The sync directory and its database, held under the lock for one session.
+
+What every session does to its replica, whatever the protocol: open (lock,
+load, scan), write received files (whole, or streamed a chunk at a time),
+put them in place in batches, apply a peer's deletions, keep what is
+replaced in the version store, save.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from typing import TYPE_CHECKING
+
+from ..core.paths import is_hidden, path_problem
+from ..core.state import Record, deleted_by_peer, received
+from ..io import database, scanner
+from ..io.syncdir import LocalChanged, Staged, SyncDir, UnsafePath, is_temp_name, signature
+from ..io.versions import VersionStore
+
+if TYPE_CHECKING:
+    from .engine import Context, SessionResult
+
+log = logging.getLogger("owsync")
+
+BATCH_BYTES = 8 * 1024 * 1024
+# A received file's content is kept as its base (so that a later edit here
+# keeps what it replaced) for the first files of a session only: a bulk sync
+# does not write everything twice.  Past them, the base keeps the hash alone;
+# the content an edit replaces is then still kept by every peer it reaches.
+BASES_PER_SESSION = 64
+
+
+class Replica:
+    """The sync directory and its database, held under the lock for one session."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.own = ctx.own_relpaths()
+        self.dir = SyncDir(ctx.root)
+        self.root = os.path.realpath(ctx.root)  # recorded in the database it goes with
+        self.lock = database.DirLock(ctx.db_path)
+        self.loaded: dict[str, Record] | None = None
+        self.records: dict[str, Record] = {}
+        self.pending: list[tuple[Staged, Record]] = []  # received, not yet in place
+        self.pending_bytes = 0
+        self._accepted: dict[str, bool] = {}
+        self.locked = False
+        self.local_changes = False
+        self.store: VersionStore | None = None
+        self.sent: list[tuple[str, str]] = []  # (path, hash) served to the peer
+        self.completed = False  # the session ran to its end: what was sent arrived
+        self.bases_taken = 0  # received contents stored as bases this session
+        self.peer_label: str | None = None  # who replaced a kept version (None: result.peer)
+        self.incoming: Staged | None = None  # v2: the file being received
+        self.incoming_base: list[bytes] | None = None  # its content, kept as its base
+
+    def accepts(self, path: str) -> bool:
+        """Whether a path (ours or a peer's) is one this node syncs (memoized)."""
+        ok = self._accepted.get(path)
+        if ok is None:
+            ok = self._accepted[path] = (
+                path_problem(path) is None
+                and not is_hidden(path)
+                and path not in self.own
+                and not (self.ctx.own_prefix is not None and path.startswith(self.ctx.own_prefix))
+                and not is_temp_name(path.rsplit("/", 1)[-1])
+                and self.ctx.filter(path)
+            )
+        return ok
+
+    def lock_dir(self, timeout: float) -> None:
+        """Take the directory: the in-process owner (if shared), then the flock."""
+        if self.locked:
+            return
+        owner = self.ctx.owner
+        if owner is not None and not owner.acquire(timeout=timeout):
+            raise database.LockBusy("another session is using the sync directory")
+        try:
+            self.lock.acquire(timeout)
+        except BaseException:
+            if owner is not None:
+                owner.release()
+            raise
+        self.locked = True
+
+    def unlock_dir(self) -> None:
+        if self.locked:
+            self.locked = False
+            self.lock.release()
+            if self.ctx.owner is not None:
+                self.ctx.owner.release()
+
+    def open(self) -> dict[str, Record]:
+        """Take the directory (if not yet), load the database, scan."""
+        self.lock_dir(self.ctx.lock_timeout)
+        try:
+            loaded = database.load(self.ctx.db_path, root=self.root)
+            res = scanner.scan(self.ctx.root, loaded, self._scan_filter(), self.own, self.now_ms)
+            now_ms = self.now_ms()
+            if res.stale_temps:
+                self.dir.remove_stale_temps(res.stale_temps)
+            self.store = self.ctx.open_store()
+            if self.store is not None:
+                track_local_changes(self, loaded, res.records, now_ms)
+        except BaseException:
+            self.dir.close()
+            self.unlock_dir()
+            raise
+        self.loaded, self.records = loaded, res.records
+        # local writes found by this scan: whoever scans first (a session, a
+        # rescan) must let the daemon know, or the change reaches one peer only
+        self.local_changes = loaded.keys() != res.records.keys() or any(
+            not r.same_version(loaded[p]) for p, r in res.records.items()
+        )
+        return self.records
+
+    def _scan_filter(self):
+        prefix, flt = self.ctx.own_prefix, self.ctx.filter
+        if prefix is None:
+            return flt
+        return lambda path: not path.startswith(prefix) and flt(path)
+
+    def stage(self, record: Record, data: bytes, result: SessionResult) -> None:
+        """Write a received file to a temp file; it goes in place with its batch."""
+        if self.begin_file(record):
+            self.add_chunk(data)
+            self.end_file(record, result)
+
+    def _wants_base(self, size: int) -> bool:
+        store = self.store
+        return store is not None and self.bases_taken < BASES_PER_SESSION and store.room_for(size)
+
+    def begin_file(self, record: Record) -> bool:
+        """Open a temp file for a file on its way; False when it is to be skipped."""
+        local = self.records.get(record.path)
+        expect = local.sig if local is not None and not local.deleted else None
+        try:
+            self.incoming = self.dir.open_stage(record.path, expect)
+        except (LocalChanged, UnsafePath) as exc:
+            skipped("writing", exc)
+            return False
+        self.incoming_base = [] if self._wants_base(record.size) else None
+        return True
+
+    def add_chunk(self, data: bytes) -> None:
+        if self.incoming is None:
+            return  # skipped: its chunks go nowhere
+        self.dir.append(self.incoming, data)
+        if self.incoming_base is not None:
+            self.incoming_base.append(data)
+
+    def drop_file(self) -> None:
+        if self.incoming is not None:
+            self.dir.discard([self.incoming])
+        self.incoming = self.incoming_base = None
+
+    def end_file(self, record: Record, result: SessionResult) -> None:
+        """The file is whole and verified: it goes in place with its batch."""
+        staged, base = self.incoming, self.incoming_base
+        self.incoming = self.incoming_base = None
+        if staged is None:
+            return
+        self.dir.finish_stage(staged, record.mode, record.mtime)
+        if base is not None:
+            self.store.put(record.hash, b"".join(base))  # its base, once in place
+            self.bases_taken += 1
+        self.pending.append((staged, record))
+        self.pending_bytes += staged.size
+        if len(self.pending) >= self.dir.batch_files or self.pending_bytes >= BATCH_BYTES:
+            self.commit(result)
+
+    def commit(self, result: SessionResult) -> None:
+        """Keep what the batch replaces, make the staged files durable, rename
+        them into place; record them."""
+        batch, self.pending, self.pending_bytes = self.pending, [], 0
+        if self.store is not None:
+            for _, record in batch:
+                self.keep_local(record.path, "replaced", result)
+            self.store.save(self.now_ms(), collect=False)  # durable before anything is replaced
+        outcomes = self.dir.commit([staged for staged, _ in batch])
+        for (_, record), outcome in zip(batch, outcomes, strict=True):
+            if isinstance(outcome, Exception):
+                skipped("writing", outcome)
+            else:
+                self.records[record.path] = received(record, signature(outcome))
+                result.received += 1
+                result.changed.append(record.path)
+                if self.store is not None:
+                    self.store.set_base(record.path, record.hash, None, pending=False)
+
+    def now_ms(self) -> int:
+        return int(self.ctx.clock() * 1000)
+
+    def keep_local(self, path: str, reason: str, result: SessionResult) -> None:
+        """Keep the local file ``path`` in the store before a peer replaces it.
+
+        A write made here that no peer has received yet is a conflict: it
+        lost last-writer-wins.  A file changed since the scan is left alone
+        (the write is skipped too).
+        """
+        local = self.records.get(path)
+        if local is None or local.deleted:
+            return
+        try:
+            data, _ = self.dir.read(path)
+        except (OSError, UnsafePath):
+            return
+        if hashlib.sha256(data).hexdigest() != local.hash:
+            return
+        if self.store.pending(path, local.hash):
+            reason = "conflict"
+        by = self.peer_label if self.peer_label is not None else result.peer
+        v = self.store.keep(path, local.hash, data, local.mtime, local.mode, reason, by,
+                            self.now_ms())  # fmt: skip
+        if reason == "conflict":
+            result.conflicts.append(path)
+            log.warning(
+                "conflict: %s, written here, lost to a newer write from %s; kept as version %d",
+                path, result.peer, v["id"],
+            )  # fmt: skip
+
+    def save(self, result: SessionResult) -> None:
+        """Put verified files in place, make it durable, save the database
+        (what a v2 DONE then tells the peer)."""
+        if self.pending:
+            self.commit(result)
+        self.dir.sync_dirs()
+        if self.records != self.loaded:
+            database.save(self.ctx.db_path, self.records, self.root)
+            self.loaded = dict(self.records)
+        if self.store is not None:
+            self.store.save(self.now_ms())
+
+    def close(self, result: SessionResult) -> None:
+        """Put verified files in place, make it durable, save the database, unlock."""
+        if self.loaded is None:
+            self.unlock_dir()  # taken before the Hello, perhaps, and never opened
+            return
+        try:
+            self.save(result)
+            if self.store is not None and self.completed and self.sent:
+                for path, digest in self.sent:
+                    self.store.sent(path, digest)
+                self.store.save(self.now_ms())
+        finally:
+            self.drop_file()
+            self.dir.discard([staged for staged, _ in self.pending])
+            self.pending = []
+            self.dir.close()
+            self.loaded = None
+            self.unlock_dir()
+
+
+def skipped(action: str, exc: Exception) -> None:
+    """A file left alone: changed locally meanwhile (the next session settles it:
+    info), or not a path to touch (a warning)."""
+    level = logging.INFO if isinstance(exc, LocalChanged) else logging.WARNING
+    log.log(level, "not %s: %s", action, exc)
+
+
+def apply_deletions(replica: Replica, deletions: list[Record], result: SessionResult) -> None:
+    if replica.store is not None and deletions:
+        for remote in deletions:
+            replica.keep_local(remote.path, "deleted", result)
+        replica.store.save(replica.now_ms(), collect=False)  # durable before anything is removed
+    for remote in deletions:
+        local = replica.records[remote.path]
+        try:
+            replica.dir.delete(remote.path, local.sig)
+        except (LocalChanged, UnsafePath) as exc:
+            skipped("deleting", exc)
+            continue
+        replica.records[remote.path] = deleted_by_peer(local, remote)
+        if replica.store is not None:
+            replica.store.forget_base(remote.path)
+        result.deleted += 1
+        result.changed.append(remote.path)
+        result.removed.append(remote.path)
+    if result.deleted:
+        # Recorded at once, not at the end of the session: killed in between, the
+        # node would find the files gone, take that for deletions of its own,
+        # stamped at its restart, and delete a re-creation made meanwhile.
+        database.save(replica.ctx.db_path, replica.records, replica.root)
+
+
+def track_local_changes(
+    replica: Replica, loaded: dict[str, Record], records: dict[str, Record], now_ms: int
+) -> None:
+    """Keep what local edits and deletions replaced (from the bases), and take
+    the new contents as bases: writes made here, pending until a peer has them."""
+    store = replica.store
+    assert store is not None
+    for path, rec in records.items():
+        old = loaded.get(path)
+        live_before = old is not None and not old.deleted
+        if rec.deleted:
+            if live_before:
+                base = store.bases.get(path)
+                if base is not None and base[0] == old.hash:
+                    store.keep_base_version(path, old.mtime, old.mode, "deleted", now_ms)
+                store.forget_base(path)
+            continue
+        if live_before and old.hash == rec.hash:
+            if store.fresh and path not in store.bases:
+                _take_base(replica, rec, pending=False)
+            continue
+        if live_before and path in store.bases and store.bases[path][0] == old.hash:
+            store.keep_base_version(path, old.mtime, old.mode, "edited", now_ms)
+        _take_base(replica, rec, pending=True)
+
+
+def _take_base(replica: Replica, rec: Record, pending: bool) -> None:
+    store = replica.store
+    if rec.hash in store.sizes:
+        store.set_base(rec.path, rec.hash, None, pending)
+        return
+    if not store.room_for(rec.size):
+        store.set_base(rec.path, rec.hash, None, pending)  # its hash alone
+        return
+    try:
+        data, _ = replica.dir.read(rec.path)
+    except (OSError, UnsafePath):
+        return
+    if hashlib.sha256(data).hexdigest() == rec.hash:  # unchanged since the scan
+        store.set_base(rec.path, rec.hash, data, pending)
