@@ -102,3 +102,45 @@ def test_max_file_size_is_a_policy_on_v2(nodes, tmp_path):
     assert summary(r)["protocol"] == 2
     assert b.files() == {"small": b"s"}
     assert "not receiving large from" in r.stderr and "too large" in r.stderr
+
+
+@pytest.mark.parametrize("v2", [True, False], ids=["v2", "v1"])
+def test_a_peer_whose_directory_is_busy_is_worth_a_quick_retry(tmp_path, v2):
+    """The accepting side cannot take its directory (another session holds it):
+    it gives the session up, and the connecting side marks the failure busy, so
+    the daemon retries it within a second instead of backing off."""
+    import socket
+    import threading
+
+    from owsync.core.crypto import AesGcmCipher
+    from owsync.core.filters import Filter
+    from owsync.io import database
+    from owsync.service.engine import Context, run_session
+
+    key = bytes.fromhex(KEY)
+    ctxs = {}
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / f"from-{name}").write_text(name)
+        ctxs[name] = Context(str(tmp_path / name), str(tmp_path / f"{name}.db"), Filter(["*"]),
+                             AesGcmCipher(key), lock_timeout=0.2, idle_timeout=5,
+                             advertise_v2=v2 or name == "a")  # fmt: skip
+    held = database.DirLock(str(tmp_path / "b.db"))
+    held.acquire(1)
+    try:
+        s1, s2 = socket.socketpair()
+        box = {}
+        t = threading.Thread(target=lambda: box.setdefault("b", run_session(s2, ctxs["b"], "a")))
+        t.start()
+        ra = run_session(s1, ctxs["a"], "b", initiator=True)
+        t.join(10)
+    finally:
+        held.release()
+    rb = box["b"]
+    assert not ra.ok and not rb.ok
+    assert rb.busy and "another session" in rb.error
+    assert ra.busy, ra.error
+    assert ra.protocol == (2 if v2 else 1)
+    if v2:
+        assert "the peer gave the session up: another session" in ra.error
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["from-a"]

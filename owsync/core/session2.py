@@ -142,6 +142,7 @@ class Session2:
         self._frames: deque[Frame] = deque()
         self._failed: str | None = None
         self.ours = self.peers = AUTHING  # each stream's stage
+        self.gave_up_at: int | None = None  # the peer's stage when its ERROR came
         self._started = False
         self._requested = False
         # ours
@@ -281,6 +282,12 @@ class Session2:
         return self.ours == CLOSED and self.peers == CLOSED and self._failed is None
 
     @property
+    def stopped_before_state(self) -> bool:
+        """The peer stopped (ERROR, or hung up) after its AUTH, before any of
+        its state: what a peer whose directory is busy does."""
+        return (self.peers if self.gave_up_at is None else self.gave_up_at) == STATING
+
+    @property
     def missing(self) -> set[str]:
         """Requested paths the peer did not send."""
         return set(self._pending)
@@ -342,7 +349,7 @@ class Session2:
             if kind == FILE_END and self._in is not None:
                 return self._file_end(decode_file_end(f.body))
         if kind == ERROR:
-            self.peers = CLOSED
+            self.gave_up_at, self.peers = self.peers, CLOSED
             raise PeerError(f"the peer gave the session up: {decode_error(f.body)}")
         if kind == DONE and self.peers == ENDED:
             if self.ours < ENDED:

@@ -213,8 +213,10 @@ def run_session(
         database.LockBusy,
     ) as exc:
         result.error = str(exc)
-        result.busy = isinstance(exc, database.LockBusy) or (
-            isinstance(exc, PeerClosed) and machine.state in (SCAN, STATE)
+        result.busy = (  # v2 sets it in its exchange
+            result.busy
+            or isinstance(exc, database.LockBusy)
+            or (isinstance(exc, PeerClosed) and machine.state in (SCAN, STATE))
         )
     except Stopped:
         result.error = "stopped"

@@ -84,7 +84,8 @@ def drive_v2(ch, ctx, replica: Replica, m: Session2, result, data: bytes, deadli
     """
     try:
         _exchange_v2(ch, ctx, replica, m, result, data, deadline)
-    except (PeerClosed, s2.PeerError):
+    except s2.PeerError:
+        result.busy = m.stopped_before_state  # worth a quick retry, not a backoff
         raise
     except Exception as exc:
         # Tell the peer why, if it can still hear: its log then says more
@@ -153,6 +154,7 @@ def _exchange_v2(ch, ctx, replica: Replica, m: Session2, result, data: bytes, de
         try:
             data = ch.pump_bytes()
         except PeerClosed:
+            result.busy = m.stopped_before_state
             m.connection_closed()  # ProtocolError, unless the peer's DONE came
             if m.complete and ch.flushed:
                 break
