@@ -168,8 +168,11 @@ def main() -> int:
     suites = [
         ("crash", ["tests/test_crash.py"]),
         ("churn", ["tests/test_churn.py"]),
-        ("hostile", ["tests/test_hostile.py", "tests/test_hostile_more.py"]),
-        ("fuzz", ["tests/test_fuzz.py"]),
+        (
+            "hostile",
+            ["tests/test_hostile.py", "tests/test_hostile_more.py", "tests/test_hostile_v2.py"],
+        ),  # fmt: skip
+        ("fuzz", ["tests/test_fuzz.py", "tests/test_protocol2.py", "tests/test_session2.py"]),
         ("network faults", ["tests/test_net_faults.py"]),
         ("full disk", ["tests/test_limits.py"]),
     ]

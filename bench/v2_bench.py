@@ -116,6 +116,9 @@ def count_files(d: Path) -> int:
     return n
 
 
+RUNNING: list = []  # listeners started and not yet stopped: stopped at exit, whatever happens
+
+
 class Node:
     """A listener on ``src`` and the figures of one `connect` into ``dst``."""
 
@@ -129,6 +132,7 @@ class Node:
         with open(self.log, "w") as log:
             self.proc = subprocess.Popen(OWSYNC + args, env=env(plain, v1), stderr=log,
                                          stdout=subprocess.DEVNULL)  # fmt: skip
+        RUNNING.append(self)
         deadline = time.monotonic() + 30
         while not listening(self.port):
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -166,6 +170,8 @@ class Node:
         return self.log.read_text().strip()
 
     def stop(self) -> None:
+        if self in RUNNING:
+            RUNNING.remove(self)
         self.proc.terminate()
         self.proc.wait(30)
 
@@ -423,6 +429,8 @@ def main() -> None:
         if "3" in a.parts:
             part_many(work, a.many)
     finally:
+        for node in list(RUNNING):
+            node.stop()
         shutil.rmtree(work, ignore_errors=True)
 
 
