@@ -221,9 +221,11 @@ class Replica:
                 path, result.peer, v["id"],
             )  # fmt: skip
 
-    def save(self, result: SessionResult) -> None:
-        """Put verified files in place, make it durable, save the database
-        (what a v2 DONE then tells the peer)."""
+    def save(self, result: SessionResult, final: bool = True) -> None:
+        """Put verified files in place, make it durable, save the database and
+        the version store.  Not ``final``: before a v2 DONE, which says so to
+        the peer; the end of the session (close) saves once more, then
+        recording what the peer received and collecting the store's garbage."""
         if self.pending:
             self.commit(result)
         self.dir.sync_dirs()
@@ -231,7 +233,10 @@ class Replica:
             database.save(self.ctx.db_path, self.records, self.root)
             self.loaded = dict(self.records)
         if self.store is not None:
-            self.store.save(self.now_ms())
+            if final and self.completed:
+                for path, digest in self.sent:
+                    self.store.sent(path, digest)
+            self.store.save(self.now_ms(), collect=final)
 
     def close(self, result: SessionResult) -> None:
         """Put verified files in place, make it durable, save the database, unlock."""
@@ -240,10 +245,6 @@ class Replica:
             return
         try:
             self.save(result)
-            if self.store is not None and self.completed and self.sent:
-                for path, digest in self.sent:
-                    self.store.sent(path, digest)
-                self.store.save(self.now_ms())
         finally:
             self.drop_file()
             self.dir.discard([staged for staged, _ in self.pending])
