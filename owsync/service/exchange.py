@@ -146,7 +146,7 @@ def _exchange_v2(ch, ctx, replica: Replica, m: Session2, result, data: bytes, de
             else:
                 ch.send_raw(frame)
         if m.can_close and not out:  # both ENDs: in place and saved, then say so
-            replica.save(result)
+            replica.save(result, final=False)
             ch.send_raw(m.done())
         if m.complete and ch.flushed:
             break
@@ -161,22 +161,30 @@ def _exchange_v2(ch, ctx, replica: Replica, m: Session2, result, data: bytes, de
             raise
 
 
+def _to_send(replica: Replica, path: str, size: int, read):
+    """``read(path)`` for a file the peer asked for; None (logged) when it is
+    over max_file_size or cannot be read."""
+    limit = replica.ctx.max_file_size
+    if size > limit:
+        log.warning("not sending %s: too large (%d bytes, max_file_size %d)", path, size, limit)
+        return None
+    try:
+        return read(path)
+    except (OSError, UnsafePath) as exc:
+        log.warning("not sending %s: %s", path, getattr(exc, "strerror", None) or exc)
+        return None
+
+
 def _serve(replica: Replica, ch: Channel, paths: tuple[str, ...]) -> Iterator[Message]:
     limit = replica.ctx.max_file_size
     for path in paths:
         rec = replica.records.get(path)
         if rec is None or rec.deleted:
             continue
-        if rec.size > limit:
-            log.warning(
-                "not sending %s: too large (%d bytes, max_file_size %d)", path, rec.size, limit
-            )
+        got = _to_send(replica, path, rec.size, replica.dir.read)
+        if got is None:
             continue
-        try:
-            data, st = replica.dir.read(path)
-        except (OSError, UnsafePath) as exc:
-            log.warning("not sending %s: %s", path, getattr(exc, "strerror", None) or exc)
-            continue
+        data, st = got
         if len(data) > limit or 2 * len(data) + 4096 > ch.frame_limit:
             log.warning("not sending %s: too large (%d bytes)", path, len(data))
             continue
@@ -189,19 +197,12 @@ def _serve_v2(replica: Replica, m: Session2, paths, result: SessionResult) -> It
     """The frames of the files the peer asked for, read from disk a chunk at a
     time, then END.  A file that changed since the scan is given up with a
     FILE_END that says so (the next session sends it)."""
-    limit = replica.ctx.max_file_size
     for path in paths:
         rec = replica.records[path]
-        if rec.size > limit:
-            log.warning(
-                "not sending %s: too large (%d bytes, max_file_size %d)", path, rec.size, limit
-            )
+        got = _to_send(replica, path, rec.size, replica.dir.open_read)
+        if got is None:
             continue
-        try:
-            f, st = replica.dir.open_read(path)
-        except (OSError, UnsafePath) as exc:
-            log.warning("not sending %s: %s", path, getattr(exc, "strerror", None) or exc)
-            continue
+        f, st = got
         with f:
             yield m.file_start(path, st.st_mode)
             why = None
