@@ -222,11 +222,8 @@ def session_keys(psk: bytes | None, initiator: bool, our_hello: bytes, peer_hell
     return Keys(t, *((k_i2r, k_r2i) if initiator else (k_r2i, k_i2r)), initiator)
 
 
-_NONCE_PAD = b"\0\0\0\0"
-
-
 def frame_nonce(counter: int) -> bytes:
-    return _NONCE_PAD + counter.to_bytes(8, "big")
+    return b"\0\0\0\0" + counter.to_bytes(8, "big")
 
 
 def _aead(key: bytes | None):
@@ -269,10 +266,10 @@ class FrameWriter:
         if aead is not None:
             body = aead.encrypt(frame_nonce(self.counter), body, header)
         self.counter += 1
-        if ftype != END and ftype not in (DONE, ERROR):
-            return header + body
-        self.ended = True
-        self.closed = ftype != END
+        if ftype == END:
+            self.ended = True
+        elif ftype in (DONE, ERROR):
+            self.ended = self.closed = True
         return header + body
 
 
@@ -378,8 +375,7 @@ class FrameReader:
         if self._aead is None:
             return body if ftype == CHUNK else bytes(body)
         try:
-            return self._aead.decrypt(_NONCE_PAD + self.counter.to_bytes(8, "big"), body,
-                                      src[pos:start])  # fmt: skip
+            return self._aead.decrypt(frame_nonce(self.counter), body, src[pos:start])
         except self._invalid_tag:
             raise self._fail(
                 f"frame {self.counter} ({name}) failed authentication: wrong key, or a"
@@ -455,10 +451,16 @@ def state_bodies(records: Iterable[Record]) -> Iterator[bytes]:
     return _batches(records, record_to_v2, "record")
 
 
-def decode_state(body: bytes) -> list[Record]:
-    items = _json_body(body, "STATE")
+def _json_batch(body: bytes, what: str, items_are: str) -> list:
+    """A STATE or REQUEST body: a JSON list of 1..MAX_BATCH items."""
+    items = _json_body(body, what)
     if not isinstance(items, list) or not 0 < len(items) <= MAX_BATCH:
-        raise ProtocolError(f"STATE: not a list of 1..{MAX_BATCH} records")
+        raise ProtocolError(f"{what}: not a list of 1..{MAX_BATCH} {items_are}")
+    return items
+
+
+def decode_state(body: bytes) -> list[Record]:
+    items = _json_batch(body, "STATE", "records")
     try:
         return [record_from_wire(item) for item in items]
     except ProtocolError as exc:
@@ -470,9 +472,7 @@ def request_bodies(paths: Iterable[str]) -> Iterator[bytes]:
 
 
 def decode_request(body: bytes) -> list[str]:
-    items = _json_body(body, "REQUEST")
-    if not isinstance(items, list) or not 0 < len(items) <= MAX_BATCH:
-        raise ProtocolError(f"REQUEST: not a list of 1..{MAX_BATCH} paths")
+    items = _json_batch(body, "REQUEST", "paths")
     if not all(type(p) is str for p in items):
         raise ProtocolError("REQUEST: a path is not a string")
     return items
