@@ -136,21 +136,7 @@ class Channel:
             self.sock.shutdown(socket.SHUT_WR)
         except (OSError, PeerClosed):
             return
-        self._sel.modify(self.sock, selectors.EVENT_READ)
-        self._mask = selectors.EVENT_READ
-        deadline = time.monotonic() + timeout
-        while most > 0 and (left := deadline - time.monotonic()) > 0:
-            if not self._sel.select(left):
-                return
-            try:
-                data = self.sock.recv(RECV_SIZE)
-            except (BlockingIOError, InterruptedError):
-                continue
-            except OSError:
-                return
-            if not data:
-                return
-            most -= len(data)
+        self.wait_closed(timeout, most)
 
     def try_flush(self) -> None:
         """Write what the socket takes now, without waiting (a last frame)."""
@@ -188,18 +174,22 @@ class Channel:
         self.bytes_in += len(data)
         return data
 
-    def wait_closed(self, timeout: float) -> bool:
-        """Wait for the peer to hang up (it does once its side is saved).
+    def wait_closed(self, timeout: float, most: int | None = None) -> bool:
+        """Wait for the peer to hang up (it does once its side is saved),
+        dropping what it still sends (``most`` bytes at most, if given).
 
         False when it did not within ``timeout``: what it received is unknown
         (a link that went down after our last bytes left, say)."""
         deadline = time.monotonic() + timeout
         self.sock.setblocking(True)
-        while (left := deadline - time.monotonic()) > 0:
+        while (left := deadline - time.monotonic()) > 0 and (most is None or most > 0):
             self.sock.settimeout(left)
             try:
-                if not self.sock.recv(RECV_SIZE):
+                data = self.sock.recv(RECV_SIZE)
+                if not data:
                     return True
+                if most is not None:
+                    most -= len(data)
             except TimeoutError:
                 return False
             except OSError:  # reset: the peer is gone all the same
