@@ -15,6 +15,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def listening(port: int) -> bool:
+    """Whether a socket listens on ``port``, from /proc/net/tcp (state 0A):
+    no probe connection, which the listener would take for a session."""
+    want = f":{port:04X}"
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1].endswith(want) and fields[3] == "0A":
+            return True
+    return False
+
+
 def fill(d: Path, files: int, size: int, tag: bytes = b"", mtime: float | None = None) -> None:
     """``files`` files of ``size`` bytes in 100 subdirectories, each distinct
     (its number in its last 8 bytes, after ``tag``), with ``mtime`` if given."""

@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchlib import ROOT, fill, free_port
+from benchlib import ROOT, fill, free_port, listening
 
 PY = [sys.executable, "-m", "owsync"]
 
@@ -68,16 +68,6 @@ def run_once(cmd: list[str], base: Path, src: Path, c_style: bool, expected: int
         listen.terminate()
         listen.wait(10)
     return took, arrived(dst)
-
-
-def listening(port: int) -> bool:
-    """Whether a socket listens on ``port``, from /proc/net/tcp (state 0A)."""
-    want = f":{port:04X}"
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        if fields[1].endswith(want) and fields[3] == "0A":
-            return True
-    return False
 
 
 def arrived(d: Path) -> int:

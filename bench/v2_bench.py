@@ -41,7 +41,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchlib import ROOT, fill, free_port
+from benchlib import ROOT, fill, free_port, listening
 
 OWSYNC = [sys.executable, "-m", "owsync"]
 KEY = os.urandom(32).hex()
@@ -95,17 +95,6 @@ def status_kib(pid: int, field: str) -> int:
         if line.startswith(field + ":"):
             return int(line.split()[1])
     return 0
-
-
-def listening(port: int) -> bool:
-    """Whether a socket listens on ``port``, from /proc/net/tcp (state 0A):
-    no probe connection, which the listener would take for a session."""
-    want = f":{port:04X}"
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        if fields[1].endswith(want) and fields[3] == "0A":
-            return True
-    return False
 
 
 def count_files(d: Path) -> int:
