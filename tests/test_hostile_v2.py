@@ -556,31 +556,27 @@ def kseq_end_claiming_a_file_that_never_came(w, tag):
     )
 
 
-def kseq_frame_after_end(w, tag):
+def past_end(w, ftype: int, body=lambda n: b"") -> str:
+    """After the handshake, END then a frame of ``ftype`` (``body(n)``, n the frames
+    before END), in one write so that they arrive together; the reason expected."""
     w.handshake()
     n = w.w.counter
     end = w.frame(p2.END, dumps({"frames": n, "files": 0, "bytes": 0}))
     w.w.ended = False  # the writer refuses to write past END: the test does it anyway
-    w.send_raw(end + w.frame(p2.STATE_END))  # one write: they arrive together
-    return f"frame {n + 1}: STATE_END after the peer's end of stream"
+    w.send_raw(end + w.frame(ftype, body(n)))
+    return f"frame {n + 1}: {p2.NAMES[ftype]} after the peer's end of stream"
+
+
+def kseq_frame_after_end(w, tag):
+    return past_end(w, p2.STATE_END)
 
 
 def kseq_second_end(w, tag):
-    w.handshake()
-    n = w.w.counter
-    end = w.frame(p2.END, dumps({"frames": n, "files": 0, "bytes": 0}))
-    w.w.ended = False
-    w.send_raw(end + w.frame(p2.END, dumps({"frames": n + 1, "files": 0, "bytes": 0})))
-    return f"frame {n + 1}: END after the peer's end of stream"
+    return past_end(w, p2.END, lambda n: dumps({"frames": n + 1, "files": 0, "bytes": 0}))
 
 
 def kseq_second_auth_after_end(w, tag):
-    w.handshake()
-    n = w.w.counter
-    end = w.frame(p2.END, dumps({"frames": n, "files": 0, "bytes": 0}))
-    w.w.ended = False
-    w.send_raw(end + w.frame(p2.AUTH, w.t))
-    return f"frame {n + 1}: AUTH after the peer's end of stream"
+    return past_end(w, p2.AUTH, lambda n: w.t)
 
 
 def kseq_error_frame_with_control_characters(w, tag):

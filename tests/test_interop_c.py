@@ -48,11 +48,31 @@ class CListener:
         self.log.close()
 
 
-@pytest.mark.parametrize("plain", [False, True], ids=["encrypted", "plain"])
-def test_python_connects_to_c_listener(nodes, tmp_path, plain):
+def c_tree(tmp_path, text: str = "c"):
+    """The C node's directory, with one file of its own."""
     cdir = tmp_path / "c"
     cdir.mkdir()
-    (cdir / "from-c").write_text("written by C's node")
+    (cdir / "from-c").write_text(text)
+    return cdir
+
+
+def c_connect(cdir, db, port: int, plain: bool):
+    # this C build takes the port from -P, not from PEER
+    args = [C_BIN, "connect", "127.0.0.1", "-P", str(port), "-d", str(cdir), "-b", str(db)]
+    args += ["-i", "*"] + (["-p"] if plain else [])
+    return subprocess.run(args, env=c_env(plain), capture_output=True, text=True, timeout=60)
+
+
+def py_node(nodes, plain: bool, *extra: str):
+    """Our node, with one file of its own."""
+    py = nodes("py", key=None if plain else KEY, extra=(["-p"] if plain else []) + list(extra))
+    py.write("from-py", "py")
+    return py
+
+
+@pytest.mark.parametrize("plain", [False, True], ids=["encrypted", "plain"])
+def test_python_connects_to_c_listener(nodes, tmp_path, plain):
+    cdir = c_tree(tmp_path, "written by C's node")
     c = CListener(cdir, tmp_path / "c.db", plain, tmp_path / "c.log")
     try:
         extra = ["-p", "-i", "*"] if plain else []
@@ -80,33 +100,21 @@ def test_c_connects_to_python_listener(nodes, tmp_path, plain):
     py = nodes("py", key=None if plain else KEY, extra=extra)
     py.write("from-py", "ours")
     py.listen()
-    cdir = tmp_path / "c"
-    cdir.mkdir()
-    (cdir / "from-c").write_text("theirs")
-    # this C build takes the port from -P, not from PEER
-    args = [C_BIN, "connect", "127.0.0.1", "-P", str(py.port), "-d", str(cdir)]
-    args += ["-b", str(tmp_path / "c.db")]
-    args += ["-i", "*"] + (["-p"] if plain else [])
-    r = subprocess.run(args, env=c_env(plain), capture_output=True, text=True, timeout=60)
+    cdir = c_tree(tmp_path, "theirs")
+    r = c_connect(cdir, tmp_path / "c.db", py.port, plain)
     assert r.returncode == 0, r.stderr
     py.wait_log("ok: received 1")
     assert (py.dir / "from-c").read_text() == "theirs"
     assert (cdir / "from-py").read_text() == "ours"
     # the C node deletes; our listener applies its tombstone
     (cdir / "from-c").unlink()
-    r = subprocess.run(args, env=c_env(plain), capture_output=True, text=True, timeout=60)
+    r = c_connect(cdir, tmp_path / "c.db", py.port, plain)
     assert r.returncode == 0, r.stderr
     py.wait_log("deleted 1")
     assert not (py.dir / "from-c").exists()
 
 
 # --- protocol v2 is ours alone: with 1.2.0 both sides stay on v1 ----------------------------
-
-
-def c_connect(cdir, db, port: int, plain: bool):
-    args = [C_BIN, "connect", "127.0.0.1", "-P", str(port), "-d", str(cdir), "-b", str(db)]
-    args += ["-i", "*"] + (["-p"] if plain else [])
-    return subprocess.run(args, env=c_env(plain), capture_output=True, text=True, timeout=60)
 
 
 def tree(d) -> dict[str, bytes]:
@@ -122,13 +130,10 @@ REFUSAL = r"failed: \S+ speaks protocol 1 only \(owsync 1\.2\.0\?\); min_protoco
 def test_python_connecting_to_c_stays_on_protocol_1(nodes, tmp_path, plain):
     """Our Hello's v2 advertisement is a field 1.2.0 ignores; its Hello has none,
     so ours speaks v1 and says so."""
-    cdir = tmp_path / "c"
-    cdir.mkdir()
-    (cdir / "from-c").write_text("c")
+    cdir = c_tree(tmp_path)
     c = CListener(cdir, tmp_path / "c.db", plain, tmp_path / "c.log")
     try:
-        py = nodes("py", key=None if plain else KEY, extra=["-p"] if plain else [])
-        py.write("from-py", "py")
+        py = py_node(nodes, plain)
         r = py.run("connect", f"127.0.0.1:{c.port}", *py.opts())
         assert r.returncode == 0, r.stderr
         assert r.stdout.strip().endswith("protocol 1"), r.stdout
@@ -140,12 +145,9 @@ def test_python_connecting_to_c_stays_on_protocol_1(nodes, tmp_path, plain):
 
 @pytest.mark.parametrize("plain", [False, True], ids=["encrypted", "plain"])
 def test_c_connecting_to_python_stays_on_protocol_1(nodes, tmp_path, plain):
-    py = nodes("py", key=None if plain else KEY, extra=["-p"] if plain else [])
-    py.write("from-py", "py")
+    py = py_node(nodes, plain)
     py.listen()
-    cdir = tmp_path / "c"
-    cdir.mkdir()
-    (cdir / "from-c").write_text("c")
+    cdir = c_tree(tmp_path)
     r = c_connect(cdir, tmp_path / "c.db", py.port, plain)
     assert r.returncode == 0, r.stderr
     line = [x for x in py.wait_log("ok: received 1").splitlines() if "sync with" in x][-1]
@@ -168,13 +170,9 @@ class KilledBySigpipe(AssertionError):
 def test_a_min_protocol_2_python_listener_refuses_c(nodes, tmp_path, plain):
     """min_protocol 2 on our listener: 1.2.0's session is refused after the Hellos,
     with the reason in our log; nothing changes on either side."""
-    extra = (["-p"] if plain else []) + ["--min-protocol", "2"]
-    py = nodes("py", key=None if plain else KEY, extra=extra)
-    py.write("from-py", "py")
+    py = py_node(nodes, plain, "--min-protocol", "2")
     py.listen()
-    cdir = tmp_path / "c"
-    cdir.mkdir()
-    (cdir / "from-c").write_text("c")
+    cdir = c_tree(tmp_path)
     py_before, c_before = py.files(), tree(cdir)
     r = c_connect(cdir, tmp_path / "c.db", py.port, plain)
     log = py.wait_log("min_protocol 2 refuses it")
@@ -192,13 +190,10 @@ def test_python_connect_with_min_protocol_2_refuses_a_c_listener(nodes, tmp_path
     """`connect --min-protocol 2` to 1.2.0: exit 1, the reason on stderr, the summary
     says protocol 1; nothing changes on either side (1.2.0 then syncs with it as
     before, without the option)."""
-    cdir = tmp_path / "c"
-    cdir.mkdir()
-    (cdir / "from-c").write_text("c")
+    cdir = c_tree(tmp_path)
     c = CListener(cdir, tmp_path / "c.db", plain, tmp_path / "c.log")
     try:
-        py = nodes("py", key=None if plain else KEY, extra=["-p"] if plain else [])
-        py.write("from-py", "py")
+        py = py_node(nodes, plain)
         py_before, c_before = py.files(), tree(cdir)
         r = py.run("connect", f"127.0.0.1:{c.port}", *py.opts(), "--min-protocol", "2")
         assert r.returncode == 1, (r.stdout, r.stderr)
