@@ -381,6 +381,15 @@ def format_status(st: dict) -> str:
     rows = [("PEER", "STATE", "LAST SUCCESS", "RESULT", "PROTO", "RX", "TX", "DEL", "FAILS",
              "NEXT RETRY")]  # fmt: skip
     for p in st["peers"]:
+        live = p.get("live")
+        if live:  # a live link: its figures since it came up
+            rows.append((
+                p["address"], f"connected {_when(live['connected_since'])}",
+                _when(live["last_update_received"] or live["last_update_sent"]), "live",
+                "v2 live", str(live["files_received"]), str(live["files_sent"]),
+                str(live["deleted"]), "0", "-",
+            ))  # fmt: skip
+            continue
         rows.append((
             p["address"], p["state"], _when(p["last_success"]), p["last_result"] or "-",
             _protocol(p.get("protocol")), str(p["received"]), str(p["sent"]),

@@ -135,7 +135,7 @@ def test_startup_sync_and_changes_propagate(daemons):
     # and delete, B: modify), never the files it received.  (A write that a
     # session's own scan recorded first is not counted by the watcher again, so
     # under load a count may be lower; an echo would make it higher.)
-    assert wait_for(lambda: a.status()["peers"][0]["state"] == "idle")
+    assert wait_for(lambda: a.status()["peers"][0]["state"] in ("idle", "connected"))
     time.sleep(0.5)
     assert 1 <= a.text().count("local change detected") <= 2, a.text()
     assert b.text().count("local change detected") <= 1, b.text()
@@ -170,7 +170,10 @@ def test_peer_down_at_start_gets_changes_when_it_comes_up(daemons):
     assert failed[0]["peer"] == b.addr and failed[0]["repeats"] >= 2
     b.start()
     assert wait_for(lambda: b.has("early", b"x"), 10)
-    assert wait_for(lambda: a.status()["history"][0]["ok"], 5)  # the newest: a success
+    # the live link is up: the peer's row says so, and the failures stay one entry
+    assert wait_for(lambda: a.status()["peers"][0]["state"] == "connected", 5)
+    assert a.status()["peers"][0]["last_result"] == "ok"
+    assert len([e for e in a.status()["history"] if not e["ok"]]) == 1
 
 
 def test_failing_peer_does_not_delay_another(daemons):
@@ -285,7 +288,7 @@ def test_peer_with_a_source_address(daemons):
     a.start()
     (a.dir / "f").write_text("x")
     assert wait_for(lambda: b.has("f", b"x"), 5)
-    assert wait_for(lambda: "sync with 127.0.0.2:" in b.text(), 5), b.text()
+    assert wait_for(lambda: re.search(r"(sync|link) with 127\.0\.0\.2:", b.text()), 5), b.text()
 
 
 class SlowPeer(threading.Thread):
@@ -384,7 +387,7 @@ def test_watcher_falls_back_to_polling_when_inotify_cannot_be_used(tmp_path):
     real, watcher.Inotify = watcher.Inotify, NoInotify
     old_period, watcher.POLL_FALLBACK = watcher.POLL_FALLBACK, 0.05
     try:
-        w = watcher.Watcher(str(tmp_path), lambda: calls.append(1), stop)
+        w = watcher.Watcher(str(tmp_path), lambda paths: calls.append(1), stop)
         logging.getLogger("owsync").addHandler(catch)
         w.start()
         assert wait_for(lambda: len(calls) >= 3, 5)
@@ -443,7 +446,8 @@ def test_several_daemons_side_by_side_find_their_own_control_socket(daemons):
 
         def settled() -> bool:  # the start-up syncs, which race each other, are over
             peers = [p for n in nodes for p in json.loads(_status(n).stdout)["peers"]]
-            return all(p["state"] == "idle" and p["last_result"] == "ok" for p in peers)
+            return all(p["state"] in ("idle", "connected") and p["last_result"] == "ok"
+                       for p in peers)  # fmt: skip
 
         assert wait_for(settled, 30)
         r = _cli("sync", "--wait", "-c", str(nodes[0].conf))
@@ -539,14 +543,14 @@ def test_logs_go_to_syslog_as_owsync_facility_daemon(daemons, tmp_path):
         (a.dir / "f").write_text("x")
         seen = []
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and not any(b"sync with" in m for m in seen):
+        while time.monotonic() < deadline and not any(b"link with" in m for m in seen):
             seen.append(syslog.recv(4096))
     finally:
         syslog.close()
     lines = [m.rstrip(b"\0").decode() for m in seen]
-    info = [m for m in lines if "sync with" in m]
+    info = [m for m in lines if "link with" in m]
     # facility daemon (3) and info (6), with the PID and one prefix, as logread shows it
-    assert info and re.match(r"<30>.*owsync\[(\d+)\]: sync with", info[0]), lines
+    assert info and re.match(r"<30>.*owsync\[(\d+)\]: link with", info[0]), lines
     assert re.search(r"owsync\[\d+\]: owsync", info[0]) is None, info
     assert "daemon:" in a.text()  # -f: stderr as well
 

@@ -129,3 +129,83 @@ def scan(
 
 def _keep_under(records: dict[str, Record], rel_dir: str, keep: set[str]) -> None:
     keep.update(p for p in records if p.startswith(rel_dir))
+
+
+def scan_paths(
+    root: str,
+    records: dict[str, Record],
+    accept: Callable[[str], bool],
+    own: frozenset[str],
+    paths: set[str],
+    now_ms: Callable[[], int],
+) -> ScanResult:
+    """Bring the records up to date for ``paths`` only (what the watcher saw
+    change): a file is looked at alone, a directory is walked, a path gone
+    from disk makes tombstones of what was known at and under it.  The cost
+    is that of those paths, not of the tree; records elsewhere are kept.
+    """
+    seen: dict[str, Record] = {}
+    keep: set[str] = set()
+    gone: list[str] = []  # paths (files or directories) no longer on disk
+    result = ScanResult()
+    for rel in sorted(paths):
+        if not rel or path_problem(rel) or is_hidden(rel):
+            continue
+        full = os.path.join(root, rel)
+        try:
+            st = os.lstat(full)
+        except FileNotFoundError:
+            gone.append(rel)
+            continue
+        except OSError:
+            keep.add(rel)
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            inner = frozenset(o[len(rel) + 1 :] for o in own if o.startswith(rel + "/"))
+            sub = scan(full, _under(records, rel), lambda p, r=rel: accept(f"{r}/{p}"),
+                       inner, now_ms)  # fmt: skip
+            seen.update((f"{rel}/{p}", r._replace(path=f"{rel}/{p}"))
+                        for p, r in sub.records.items() if not r.deleted)  # fmt: skip
+            result.hashed += sub.hashed
+            result.stale_temps += [f"{rel}/{p}" for p in sub.stale_temps]
+            gone.append(rel)  # what was known under it and is not seen now
+            continue
+        if not stat.S_ISREG(st.st_mode) or rel in own or not accept(rel):
+            if stat.S_ISLNK(st.st_mode) or not stat.S_ISREG(st.st_mode):
+                gone.append(rel)  # replaced by something that is not synced
+            continue
+        if is_temp_name(rel.rsplit("/", 1)[-1]):
+            continue
+        prev = records.get(rel)
+        sig = signature(st)
+        if prev is not None and not prev.deleted and prev.sig == sig:
+            seen[rel] = prev
+            continue
+        hashed = hash_file(full)
+        if hashed is None:
+            keep.add(rel)
+            continue
+        digest, st = hashed
+        result.hashed += 1
+        seen[rel] = observe_file(prev, rel, digest, st.st_size, st.st_mode & 0o777,
+                                 st.st_mtime_ns // 1_000_000, signature(st))  # fmt: skip
+    prefixes = tuple(g + "/" for g in gone)
+    exact = set(gone)
+
+    def in_scope(path: str) -> bool:
+        return (
+            (path in exact or path.startswith(prefixes))
+            and accept(path)
+            and not is_hidden(path)
+            and path not in own
+        )
+
+    result.records = reconcile(records, seen, in_scope, keep, now_ms())
+    return result
+
+
+def _under(records: dict[str, Record], rel: str) -> dict[str, Record]:
+    """The records below directory ``rel``, keyed relative to it."""
+    prefix = rel + "/"
+    n = len(prefix)
+    return {p[n:]: r._replace(path=p[n:]) for p, r in records.items() if p.startswith(prefix)}

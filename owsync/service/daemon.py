@@ -28,7 +28,8 @@ from ..io import net
 from . import status
 from .config import Config, ConfigError, Peer
 from .control import ControlServer, handle
-from .engine import Context, SessionResult, refresh, restore, run_session
+from .engine import Context, SessionResult, restore, run_session
+from .live import LocalNode, Mesh
 from .status import SessionHistory
 from .watcher import Watcher
 
@@ -66,6 +67,7 @@ class PeerWorker(threading.Thread):
         self.last_attempt: float | None = None
         self.last_success: float | None = None
         self.last: SessionResult | None = None
+        self.node: str | None = None  # the peer daemon's id, once it offered a live link
         self._waiters: list[tuple[threading.Event, list]] = []
 
     def request(self, manual: bool = False, waiter=None) -> None:
@@ -101,7 +103,11 @@ class PeerWorker(threading.Thread):
                 waiters, self._waiters = self._waiters, []
                 self.state = "syncing"
             self.last_attempt = time.time()
+            self.state = "connecting"
             result = self.d.sync_once(self.peer)
+            if result.live:
+                self._link_ended(result, waiters)
+                continue
             with self.cond:
                 self.last = result
                 if result.ok:
@@ -126,11 +132,40 @@ class PeerWorker(threading.Thread):
                 box.append(result)
                 event.set()
             if result.ok and (result.received or result.deleted):
+                self.d.session_changed(result)
                 self.d.request_sync(exclude=self.peer)
             elif result.local_changes:
                 # a local write this session found; if the session failed, its
                 # own peer still needs it too
+                self.d.local_change(None)
                 self.d.request_sync(exclude=self.peer if result.ok else None)
+
+    def _link_ended(self, result: SessionResult, waiters) -> None:
+        """After a live link (run in this thread) ended: connect again, soon
+        when it had been up or gave way to the peer's link, with backoff when
+        it could not be set up."""
+        self.node = result.node
+        if result.duplicate:
+            link = self.d.mesh.link_for(result.node) if result.node else None
+            if link is not None:
+                self.state = "connected"
+                link.done.wait()  # the peer's link serves us; reconnect when it ends
+        with self.cond:
+            if result.ok or result.duplicate or result.was_up:
+                self.last = result if not result.duplicate else self.last
+                self.failures = self.busy_streak = 0
+                if result.was_up:
+                    self.last_success = time.time()
+                self.retry_at = time.monotonic() + random.uniform(0.2, 1.0)
+            else:
+                self.last = result
+                self.failures += 1
+                self.retry_at = time.monotonic() + backoff_delay(self.failures)
+            self.pending = True
+            self.state = "backing off"
+        for event, box in waiters:
+            box.append(result)
+            event.set()
 
     def _release_waiters(self) -> None:
         waiters, self._waiters = self._waiters, []
@@ -157,11 +192,16 @@ class Daemon:
         self._counts = (0, 0)
         self.running = False
         self.serving: net.Serving | None = None
+        # live links with peer daemons; `local` is the directory between sessions
+        self.local = LocalNode(self._context)
+        self.node_id = os.urandom(16).hex()
+        self.mesh = Mesh(self.node_id, self.local, self._applied)
+        self.mesh.on_up = self._link_up
         self._apply(cfg)
 
     # --- configuration ----------------------------------------------------
 
-    def _context(self, lock_timeout: float) -> Context:
+    def _context(self, lock_timeout: float, live: bool = False) -> Context:
         cfg = self.cfg
         return Context(
             root=cfg.sync_dir,
@@ -176,6 +216,7 @@ class Daemon:
             versions_dir=cfg.versions_path(),
             versions=cfg.versions_limits(),
             min_protocol=cfg.min_protocol,
+            live=self.mesh if live else None,
         )
 
     clock = staticmethod(time.time)
@@ -187,8 +228,8 @@ class Daemon:
         if not cfg.include:
             log.warning("no include pattern: nothing will be synced (set include=*)")
         self.cfg = cfg
-        self.ctx_in = self._context(INCOMING_LOCK_TIMEOUT)
-        self.ctx_out = self._context(OUTGOING_LOCK_TIMEOUT)
+        self.ctx_in = self._context(INCOMING_LOCK_TIMEOUT, live=True)
+        self.ctx_out = self._context(OUTGOING_LOCK_TIMEOUT, live=True)
         wanted = {str(p): p for p in cfg.peers}
         for name in list(self.workers):
             if name not in wanted:
@@ -227,7 +268,11 @@ class Daemon:
 
         logsetup.set_level(cfg.log_level)
         log.info("configuration reloaded: %d peer(s)", len(self.workers))
-        self.request_sync()
+        # the links work with the configuration they started with: start them again
+        self.local.forget()
+        self.mesh.close_all("the peer reloaded its configuration")
+        self.local_change(None)
+        self.request_sync(reconcile=True)
 
     # --- syncing -----------------------------------------------------------
 
@@ -245,12 +290,46 @@ class Daemon:
 
     def _serve(self, sock, label: str, on_hello) -> None:
         result = run_session(sock, self.ctx_in, label, on_hello)
+        if result.live:  # a live link, served in this thread until it ended
+            if not (result.ok or result.duplicate):
+                self._after_session(result, "incoming")
+            return
         self._after_session(result, "incoming")
+        if result.ok and (result.received or result.deleted):
+            self.session_changed(result)
+        elif result.local_changes:
+            self.local_change(None)
         if (result.ok and (result.received or result.deleted)) or result.local_changes:
             # which configured peer connected cannot be told from its address
             # (its source port is ephemeral), so all are told; for the sender
             # that is a session with nothing to do
             self.request_sync()
+
+    def _applied(self, result: SessionResult, direction: str) -> None:
+        """A live link put a batch of a peer's files in place (or the peer
+        took ours): reloads, history, and sessions with the peers that have
+        no live link (owsync 1.2.0)."""
+        self._after_session(result, direction)
+        if direction == "incoming":
+            self.request_sync()
+
+    def _link_up(self, link) -> None:
+        """Which configured peer a new live link serves: the one it was made
+        for, or (incoming) the only peer at its address."""
+        workers = list(self.workers.values())
+        mine = [w for w in workers if str(w.peer) == link.label]
+        if not mine:
+            host = status.host_of(link.label)
+            mine = [w for w in workers if w.peer.host == host]
+        if len(mine) == 1:
+            mine[0].node = link.peer_node
+
+    def session_changed(self, result: SessionResult) -> None:
+        """A session (protocol v1 or v2) changed files here: tell the live links."""
+        try:
+            self.mesh.local_change(set(result.changed))
+        except Exception as exc:  # a busy lock, a disk error: the poll catches up
+            log.warning("cannot tell the live links of %s's changes: %s", result.peer, exc)
 
     def _after_session(self, result: SessionResult, direction: str) -> None:
         reloaded: list[str] = []
@@ -268,19 +347,35 @@ class Daemon:
         wait: bool = False,
         exclude: Peer | None = None,
         exclude_host: str | None = None,
+        reconcile: bool = False,
     ) -> list:
         """Start sessions; with ``wait``, return their results once they end."""
         targets = self.find_peers(peer) if peer else list(self.workers.values())
         targets = [w for w in targets if w.peer != exclude]
         boxes = []
+        links = []
+        for w in list(targets):
+            link = self.mesh.link_for(w.node) if w.node else None
+            if link is None:
+                continue
+            targets.remove(w)  # its live link carries every change already
+            if manual or wait or reconcile:  # a full reconcile, both ways
+                links.append((w, link.reconcile()))
         for w in targets:
             waiter = (threading.Event(), []) if wait else None
             w.request(manual=manual, waiter=waiter)
             if waiter:
                 boxes.append((w, waiter))
         if not wait:
-            return [str(w.peer) for w in targets]
+            return [str(w.peer) for w in targets] + [str(w.peer) for w, _ in links]
         results = []
+        for w, (event, box) in links:
+            event.wait()
+            res = SessionResult(peer=str(w.peer))
+            res.protocol, res.live = 2, True
+            res.ok = bool(box) and box[0] is True
+            res.error = "" if res.ok else (str(box[0]) if box else "stopped")
+            results.append(res)
         for w, (event, box) in boxes:
             event.wait()
             results.append(box[0] if box else SessionResult(peer=str(w.peer), error="stopped"))
@@ -295,17 +390,19 @@ class Daemon:
             raise KeyError(name)
         return found
 
-    def local_change(self) -> None:
-        """Called by the watcher: rescan; sync every peer if a version changed."""
+    def local_change(self, paths: set[str] | None = None) -> None:
+        """Called by the watcher with what changed (None: anything may have):
+        rescan that, send the changes over the live links, and start sessions
+        with the peers that have none."""
         if self.stopping.is_set():
             return
         try:
-            changed = refresh(self.ctx_out)
+            changed = self.mesh.local_change(paths)
         except Exception as exc:  # a busy lock, a disk error: the poll catches up
             log.warning("rescan after a local change failed: %s", exc)
             return
         if changed:
-            log.info("local change detected; syncing with %d peer(s)", len(self.workers))
+            log.info("local change detected: %d file(s)", len(changed))
             self.request_sync()
 
     # --- status and control -----------------------------------------------
@@ -344,6 +441,10 @@ class Daemon:
         self.control.start()
         self._watch(self.cfg.sync_dir)
         threading.Thread(target=self._poll, name="owsync-poll", daemon=True).start()
+        try:  # what the live links start from
+            self.local.rescan(None)
+        except Exception as exc:  # a busy lock, a disk error: the first reconcile rescans
+            log.warning("initial scan failed: %s", exc)
         for w in self.workers.values():
             w.start()
         self._start_bus()
@@ -374,12 +475,15 @@ class Daemon:
         self.bus.start()
 
     def _poll(self) -> None:
-        """The safety net: a full sync with every peer every poll_interval."""
+        """The safety net: a full sync with every peer every poll_interval (a
+        full reconcile on a live link)."""
         while not self.stopping.wait(self.cfg.poll_interval):
-            self.request_sync()
+            self.local_change(None)
+            self.request_sync(reconcile=True)
 
     def stop(self) -> None:
         self.stopping.set()
+        self.mesh.close_all("the peer is shutting down")
         self.watcher.stop.set()
         self.serving.stop()
         self.control.close()

@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from ..core import protocol, protocol2
+from ..core import live, protocol, protocol2
 from ..core.crypto import AuthError
 from ..core.filters import Filter
 from ..core.protocol import ProtocolError, frame_limit
@@ -64,6 +64,7 @@ class Context:
         versions: Limits | None = None,
         min_protocol: int = 1,  # 2: refuse peers that speak v1 only (owsync 1.2.0)
         advertise_v2: bool | None = None,  # None: unless OWSYNC_MAX_PROTOCOL=1 (tests, bench)
+        live=None,  # the daemon's Mesh: offer a live link to peers that offer one
     ) -> None:
         self.root = root
         self.db_path = db_path
@@ -87,6 +88,7 @@ class Context:
         if advertise_v2 is None:
             advertise_v2 = os.environ.get("OWSYNC_MAX_PROTOCOL", "2") != "1"
         self.advertise_v2 = advertise_v2
+        self.live = live if advertise_v2 else None
 
     def _inside(self, path: str) -> str | None:
         """``path`` relative to the root with a trailing slash, when inside it."""
@@ -134,6 +136,10 @@ class SessionResult:
         self.busy = False
         self.local_changes = False  # its scan found local writes not yet recorded
         self.protocol: int | None = None  # 1 or 2 once the Hellos are exchanged
+        self.live = False  # a live link (protocol 2), not a session
+        self.node: str | None = None  # the peer daemon's id, when it offered a live link
+        self.duplicate = False  # the link gave way to another between the same nodes
+        self.was_up = False  # the link was authenticated and registered
 
     def as_dict(self) -> dict:
         return {
@@ -147,6 +153,7 @@ class SessionResult:
             "seconds": round(self.seconds, 3),
             "conflicts": list(self.conflicts),
             "protocol": self.protocol,
+            "live": self.live,
         }
 
     def summary(self) -> str:
@@ -194,7 +201,10 @@ def run_session(
         replica.peer_label = host_of(peer)
     machine = Session(replica.accepts, ctx.max_file_size)
     try:
-        _drive(ch, ctx, replica, machine, result, on_hello, initiator)
+        link = _drive(ch, ctx, replica, machine, result, on_hello, initiator)
+        if link is not None:
+            ch.close()
+            return _link_ended(link, result, start)
         replica.completed = True
         replica.close(result)  # files and database saved before the peer is let go
         # v1: the peer's hang-up is its acknowledgment; v2 had DONE both ways
@@ -244,8 +254,30 @@ def run_session(
     return result
 
 
+def _link_ended(link, result: SessionResult, start: float) -> SessionResult:
+    """A live link's end, as a SessionResult for the worker and the status."""
+    why = link.outcome
+    result.node, result.duplicate, result.was_up = link.peer_node, link.duplicate, link.was_up
+    result.ok = why is None
+    result.error = why or ""
+    result.received, result.sent = link.stats.files_received, link.stats.files_sent
+    result.deleted, result.bytes = link.stats.deleted, link.stats.bytes
+    result.seconds = time.monotonic() - start
+    if link.duplicate:
+        log.debug("link with %s: another link between these nodes is kept", result.peer)
+    elif why is None:
+        log.info("link with %s closed", result.peer)
+    elif link.was_up:
+        log.warning("link with %s lost: %s", result.peer, why)
+    else:
+        log.error("link with %s failed: %s", result.peer, why)
+    return result
+
+
 def _drive(ch, ctx: Context, replica: Replica, machine: Session, result, on_hello, initiator):
-    if initiator:
+    """The Hellos, then the exchange of v1 or v2; a daemon's live link instead
+    when both offer one (returned, ended: the session's replica is unused)."""
+    if initiator and ctx.live is None:
         # The side that connected takes its directory before saying Hello: the
         # peer takes its own only on our Hello, so this wait holds nothing of
         # the peer's.  Every wait-for cycle between nodes then passes through
@@ -255,7 +287,15 @@ def _drive(ch, ctx: Context, replica: Replica, machine: Session, result, on_hell
     ch.idle_timeout = ctx.hello_timeout
     # a peer trickling a byte now and then must not hold the directory forever
     deadline = time.monotonic() + ctx.session_timeout
-    fields = protocol2.advertise(protocol2.new_nonce()) if ctx.advertise_v2 else {}
+    secret = None
+    if ctx.live is not None:
+        secret = os.urandom(32) if ctx.cipher.encrypted else None
+        public = live.x25519_public(secret) if secret is not None else None
+        fields = live.advertise(protocol2.new_nonce(), ctx.live.node_id, public)
+    elif ctx.advertise_v2:
+        fields = protocol2.advertise(protocol2.new_nonce())
+    else:
+        fields = {}
     ours = protocol2.hello_payload(machine.hello(ctx.hostname, ctx.clock()), fields)
     ch.send_payload(ours)
     theirs, rest = _peer_hello(ch, ctx, deadline)
@@ -263,8 +303,12 @@ def _drive(ch, ctx: Context, replica: Replica, machine: Session, result, on_hell
     if not isinstance(hello, protocol.Hello):
         raise ProtocolError(f"expected Hello, got {type(hello).__name__}")
     machine.receive(hello, ctx.clock())  # the version and the clocks
-    v2 = protocol2.negotiated(fields, protocol2.hello_fields(theirs))
+    peer_fields = protocol2.hello_fields(theirs)
+    v2 = protocol2.negotiated(fields, peer_fields)
     result.protocol = 2 if v2 else 1  # shown in the status even when refused below
+    offer = live.peer_live(peer_fields) if v2 and ctx.live is not None else None
+    result.live = offer is not None
+    result.node = offer.node if offer is not None else None
     why = protocol2.min_protocol_error(ctx.min_protocol, v2, hello.hostname or "the peer")
     if why is not None:
         # 1.2.0 does not ignore SIGPIPE: hung up on while it writes its state,
@@ -274,6 +318,11 @@ def _drive(ch, ctx: Context, replica: Replica, machine: Session, result, on_hell
     ch.idle_timeout = ctx.idle_timeout
     if on_hello is not None:
         on_hello()
+    if offer is not None:
+        keys = live.link_keys(ctx.cipher.key, initiator, ours, theirs, secret)
+        return ctx.live.run_link(ch, ctx, keys, offer.node, initiator, result.peer, rest)
+    if initiator and ctx.live is not None:  # a session after all: take the directory now
+        replica.lock_dir(min(ctx.lock_timeout, INITIATOR_LOCK_WAIT))
     if v2:
         keys = protocol2.session_keys(ctx.cipher.key, initiator, ours, theirs)
         drive_v2(ch, ctx, replica, Session2(replica.accepts, ctx.max_file_size, keys),
@@ -289,6 +338,7 @@ def _drive(ch, ctx: Context, replica: Replica, machine: Session, result, on_hell
                 f" ({exc}); the peer speaks v1 only (owsync 1.2.0?)"
             ) from None
         drive_v1(ch, ctx, replica, machine, result, ch.decode_v1(rest), deadline)
+    return None
 
 
 def _peer_hello(ch, ctx: Context, deadline: float) -> tuple[bytes, bytes]:

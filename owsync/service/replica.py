@@ -35,10 +35,11 @@ BASES_PER_SESSION = 64
 class Replica:
     """The sync directory and its database, held under the lock for one session."""
 
-    def __init__(self, ctx: Context) -> None:
+    def __init__(self, ctx: Context, syncdir: SyncDir | None = None) -> None:
         self.ctx = ctx
         self.own = ctx.own_relpaths()
-        self.dir = SyncDir(ctx.root)
+        # a live link stages received files before it takes the directory
+        self.dir = syncdir if syncdir is not None else SyncDir(ctx.root)
         self.root = os.path.realpath(ctx.root)  # recorded in the database it goes with
         self.lock = database.DirLock(ctx.db_path)
         self.loaded: dict[str, Record] | None = None
@@ -92,12 +93,26 @@ class Replica:
             if self.ctx.owner is not None:
                 self.ctx.owner.release()
 
-    def open(self) -> dict[str, Record]:
-        """Take the directory (if not yet), load the database, scan."""
+    def open(
+        self, paths: set[str] | None = None, loaded: dict[str, Record] | None = None
+    ) -> dict[str, Record]:
+        """Take the directory (if not yet), load the database, scan.
+
+        ``paths``: scan only these (what the watcher saw change), not the
+        tree.  ``loaded``: the database as the caller knows it is on disk
+        (the daemon keeps it in memory between its steps)."""
         self.lock_dir(self.ctx.lock_timeout)
         try:
-            loaded = database.load(self.ctx.db_path, root=self.root)
-            res = scanner.scan(self.ctx.root, loaded, self._scan_filter(), self.own, self.now_ms)
+            if loaded is None:
+                loaded = database.load(self.ctx.db_path, root=self.root)
+            if paths is None:
+                res = scanner.scan(
+                    self.ctx.root, loaded, self._scan_filter(), self.own, self.now_ms
+                )
+            else:
+                res = scanner.scan_paths(
+                    self.ctx.root, loaded, self._scan_filter(), self.own, paths, self.now_ms
+                )
             now_ms = self.now_ms()
             if res.stale_temps:
                 self.dir.remove_stale_temps(res.stale_temps)
