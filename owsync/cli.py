@@ -13,8 +13,9 @@ import threading
 import time
 
 from . import __version__
+from .core.peer import parse_peer
 from .service import log as logsetup
-from .service.config import Config, ConfigError, load_file, parse_peer
+from .service.config import Config, ConfigError, load_file
 
 log = logging.getLogger("owsync")
 

@@ -23,10 +23,11 @@ from collections.abc import Callable
 from .. import __version__
 from ..core.crypto import make_cipher
 from ..core.filters import Filter
+from ..core.peer import Peer
 from ..core.state import Record
 from ..io import net
 from . import status
-from .config import Config, ConfigError, Peer
+from .config import Config, ConfigError
 from .control import ControlServer, handle
 from .engine import Context, SessionResult, refresh, restore, run_session
 from .status import SessionHistory
