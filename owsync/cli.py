@@ -316,6 +316,7 @@ def cmd_daemon(opts, args) -> int:
     stderr is a terminal: procd captures the daemon's stderr into the log,
     so it appears there once, as daemon.err.
     """
+    from .openwrt import ubus_bridge
     from .service.control import ControlError
     from .service.daemon import Daemon
 
@@ -333,6 +334,7 @@ def cmd_daemon(opts, args) -> int:
             raise ConfigError("owsync is disabled (uci set owsync.main.enabled=1)")
         d = Daemon(cfg, reload=lambda: build_config(opts, uci=True))
         d.clock = CLOCK
+        ubus_bridge.attach(d)  # started with the daemon, as its front end
         return d.run()
     except (ConfigError, ControlError) as exc:
         why = str(exc)

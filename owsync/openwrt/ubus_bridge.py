@@ -23,6 +23,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from ..service.daemon import Daemon
 from ..service.engine import SessionResult
 
 log = logging.getLogger("owsync")
@@ -92,8 +93,21 @@ class SessionNotifier:
         return packages
 
 
+def attach(daemon: Daemon) -> UbusBridge:
+    """Give ``daemon`` its ubus objects and service reloads, from its start on.
+
+    The bridge is one of the daemon's front ends (started by ``Daemon.start``,
+    after the peer workers) and its SessionNotifier one of its session hooks.
+    Absent bindings just log, when the bridge starts.
+    """
+    bus = UbusBridge(daemon, daemon.cfg.ubus_socket)
+    daemon.on_session.append(SessionNotifier(bus.call, bus.send, lambda: daemon.cfg.reload_enabled))
+    daemon.front_ends.append(bus)
+    return bus
+
+
 class UbusBridge(threading.Thread):
-    def __init__(self, daemon, socket_path: str | None = None) -> None:
+    def __init__(self, daemon: Daemon, socket_path: str | None = None) -> None:
         super().__init__(name="owsync-ubus", daemon=True)
         self.d = daemon
         self.socket_path = socket_path

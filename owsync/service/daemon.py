@@ -19,6 +19,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 from .. import __version__
 from ..core.crypto import make_cipher
@@ -41,6 +42,13 @@ BUSY_RETRIES = 5  # quick retries of a session that met a busy directory, before
 INCOMING_LOCK_TIMEOUT = 0.5  # short: every wait-for cycle between nodes passes through one
 OUTGOING_LOCK_TIMEOUT = 30.0
 RESTORE_LOCK_TIMEOUT = 5.0  # a restore asked on ubus waits no longer for a session to end
+
+
+class FrontEnd(Protocol):
+    """Something started with the daemon (the ubus bridge): a thread that ends
+    on its own once ``daemon.stopping`` is set."""
+
+    def start(self) -> None: ...
 
 
 def backoff_delay(failures: int) -> float:
@@ -154,6 +162,9 @@ class Daemon:
         self.history = SessionHistory()
         # hooks called after every session; each returns the UCI packages it reloaded
         self.on_session: list[Callable[[SessionResult, str], list[str]]] = []
+        # started by start(), after the peer workers: the ubus bridge, which the
+        # layer above (cli) attaches, as it attaches its session hook
+        self.front_ends: list[FrontEnd] = []
         self._reload_requested = threading.Event()
         self._counts = (0, 0)
         self.running = False
@@ -347,7 +358,8 @@ class Daemon:
         threading.Thread(target=self._poll, name="owsync-poll", daemon=True).start()
         for w in self.workers.values():
             w.start()
-        self._start_bus()
+        for front_end in self.front_ends:
+            front_end.start()
         log.info(
             "owsync %s daemon: %s, listening on %s port %d, %d peer(s), %s",
             __version__, self.cfg.sync_dir, self.cfg.bind_host, self.cfg.port,
@@ -363,16 +375,6 @@ class Daemon:
         stop = threading.Event()
         self.watcher = Watcher(root, self.local_change, stop)
         self.watcher.start()
-
-    def _start_bus(self) -> None:
-        """The ubus object and service reloads (OpenWrt); absent bindings just log."""
-        from ..openwrt.ubus_bridge import SessionNotifier, UbusBridge
-
-        self.bus = UbusBridge(self, self.cfg.ubus_socket)
-        self.on_session.append(
-            SessionNotifier(self.bus.call, self.bus.send, lambda: self.cfg.reload_enabled)
-        )
-        self.bus.start()
 
     def _poll(self) -> None:
         """The safety net: a full sync with every peer every poll_interval."""
