@@ -160,7 +160,7 @@ def build_config(opts, uci: bool = False) -> Config:
 def make_context(cfg: Config, encrypted: bool = True):
     from .core.crypto import make_cipher
     from .core.filters import Filter
-    from .service.engine import Context
+    from .service.context import Context
 
     key = cfg.key_bytes() if encrypted else None
     return Context(
@@ -198,7 +198,7 @@ def cmd_scan(opts, args) -> int:
     from .core.filters import Filter
     from .core.protocol import record_to_wire
     from .io import database, scanner
-    from .service.engine import Context
+    from .service.context import Context
 
     if len(args) > 1:
         raise UsageError("scan takes one directory")

@@ -23,8 +23,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from ..service.context import SessionResult
 from ..service.daemon import Daemon
-from ..service.engine import SessionResult
 
 log = logging.getLogger("owsync")
 

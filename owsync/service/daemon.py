@@ -29,8 +29,9 @@ from ..core.state import Record
 from ..io import net
 from . import status
 from .config import Config, ConfigError
+from .context import Context, SessionResult
 from .control import ControlServer, handle
-from .engine import Context, SessionResult, refresh, restore, run_session
+from .engine import refresh, restore, run_session
 from .status import SessionHistory
 from .watcher import Watcher
 
