@@ -24,6 +24,7 @@ from collections import deque
 from collections.abc import Callable
 
 from ..service.context import SessionResult
+from ..service.control import versions_request
 from ..service.daemon import Daemon
 
 log = logging.getLogger("owsync")
@@ -140,7 +141,7 @@ class UbusBridge(threading.Thread):
 
     def run(self) -> None:
         try:
-            import ubus
+            import ubus  # lazy: optional binding, absent off OpenWrt
         except ImportError:
             level = logging.WARNING if self.d.cfg.reload_enabled else logging.INFO
             log.log(level, "no ubus python bindings: no ubus object, no service reloads")
@@ -265,8 +266,6 @@ class UbusBridge(threading.Thread):
 
     def _answer(self, handler, req: dict) -> None:
         """The control request's reply, its ``ok`` dropped; a failure as ``error``."""
-        from ..service.control import versions_request
-
         out = versions_request(self.d, req["method"], req)
         out.pop("ok", None)
         handler.reply(blob_safe(out))

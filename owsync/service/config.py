@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 
+from ..core.crypto import parse_key
 from ..core.peer import Peer, parse_peer
 
 DEFAULT_PORT = 4321
@@ -74,8 +75,6 @@ class Config:
 
     def key_bytes(self, environ=os.environ) -> bytes | None:
         """The AES key, or None in plain mode; ConfigError when it is missing or bad."""
-        from ..core.crypto import parse_key
-
         if self.plain_mode:
             return None
         text = self.encryption_key or environ.get("OWSYNC_KEY") or self._read_key_file()
@@ -109,7 +108,7 @@ class Config:
         db = os.path.realpath(self.database)
         path = f"{CONTROL_DIR}/{db.strip('/').replace('/', '-')}.sock"
         if len(path.encode()) > SUN_PATH_MAX:
-            import hashlib
+            import hashlib  # lazy: it loads OpenSSL (some 3 MiB), rarely needed here
 
             path = f"{CONTROL_DIR}/{hashlib.sha256(db.encode()).hexdigest()[:24]}.sock"
         return path
@@ -123,6 +122,7 @@ class Config:
         return base + ".versions"
 
     def versions_limits(self):
+        # lazy: the CLI imports this module for every command, most without the store
         from ..io.versions import Limits
 
         return Limits(self.versions_keep, self.versions_max_size, self.versions_max_age)

@@ -26,7 +26,8 @@ from ..core.crypto import make_cipher
 from ..core.filters import Filter
 from ..core.peer import Peer
 from ..core.state import Record
-from ..io import net
+from ..io import database, net
+from . import log as logsetup
 from . import status
 from .config import Config, ConfigError
 from .context import Context, SessionResult
@@ -236,8 +237,6 @@ class Daemon:
             log.warning("control_socket changed: restart owsync to use the new path")
         if cfg.sync_dir != old.sync_dir:
             self._watch(cfg.sync_dir)
-        from . import log as logsetup
-
         logsetup.set_level(cfg.log_level)
         log.info("configuration reloaded: %d peer(s)", len(self.workers))
         self.request_sync()
@@ -325,8 +324,6 @@ class Daemon:
 
     def record_counts(self) -> tuple[int, int]:
         """Files and tombstones in the database (the last known, if it cannot be read)."""
-        from ..io import database
-
         try:
             records: dict[str, Record] = database.load(self.cfg.database, set_aside=False)
         except OSError:

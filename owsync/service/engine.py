@@ -31,6 +31,7 @@ from ..io.transport import Channel, PeerClosed, PeerTimeout, Stopped
 from .context import Context, SessionResult
 from .exchange import check_time, drive_v1, drive_v2
 from .replica import Replica
+from .status import host_of
 
 log = logging.getLogger("owsync")
 
@@ -70,8 +71,6 @@ def run_session(
     )
     replica = Replica(ctx)
     if not initiator:  # an incoming peer's port is ephemeral: its address names it
-        from .status import host_of
-
         replica.peer_label = host_of(peer)
     machine = Session(replica.accepts, ctx.max_file_size)
     try:
