@@ -194,6 +194,7 @@ def transcript(initiator_hello: bytes, responder_hello: bytes) -> bytes:
 
 def derive_keys(psk: bytes, nonce_i: bytes, nonce_r: bytes, t: bytes) -> tuple[bytes, bytes]:
     """(k_i2r, k_r2i): HKDF-SHA256 of the PSK, salted with both nonces, bound to T."""
+    # lazy: plain mode and the CLI's other commands do not load cryptography
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
@@ -233,7 +234,7 @@ def frame_nonce(counter: int) -> bytes:
 def _aead(key: bytes | None):
     if key is None:
         return None
-    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # lazy: as in derive_keys
 
     if len(key) != 32:
         raise ValueError("AES-256-GCM needs a 32-byte key")
@@ -328,7 +329,7 @@ class FrameReader:
         self._aead = _aead(key)
         self._over = TAG if self._aead is not None else 0
         if self._aead is not None:
-            from cryptography.exceptions import InvalidTag
+            from cryptography.exceptions import InvalidTag  # lazy: as in derive_keys
 
             self._invalid_tag = InvalidTag
         self._buf = bytearray()

@@ -53,7 +53,7 @@ def syncfs(fds) -> None:
 
 def _load_syncfs():
     try:
-        import ctypes
+        import ctypes  # lazy: loaded once, only where syncfs(2) is looked up
 
         fn = ctypes.CDLL(None, use_errno=True).syncfs
     except (OSError, AttributeError):

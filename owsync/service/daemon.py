@@ -19,16 +19,20 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 from .. import __version__
 from ..core.crypto import make_cipher
 from ..core.filters import Filter
+from ..core.peer import Peer
 from ..core.state import Record
-from ..io import net
+from ..io import database, net
+from . import log as logsetup
 from . import status
-from .config import Config, ConfigError, Peer
+from .config import Config, ConfigError
+from .context import Context, SessionResult
 from .control import ControlServer, handle
-from .engine import Context, SessionResult, restore, run_session
+from .engine import restore, run_session
 from .live import LocalNode, Mesh
 from .status import SessionHistory
 from .watcher import Watcher
@@ -41,6 +45,13 @@ BUSY_RETRIES = 5  # quick retries of a session that met a busy directory, before
 INCOMING_LOCK_TIMEOUT = 0.5  # short: every wait-for cycle between nodes passes through one
 OUTGOING_LOCK_TIMEOUT = 30.0
 RESTORE_LOCK_TIMEOUT = 5.0  # a restore asked on ubus waits no longer for a session to end
+
+
+class FrontEnd(Protocol):
+    """Something started with the daemon (the ubus bridge): a thread that ends
+    on its own once ``daemon.stopping`` is set."""
+
+    def start(self) -> None: ...
 
 
 def backoff_delay(failures: int) -> float:
@@ -188,6 +199,9 @@ class Daemon:
         self.history = SessionHistory()
         # hooks called after every session; each returns the UCI packages it reloaded
         self.on_session: list[Callable[[SessionResult, str], list[str]]] = []
+        # started by start(), after the peer workers: the ubus bridge, which the
+        # layer above (cli) attaches, as it attaches its session hook
+        self.front_ends: list[FrontEnd] = []
         self._reload_requested = threading.Event()
         self._counts = (0, 0)
         self.running = False
@@ -264,8 +278,6 @@ class Daemon:
             log.warning("control_socket changed: restart owsync to use the new path")
         if cfg.sync_dir != old.sync_dir:
             self._watch(cfg.sync_dir)
-        from . import log as logsetup
-
         logsetup.set_level(cfg.log_level)
         log.info("configuration reloaded: %d peer(s)", len(self.workers))
         # the links work with the configuration they started with: start them again
@@ -409,8 +421,6 @@ class Daemon:
 
     def record_counts(self) -> tuple[int, int]:
         """Files and tombstones in the database (the last known, if it cannot be read)."""
-        from ..io import database
-
         try:
             records: dict[str, Record] = database.load(self.cfg.database, set_aside=False)
         except OSError:
@@ -447,7 +457,8 @@ class Daemon:
             log.warning("initial scan failed: %s", exc)
         for w in self.workers.values():
             w.start()
-        self._start_bus()
+        for front_end in self.front_ends:
+            front_end.start()
         log.info(
             "owsync %s daemon: %s, listening on %s port %d, %d peer(s), %s",
             __version__, self.cfg.sync_dir, self.cfg.bind_host, self.cfg.port,
@@ -463,16 +474,6 @@ class Daemon:
         stop = threading.Event()
         self.watcher = Watcher(root, self.local_change, stop)
         self.watcher.start()
-
-    def _start_bus(self) -> None:
-        """The ubus object and service reloads (OpenWrt); absent bindings just log."""
-        from ..openwrt.ubus_bridge import SessionNotifier, UbusBridge
-
-        self.bus = UbusBridge(self, self.cfg.ubus_socket)
-        self.on_session.append(
-            SessionNotifier(self.bus.call, self.bus.send, lambda: self.cfg.reload_enabled)
-        )
-        self.bus.start()
 
     def _poll(self) -> None:
         """The safety net: a full sync with every peer every poll_interval (a

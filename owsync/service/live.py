@@ -34,7 +34,7 @@ from ..core.state import Record
 from ..io import database
 from ..io.syncdir import LocalChanged, Staged, SyncDir, UnsafePath
 from ..io.transport import Channel, PeerClosed, PeerTimeout, Stopped
-from .engine import SessionResult
+from .context import SessionResult
 from .replica import Replica, apply_deletions, skipped
 
 log = logging.getLogger("owsync")

@@ -11,16 +11,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from typing import TYPE_CHECKING
 
 from ..core.paths import is_hidden, path_problem
 from ..core.state import Record, deleted_by_peer, received
 from ..io import database, scanner
 from ..io.syncdir import LocalChanged, Staged, SyncDir, UnsafePath, is_temp_name, signature
 from ..io.versions import VersionStore
-
-if TYPE_CHECKING:
-    from .engine import Context, SessionResult
+from .context import Context, SessionResult
 
 log = logging.getLogger("owsync")
 

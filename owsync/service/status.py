@@ -14,6 +14,7 @@ import time
 from collections import deque
 
 from .. import __version__
+from .versions_view import recent_conflicts
 
 HISTORY = 50  # sessions kept for "recent activity"
 MAX_PATHS = 20  # paths kept per session and per kind (arrived, removed)
@@ -174,8 +175,6 @@ def snapshot(d) -> dict:
 
 def _conflicts(cfg) -> list[dict]:
     """Recent writes made here that lost to a peer's (kept in the version store)."""
-    from .versions_view import recent_conflicts
-
     try:
         return recent_conflicts(cfg)
     except OSError:
