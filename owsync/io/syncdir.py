@@ -25,6 +25,7 @@ import stat
 
 from ..core.paths import path_problem
 from ..core.state import Signature
+from . import faults
 
 TMP_PREFIX = ".owsync-"
 TMP_SUFFIX = ".tmp"
@@ -41,13 +42,15 @@ def have_syncfs() -> bool:
     return bool(_syncfs)
 
 
-def syncfs(fds) -> None:
+def syncfs(fds, point: str) -> None:
     """Make everything written on the file systems of ``fds`` durable: one
-    syncfs(2) per file system (a subdirectory may be a mount point of another)."""
+    syncfs(2) per file system (a subdirectory may be a mount point of another);
+    ``point`` names the call for the tests' crash points (:mod:`.faults`)."""
     seen: dict[int, int] = {}
     for fd in fds:
         seen.setdefault(os.fstat(fd).st_dev, fd)
     for fd in seen.values():
+        faults.point(point)
         _syncfs(fd)
 
 
@@ -133,6 +136,7 @@ class SyncDir:
             except FileNotFoundError:
                 if not create:
                     raise
+                faults.point("syncdir.mkdir")
                 os.mkdir(name, 0o755, dir_fd=parent)
                 self._dirty.add(parent_rel)
                 fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
@@ -217,6 +221,7 @@ class SyncDir:
         self._check_unchanged(dfd, name, path, expect)
         tmp = f"{TMP_PREFIX}{os.urandom(6).hex()}{TMP_SUFFIX}"
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        faults.point("syncdir.create.temp")
         tfd = os.open(tmp, flags, 0o600, dir_fd=dfd)
         self._dirty.add(parent)
         return Staged(path, dfd, name, tmp, tfd, expect, 0)
@@ -226,13 +231,16 @@ class SyncDir:
         view = memoryview(data)
         staged.size += len(view)
         while view:
+            faults.point("syncdir.write.temp")
             view = view[os.write(staged.fd, view) :]
 
     def finish_stage(self, staged: Staged, mode: int, mtime_ms: int) -> None:
         """Give a staged file its mode and mtime; it then waits for commit()."""
         try:
+            faults.point("syncdir.chmod.temp")
             os.fchmod(staged.fd, mode & 0o777)
             ns = mtime_ms * 1_000_000
+            faults.point("syncdir.utime.temp")
             os.utime(staged.fd, ns=(ns, ns))
             if self.by_fs:
                 os.close(staged.fd)
@@ -250,9 +258,10 @@ class SyncDir:
         """
         try:
             if self.by_fs:
-                syncfs([s.dir_fd for s in batch])
+                syncfs([s.dir_fd for s in batch], "syncdir.syncfs.batch")
             else:
                 for s in batch:
+                    faults.point("syncdir.fsync.temp")
                     os.fsync(s.fd)
         except BaseException:
             self.discard(batch)
@@ -265,6 +274,7 @@ class SyncDir:
             try:
                 self._check_in_place(s.path.rpartition("/")[0], s.path)
                 self._check_unchanged(s.dir_fd, s.name, s.path, s.expect)
+                faults.point("syncdir.rename")
                 os.rename(s.tmp, s.name, src_dir_fd=s.dir_fd, dst_dir_fd=s.dir_fd)
                 out.append(os.lstat(s.name, dir_fd=s.dir_fd))
             except (LocalChanged, UnsafePath) as exc:
@@ -283,6 +293,7 @@ class SyncDir:
             self._unlink_tmp(s)
 
     def _unlink_tmp(self, s: Staged) -> None:
+        faults.point("syncdir.unlink.temp")
         with contextlib.suppress(OSError):
             os.unlink(s.tmp, dir_fd=s.dir_fd)
 
@@ -303,6 +314,7 @@ class SyncDir:
             return False
         self._check_unchanged(dfd, name, path, expect)
         try:
+            faults.point("syncdir.unlink.deleted")
             os.unlink(name, dir_fd=dfd)
         except FileNotFoundError:
             return False
@@ -326,9 +338,10 @@ class SyncDir:
         dirty, self._dirty = self._dirty, set()
         fds = [self._fds[rel] for rel in sorted(dirty) if rel in self._fds]
         if self.by_fs:
-            syncfs(fds)
+            syncfs(fds, "syncdir.syncfs.dirs")
         else:
             for fd in fds:
+                faults.point("syncdir.fsync.dir")
                 os.fsync(fd)
 
     def remove_stale_temps(self, names: list[str]) -> None:
@@ -338,4 +351,6 @@ class SyncDir:
             if not is_temp_name(name):
                 continue
             with contextlib.suppress(OSError, UnsafePath):
-                os.unlink(name, dir_fd=self._dir(parent, create=False))
+                dfd = self._dir(parent, create=False)
+                faults.point("syncdir.unlink.stale")
+                os.unlink(name, dir_fd=dfd)
