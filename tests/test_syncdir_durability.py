@@ -1,11 +1,14 @@
 """How received files are made durable (owsync/syncdir.py): one syncfs(2) per file
 system for a whole batch where Linux has it, an fsync per file and directory where
 not.  Real files on the test's file system; the calls are counted by wrapping the
-real ones, which still run.  The one stand-in: a syncfs that fails with EIO, which
-a healthy disk cannot be made to do here."""
+real ones, which still run.  The stand-ins: a syncfs that fails with EIO, which
+a healthy disk cannot be made to do here, and a renameat2 refused as on a file
+system without its flags (jffs2) or a kernel without it, which this one is not."""
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
 import stat
 
@@ -84,3 +87,33 @@ def test_a_failing_sync_discards_the_whole_batch(tmp_path, monkeypatch):
             d.commit(batch)
     # nothing renamed into place before it was durable, and no temp file left
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+
+
+@pytest.mark.parametrize("errno_", [errno.EINVAL, errno.ENOSYS])
+def test_without_renameat2_a_received_file_still_goes_in_place(tmp_path, monkeypatch, caplog,
+                                                               errno_):  # fmt: skip
+    """A file system that refuses RENAME_EXCHANGE or RENAME_NOREPLACE (jffs2 has
+    no exchange), or a kernel without renameat2: the check and a plain rename,
+    as before; said once, not once per file."""
+    calls = []
+
+    def refused(fd, src, dst, flags):
+        calls.append(flags)
+        raise OSError(errno_, os.strerror(errno_))
+
+    monkeypatch.setattr(syncdir, "_renameat2", refused)
+    monkeypatch.setattr(syncdir, "_refused", set())
+    caplog.set_level(logging.INFO, logger="owsync")
+    (tmp_path / "old").write_bytes(b"old")
+    with SyncDir(str(tmp_path)) as d:
+        expect = syncdir.signature(os.lstat(tmp_path / "old"))
+        for i in range(3):
+            d.commit([d.stage(f"new{i}", b"new %d" % i, 0o644, 1_700_000_000_000, None)])
+        (res,) = d.commit([d.stage("old", b"replaced", 0o644, 1_700_000_000_000, expect)])
+    assert not isinstance(res, Exception)
+    assert (tmp_path / "old").read_bytes() == b"replaced"
+    assert (tmp_path / "new2").read_bytes() == b"new 2"
+    assert calls == [syncdir.RENAME_NOREPLACE, syncdir.RENAME_EXCHANGE]
+    said = [r for r in caplog.records if "renameat2" in r.getMessage()]
+    assert len(said) == 2  # once per flag
+    assert not [p for p in tmp_path.iterdir() if syncdir.is_temp_name(p.name)]

@@ -28,6 +28,11 @@ class Record(_RecordBase):
     ``mtime``, milliseconds since the epoch of the write; ``size``; ``mode``
     (permission bits); ``deleted``; ``sig``, the scanner's Signature of the
     file, local only and never on the wire.
+
+    A tombstone with a ``sig`` is a deletion under way: a peer's, recorded
+    before its file (with that signature) is removed, so that a crash in
+    between neither takes the missing file for a deletion made here nor the
+    file still there for a re-creation (see :func:`pending_deletion`).
     """
 
     __slots__ = ()
@@ -84,7 +89,8 @@ def reconcile(
             continue
         if rec.deleted:
             if now_ms - rec.mtime <= TOMBSTONE_TTL_MS:
-                out[path] = rec
+                # a deletion under way whose file is gone is done
+                out[path] = rec if rec.sig is None else rec._replace(sig=None)
         elif path in keep or not in_scope(path):
             out[path] = rec
         else:
@@ -105,6 +111,14 @@ def deleted_by_peer(local: Record, remote: Record) -> Record:
     (as 1.2.0 does) makes a deletion look newer than a later re-creation.
     """
     return tombstone(local, remote.mtime)
+
+
+def pending_deletion(local: Record, remote: Record) -> Record:
+    """The peer's tombstone, recorded before its file is removed: it carries
+    the signature of the file to remove.  The scanner completes it when it
+    finds that very file (the removal never happened), and takes any other
+    file there for a re-creation made after it."""
+    return deleted_by_peer(local, remote)._replace(sig=local.sig)
 
 
 # --- database format (owsync 1.2.0's JSON, plus our own "sig") ----------------
@@ -154,16 +168,16 @@ def loads_db_root(data: bytes) -> tuple[dict[str, Record], str | None]:
             raise TypeError("files is not an object")
         out = {}
         for path, e in files.items():
-            if e["deleted"]:
+            sig = e.get("sig")
+            if sig is not None:
+                sig = tuple(map(int, sig)) if len(sig) == 4 else None
+            if e["deleted"]:  # with a sig: a deletion under way
                 out[path] = Record(path, None, int(e["mtime"]), int(e["size"]),
-                                   int(e["mode"]) & 0o777, True, None)  # fmt: skip
+                                   int(e["mode"]) & 0o777, True, sig)  # fmt: skip
                 continue
             h = e["hash"]
             if type(h) is not str or len(h) != 64:
                 raise ValueError(f"bad hash for {path!r}")
-            sig = e.get("sig")
-            if sig is not None:
-                sig = tuple(map(int, sig)) if len(sig) == 4 else None
             out[path] = Record(path, h, int(e["mtime"]), int(e["size"]),
                                int(e["mode"]) & 0o777, False, sig)  # fmt: skip
         return out, root

@@ -15,6 +15,7 @@ import os
 import time
 
 from ..core.state import CorruptDatabase, Record, dumps_db, loads_db_root
+from . import faults
 
 log = logging.getLogger("owsync")
 
@@ -49,6 +50,7 @@ def load(db_path: str, set_aside: bool = True, root: str | None = None) -> dict[
         log.error("database %s is corrupt (%s); set aside as %s.corrupt and rebuilt from a scan",
                   db_path, exc, db_path)  # fmt: skip
         with contextlib.suppress(OSError):
+            faults.point("database.rename.corrupt")
             os.replace(db_path, db_path + ".corrupt")
         return {}
     if root is not None and described is not None and described != root:
@@ -58,22 +60,35 @@ def load(db_path: str, set_aside: bool = True, root: str | None = None) -> dict[
     return records
 
 
-def write_file(path: str, tmp: str, data: bytes, fsync: bool = True, exclusive: bool = False):
+def write_file(
+    path: str,
+    tmp: str,
+    data: bytes,
+    fsync: bool = True,
+    exclusive: bool = False,
+    points: str = "database.{}",
+):
     """Write ``data`` to ``tmp`` (fsynced unless told not to), then rename it to
     ``path``; on any failure the temp file is removed and ``path`` untouched.
-    ``exclusive``: ``tmp`` is a fresh name that must not exist yet."""
+    ``exclusive``: ``tmp`` is a fresh name that must not exist yet.  ``points``
+    names the calls for the tests' crash points (:mod:`.faults`), ``{}`` the
+    operation."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
     flags |= os.O_EXCL if exclusive else os.O_TRUNC
+    faults.point(points.format("create"))
     fd = os.open(tmp, flags, 0o600)
     try:
         try:
             view = memoryview(data)
             while view:
+                faults.point(points.format("write"))
                 view = view[os.write(fd, view) :]
             if fsync:
+                faults.point(points.format("fsync"))
                 os.fsync(fd)
         finally:
             os.close(fd)
+        faults.point(points.format("rename"))
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -81,11 +96,12 @@ def write_file(path: str, tmp: str, data: bytes, fsync: bool = True, exclusive: 
         raise
 
 
-def fsync_dir(path: str) -> None:
+def fsync_dir(path: str, point: str = "database.fsync_dir") -> None:
     """Make a directory's entries durable (a missing directory has none)."""
     with contextlib.suppress(FileNotFoundError):
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
+            faults.point(point)
             os.fsync(fd)
         finally:
             os.close(fd)

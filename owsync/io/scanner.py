@@ -4,6 +4,11 @@ Regular files only; symlinks are neither followed nor recorded.  A file
 whose size, mtime, ctime and inode are what the last scan saw keeps its hash
 without being read again.  owsync's own files (database, lock, temp files)
 and hidden paths are skipped.
+
+A peer's deletion is recorded before its file is removed (a tombstone that
+carries the file's signature): a scan that finds that very file still there
+keeps the tombstone and lists the path in ``unfinished``, for the writer to
+remove it (:func:`finish_deletions`); any other file there is a re-creation.
 """
 
 from __future__ import annotations
@@ -16,18 +21,19 @@ from collections.abc import Callable
 
 from ..core.paths import is_hidden, path_problem
 from ..core.state import Record, observe_file, reconcile
-from .syncdir import is_temp_name, signature
+from .syncdir import LocalChanged, SyncDir, UnsafePath, is_temp_name, signature
 
 log = logging.getLogger("owsync")
 
 
 class ScanResult:
-    __slots__ = ("records", "hashed", "stale_temps")
+    __slots__ = ("records", "hashed", "stale_temps", "unfinished")
 
     def __init__(self) -> None:
         self.records: dict[str, Record] = {}
         self.hashed = 0  # files read and hashed this time
         self.stale_temps: list[str] = []  # temp files left by an interrupted run
+        self.unfinished: list[str] = []  # files of deletions an interrupted run recorded
 
 
 def hash_file(path: str) -> tuple[str, os.stat_result] | None:
@@ -92,8 +98,10 @@ def scan(
                 except OSError:
                     continue
                 sig = signature(st)
-                if prev is not None and not prev.deleted and prev.sig == sig:
+                if prev is not None and prev.sig == sig:
                     seen[rel] = prev
+                    if prev.deleted:  # its removal never happened
+                        result.unfinished.append(rel)
                     continue
                 if path_problem(rel):
                     log.warning("skipping %r: name cannot be synced", rel)
@@ -166,6 +174,9 @@ def scan_paths(
                        inner, now_ms)  # fmt: skip
             seen.update((f"{rel}/{p}", r._replace(path=f"{rel}/{p}"))
                         for p, r in sub.records.items() if not r.deleted)  # fmt: skip
+            for p in sub.unfinished:
+                seen[f"{rel}/{p}"] = sub.records[p]._replace(path=f"{rel}/{p}")
+                result.unfinished.append(f"{rel}/{p}")
             result.hashed += sub.hashed
             result.stale_temps += [f"{rel}/{p}" for p in sub.stale_temps]
             gone.append(rel)  # what was known under it and is not seen now
@@ -178,8 +189,10 @@ def scan_paths(
             continue
         prev = records.get(rel)
         sig = signature(st)
-        if prev is not None and not prev.deleted and prev.sig == sig:
+        if prev is not None and prev.sig == sig:
             seen[rel] = prev
+            if prev.deleted:  # a deletion under way: its removal never happened
+                result.unfinished.append(rel)
             continue
         hashed = hash_file(full)
         if hashed is None:
@@ -209,3 +222,18 @@ def _under(records: dict[str, Record], rel: str) -> dict[str, Record]:
     prefix = rel + "/"
     n = len(prefix)
     return {p[n:]: r._replace(path=p[n:]) for p, r in records.items() if p.startswith(prefix)}
+def finish_deletions(sdir: SyncDir, result: ScanResult) -> None:
+    """Remove the files of the deletions a crash interrupted (``unfinished``):
+    their tombstones are then plain ones.  A file written meanwhile stays, its
+    tombstone still marked: the next scan takes it for a re-creation."""
+    for path in result.unfinished:
+        rec = result.records[path]
+        try:
+            sdir.delete(path, rec.sig)
+        except LocalChanged as exc:
+            log.info("not deleting %s: %s", path, exc)
+            continue
+        except (UnsafePath, OSError) as exc:
+            log.warning("not deleting %s: %s", path, getattr(exc, "strerror", None) or exc)
+            continue
+        result.records[path] = rec._replace(sig=None)

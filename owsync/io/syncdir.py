@@ -14,17 +14,30 @@ then made durable and renamed into place with its mode and mtime
 makes a whole batch durable: one journal commit and one cache flush, where
 an fsync per file costs one each (bench/disk_bench.py).  Elsewhere, every
 file and directory is fsynced.
+
+A received file never overwrites a local write made since the scan.  The
+file is checked just before it goes in place, and where Linux's renameat2(2)
+is there, the rename itself closes the moment between that check and the
+rename: a new file goes in place with RENAME_NOREPLACE (a local file created
+meanwhile stays), a replaced one with RENAME_EXCHANGE, after which what was
+swapped out must still be the file the scan saw, or it is swapped back.
+Where a file system refuses these flags (jffs2 has no RENAME_EXCHANGE), a
+plain rename follows the check, as everywhere without renameat2.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import stat
 
 from ..core.paths import path_problem
 from ..core.state import Signature
+from . import faults
+
+log = logging.getLogger("owsync")
 
 TMP_PREFIX = ".owsync-"
 TMP_SUFFIX = ".tmp"
@@ -41,13 +54,15 @@ def have_syncfs() -> bool:
     return bool(_syncfs)
 
 
-def syncfs(fds) -> None:
+def syncfs(fds, point: str) -> None:
     """Make everything written on the file systems of ``fds`` durable: one
-    syncfs(2) per file system (a subdirectory may be a mount point of another)."""
+    syncfs(2) per file system (a subdirectory may be a mount point of another);
+    ``point`` names the call for the tests' crash points (:mod:`.faults`)."""
     seen: dict[int, int] = {}
     for fd in fds:
         seen.setdefault(os.fstat(fd).st_dev, fd)
     for fd in seen.values():
+        faults.point(point)
         _syncfs(fd)
 
 
@@ -63,6 +78,66 @@ def _load_syncfs():
 
     def call(fd: int) -> None:
         if fn(fd) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err))
+
+    return call
+
+
+RENAME_NOREPLACE = 1
+RENAME_EXCHANGE = 2
+# renameat2's number where libc lacks the function (glibc < 2.28, musl < 1.2.5):
+# (machine, pointer size) -> number, only where that pair tells the ABI
+_RENAMEAT2_NR = {
+    ("x86_64", 8): 316,
+    ("aarch64", 8): 276,
+    ("riscv64", 8): 276,
+    ("aarch64", 4): 382,  # 32-bit ARM userland on a 64-bit kernel
+    ("mips", 4): 4351,  # o32, as OpenWrt builds it
+    **{(m, 4): 353 for m in ("i386", "i486", "i586", "i686")},
+    **{(m, 4): 382 for m in ("armv5tel", "armv6l", "armv7l", "armv8l")},
+}
+_renameat2 = None  # loaded on first use, as syncfs
+_refused: set[int] = set()  # renameat2 flags this system refused (logged once)
+
+
+def renameat2(dir_fd: int, src: str, dst: str, flags: int) -> None:
+    """renameat2(2) within one directory; OSError(ENOSYS) where it is missing."""
+    global _renameat2
+    if _renameat2 is None:
+        _renameat2 = _load_renameat2() or False
+    if not _renameat2:
+        raise OSError(errno.ENOSYS, "renameat2 is not available")
+    _renameat2(dir_fd, os.fsencode(src), os.fsencode(dst), flags)
+
+
+def _load_renameat2():
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+    fn = getattr(libc, "renameat2", None)
+    if fn is not None:
+        fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+        fn.restype = ctypes.c_int
+
+        def raw(fd, src, dst, flags):
+            return fn(fd, src, fd, dst, flags)
+    else:
+        nr = _RENAMEAT2_NR.get((os.uname().machine, ctypes.sizeof(ctypes.c_void_p)))
+        if nr is None:
+            return None
+        syscall = libc.syscall
+        syscall.restype = ctypes.c_long
+
+        def raw(fd, src, dst, flags):
+            args = (ctypes.c_int(fd), ctypes.c_char_p(src), ctypes.c_int(fd), ctypes.c_char_p(dst))
+            return syscall(ctypes.c_long(nr), *args, ctypes.c_uint(flags))
+
+    def call(fd: int, src: bytes, dst: bytes, flags: int) -> None:
+        if raw(fd, src, dst, flags) != 0:
             err = ctypes.get_errno()
             raise OSError(err, os.strerror(err))
 
@@ -133,6 +208,7 @@ class SyncDir:
             except FileNotFoundError:
                 if not create:
                     raise
+                faults.point("syncdir.mkdir")
                 os.mkdir(name, 0o755, dir_fd=parent)
                 self._dirty.add(parent_rel)
                 fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
@@ -217,6 +293,7 @@ class SyncDir:
         self._check_unchanged(dfd, name, path, expect)
         tmp = f"{TMP_PREFIX}{os.urandom(6).hex()}{TMP_SUFFIX}"
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        faults.point("syncdir.create.temp")
         tfd = os.open(tmp, flags, 0o600, dir_fd=dfd)
         self._dirty.add(parent)
         return Staged(path, dfd, name, tmp, tfd, expect, 0)
@@ -226,13 +303,16 @@ class SyncDir:
         view = memoryview(data)
         staged.size += len(view)
         while view:
+            faults.point("syncdir.write.temp")
             view = view[os.write(staged.fd, view) :]
 
     def finish_stage(self, staged: Staged, mode: int, mtime_ms: int) -> None:
         """Give a staged file its mode and mtime; it then waits for commit()."""
         try:
+            faults.point("syncdir.chmod.temp")
             os.fchmod(staged.fd, mode & 0o777)
             ns = mtime_ms * 1_000_000
+            faults.point("syncdir.utime.temp")
             os.utime(staged.fd, ns=(ns, ns))
             if self.by_fs:
                 os.close(staged.fd)
@@ -250,9 +330,10 @@ class SyncDir:
         """
         try:
             if self.by_fs:
-                syncfs([s.dir_fd for s in batch])
+                syncfs([s.dir_fd for s in batch], "syncdir.syncfs.batch")
             else:
                 for s in batch:
+                    faults.point("syncdir.fsync.temp")
                     os.fsync(s.fd)
         except BaseException:
             self.discard(batch)
@@ -265,7 +346,7 @@ class SyncDir:
             try:
                 self._check_in_place(s.path.rpartition("/")[0], s.path)
                 self._check_unchanged(s.dir_fd, s.name, s.path, s.expect)
-                os.rename(s.tmp, s.name, src_dir_fd=s.dir_fd, dst_dir_fd=s.dir_fd)
+                self._put_in_place(s)
                 out.append(os.lstat(s.name, dir_fd=s.dir_fd))
             except (LocalChanged, UnsafePath) as exc:
                 self._unlink_tmp(s)
@@ -275,6 +356,55 @@ class SyncDir:
                 raise
         return out
 
+    def _put_in_place(self, s: Staged) -> None:
+        """Rename a checked staged file into place, unless a local write got
+        there since the check (LocalChanged, UnsafePath; the temp file is then
+        the caller's to remove)."""
+        flag = RENAME_NOREPLACE if s.expect is None else RENAME_EXCHANGE
+        if flag in _refused:
+            faults.point("syncdir.rename")
+            os.rename(s.tmp, s.name, src_dir_fd=s.dir_fd, dst_dir_fd=s.dir_fd)
+            return
+        try:
+            if flag == RENAME_NOREPLACE:
+                faults.point("syncdir.rename.noreplace")
+            else:
+                faults.point("syncdir.rename.exchange")
+            renameat2(s.dir_fd, s.tmp, s.name, flag)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+                _refused.add(flag)
+                log.info("renameat2 %s: %s; a local write made while a received file"
+                         " goes in place may be overwritten",
+                         "RENAME_NOREPLACE" if flag == RENAME_NOREPLACE else "RENAME_EXCHANGE",
+                         exc.strerror)  # fmt: skip
+                self._put_in_place(s)
+                return
+            if exc.errno == errno.EEXIST:  # created here since the check
+                self._check_unchanged(s.dir_fd, s.name, s.path, None)
+                raise LocalChanged(f"{s.path!r} changed locally during the session") from None
+            if exc.errno == errno.ENOENT and flag == RENAME_EXCHANGE:
+                raise LocalChanged(f"{s.path!r} vanished locally during the session") from None
+            raise
+        if flag == RENAME_NOREPLACE:
+            return
+        # Swapped out: the file the check saw, unless a write raced in.  The
+        # exchange changed its ctime, so the rest of its signature tells.
+        old = os.lstat(s.tmp, dir_fd=s.dir_fd)
+        size, mtime_ns, _, ino = s.expect
+        if stat.S_ISREG(old.st_mode) and (old.st_size, old.st_mtime_ns, old.st_ino) == (
+            size, mtime_ns, ino
+        ):  # fmt: skip
+            faults.point("syncdir.unlink.replaced")
+            with contextlib.suppress(OSError):  # else a stale temp, removed next time
+                os.unlink(s.tmp, dir_fd=s.dir_fd)
+            return
+        faults.point("syncdir.rename.back")
+        renameat2(s.dir_fd, s.tmp, s.name, RENAME_EXCHANGE)
+        if not stat.S_ISREG(old.st_mode):
+            raise UnsafePath(f"{s.path!r} exists locally and is not a regular file")
+        raise LocalChanged(f"{s.path!r} changed locally during the session")
+
     def discard(self, batch: list[Staged]) -> None:
         for s in batch:
             if s.fd >= 0:
@@ -283,6 +413,7 @@ class SyncDir:
             self._unlink_tmp(s)
 
     def _unlink_tmp(self, s: Staged) -> None:
+        faults.point("syncdir.unlink.temp")
         with contextlib.suppress(OSError):
             os.unlink(s.tmp, dir_fd=s.dir_fd)
 
@@ -303,6 +434,7 @@ class SyncDir:
             return False
         self._check_unchanged(dfd, name, path, expect)
         try:
+            faults.point("syncdir.unlink.deleted")
             os.unlink(name, dir_fd=dfd)
         except FileNotFoundError:
             return False
@@ -326,9 +458,10 @@ class SyncDir:
         dirty, self._dirty = self._dirty, set()
         fds = [self._fds[rel] for rel in sorted(dirty) if rel in self._fds]
         if self.by_fs:
-            syncfs(fds)
+            syncfs(fds, "syncdir.syncfs.dirs")
         else:
             for fd in fds:
+                faults.point("syncdir.fsync.dir")
                 os.fsync(fd)
 
     def remove_stale_temps(self, names: list[str]) -> None:
@@ -338,4 +471,6 @@ class SyncDir:
             if not is_temp_name(name):
                 continue
             with contextlib.suppress(OSError, UnsafePath):
-                os.unlink(name, dir_fd=self._dir(parent, create=False))
+                dfd = self._dir(parent, create=False)
+                faults.point("syncdir.unlink.stale")
+                os.unlink(name, dir_fd=dfd)

@@ -33,6 +33,7 @@ import logging
 import os
 import time
 
+from . import faults
 from .database import fsync_dir, write_file
 from .syncdir import have_syncfs, syncfs
 
@@ -190,6 +191,7 @@ class VersionStore:
                     if e.name.startswith(_TMP):
                         if tidy:
                             with contextlib.suppress(OSError):
+                                faults.point("versions.unlink.temp")
                                 os.unlink(e.path)  # a write a crash interrupted
                     elif e.is_file(follow_symlinks=False):
                         self.sizes[e.name] = e.stat(follow_symlinks=False).st_size
@@ -219,10 +221,12 @@ class VersionStore:
         path = self._object(digest)
         parent = os.path.dirname(path)
         if parent not in self._dirs_made:
+            faults.point("versions.mkdir.objects")
             os.makedirs(parent, mode=0o700, exist_ok=True)
             self._dirs_made.add(parent)
         tmp = os.path.join(parent, f"{_TMP}{os.urandom(6).hex()}")
-        write_file(path, tmp, data, fsync=not self.by_fs, exclusive=True)
+        write_file(path, tmp, data, fsync=not self.by_fs, exclusive=True,
+                   points="versions.{}.object")  # fmt: skip
         self._dirty_dirs.add(parent)
         self.sizes[digest] = len(data)
         self.stored += len(data)
@@ -339,6 +343,7 @@ class VersionStore:
         )
         if len(self.versions) < before:
             log.debug("version store: %d version(s) pruned", before - len(self.versions))
+        faults.point("versions.mkdir.store")
         os.makedirs(self.dir, mode=0o700, exist_ok=True)
         unwritten, self._unwritten, self._unwritten_bytes = self._unwritten, {}, 0
         for v in self.versions:
@@ -351,8 +356,8 @@ class VersionStore:
             separators=(",", ":"),
         ).encode()
         index = os.path.join(self.dir, "index.json")
-        write_file(index, index + ".tmp", data)
-        fsync_dir(self.dir)
+        write_file(index, index + ".tmp", data, points="versions.{}.index")
+        fsync_dir(self.dir, "versions.fsync_dir.index")
         self.changed = self.fresh = False
         if collect:
             self.collect()
@@ -366,18 +371,19 @@ class VersionStore:
         if self.by_fs:
             fd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             try:
-                syncfs([fd])
+                syncfs([fd], "versions.syncfs.objects")
             finally:
                 os.close(fd)
             return
         for d in dirs:
-            fsync_dir(d)
+            fsync_dir(d, "versions.fsync_dir.objects")
 
     def collect(self) -> None:
         """Remove the contents no version or base names."""
         live = {v["hash"] for v in self.versions} | {b[0] for b in self.bases.values() if b[2]}
         for digest in [h for h in self.sizes if h not in live]:
             with contextlib.suppress(OSError):
+                faults.point("versions.unlink.object")
                 os.unlink(self._object(digest))
             self.stored -= self.sizes.pop(digest)
 

@@ -13,7 +13,7 @@ import logging
 import os
 
 from ..core.paths import is_hidden, path_problem
-from ..core.state import Record, deleted_by_peer, received
+from ..core.state import Record, deleted_by_peer, pending_deletion, received
 from ..io import database, scanner
 from ..io.syncdir import LocalChanged, Staged, SyncDir, UnsafePath, is_temp_name, signature
 from ..io.versions import VersionStore
@@ -113,6 +113,8 @@ class Replica:
             now_ms = self.now_ms()
             if res.stale_temps:
                 self.dir.remove_stale_temps(res.stale_temps)
+            if res.unfinished:
+                scanner.finish_deletions(self.dir, res)
             self.store = self.ctx.open_store()
             if self.store is not None:
                 track_local_changes(self, loaded, res.records, now_ms)
@@ -274,28 +276,35 @@ def skipped(action: str, exc: Exception) -> None:
 
 
 def apply_deletions(replica: Replica, deletions: list[Record], result: SessionResult) -> None:
-    if replica.store is not None and deletions:
+    if not deletions:
+        return
+    if replica.store is not None:
         for remote in deletions:
             replica.keep_local(remote.path, "deleted", result)
         replica.store.save(replica.now_ms(), collect=False)  # durable before anything is removed
+    # Write-ahead: the peer's tombstones are saved before any file is removed,
+    # each marked with the signature of its file (pending_deletion).  Killed
+    # after an unlink, the node would otherwise find the file gone, take that
+    # for a deletion of its own stamped at its restart, and delete a
+    # re-creation made meanwhile; killed before, its next scan completes it.
+    before = {remote.path: replica.records[remote.path] for remote in deletions}
     for remote in deletions:
-        local = replica.records[remote.path]
+        replica.records[remote.path] = pending_deletion(before[remote.path], remote)
+    database.save(replica.ctx.db_path, replica.records, replica.root)
+    for remote in deletions:
+        local = before[remote.path]
         try:
             replica.dir.delete(remote.path, local.sig)
         except (LocalChanged, UnsafePath) as exc:
             skipped("deleting", exc)
+            replica.records[remote.path] = local  # not deleted; saved at the end
             continue
-        replica.records[remote.path] = deleted_by_peer(local, remote)
+        replica.records[remote.path] = deleted_by_peer(local, remote)  # done: saved at the end
         if replica.store is not None:
             replica.store.forget_base(remote.path)
         result.deleted += 1
         result.changed.append(remote.path)
         result.removed.append(remote.path)
-    if result.deleted:
-        # Recorded at once, not at the end of the session: killed in between, the
-        # node would find the files gone, take that for deletions of its own,
-        # stamped at its restart, and delete a re-creation made meanwhile.
-        database.save(replica.ctx.db_path, replica.records, replica.root)
 
 
 def track_local_changes(
