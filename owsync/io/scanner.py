@@ -222,6 +222,8 @@ def _under(records: dict[str, Record], rel: str) -> dict[str, Record]:
     prefix = rel + "/"
     n = len(prefix)
     return {p[n:]: r._replace(path=p[n:]) for p, r in records.items() if p.startswith(prefix)}
+
+
 def finish_deletions(sdir: SyncDir, result: ScanResult) -> None:
     """Remove the files of the deletions a crash interrupted (``unfinished``):
     their tombstones are then plain ones.  A file written meanwhile stays, its
