@@ -45,7 +45,8 @@ import pytest
 from conftest import base_env, tracked
 from test_daemon import DaemonNode, wait_for
 
-from owsync.core.state import CorruptDatabase, Record, loads_db
+from owsync.core.state import CorruptDatabase, Record
+from owsync.io import database
 from owsync.io.syncdir import is_temp_name
 
 ROUNDS = int(os.environ.get("OWSYNC_CHURN_ROUNDS", "10"))
@@ -192,7 +193,7 @@ class Churn:
     @staticmethod
     def db(node: DaemonNode) -> dict[str, Record]:
         try:
-            return loads_db(node.db.read_bytes())
+            return database.load(str(node.db), set_aside=False)
         except (FileNotFoundError, CorruptDatabase):
             return {}  # not saved yet (it is replaced atomically, never half-written)
 

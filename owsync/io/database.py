@@ -149,6 +149,36 @@ def save(db_path: str, records: dict[str, Record], root: str | None = None) -> s
     return gen
 
 
+def save_changes(
+    db_path: str,
+    before: dict[str, Record],
+    after: dict[str, Record],
+    root: str | None,
+    gen: str | None,
+    lines: int,
+    touched: set[str] | None = None,
+) -> tuple[str | None, int]:
+    """Record what changed from ``before`` (as on disk: generation ``gen`` with
+    ``lines`` journal lines) to ``after``: in the journal, or by writing the
+    database whole when it has no generation yet, a record went away, or the
+    journal would outgrow half the records.  ``touched``: the only paths that
+    may differ (None: any).  Returns the new (gen, lines)."""
+    if touched is not None:
+        changed = [r for p in touched if (r := after.get(p)) is not None and before.get(p) != r]
+        gone = any(p not in after for p in touched)
+    else:
+        changed = [r for p, r in after.items() if before.get(p) != r]
+        gone = len(after) - len(changed) < len(before)  # a record went away (cheap test)
+        if gone:
+            gone = bool(before.keys() - after.keys())
+    if not changed and not gone:
+        return gen, lines
+    if gen is None or gone or lines + len(changed) > max(JOURNAL_MIN, len(after) // 2):
+        return save(db_path, after, root), 0
+    append(db_path, gen, changed)
+    return gen, lines + len(changed)
+
+
 def append(db_path: str, gen: str, records: list[Record]) -> None:
     """Record changed records durably without writing the database whole: one
     line each in its journal, for the generation ``gen`` it extends."""

@@ -20,20 +20,23 @@ import stat
 from collections.abc import Callable
 
 from ..core.paths import is_hidden, path_problem
-from ..core.state import Record, observe_file, reconcile
+from ..core.state import Record, observe_file, reconcile, tombstone
 from .syncdir import LocalChanged, SyncDir, UnsafePath, is_temp_name, signature
 
 log = logging.getLogger("owsync")
 
 
 class ScanResult:
-    __slots__ = ("records", "hashed", "stale_temps", "unfinished")
+    __slots__ = ("records", "hashed", "stale_temps", "unfinished", "changed")
 
     def __init__(self) -> None:
         self.records: dict[str, Record] = {}
         self.hashed = 0  # files read and hashed this time
         self.stale_temps: list[str] = []  # temp files left by an interrupted run
         self.unfinished: list[str] = []  # files of deletions an interrupted run recorded
+        # the paths whose record differs from before (None: not worked out, a
+        # whole scan): what a partial scan costs is these, not the tree
+        self.changed: set[str] | None = None
 
 
 def hash_file(path: str) -> tuple[str, os.stat_result] | None:
@@ -146,11 +149,14 @@ def scan_paths(
     own: frozenset[str],
     paths: set[str],
     now_ms: Callable[[], int],
+    dirs: bool = True,
 ) -> ScanResult:
     """Bring the records up to date for ``paths`` only (what the watcher saw
     change): a file is looked at alone, a directory is walked, a path gone
     from disk makes tombstones of what was known at and under it.  The cost
     is that of those paths, not of the tree; records elsewhere are kept.
+    ``dirs`` False: the paths are files (none was a directory), so nothing
+    under them is looked for.
     """
     seen: dict[str, Record] = {}
     keep: set[str] = set()
@@ -202,18 +208,31 @@ def scan_paths(
         result.hashed += 1
         seen[rel] = observe_file(prev, rel, digest, st.st_size, st.st_mode & 0o777,
                                  st.st_mtime_ns // 1_000_000, signature(st))  # fmt: skip
-    prefixes = tuple(g + "/" for g in gone)
-    exact = set(gone)
-
-    def in_scope(path: str) -> bool:
-        return (
-            (path in exact or path.startswith(prefixes))
-            and accept(path)
-            and not is_hidden(path)
-            and path not in own
-        )
-
-    result.records = reconcile(records, seen, in_scope, keep, now_ms())
+    out = dict(records)  # a copy at C speed; then only the paths looked at
+    changed: set[str] = set()
+    for path, rec in seen.items():
+        if records.get(path) != rec:
+            out[path] = rec
+            changed.add(path)
+    candidates = {g for g in gone if g in records}
+    if gone and dirs:
+        prefixes = tuple(g + "/" for g in gone)
+        candidates.update(p for p in records if p.startswith(prefixes))
+    now = now_ms()
+    for path in candidates:
+        rec = records[path]
+        if path in seen or path in keep:
+            continue
+        if rec.deleted:
+            if rec.sig is not None:  # a deletion under way whose file is gone is done
+                out[path] = rec._replace(sig=None)
+                changed.add(path)
+            continue
+        if not accept(path) or is_hidden(path) or path in own:
+            continue
+        out[path] = tombstone(rec, max(now, rec.mtime + 1))
+        changed.add(path)
+    result.records, result.changed = out, changed
     return result
 
 

@@ -446,15 +446,15 @@ class Daemon:
         """Bind and start every thread (signals are the caller's business)."""
         self.control = ControlServer(self.cfg.control_path(), lambda req: handle(self, req))
         self.running = True
+        self._watch(self.cfg.sync_dir)
+        try:  # what the live links start from: the tree as it is now
+            self.local.rescan(None, first=True)
+        except Exception as exc:  # a busy lock, a disk error: a link's start rescans
+            log.warning("initial scan failed: %s", exc)
         self.serving = net.Serving(self.cfg.bind_host, self.cfg.port, self._serve, self.stopping)
         threading.Thread(target=self.serving.run, name="owsync-listener", daemon=True).start()
         self.control.start()
-        self._watch(self.cfg.sync_dir)
         threading.Thread(target=self._poll, name="owsync-poll", daemon=True).start()
-        try:  # what the live links start from
-            self.local.rescan(None)
-        except Exception as exc:  # a busy lock, a disk error: the first reconcile rescans
-            log.warning("initial scan failed: %s", exc)
         for w in self.workers.values():
             w.start()
         for front_end in self.front_ends:

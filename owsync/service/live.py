@@ -35,7 +35,7 @@ from ..io import database
 from ..io.syncdir import LocalChanged, Staged, SyncDir, UnsafePath
 from ..io.transport import Channel, PeerClosed, PeerTimeout, Stopped
 from .context import SessionResult
-from .replica import Replica, apply_deletions, skipped
+from .replica import STALE_TEMP_AGE, Replica, apply_deletions, skipped
 
 log = logging.getLogger("owsync")
 
@@ -43,7 +43,7 @@ DUPLICATE = "a link between these nodes exists already"
 OUT_BUFFER = 256 * 1024  # bytes queued on the socket before more is read from disk
 BATCH_FILES = 1024  # received files put in place in one step at most
 BATCH_BYTES = 8 * 1024 * 1024
-BATCH_SECONDS = 0.05  # a batch waits no longer for more files while more are due
+BATCH_SECONDS = 0.5  # a batch waits no longer for more files while more are due
 STEP_LOCK_WAIT = 60.0  # a step waits this long for the directory (a session holding it)
 
 Version = tuple  # (hash, mtime, deleted): what tells two versions of a path apart
@@ -69,26 +69,46 @@ class LocalNode:
         self._ctx_for = ctx_for  # lock timeout -> Context (the daemon's, reloadable)
         self._mutex = threading.Lock()  # the cache below
         self._records: dict[str, Record] = {}
+        self._gen: str | None = None
+        self._lines = 0
         self._db_sig: tuple | None = None
+        self._sent: dict[str, str] = {}  # path -> hash a peer has received: not pending
 
     def _ctx(self):
         return self._ctx_for(STEP_LOCK_WAIT)
 
-    def _cached(self, db_path: str) -> dict[str, Record] | None:
+    def _cached(self, db_path: str) -> tuple[dict[str, Record], str | None, int] | None:
         with self._mutex:
-            if self._db_sig is not None and _file_sig(db_path) == self._db_sig:
-                return self._records
+            if self._db_sig is not None and _db_sig(db_path) == self._db_sig:
+                return self._records, self._gen, self._lines
             return None
 
-    def _remember(self, db_path: str, records: dict[str, Record]) -> None:
+    def _remember(self, db_path: str, r: Replica) -> None:
         with self._mutex:
-            self._records = records
-            self._db_sig = _file_sig(db_path)
+            self._records, self._gen, self._lines = r.records, r.gen, r.lines
+            self._db_sig = _db_sig(db_path)
+
+    def mark_sent(self, path: str, digest: str) -> None:
+        """A peer has ``digest`` for ``path``: a write made here is no longer
+        pending (then a peer's newer write replaces it without a conflict)."""
+        with self._mutex:
+            self._sent[path] = digest
+
+    def _apply_sent(self, r: Replica) -> None:
+        with self._mutex:
+            sent, self._sent = self._sent, {}
+        if r.store is not None:
+            for path, digest in sent.items():
+                r.store.sent(path, digest)
 
     def forget(self) -> None:
         """Load from disk at the next step (the configuration changed)."""
         with self._mutex:
             self._records, self._db_sig = {}, None
+
+    def loaded(self) -> bool:
+        with self._mutex:
+            return self._db_sig is not None
 
     def records(self) -> dict[str, Record]:
         """The records as last seen (a snapshot: never changed in place)."""
@@ -98,68 +118,85 @@ class LocalNode:
     def get(self, path: str) -> Record | None:
         return self.records().get(path)
 
-    def rescan(self, paths: set[str] | None, label: str = "local") -> list[Record]:
-        """Note local changes (of ``paths``, or of the whole tree): the changed records."""
+    def rescan(
+        self, paths: set[str] | None, label: str = "local", first: bool = False
+    ) -> list[Record]:
+        """Note local changes (of ``paths``, or of the whole tree): the changed
+        records.  ``first``: the daemon's first scan, before any link stages
+        a file (every temp file left is then stale)."""
         ctx = self._ctx()
-        r = Replica(ctx)
+        r = Replica(ctx, journal=True, temps_older_than=0.0 if first else STALE_TEMP_AGE)
         r.lock_dir(ctx.lock_timeout)
         try:
             known = self.records()  # as last seen: a session may have saved since
-            r.open(paths, self._cached(ctx.db_path))
+            cached = self._cached(ctx.db_path)
+            r.use_cached(cached)
+            r.open(paths)
         except BaseException:
             r.unlock_dir()
             raise
-        after = r.records
-        r.close(SessionResult(peer=label))
-        self._remember(ctx.db_path, after)
-        return _changed(known, after)
+        self._apply_sent(r)
+        # reloaded (someone saved since): what changed is anywhere
+        touched = None if r.touched is None or cached is None else set(r.touched)
+        r.close(SessionResult(peer=label), lambda: self._remember(ctx.db_path, r))
+        return _changed(known, r.records, touched)
 
     def apply(
-        self, files: list[tuple[Staged, Record]], deletions: list[Record], sd: SyncDir, peer: str
+        self,
+        files: list[tuple[Staged, Record]],
+        deletions: list[Record],
+        sd: SyncDir,
+        peer: str,
+        bases_taken: int,
     ):
         """Put a batch of received files in place and apply a peer's deletions,
         each only if it still wins against what is here now.  Returns the
         step's SessionResult, the records it changed as the peer had them,
-        and local changes its scan of those paths found (not yet noticed)."""
+        local changes its scan of those paths found (not yet noticed), and
+        the received contents kept as bases so far (``bases_taken`` before)."""
         ctx = self._ctx()
         result = SessionResult(peer=peer)
-        r = Replica(ctx, sd)
+        r = Replica(ctx, sd, bases_taken, journal=True, temps_older_than=STALE_TEMP_AGE)
         try:
-            paths = {rec.path for _, rec in files} | {d.path for d in deletions}
-            r.open(paths, self._cached(ctx.db_path))  # a local write not yet noticed counts
+            r.lock_dir(ctx.lock_timeout)
+            r.use_cached(self._cached(ctx.db_path))
+            # a local write to those paths that the watcher has not told of counts
+            r.open({rec.path for _, rec in files} | {d.path for d in deletions}, dirs=False)
         except BaseException:
             sd.discard([s for s, _ in files])
+            r.unlock_dir()
             raise
-        loaded = dict(r.loaded or {})
+        loaded = r.loaded or {}
+        touched: set[str] = set()
         try:
-            keep: list[tuple[Staged, Record]] = []
+            self._apply_sent(r)
             for staged, rec in files:
                 local = r.records.get(rec.path)
                 if remote_wins(rec, local):
-                    staged.expect = local.sig if local is not None and not local.deleted else None
-                    keep.append((staged, rec))
+                    live = local is not None and not local.deleted
+                    r.queue(staged, rec, local.sig if live and local is not None else None)
                 else:
                     sd.discard([staged])
-            for staged, rec in keep:
-                r.pending.append((staged, rec))
-                r.pending_bytes += staged.size
-            if r.pending:
-                r.commit(result)
+            r.commit(result)
             recs = r.records
             dels = [d for d in deletions if d.path in recs and remote_wins(d, recs[d.path])]
             if dels:
                 apply_deletions(r, dels, result)
             r.completed = True
+            touched = set(r.touched or ())
         finally:
-            r.close(result)
+            r.close(result, lambda: self._remember(ctx.db_path, r))
         result.ok, result.protocol, result.live = True, 2, True
-        after = r.records
-        self._remember(ctx.db_path, after)
         arrived = {version(rec) for _, rec in files} | {version(d) for d in deletions}
-        changed = _changed(loaded, after)
+        changed = _changed(loaded, r.records, touched | {rec.path for _, rec in files})
         theirs = [c for c in changed if version(c) in arrived or c.path in result.removed]
         ours = [c for c in changed if not (version(c) in arrived or c.path in result.removed)]
-        return result, theirs, ours
+        return result, theirs, ours, r.bases_taken
+
+
+def _db_sig(db_path: str) -> tuple:
+    """What tells that someone else saved the database since: its file and its journal."""
+    return (_file_sig(db_path), _file_sig(database.journal_path(db_path)))
 
 
 def _file_sig(path: str) -> tuple | None:
@@ -170,9 +207,14 @@ def _file_sig(path: str) -> tuple | None:
     return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
-def _changed(before: dict[str, Record], after: dict[str, Record]) -> list[Record]:
+def _changed(
+    before: dict[str, Record], after: dict[str, Record], only: set[str] | None = None
+) -> list[Record]:
+    """The records of ``after`` that are new or other versions than in
+    ``before`` (looking at ``only`` these paths, when known)."""
     out = []
-    for p, rec in after.items():
+    items = after.items() if only is None else ((p, after[p]) for p in only if p in after)
+    for p, rec in items:
         old = before.get(p)
         if old is None or not old.same_version(rec):
             out.append(rec)
@@ -334,6 +376,7 @@ class Link:
         self.duplicate = False
         self.was_up = False
         self._sent_noted = 0  # files_sent when the history last heard of it
+        self._bases = 0  # received contents kept as version bases (a session's budget)
         self._retry: set[str] = set()  # kept out by a local change: look again
         self._retries: dict[str, int] = {}
         self.outcome: str | None = None
@@ -387,6 +430,8 @@ class Link:
                 data = self._pump()
         except (ProtocolError, PeerClosed, PeerTimeout, OSError, database.LockBusy) as exc:
             why = _why(exc)
+            if isinstance(exc, OSError) and not isinstance(exc, PeerClosed):
+                log.debug("link with %s: local I/O error", self.label, exc_info=True)
             if not isinstance(exc, PeerError | PeerClosed | PeerTimeout):
                 try:
                     self.ch.send_raw(self.m.error(why))
@@ -514,6 +559,8 @@ class Link:
             self._closing = DUPLICATE
             return
         self.was_up = True
+        if not self.mesh.local.loaded():  # the daemon's first scan failed: this one counts
+            self.mesh.broadcast(self.mesh.local.rescan(None), self)
         log.info("link with %s up (live, %s)", self.label,
                  "encrypted" if self.ctx.cipher.encrypted else "PLAIN")  # fmt: skip
         records = self.mesh.local.records()
@@ -534,6 +581,8 @@ class Link:
             mine = local.get(rec.path)
             if not remote_wins(rec, mine):
                 self._want.pop(rec.path, None)
+                if mine is not None and not mine.deleted and mine.same_version(rec):
+                    self.mesh.local.mark_sent(rec.path, rec.hash)  # the peer has ours
                 continue
             if rec.deleted:
                 self._want.pop(rec.path, None)
@@ -601,9 +650,12 @@ class Link:
             if sd is not None:
                 sd.close()
             return
-        result, theirs, ours = self.mesh.local.apply(
-            batch, dels, sd if sd is not None else SyncDir(self.ctx.root), self.label
+        began = time.monotonic()
+        result, theirs, ours, self._bases = self.mesh.local.apply(
+            batch, dels, sd if sd is not None else SyncDir(self.ctx.root), self.label, self._bases
         )
+        log.debug("from %s: %d file(s) in place, %d deleted, in %.0f ms", self.label,
+                  result.received, result.deleted, 1000 * (time.monotonic() - began))  # fmt: skip
         # what a local write kept out (it changed under us): look again, below
         done = set(result.changed)
         self._retry.update(p for p in [r.path for _, r in batch] + [d.path for d in dels]
@@ -802,6 +854,7 @@ class Link:
             if why is None:
                 self.stats.files_sent += 1
                 self.told[path] = version(rec)
+                self.mesh.local.mark_sent(path, rec.hash)
             else:
                 log.info("not sending %s to %s: %s", path, self.label, why)
         finally:
