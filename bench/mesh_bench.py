@@ -2,7 +2,8 @@
 
     python bench/mesh_bench.py [--nodes 2,3,5] [--writes 20] [--churn-rate 2.0]
                                [--big-files 10000] [--big-edits 20] [--skip-big]
-                               [--timeout 10] [--seed 1] [--keep]
+                               [--timeout 10] [--idle-gap 0.2] [--churn-gap 1.0]
+                               [--seed 1] [--no-source] [--keep]
 
 For each mesh size N: N real `owsync daemon` processes, encrypted with a
 generated key, node i listening on 127.0.0.i (the same port on every
@@ -16,9 +17,13 @@ last session ok, every tree equal), two phases:
   new file or an edit of an existing one, unique content, renamed into
   place as `uci commit` does), timed from just before the write until every
   other node's copy holds that content (polled every 2 ms); a write not
-  everywhere within --timeout seconds is a miss;
+  everywhere within --timeout seconds is a miss.  Each write waits for a
+  quiet mesh (every peer of every node idle, from the status) and then
+  --idle-gap seconds (0.5-1.5 times, at random);
 - churn: the same, while a background thread writes --churn-rate files a
-  second (others than the measured ones) on random nodes.
+  second (others than the measured ones) on random nodes; a measured write
+  follows the arrival of the previous one after --churn-gap seconds
+  (0.5-1.5 times), so the measured writes add at most one a second.
 
 Per phase: median, p95 and max of those times, the misses, the lines the
 daemons logged at level ERROR ("owsync: error: ...") during the phase, the
@@ -30,8 +35,9 @@ have them ("n/a" when they do not).
 
 Then the big tree: 2 daemons whose tree holds --big-files files; after the
 initial sync, --big-edits single-file edits (alternating between the
-nodes, each waited for before the next); the CPU time (utime + stime from
-/proc/PID/stat) each daemon used over them, per change.
+nodes; after each, until it has arrived and neither daemon has used CPU
+for a second, so that no session of one overlaps the next); the CPU time
+(utime + stime from /proc/PID/stat) each daemon used over them, per change.
 
 Goals (the issue): p95 <= 0.3 s for 5 nodes under churn, <= 0.2 s for 3,
 0 misses, 0 error lines; a one-file change in a 10,000-file tree costs each
@@ -231,6 +237,12 @@ class Node:
         with contextlib.suppress(control.ControlError, OSError):
             control.request(str(self.sock), {"method": "sync"}, timeout=10)
 
+    def idle(self) -> bool:
+        """No session running or due with any peer (incoming ones are some other
+        node's outgoing ones)."""
+        st = self.status()
+        return st is not None and all(p.get("state") == "idle" for p in st.get("peers", []))
+
     def synced(self) -> bool:
         """Every peer idle and its last session ok."""
         st = self.status()
@@ -369,12 +381,20 @@ def holds(path: Path, data: bytes, seen: dict) -> bool:
 
 
 def measure(nodes: list[Node], writes: int, timeout: float, rng: random.Random,
-            tag: str, gap: float) -> tuple[list[float], int]:  # fmt: skip
-    """``writes`` timed writes on random nodes; (the times, the misses)."""
+            tag: str, gap: float, quiet: bool) -> tuple[list[float], int, int]:  # fmt: skip
+    """``writes`` timed writes on random nodes; (the times, the misses, the
+    waits for a quiet mesh that timed out).
+
+    With ``quiet``, each write waits until no session runs or is due anywhere
+    (every peer of every node idle) and then 0.5-1.5 ``gap``; without, after
+    the previous write arrived, it waits 0.5-1.5 ``gap`` only."""
     times: list[float] = []
-    misses = 0
+    misses = unquiet = 0
     existing = sorted(names(nodes[0].dir / "m")) if (nodes[0].dir / "m").exists() else []
     for k in range(writes):
+        if quiet and not mesh_quiet(nodes, timeout):
+            unquiet += 1
+        time.sleep(gap * rng.uniform(0.5, 1.5))
         src = rng.choice(nodes)
         if existing and rng.random() < 0.5:
             name = rng.choice(existing)
@@ -399,8 +419,38 @@ def measure(nodes: list[Node], writes: int, timeout: float, rng: random.Random,
             misses += 1
         else:
             times.append(time.perf_counter() - t0)
-        time.sleep(gap * rng.uniform(0.5, 1.5))
-    return times, misses
+    return times, misses, unquiet
+
+
+def mesh_quiet(nodes: list[Node], timeout: float) -> bool:
+    """Wait until every peer of every node is idle, twice 50 ms apart."""
+
+    def idle() -> bool:
+        return all(n.idle() for n in nodes)
+
+    def twice() -> bool:
+        if not idle():
+            return False
+        time.sleep(0.05)
+        return idle()
+
+    return wait_for(twice, timeout, 0.05)
+
+
+def cpu_quiet(pids: list[int], timeout: float, window: float = 1.0) -> bool:
+    """Wait until none of ``pids`` used CPU for ``window`` seconds (read from
+    /proc: the status request would cost the daemons CPU itself)."""
+    deadline = time.monotonic() + timeout
+    last = [cpu_seconds(p) for p in pids]
+    since = time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        now = [cpu_seconds(p) for p in pids]
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= window:
+            return True
+    return False
 
 
 def p95(xs: list[float]) -> float:
@@ -431,7 +481,10 @@ def run_mesh(n: int, opts, work: Path, key: str, rng: random.Random, say) -> lis
                 churn.start()
                 time.sleep(1.0)  # the churn under way before the first measured write
             t0 = time.monotonic()
-            times, misses = measure(nodes, opts.writes, opts.timeout, rng, f"{phase}{n}", opts.gap)
+            quiet = phase == "idle"
+            gap = opts.idle_gap if quiet else opts.churn_gap
+            times, misses, unquiet = measure(nodes, opts.writes, opts.timeout, rng,
+                                             f"{phase}{n}", gap, quiet)  # fmt: skip
             churn_ops = 0
             if churn:
                 churn.stop()
@@ -447,7 +500,7 @@ def run_mesh(n: int, opts, work: Path, key: str, rng: random.Random, say) -> lis
             rows.append({
                 "nodes": n, "phase": phase, "times": times, "misses": misses,
                 "churn": churn_ops, "changes": changes, "converged": converged,
-                "seconds": elapsed, **logs, "live": live,
+                "seconds": elapsed, **logs, "live": live, "unquiet": unquiet,
             })  # fmt: skip
             say(f"  {phase}: {len(times)} timed, {misses} missed, {churn_ops} churn writes,"
                 f" {logs['sessions']} sessions, converged {converged}")  # fmt: skip
@@ -480,7 +533,9 @@ def run_big(opts, work: Path, key: str, rng: random.Random, say) -> dict:
         say(f"big tree of {want} files synced in {time.monotonic() - t_up:.1f} s")
         time.sleep(2.0)  # the watchers' and sessions' after-effects end
         marks = Marks(nodes)  # status asked now, not during the edits: it reads the database
-        before = [cpu_seconds(n.proc.pid) for n in nodes]
+        pids = [n.proc.pid for n in nodes]
+        unquiet = 0 if cpu_quiet(pids, 60) else 1
+        before = [cpu_seconds(p) for p in pids]
         times, misses = [], 0
         t0 = time.monotonic()
         for k in range(opts.big_edits):
@@ -496,15 +551,18 @@ def run_big(opts, work: Path, key: str, rng: random.Random, say) -> dict:
                 times.append(time.perf_counter() - t)
             else:
                 misses += 1
-            time.sleep(opts.big_gap)  # the sessions that follow (the echo back) end
+            # the sessions that follow (the echo back, retries) end before the next
+            if not cpu_quiet(pids, 60):
+                unquiet += 1
         elapsed = time.monotonic() - t0
-        after = [cpu_seconds(n.proc.pid) for n in nodes]
+        after = [cpu_seconds(p) for p in pids]
         logs = log_figures(nodes, marks)
         return {
             "files": want,
             "edits": opts.big_edits,
             "times": times,
             "misses": misses,
+            "unquiet": unquiet,
             "seconds": elapsed,
             "cpu_ms": [(a - b) * 1000 / opts.big_edits for a, b in zip(after, before, strict=True)],
             **logs,
@@ -538,35 +596,52 @@ def header() -> str:
     )
 
 
+def error_kinds(errors: list[str], most: int = 5) -> list[tuple[int, str]]:
+    """The commonest ERROR lines, without their node and peer: (count, text)."""
+    kinds: dict[str, int] = {}
+    for line in errors:
+        what = re.sub(r"^n\d+: owsync: error: (sync with \S+ failed: )?", "", line)
+        kinds[what] = kinds.get(what, 0) + 1
+    return sorted(((c, w) for w, c in kinds.items()), reverse=True)[:most]
+
+
 def table(rows: list[dict]) -> str:
     out = [
-        "nodes  phase  writes  median  p95  max (ms)  misses  errors  sessions/change"
-        "  msgs/change  churn  converged",
+        "| nodes | phase | median | p95 | max | misses | error lines | sessions/change"
+        " | failed sessions | msgs/change | writes (measured + churn) | converged |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
         t = r["times"]
-        lat = (f"{ms(statistics.median(t)):>6} {ms(p95(t)):>4} {ms(max(t)):>4}"
-               if t else f"{'-':>6} {'-':>4} {'-':>4}")  # fmt: skip
+        lat = [f"{ms(statistics.median(t))} ms", f"{ms(p95(t))} ms", f"{ms(max(t))} ms"]
         msgs = "n/a"
-        if r["live"] is not None:
-            msgs = f"{r['live']['messages_sent']:.2f}" if "messages_sent" in r["live"] else "n/a"
-        sessions = f"{(r['sessions'] + r['failed']) / r['changes']:.2f}"
-        if r["failed"]:
-            sessions += f" ({r['failed']} failed)"
-        out.append(
-            f"{r['nodes']:>5}  {r['phase']:<5}  {len(t) + r['misses']:>6}  {lat}      "
-            f"  {r['misses']:>6}  {len(r['errors']):>6}  {sessions:>15}  {msgs:>11}"
-            f"  {r['churn']:>5}  {'yes' if r['converged'] else 'NO'}"
-        )
+        if r["live"] is not None and "messages_sent" in r["live"]:
+            msgs = f"{r['live']['messages_sent']:.2f}"
+        cells = [
+            str(r["nodes"]),
+            r["phase"],
+            *(lat if t else ["-"] * 3),
+            str(r["misses"]),
+            str(len(r["errors"])),
+            f"{(r['sessions'] + r['failed']) / r['changes']:.2f}",
+            str(r["failed"]),
+            msgs,
+            f"{r['changes'] - r['churn']} + {r['churn']}",
+            "yes" if r["converged"] else "NO",
+        ]
+        out.append("| " + " | ".join(cells) + " |")
     lives = [r for r in rows if r["live"]]
     for r in lives:
         out.append(f"live counters per change, {r['nodes']} nodes {r['phase']} (sum over nodes): "
                    + ", ".join(f"{k} {v:.2f}" for k, v in sorted(r["live"].items())))  # fmt: skip
     if not lives:
-        out.append("live counters: n/a (no peers[].live in the daemons' status)")
+        out.append("msgs/change: n/a (no peers[].live object in the daemons' status)")
     for r in rows:
-        for line in r["errors"][:5]:
-            out.append(f"error, {r['nodes']} nodes {r['phase']}: {line}")
+        if r["unquiet"]:
+            out.append(f"{r['nodes']} nodes idle: {r['unquiet']} writes made before the mesh"
+                       " was quiet (it did not settle within --timeout)")  # fmt: skip
+        for count, what in error_kinds(r["errors"]):
+            out.append(f"error lines, {r['nodes']} nodes {r['phase']}: {count} x {what}")
     return "\n".join(out)
 
 
@@ -579,9 +654,12 @@ def big_table(b: dict) -> str:
         f" over {b['seconds']:.1f} s",
         f"  CPU per change: {cpu} ms (max {max(b['cpu_ms']):.1f} ms; goal < 20 ms)",
         f"  latency {lat}, misses {b['misses']}, sessions/change"
-        f" {(b['sessions'] + b['failed']) / b['edits']:.2f}, errors {len(b['errors'])}",
+        f" {(b['sessions'] + b['failed']) / b['edits']:.2f} ({b['failed']} failed),"
+        f" error lines {len(b['errors'])}",
     ]
-    out += [f"  error: {line}" for line in b["errors"][:5]]
+    if b["unquiet"]:
+        out.append(f"  {b['unquiet']} edits made before the daemons were quiet")
+    out += [f"  error lines: {count} x {what}" for count, what in error_kinds(b["errors"])]
     return "\n".join(out)
 
 
@@ -590,10 +668,20 @@ def main() -> None:
     ap.add_argument("--nodes", default="2,3,5", help="mesh sizes, comma-separated (at most 9)")
     ap.add_argument("--writes", type=int, default=20, help="measured writes per phase")
     ap.add_argument("--churn-rate", type=float, default=2.0, help="background writes a second")
-    ap.add_argument("--gap", type=float, default=0.4, help="mean pause after a measured write, s")
+    ap.add_argument(
+        "--idle-gap",
+        type=float,
+        default=0.2,
+        help="idle: mean pause between a quiet mesh and the next write, s",
+    )
+    ap.add_argument(
+        "--churn-gap",
+        type=float,
+        default=1.0,
+        help="churn: mean pause between a write's arrival and the next write, s",
+    )
     ap.add_argument("--big-files", type=int, default=10000, help="files in the big tree")
     ap.add_argument("--big-edits", type=int, default=20, help="one-file edits in the big tree")
-    ap.add_argument("--big-gap", type=float, default=0.5, help="pause after each such edit, s")
     ap.add_argument("--skip-big", action="store_true", help="no big-tree phase")
     ap.add_argument("--timeout", type=float, default=10.0, help="a write later than this: a miss")
     ap.add_argument("--seed", type=int, default=1)
