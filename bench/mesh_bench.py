@@ -241,13 +241,16 @@ class Node:
         """No session running or due with any peer (incoming ones are some other
         node's outgoing ones)."""
         st = self.status()
-        return st is not None and all(p.get("state") == "idle" for p in st.get("peers", []))
+        return st is not None and all(
+            p.get("state") in ("idle", "connected") for p in st.get("peers", [])
+        )
 
     def synced(self) -> bool:
         """Every peer idle and its last session ok."""
         st = self.status()
         return st is not None and all(
-            p.get("state") == "idle" and p.get("last_result") == "ok" for p in st.get("peers", [])
+            p.get("state") in ("idle", "connected") and p.get("last_result") == "ok"
+            for p in st.get("peers", [])
         )
 
 

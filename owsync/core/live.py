@@ -105,9 +105,15 @@ MAX_PEERS = 64  # node ids in one PEERS
 # --- negotiation and keys -----------------------------------------------------
 
 
-def advertise(nonce: bytes, node: str, x25519_public: bytes | None) -> dict:
-    """The Hello fields of a node that offers a live link: v2's, plus ``live``."""
+def advertise(
+    nonce: bytes, node: str, x25519_public: bytes | None, port: int | None = None
+) -> dict:
+    """The Hello fields of a node that offers a live link: v2's, plus ``live``
+    (``port``: where it listens, so that a peer it connects to can tell which
+    of its configured peers it is)."""
     live: dict = {"node": node}
+    if port is not None:
+        live["port"] = port
     if x25519_public is not None:
         live["x25519"] = x25519_public.hex()
     return {"v2": {"nonce": nonce.hex(), "live": live}}
@@ -116,6 +122,7 @@ def advertise(nonce: bytes, node: str, x25519_public: bytes | None) -> dict:
 class PeerLive(NamedTuple):
     node: str  # the peer daemon's id (hex)
     x25519: bytes | None  # its ephemeral public key (None in plain mode)
+    port: int | None = None  # where it listens, if it says
 
 
 def peer_live(hello_obj: dict) -> PeerLive | None:
@@ -130,12 +137,15 @@ def peer_live(hello_obj: dict) -> PeerLive | None:
     node = live.get("node") if isinstance(live, dict) else None
     if not isinstance(node, str) or len(node) != 2 * NODE_BYTES or not _is_hex(node):
         raise ProtocolError("Hello: malformed live offer (node)")
+    port = live.get("port")
+    if port is not None and (type(port) is not int or not 0 < port < 65536):
+        raise ProtocolError("Hello: malformed live offer (port)")
     pub = live.get("x25519")
     if pub is None:
-        return PeerLive(node.lower(), None)
+        return PeerLive(node.lower(), None, port)
     if not isinstance(pub, str) or len(pub) != 64 or not _is_hex(pub):
         raise ProtocolError("Hello: malformed live offer (x25519)")
-    return PeerLive(node.lower(), bytes.fromhex(pub))
+    return PeerLive(node.lower(), bytes.fromhex(pub), port)
 
 
 def _is_hex(s: str) -> bool:

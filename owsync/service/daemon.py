@@ -211,6 +211,7 @@ class Daemon:
         self.node_id = os.urandom(16).hex()
         self.mesh = Mesh(self.node_id, self.local, self._applied)
         self.mesh.on_up = self._link_up
+        self.mesh.port = cfg.port
         self._apply(cfg)
 
     # --- configuration ----------------------------------------------------
@@ -329,10 +330,13 @@ class Daemon:
         """Which configured peer a new live link serves: the one it was made
         for, or (incoming) the only peer at its address."""
         workers = list(self.workers.values())
-        mine = [w for w in workers if str(w.peer) == link.label]
-        if not mine:
+        if link.initiator:
+            mine = [w for w in workers if str(w.peer) == link.label]
+        else:  # the peer's address, and the port it says it listens on
             host = status.host_of(link.label)
             mine = [w for w in workers if w.peer.host == host]
+            if len(mine) > 1 and link.peer_port is not None:
+                mine = [w for w in mine if (w.peer.port or self.cfg.port) == link.peer_port]
         if len(mine) == 1:
             mine[0].node = link.peer_node
 

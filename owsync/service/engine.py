@@ -165,7 +165,7 @@ def _drive(ch, ctx: Context, replica: Replica, machine: Session, result, on_hell
     if ctx.live is not None:
         secret = os.urandom(32) if ctx.cipher.encrypted else None
         public = live.x25519_public(secret) if secret is not None else None
-        fields = live.advertise(protocol2.new_nonce(), ctx.live.node_id, public)
+        fields = live.advertise(protocol2.new_nonce(), ctx.live.node_id, public, ctx.live.port)
     elif ctx.advertise_v2:
         fields = protocol2.advertise(protocol2.new_nonce())
     else:
@@ -194,7 +194,7 @@ def _drive(ch, ctx: Context, replica: Replica, machine: Session, result, on_hell
         on_hello()
     if offer is not None:
         keys = live.link_keys(ctx.cipher.key, initiator, ours, theirs, secret)
-        return ctx.live.run_link(ch, ctx, keys, offer.node, initiator, result.peer, rest)
+        return ctx.live.run_link(ch, ctx, keys, offer, initiator, result.peer, rest)
     if initiator and ctx.live is not None:  # a session after all: take the directory now
         replica.lock_dir(min(ctx.lock_timeout, INITIATOR_LOCK_WAIT))
     if v2:

@@ -250,6 +250,7 @@ class Mesh:
         self.local = local
         self.on_applied = on_applied  # (SessionResult, direction) -> None: reloads, history
         self.on_up: Callable[[Link], None] = lambda link: None
+        self.port: int | None = None  # where this daemon listens (told in the offer)
         self._links: dict[str, Link] = {}
         self._lock = threading.Lock()
         self._seq = 0
@@ -306,13 +307,13 @@ class Mesh:
         self.broadcast(changed, None)
         return changed
 
-    def run_link(self, ch: Channel, ctx, keys, peer_node: str, initiator: bool, label: str,
+    def run_link(self, ch: Channel, ctx, keys, offer: lv.PeerLive, initiator: bool, label: str,
                  rest: bytes) -> Link:  # fmt: skip
         """Drive a link on a connection whose Hellos offered one, until it ends
         (the engine calls this; :attr:`Link.outcome` says how it ended)."""
         accept = Replica(ctx).accepts
         link = Link(self, ch, lv.LiveLink(accept, ctx.max_file_size, keys), ctx, label,
-                    peer_node, initiator)  # fmt: skip
+                    offer.node, initiator, offer.port)  # fmt: skip
         link.outcome = link.run(rest)
         return link
 
@@ -340,6 +341,7 @@ class Link:
         label: str,
         peer_node: str,
         initiator: bool,
+        peer_port: int | None = None,
     ) -> None:
         self.mesh = mesh
         self.ch = ch
@@ -380,6 +382,8 @@ class Link:
         self._retry: set[str] = set()  # kept out by a local change: look again
         self._retries: dict[str, int] = {}
         self.outcome: str | None = None
+        self.initiator = initiator  # this side connected
+        self.peer_port = peer_port  # where the peer listens, as its offer says
 
     # --- from other threads ---------------------------------------------------
 

@@ -103,13 +103,7 @@ def link_view(link) -> dict:
 
 def peer_link(worker, mesh):
     """The live link that serves a configured peer, whoever connected."""
-    if worker.node is not None:
-        return mesh.link_for(worker.node)
-    host = worker.peer.host
-    for link in mesh.links():  # an incoming link from a peer not yet reached
-        if host_of(link.label) == host:
-            return link
-    return None
+    return mesh.link_for(worker.node) if worker.node is not None else None
 
 
 def peer_view(worker, mesh=None) -> dict:
@@ -150,6 +144,7 @@ def key_view(cipher) -> dict:
 def snapshot(d) -> dict:
     """The status of daemon ``d``, as every surface presents it."""
     files, tombstones = d.record_counts()
+    mesh = getattr(d, "mesh", None)  # the live links (a daemon of this release has them)
     cfg = d.cfg
     watcher = getattr(d, "watcher", None)
     return {
@@ -166,8 +161,8 @@ def snapshot(d) -> dict:
         "change_detection": watcher.mode if watcher else None,
         "files": files,
         "tombstones": tombstones,
-        "node": d.mesh.node_id,
-        "peers": [peer_view(w, d.mesh) for w in list(d.workers.values())],
+        "node": mesh.node_id if mesh is not None else None,
+        "peers": [peer_view(w, mesh) for w in list(d.workers.values())],
         "history": d.history.entries(),
         "conflicts": _conflicts(cfg),
     }
