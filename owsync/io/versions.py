@@ -31,6 +31,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import time
 
 from . import faults
@@ -154,6 +155,14 @@ class VersionStore:
         store = cls(path, limits)
         store._load(tidy)
         return store
+
+    def index_sig(self) -> tuple | None:
+        """What tells that the index changed on disk (another writer saved it)."""
+        try:
+            st = os.stat(os.path.join(self.dir, "index.json"))
+        except OSError:
+            return None
+        return (st.st_ino, st.st_size, st.st_mtime_ns)
 
     @classmethod
     def index_only(cls, path: str, limits: Limits) -> VersionStore:
@@ -319,7 +328,10 @@ class VersionStore:
         """A peer received ``digest`` for ``path``: no longer a pending write."""
         b = self.bases.get(path)
         if b is not None and b[0] == digest and b[1]:
-            b[1] = False
+            if b[2]:
+                b[1] = False
+            else:  # its hash alone only told a conflict apart while it was pending
+                del self.bases[path]
             self.changed = True
 
     def forget_base(self, path: str) -> None:
@@ -412,8 +424,11 @@ class VersionStore:
         }
 
 
+_HASH = re.compile(r"[0-9a-f]{64}")
+
+
 def _is_hash(h) -> bool:
-    return type(h) is str and len(h) == 64 and all(c in "0123456789abcdef" for c in h)
+    return type(h) is str and _HASH.fullmatch(h) is not None
 
 
 def _valid(v) -> bool:

@@ -212,6 +212,7 @@ class Daemon:
         self.mesh = Mesh(self.node_id, self.local, self._applied)
         self.mesh.on_up = self._link_up
         self.mesh.port = cfg.port
+        self.mesh.is_current = lambda ctx: ctx is self.ctx_in or ctx is self.ctx_out
         self._apply(cfg)
 
     # --- configuration ----------------------------------------------------

@@ -34,6 +34,7 @@ from ..core.state import Record
 from ..io import database
 from ..io.syncdir import LocalChanged, Staged, SyncDir, UnsafePath
 from ..io.transport import Channel, PeerClosed, PeerTimeout, Stopped
+from ..io.versions import VersionStore
 from .context import SessionResult
 from .replica import STALE_TEMP_AGE, Replica, apply_deletions, skipped
 
@@ -73,6 +74,8 @@ class LocalNode:
         self._lines = 0
         self._db_sig: tuple | None = None
         self._sent: dict[str, str] = {}  # path -> hash a peer has received: not pending
+        self._store: VersionStore | None = None  # the version store, as on disk
+        self._store_sig: tuple | None = None
 
     def _ctx(self):
         return self._ctx_for(STEP_LOCK_WAIT)
@@ -87,6 +90,17 @@ class LocalNode:
         with self._mutex:
             self._records, self._gen, self._lines = r.records, r.gen, r.lines
             self._db_sig = _db_sig(db_path)
+            self._store = r.store
+            self._store_sig = r.store.index_sig() if r.store is not None else None
+
+    def _cached_store(self, ctx) -> VersionStore | None:
+        """The version store as last saved here, if nobody saved it since (a
+        restore does) and it is still the configured one."""
+        with self._mutex:
+            store, sig = self._store, self._store_sig
+        if store is None or store.dir != ctx.versions_dir or store.index_sig() != sig:
+            return None
+        return store
 
     def mark_sent(self, path: str, digest: str) -> None:
         """A peer has ``digest`` for ``path``: a write made here is no longer
@@ -104,7 +118,7 @@ class LocalNode:
     def forget(self) -> None:
         """Load from disk at the next step (the configuration changed)."""
         with self._mutex:
-            self._records, self._db_sig = {}, None
+            self._records, self._db_sig, self._store = {}, None, None
 
     def loaded(self) -> bool:
         with self._mutex:
@@ -130,7 +144,7 @@ class LocalNode:
         try:
             known = self.records()  # as last seen: a session may have saved since
             cached = self._cached(ctx.db_path)
-            r.use_cached(cached)
+            r.use_cached(cached, self._cached_store(ctx))
             r.open(paths)
         except BaseException:
             r.unlock_dir()
@@ -159,7 +173,7 @@ class LocalNode:
         r = Replica(ctx, sd, bases_taken, journal=True, temps_older_than=STALE_TEMP_AGE)
         try:
             r.lock_dir(ctx.lock_timeout)
-            r.use_cached(self._cached(ctx.db_path))
+            r.use_cached(self._cached(ctx.db_path), self._cached_store(ctx))
             # a local write to those paths that the watcher has not told of counts
             r.open({rec.path for _, rec in files} | {d.path for d in deletions}, dirs=False)
         except BaseException:
@@ -251,6 +265,8 @@ class Mesh:
         self.on_applied = on_applied  # (SessionResult, direction) -> None: reloads, history
         self.on_up: Callable[[Link], None] = lambda link: None
         self.port: int | None = None  # where this daemon listens (told in the offer)
+        # whether a link's context is the daemon's current one (a reload replaces it)
+        self.is_current: Callable[[object], bool] = lambda ctx: True
         self._links: dict[str, Link] = {}
         self._lock = threading.Lock()
         self._seq = 0
@@ -270,6 +286,8 @@ class Mesh:
     def register(self, link: Link) -> bool:
         """Take ``link`` on, unless a link to the same node is to be kept
         instead (both ends keep the one whose initiator has the lower id)."""
+        if not self.is_current(link.ctx):
+            return False  # set up under the configuration a reload just replaced
         with self._lock:
             old = self._links.get(link.peer_node)
             if old is not None and not lv.keeps_link(link.initiator_node, old.initiator_node):

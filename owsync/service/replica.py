@@ -58,6 +58,7 @@ class Replica:
         self.lock = database.DirLock(ctx.db_path)
         self.loaded: dict[str, Record] | None = None
         self._cached: tuple[dict[str, Record], str | None, int] | None = None
+        self._cached_store: VersionStore | None = None
         self.gen: str | None = None  # the database's generation, and its journal's lines
         self.lines = 0
         self.touched: set[str] | None = None  # records changed since open (None: unknown)
@@ -111,11 +112,16 @@ class Replica:
             if self.ctx.owner is not None:
                 self.ctx.owner.release()
 
-    def use_cached(self, cached: tuple[dict[str, Record], str | None, int] | None) -> None:
-        """Open from the database as the caller knows it is on disk (records,
-        generation, journal lines: the daemon keeps it between its steps)
-        instead of loading it; None: load it."""
+    def use_cached(
+        self,
+        cached: tuple[dict[str, Record], str | None, int] | None,
+        store: VersionStore | None = None,
+    ) -> None:
+        """Open from the database (records, generation, journal lines) and the
+        version store as the caller knows they are on disk (the daemon keeps
+        them between its steps) instead of loading them; None: load."""
         self._cached = cached
+        self._cached_store = store
 
     def open(self, paths: set[str] | None = None, dirs: bool = True) -> dict[str, Record]:
         """Take the directory (if not yet), load the database, scan.
@@ -141,7 +147,7 @@ class Replica:
                 self.dir.remove_stale_temps(res.stale_temps, self.temps_older_than)
             if res.unfinished:
                 scanner.finish_deletions(self.dir, res)
-            self.store = self.ctx.open_store()
+            self.store = self._cached_store or self.ctx.open_store()
             if self.store is not None:
                 track_local_changes(self, loaded, res.records, now_ms, res.changed)
         except BaseException:
