@@ -254,6 +254,7 @@ class LinkStats:
     deleted: int = 0
     bytes: int = 0
     reconciles: int = 0
+    last_reconcile: float | None = None  # the last full reconcile that completed here
 
 
 class Mesh:
@@ -725,6 +726,7 @@ class Link:
     def _index_end(self, ident: int, reply: bool) -> None:
         self._first = False
         self.stats.reconciles += 1
+        self.stats.last_reconcile = time.time()
         if reply:  # the peer's reconcile asks for ours: the whole state, fresh
             changed = self.mesh.local.rescan(None)
             self.mesh.broadcast(changed, None)
@@ -770,6 +772,7 @@ class Link:
         acked, replied, event, box = self._waiters[ident]
         if acked and replied:
             del self._waiters[ident]
+            self.stats.last_reconcile = time.time()
             box.append(True)
             event.set()
 

@@ -98,6 +98,7 @@ def link_view(link) -> dict:
         "files_received": st.files_received,
         "deleted": st.deleted,
         "reconciles": st.reconciles,
+        "last_reconcile": st.last_reconcile,
     }
 
 
@@ -117,13 +118,17 @@ def peer_view(worker, mesh=None) -> dict:
         "source": worker.peer.source,
         "state": "connected" if link is not None else worker.state,
         "live": link_view(link) if link is not None else None,
-        "last_attempt": worker.last_attempt,
         "last_success": time.time() if link else worker.last_success,
+        # a live link's "attempt" is its last full reconcile (what "Sync now" asks for)
+        "last_attempt": (link.stats.last_reconcile or link.stats.since)
+        if link
+        else worker.last_attempt,
         "last_result": "ok" if link else None if r is None else ("ok" if r.ok else r.error),
-        "received": r.received if r else 0,
-        "sent": r.sent if r else 0,
-        "deleted": r.deleted if r else 0,
-        "bytes": r.bytes if r else 0,
+        # a live link's since it came up; else the last session's
+        "received": link.stats.files_received if link else r.received if r else 0,
+        "sent": link.stats.files_sent if link else r.sent if r else 0,
+        "deleted": link.stats.deleted if link else r.deleted if r else 0,
+        "bytes": r.bytes if r and not link else 0,
         # the protocol of the last session (1: owsync 1.2.0's); None before the Hellos
         "protocol": 2 if link is not None else (getattr(r, "protocol", None) if r else None),
         "consecutive_failures": worker.failures,
