@@ -3,7 +3,7 @@
     python bench/mesh_bench.py [--nodes 2,3,5] [--writes 20] [--churn-rate 2.0]
                                [--big-files 10000] [--big-edits 20] [--skip-big]
                                [--timeout 10] [--idle-gap 0.2] [--churn-gap 1.0]
-                               [--seed 1] [--no-source] [--keep]
+                               [--settle-timeout 180] [--seed 1] [--no-source] [--keep]
 
 For each mesh size N: N real `owsync daemon` processes, encrypted with a
 generated key, node i listening on 127.0.0.i (the same port on every
@@ -31,7 +31,10 @@ outgoing sessions they logged ("sync with PEER ok|failed"; each session is
 logged by both ends, the outgoing line is counted) per change (measured
 writes plus churn writes), and messages per change from the per-peer
 live-connection counters of the status (``peers[].live``) when the daemons
-have them ("n/a" when they do not).
+have them ("n/a" when they do not); the logs and counters are read from the
+phase's start until the mesh has settled after its last write: every tree
+equal, every peer idle after an ok session ("settled after", in seconds from
+the end of the writes; NO when not within --settle-timeout).
 
 Then the big tree: 2 daemons whose tree holds --big-files files; after the
 initial sync, --big-edits single-file edits (alternating between the
@@ -264,16 +267,33 @@ def start_nodes(nodes: list[Node], timeout: float = 60.0) -> None:
         n.sync_now()
 
 
-def settle(nodes: list[Node], timeout: float = 60.0) -> bool:
-    """Wait until every tree is equal and every peer idle after an ok session."""
+def settle(nodes: list[Node], timeout: float) -> float | None:
+    """Wait until every tree is equal and every peer idle after an ok session;
+    the seconds that took, None if not within ``timeout``."""
 
     def quiet() -> bool:
         first = tree(nodes[0].dir)
         return all(tree(n.dir) == first for n in nodes[1:]) and all(n.synced() for n in nodes)
 
-    ok = wait_for(quiet, timeout, 0.2)
+    t0 = time.monotonic()
+    while not quiet():
+        if time.monotonic() - t0 > timeout:
+            return None
+        time.sleep(0.2)
+    took = time.monotonic() - t0
     time.sleep(0.3)  # the sessions that follow the last ones end
-    return ok and quiet()
+    return took if quiet() else None
+
+
+def peer_states(nodes: list[Node]) -> str:
+    """Each node's peers, their state and last result (for a mesh that did not settle)."""
+    out = []
+    for n in nodes:
+        st = n.status() or {}
+        out.append(f"n{n.i}: " + ", ".join(
+            f"{p.get('address')} {p.get('state')} ({p.get('last_result')})"
+            for p in st.get("peers", [])))  # fmt: skip
+    return "; ".join(out)
 
 
 # --- counters from the logs and the status ---------------------------------------
@@ -474,7 +494,7 @@ def run_mesh(n: int, opts, work: Path, key: str, rng: random.Random, say) -> lis
             put(nodes[0].dir / "m" / f"seed-{j}", f"seed {j}\n".encode())
         t_up = time.monotonic()
         start_nodes(nodes)
-        if not settle(nodes, 120):
+        if settle(nodes, opts.settle_timeout) is None:
             raise RuntimeError(f"mesh of {n} did not converge at start")
         say(f"mesh of {n} up in {time.monotonic() - t_up:.1f} s (port {port})")
         for phase in ("idle", "churn"):
@@ -493,7 +513,10 @@ def run_mesh(n: int, opts, work: Path, key: str, rng: random.Random, say) -> lis
                 churn.stop()
                 churn_ops = churn.ops
             elapsed = time.monotonic() - t0
-            converged = settle(nodes, 60)
+            settled = settle(nodes, opts.settle_timeout)
+            converged = settled is not None
+            if not converged:
+                say(f"  not settled after {opts.settle_timeout:.0f} s: {peer_states(nodes)}")
             logs = log_figures(nodes, marks)
             after = live_counters(nodes)
             changes = opts.writes + churn_ops
@@ -504,6 +527,7 @@ def run_mesh(n: int, opts, work: Path, key: str, rng: random.Random, say) -> lis
                 "nodes": n, "phase": phase, "times": times, "misses": misses,
                 "churn": churn_ops, "changes": changes, "converged": converged,
                 "seconds": elapsed, **logs, "live": live, "unquiet": unquiet,
+                "settled": settled,
             })  # fmt: skip
             say(f"  {phase}: {len(times)} timed, {misses} missed, {churn_ops} churn writes,"
                 f" {logs['sessions']} sessions, converged {converged}")  # fmt: skip
@@ -611,7 +635,7 @@ def error_kinds(errors: list[str], most: int = 5) -> list[tuple[int, str]]:
 def table(rows: list[dict]) -> str:
     out = [
         "| nodes | phase | median | p95 | max | misses | error lines | sessions/change"
-        " | failed sessions | msgs/change | writes (measured + churn) | converged |",
+        " | failed sessions | msgs/change | writes (measured + churn) | settled after |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
@@ -630,7 +654,7 @@ def table(rows: list[dict]) -> str:
             str(r["failed"]),
             msgs,
             f"{r['changes'] - r['churn']} + {r['churn']}",
-            "yes" if r["converged"] else "NO",
+            f"{r['settled']:.1f} s" if r["converged"] else "NO",
         ]
         out.append("| " + " | ".join(cells) + " |")
     lives = [r for r in rows if r["live"]]
@@ -687,6 +711,12 @@ def main() -> None:
     ap.add_argument("--big-edits", type=int, default=20, help="one-file edits in the big tree")
     ap.add_argument("--skip-big", action="store_true", help="no big-tree phase")
     ap.add_argument("--timeout", type=float, default=10.0, help="a write later than this: a miss")
+    ap.add_argument(
+        "--settle-timeout",
+        type=float,
+        default=180.0,
+        help="how long a mesh may take to converge after a phase, s",
+    )
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--no-source", action="store_true",
                     help="peer=127.0.0.j, no source address: connect from 127.0.0.1")  # fmt: skip
@@ -699,6 +729,10 @@ def main() -> None:
     def say(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
+    def on_term(*_) -> None:  # the finally blocks stop the daemons and remove the files
+        raise SystemExit(f"mesh_bench: stopped by signal {signal.SIGTERM.name}")
+
+    signal.signal(signal.SIGTERM, on_term)
     started = time.monotonic()
     print(header(), flush=True)
     key = os.urandom(32).hex()  # a generated key, as `owsync genkey` makes
