@@ -417,7 +417,7 @@ class Link:
     def reconcile(self) -> tuple[threading.Event, list]:
         """Ask for a full reconcile both ways; the event is set when it is done
         (the box then holds True, or an error text)."""
-        waiter = (threading.Event(), [])
+        waiter: tuple[threading.Event, list] = (threading.Event(), [])
         self.post(("reconcile", waiter))
         return waiter
 
