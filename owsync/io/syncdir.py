@@ -33,6 +33,8 @@ import logging
 import os
 import stat
 import time
+from collections.abc import Callable
+from typing import Literal
 
 from ..core.paths import path_problem
 from ..core.state import Signature
@@ -45,7 +47,8 @@ TMP_SUFFIX = ".tmp"
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-_syncfs = None  # loaded on first use: ctypes is not worth its import for reads
+# loaded on first use: ctypes is not worth its import for reads; False: none here
+_syncfs: Callable[[int], None] | Literal[False] | None = None
 
 
 def have_syncfs() -> bool:
@@ -62,6 +65,7 @@ def syncfs(fds, point: str) -> None:
     seen: dict[int, int] = {}
     for fd in fds:
         seen.setdefault(os.fstat(fd).st_dev, fd)
+    assert _syncfs, "syncfs() before have_syncfs() said yes"
     for fd in seen.values():
         faults.point(point)
         _syncfs(fd)

@@ -174,7 +174,7 @@ class Channel:
                     self._out[0] = head[n:]
                     n = 0
 
-    def _read(self) -> list[Message]:
+    def _read(self) -> bytes:
         try:
             data = self.sock.recv(RECV_SIZE)
         except (BlockingIOError, InterruptedError):
