@@ -206,6 +206,7 @@ def _serve(replica: Replica, ch: Channel, paths: tuple[str, ...]) -> Iterator[Me
         if len(data) > limit or 2 * len(data) + 4096 > ch.frame_limit:
             log.warning("not sending %s: too large (%d bytes)", path, len(data))
             continue
+        assert rec.hash is not None  # live: it has its content's hash
         replica.sent.append((path, rec.hash))
         yield FileContent(path, st.st_mode & 0o777, data)
     yield EndOfSync()
@@ -240,6 +241,7 @@ def _serve_v2(replica: Replica, m: Session2, paths, result: SessionResult) -> It
             else:
                 yield m.file_abort(why)
         if why is None:
+            assert rec.hash is not None  # advertised, so live: it has its content's hash
             replica.sent.append((path, rec.hash))
             result.sent += 1
         else:
