@@ -102,7 +102,7 @@ _RENAMEAT2_NR = {
     **{(m, 4): 353 for m in ("i386", "i486", "i586", "i686")},
     **{(m, 4): 382 for m in ("armv5tel", "armv6l", "armv7l", "armv8l")},
 }
-_renameat2 = None  # loaded on first use, as syncfs
+_renameat2: Callable[[int, bytes, bytes, int], int] | Literal[False] | None = None  # as syncfs
 _refused: set[int] = set()  # renameat2 flags this system refused (logged once)
 
 
@@ -118,7 +118,7 @@ def renameat2(dir_fd: int, src: str, dst: str, flags: int) -> None:
 
 def _load_renameat2():
     try:
-        import ctypes
+        import ctypes  # lazy: loaded once, only where renameat2(2) is looked up
 
         libc = ctypes.CDLL(None, use_errno=True)
     except OSError:
@@ -396,6 +396,7 @@ class SyncDir:
         # Swapped out: the file the check saw, unless a write raced in.  The
         # exchange changed its ctime, so the rest of its signature tells.
         old = os.lstat(s.tmp, dir_fd=s.dir_fd)
+        assert s.expect is not None  # RENAME_EXCHANGE: there was a file
         size, mtime_ns, _, ino = s.expect
         if stat.S_ISREG(old.st_mode) and (old.st_size, old.st_mtime_ns, old.st_ino) == (
             size, mtime_ns, ino

@@ -193,6 +193,7 @@ def _drive(ch, ctx: Context, replica: Replica, machine: Session, result, on_hell
     if on_hello is not None:
         on_hello()
     if offer is not None:
+        assert ctx.live is not None  # an offer is read only with a mesh
         keys = live.link_keys(ctx.cipher.key, initiator, ours, theirs, secret)
         return ctx.live.run_link(ch, ctx, keys, offer, initiator, result.peer, rest)
     if initiator and ctx.live is not None:  # a session after all: take the directory now

@@ -398,7 +398,7 @@ class Link:
     def reconcile(self) -> tuple[threading.Event, list]:
         """Ask for a full reconcile both ways; the event is set when it is done
         (the box then holds True, or an error text)."""
-        waiter = (threading.Event(), [])
+        waiter: tuple[threading.Event, list] = (threading.Event(), [])
         self.post(("reconcile", waiter))
         return waiter
 
@@ -586,6 +586,7 @@ class Link:
             if not remote_wins(rec, mine):
                 self._want.pop(rec.path, None)
                 if mine is not None and not mine.deleted and mine.same_version(rec):
+                    assert rec.hash is not None  # the same live version as ours
                     self.mesh.local.mark_sent(rec.path, rec.hash)  # the peer has ours
                 continue
             if rec.deleted:
@@ -858,6 +859,7 @@ class Link:
             if why is None:
                 self.stats.files_sent += 1
                 self.told[path] = version(rec)
+                assert rec.hash is not None  # sent, so live
                 self.mesh.local.mark_sent(path, rec.hash)
             else:
                 log.info("not sending %s to %s: %s", path, self.label, why)
