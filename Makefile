@@ -23,6 +23,7 @@ test: venv lint
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy owsync
 
 format: venv
 	$(BIN)/ruff format .
@@ -50,4 +51,4 @@ install:
 	cp -R luci/luci-app-owsync/root/. "$(DESTDIR)/"
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .mypy_cache .hypothesis

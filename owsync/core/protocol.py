@@ -104,13 +104,13 @@ class FrameDecoder:
 # --- messages ---------------------------------------------------------------
 
 
-class _Message:
+class _Message(tuple):
     """Messages are tuples; equal only to a message of the same type."""
 
     __slots__ = ()
 
     def __eq__(self, other: object) -> bool:
-        return type(self) is type(other) and tuple.__eq__(self, other)  # type: ignore[arg-type]
+        return type(self) is type(other) and tuple.__eq__(self, other)
 
     def __ne__(self, other: object) -> bool:
         return not self == other

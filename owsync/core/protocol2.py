@@ -555,6 +555,7 @@ def decode_file_header(body: bytes) -> FileHeader:
             and 0 <= mode < 2**63 and 0 <= size < 2**63 and 0 <= mtime < 2**63):  # fmt: skip
         for name in ("mode", "size", "mtime"):
             _uint(obj, name, "FILE")  # says which
+    assert type(mode) is int  # checked above (_uint raised otherwise)
     return FileHeader(path, mode & 0o777, size, digest.lower(), mtime)
 
 

@@ -37,8 +37,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections import deque, namedtuple
+from collections import deque
 from collections.abc import Callable, Iterator
+from typing import NamedTuple
 
 from .plan import Plan, make_plan
 from .protocol import ProtocolError
@@ -80,15 +81,60 @@ from .protocol2 import (
 from .state import Record
 
 # Events: what the machine decided, for the caller to carry out.
-PeerAuth = namedtuple("PeerAuth", "")  # lock, scan, send state(records)
-PeerState = namedtuple("PeerState", "plan too_large")  # apply deletions, send request(plan)
-PeerRequest = namedtuple("PeerRequest", "paths")  # send these files, then end()
-FileStart = namedtuple("FileStart", "record")  # open a temp file
-FileChunk = namedtuple("FileChunk", "path data")  # append to it
-FileDone = namedtuple("FileDone", "record")  # size and hash verified: put it in place
-FileRefused = namedtuple("FileRefused", "path reason")  # the sender gave it up: discard
-PeerEnd = namedtuple("PeerEnd", "counts")  # the peer sent everything, and said so
-PeerDone = namedtuple("PeerDone", "")  # the peer has all we sent, in place and saved
+
+
+class PeerAuth(NamedTuple):
+    """Lock, scan, send state(records)."""
+
+
+class PeerState(NamedTuple):
+    """Apply the deletions, send request(plan); ``too_large``: not requested."""
+
+    plan: Plan
+    too_large: list[Record]
+
+
+class PeerRequest(NamedTuple):
+    """Send these files, then end()."""
+
+    paths: tuple[str, ...]
+
+
+class FileStart(NamedTuple):
+    """Open a temp file."""
+
+    record: Record
+
+
+class FileChunk(NamedTuple):
+    """Append to it."""
+
+    path: str
+    data: bytes
+
+
+class FileDone(NamedTuple):
+    """Size and hash verified: put it in place."""
+
+    record: Record
+
+
+class FileRefused(NamedTuple):
+    """The sender gave it up: discard."""
+
+    path: str
+    reason: str
+
+
+class PeerEnd(NamedTuple):
+    """The peer sent everything, and said so."""
+
+    counts: EndCounts
+
+
+class PeerDone(NamedTuple):
+    """The peer has all we sent, in place and saved."""
+
 
 Event = (
     PeerAuth
@@ -434,6 +480,7 @@ class Session2:
 
     def _chunk(self, data: bytes) -> FileChunk:
         f = self._in
+        assert f is not None  # _handle passes a CHUNK here only inside a file
         if f.done + len(data) > f.record.size:
             raise ProtocolError(f"CHUNK past the size of {f.record.path!r} ({f.record.size})")
         f.add(data)
@@ -442,6 +489,7 @@ class Session2:
 
     def _file_end(self, error: str | None) -> FileDone | FileRefused:
         f, self._in = self._in, None
+        assert f is not None  # _handle passes a FILE_END here only inside a file
         if error is not None:
             return FileRefused(f.record.path, f"the peer gave it up: {error}")
         if f.done != f.record.size:

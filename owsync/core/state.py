@@ -9,7 +9,7 @@ call the functions below to move records from one state to the next.
 from __future__ import annotations
 
 import json
-from collections import namedtuple
+from typing import NamedTuple
 
 TOMBSTONE_TTL_MS = 30 * 24 * 3600 * 1000
 
@@ -18,10 +18,7 @@ TOMBSTONE_TTL_MS = 30 * 24 * 3600 * 1000
 Signature = tuple[int, int, int, int]
 
 
-_RecordBase = namedtuple("Record", "path hash mtime size mode deleted sig", defaults=(False, None))
-
-
-class Record(_RecordBase):
+class Record(NamedTuple):
     """What a node knows of one path (a tuple: cheap to make, compare and keep).
 
     ``path``; ``hash``, SHA-256 hex of the content or None for a tombstone;
@@ -35,7 +32,13 @@ class Record(_RecordBase):
     file still there for a re-creation (see :func:`pending_deletion`).
     """
 
-    __slots__ = ()
+    path: str
+    hash: str | None
+    mtime: int
+    size: int
+    mode: int
+    deleted: bool = False
+    sig: Signature | None = None
 
     def same_version(self, other: Record) -> bool:
         """True when both describe the same version (ignoring local caches)."""
@@ -125,7 +128,7 @@ def pending_deletion(local: Record, remote: Record) -> Record:
 
 
 def _entry(r: Record) -> dict:
-    entry = {
+    entry: dict[str, object] = {
         "hash": r.hash,
         "mtime": float(r.mtime),
         "size": float(r.size),

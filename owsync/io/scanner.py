@@ -18,6 +18,7 @@ import logging
 import os
 import stat
 from collections.abc import Callable
+from functools import partial
 
 from ..core.paths import is_hidden, path_problem
 from ..core.state import Record, observe_file, reconcile, tombstone
@@ -176,7 +177,7 @@ def scan_paths(
             continue
         if stat.S_ISDIR(st.st_mode):
             inner = frozenset(o[len(rel) + 1 :] for o in own if o.startswith(rel + "/"))
-            sub = scan(full, _under(records, rel), lambda p, r=rel: accept(f"{r}/{p}"),
+            sub = scan(full, _under(records, rel), partial(_accept_under, accept, rel),
                        inner, now_ms)  # fmt: skip
             seen.update((f"{rel}/{p}", r._replace(path=f"{rel}/{p}"))
                         for p, r in sub.records.items() if not r.deleted)  # fmt: skip
@@ -234,6 +235,11 @@ def scan_paths(
         changed.add(path)
     result.records, result.changed = out, changed
     return result
+
+
+def _accept_under(accept: Callable[[str], bool], rel: str, path: str) -> bool:
+    """``accept`` for a path relative to the directory ``rel``."""
+    return accept(f"{rel}/{path}")
 
 
 def _under(records: dict[str, Record], rel: str) -> dict[str, Record]:

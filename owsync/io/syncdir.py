@@ -33,6 +33,8 @@ import logging
 import os
 import stat
 import time
+from collections.abc import Callable
+from typing import Literal
 
 from ..core.paths import path_problem
 from ..core.state import Signature
@@ -45,7 +47,8 @@ TMP_SUFFIX = ".tmp"
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-_syncfs = None  # loaded on first use: ctypes is not worth its import for reads
+# loaded on first use: ctypes is not worth its import for reads; False: none here
+_syncfs: Callable[[int], None] | Literal[False] | None = None
 
 
 def have_syncfs() -> bool:
@@ -62,6 +65,7 @@ def syncfs(fds, point: str) -> None:
     seen: dict[int, int] = {}
     for fd in fds:
         seen.setdefault(os.fstat(fd).st_dev, fd)
+    assert _syncfs, "syncfs() before have_syncfs() said yes"
     for fd in seen.values():
         faults.point(point)
         _syncfs(fd)
@@ -98,7 +102,7 @@ _RENAMEAT2_NR = {
     **{(m, 4): 353 for m in ("i386", "i486", "i586", "i686")},
     **{(m, 4): 382 for m in ("armv5tel", "armv6l", "armv7l", "armv8l")},
 }
-_renameat2 = None  # loaded on first use, as syncfs
+_renameat2: Callable[[int, bytes, bytes, int], int] | Literal[False] | None = None  # as syncfs
 _refused: set[int] = set()  # renameat2 flags this system refused (logged once)
 
 
@@ -114,7 +118,7 @@ def renameat2(dir_fd: int, src: str, dst: str, flags: int) -> None:
 
 def _load_renameat2():
     try:
-        import ctypes
+        import ctypes  # lazy: loaded once, only where renameat2(2) is looked up
 
         libc = ctypes.CDLL(None, use_errno=True)
     except OSError:
@@ -392,6 +396,7 @@ class SyncDir:
         # Swapped out: the file the check saw, unless a write raced in.  The
         # exchange changed its ctime, so the rest of its signature tells.
         old = os.lstat(s.tmp, dir_fd=s.dir_fd)
+        assert s.expect is not None  # RENAME_EXCHANGE: there was a file
         size, mtime_ns, _, ino = s.expect
         if stat.S_ISREG(old.st_mode) and (old.st_size, old.st_mtime_ns, old.st_ino) == (
             size, mtime_ns, ino

@@ -60,6 +60,7 @@ class Channel:
         self._sel = selectors.DefaultSelector()
         self._sel.register(sock, selectors.EVENT_READ)
         self._mask = selectors.EVENT_READ
+        self._wake: socket.socket | None = None  # set_wake's socket
 
     def close(self) -> None:
         self._sel.close()
@@ -124,8 +125,10 @@ class Channel:
         data = b""
         for key, mask in events:
             if key.fileobj is not self.sock:  # the wake socket: another thread posted
+                wake = self._wake
+                assert wake is not None and key.fileobj is wake  # the only other one
                 with contextlib.suppress(OSError):
-                    while key.fileobj.recv(4096):
+                    while wake.recv(4096):
                         pass
                 continue
             if mask & selectors.EVENT_WRITE:
@@ -137,6 +140,7 @@ class Channel:
     def set_wake(self, sock: socket.socket) -> None:
         """Also return from :meth:`pump_bytes` (with nothing) when ``sock``
         becomes readable: how another thread wakes a long-lived link."""
+        self._wake = sock
         self._sel.register(sock, selectors.EVENT_READ)
 
     def linger(self, timeout: float, most: int = 64 * 1024 * 1024) -> None:
@@ -174,7 +178,7 @@ class Channel:
                     self._out[0] = head[n:]
                     n = 0
 
-    def _read(self) -> list[Message]:
+    def _read(self) -> bytes:
         try:
             data = self.sock.recv(RECV_SIZE)
         except (BlockingIOError, InterruptedError):

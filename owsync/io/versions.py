@@ -270,6 +270,7 @@ class VersionStore:
         if digest not in self.sizes and digest not in self._unwritten:
             self._unwritten[digest] = data
             self._unwritten_bytes += len(data)
+        kept = now_ms if now_ms is not None else int(time.time() * 1000)
         v = {
             "id": self.next_id,
             "path": path,
@@ -279,14 +280,14 @@ class VersionStore:
             "mode": mode & 0o777,
             "reason": reason,
             "peer": peer,
-            "kept": now_ms if now_ms is not None else int(time.time() * 1000),
+            "kept": kept,
             "text": looks_like_text(data),
         }
         self.next_id += 1
         self.versions.append(v)
         self.changed = True
         if self._unwritten_bytes > FLUSH_BYTES:
-            self.save(v["kept"], collect=False)
+            self.save(kept, collect=False)
         return v
 
     def keep_base_version(self, path: str, mtime: int, mode: int, reason: str, now_ms: int):

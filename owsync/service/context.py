@@ -58,7 +58,7 @@ class Context:
         self.owner = owner
         self.versions_dir = versions_dir if versions is None or versions.keep > 0 else None
         self.versions = versions or Limits()
-        self.own_prefix = self._inside(versions_dir) if self.versions_dir else None
+        self.own_prefix = self._inside(self.versions_dir) if self.versions_dir else None
         if min_protocol not in (1, 2):
             raise ValueError("min_protocol is 1 or 2")
         self.min_protocol = min_protocol

@@ -379,7 +379,7 @@ class Daemon:
             if manual or wait or reconcile:  # a full reconcile, both ways
                 links.append((w, link.reconcile()))
         for w in targets:
-            waiter = (threading.Event(), []) if wait else None
+            waiter: tuple[threading.Event, list] | None = (threading.Event(), []) if wait else None
             w.request(manual=manual, waiter=waiter)
             if waiter:
                 boxes.append((w, waiter))
@@ -488,6 +488,7 @@ class Daemon:
             self.request_sync(reconcile=True)
 
     def stop(self) -> None:
+        assert self.serving is not None, "stop() before start()"
         self.stopping.set()
         self.mesh.close_all("the peer is shutting down")
         self.watcher.stop.set()

@@ -193,6 +193,7 @@ def _drive(ch, ctx: Context, replica: Replica, machine: Session, result, on_hell
     if on_hello is not None:
         on_hello()
     if offer is not None:
+        assert ctx.live is not None  # an offer is read only with a mesh
         keys = live.link_keys(ctx.cipher.key, initiator, ours, theirs, secret)
         return ctx.live.run_link(ch, ctx, keys, offer, initiator, result.peer, rest)
     if initiator and ctx.live is not None:  # a session after all: take the directory now
@@ -241,23 +242,23 @@ def restore(ctx: Context, version_id: int) -> dict:
     try:
         store = replica.store
         v = store.find(version_id) if store is not None else None
-        if v is None:
+        if store is None or v is None:
             raise LookupError(f"no version {version_id}")
         path = v["path"]
         if not replica.accepts(path):
             raise ValueError(f"{path} is not synced by this node (filters)")
         data = store.read(v["hash"])
         cur = replica.records.get(path)
-        live = cur is not None and not cur.deleted
-        if live and cur.hash == v["hash"]:
+        live = cur if cur is not None and not cur.deleted else None
+        if live is not None and live.hash == v["hash"]:
             return {"restored": path, "id": version_id, "unchanged": True}
-        if live:
+        if live is not None:
             replica.keep_local(path, "restored", result)
             store.save(replica.now_ms())
         mtime = replica.now_ms()
         if cur is not None:
             mtime = max(mtime, cur.mtime + 1)
-        st = replica.dir.write(path, data, v["mode"], mtime, cur.sig if live else None)
+        st = replica.dir.write(path, data, v["mode"], mtime, live.sig if live is not None else None)
         replica.records[path] = Record(path, v["hash"], mtime, len(data), v["mode"], False,
                                        signature(st))  # fmt: skip
         store.set_base(path, v["hash"], None, pending=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import partial
 
 from ..core import session2 as s2
@@ -71,7 +71,15 @@ def drive_v1(ch, ctx, replica: Replica, machine: Session, result, first, deadlin
         log.info("%d requested file(s) did not arrive from %s", len(machine.missing), result.peer)
 
 
-def drive_v2(ch, ctx, replica: Replica, m: Session2, result, data: bytes, deadline) -> None:
+def drive_v2(
+    ch: Channel,
+    ctx: Context,
+    replica: Replica,
+    m: Session2,
+    result: SessionResult,
+    data: bytes,
+    deadline: float,
+) -> None:
     """Protocol v2 after the Hellos: typed frames, files streamed from and to disk.
 
     What this side sends is a queue of frame iterators, taken in order and
@@ -105,34 +113,47 @@ def _why(exc: Exception) -> str:
     return str(exc) or type(exc).__name__
 
 
-def _exchange_v2(ch, ctx, replica: Replica, m: Session2, result, data: bytes, deadline) -> None:
-    out: deque = deque()
+def _exchange_v2(
+    ch: Channel,
+    ctx: Context,
+    replica: Replica,
+    m: Session2,
+    result: SessionResult,
+    data: bytes,
+    deadline: float,
+) -> None:
+    # frame iterators to send in turn; a function makes one when its turn comes
+    out: deque[Iterator[bytes] | Callable[[], Iterator[bytes]]] = deque()
     ch.send_raw(m.start())
     while True:
         if data:
             m.receive_data(data)
         while (event := m.next_event()) is not None:
-            kind = type(event)
-            if kind is s2.FileChunk:
-                replica.add_chunk(event.data)
-            elif kind is s2.FileStart:
-                replica.begin_file(event.record)
-            elif kind is s2.FileDone:
-                replica.end_file(event.record, result)
-            elif kind is s2.PeerAuth:
-                out.append(m.state(replica.open()))
-            elif kind is s2.PeerState:
-                for rec in event.too_large:
-                    log.warning("not receiving %s from %s: too large (%d bytes,"
-                                " max_file_size %d)", rec.path, result.peer, rec.size,
-                                ctx.max_file_size)  # fmt: skip
-                apply_deletions(replica, event.plan.deletions, result)
-                out.append(partial(m.request, event.plan))
-            elif kind is s2.PeerRequest:
-                out.append(partial(_serve_v2, replica, m, event.paths, result))
-            elif kind is s2.FileRefused:
-                replica.drop_file()
-                log.warning("not receiving %s from %s: %s", event.path, result.peer, event.reason)
+            match event:
+                case s2.FileChunk():
+                    replica.add_chunk(event.data)
+                case s2.FileStart():
+                    replica.begin_file(event.record)
+                case s2.FileDone():
+                    replica.end_file(event.record, result)
+                case s2.PeerAuth():
+                    out.append(m.state(replica.open()))
+                case s2.PeerState():
+                    for rec in event.too_large:
+                        log.warning("not receiving %s from %s: too large (%d bytes,"
+                                    " max_file_size %d)", rec.path, result.peer, rec.size,
+                                    ctx.max_file_size)  # fmt: skip
+                    apply_deletions(replica, event.plan.deletions, result)
+                    out.append(partial(m.request, event.plan))
+                case s2.PeerRequest():
+                    out.append(partial(_serve_v2, replica, m, event.paths, result))
+                case s2.FileRefused():
+                    replica.drop_file()
+                    log.warning(
+                        "not receiving %s from %s: %s", event.path, result.peer, event.reason
+                    )
+                case s2.PeerEnd() | s2.PeerDone():
+                    pass  # nothing to do here (core/session2.py)
         while out and ch.out_bytes < OUT_BUFFER:
             head = out[0]
             if callable(head):
@@ -185,6 +206,7 @@ def _serve(replica: Replica, ch: Channel, paths: tuple[str, ...]) -> Iterator[Me
         if len(data) > limit or 2 * len(data) + 4096 > ch.frame_limit:
             log.warning("not sending %s: too large (%d bytes)", path, len(data))
             continue
+        assert rec.hash is not None  # live: it has its content's hash
         replica.sent.append((path, rec.hash))
         yield FileContent(path, st.st_mode & 0o777, data)
     yield EndOfSync()
@@ -219,6 +241,7 @@ def _serve_v2(replica: Replica, m: Session2, paths, result: SessionResult) -> It
             else:
                 yield m.file_abort(why)
         if why is None:
+            assert rec.hash is not None  # advertised, so live: it has its content's hash
             replica.sent.append((path, rec.hash))
             result.sent += 1
         else:

@@ -605,6 +605,7 @@ class Link:
             if not remote_wins(rec, mine):
                 self._want.pop(rec.path, None)
                 if mine is not None and not mine.deleted and mine.same_version(rec):
+                    assert rec.hash is not None  # the same live version as ours
                     self.mesh.local.mark_sent(rec.path, rec.hash)  # the peer has ours
                 continue
             if rec.deleted:
@@ -879,6 +880,7 @@ class Link:
             if why is None:
                 self.stats.files_sent += 1
                 self.told[path] = version(rec)
+                assert rec.hash is not None  # sent, so live
                 self.mesh.local.mark_sent(path, rec.hash)
             else:
                 log.info("not sending %s to %s: %s", path, self.label, why)

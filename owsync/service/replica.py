@@ -218,6 +218,8 @@ class Replica:
             return
         self.dir.finish_stage(staged, record.mode, record.mtime)
         if base is not None:
+            # a base is taken only with a store (_wants_base); a received file is live
+            assert self.store is not None and record.hash is not None
             self.store.put(record.hash, b"".join(base))  # its base, once in place
             self.bases_taken += 1
         self.pending.append((staged, record))
@@ -256,6 +258,7 @@ class Replica:
                 result.received += 1
                 result.changed.append(record.path)
                 if self.store is not None:
+                    assert record.hash is not None  # a received file is live
                     self.store.set_base(record.path, record.hash, None, pending=False)
 
     def now_ms(self) -> int:
@@ -268,19 +271,22 @@ class Replica:
         lost last-writer-wins.  A file changed since the scan is left alone
         (the write is skipped too).
         """
+        store = self.store
+        assert store is not None  # every caller keeps versions only with a store
         local = self.records.get(path)
         if local is None or local.deleted:
             return
+        assert local.hash is not None  # live
         try:
             data, _ = self.dir.read(path)
         except (OSError, UnsafePath):
             return
         if hashlib.sha256(data).hexdigest() != local.hash:
             return
-        if self.store.pending(path, local.hash):
+        if store.pending(path, local.hash):
             reason = "conflict"
         by = self.peer_label if self.peer_label is not None else result.peer
-        v = self.store.keep(path, local.hash, data, local.mtime, local.mode, reason, by,
+        v = store.keep(path, local.hash, data, local.mtime, local.mode, reason, by,
                             self.now_ms())  # fmt: skip
         if reason == "conflict":
             result.conflicts.append(path)
@@ -398,25 +404,27 @@ def track_local_changes(
     items = records.items() if only is None else ((p, records[p]) for p in only if p in records)
     for path, rec in items:
         old = loaded.get(path)
-        live_before = old is not None and not old.deleted
+        if old is not None and old.deleted:
+            old = None  # only a live record had a base
         if rec.deleted:
-            if live_before:
+            if old is not None:
                 base = store.bases.get(path)
                 if base is not None and base[0] == old.hash:
                     store.keep_base_version(path, old.mtime, old.mode, "deleted", now_ms)
                 store.forget_base(path)
             continue
-        if live_before and old.hash == rec.hash:
+        if old is not None and old.hash == rec.hash:
             if store.fresh and path not in store.bases:
                 _take_base(replica, rec, pending=False)
             continue
-        if live_before and path in store.bases and store.bases[path][0] == old.hash:
+        if old is not None and path in store.bases and store.bases[path][0] == old.hash:
             store.keep_base_version(path, old.mtime, old.mode, "edited", now_ms)
         _take_base(replica, rec, pending=True)
 
 
 def _take_base(replica: Replica, rec: Record, pending: bool) -> None:
     store = replica.store
+    assert store is not None and rec.hash is not None  # from track_local_changes: live
     if rec.hash in store.sizes:
         store.set_base(rec.path, rec.hash, None, pending)
         return
