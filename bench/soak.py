@@ -143,7 +143,7 @@ class SoakDaemon:
             st = self.status()
         except control.ControlError:
             return False
-        return all(p["state"] == "idle" for p in st.get("peers", []))
+        return all(p["state"] in ("idle", "connected") for p in st.get("peers", []))
 
     def sample(self) -> dict:
         return sample(self.proc.pid)
@@ -421,6 +421,12 @@ def run_soak(
             "kinds": dict(churn.kinds),
             "sessions": ok_a + ok_b,
             "sessions_failed": failed_a + failed_b,
+            # between two of our daemons: the live link's changes, both ways
+            "updates": sum(
+                (p.get("live") or {}).get("updates_received", 0)
+                for st in status.values()
+                for p in st["peers"]
+            ),
             "converged": not any(diffs.values()),
             "differences": {k: v[:20] for k, v in diffs.items() if v},
             "peers": {k: [peer_row(p) for p in st["peers"]] for k, st in status.items()},
@@ -456,6 +462,7 @@ def table(r: dict) -> str:
         f"duration {r['duration']:.0f} s (warm-up {r['warmup']:.0f} s left out of the figures),"
         f" {r['ops']} changes at {r['rate']:g}/s {r['kinds']},"
         f" {r['sessions']} sessions ({r['sessions_failed']} failed),"
+        f" {r.get('updates', 0)} live updates,"
         f" converged: {'yes' if r['converged'] else 'NO ' + json.dumps(r['differences'])}",
         "",
         "daemon  RSS start/end/max MiB  RSS slope KiB/h (2nd half)  fds start/end/max"

@@ -13,10 +13,18 @@ import threading
 import time
 
 from . import __version__
+from .core.crypto import make_cipher
+from .core.filters import Filter
+from .core.peer import parse_peer
+from .openwrt.uci_config import UCI_DIR_ENV, load_uci, uci_available
 from .service import log as logsetup
-from .service.config import Config, ConfigError, load_file, parse_peer
+from .service.config import Config, ConfigError, load_file
 
 log = logging.getLogger("owsync")
+
+# Each command imports the layers it needs itself (lazily): `owsync status` or
+# `owsync sync` should not load the engine, the daemon and the version store
+# (some 6 MiB more RSS), on a router.
 
 # The clock every session uses.  Tests run the CLI through a wrapper that
 # replaces it (tests/clockshift.py); there is deliberately no option for it.
@@ -116,8 +124,6 @@ def _int_option(name: str, value: str, lo: int, hi: int | None = None) -> int:
 
 def build_config(opts, uci: bool = False) -> Config:
     """The config file (or UCI, for the daemon), then the command line on top of it."""
-    from .openwrt.uci_config import UCI_DIR_ENV, load_uci, uci_available
-
     if opts.config:
         cfg = load_file(opts.config)
     elif opts.uci_dir or (uci and (os.environ.get(UCI_DIR_ENV) or uci_available())):
@@ -157,9 +163,7 @@ def build_config(opts, uci: bool = False) -> Config:
 
 
 def make_context(cfg: Config, encrypted: bool = True):
-    from .core.crypto import make_cipher
-    from .core.filters import Filter
-    from .service.engine import Context
+    from .service.context import Context
 
     key = cfg.key_bytes() if encrypted else None
     return Context(
@@ -194,10 +198,9 @@ def cmd_genkey(opts, args) -> int:
 
 
 def cmd_scan(opts, args) -> int:
-    from .core.filters import Filter
     from .core.protocol import record_to_wire
     from .io import database, scanner
-    from .service.engine import Context
+    from .service.context import Context
 
     if len(args) > 1:
         raise UsageError("scan takes one directory")
@@ -315,6 +318,7 @@ def cmd_daemon(opts, args) -> int:
     stderr is a terminal: procd captures the daemon's stderr into the log,
     so it appears there once, as daemon.err.
     """
+    from .openwrt import ubus_bridge
     from .service.control import ControlError
     from .service.daemon import Daemon
 
@@ -332,6 +336,7 @@ def cmd_daemon(opts, args) -> int:
             raise ConfigError("owsync is disabled (uci set owsync.main.enabled=1)")
         d = Daemon(cfg, reload=lambda: build_config(opts, uci=True))
         d.clock = CLOCK
+        ubus_bridge.attach(d)  # started with the daemon, as its front end
         return d.run()
     except (ConfigError, ControlError) as exc:
         why = str(exc)
@@ -381,6 +386,15 @@ def format_status(st: dict) -> str:
     rows = [("PEER", "STATE", "LAST SUCCESS", "RESULT", "PROTO", "RX", "TX", "DEL", "FAILS",
              "NEXT RETRY")]  # fmt: skip
     for p in st["peers"]:
+        live = p.get("live")
+        if live:  # a live link: its figures since it came up
+            rows.append((
+                p["address"], f"connected {_when(live['connected_since'])}",
+                _when(live["last_update_received"] or live["last_update_sent"]), "live",
+                "v2 live", str(live["files_received"]), str(live["files_sent"]),
+                str(live["deleted"]), "0", "-",
+            ))  # fmt: skip
+            continue
         rows.append((
             p["address"], p["state"], _when(p["last_success"]), p["last_result"] or "-",
             _protocol(p.get("protocol")), str(p["received"]), str(p["sent"]),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -239,3 +240,82 @@ def traced(path: Path) -> list[tuple[str, int]]:
         seen[name] = seen.get(name, 0) + 1
         out.append((name, seen[name]))
     return out
+
+
+def wait_for(pred, timeout=10.0, step=0.02):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(step)
+    return pred()
+
+
+class DaemonNode(Child):
+    """One `owsync daemon` with its key=value file, directory, database and log."""
+
+    def __init__(self, root: Path, name: str, host="127.0.0.1") -> None:
+        self.name = name
+        self.dir = root / name
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.db = root / f"{name}.db"
+        self.sock = root / f"{name}.sock"
+        self.conf = root / f"{name}.conf"
+        self.log = root / f"{name}.log"
+        self.host = host
+        self.port = free_port()
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def addr(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    def configure(self, peers, poll=60, extra="") -> DaemonNode:
+        lines = [
+            f"bind_host={self.host}",
+            f"port={self.port}",
+            f"sync_dir={self.dir}",
+            f"database={self.db}",
+            f"encryption_key={KEY}",
+            f"control_socket={self.sock}",
+            f"poll_interval={poll}",
+            "log_level=3",
+            "include=*",
+            *(f"peer={p}" for p in peers),
+        ]
+        self.conf.write_text("\n".join(lines) + "\n" + extra)
+        self.conf.chmod(0o600)  # it holds the key
+        return self
+
+    def start(self, cmd=None, env: dict | None = None, probe: bool = True) -> DaemonNode:
+        """Start the daemon; with ``probe``, wait for its configured control socket."""
+        cmd = cmd or owsync_cmd("daemon", "-f", "-c", str(self.conf))
+        self.spawn(cmd, env or base_env(None), self.log)
+        if probe:
+            assert wait_for(lambda: self.sock.exists() or self.proc.poll() is not None), self.text()
+        assert self.proc.poll() is None, self.text()
+        return self
+
+    def text(self) -> str:
+        return self.log.read_text() if self.log.exists() else ""
+
+    def ctl(self, *args, timeout=60):
+        return subprocess.run(
+            owsync_cmd(*args, "--control-socket", str(self.sock)),
+            env=base_env(None),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def status(self) -> dict:
+        r = self.ctl("status", "--json")
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout)
+
+    def has(self, rel: str, data: bytes | None = None) -> bool:
+        p = self.dir / rel
+        try:
+            return p.exists() if data is None else p.read_bytes() == data
+        except OSError:
+            return False

@@ -45,7 +45,8 @@ import pytest
 from conftest import base_env, tracked
 from test_daemon import DaemonNode, wait_for
 
-from owsync.core.state import CorruptDatabase, Record, loads_db
+from owsync.core.state import CorruptDatabase, Record
+from owsync.io import database
 from owsync.io.syncdir import is_temp_name
 
 ROUNDS = int(os.environ.get("OWSYNC_CHURN_ROUNDS", "10"))
@@ -98,7 +99,8 @@ class PendingDelete:
 
 
 class Churn:
-    def __init__(self, nodes: list[DaemonNode], seed: int) -> None:
+    def __init__(self, nodes: list[DaemonNode], seed: int, v1_only: tuple[str, ...] = ()) -> None:
+        self.v1_only = v1_only
         self.nodes = nodes
         self.seed = seed
         self.rng = random.Random(seed)
@@ -192,7 +194,7 @@ class Churn:
     @staticmethod
     def db(node: DaemonNode) -> dict[str, Record]:
         try:
-            return loads_db(node.db.read_bytes())
+            return database.load(str(node.db), set_aside=False)
         except (FileNotFoundError, CorruptDatabase):
             return {}  # not saved yet (it is replaced atomically, never half-written)
 
@@ -380,7 +382,10 @@ class Churn:
         banner = f" daemon: {node.dir}, listening"
         before = node.text().count(banner)
         # faulthandler: a daemon that ignores SIGTERM is sent SIGABRT, and says where it was
-        node.start(env=base_env(None) | {"PYTHONFAULTHANDLER": "1"}, probe=False)
+        env = base_env(None) | {"PYTHONFAULTHANDLER": "1"}
+        if node.name in self.v1_only:  # speaks v1, as owsync 1.2.0: sessions, no live link
+            env["OWSYNC_MAX_PROTOCOL"] = "1"
+        node.start(env=env, probe=False)
         up = wait_for(
             lambda: node.text().count(banner) > before or node.proc.poll() is not None, 20
         )
@@ -556,12 +561,26 @@ def mesh(tmp_path):
     yield from tracked(tmp_path, DaemonNode)
 
 
+V1_SEEDS = [1] if not os.environ.get("OWSYNC_CHURN_SEED") else SEEDS
+
+
 @pytest.mark.parametrize("seed", SEEDS)
 def test_churn_with_restarts_converges_on_the_newest_writes(mesh, seed):
+    run_churn(mesh, seed, v1_only=())
+
+
+@pytest.mark.parametrize("seed", V1_SEEDS)
+def test_churn_with_a_node_that_speaks_v1_only(mesh, seed):
+    """One node of the mesh speaks protocol v1 only, as owsync 1.2.0 does: the
+    others keep live links between themselves and run sessions with it."""
+    run_churn(mesh, seed, v1_only=("n0",))
+
+
+def run_churn(mesh, seed: int, v1_only: tuple[str, ...]) -> None:
     nodes = [mesh(f"n{i}") for i in range(NODES)]
     for n in nodes:
         n.configure([m.addr for m in nodes if m is not n])
-    churn = Churn(nodes, seed)
+    churn = Churn(nodes, seed, v1_only)
     for n in nodes:
         churn.start(n)
     began = time.monotonic()

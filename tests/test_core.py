@@ -10,6 +10,7 @@ import pytest
 from owsync.core import protocol
 from owsync.core.filters import Filter
 from owsync.core.paths import is_hidden, path_problem
+from owsync.core.peer import parse_hostport, parse_peer
 from owsync.core.plan import make_plan, remote_wins
 from owsync.core.session import PeerHello, Session, SessionAbort
 from owsync.core.state import (
@@ -22,7 +23,7 @@ from owsync.core.state import (
     observe_file,
     reconcile,
 )
-from owsync.service.config import MAX_PEERS, ConfigError, parse_hostport, parse_peer, parse_text
+from owsync.service.config import MAX_PEERS, ConfigError, parse_text
 
 H1, H2 = "1" * 64, "2" * 64
 

@@ -245,7 +245,8 @@ def test_a_trickling_peer_cannot_hold_the_directory(tmp_path):
 
     from owsync.core.crypto import PlainCipher
     from owsync.core.filters import Filter
-    from owsync.service.engine import Context, run_session
+    from owsync.service.context import Context
+    from owsync.service.engine import run_session
 
     root = tmp_path / "d"
     root.mkdir()

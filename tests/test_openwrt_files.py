@@ -21,7 +21,8 @@ from owsync.core.filters import Filter
 from owsync.openwrt.ubus_bridge import EVENT, SessionNotifier, blob_safe, changed_packages
 from owsync.openwrt.uci_config import config_from_section
 from owsync.service.config import ConfigError, parse_text
-from owsync.service.engine import Context, run_session
+from owsync.service.context import Context
+from owsync.service.engine import run_session
 
 ROOT = Path(__file__).resolve().parents[1]
 INIT = ROOT / "files/etc/init.d/owsync"

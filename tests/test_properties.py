@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 
 from owsync.core.crypto import PlainCipher
 from owsync.core.filters import Filter
-from owsync.service.engine import Context, run_session
+from owsync.service.context import Context
+from owsync.service.engine import run_session
 
 T0 = 1_800_000_000.0  # a fixed "now" for every node in these tests
 

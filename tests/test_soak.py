@@ -27,8 +27,9 @@ def test_soak_keeps_fds_threads_and_memory_flat(tmp_path):
     r = soak.run_soak(duration=SECONDS + warmup, rate=5.0, warmup=warmup, work=tmp_path)
     print(soak.table(r))  # shown with -s or on failure
     assert r["converged"], r["differences"]
-    # enough sessions for a per-session leak to show
-    assert r["sessions"] >= 8 * SECONDS, r
+    # enough work for a per-change leak to show: sessions, or a live link's updates
+    # (each change is sent to the other daemon once)
+    assert r["sessions"] >= 8 * SECONDS or r["updates"] >= 2 * SECONDS, r
     for name, d in r["daemons"].items():
         fds, threads, rss = d["fds"], d["threads"], d["rss_kib"]
         assert fds["end"] <= fds["start"] + 2, (name, fds)

@@ -8,8 +8,9 @@ import time
 from types import SimpleNamespace
 
 from owsync.cli import format_status
+from owsync.core.peer import Peer
 from owsync.service import status
-from owsync.service.config import Config, Peer
+from owsync.service.config import Config
 
 
 def result(peer="192.168.1.2", ok=True, protocol=2, **kw):

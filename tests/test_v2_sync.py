@@ -115,7 +115,8 @@ def test_a_peer_whose_directory_is_busy_is_worth_a_quick_retry(tmp_path, v2):
     from owsync.core.crypto import AesGcmCipher
     from owsync.core.filters import Filter
     from owsync.io import database
-    from owsync.service.engine import Context, run_session
+    from owsync.service.context import Context
+    from owsync.service.engine import run_session
 
     key = bytes.fromhex(KEY)
     ctxs = {}

@@ -22,7 +22,8 @@ import pytest
 from owsync.core import protocol
 from owsync.core.crypto import AesGcmCipher, PlainCipher
 from owsync.core.filters import Filter
-from owsync.service.engine import Context, run_session
+from owsync.service.context import Context
+from owsync.service.engine import run_session
 
 VECTORS = Path(__file__).resolve().parent / "vectors"  # a copy of ../shared/vectors
 KEY = bytes.fromhex("8b2b64411001592abf237c204845e610e5a743a1472822b3d2b86069ec3658d3")

@@ -33,7 +33,7 @@ def parse_key(text: str) -> bytes:
 
 def fingerprint(key: bytes) -> str:
     """What admins compare across routers: 64 bits of a hash of the key, not the key."""
-    import hashlib
+    import hashlib  # lazy: it loads OpenSSL (some 3 MiB); the CLI imports this module
 
     h = hashlib.sha256(b"owsync key fingerprint\0" + key).hexdigest()[:16]
     return ":".join(h[i : i + 4] for i in range(0, 16, 4))
@@ -75,6 +75,7 @@ class AesGcmCipher:
         if isinstance(parts, list) and sum(len(p) for p in parts) <= STREAM_OVER:
             plaintext = parts[0] if len(parts) == 1 else b"".join(parts)
             return [nonce, self._aead.encrypt(nonce, plaintext, None)]
+        # lazy: as in __init__
         from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
         enc = Cipher(algorithms.AES(self._key), modes.GCM(nonce)).encryptor()
@@ -84,7 +85,7 @@ class AesGcmCipher:
         return out
 
     def open(self, payload: bytes) -> bytes:
-        from cryptography.exceptions import InvalidTag
+        from cryptography.exceptions import InvalidTag  # lazy: as in __init__
 
         if len(payload) < NONCE + TAG:
             raise AuthError("frame too short to be encrypted")

@@ -31,6 +31,7 @@ import os
 import struct
 from collections import namedtuple
 from collections.abc import Iterable, Iterator
+from typing import NamedTuple
 
 from . import protocol
 from .protocol import ProtocolError, record_from_wire
@@ -48,6 +49,9 @@ KEY_INFO = b"owsync v2 keys"
 
 # Frame types (the header's fifth byte).
 AUTH, STATE, STATE_END, REQUEST, REQUEST_END, FILE, CHUNK, FILE_END, END, ERROR, DONE = range(1, 12)
+# The live link's own types (owsync.core.live): one numbering for both, but a
+# v2 session knows none of them (NAMES below is v2's table).
+INDEX_END, SKIP, ACK, PEERS, PING, REKEY, BYE = range(12, 19)
 NAMES = {
     AUTH: "AUTH",
     STATE: "STATE",
@@ -190,6 +194,7 @@ def transcript(initiator_hello: bytes, responder_hello: bytes) -> bytes:
 
 def derive_keys(psk: bytes, nonce_i: bytes, nonce_r: bytes, t: bytes) -> tuple[bytes, bytes]:
     """(k_i2r, k_r2i): HKDF-SHA256 of the PSK, salted with both nonces, bound to T."""
+    # lazy: plain mode and the CLI's other commands do not load cryptography
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
@@ -229,7 +234,7 @@ def frame_nonce(counter: int) -> bytes:
 def _aead(key: bytes | None):
     if key is None:
         return None
-    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # lazy: as in derive_keys
 
     if len(key) != 32:
         raise ValueError("AES-256-GCM needs a 32-byte key")
@@ -239,24 +244,55 @@ def _aead(key: bytes | None):
 # --- framing ----------------------------------------------------------------
 
 
+class FrameTable(NamedTuple):
+    """What a framing knows of its frame types: names, body limits, which type
+    ends a stream (only DONE or ERROR may follow it), which close it, which
+    moves the sealing key on (0: none)."""
+
+    names: dict[int, str]
+    limits: dict[int, tuple[int, int]]
+    end: int
+    closing: frozenset[int]
+    rekey: int
+
+
+V2_FRAMES = FrameTable(NAMES, LIMITS, END, frozenset((DONE, ERROR)), 0)
+REKEY_INFO = b"owsync live rekey"
+
+
+def next_key(key: bytes | None) -> bytes | None:
+    """The key that follows a REKEY frame: HKDF-SHA256 of the current one
+    (no salt, info ``owsync live rekey``).  The old key is dropped, so frames
+    sealed before cannot be opened with what a later leak reveals."""
+    if key is None:
+        return None
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=REKEY_INFO).derive(key)
+
+
 Frame = namedtuple("Frame", "type body")
 
 
 class FrameWriter:
     """Seals one direction's frames: counter nonces from 0, never reused."""
 
-    def __init__(self, key: bytes | None) -> None:
+    def __init__(self, key: bytes | None, table: FrameTable | None = None) -> None:
+        self._key = key
         self._aead = _aead(key)
-        self.counter = 0  # frames written
+        self.table = table or V2_FRAMES
+        self.counter = 0  # frames written (under the current key)
         self.ended = False  # END written: only DONE or ERROR may follow
         self.closed = False  # DONE or ERROR written: nothing may follow
 
     def frame(self, ftype: int, body: bytes = b"") -> bytes:
-        lo, hi = LIMITS[ftype]
+        names = self.table.names
+        lo, hi = self.table.limits[ftype]
         if not lo <= len(body) <= hi:
-            raise ValueError(f"{NAMES[ftype]} body of {len(body)} bytes outside {lo}..{hi}")
+            raise ValueError(f"{names[ftype]} body of {len(body)} bytes outside {lo}..{hi}")
         if self.closed or (self.ended and ftype not in (DONE, ERROR)):
-            raise RuntimeError(f"{NAMES[ftype]} after the end of this side's stream")
+            raise RuntimeError(f"{names[ftype]} after the end of this side's stream")
         if ftype == DONE and not self.ended:
             raise RuntimeError("DONE before END")
         if self.counter >= COUNTER_LIMIT:
@@ -266,10 +302,14 @@ class FrameWriter:
         if aead is not None:
             body = aead.encrypt(frame_nonce(self.counter), body, header)
         self.counter += 1
-        if ftype == END:
-            self.ended = True
-        elif ftype in (DONE, ERROR):
+        if ftype in self.table.closing:
             self.ended = self.closed = True
+        elif ftype == self.table.end:
+            self.ended = True
+        elif ftype == self.table.rekey:
+            self._key = next_key(self._key)
+            self._aead = _aead(self._key)
+            self.counter = 0
         return header + body
 
 
@@ -283,11 +323,13 @@ class FrameReader:
     nothing DONE or ERROR.  After a ProtocolError the reader refuses everything.
     """
 
-    def __init__(self, key: bytes | None) -> None:
+    def __init__(self, key: bytes | None, table: FrameTable | None = None) -> None:
+        self._key = key
+        self.table = table or V2_FRAMES
         self._aead = _aead(key)
         self._over = TAG if self._aead is not None else 0
         if self._aead is not None:
-            from cryptography.exceptions import InvalidTag
+            from cryptography.exceptions import InvalidTag  # lazy: as in derive_keys
 
             self._invalid_tag = InvalidTag
         self._buf = bytearray()
@@ -347,10 +389,10 @@ class FrameReader:
     def _header(self, src, pos: int) -> tuple[int, int, str]:
         """The checked length and type of the frame at ``pos``."""
         n, ftype = _HEADER.unpack_from(src, pos)
-        name = NAMES.get(ftype)
+        name = self.table.names.get(ftype)
         if name is None:
             raise self._fail(f"frame {self.counter}: unknown frame type {ftype}")
-        lo, hi = LIMITS[ftype]
+        lo, hi = self.table.limits[ftype]
         if not lo + self._over <= n <= hi + self._over:
             raise self._fail(
                 f"frame {self.counter}: {name} of {n} bytes outside its limits"
@@ -363,10 +405,14 @@ class FrameReader:
     def _next(self, src: bytes, pos: int, n: int, ftype: int, name: str) -> Frame:
         frame = Frame(ftype, self._open(src, pos, n, ftype, name))
         self.counter += 1
-        if ftype == END:
-            self.ended = True
-        elif ftype in (DONE, ERROR):
+        if ftype in self.table.closing:
             self.ended = self.closed = True
+        elif ftype == self.table.end:
+            self.ended = True
+        elif ftype == self.table.rekey:  # what follows is sealed under the next key
+            self._key = next_key(self._key)
+            self._aead = _aead(self._key)
+            self.counter = 0
         return frame
 
     def _open(self, src: bytes, pos: int, n: int, ftype: int, name: str):

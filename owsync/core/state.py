@@ -124,24 +124,79 @@ def pending_deletion(local: Record, remote: Record) -> Record:
 # --- database format (owsync 1.2.0's JSON, plus our own "sig") ----------------
 
 
-def dumps_db(records: dict[str, Record], root: str | None = None) -> bytes:
-    """The database file; ``root`` (our own field) names the directory it describes."""
-    files = {}
-    for path, r in records.items():
-        entry = {
-            "hash": r.hash,
-            "mtime": float(r.mtime),
-            "size": float(r.size),
-            "mode": r.mode,
-            "deleted": r.deleted,
-        }
-        if r.sig is not None:
-            entry["sig"] = list(r.sig)
-        files[path] = entry
-    doc: dict = {"files": files}
+def _entry(r: Record) -> dict:
+    entry = {
+        "hash": r.hash,
+        "mtime": float(r.mtime),
+        "size": float(r.size),
+        "mode": r.mode,
+        "deleted": r.deleted,
+    }
+    if r.sig is not None:
+        entry["sig"] = list(r.sig)
+    return entry
+
+
+def dumps_db(records: dict[str, Record], root: str | None = None, gen: str | None = None) -> bytes:
+    """The database file; ``root`` (our own field) names the directory it
+    describes, ``gen`` (ours too) the generation its journal extends."""
+    doc: dict = {"files": {path: _entry(r) for path, r in records.items()}}
     if root is not None:
         doc["root"] = root
+    if gen is not None:
+        doc["gen"] = gen
     return json.dumps(doc, separators=(",", ":")).encode("utf-8")
+
+
+def dumps_journal(gen: str, records: list[Record]) -> bytes:
+    """Journal lines: each record changed since the database of generation
+    ``gen`` was written, one JSON object a line."""
+    out = []
+    for r in records:
+        entry = _entry(r)
+        entry["path"], entry["gen"] = r.path, gen
+        out.append(json.dumps(entry, separators=(",", ":")))
+    return ("\n".join(out) + "\n").encode("utf-8")
+
+
+def replay_journal(records: dict[str, Record], gen: str | None, data: bytes) -> int:
+    """Apply the journal lines of generation ``gen`` to ``records`` (in place);
+    lines of another generation (a database saved since) are skipped, and so
+    is a torn last line (a crash during its write).  Returns the lines applied."""
+    lines = data.split(b"\n")
+    n = 0
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            e = json.loads(line)
+            if e.get("gen") != gen or gen is None:
+                continue
+            rec = _record(e["path"], e)
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
+            if i == len(lines) - 1 or (i == len(lines) - 2 and not lines[-1]):
+                break  # the last line, torn
+            raise CorruptDatabase(f"journal line {i + 1}: {exc}") from None
+        records[rec.path] = rec
+        n += 1
+    return n
+
+
+def _record(path: str, e: dict) -> Record:
+    """One entry of the database or its journal (a tombstone with a sig: a
+    deletion under way)."""
+    if type(path) is not str:
+        raise TypeError("path is not a string")
+    sig = e.get("sig")
+    if sig is not None:
+        sig = tuple(map(int, sig)) if len(sig) == 4 else None
+    if e["deleted"]:
+        return Record(path, None, int(e["mtime"]), int(e["size"]),
+                      int(e["mode"]) & 0o777, True, sig)  # fmt: skip
+    h = e["hash"]
+    if type(h) is not str or len(h) != 64:
+        raise ValueError(f"bad hash for {path!r}")
+    return Record(path, h, int(e["mtime"]), int(e["size"]), int(e["mode"]) & 0o777, False, sig)
 
 
 class CorruptDatabase(ValueError):
@@ -153,7 +208,14 @@ def loads_db(data: bytes) -> dict[str, Record]:
 
 
 def loads_db_root(data: bytes) -> tuple[dict[str, Record], str | None]:
-    """Parse a database: its records and the directory it describes, if it says.
+    """Parse a database: its records and the directory it describes, if it says."""
+    records, root, _ = loads_db_doc(data)
+    return records, root
+
+
+def loads_db_doc(data: bytes) -> tuple[dict[str, Record], str | None, str | None]:
+    """Parse a database: its records, the directory it describes and its
+    generation, where it says.
 
     Raises CorruptDatabase on anything malformed.  This runs at the start of
     every session over every record, so it stays lean.
@@ -166,20 +228,8 @@ def loads_db_root(data: bytes) -> tuple[dict[str, Record], str | None]:
             raise TypeError("root is not a string")
         if not isinstance(files, dict):
             raise TypeError("files is not an object")
-        out = {}
-        for path, e in files.items():
-            sig = e.get("sig")
-            if sig is not None:
-                sig = tuple(map(int, sig)) if len(sig) == 4 else None
-            if e["deleted"]:  # with a sig: a deletion under way
-                out[path] = Record(path, None, int(e["mtime"]), int(e["size"]),
-                                   int(e["mode"]) & 0o777, True, sig)  # fmt: skip
-                continue
-            h = e["hash"]
-            if type(h) is not str or len(h) != 64:
-                raise ValueError(f"bad hash for {path!r}")
-            out[path] = Record(path, h, int(e["mtime"]), int(e["size"]),
-                               int(e["mode"]) & 0o777, False, sig)  # fmt: skip
-        return out, root
+        out = {path: _record(path, e) for path, e in files.items()}
+        gen = doc.get("gen")
+        return out, root, gen if isinstance(gen, str) else None
     except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
         raise CorruptDatabase(str(exc) or exc.__class__.__name__) from None

@@ -9,10 +9,8 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from ..service.config import Peer
+from ..core.peer import Peer
 
 log = logging.getLogger("owsync")
 

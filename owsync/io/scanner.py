@@ -20,20 +20,23 @@ import stat
 from collections.abc import Callable
 
 from ..core.paths import is_hidden, path_problem
-from ..core.state import Record, observe_file, reconcile
+from ..core.state import Record, observe_file, reconcile, tombstone
 from .syncdir import LocalChanged, SyncDir, UnsafePath, is_temp_name, signature
 
 log = logging.getLogger("owsync")
 
 
 class ScanResult:
-    __slots__ = ("records", "hashed", "stale_temps", "unfinished")
+    __slots__ = ("records", "hashed", "stale_temps", "unfinished", "changed")
 
     def __init__(self) -> None:
         self.records: dict[str, Record] = {}
         self.hashed = 0  # files read and hashed this time
         self.stale_temps: list[str] = []  # temp files left by an interrupted run
         self.unfinished: list[str] = []  # files of deletions an interrupted run recorded
+        # the paths whose record differs from before (None: not worked out, a
+        # whole scan): what a partial scan costs is these, not the tree
+        self.changed: set[str] | None = None
 
 
 def hash_file(path: str) -> tuple[str, os.stat_result] | None:
@@ -137,6 +140,107 @@ def scan(
 
 def _keep_under(records: dict[str, Record], rel_dir: str, keep: set[str]) -> None:
     keep.update(p for p in records if p.startswith(rel_dir))
+
+
+def scan_paths(
+    root: str,
+    records: dict[str, Record],
+    accept: Callable[[str], bool],
+    own: frozenset[str],
+    paths: set[str],
+    now_ms: Callable[[], int],
+    dirs: bool = True,
+) -> ScanResult:
+    """Bring the records up to date for ``paths`` only (what the watcher saw
+    change): a file is looked at alone, a directory is walked, a path gone
+    from disk makes tombstones of what was known at and under it.  The cost
+    is that of those paths, not of the tree; records elsewhere are kept.
+    ``dirs`` False: the paths are files (none was a directory), so nothing
+    under them is looked for.
+    """
+    seen: dict[str, Record] = {}
+    keep: set[str] = set()
+    gone: list[str] = []  # paths (files or directories) no longer on disk
+    result = ScanResult()
+    for rel in sorted(paths):
+        if not rel or path_problem(rel) or is_hidden(rel):
+            continue
+        full = os.path.join(root, rel)
+        try:
+            st = os.lstat(full)
+        except FileNotFoundError:
+            gone.append(rel)
+            continue
+        except OSError:
+            keep.add(rel)
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            inner = frozenset(o[len(rel) + 1 :] for o in own if o.startswith(rel + "/"))
+            sub = scan(full, _under(records, rel), lambda p, r=rel: accept(f"{r}/{p}"),
+                       inner, now_ms)  # fmt: skip
+            seen.update((f"{rel}/{p}", r._replace(path=f"{rel}/{p}"))
+                        for p, r in sub.records.items() if not r.deleted)  # fmt: skip
+            for p in sub.unfinished:
+                seen[f"{rel}/{p}"] = sub.records[p]._replace(path=f"{rel}/{p}")
+                result.unfinished.append(f"{rel}/{p}")
+            result.hashed += sub.hashed
+            result.stale_temps += [f"{rel}/{p}" for p in sub.stale_temps]
+            gone.append(rel)  # what was known under it and is not seen now
+            continue
+        if not stat.S_ISREG(st.st_mode) or rel in own or not accept(rel):
+            if stat.S_ISLNK(st.st_mode) or not stat.S_ISREG(st.st_mode):
+                gone.append(rel)  # replaced by something that is not synced
+            continue
+        if is_temp_name(rel.rsplit("/", 1)[-1]):
+            continue
+        prev = records.get(rel)
+        sig = signature(st)
+        if prev is not None and prev.sig == sig:
+            seen[rel] = prev
+            if prev.deleted:  # a deletion under way: its removal never happened
+                result.unfinished.append(rel)
+            continue
+        hashed = hash_file(full)
+        if hashed is None:
+            keep.add(rel)
+            continue
+        digest, st = hashed
+        result.hashed += 1
+        seen[rel] = observe_file(prev, rel, digest, st.st_size, st.st_mode & 0o777,
+                                 st.st_mtime_ns // 1_000_000, signature(st))  # fmt: skip
+    out = dict(records)  # a copy at C speed; then only the paths looked at
+    changed: set[str] = set()
+    for path, rec in seen.items():
+        if records.get(path) != rec:
+            out[path] = rec
+            changed.add(path)
+    candidates = {g for g in gone if g in records}
+    if gone and dirs:
+        prefixes = tuple(g + "/" for g in gone)
+        candidates.update(p for p in records if p.startswith(prefixes))
+    now = now_ms()
+    for path in candidates:
+        rec = records[path]
+        if path in seen or path in keep:
+            continue
+        if rec.deleted:
+            if rec.sig is not None:  # a deletion under way whose file is gone is done
+                out[path] = rec._replace(sig=None)
+                changed.add(path)
+            continue
+        if not accept(path) or is_hidden(path) or path in own:
+            continue
+        out[path] = tombstone(rec, max(now, rec.mtime + 1))
+        changed.add(path)
+    result.records, result.changed = out, changed
+    return result
+
+
+def _under(records: dict[str, Record], rel: str) -> dict[str, Record]:
+    """The records below directory ``rel``, keyed relative to it."""
+    prefix = rel + "/"
+    n = len(prefix)
+    return {p[n:]: r._replace(path=p[n:]) for p, r in records.items() if p.startswith(prefix)}
 
 
 def finish_deletions(sdir: SyncDir, result: ScanResult) -> None:

@@ -32,6 +32,7 @@ import errno
 import logging
 import os
 import stat
+import time
 
 from ..core.paths import path_problem
 from ..core.state import Signature
@@ -68,7 +69,7 @@ def syncfs(fds, point: str) -> None:
 
 def _load_syncfs():
     try:
-        import ctypes
+        import ctypes  # lazy: loaded once, only where syncfs(2) is looked up
 
         fn = ctypes.CDLL(None, use_errno=True).syncfs
     except (OSError, AttributeError):
@@ -464,13 +465,20 @@ class SyncDir:
                 faults.point("syncdir.fsync.dir")
                 os.fsync(fd)
 
-    def remove_stale_temps(self, names: list[str]) -> None:
-        """Remove temp files left behind by an interrupted run."""
+    def remove_stale_temps(self, names: list[str], older_than: float = 0.0) -> None:
+        """Remove temp files left behind by an interrupted run; with
+        ``older_than``, only those not written to for that many seconds (a
+        daemon's live links write theirs without holding the directory)."""
+        now = time.time()
         for rel in names:
             parent, _, name = rel.rpartition("/")
             if not is_temp_name(name):
                 continue
             with contextlib.suppress(OSError, UnsafePath):
                 dfd = self._dir(parent, create=False)
+                if older_than:
+                    st = os.lstat(name, dir_fd=dfd)
+                    if now - st.st_mtime < older_than:
+                        continue
                 faults.point("syncdir.unlink.stale")
                 os.unlink(name, dir_fd=dfd)

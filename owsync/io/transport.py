@@ -7,6 +7,7 @@ each other large files at once cannot deadlock (1.2.0 does, at 8 MB).
 
 from __future__ import annotations
 
+import contextlib
 import selectors
 import socket
 import time
@@ -120,12 +121,23 @@ class Channel:
                 raise Stopped()
             if time.monotonic() >= deadline:
                 raise PeerTimeout(f"peer silent for {self.idle_timeout:.0f} s")
-        mask = events[0][1]
-        if mask & selectors.EVENT_WRITE:
-            self._write()
-        if mask & selectors.EVENT_READ:
-            return self._read()
-        return b""
+        data = b""
+        for key, mask in events:
+            if key.fileobj is not self.sock:  # the wake socket: another thread posted
+                with contextlib.suppress(OSError):
+                    while key.fileobj.recv(4096):
+                        pass
+                continue
+            if mask & selectors.EVENT_WRITE:
+                self._write()
+            if mask & selectors.EVENT_READ:
+                data = self._read()
+        return data
+
+    def set_wake(self, sock: socket.socket) -> None:
+        """Also return from :meth:`pump_bytes` (with nothing) when ``sock``
+        becomes readable: how another thread wakes a long-lived link."""
+        self._sel.register(sock, selectors.EVENT_READ)
 
     def linger(self, timeout: float, most: int = 64 * 1024 * 1024) -> None:
         """End our side of the stream, then read and drop what the peer still

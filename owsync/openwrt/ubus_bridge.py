@@ -23,7 +23,9 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from ..service.engine import SessionResult
+from ..service.context import SessionResult
+from ..service.control import versions_request
+from ..service.daemon import Daemon
 
 log = logging.getLogger("owsync")
 
@@ -92,8 +94,21 @@ class SessionNotifier:
         return packages
 
 
+def attach(daemon: Daemon) -> UbusBridge:
+    """Give ``daemon`` its ubus objects and service reloads, from its start on.
+
+    The bridge is one of the daemon's front ends (started by ``Daemon.start``,
+    after the peer workers) and its SessionNotifier one of its session hooks.
+    Absent bindings just log, when the bridge starts.
+    """
+    bus = UbusBridge(daemon, daemon.cfg.ubus_socket)
+    daemon.on_session.append(SessionNotifier(bus.call, bus.send, lambda: daemon.cfg.reload_enabled))
+    daemon.front_ends.append(bus)
+    return bus
+
+
 class UbusBridge(threading.Thread):
-    def __init__(self, daemon, socket_path: str | None = None) -> None:
+    def __init__(self, daemon: Daemon, socket_path: str | None = None) -> None:
         super().__init__(name="owsync-ubus", daemon=True)
         self.d = daemon
         self.socket_path = socket_path
@@ -126,7 +141,7 @@ class UbusBridge(threading.Thread):
 
     def run(self) -> None:
         try:
-            import ubus
+            import ubus  # lazy: optional binding, absent off OpenWrt
         except ImportError:
             level = logging.WARNING if self.d.cfg.reload_enabled else logging.INFO
             log.log(level, "no ubus python bindings: no ubus object, no service reloads")
@@ -251,8 +266,6 @@ class UbusBridge(threading.Thread):
 
     def _answer(self, handler, req: dict) -> None:
         """The control request's reply, its ``ok`` dropped; a failure as ``error``."""
-        from ..service.control import versions_request
-
         out = versions_request(self.d, req["method"], req)
         out.pop("ok", None)
         handler.reply(blob_safe(out))

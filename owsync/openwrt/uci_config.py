@@ -81,7 +81,7 @@ def config_from_section(
 
 def uci_available() -> bool:
     try:
-        import uci  # noqa: F401
+        import uci  # noqa: F401  # lazy: optional binding, absent off OpenWrt
     except ImportError:
         return False
     return True
@@ -90,7 +90,7 @@ def uci_available() -> bool:
 def load_uci(confdir: str | None = None) -> Config:
     """Read owsync.main with pyuci; ConfigError when it cannot be had."""
     try:
-        import uci
+        import uci  # lazy: optional binding, absent off OpenWrt
     except ImportError:
         raise ConfigError(
             "no configuration: pass -c FILE (UCI cannot be read: the pyuci module is missing)"

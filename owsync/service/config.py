@@ -9,7 +9,9 @@ make the configuration unusable, which raise ConfigError.
 from __future__ import annotations
 
 import os
-from collections import namedtuple
+
+from ..core.crypto import parse_key
+from ..core.peer import Peer, parse_peer
 
 DEFAULT_PORT = 4321
 MAX_PEERS = 16
@@ -20,53 +22,6 @@ SUN_PATH_MAX = 107  # bytes in a Unix socket path, less the NUL
 
 class ConfigError(Exception):
     """The configuration cannot be used; the message says why."""
-
-
-class Peer(namedtuple("Peer", "host port source text", defaults=(None, None, ""))):
-    """A peer: ``host``, ``port`` (None: the configured one), ``source`` (a local
-    address to bind before connecting), ``text`` (as written: its name in logs)."""
-
-    __slots__ = ()
-
-    def __str__(self) -> str:
-        return self.text or self.host
-
-
-def parse_hostport(text: str) -> tuple[str, int | None]:
-    """``host``, ``host:port``, ``[v6]``, ``[v6]:port`` or a bare IPv6 address."""
-    text = text.strip()
-    if not text:
-        raise ValueError("empty address")
-    if text.startswith("["):
-        end = text.find("]")
-        if end < 0:
-            raise ValueError(f"{text!r}: missing ']'")
-        host, rest = text[1:end], text[end + 1 :]
-        if rest and not rest.startswith(":"):
-            raise ValueError(f"{text!r}: junk after ']'")
-        port_text = rest[1:] if rest else None
-    elif text.count(":") == 1:
-        host, port_text = text.split(":")
-    else:
-        host, port_text = text, None  # a name, IPv4, or a bare IPv6 address
-    if not host:
-        raise ValueError(f"{text!r}: empty host")
-    port = None
-    if port_text is not None:
-        if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
-            raise ValueError(f"{text!r}: port must be 1..65535")
-        port = int(port_text)
-    return host, port
-
-
-def parse_peer(text: str) -> Peer:
-    """``addr`` or ``addr,source_addr``."""
-    addr, _, source = text.strip().partition(",")
-    host, port = parse_hostport(addr)
-    source = source.strip() or None
-    if "," in text and source is None:
-        raise ValueError(f"{text!r}: empty source address after ','")
-    return Peer(host, port, source, text.strip())
 
 
 def read_key_text(path: str) -> str | None:
@@ -120,8 +75,6 @@ class Config:
 
     def key_bytes(self, environ=os.environ) -> bytes | None:
         """The AES key, or None in plain mode; ConfigError when it is missing or bad."""
-        from ..core.crypto import parse_key
-
         if self.plain_mode:
             return None
         text = self.encryption_key or environ.get("OWSYNC_KEY") or self._read_key_file()
@@ -155,7 +108,7 @@ class Config:
         db = os.path.realpath(self.database)
         path = f"{CONTROL_DIR}/{db.strip('/').replace('/', '-')}.sock"
         if len(path.encode()) > SUN_PATH_MAX:
-            import hashlib
+            import hashlib  # lazy: it loads OpenSSL (some 3 MiB), rarely needed here
 
             path = f"{CONTROL_DIR}/{hashlib.sha256(db.encode()).hexdigest()[:24]}.sock"
         return path
@@ -169,6 +122,7 @@ class Config:
         return base + ".versions"
 
     def versions_limits(self):
+        # lazy: the CLI imports this module for every command, most without the store
         from ..io.versions import Limits
 
         return Limits(self.versions_keep, self.versions_max_size, self.versions_max_age)

@@ -149,6 +149,7 @@ def handle(d, req: dict) -> dict:
 
 def versions_request(d, method: str, req: dict) -> dict:
     """``versions`` (an optional ``path``), ``diff`` and ``restore`` (an ``id``)."""
+    # lazy: `owsync status` and `owsync sync` import this module, not the version store
     from ..io.database import LockBusy
     from . import versions_view
 

@@ -19,16 +19,21 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 from .. import __version__
 from ..core.crypto import make_cipher
 from ..core.filters import Filter
+from ..core.peer import Peer
 from ..core.state import Record
-from ..io import net
+from ..io import database, net
+from . import log as logsetup
 from . import status
-from .config import Config, ConfigError, Peer
+from .config import Config, ConfigError
+from .context import Context, SessionResult
 from .control import ControlServer, handle
-from .engine import Context, SessionResult, refresh, restore, run_session
+from .engine import restore, run_session
+from .live import LocalNode, Mesh
 from .status import SessionHistory
 from .watcher import Watcher
 
@@ -40,6 +45,13 @@ BUSY_RETRIES = 5  # quick retries of a session that met a busy directory, before
 INCOMING_LOCK_TIMEOUT = 0.5  # short: every wait-for cycle between nodes passes through one
 OUTGOING_LOCK_TIMEOUT = 30.0
 RESTORE_LOCK_TIMEOUT = 5.0  # a restore asked on ubus waits no longer for a session to end
+
+
+class FrontEnd(Protocol):
+    """Something started with the daemon (the ubus bridge): a thread that ends
+    on its own once ``daemon.stopping`` is set."""
+
+    def start(self) -> None: ...
 
 
 def backoff_delay(failures: int) -> float:
@@ -66,6 +78,7 @@ class PeerWorker(threading.Thread):
         self.last_attempt: float | None = None
         self.last_success: float | None = None
         self.last: SessionResult | None = None
+        self.node: str | None = None  # the peer daemon's id, once it offered a live link
         self._waiters: list[tuple[threading.Event, list]] = []
 
     def request(self, manual: bool = False, waiter=None) -> None:
@@ -101,7 +114,11 @@ class PeerWorker(threading.Thread):
                 waiters, self._waiters = self._waiters, []
                 self.state = "syncing"
             self.last_attempt = time.time()
+            self.state = "connecting"
             result = self.d.sync_once(self.peer)
+            if result.live:
+                self._link_ended(result, waiters)
+                continue
             with self.cond:
                 self.last = result
                 if result.ok:
@@ -126,11 +143,40 @@ class PeerWorker(threading.Thread):
                 box.append(result)
                 event.set()
             if result.ok and (result.received or result.deleted):
+                self.d.session_changed(result)
                 self.d.request_sync(exclude=self.peer)
             elif result.local_changes:
                 # a local write this session found; if the session failed, its
                 # own peer still needs it too
+                self.d.local_change(None)
                 self.d.request_sync(exclude=self.peer if result.ok else None)
+
+    def _link_ended(self, result: SessionResult, waiters) -> None:
+        """After a live link (run in this thread) ended: connect again, soon
+        when it had been up or gave way to the peer's link, with backoff when
+        it could not be set up."""
+        self.node = result.node
+        if result.duplicate:
+            link = self.d.mesh.link_for(result.node) if result.node else None
+            if link is not None:
+                self.state = "connected"
+                link.done.wait()  # the peer's link serves us; reconnect when it ends
+        with self.cond:
+            if result.ok or result.duplicate or result.was_up:
+                self.last = result if not result.duplicate else self.last
+                self.failures = self.busy_streak = 0
+                if result.was_up:
+                    self.last_success = time.time()
+                self.retry_at = time.monotonic() + random.uniform(0.2, 1.0)
+            else:
+                self.last = result
+                self.failures += 1
+                self.retry_at = time.monotonic() + backoff_delay(self.failures)
+            self.pending = True
+            self.state = "backing off"
+        for event, box in waiters:
+            box.append(result)
+            event.set()
 
     def _release_waiters(self) -> None:
         waiters, self._waiters = self._waiters, []
@@ -153,15 +199,24 @@ class Daemon:
         self.history = SessionHistory()
         # hooks called after every session; each returns the UCI packages it reloaded
         self.on_session: list[Callable[[SessionResult, str], list[str]]] = []
+        # started by start(), after the peer workers: the ubus bridge, which the
+        # layer above (cli) attaches, as it attaches its session hook
+        self.front_ends: list[FrontEnd] = []
         self._reload_requested = threading.Event()
         self._counts = (0, 0)
         self.running = False
         self.serving: net.Serving | None = None
+        # live links with peer daemons; `local` is the directory between sessions
+        self.local = LocalNode(self._context)
+        self.node_id = os.urandom(16).hex()
+        self.mesh = Mesh(self.node_id, self.local, self._applied)
+        self.mesh.on_up = self._link_up
+        self.mesh.port = cfg.port
         self._apply(cfg)
 
     # --- configuration ----------------------------------------------------
 
-    def _context(self, lock_timeout: float) -> Context:
+    def _context(self, lock_timeout: float, live: bool = False) -> Context:
         cfg = self.cfg
         return Context(
             root=cfg.sync_dir,
@@ -176,6 +231,7 @@ class Daemon:
             versions_dir=cfg.versions_path(),
             versions=cfg.versions_limits(),
             min_protocol=cfg.min_protocol,
+            live=self.mesh if live else None,
         )
 
     clock = staticmethod(time.time)
@@ -187,8 +243,8 @@ class Daemon:
         if not cfg.include:
             log.warning("no include pattern: nothing will be synced (set include=*)")
         self.cfg = cfg
-        self.ctx_in = self._context(INCOMING_LOCK_TIMEOUT)
-        self.ctx_out = self._context(OUTGOING_LOCK_TIMEOUT)
+        self.ctx_in = self._context(INCOMING_LOCK_TIMEOUT, live=True)
+        self.ctx_out = self._context(OUTGOING_LOCK_TIMEOUT, live=True)
         wanted = {str(p): p for p in cfg.peers}
         for name in list(self.workers):
             if name not in wanted:
@@ -223,11 +279,13 @@ class Daemon:
             log.warning("control_socket changed: restart owsync to use the new path")
         if cfg.sync_dir != old.sync_dir:
             self._watch(cfg.sync_dir)
-        from . import log as logsetup
-
         logsetup.set_level(cfg.log_level)
         log.info("configuration reloaded: %d peer(s)", len(self.workers))
-        self.request_sync()
+        # the links work with the configuration they started with: start them again
+        self.local.forget()
+        self.mesh.close_all("the peer reloaded its configuration")
+        self.local_change(None)
+        self.request_sync(reconcile=True)
 
     # --- syncing -----------------------------------------------------------
 
@@ -245,12 +303,49 @@ class Daemon:
 
     def _serve(self, sock, label: str, on_hello) -> None:
         result = run_session(sock, self.ctx_in, label, on_hello)
+        if result.live:  # a live link, served in this thread until it ended
+            if not (result.ok or result.duplicate):
+                self._after_session(result, "incoming")
+            return
         self._after_session(result, "incoming")
+        if result.ok and (result.received or result.deleted):
+            self.session_changed(result)
+        elif result.local_changes:
+            self.local_change(None)
         if (result.ok and (result.received or result.deleted)) or result.local_changes:
             # which configured peer connected cannot be told from its address
             # (its source port is ephemeral), so all are told; for the sender
             # that is a session with nothing to do
             self.request_sync()
+
+    def _applied(self, result: SessionResult, direction: str) -> None:
+        """A live link put a batch of a peer's files in place (or the peer
+        took ours): reloads, history, and sessions with the peers that have
+        no live link (owsync 1.2.0)."""
+        self._after_session(result, direction)
+        if direction == "incoming":
+            self.request_sync()
+
+    def _link_up(self, link) -> None:
+        """Which configured peer a new live link serves: the one it was made
+        for, or (incoming) the only peer at its address."""
+        workers = list(self.workers.values())
+        if link.initiator:
+            mine = [w for w in workers if str(w.peer) == link.label]
+        else:  # the peer's address, and the port it says it listens on
+            host = status.host_of(link.label)
+            mine = [w for w in workers if w.peer.host == host]
+            if len(mine) > 1 and link.peer_port is not None:
+                mine = [w for w in mine if (w.peer.port or self.cfg.port) == link.peer_port]
+        if len(mine) == 1:
+            mine[0].node = link.peer_node
+
+    def session_changed(self, result: SessionResult) -> None:
+        """A session (protocol v1 or v2) changed files here: tell the live links."""
+        try:
+            self.mesh.local_change(set(result.changed))
+        except Exception as exc:  # a busy lock, a disk error: the poll catches up
+            log.warning("cannot tell the live links of %s's changes: %s", result.peer, exc)
 
     def _after_session(self, result: SessionResult, direction: str) -> None:
         reloaded: list[str] = []
@@ -268,19 +363,35 @@ class Daemon:
         wait: bool = False,
         exclude: Peer | None = None,
         exclude_host: str | None = None,
+        reconcile: bool = False,
     ) -> list:
         """Start sessions; with ``wait``, return their results once they end."""
         targets = self.find_peers(peer) if peer else list(self.workers.values())
         targets = [w for w in targets if w.peer != exclude]
         boxes = []
+        links = []
+        for w in list(targets):
+            link = self.mesh.link_for(w.node) if w.node else None
+            if link is None:
+                continue
+            targets.remove(w)  # its live link carries every change already
+            if manual or wait or reconcile:  # a full reconcile, both ways
+                links.append((w, link.reconcile()))
         for w in targets:
             waiter = (threading.Event(), []) if wait else None
             w.request(manual=manual, waiter=waiter)
             if waiter:
                 boxes.append((w, waiter))
         if not wait:
-            return [str(w.peer) for w in targets]
+            return [str(w.peer) for w in targets] + [str(w.peer) for w, _ in links]
         results = []
+        for w, (event, box) in links:
+            event.wait()
+            res = SessionResult(peer=str(w.peer))
+            res.protocol, res.live = 2, True
+            res.ok = bool(box) and box[0] is True
+            res.error = "" if res.ok else (str(box[0]) if box else "stopped")
+            results.append(res)
         for w, (event, box) in boxes:
             event.wait()
             results.append(box[0] if box else SessionResult(peer=str(w.peer), error="stopped"))
@@ -295,25 +406,25 @@ class Daemon:
             raise KeyError(name)
         return found
 
-    def local_change(self) -> None:
-        """Called by the watcher: rescan; sync every peer if a version changed."""
+    def local_change(self, paths: set[str] | None = None) -> None:
+        """Called by the watcher with what changed (None: anything may have):
+        rescan that, send the changes over the live links, and start sessions
+        with the peers that have none."""
         if self.stopping.is_set():
             return
         try:
-            changed = refresh(self.ctx_out)
+            changed = self.mesh.local_change(paths)
         except Exception as exc:  # a busy lock, a disk error: the poll catches up
             log.warning("rescan after a local change failed: %s", exc)
             return
         if changed:
-            log.info("local change detected; syncing with %d peer(s)", len(self.workers))
+            log.info("local change detected: %d file(s)", len(changed))
             self.request_sync()
 
     # --- status and control -----------------------------------------------
 
     def record_counts(self) -> tuple[int, int]:
         """Files and tombstones in the database (the last known, if it cannot be read)."""
-        from ..io import database
-
         try:
             records: dict[str, Record] = database.load(self.cfg.database, set_aside=False)
         except OSError:
@@ -339,14 +450,19 @@ class Daemon:
         """Bind and start every thread (signals are the caller's business)."""
         self.control = ControlServer(self.cfg.control_path(), lambda req: handle(self, req))
         self.running = True
+        self._watch(self.cfg.sync_dir)
+        try:  # what the live links start from: the tree as it is now
+            self.local.rescan(None, first=True)
+        except Exception as exc:  # a busy lock, a disk error: a link's start rescans
+            log.warning("initial scan failed: %s", exc)
         self.serving = net.Serving(self.cfg.bind_host, self.cfg.port, self._serve, self.stopping)
         threading.Thread(target=self.serving.run, name="owsync-listener", daemon=True).start()
         self.control.start()
-        self._watch(self.cfg.sync_dir)
         threading.Thread(target=self._poll, name="owsync-poll", daemon=True).start()
         for w in self.workers.values():
             w.start()
-        self._start_bus()
+        for front_end in self.front_ends:
+            front_end.start()
         log.info(
             "owsync %s daemon: %s, listening on %s port %d, %d peer(s), %s",
             __version__, self.cfg.sync_dir, self.cfg.bind_host, self.cfg.port,
@@ -363,23 +479,16 @@ class Daemon:
         self.watcher = Watcher(root, self.local_change, stop)
         self.watcher.start()
 
-    def _start_bus(self) -> None:
-        """The ubus object and service reloads (OpenWrt); absent bindings just log."""
-        from ..openwrt.ubus_bridge import SessionNotifier, UbusBridge
-
-        self.bus = UbusBridge(self, self.cfg.ubus_socket)
-        self.on_session.append(
-            SessionNotifier(self.bus.call, self.bus.send, lambda: self.cfg.reload_enabled)
-        )
-        self.bus.start()
-
     def _poll(self) -> None:
-        """The safety net: a full sync with every peer every poll_interval."""
+        """The safety net: a full sync with every peer every poll_interval (a
+        full reconcile on a live link)."""
         while not self.stopping.wait(self.cfg.poll_interval):
-            self.request_sync()
+            self.local_change(None)
+            self.request_sync(reconcile=True)
 
     def stop(self) -> None:
         self.stopping.set()
+        self.mesh.close_all("the peer is shutting down")
         self.watcher.stop.set()
         self.serving.stop()
         self.control.close()

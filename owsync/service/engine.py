@@ -12,13 +12,11 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import threading
 import time
 from collections.abc import Callable
 
-from ..core import protocol, protocol2
+from ..core import live, protocol, protocol2
 from ..core.crypto import AuthError
-from ..core.filters import Filter
 from ..core.protocol import ProtocolError, frame_limit
 from ..core.session import (
     SCAN,
@@ -31,130 +29,15 @@ from ..core.state import Record
 from ..io import database
 from ..io.syncdir import signature
 from ..io.transport import Channel, PeerClosed, PeerTimeout, Stopped
-from ..io.versions import Limits, VersionStore
+from .context import Context, SessionResult
 from .exchange import check_time, drive_v1, drive_v2
 from .replica import Replica
+from .status import host_of
 
 log = logging.getLogger("owsync")
 
-DEFAULT_MAX_FILE_SIZE = 16 * 1024 * 1024
 INITIATOR_LOCK_WAIT = 8.0  # under the peer's 10 s wait for our Hello
 LINGER = 5.0  # seconds a refused v1 peer is given to finish writing and read our end
-
-
-class Context:
-    """Everything a session needs; built from a Config (see owsync.config)."""
-
-    def __init__(
-        self,
-        root: str,
-        db_path: str,
-        filter: Filter,
-        cipher,
-        hostname: str | None = None,
-        max_file_size: int = DEFAULT_MAX_FILE_SIZE,
-        clock: Callable[[], float] = time.time,
-        idle_timeout: float = 60.0,  # silence tolerated once a session is under way
-        hello_timeout: float = 10.0,  # silence tolerated before the peer's Hello
-        session_timeout: float = 1800.0,  # a whole session, however lively
-        lock_timeout: float = 30.0,
-        should_stop: Callable[[], bool] = lambda: False,
-        owner: threading.Lock | None = None,  # in-process owner of the directory
-        versions_dir: str | None = None,  # the version store; None: none kept
-        versions: Limits | None = None,
-        min_protocol: int = 1,  # 2: refuse peers that speak v1 only (owsync 1.2.0)
-        advertise_v2: bool | None = None,  # None: unless OWSYNC_MAX_PROTOCOL=1 (tests, bench)
-    ) -> None:
-        self.root = root
-        self.db_path = db_path
-        self.filter = filter
-        self.cipher = cipher
-        self.hostname = hostname or socket.gethostname()
-        self.max_file_size = max_file_size
-        self.clock = clock
-        self.idle_timeout = idle_timeout
-        self.hello_timeout = hello_timeout
-        self.session_timeout = session_timeout
-        self.lock_timeout = lock_timeout
-        self.should_stop = should_stop
-        self.owner = owner
-        self.versions_dir = versions_dir if versions is None or versions.keep > 0 else None
-        self.versions = versions or Limits()
-        self.own_prefix = self._inside(versions_dir) if self.versions_dir else None
-        if min_protocol not in (1, 2):
-            raise ValueError("min_protocol is 1 or 2")
-        self.min_protocol = min_protocol
-        if advertise_v2 is None:
-            advertise_v2 = os.environ.get("OWSYNC_MAX_PROTOCOL", "2") != "1"
-        self.advertise_v2 = advertise_v2
-
-    def _inside(self, path: str) -> str | None:
-        """``path`` relative to the root with a trailing slash, when inside it."""
-        rel = os.path.relpath(os.path.realpath(path), os.path.realpath(self.root))
-        if rel == "." or rel.startswith(".." + os.sep) or rel == "..":
-            return "" if rel == "." else None
-        return rel.replace(os.sep, "/") + "/"
-
-    def open_store(self, tidy: bool = True) -> VersionStore | None:
-        if not self.versions_dir:
-            return None
-        return VersionStore.open(self.versions_dir, self.versions, tidy)
-
-    def own_relpaths(self) -> frozenset[str]:
-        """owsync's own files that lie inside the sync directory, relative to it."""
-        root = os.path.realpath(self.root)
-        out = set()
-        for f in database.own_files(self.db_path):
-            full = os.path.join(
-                os.path.realpath(os.path.dirname(os.path.abspath(f))), os.path.basename(f)
-            )
-            rel = os.path.relpath(full, root)
-            if not rel.startswith(".." + os.sep) and rel != "..":
-                out.add(rel.replace(os.sep, "/"))
-        return frozenset(out)
-
-
-class SessionResult:
-    """What one session did, for logs, the status and the summary line."""
-
-    def __init__(self, peer: str, error: str = "") -> None:
-        self.peer = peer
-        self.ok = False
-        self.error = error
-        self.received = 0
-        self.sent = 0
-        self.deleted = 0
-        self.bytes = 0
-        self.seconds = 0.0
-        self.changed: list[str] = []  # paths written or removed here
-        self.removed: list[str] = []  # those of them removed (deletions from the peer)
-        self.conflicts: list[str] = []  # writes made here that lost to the peer's
-        # failed only because a directory was busy (ours, or the peer's: it hung up
-        # between its Hello and its SyncState): worth a quick retry, not a backoff
-        self.busy = False
-        self.local_changes = False  # its scan found local writes not yet recorded
-        self.protocol: int | None = None  # 1 or 2 once the Hellos are exchanged
-
-    def as_dict(self) -> dict:
-        return {
-            "peer": self.peer,
-            "ok": self.ok,
-            "error": self.error,
-            "received": self.received,
-            "sent": self.sent,
-            "deleted": self.deleted,
-            "bytes": self.bytes,
-            "seconds": round(self.seconds, 3),
-            "conflicts": list(self.conflicts),
-            "protocol": self.protocol,
-        }
-
-    def summary(self) -> str:
-        text = (
-            f"received {self.received}, sent {self.sent}, deleted {self.deleted},"
-            f" bytes {self.bytes}, seconds {self.seconds:.2f}"
-        )
-        return text if self.protocol is None else f"{text}, protocol {self.protocol}"
 
 
 def refresh(ctx: Context) -> bool:
@@ -189,12 +72,13 @@ def run_session(
     )
     replica = Replica(ctx)
     if not initiator:  # an incoming peer's port is ephemeral: its address names it
-        from .status import host_of
-
         replica.peer_label = host_of(peer)
     machine = Session(replica.accepts, ctx.max_file_size)
     try:
-        _drive(ch, ctx, replica, machine, result, on_hello, initiator)
+        link = _drive(ch, ctx, replica, machine, result, on_hello, initiator)
+        if link is not None:
+            ch.close()
+            return _link_ended(link, result, start)
         replica.completed = True
         replica.close(result)  # files and database saved before the peer is let go
         # v1: the peer's hang-up is its acknowledgment; v2 had DONE both ways
@@ -244,8 +128,30 @@ def run_session(
     return result
 
 
+def _link_ended(link, result: SessionResult, start: float) -> SessionResult:
+    """A live link's end, as a SessionResult for the worker and the status."""
+    why = link.outcome
+    result.node, result.duplicate, result.was_up = link.peer_node, link.duplicate, link.was_up
+    result.ok = why is None
+    result.error = why or ""
+    result.received, result.sent = link.stats.files_received, link.stats.files_sent
+    result.deleted, result.bytes = link.stats.deleted, link.stats.bytes
+    result.seconds = time.monotonic() - start
+    if link.duplicate:
+        log.debug("link with %s: another link between these nodes is kept", result.peer)
+    elif why is None:
+        log.info("link with %s closed", result.peer)
+    elif link.was_up:
+        log.warning("link with %s lost: %s", result.peer, why)
+    else:
+        log.error("link with %s failed: %s", result.peer, why)
+    return result
+
+
 def _drive(ch, ctx: Context, replica: Replica, machine: Session, result, on_hello, initiator):
-    if initiator:
+    """The Hellos, then the exchange of v1 or v2; a daemon's live link instead
+    when both offer one (returned, ended: the session's replica is unused)."""
+    if initiator and ctx.live is None:
         # The side that connected takes its directory before saying Hello: the
         # peer takes its own only on our Hello, so this wait holds nothing of
         # the peer's.  Every wait-for cycle between nodes then passes through
@@ -255,7 +161,15 @@ def _drive(ch, ctx: Context, replica: Replica, machine: Session, result, on_hell
     ch.idle_timeout = ctx.hello_timeout
     # a peer trickling a byte now and then must not hold the directory forever
     deadline = time.monotonic() + ctx.session_timeout
-    fields = protocol2.advertise(protocol2.new_nonce()) if ctx.advertise_v2 else {}
+    secret = None
+    if ctx.live is not None:
+        secret = os.urandom(32) if ctx.cipher.encrypted else None
+        public = live.x25519_public(secret) if secret is not None else None
+        fields = live.advertise(protocol2.new_nonce(), ctx.live.node_id, public, ctx.live.port)
+    elif ctx.advertise_v2:
+        fields = protocol2.advertise(protocol2.new_nonce())
+    else:
+        fields = {}
     ours = protocol2.hello_payload(machine.hello(ctx.hostname, ctx.clock()), fields)
     ch.send_payload(ours)
     theirs, rest = _peer_hello(ch, ctx, deadline)
@@ -263,8 +177,12 @@ def _drive(ch, ctx: Context, replica: Replica, machine: Session, result, on_hell
     if not isinstance(hello, protocol.Hello):
         raise ProtocolError(f"expected Hello, got {type(hello).__name__}")
     machine.receive(hello, ctx.clock())  # the version and the clocks
-    v2 = protocol2.negotiated(fields, protocol2.hello_fields(theirs))
+    peer_fields = protocol2.hello_fields(theirs)
+    v2 = protocol2.negotiated(fields, peer_fields)
     result.protocol = 2 if v2 else 1  # shown in the status even when refused below
+    offer = live.peer_live(peer_fields) if v2 and ctx.live is not None else None
+    result.live = offer is not None
+    result.node = offer.node if offer is not None else None
     why = protocol2.min_protocol_error(ctx.min_protocol, v2, hello.hostname or "the peer")
     if why is not None:
         # 1.2.0 does not ignore SIGPIPE: hung up on while it writes its state,
@@ -274,6 +192,11 @@ def _drive(ch, ctx: Context, replica: Replica, machine: Session, result, on_hell
     ch.idle_timeout = ctx.idle_timeout
     if on_hello is not None:
         on_hello()
+    if offer is not None:
+        keys = live.link_keys(ctx.cipher.key, initiator, ours, theirs, secret)
+        return ctx.live.run_link(ch, ctx, keys, offer, initiator, result.peer, rest)
+    if initiator and ctx.live is not None:  # a session after all: take the directory now
+        replica.lock_dir(min(ctx.lock_timeout, INITIATOR_LOCK_WAIT))
     if v2:
         keys = protocol2.session_keys(ctx.cipher.key, initiator, ours, theirs)
         drive_v2(ch, ctx, replica, Session2(replica.accepts, ctx.max_file_size, keys),
@@ -289,6 +212,7 @@ def _drive(ch, ctx: Context, replica: Replica, machine: Session, result, on_hell
                 f" ({exc}); the peer speaks v1 only (owsync 1.2.0?)"
             ) from None
         drive_v1(ch, ctx, replica, machine, result, ch.decode_v1(rest), deadline)
+    return None
 
 
 def _peer_hello(ch, ctx: Context, deadline: float) -> tuple[bytes, bytes]:

@@ -11,7 +11,6 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from functools import partial
-from typing import TYPE_CHECKING
 
 from ..core import session2 as s2
 from ..core.protocol import EndOfSync, FileContent, Message, ProtocolError
@@ -26,10 +25,8 @@ from ..core.session import (
 from ..core.session2 import Session2
 from ..io.syncdir import UnsafePath
 from ..io.transport import Channel, PeerClosed, PeerTimeout, Stopped
+from .context import Context, SessionResult
 from .replica import Replica, apply_deletions
-
-if TYPE_CHECKING:
-    from .engine import Context, SessionResult
 
 log = logging.getLogger("owsync")
 

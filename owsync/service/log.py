@@ -32,7 +32,7 @@ class _SyslogHandler(logging.Handler):
 
     def __init__(self) -> None:
         super().__init__()
-        import syslog
+        import syslog  # lazy: only the daemon logs to syslog
 
         self._syslog = syslog
         self._priority = {

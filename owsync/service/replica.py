@@ -11,20 +11,19 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 from ..core.paths import is_hidden, path_problem
 from ..core.state import Record, deleted_by_peer, pending_deletion, received
 from ..io import database, scanner
 from ..io.syncdir import LocalChanged, Staged, SyncDir, UnsafePath, is_temp_name, signature
 from ..io.versions import VersionStore
-
-if TYPE_CHECKING:
-    from .engine import Context, SessionResult
+from .context import Context, SessionResult
 
 log = logging.getLogger("owsync")
 
 BATCH_BYTES = 8 * 1024 * 1024
+STALE_TEMP_AGE = 300.0  # seconds a temp file is left unwritten before it counts as stale
 # A received file's content is kept as its base (so that a later edit here
 # keeps what it replaced) for the first files of a session only: a bulk sync
 # does not write everything twice.  Past them, the base keeps the hash alone;
@@ -35,13 +34,33 @@ BASES_PER_SESSION = 64
 class Replica:
     """The sync directory and its database, held under the lock for one session."""
 
-    def __init__(self, ctx: Context) -> None:
+    def __init__(
+        self,
+        ctx: Context,
+        syncdir: SyncDir | None = None,
+        bases_taken: int = 0,
+        journal: bool = False,
+        temps_older_than: float | None = None,
+    ) -> None:
+        """``journal``: record changes in the database's journal (the daemon's
+        short steps) rather than writing it whole (a session, once)."""
+        self.journal = journal
+        # temp files to clean up: a daemon's live links stage theirs without the
+        # directory, so there only those left alone for a while are stale
+        if temps_older_than is None:
+            temps_older_than = STALE_TEMP_AGE if ctx.live is not None else 0.0
+        self.temps_older_than = temps_older_than
         self.ctx = ctx
         self.own = ctx.own_relpaths()
-        self.dir = SyncDir(ctx.root)
+        # a live link stages received files before it takes the directory
+        self.dir = syncdir if syncdir is not None else SyncDir(ctx.root)
         self.root = os.path.realpath(ctx.root)  # recorded in the database it goes with
         self.lock = database.DirLock(ctx.db_path)
         self.loaded: dict[str, Record] | None = None
+        self._cached: tuple[dict[str, Record], str | None, int] | None = None
+        self.gen: str | None = None  # the database's generation, and its journal's lines
+        self.lines = 0
+        self.touched: set[str] | None = None  # records changed since open (None: unknown)
         self.records: dict[str, Record] = {}
         self.pending: list[tuple[Staged, Record]] = []  # received, not yet in place
         self.pending_bytes = 0
@@ -51,7 +70,7 @@ class Replica:
         self.store: VersionStore | None = None
         self.sent: list[tuple[str, str]] = []  # (path, hash) served to the peer
         self.completed = False  # the session ran to its end: what was sent arrived
-        self.bases_taken = 0  # received contents stored as bases this session
+        self.bases_taken = bases_taken  # received contents stored as bases this session
         self.peer_label: str | None = None  # who replaced a kept version (None: result.peer)
         self.incoming: Staged | None = None  # v2: the file being received
         self.incoming_base: list[bytes] | None = None  # its content, kept as its base
@@ -92,30 +111,57 @@ class Replica:
             if self.ctx.owner is not None:
                 self.ctx.owner.release()
 
-    def open(self) -> dict[str, Record]:
-        """Take the directory (if not yet), load the database, scan."""
+    def use_cached(self, cached: tuple[dict[str, Record], str | None, int] | None) -> None:
+        """Open from the database as the caller knows it is on disk (records,
+        generation, journal lines: the daemon keeps it between its steps)
+        instead of loading it; None: load it."""
+        self._cached = cached
+
+    def open(self, paths: set[str] | None = None, dirs: bool = True) -> dict[str, Record]:
+        """Take the directory (if not yet), load the database, scan.
+
+        ``paths``: scan only these (what the watcher saw change), not the
+        tree."""
         self.lock_dir(self.ctx.lock_timeout)
         try:
-            loaded = database.load(self.ctx.db_path, root=self.root)
-            res = scanner.scan(self.ctx.root, loaded, self._scan_filter(), self.own, self.now_ms)
+            if self._cached is not None:
+                loaded, self.gen, self.lines = self._cached
+            else:
+                loaded, self.gen, self.lines = database.load_gen(self.ctx.db_path, root=self.root)
+            if paths is None:
+                res = scanner.scan(
+                    self.ctx.root, loaded, self._scan_filter(), self.own, self.now_ms
+                )
+            else:
+                res = scanner.scan_paths(
+                    self.ctx.root, loaded, self._scan_filter(), self.own, paths, self.now_ms, dirs
+                )
             now_ms = self.now_ms()
             if res.stale_temps:
-                self.dir.remove_stale_temps(res.stale_temps)
+                self.dir.remove_stale_temps(res.stale_temps, self.temps_older_than)
             if res.unfinished:
                 scanner.finish_deletions(self.dir, res)
             self.store = self.ctx.open_store()
             if self.store is not None:
-                track_local_changes(self, loaded, res.records, now_ms)
+                track_local_changes(self, loaded, res.records, now_ms, res.changed)
         except BaseException:
             self.dir.close()
             self.unlock_dir()
             raise
         self.loaded, self.records = loaded, res.records
+        self.touched = set(res.changed) if res.changed is not None else None
         # local writes found by this scan: whoever scans first (a session, a
         # rescan) must let the daemon know, or the change reaches one peer only
-        self.local_changes = loaded.keys() != res.records.keys() or any(
-            not r.same_version(loaded[p]) for p, r in res.records.items()
-        )
+        if res.changed is not None:
+            self.local_changes = any(
+                p not in loaded or not r.same_version(loaded[p])
+                for p in res.changed
+                if (r := res.records.get(p)) is not None
+            )
+        else:
+            self.local_changes = loaded.keys() != res.records.keys() or any(
+                not r.same_version(loaded[p]) for p, r in res.records.items()
+            )
         return self.records
 
     def _scan_filter(self):
@@ -173,10 +219,23 @@ class Replica:
         if len(self.pending) >= self.dir.batch_files or self.pending_bytes >= BATCH_BYTES:
             self.commit(result)
 
+    def _touch(self, path: str) -> None:
+        if self.touched is not None:
+            self.touched.add(path)
+
+    def queue(self, staged: Staged, record: Record, expect) -> None:
+        """A file staged elsewhere (a live link) goes in place with the batch,
+        if the file there still has signature ``expect`` (None: absent)."""
+        staged.expect = expect
+        self.pending.append((staged, record))
+        self.pending_bytes += staged.size
+
     def commit(self, result: SessionResult) -> None:
         """Keep what the batch replaces, make the staged files durable, rename
         them into place; record them."""
         batch, self.pending, self.pending_bytes = self.pending, [], 0
+        if not batch:
+            return
         if self.store is not None:
             for _, record in batch:
                 self.keep_local(record.path, "replaced", result)
@@ -187,6 +246,7 @@ class Replica:
                 skipped("writing", outcome)
             else:
                 self.records[record.path] = received(record, signature(outcome))
+                self._touch(record.path)
                 result.received += 1
                 result.changed.append(record.path)
                 if self.store is not None:
@@ -231,22 +291,43 @@ class Replica:
         if self.pending:
             self.commit(result)
         self.dir.sync_dirs()
-        if self.records != self.loaded:
-            database.save(self.ctx.db_path, self.records, self.root)
-            self.loaded = dict(self.records)
+        if self.touched or (self.touched is None and self.records != self.loaded):
+            self._persist()
         if self.store is not None:
             if final and self.completed:
                 for path, digest in self.sent:
                     self.store.sent(path, digest)
             self.store.save(self.now_ms(), collect=final)
 
-    def close(self, result: SessionResult) -> None:
-        """Put verified files in place, make it durable, save the database, unlock."""
+    def _persist(self) -> None:
+        """Record the records durably (the journal, or the database whole)."""
+        assert self.loaded is not None
+        if self.journal:
+            self.gen, self.lines = database.save_changes(
+                self.ctx.db_path,
+                self.loaded,
+                self.records,
+                self.root,
+                self.gen,
+                self.lines,
+                self.touched,
+            )
+            if self.touched is not None:
+                self.touched = set()
+        else:
+            self.gen, self.lines = database.save(self.ctx.db_path, self.records, self.root), 0
+        self.loaded = dict(self.records)
+
+    def close(self, result: SessionResult, on_saved: Callable[[], None] | None = None) -> None:
+        """Put verified files in place, make it durable, save the database,
+        then ``on_saved`` (still holding the directory), unlock."""
         if self.loaded is None:
             self.unlock_dir()  # taken before the Hello, perhaps, and never opened
             return
         try:
             self.save(result)
+            if on_saved is not None:
+                on_saved()
         finally:
             self.drop_file()
             self.dir.discard([staged for staged, _ in self.pending])
@@ -278,7 +359,8 @@ def apply_deletions(replica: Replica, deletions: list[Record], result: SessionRe
     before = {remote.path: replica.records[remote.path] for remote in deletions}
     for remote in deletions:
         replica.records[remote.path] = pending_deletion(before[remote.path], remote)
-    database.save(replica.ctx.db_path, replica.records, replica.root)
+        replica._touch(remote.path)
+    replica._persist()
     for remote in deletions:
         local = before[remote.path]
         try:
@@ -296,13 +378,19 @@ def apply_deletions(replica: Replica, deletions: list[Record], result: SessionRe
 
 
 def track_local_changes(
-    replica: Replica, loaded: dict[str, Record], records: dict[str, Record], now_ms: int
+    replica: Replica,
+    loaded: dict[str, Record],
+    records: dict[str, Record],
+    now_ms: int,
+    only: set[str] | None = None,
 ) -> None:
     """Keep what local edits and deletions replaced (from the bases), and take
-    the new contents as bases: writes made here, pending until a peer has them."""
+    the new contents as bases: writes made here, pending until a peer has them.
+    ``only``: the paths a partial scan changed (None: every record)."""
     store = replica.store
     assert store is not None
-    for path, rec in records.items():
+    items = records.items() if only is None else ((p, records[p]) for p in only if p in records)
+    for path, rec in items:
         old = loaded.get(path)
         live_before = old is not None and not old.deleted
         if rec.deleted:

@@ -14,6 +14,7 @@ import time
 from collections import deque
 
 from .. import __version__
+from .versions_view import recent_conflicts
 
 HISTORY = 50  # sessions kept for "recent activity"
 MAX_PATHS = 20  # paths kept per session and per kind (arrived, removed)
@@ -81,23 +82,50 @@ class SessionHistory:
             return [dict(e) for e in self._entries]
 
 
-def peer_view(worker) -> dict:
-    """One peer's row, from its worker's scheduling state and last session."""
+def link_view(link) -> dict:
+    """A live link's figures (``messages``: frames, control and content alike)."""
+    st = link.stats
+    return {
+        "node": link.peer_node,
+        "connected_since": st.since,
+        "last_update_sent": st.last_sent,
+        "last_update_received": st.last_received,
+        "messages_sent": st.frames_sent,
+        "messages_received": st.frames_received,
+        "updates_sent": st.updates_sent,
+        "updates_received": st.updates_received,
+        "files_sent": st.files_sent,
+        "files_received": st.files_received,
+        "deleted": st.deleted,
+        "reconciles": st.reconciles,
+    }
+
+
+def peer_link(worker, mesh):
+    """The live link that serves a configured peer, whoever connected."""
+    return mesh.link_for(worker.node) if worker.node is not None else None
+
+
+def peer_view(worker, mesh=None) -> dict:
+    """One peer's row, from its worker's scheduling state and last session,
+    and its live link if one is up."""
     r = worker.last
     retry_at = worker.retry_at
+    link = peer_link(worker, mesh) if mesh is not None else None
     return {
         "address": str(worker.peer),
         "source": worker.peer.source,
-        "state": worker.state,
+        "state": "connected" if link is not None else worker.state,
+        "live": link_view(link) if link is not None else None,
         "last_attempt": worker.last_attempt,
-        "last_success": worker.last_success,
-        "last_result": None if r is None else ("ok" if r.ok else r.error),
+        "last_success": time.time() if link else worker.last_success,
+        "last_result": "ok" if link else None if r is None else ("ok" if r.ok else r.error),
         "received": r.received if r else 0,
         "sent": r.sent if r else 0,
         "deleted": r.deleted if r else 0,
         "bytes": r.bytes if r else 0,
         # the protocol of the last session (1: owsync 1.2.0's); None before the Hellos
-        "protocol": getattr(r, "protocol", None) if r else None,
+        "protocol": 2 if link is not None else (getattr(r, "protocol", None) if r else None),
         "consecutive_failures": worker.failures,
         "next_retry": (
             time.time() + max(0.0, retry_at - time.monotonic())
@@ -116,6 +144,7 @@ def key_view(cipher) -> dict:
 def snapshot(d) -> dict:
     """The status of daemon ``d``, as every surface presents it."""
     files, tombstones = d.record_counts()
+    mesh = getattr(d, "mesh", None)  # the live links (a daemon of this release has them)
     cfg = d.cfg
     watcher = getattr(d, "watcher", None)
     return {
@@ -132,7 +161,8 @@ def snapshot(d) -> dict:
         "change_detection": watcher.mode if watcher else None,
         "files": files,
         "tombstones": tombstones,
-        "peers": [peer_view(w) for w in list(d.workers.values())],
+        "node": mesh.node_id if mesh is not None else None,
+        "peers": [peer_view(w, mesh) for w in list(d.workers.values())],
         "history": d.history.entries(),
         "conflicts": _conflicts(cfg),
     }
@@ -140,8 +170,6 @@ def snapshot(d) -> dict:
 
 def _conflicts(cfg) -> list[dict]:
     """Recent writes made here that lost to a peer's (kept in the version store)."""
-    from .versions_view import recent_conflicts
-
     try:
         return recent_conflicts(cfg)
     except OSError:

@@ -8,6 +8,7 @@ directory lock): see :func:`owsync.engine.restore`.
 from __future__ import annotations
 
 import difflib
+import time
 
 from ..io.syncdir import SyncDir, UnsafePath
 from ..io.versions import VersionStore
@@ -75,8 +76,6 @@ def diff(cfg, version_id: int) -> dict:
 
 def format_listing(entries: list[dict]) -> str:
     """The table `owsync versions` prints."""
-    import time
-
     if not entries:
         return "no versions kept\n"
     lines = [f"{'ID':>5}  {'KEPT':19}  {'WHAT':9}  {'BY':21}  {'SIZE':>8}  PATH"]

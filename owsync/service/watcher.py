@@ -39,7 +39,7 @@ WATCH_MASK = (
 )  # fmt: skip
 _EVENT = struct.Struct("iIII")
 
-DEBOUNCE = 0.1  # quiet time that ends a burst of events
+DEBOUNCE = 0.05  # quiet time that ends a burst of events
 MAX_DELAY = 0.5  # a steady stream of events still reports this often
 POLL_FALLBACK = 2.0  # rescan period when inotify cannot be used
 IDLE_WAKE = 5.0  # with no events, how often the watcher looks whether to stop
@@ -53,6 +53,7 @@ class Inotify:
     """A recursive inotify watch on a directory tree (hidden directories skipped)."""
 
     def __init__(self, root: str) -> None:
+        self.root = root
         try:
             libc = ctypes.CDLL(None, use_errno=True)
             self._add = libc.inotify_add_watch
@@ -87,14 +88,16 @@ class Inotify:
             for d in dirnames:
                 self.add(os.path.join(dirpath, d))
 
-    def read(self) -> bool:
-        """Consume pending events; True if any may mean a change of the tree."""
+    def read(self, paths: set[str] | None) -> tuple[bool, set[str] | None]:
+        """Consume pending events; whether any may mean a change of the tree,
+        and the paths (relative to the root) they name, added to ``paths``
+        (None: unknown, after a queue overflow: rescan everything)."""
         changed = False
         while True:
             try:
                 buf = os.read(self.fd, 65536)
             except BlockingIOError:
-                return changed
+                return changed, paths
             off = 0
             while off < len(buf):
                 wd, mask, _, length = _EVENT.unpack_from(buf, off)
@@ -107,17 +110,24 @@ class Inotify:
                 if name_s.startswith(".owsync-"):
                     continue  # our own temp files
                 changed = True
-                if mask & IN_Q_OVERFLOW:
+                if mask & IN_Q_OVERFLOW or wd not in self._paths:
+                    paths = None
                     continue
+                if paths is not None:
+                    rel = os.path.relpath(os.path.join(self._paths[wd], name_s), self.root)
+                    paths.add("" if rel == "." else rel.replace(os.sep, "/"))
                 new_dir = mask & IN_ISDIR and mask & (IN_CREATE | IN_MOVED_TO)
                 if new_dir and wd in self._paths and not name_s.startswith("."):
                     self.add_tree(os.path.join(self._paths[wd], name_s))
 
 
 class Watcher(threading.Thread):
-    """Calls ``on_change()`` after local changes (debounced), until ``stop`` is set."""
+    """Calls ``on_change(paths)`` after local changes (debounced), until ``stop``
+    is set; ``paths`` are relative to the root, or None when unknown."""
 
-    def __init__(self, root: str, on_change: Callable[[], None], stop: threading.Event) -> None:
+    def __init__(
+        self, root: str, on_change: Callable[[set[str] | None], None], stop: threading.Event
+    ) -> None:
         super().__init__(name="owsync-watcher", daemon=True)
         self.root = root
         self.on_change = on_change
@@ -144,18 +154,25 @@ class Watcher(threading.Thread):
     def _watch(self, ino: Inotify) -> None:
         while not self.stop.is_set():
             ready, _, _ = select.select([ino.fd], [], [], IDLE_WAKE)
-            if not ready or not ino.read():
+            if not ready:
+                continue
+            changed, paths = ino.read(set())
+            if not changed:
                 continue
             first = last = time.monotonic()
             while not self.stop.is_set():  # debounce the burst
                 ready, _, _ = select.select([ino.fd], [], [], DEBOUNCE)
                 now = time.monotonic()
-                if ready and ino.read():
-                    last = now
+                if ready:
+                    more, paths = ino.read(paths)
+                    if more:
+                        last = now
                 if now - last >= DEBOUNCE or now - first >= MAX_DELAY:
                     break
-            self.on_change()
+            if paths is not None and "" in paths:
+                paths = None  # the root itself: everything
+            self.on_change(paths)
 
     def _poll(self) -> None:
         while not self.stop.wait(POLL_FALLBACK):
-            self.on_change()
+            self.on_change(None)
