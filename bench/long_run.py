@@ -4,9 +4,10 @@
     .venv/bin/python bench/long_run.py --fast          # CI's setting: checks this script
     OWSYNC_C_BIN=/path/to/owsync-1.2.0 .venv/bin/python bench/long_run.py --soak 3600
 
-Runs, one after another: the crash suite, the churn of running daemons, the
-hostile peers, the fuzzers, the network faults, the soak, and the first sync
-onto disk beside owsync 1.2.0 (when OWSYNC_C_BIN names its binary).  Each
+Runs, one after another: the crash suites (random moments, every crash
+point), the churn of running daemons, the hostile peers, the fuzzers, the
+network faults, the soak, and the first sync onto disk beside owsync 1.2.0
+(when OWSYNC_C_BIN names its binary).  Each
 suite is the test file CI runs, with its long-setting variables set; their
 output goes to a log directory, and a summary table ends the run.  The exit
 status is 1 when any suite failed.
@@ -30,6 +31,7 @@ PY = sys.executable
 
 LONG = {
     "OWSYNC_CRASH_ITERATIONS": "200",
+    "OWSYNC_CRASH_POINTS": "all",
     "OWSYNC_CHURN_ROUNDS": "100",
     "OWSYNC_CHURN_NODES": "5",
     "OWSYNC_FUZZ_EXAMPLES": "20000",
@@ -167,6 +169,7 @@ def main() -> int:
 
     suites = [
         ("crash", ["tests/test_crash.py"]),
+        ("crash points", ["tests/test_crash_points.py"]),
         ("churn", ["tests/test_churn.py"]),
         (
             "hostile",
@@ -182,6 +185,10 @@ def main() -> int:
         figures = counts(res)
         if name == "crash" and not res.get("missing"):
             figures += "; " + crash_figures(res["output"])
+        elif name == "crash points" and not res.get("missing"):
+            found = re.findall(r"^(\S+: \d+ crash points, \d+ calls; killed at \d+)",
+                               res["output"], re.M)  # fmt: skip
+            figures += "; " + "; ".join(found)
         elif name == "churn" and not res.get("missing"):
             nodes = env.get("OWSYNC_CHURN_NODES", "CI default")
             rounds = env.get("OWSYNC_CHURN_ROUNDS", "CI default")

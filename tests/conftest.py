@@ -29,8 +29,13 @@ def owsync_cmd(*args: str, clock_offset: float | None = None) -> list[str]:
     return [sys.executable, "-m", "owsync", *args]
 
 
+# never passed on from the test's own environment: each node gets its own
+INHERITED_NOT = ("OWSYNC_KEY", "OWSYNC_MAX_PROTOCOL", "OWSYNC_CRASH_AT", "OWSYNC_CRASH_TRACE",
+                 "OWSYNC_STOP_AT")  # fmt: skip
+
+
 def base_env(key: str | None = KEY, max_protocol: int | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("OWSYNC_KEY", "OWSYNC_MAX_PROTOCOL")}
+    env = {k: v for k, v in os.environ.items() if k not in INHERITED_NOT}
     env["PYTHONPATH"] = str(HERE.parent) + os.pathsep + env.get("PYTHONPATH", "")
     if key:
         env["OWSYNC_KEY"] = key
@@ -100,6 +105,7 @@ class Node(Child):
         self.name = name
         self.key = key
         self.extra = list(extra)  # options on every command (filters, -p, -c ...)
+        self.env: dict[str, str] = {}  # variables for every command (crash points ...)
         self.proc: subprocess.Popen | None = None
         self.port: int | None = None
         self.log = root / f"{name}.log"
@@ -110,10 +116,13 @@ class Node(Child):
             opts += ["-i", "*"]
         return opts
 
+    def environ(self) -> dict[str, str]:
+        return {**base_env(self.key, self.max_protocol), **self.env}
+
     def run(self, *args: str, clock_offset=None, timeout=60, check=False):
         return subprocess.run(
             owsync_cmd(*args, clock_offset=clock_offset),
-            env=base_env(self.key, self.max_protocol),
+            env=self.environ(),
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -123,8 +132,7 @@ class Node(Child):
     def listen(self, clock_offset=None, host="127.0.0.1", port=None) -> Node:
         self.port = port or free_port()
         args = ["listen", "-H", host, "-P", str(self.port), "-v", *self.opts()]
-        env = base_env(self.key, self.max_protocol)
-        self.spawn(owsync_cmd(*args, clock_offset=clock_offset), env, self.log)
+        self.spawn(owsync_cmd(*args, clock_offset=clock_offset), self.environ(), self.log)
         deadline = time.monotonic() + 15
         while "listening on" not in self.log.read_text():
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -208,6 +216,30 @@ def browser():
         b = pw.chromium.launch(executable_path=exe, args=BROWSER_ARGS)
         yield b
         b.close()
+
+
+def armed(trace=None, crash_at=None, stop_at=None) -> dict[str, str]:
+    """Variables that arm owsync's crash points (owsync/io/faults.py) in a node:
+    ``trace`` a file listing every point hit; ``crash_at`` / ``stop_at``
+    ``(name, n)``, SIGKILL / SIGSTOP at the n-th call at point ``name``."""
+    env = {}
+    if trace is not None:
+        env["OWSYNC_CRASH_TRACE"] = str(trace)
+    if crash_at is not None:
+        env["OWSYNC_CRASH_AT"] = f"{crash_at[0]}:{crash_at[1]}"
+    if stop_at is not None:
+        env["OWSYNC_STOP_AT"] = f"{stop_at[0]}:{stop_at[1]}"
+    return env
+
+
+def traced(path: Path) -> list[tuple[str, int]]:
+    """The crash points a traced run hit, in order: (name, its n-th call)."""
+    seen: dict[str, int] = {}
+    out = []
+    for name in path.read_text().split() if path.exists() else []:
+        seen[name] = seen.get(name, 0) + 1
+        out.append((name, seen[name]))
+    return out
 
 
 def wait_for(pred, timeout=10.0, step=0.02):

@@ -264,3 +264,5 @@ def finish_deletions(sdir: SyncDir, result: ScanResult) -> None:
             log.warning("not deleting %s: %s", path, getattr(exc, "strerror", None) or exc)
             continue
         result.records[path] = rec._replace(sig=None)
+        if result.changed is not None:  # a partial scan: saved with what it changed
+            result.changed.add(path)
