@@ -125,6 +125,13 @@ def prune(
 # --- the store on disk ---------------------------------------------------------
 
 
+# A received file's content is kept as its base (so that a later edit here
+# keeps what it replaced) for the first files of a session only: a bulk sync
+# does not write everything twice.  Past them, the base keeps the hash alone;
+# the content an edit replaces is then still kept by every peer it reaches.
+BASES_PER_SESSION = 64
+
+
 class VersionStore:
     def __init__(self, path: str, limits: Limits) -> None:
         self.dir = path
@@ -243,6 +250,11 @@ class VersionStore:
     def read(self, digest: str) -> bytes:
         with open(self._object(digest), "rb") as f:
             return f.read()
+
+    def wants_base(self, taken: int, size: int) -> bool:
+        """Whether a received file's content becomes its base, ``taken`` such
+        contents kept already in this session."""
+        return taken < BASES_PER_SESSION and self.room_for(size)
 
     def room_for(self, size: int) -> bool:
         """Whether a base of ``size`` bytes fits the size limit now (counting

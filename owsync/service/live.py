@@ -161,16 +161,17 @@ class LocalNode:
         deletions: list[Record],
         sd: SyncDir,
         peer: str,
-        bases_taken: int,
     ):
         """Put a batch of received files in place and apply a peer's deletions,
         each only if it still wins against what is here now.  Returns the
         step's SessionResult, the records it changed as the peer had them,
-        local changes its scan of those paths found (not yet noticed), and
-        the received contents kept as bases so far (``bases_taken`` before)."""
+        and local changes its scan of those paths found (not yet noticed).
+        A received file's base keeps its hash alone (a session keeps the
+        first contents too): what a later edit here replaces is kept by
+        every peer the edit reaches."""
         ctx = self._ctx()
         result = SessionResult(peer=peer)
-        r = Replica(ctx, sd, bases_taken, journal=True, temps_older_than=STALE_TEMP_AGE)
+        r = Replica(ctx, sd, journal=True, temps_older_than=STALE_TEMP_AGE)
         try:
             r.lock_dir(ctx.lock_timeout)
             r.use_cached(self._cached(ctx.db_path), self._cached_store(ctx))
@@ -205,7 +206,7 @@ class LocalNode:
         changed = _changed(loaded, r.records, touched | {rec.path for _, rec in files})
         theirs = [c for c in changed if version(c) in arrived or c.path in result.removed]
         ours = [c for c in changed if not (version(c) in arrived or c.path in result.removed)]
-        return result, theirs, ours, r.bases_taken
+        return result, theirs, ours
 
 
 def _db_sig(db_path: str) -> tuple:
@@ -397,7 +398,6 @@ class Link:
         self.duplicate = False
         self.was_up = False
         self._sent_noted = 0  # files_sent when the history last heard of it
-        self._bases = 0  # received contents kept as version bases (a session's budget)
         self._retry: set[str] = set()  # kept out by a local change: look again
         self._retries: dict[str, int] = {}
         self.outcome: str | None = None
@@ -675,8 +675,8 @@ class Link:
                 sd.close()
             return
         began = time.monotonic()
-        result, theirs, ours, self._bases = self.mesh.local.apply(
-            batch, dels, sd if sd is not None else SyncDir(self.ctx.root), self.label, self._bases
+        result, theirs, ours = self.mesh.local.apply(
+            batch, dels, sd if sd is not None else SyncDir(self.ctx.root), self.label
         )
         log.debug("from %s: %d file(s) in place, %d deleted, in %.0f ms", self.label,
                   result.received, result.deleted, 1000 * (time.monotonic() - began))  # fmt: skip

@@ -24,11 +24,6 @@ log = logging.getLogger("owsync")
 
 BATCH_BYTES = 8 * 1024 * 1024
 STALE_TEMP_AGE = 300.0  # seconds a temp file is left unwritten before it counts as stale
-# A received file's content is kept as its base (so that a later edit here
-# keeps what it replaced) for the first files of a session only: a bulk sync
-# does not write everything twice.  Past them, the base keeps the hash alone;
-# the content an edit replaces is then still kept by every peer it reaches.
-BASES_PER_SESSION = 64
 
 
 class Replica:
@@ -38,7 +33,6 @@ class Replica:
         self,
         ctx: Context,
         syncdir: SyncDir | None = None,
-        bases_taken: int = 0,
         journal: bool = False,
         temps_older_than: float | None = None,
     ) -> None:
@@ -71,7 +65,7 @@ class Replica:
         self.store: VersionStore | None = None
         self.sent: list[tuple[str, str]] = []  # (path, hash) served to the peer
         self.completed = False  # the session ran to its end: what was sent arrived
-        self.bases_taken = bases_taken  # received contents stored as bases this session
+        self.bases_taken = 0  # received contents stored as bases this session
         self.peer_label: str | None = None  # who replaced a kept version (None: result.peer)
         self.incoming: Staged | None = None  # v2: the file being received
         self.incoming_base: list[bytes] | None = None  # its content, kept as its base
@@ -184,7 +178,7 @@ class Replica:
 
     def _wants_base(self, size: int) -> bool:
         store = self.store
-        return store is not None and self.bases_taken < BASES_PER_SESSION and store.room_for(size)
+        return store is not None and store.wants_base(self.bases_taken, size)
 
     def begin_file(self, record: Record) -> bool:
         """Open a temp file for a file on its way; False when it is to be skipped."""
