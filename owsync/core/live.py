@@ -474,7 +474,12 @@ class LiveLink:
 
     @property
     def pending(self) -> frozenset[str]:
+        """Paths we requested that the peer has not answered yet."""
         return frozenset(self._pending)
+
+    @property
+    def has_pending(self) -> bool:
+        return bool(self._pending)
 
     def file_start(self, record: Record, mode: int) -> bytes:
         """FILE: the current version of a path the peer requested."""
@@ -570,10 +575,9 @@ class LiveLink:
         self.frames_out += 1
         return frame
 
-    @property
-    def serving(self) -> frozenset[str]:
-        """Paths the peer requested that we have not answered yet."""
-        return frozenset(self._to_serve)
+    def is_serving(self, path: str) -> bool:
+        """Whether the peer requested ``path`` and it has not been answered yet."""
+        return path in self._to_serve
 
     # --- what we receive --------------------------------------------------------
 

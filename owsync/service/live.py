@@ -618,7 +618,14 @@ class Link:
             else:
                 self._want[rec.path] = rec
 
+    def _open(self) -> bool:
+        """Whether this side may still send (both AUTHs done, no BYE or ERROR
+        sent): what the peer says after we closed needs no answer."""
+        return self.m.ours == lv.OPEN and self.m.peers != lv.AUTHING
+
     def _request_wanted(self) -> None:
+        if not self._open():
+            return
         fresh = [p for p in self._want if not self.m.is_pending(p)]
         if fresh:
             self._out.append(self.m.request(fresh))
@@ -661,7 +668,7 @@ class Link:
             return  # (a file on its way is staged in the batch's directory)
         full = len(self._batch) >= BATCH_FILES or self._batch_bytes >= BATCH_BYTES
         late = time.monotonic() - self._batch_since >= BATCH_SECONDS
-        if full or late or not self.m.pending:
+        if full or late or not self.m.has_pending:
             self._flush_batch()
 
     def _flush_batch(self) -> None:
@@ -728,7 +735,7 @@ class Link:
         self._first = False
         self.stats.reconciles += 1
         self.stats.last_reconcile = time.time()
-        if reply:  # the peer's reconcile asks for ours: the whole state, fresh
+        if reply and self._open():  # the peer's reconcile asks for ours: the whole state
             changed = self.mesh.local.rescan(None)
             self.mesh.broadcast(changed, None)
             self._tell(list(self.mesh.local.records().values()), initial=True)
@@ -779,7 +786,7 @@ class Link:
 
     def _start_reconcile(self, waiter) -> None:
         event, box = waiter
-        if self.m.ours != lv.OPEN or self.m.peers == lv.AUTHING:
+        if not self._open():
             box.append("the link is not up")
             event.set()
             return
@@ -797,10 +804,10 @@ class Link:
             item = self._inbox.popleft()
             match item:
                 case ("changes", records, source):
-                    if self.m.ours == lv.OPEN and self.m.peers != lv.AUTHING:
+                    if self._open():
                         self._changes(records, source)
                 case ("peers", nodes):
-                    if self.m.ours == lv.OPEN and self.m.peers != lv.AUTHING:
+                    if self._open():
                         self._out.append(_later(self.m.peers_frame, nodes - {self.peer_node}))
                 case ("reconcile", waiter):
                     self._start_reconcile(waiter)
@@ -813,6 +820,8 @@ class Link:
         self._tell(records, initial=False)
 
     def _tell(self, records: list[Record], initial: bool) -> None:
+        if not self._open():
+            return
         fresh = []
         for rec in records:
             v = version(rec)
@@ -844,6 +853,8 @@ class Link:
     def _serve(self, path: str) -> Iterator[bytes]:
         rec = self.mesh.local.get(path)
         m = self.m
+        if not m.is_serving(path):
+            return  # asked twice, and answered already
         if rec is None or rec.deleted or not m.accept(path):
             yield m.skip(path, "not a file this node has")
             return
