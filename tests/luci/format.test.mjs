@@ -39,6 +39,20 @@ test('health of a peer', () => {
 	assert.equal(fmt.healthLabel('failing'), 'Failing');
 });
 
+test('a peer on a live link', () => {
+	const row = fmt.peerRow({
+		address: '192.168.1.3', state: 'connected', last_result: 'ok', last_success: NOW,
+		received: 4, sent: 2, deleted: 1, protocol: 2,
+		live: { connected_since: NOW - 120, updates_sent: 7, updates_received: 3,
+			last_update_received: NOW - 5, last_update_sent: NOW - 60 },
+	}, NOW);
+	assert.equal(row.state, 'connected 2 min ago');
+	assert.equal(row.protocol, 'v2 live');
+	assert.match(row.protocolTitle, /7 updates sent, 3 received; last 5 s ago/);
+	assert.equal(row.health, 'in-sync');
+	assert.equal(row.counts, '4 / 2 / 1');
+});
+
 test('a peer row', () => {
 	const row = fmt.peerRow({
 		address: '192.168.1.2', source: '192.168.1.1', state: 'backing off',

@@ -30,6 +30,8 @@ var HEALTH_LABELS = {
 /* The daemon's words for a peer's state and a session's direction, translated. */
 var STATE_LABELS = {
 	'idle': _('idle'),
+	'connecting': _('connecting'),
+	'connected': _('connected'),
 	'syncing': _('syncing'),
 	'backing off': _('backing off')
 };
@@ -165,15 +167,21 @@ return baseclass.extend({
 			source: peer.source || '',
 			health: health,
 			healthLabel: this.healthLabel(health),
-			state: STATE_LABELS[peer.state] || peer.state,
+			state: peer.live
+				? _('connected %s').format(this.relativeTime(peer.live.connected_since, now))
+				: (STATE_LABELS[peer.state] || peer.state),
 			lastSuccess: this.relativeTime(peer.last_success, now),
 			lastSuccessTitle: this.absoluteTime(peer.last_success),
 			result: peer.last_result == null ? '-' : peer.last_result,
 			counts: '%d / %d / %d'.format(peer.received || 0, peer.sent || 0, peer.deleted || 0),
 			failures: String(peer.consecutive_failures || 0),
 			nextRetry: peer.state == 'backing off' ? this.untilTime(peer.next_retry, now) : '-',
-			protocol: this.protocolLabel(peer.protocol),
-			protocolTitle: peer.protocol == 1 ? _('Protocol 1: that of owsync 1.2.0') : ''
+			protocol: peer.live ? _('v2 live') : this.protocolLabel(peer.protocol),
+			protocolTitle: peer.live
+				? _('Live link: %d updates sent, %d received; last %s').format(
+					peer.live.updates_sent || 0, peer.live.updates_received || 0,
+					this.relativeTime(peer.live.last_update_received || peer.live.last_update_sent, now))
+				: (peer.protocol == 1 ? _('Protocol 1: that of owsync 1.2.0') : '')
 		};
 	},
 
