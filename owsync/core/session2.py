@@ -150,6 +150,28 @@ Event = (
 
 # Where a stream stands (each direction has its own): the next frames it may carry.
 AUTHING, STATING, REQUESTING, FILING, ENDED, CLOSED = range(6)
+IN_FILE = 6  # FILING with a file on its way (the peer's stream only)
+
+# Every transition of the peer's stream: (where it stands, frame type) -> the
+# handler, which checks the frame's content and moves the stage it ends
+# (STATE_END to REQUESTING, REQUEST_END to FILING, END to ENDED, DONE and
+# ERROR to CLOSED).  Whatever is not here is a protocol error.
+TRANSITIONS: dict[tuple[int, int], str] = {
+    (AUTHING, AUTH): "_on_auth",
+    (STATING, STATE): "_state",
+    (STATING, STATE_END): "_state",
+    (REQUESTING, REQUEST): "_on_request",
+    (REQUESTING, REQUEST_END): "_on_request",
+    (FILING, FILE): "_on_file",
+    (FILING, END): "_on_end",
+    (IN_FILE, CHUNK): "_on_chunk",
+    (IN_FILE, FILE_END): "_on_file_end",
+    (ENDED, DONE): "_on_done",
+    **{
+        (where, ERROR): "_on_error"
+        for where in (AUTHING, STATING, REQUESTING, FILING, IN_FILE, ENDED)
+    },  # fmt: skip
+}
 _STAGE = ["AUTH", "STATE", "REQUEST", "FILE or END", "DONE", "nothing"]
 
 
@@ -386,41 +408,49 @@ class Session2:
         return ProtocolError(f"unexpected {NAMES[kind]} from the peer {where}")
 
     def _handle(self, f: Frame) -> Event | None:
-        kind = f.type
-        if self.peers == FILING:  # most frames: files, checked first
-            if kind == CHUNK and self._in is not None:
-                return self._chunk(f.body)
-            if kind == FILE and self._in is None:
-                return self._file(decode_file_header(f.body))
-            if kind == FILE_END and self._in is not None:
-                return self._file_end(decode_file_end(f.body))
-        if kind == ERROR:
-            self.gave_up_at, self.peers = self.peers, CLOSED
-            raise PeerError(f"the peer gave the session up: {decode_error(f.body)}")
-        if kind == DONE and self.peers == ENDED:
-            if self.ours < ENDED:
-                raise ProtocolError("the peer sent DONE before it could have our END")
-            self.peers = CLOSED
-            return PeerDone()
-        if self._in is not None and kind not in (CHUNK, FILE_END):
-            raise self._unexpected(kind)
-        if kind == AUTH and self.peers == AUTHING:
-            if not hmac.compare_digest(f.body, self._t):
-                raise ProtocolError(
-                    "the peer's AUTH does not match this session's Hellos"
-                    " (a modified Hello, or a spliced session)"
-                )
-            self.peers = STATING
-            return PeerAuth()
-        if kind in (STATE, STATE_END) and self.peers == STATING:
-            return self._state(f)
-        if kind in (REQUEST, REQUEST_END) and self.peers == REQUESTING:
-            if self.ours < REQUESTING:
-                raise ProtocolError("the peer sent REQUEST before it could have our state")
-            return self._request(f)
-        if self.peers == FILING and kind == END and self._in is None:
-            return self._end(decode_end(f.body))
-        raise self._unexpected(kind)
+        where = IN_FILE if self._in is not None else self.peers
+        handler = TRANSITIONS.get((where, f.type))
+        if handler is None:
+            raise self._unexpected(f.type)
+        return getattr(self, handler)(f)
+
+    # handlers: one per row of TRANSITIONS (each moves the stage it ends)
+
+    def _on_auth(self, f: Frame) -> PeerAuth:
+        if not hmac.compare_digest(f.body, self._t):
+            raise ProtocolError(
+                "the peer's AUTH does not match this session's Hellos"
+                " (a modified Hello, or a spliced session)"
+            )
+        self.peers = STATING
+        return PeerAuth()
+
+    def _on_request(self, f: Frame) -> PeerRequest | None:
+        if self.ours < REQUESTING:
+            raise ProtocolError("the peer sent REQUEST before it could have our state")
+        return self._request(f)
+
+    def _on_file(self, f: Frame) -> FileStart:
+        return self._file(decode_file_header(f.body))
+
+    def _on_chunk(self, f: Frame) -> FileChunk:
+        return self._chunk(f.body)
+
+    def _on_file_end(self, f: Frame) -> FileDone | FileRefused:
+        return self._file_end(decode_file_end(f.body))
+
+    def _on_end(self, f: Frame) -> PeerEnd:
+        return self._end(decode_end(f.body))
+
+    def _on_done(self, f: Frame) -> PeerDone:
+        if self.ours < ENDED:
+            raise ProtocolError("the peer sent DONE before it could have our END")
+        self.peers = CLOSED
+        return PeerDone()
+
+    def _on_error(self, f: Frame) -> Event:
+        self.gave_up_at, self.peers = self.peers, CLOSED
+        raise PeerError(f"the peer gave the session up: {decode_error(f.body)}")
 
     def _state(self, f: Frame) -> PeerState | None:
         if self._local is None:
