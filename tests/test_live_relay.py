@@ -486,14 +486,6 @@ def test_writes_on_both_sides_during_an_outage_arrive_after_it(pair, plain):
     assert temps(a) == [] and temps(b) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Mesh.register (owsync/service/live.py) keeps the old link when the new one"
-    " has the same initiator: keeps_link(x, x) is x < x, False.  A node that connects"
-    " again after its link died without the accepting side noticing is refused as a"
-    " duplicate ('another link between these nodes is kept') every 0.2-1 s until the"
-    " stale link's 60 s silence timeout (DEAD_SECONDS) ends it",
-)
 def test_a_link_that_died_silently_on_the_accepting_side_comes_back(tmp_path):
     """B's side of the connection closes; A's stays open and hears nothing
     more (a NAT or a path that died).  B sees its link lost and connects again

@@ -35,7 +35,6 @@ import re
 import shutil
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -135,10 +134,11 @@ def test_javascript_parses_and_the_format_logic_holds_under_node(tmp_path):
 class Site:
     """Two real daemons: A (the router whose page we look at) and its peer B.
 
-    B names no reachable peer, so it never pushes: a file written on B reaches
-    A only when A syncs (its poll is 600 s), which is what "Sync now" is for.
-    A's second peer, ``dead``, is a port nobody listens on: A retries it with
-    backoff, so the page has a healthy row and a failing one.
+    B names no reachable peer; A connects to it, and the two keep a live link
+    over which a file written on B reaches A at once.  "Sync now" runs a
+    full reconcile over that link.  A's second peer, ``dead``, is a port
+    nobody listens on: A retries it with backoff, so the page has a healthy
+    row and a failing one.
     """
 
     def __init__(self, tmp: Path, daemons) -> None:
@@ -212,7 +212,7 @@ def test_status_page_shows_the_daemon_peers_and_activity_and_sync_now_syncs(site
     assert row.locator(".owsync-health").inner_text() == "In sync"
     # two owsync 2 daemons speak protocol 2; the dead peer never got as far as a Hello
     assert page.locator("#owsync-peers th").nth(5).inner_text() == "Protocol"
-    assert row.locator(".owsync-protocol").inner_text() == "v2"
+    assert row.locator(".owsync-protocol").inner_text() == "v2 live"
     assert _row(page, site.dead).locator(".owsync-protocol").inner_text() == "-"
     assert "Minimum protocol" not in daemon  # the default takes owsync 1.2.0 peers too
     first = _peer(a, b.addr)["last_success"]
@@ -221,18 +221,18 @@ def test_status_page_shows_the_daemon_peers_and_activity_and_sync_now_syncs(site
 
     (b.dir / "dhcp").write_text("config dnsmasq\n")
     (b.dir / HOSTILE).write_text("x\n")
-    time.sleep(0.5)
-    assert not a.has("dhcp")  # nothing brings it but a sync from A
-    button = row.locator("button.owsync-sync")
-    assert button.is_enabled()
-    button.click()
+    # the live link brings them without a click; the page follows under its poll
     assert wait_for(lambda: a.has("dhcp", b"config dnsmasq\n") and a.has(HOSTILE), 10), a.text()
-    # the row and the activity follow without a page reload (the click follows the
-    # session with a refresh a second; the poll would come within 5 s anyway)
     page.wait_for_function(
         "() => /dhcp.* from /.test(document.getElementById('owsync-history').innerText)",
         timeout=15000,
     )
+    # "Sync now": a full reconcile over the link, over when the row's attempt moves
+    before = _peer(a, b.addr)["last_attempt"]
+    button = row.locator("button.owsync-sync")
+    assert button.is_enabled()
+    button.click()
+    assert wait_for(lambda: (_peer(a, b.addr)["last_attempt"] or 0) > before, 10), a.text()
     assert _peer(a, b.addr)["last_success"] > first
     row = _row(page, b.addr)
     row.locator("button.owsync-sync:enabled").wait_for(timeout=5000)
@@ -276,7 +276,7 @@ def test_a_minimum_protocol_of_2_is_shown_with_the_daemon(site, browser):
     line = page.locator("#owsync-daemon-table tr", has_text="Minimum protocol")
     assert line.locator("td").nth(1).inner_text() == "2 (refuses owsync 1.2.0 peers)"
     assert page.locator(".owsync-warning").count() == 0  # a policy, not a problem
-    assert _row(page, b.addr).locator(".owsync-protocol").inner_text() == "v2"
+    assert _row(page, b.addr).locator(".owsync-protocol").inner_text() == "v2 live"
     assert site.errors == []
 
 

@@ -292,7 +292,13 @@ class Mesh:
             return False  # set up under the configuration a reload just replaced
         with self._lock:
             old = self._links.get(link.peer_node)
-            if old is not None and not lv.keeps_link(link.initiator_node, old.initiator_node):
+            # the same initiator again: it gave its old link up (a path that died
+            # silently leaves this end's side open), so the new one replaces it
+            if (
+                old is not None
+                and old.initiator_node != link.initiator_node
+                and not lv.keeps_link(link.initiator_node, old.initiator_node)
+            ):
                 return False
             self._links[link.peer_node] = link
         self.on_up(link)
