@@ -54,6 +54,15 @@ class FrontEnd(Protocol):
     def start(self) -> None: ...
 
 
+def _reconciled(peer: str, box: list) -> SessionResult:
+    """A live link's reconcile, as the result of a waited-for sync."""
+    res = SessionResult(peer=peer)
+    res.protocol, res.live = 2, True
+    res.ok = bool(box) and box[0] is True
+    res.error = "" if res.ok else (str(box[0]) if box else "stopped")
+    return res
+
+
 def backoff_delay(failures: int) -> float:
     """Exponential backoff, capped, with jitter (50-100% of the step)."""
     step = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** max(0, failures - 1))
@@ -80,6 +89,7 @@ class PeerWorker(threading.Thread):
         self.last: SessionResult | None = None
         self.node: str | None = None  # the peer daemon's id, once it offered a live link
         self._waiters: list[tuple[threading.Event, list]] = []
+        self._inflight: list[tuple[threading.Event, list]] = []  # those of the attempt under way
 
     def request(self, manual: bool = False, waiter=None) -> None:
         with self.cond:
@@ -112,10 +122,13 @@ class PeerWorker(threading.Thread):
                     return
                 self.pending = self.manual = False
                 waiters, self._waiters = self._waiters, []
+                self._inflight = waiters
                 self.state = "syncing"
             self.last_attempt = time.time()
             self.state = "connecting"
             result = self.d.sync_once(self.peer)
+            with self.cond:
+                waiters, self._inflight = self._inflight, []  # a live link took them?
             if result.live:
                 self._link_ended(result, waiters)
                 continue
@@ -177,6 +190,13 @@ class PeerWorker(threading.Thread):
         for event, box in waiters:
             box.append(result)
             event.set()
+
+    def take_waiters(self) -> list[tuple[threading.Event, list]]:
+        """The syncs waited for, queued or taken by the attempt under way: a
+        live link that has come up answers them with a reconcile."""
+        with self.cond:
+            out, self._waiters, self._inflight = self._waiters + self._inflight, [], []
+        return out
 
     def _release_waiters(self) -> None:
         waiters, self._waiters = self._waiters, []
@@ -339,7 +359,22 @@ class Daemon:
             if len(mine) > 1 and link.peer_port is not None:
                 mine = [w for w in mine if (w.peer.port or self.cfg.port) == link.peer_port]
         if len(mine) == 1:
-            mine[0].node = link.peer_node
+            w = mine[0]
+            w.node = link.peer_node
+            link.known_as(str(w.peer))
+            for waiter in w.take_waiters():  # asked for while the link was being made
+                self._answer(waiter, str(w.peer), link.reconcile())
+
+    def _answer(self, waiter, peer: str, reconcile) -> None:
+        """Answer a waited-for sync with a live link's reconcile, once it is done."""
+
+        def wait() -> None:
+            event, box = reconcile
+            event.wait()
+            waiter[1].append(_reconciled(peer, box))
+            waiter[0].set()
+
+        threading.Thread(target=wait, name="owsync-reconcile-wait", daemon=True).start()
 
     def session_changed(self, result: SessionResult) -> None:
         """A session (protocol v1 or v2) changed files here: tell the live links."""
@@ -388,11 +423,7 @@ class Daemon:
         results = []
         for w, (event, box) in links:
             event.wait()
-            res = SessionResult(peer=str(w.peer))
-            res.protocol, res.live = 2, True
-            res.ok = bool(box) and box[0] is True
-            res.error = "" if res.ok else (str(box[0]) if box else "stopped")
-            results.append(res)
+            results.append(_reconciled(str(w.peer), box))
         for w, (event, box) in boxes:
             event.wait()
             results.append(box[0] if box else SessionResult(peer=str(w.peer), error="stopped"))

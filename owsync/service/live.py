@@ -412,6 +412,11 @@ class Link:
 
     # --- from other threads ---------------------------------------------------
 
+    def known_as(self, peer: str) -> None:
+        """The configured peer this link serves: its logs, history and kept
+        versions name it, not the ephemeral port an incoming link came from."""
+        self.label = peer
+
     def post(self, item: tuple) -> None:
         self._inbox.append(item)
         with contextlib.suppress(OSError):
