@@ -13,10 +13,11 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
+import subprocess
 import time
 
 import pytest
-from conftest import KEY, DaemonNode, tracked, wait_for
+from conftest import KEY, DaemonNode, base_env, free_port, owsync_cmd, tracked, wait_for
 
 from owsync.core import live as lv
 from owsync.core import protocol2 as p2
@@ -33,11 +34,13 @@ def daemons(tmp_path):
 class LiveWire:
     """A live link's client side, as a peer daemon would open it."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, listens_on: int | None = None) -> None:
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
         self.cipher = AesGcmCipher(bytes.fromhex(KEY))
         secret = os.urandom(32)
-        fields = lv.advertise(os.urandom(32), os.urandom(16).hex(), lv.x25519_public(secret))
+        fields = lv.advertise(
+            os.urandom(32), os.urandom(16).hex(), lv.x25519_public(secret), listens_on
+        )
         ours = p2.hello_payload(Hello("mallory", time.time(), 1), fields)
         sealed = b"".join(self.cipher.seal_parts([ours]))
         self.sock.sendall(len(sealed).to_bytes(4, "big") + sealed)
@@ -181,3 +184,24 @@ def test_a_replayed_link_fails_at_its_auth(daemons):
     replay.close()
     assert (d.dir / "keep").read_text() == "original"
     still_syncs(daemons, d)
+
+
+def test_a_reconcile_waited_for_ends_when_the_link_closes_under_it(daemons):
+    """`owsync sync --wait` over a live link whose peer hangs up instead of
+    answering: the wait ends, with the sync reported failed."""
+    fake = free_port()  # the peer's address as configured; it connects to us instead
+    d = daemons("t")
+    d.configure([f"127.0.0.1:{fake}"]).start()
+    w = LiveWire(d.port, listens_on=fake)
+    w.events()
+    assert wait_for(lambda: d.status()["peers"][0]["state"] == "connected", 5), d.text()
+    waiting = subprocess.Popen(
+        owsync_cmd("sync", "--wait", "--control-socket", str(d.sock)),
+        env=base_env(None), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    got = w.events()  # the daemon's whole state, and its INDEX_END asking for ours
+    assert any(isinstance(e, lv.IndexEnd) and e.reply for e in got), got
+    w.close()
+    out, err = waiting.communicate(timeout=30)
+    assert waiting.returncode == 1 and "closed before the reconcile completed" in out, out + err
+    assert "Traceback" not in d.text(), d.text()

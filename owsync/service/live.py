@@ -490,7 +490,7 @@ class Link:
                 self._sd = None
             self._batch = []
             self.stats.bytes = self.ch.bytes_in + self.ch.bytes_out
-            for event, box in self._waiters.values():
+            for _, _, event, box in self._waiters.values():
                 box.append("the link closed before the reconcile completed")
                 event.set()
             self._waiters.clear()
