@@ -2,6 +2,13 @@
 
     python bench/disk_bench.py [--files 10000] [--size 2048] [--dir DIR] [--repeat 3]
     OWSYNC_C_BIN=/path/to/owsync-1.2.0 python bench/disk_bench.py   # side by side
+    OWSYNC_C_BIN=... python bench/disk_bench.py --fresh-ext4 [--repeat 5]  # as root
+
+With --fresh-ext4 every run (each program, plain and encrypted) gets a file
+system of its own: an image file under --dir, a loop device, mkfs.ext4 and a
+mount, all undone after the run, even when it fails.  The receiving node's
+directory and both databases live on it; no run pays for another's files or
+deletions.  It prints plain and encrypted side by side with the ratios.
 
 One node holds N files; an empty node on DIR (default: a temp directory on
 the file system of /var/tmp) receives them: a listener on DIR, and `connect`
@@ -15,6 +22,7 @@ makes the renames durable before the database records them.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import statistics
@@ -22,27 +30,33 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from benchlib import ROOT, fill, free_port, listening
 
 PY = [sys.executable, "-m", "owsync"]
+KEY = "8b2b64411001592abf237c204845e610e5a743a1472822b3d2b86069ec3658d3"
 
 
 def run_once(cmd: list[str], base: Path, src: Path, c_style: bool, expected: int, tag: str,
-             tree: Path = ROOT):  # fmt: skip
+             tree: Path = ROOT, plain: bool = True, db_dir: Path | None = None):  # fmt: skip
     # A fresh destination each run, and nothing deleted until the end: on an
     # ext4 without a journal (this machine's), creating a file skips every
     # inode of its group freed in the last 60 s, one lookup each, so a run
     # right after deleting the previous run's 10,000 files pays for them.
     dst, port = base / f"dst-{tag}", free_port()
     dst.mkdir()
-    src_db = base / f"src-{tag}.db"
+    db_dir = db_dir or base
+    src_db = db_dir / f"src-{tag}.db"
     os.sync()  # start from a clean page cache: no writeback left from the previous run
     env = dict(os.environ, PYTHONPATH=str(tree))
+    mode = ["-p"] if plain else []
+    if not plain:
+        env["OWSYNC_KEY"] = KEY
     listen = subprocess.Popen(
-        [*cmd, "listen", "-H", "127.0.0.1", "-P", str(port), "-p", "-i", "*",
-         "-d", str(dst), "-b", str(base / f"dst-{tag}.db")],
+        [*cmd, "listen", "-H", "127.0.0.1", "-P", str(port), *mode, "-i", "*",
+         "-d", str(dst), "-b", str(db_dir / f"dst-{tag}.db")],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
@@ -53,7 +67,7 @@ def run_once(cmd: list[str], base: Path, src: Path, c_style: bool, expected: int
         peer = "127.0.0.1" if c_style else f"127.0.0.1:{port}"
         t = time.perf_counter()
         r = subprocess.run(
-            [*cmd, "connect", peer, "-P", str(port), "-p", "-i", "*", "-d", str(src),
+            [*cmd, "connect", peer, "-P", str(port), *mode, "-i", "*", "-d", str(src),
              "-b", str(src_db)],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
@@ -71,7 +85,89 @@ def run_once(cmd: list[str], base: Path, src: Path, c_style: bool, expected: int
 
 
 def arrived(d: Path) -> int:
-    return sum(1 for p in d.rglob("f*") if p.is_file() and "." not in p.name)
+    """Files in place (no temporaries: they hold a dot), one scandir per subdirectory."""
+    n = 0
+    with os.scandir(d) as subs:
+        for sub in subs:
+            if sub.is_dir(follow_symlinks=False):
+                with os.scandir(sub.path) as it:
+                    n += sum(1 for e in it if e.name[0] == "f" and "." not in e.name
+                             and e.is_file(follow_symlinks=False))  # fmt: skip
+    return n
+
+
+@contextlib.contextmanager
+def fresh_ext4(parent: str, size_mib: int) -> Iterator[Path]:
+    """A new ext4 on a loop device over an image file under ``parent``, mounted
+    for the caller; unmounted, detached and deleted afterwards, whatever happens."""
+    fd, img = tempfile.mkstemp(prefix="owsync-disk-", suffix=".img", dir=parent)
+    try:
+        os.ftruncate(fd, size_mib << 20)
+        os.close(fd)
+        fd = -1
+        loop = subprocess.run(["losetup", "-f", "--show", img], check=True,
+                              capture_output=True, text=True).stdout.strip()  # fmt: skip
+        try:
+            # inode tables and journal written now: no ext4lazyinit thread
+            # zeroing them in the background while the run is timed
+            subprocess.run(["mkfs.ext4", "-q", "-E", "lazy_itable_init=0,lazy_journal_init=0",
+                            loop], check=True)  # fmt: skip
+            mnt = Path(tempfile.mkdtemp(prefix="owsync-mnt-", dir=parent))
+            try:
+                subprocess.run(["mount", "-t", "ext4", loop, str(mnt)], check=True)
+                try:
+                    yield mnt
+                finally:
+                    for _ in range(50):  # a listener just killed may still hold it
+                        if subprocess.run(["umount", str(mnt)]).returncode == 0:
+                            break
+                        time.sleep(0.1)
+            finally:
+                with contextlib.suppress(OSError):
+                    mnt.rmdir()
+        finally:
+            subprocess.run(["losetup", "-d", loop])
+    finally:
+        if fd >= 0:
+            os.close(fd)
+        os.unlink(img)
+
+
+def fresh_runs(args, nodes, src: Path) -> None:
+    """Each run on its own new file system; programs and modes in a rotating order."""
+    cases = [(name, cmd, c_style, tree, plain) for plain in (True, False)
+             for name, cmd, c_style, tree in nodes]  # fmt: skip
+    runs: dict[tuple[str, bool], list[float]] = {(c[0], c[4]): [] for c in cases}
+    loads = []
+    for i in range(args.repeat):
+        order = cases[i % len(cases) :] + cases[: i % len(cases)]
+        loads.append(os.getloadavg()[0])
+        for name, cmd, c_style, tree, plain in order:
+            for _ in range(2):
+                with fresh_ext4(args.dir, args.image_mib) as mnt:
+                    took, got = run_once(cmd, mnt, src, c_style, args.files, "run", tree,
+                                         plain=plain)  # fmt: skip
+                if took is not None:
+                    break
+                print(f"  {name}: a session failed ({got}); run again")
+            if got != args.files:
+                sys.exit(f"{name}: {got} files arrived, not {args.files}")
+            runs[name, plain].append(took)
+    loads.append(os.getloadavg()[0])
+    med = {k: statistics.median(v) for k, v in runs.items()}
+    print(f"  load average (1 min) at each round: {', '.join(f'{x:.2f}' for x in loads)}")
+    print(f"  {'owsync':22s} {'plain':>8s} {'encrypted':>10s}")
+    for name, *_ in nodes:
+        print(f"  {name:22s} {med[name, True]:6.2f} s {med[name, False]:8.2f} s")
+    c = "owsync 1.2.0 (C)"
+    if c in [n[0] for n in nodes]:
+        for name, *_ in nodes:
+            if name != c:
+                print(f"  {name + ' / 1.2.0':22s} {med[name, True] / med[c, True]:6.2f}x "
+                      f"{med[name, False] / med[c, False]:8.2f}x")  # fmt: skip
+    for (name, plain), times in runs.items():
+        mode = "plain" if plain else "encrypted"
+        print(f"  runs, {name}, {mode}: {', '.join(f'{r:.2f}' for r in times)}")
 
 
 def main() -> None:
@@ -82,20 +178,30 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--tree", action="append", default=[], metavar="DIR",
                     help="also run the owsync of this checkout (an older commit, say)")  # fmt: skip
+    ap.add_argument("--fresh-ext4", action="store_true",
+                    help="each run on a new ext4 (loop device over an image under --dir;"
+                         " root only), plain and encrypted")  # fmt: skip
+    ap.add_argument("--image-mib", type=int, default=512, help="with --fresh-ext4")
     args = ap.parse_args()
     base = Path(tempfile.mkdtemp(prefix="owsync-disk-", dir=args.dir))
     try:
         src = base / "src"
         src.mkdir()
         fill(src, args.files, args.size)
-        fs = subprocess.run(["stat", "-f", "-c", "%T", str(base)], capture_output=True,
-                            text=True).stdout.strip()  # fmt: skip
-        print(f"first sync of {args.files} files of {args.size} B onto {base} ({fs}),"
-              f" plain, median of {args.repeat}")  # fmt: skip
         nodes = [("owsync (this)", PY, False, ROOT)]
         nodes += [(f"owsync ({Path(t).name})", PY, False, Path(t)) for t in args.tree]
         if os.environ.get("OWSYNC_C_BIN"):
             nodes.append(("owsync 1.2.0 (C)", [os.environ["OWSYNC_C_BIN"]], True, ROOT))
+        if args.fresh_ext4:
+            print(f"first sync of {args.files} files of {args.size} B, each run onto a new"
+                  f" ext4 of {args.image_mib} MiB (loop device, image under {args.dir}),"
+                  f" median of {args.repeat}")  # fmt: skip
+            fresh_runs(args, nodes, src)
+            return
+        fs = subprocess.run(["stat", "-f", "-c", "%T", str(base)], capture_output=True,
+                            text=True).stdout.strip()  # fmt: skip
+        print(f"first sync of {args.files} files of {args.size} B onto {base} ({fs}),"
+              f" plain, median of {args.repeat}")  # fmt: skip
         runs: dict[str, list[float]] = {node[0]: [] for node in nodes}
         for i in range(args.repeat):  # interleaved, so that both meet the same disk
             # and in a rotating order: the disk gets faster as the inodes freed

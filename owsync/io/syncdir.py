@@ -183,12 +183,16 @@ class SyncDir:
         self.by_fs = have_syncfs()
         self.batch_files = 1024 if self.by_fs else 64
         self._fds: dict[str, int] = {}  # relative directory -> open descriptor
+        # (st_dev, st_ino) of each held directory: fixed for the life of its
+        # descriptor, so taken once, not fstat'ed at every check
+        self._ids: dict[str, tuple[int, int]] = {}
         self._dirty: set[str] = set()  # directories whose entries changed
 
     def close(self) -> None:
         for fd in self._fds.values():
             os.close(fd)
         self._fds.clear()
+        self._ids.clear()
 
     def __enter__(self) -> SyncDir:
         return self
@@ -221,7 +225,13 @@ class SyncDir:
                 if exc.errno in (errno.ELOOP, errno.ENOTDIR):
                     raise UnsafePath(f"{rel!r} is not a plain directory") from None
                 raise
+        try:
+            st = os.fstat(fd)
+        except BaseException:
+            os.close(fd)
+            raise
         self._fds[rel] = fd
+        self._ids[rel] = (st.st_dev, st.st_ino)
         return fd
 
     def _parent(self, path: str, create: bool) -> tuple[int, str, str]:
@@ -244,8 +254,7 @@ class SyncDir:
                 st = os.stat(name, dir_fd=self._fds[parent_rel], follow_symlinks=False)
             except FileNotFoundError:
                 st = None
-            held = os.fstat(self._fds[rel])
-            if st is None or (st.st_dev, st.st_ino) != (held.st_dev, held.st_ino):
+            if st is None or (st.st_dev, st.st_ino) != self._ids[rel]:
                 raise UnsafePath(f"{path!r}: {rel!r} was moved or replaced during the session")
             rel = parent_rel
 
