@@ -199,8 +199,13 @@ def test_a_reconcile_waited_for_ends_when_the_link_closes_under_it(daemons):
         owsync_cmd("sync", "--wait", "--control-socket", str(d.sock)),
         env=base_env(None), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    got = w.events()  # the daemon's whole state, and its INDEX_END asking for ours
-    assert any(isinstance(e, lv.IndexEnd) and e.reply for e in got), got
+    got: list = []  # the daemon's whole state, and its INDEX_END asking for ours
+
+    def asked() -> bool:
+        got.extend(w.events(timeout=1.0))
+        return any(isinstance(e, lv.IndexEnd) and e.reply for e in got)
+
+    assert wait_for(asked, 15), got
     w.close()
     out, err = waiting.communicate(timeout=30)
     assert waiting.returncode == 1 and "closed before the reconcile completed" in out, out + err

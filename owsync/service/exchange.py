@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from functools import partial
 
 from ..core import session2 as s2
@@ -223,23 +223,7 @@ def _serve_v2(replica: Replica, m: Session2, paths, result: SessionResult) -> It
             continue
         f, st = got
         with f:
-            yield m.file_start(path, st.st_mode)
-            why = None
-            while left := m.outgoing_left:
-                try:
-                    chunk = f.read(min(CHUNK_SIZE, left))
-                except OSError as exc:
-                    why = f"cannot be read: {exc.strerror}"
-                    break
-                if not chunk:
-                    why = "shorter than advertised (changed while being sent)"
-                    break
-                yield m.file_chunk(chunk)
-            if why is None:
-                frame, why = m.file_end()
-                yield frame
-            else:
-                yield m.file_abort(why)
+            why = yield from file_frames(m, f, m.file_start(path, st.st_mode))
         if why is None:
             assert rec.hash is not None  # advertised, so live: it has its content's hash
             replica.sent.append((path, rec.hash))
@@ -247,3 +231,28 @@ def _serve_v2(replica: Replica, m: Session2, paths, result: SessionResult) -> It
         else:
             log.info("not sending %s: %s", path, why)
     yield m.end()
+
+
+def file_frames(m, f, start: bytes) -> Generator[bytes, None, str | None]:
+    """The frames of one file on its way out, on v2 or a live link (``m``):
+    ``start`` (its FILE), its chunks as ``f`` reads them, FILE_END.  Returns
+    None when it went whole, else why it was given up (it changed while
+    being read, it could not be read)."""
+    yield start
+    why = None
+    while left := m.outgoing_left:
+        try:
+            chunk = f.read(min(CHUNK_SIZE, left))
+        except OSError as exc:
+            why = f"cannot be read: {exc.strerror}"
+            break
+        if not chunk:
+            why = "shorter than advertised (changed while being sent)"
+            break
+        yield m.file_chunk(chunk)
+    if why is None:
+        frame, why = m.file_end()
+        yield frame
+    else:
+        yield m.file_abort(why)
+    return why

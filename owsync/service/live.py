@@ -29,13 +29,14 @@ from dataclasses import dataclass, field
 from ..core import live as lv
 from ..core.plan import remote_wins
 from ..core.protocol import ProtocolError
-from ..core.protocol2 import CHUNK_SIZE, PeerError
+from ..core.protocol2 import PeerError
 from ..core.state import Record
 from ..io import database
 from ..io.syncdir import LocalChanged, Staged, SyncDir, UnsafePath
 from ..io.transport import Channel, PeerClosed, PeerTimeout, Stopped
 from ..io.versions import VersionStore
 from .context import SessionResult
+from .exchange import file_frames
 from .replica import STALE_TEMP_AGE, Replica, apply_deletions, skipped
 
 log = logging.getLogger("owsync")
@@ -882,23 +883,7 @@ class Link:
                 yield m.skip(path, f"cannot be read: {getattr(exc, 'strerror', None) or exc}")
                 return
             with f:
-                yield m.file_start(rec, st.st_mode)
-                why = None
-                while left := m.outgoing_left:
-                    try:
-                        chunk = f.read(min(CHUNK_SIZE, left))
-                    except OSError as exc:
-                        why = f"cannot be read: {exc.strerror}"
-                        break
-                    if not chunk:
-                        why = "shorter than advertised (changed while being sent)"
-                        break
-                    yield m.file_chunk(chunk)
-                if why is None:
-                    frame, why = m.file_end()
-                    yield frame
-                else:
-                    yield m.file_abort(why)
+                why = yield from file_frames(m, f, m.file_start(rec, st.st_mode))
             if why is None:
                 self.stats.files_sent += 1
                 self.told[path] = version(rec)
