@@ -31,11 +31,26 @@ def daemons(tmp_path):
     yield from tracked(tmp_path, DaemonNode)
 
 
+def connect(port: int) -> socket.socket:
+    """A connection to a daemon whose listener may still be binding."""
+    sock: list[socket.socket] = []
+
+    def attempt() -> bool:
+        try:
+            sock.append(socket.create_connection(("127.0.0.1", port), timeout=10))
+        except ConnectionRefusedError:
+            return False
+        return True
+
+    assert wait_for(attempt, 10), f"nothing listens on port {port}"
+    return sock[0]
+
+
 class LiveWire:
     """A live link's client side, as a peer daemon would open it."""
 
     def __init__(self, port: int, listens_on: int | None = None) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.sock = connect(port)
         self.cipher = AesGcmCipher(bytes.fromhex(KEY))
         secret = os.urandom(32)
         fields = lv.advertise(
@@ -169,7 +184,7 @@ def test_a_replayed_link_fails_at_its_auth(daemons):
     fields = lv.advertise(os.urandom(32), os.urandom(16).hex(), lv.x25519_public(secret))
     ours = p2.hello_payload(Hello("mallory", time.time(), 1), fields)
     sealed = b"".join(cipher.seal_parts([ours]))
-    first = socket.create_connection(("127.0.0.1", d.port), timeout=10)
+    first = connect(d.port)
     first.sendall(len(sealed).to_bytes(4, "big") + sealed)
     buf = b""
     while (frame := p2.split_hello_frame(buf)[0]) is None:
@@ -178,7 +193,7 @@ def test_a_replayed_link_fails_at_its_auth(daemons):
     auth = lv.LiveLink(lambda p: True, 1, keys).start()
     first.sendall(auth)  # the recording: the Hello and the AUTH
     first.close()
-    replay = socket.create_connection(("127.0.0.1", d.port), timeout=10)
+    replay = connect(d.port)
     replay.sendall(len(sealed).to_bytes(4, "big") + sealed + auth)
     assert wait_for(lambda: "failed authentication" in d.text(), 5), d.text()
     replay.close()

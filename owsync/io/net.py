@@ -178,6 +178,7 @@ class Serving:
         self.stopping = stopping
         self.error: str | None = None
         self.listener: Listener | None = None
+        self.tried = threading.Event()  # the first bind was tried (it worked, or error says why)
 
     def run(self) -> None:
         delay = self.RETRY_FIRST
@@ -190,6 +191,7 @@ class Serving:
                     log.error("cannot listen on %s port %d: %s; syncing outward only,"
                               " retrying", self.host, self.port, why)  # fmt: skip
                 self.error = why
+                self.tried.set()
                 if self.stopping.wait(delay):
                     return
                 delay = min(self.RETRY_CAP, delay * 2)
@@ -198,6 +200,7 @@ class Serving:
                 log.info("listening on %s port %d now", self.host, self.port)
             self.error = None
             self.listener = Listener(sock, self.handler)
+            self.tried.set()
             if self.stopping.is_set():  # stop() came between the bind and now
                 sock.close()
                 return

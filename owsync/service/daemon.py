@@ -489,6 +489,7 @@ class Daemon:
             log.warning("initial scan failed: %s", exc)
         self.serving = net.Serving(self.cfg.bind_host, self.cfg.port, self._serve, self.stopping)
         threading.Thread(target=self.serving.run, name="owsync-listener", daemon=True).start()
+        self.serving.tried.wait(5.0)  # "listening" is said once it is so (or why not)
         self.control.start()
         threading.Thread(target=self._poll, name="owsync-poll", daemon=True).start()
         for w in self.workers.values():
