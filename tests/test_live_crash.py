@@ -39,11 +39,16 @@ def daemons(tmp_path):
 
 
 def tree(d: DaemonNode) -> dict[str, bytes]:
-    return {
-        p.relative_to(d.dir).as_posix(): p.read_bytes()
-        for p in sorted(d.dir.rglob("*"))
-        if p.is_file()
-    }
+    """The synced files (not owsync's temp files, which come and go meanwhile)."""
+    out = {}
+    for p in sorted(d.dir.rglob("*")):
+        if p.name.startswith(".owsync-"):
+            continue
+        try:
+            out[p.relative_to(d.dir).as_posix()] = p.read_bytes()
+        except (FileNotFoundError, IsADirectoryError):
+            continue
+    return out
 
 
 def temps(d: DaemonNode) -> list[str]:
