@@ -37,3 +37,18 @@ def fill(d: Path, files: int, size: int, tag: bytes = b"", mtime: float | None =
         p.write_bytes(blob[: -8 - len(tag)] + tag + i.to_bytes(8, "big"))
         if mtime is not None:
             os.utime(p, (mtime, mtime))
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    """The synced files under ``root`` (dot-files, which owsync never syncs, left out)."""
+    out = {}
+    for p in root.rglob("*"):
+        rel = p.relative_to(root)
+        if any(part.startswith(".") for part in rel.parts):
+            continue
+        try:
+            if p.is_file() and not p.is_symlink():
+                out[str(rel)] = p.read_bytes()
+        except OSError:
+            pass  # replaced or deleted while read: the next look sees it
+    return out

@@ -67,7 +67,7 @@ import threading
 import time
 from pathlib import Path
 
-from benchlib import ROOT, fill
+from benchlib import ROOT, fill, tree
 
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -135,20 +135,6 @@ def put(path: Path, data: bytes) -> None:
     tmp = path.parent / f".bench-{path.name}-{threading.get_ident()}"
     tmp.write_bytes(data)
     os.replace(tmp, path)
-
-
-def tree(root: Path) -> dict[str, bytes]:
-    out = {}
-    for p in root.rglob("*"):
-        rel = p.relative_to(root)
-        if any(part.startswith(".") for part in rel.parts):
-            continue
-        try:
-            if p.is_file() and not p.is_symlink():
-                out[str(rel)] = p.read_bytes()
-        except OSError:
-            pass
-    return out
 
 
 def names(root: Path) -> set[str]:

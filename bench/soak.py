@@ -43,7 +43,7 @@ import threading
 import time
 from pathlib import Path
 
-from benchlib import ROOT, free_port
+from benchlib import ROOT, free_port, tree
 
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -270,21 +270,6 @@ class Churn(threading.Thread):
     def want(self) -> dict[str, bytes]:
         with self.lock:
             return {p: d for p, d in self.expected.items() if d is not None}
-
-
-def tree(root: Path) -> dict[str, bytes]:
-    """The synced files under ``root`` (dot-files, which owsync never syncs, left out)."""
-    out = {}
-    for p in root.rglob("*"):
-        rel = p.relative_to(root)
-        if any(part.startswith(".") for part in rel.parts):
-            continue
-        try:
-            if p.is_file() and not p.is_symlink():
-                out[str(rel)] = p.read_bytes()
-        except OSError:
-            pass  # replaced or deleted while read: the next look sees it
-    return out
 
 
 def differences(want: dict[str, bytes], have: dict[str, bytes]) -> list[str]:
