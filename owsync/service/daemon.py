@@ -362,7 +362,10 @@ class Daemon:
             w = mine[0]
             w.node = link.peer_node
             link.known_as(str(w.peer))
-            for waiter in w.take_waiters():  # asked for while the link was being made
+            waiters = w.take_waiters()  # asked for while the link was being made
+            if waiters:
+                self.rescan()
+            for waiter in waiters:
                 self._answer(waiter, str(w.peer), link.reconcile())
 
     def _answer(self, waiter, peer: str, reconcile) -> None:
@@ -405,14 +408,17 @@ class Daemon:
         targets = self.find_peers(peer) if peer else list(self.workers.values())
         targets = [w for w in targets if w.peer != exclude]
         boxes = []
-        links = []
+        linked = []
         for w in list(targets):
             link = self.mesh.link_for(w.node) if w.node else None
             if link is None:
                 continue
             targets.remove(w)  # its live link carries every change already
             if manual or wait or reconcile:  # a full reconcile, both ways
-                links.append((w, link.reconcile()))
+                linked.append((w, link))
+        if linked:
+            self.rescan()  # once, for every link's reconcile
+        links = [(w, link.reconcile()) for w, link in linked]
         for w in targets:
             waiter: tuple[threading.Event, list] | None = (threading.Event(), []) if wait else None
             w.request(manual=manual, waiter=waiter)
@@ -437,6 +443,14 @@ class Daemon:
         if not found:
             raise KeyError(name)
         return found
+
+    def rescan(self) -> None:
+        """Rescan the tree and tell the live links what changed, before their
+        reconciles (a failure is the next poll's to catch up)."""
+        try:
+            self.mesh.local_change(None)
+        except Exception as exc:  # a busy lock, a disk error
+            log.warning("rescan before a reconcile failed: %s", exc)
 
     def local_change(self, paths: set[str] | None = None) -> None:
         """Called by the watcher with what changed (None: anything may have):
@@ -516,8 +530,7 @@ class Daemon:
         """The safety net: a full sync with every peer every poll_interval (a
         full reconcile on a live link)."""
         while not self.stopping.wait(self.cfg.poll_interval):
-            self.local_change(None)
-            self.request_sync(reconcile=True)
+            self.request_sync(reconcile=True)  # rescans first when a link reconciles
 
     def stop(self) -> None:
         assert self.serving is not None, "stop() before start()"

@@ -427,8 +427,9 @@ class Link:
         self.post(("close", reason))
 
     def reconcile(self) -> tuple[threading.Event, list]:
-        """Ask for a full reconcile both ways; the event is set when it is done
-        (the box then holds True, or an error text)."""
+        """Ask for a full reconcile both ways, from the records as they are
+        (the caller rescans first: once, whatever the number of links); the
+        event is set when it is done (the box then holds True, or an error)."""
         waiter: tuple[threading.Event, list] = (threading.Event(), [])
         self.post(("reconcile", waiter))
         return waiter
@@ -804,8 +805,7 @@ class Link:
             return
         ident = self.mesh.next_id()
         self._waiters[ident] = [False, False, event, box]
-        changed = self.mesh.local.rescan(None)
-        self.mesh.broadcast(changed, None)
+        # the caller rescanned the tree once for all links (Daemon.request_sync)
         self._tell(list(self.mesh.local.records().values()), initial=True)
         self._out.append(_later(self.m.index_end, ident, True))
 
