@@ -19,7 +19,6 @@ the one table :data:`TRANSITIONS`.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -31,7 +30,6 @@ from .protocol2 import (
     AUTH,
     BYE,
     CHUNK,
-    CHUNK_SIZE,
     ERROR,
     FILE,
     FILE_END,
@@ -61,7 +59,6 @@ from .protocol2 import (
     decode_request,
     decode_state,
     encode_error,
-    encode_file_end,
     encode_file_header,
     hello_fields,
     peer_nonce,
@@ -69,6 +66,7 @@ from .protocol2 import (
     state_bodies,
     transcript,
 )
+from .session2 import FileInFlight, FileSender
 from .state import Record
 
 LIVE_INFO = b"owsync live keys"
@@ -391,24 +389,7 @@ TRANSITIONS: dict[tuple[str, int], tuple[str, str]] = {
 }
 
 
-class _File:
-    __slots__ = ("record", "done", "sha", "refused")
-
-    def __init__(self, record: Record, refused: bool = False) -> None:
-        self.record = record
-        self.done = 0
-        self.sha = hashlib.sha256()
-        self.refused = refused
-
-    def add(self, data) -> None:
-        self.done += len(data)
-        self.sha.update(data)
-
-    def whole(self) -> bool:
-        return self.done == self.record.size and self.sha.hexdigest() == self.record.hash
-
-
-class LiveLink:
+class LiveLink(FileSender):
     """One live link's protocol state, both directions.
 
     What we send is made by the methods below, in the order the caller sends
@@ -431,8 +412,9 @@ class LiveLink:
         self.peers = AUTHING
         self._pending: set[str] = set()  # paths we requested, not yet answered
         self._to_serve: set[str] = set()  # paths the peer requested, not yet answered
-        self._out: _File | None = None
-        self._in: _File | None = None
+        self._out: FileInFlight | None = None
+        self._in: FileInFlight | None = None
+        self._in_refused = False  # the file on its way is over max_file_size: dropped
         self._sealed = 0  # bytes sealed under the current send key
         self.frames_out = 0
         self.frames_in = 0
@@ -489,43 +471,9 @@ class LiveLink:
         if record.path not in self._to_serve:
             raise RuntimeError(f"file_start() for {record.path!r}: not requested")
         self._to_serve.discard(record.path)
-        self._out = _File(record)
+        self._out = FileInFlight(record)
         header = FileHeader(record.path, mode & 0o777, record.size, record.hash, record.mtime)
         return self._frame(FILE, encode_file_header(header))
-
-    @property
-    def outgoing_left(self) -> int:
-        if self._out is None:
-            raise RuntimeError("no file is being sent")
-        return self._out.record.size - self._out.done
-
-    @property
-    def sending_file(self) -> bool:
-        return self._out is not None
-
-    def file_chunk(self, data: bytes) -> bytes:
-        if self._out is None:
-            raise RuntimeError("file_chunk() outside a file")
-        if not 0 < len(data) <= min(CHUNK_SIZE, self.outgoing_left):
-            raise ValueError("a chunk has 1..CHUNK_SIZE bytes, none past the advertised size")
-        self._out.add(data)
-        return self._frame(CHUNK, data)
-
-    def file_end(self) -> tuple[bytes, str | None]:
-        """FILE_END, and None; or a FILE_END that gives the file up, and why."""
-        if self._out is None:
-            raise RuntimeError("file_end() outside a file")
-        if self._out.whole():
-            self._out = None
-            return self._frame(FILE_END, encode_file_end()), None
-        why = "changed while being sent"
-        return self.file_abort(why), why
-
-    def file_abort(self, reason: str) -> bytes:
-        if self._out is None:
-            raise RuntimeError("file_abort() outside a file")
-        self._out = None
-        return self._frame(FILE_END, encode_file_end(reason))
 
     def skip(self, path: str, reason: str) -> bytes:
         """SKIP: a requested path this node will not send."""
@@ -663,11 +611,12 @@ class LiveLink:
             raise ProtocolError(f"FILE: {h.path!r} was not requested, or was sent already")
         self._pending.discard(h.path)
         rec = Record(h.path, h.sha256, h.mtime, h.size, h.mode, False)
-        if h.size > self.max_file_size:
-            self._in = _File(rec, refused=True)
+        self._in_refused = h.size > self.max_file_size
+        if self._in_refused:
+            self._in = FileInFlight(rec)
             return FileRefused(h.path, f"too large ({h.size} bytes, max_file_size"
                                        f" {self.max_file_size})")  # fmt: skip
-        self._in = _File(rec)
+        self._in = FileInFlight(rec)
         return FileStart(rec)
 
     def _on_chunk(self, f: Frame) -> Event | None:
@@ -675,7 +624,7 @@ class LiveLink:
         assert cur is not None
         if cur.done + len(f.body) > cur.record.size:
             raise ProtocolError(f"CHUNK past the size of {cur.record.path!r} ({cur.record.size})")
-        if cur.refused:
+        if self._in_refused:
             cur.done += len(f.body)
             return None
         cur.add(f.body)
@@ -685,7 +634,7 @@ class LiveLink:
         cur, self._in = self._in, None
         assert cur is not None
         error = decode_file_end(bytes(f.body))
-        if cur.refused:
+        if self._in_refused:
             return None  # refused at its FILE already
         if error is not None:
             return FileRefused(cur.record.path, f"the peer gave it up: {error}")

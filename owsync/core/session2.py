@@ -175,7 +175,7 @@ TRANSITIONS: dict[tuple[int, int], str] = {
 _STAGE = ["AUTH", "STATE", "REQUEST", "FILE or END", "DONE", "nothing"]
 
 
-class _File:
+class FileInFlight:
     """A file on its way, either direction: its record, bytes so far, running hash."""
 
     __slots__ = ("record", "done", "sha")
@@ -193,7 +193,56 @@ class _File:
         return self.done == self.record.size and self.sha.hexdigest() == self.record.hash
 
 
-class Session2:
+class FileSender:
+    """Sending one file at a time, for v2 and the live link alike: each chunk
+    checked against the size its FILE advertised, its end against its
+    SHA-256.  The protocol makes the frames (:meth:`_frame`) and may count
+    what went (:meth:`_chunk_sent`)."""
+
+    _out: FileInFlight | None
+
+    def _frame(self, kind: int, body: bytes = b"") -> bytes:
+        raise NotImplementedError
+
+    def _chunk_sent(self, n: int) -> None:
+        """``n`` bytes of a file went out (v2 counts them for its END)."""
+
+    @property
+    def outgoing_left(self) -> int:
+        """Bytes of the file being sent still due (read at most this much)."""
+        if self._out is None:
+            raise RuntimeError("no file is being sent")
+        return self._out.record.size - self._out.done
+
+    def file_chunk(self, data: bytes) -> bytes:
+        if self._out is None:
+            raise RuntimeError("file_chunk() outside a file")
+        if not 0 < len(data) <= min(CHUNK_SIZE, self.outgoing_left):
+            raise ValueError("a chunk has 1..CHUNK_SIZE bytes, none past the advertised size")
+        self._out.add(data)
+        self._chunk_sent(len(data))
+        return self._frame(CHUNK, data)
+
+    def file_end(self) -> tuple[bytes, str | None]:
+        """FILE_END, and None; or, when what was read is not what was advertised
+        (the file changed meanwhile), a FILE_END giving it up, and why."""
+        if self._out is None:
+            raise RuntimeError("file_end() outside a file")
+        if self._out.whole():
+            self._out = None
+            return self._frame(FILE_END, encode_file_end()), None
+        why = "changed while being sent"
+        return self.file_abort(why), why
+
+    def file_abort(self, reason: str) -> bytes:
+        """FILE_END giving the file up (it changed, it could not be read)."""
+        if self._out is None:
+            raise RuntimeError("file_abort() outside a file")
+        self._out = None
+        return self._frame(FILE_END, encode_file_end(reason))
+
+
+class Session2(FileSender):
     def __init__(
         self,
         accept: Callable[[str], bool],
@@ -217,7 +266,7 @@ class Session2:
         self._local: dict[str, Record] | None = None
         self._advertised: dict[str, Record] = {}  # live records we sent
         self._to_serve: set[str] = set()  # the peer asked, not yet sent
-        self._out: _File | None = None
+        self._out: FileInFlight | None = None
         self._sent_files = self._sent_bytes = 0
         # the peer's
         self._seen: set[str] = set()  # paths of its state
@@ -225,7 +274,7 @@ class Session2:
         self._remote: dict[str, Record] = {}  # its records we plan to request
         self._pending: set[str] = set()  # requested, not yet started
         self._asked: dict[str, None] = {}  # its request, in order
-        self._in: _File | None = None
+        self._in: FileInFlight | None = None
         self._got_frames = self._got_files = self._got_bytes = 0
 
     # --- what we send -----------------------------------------------------
@@ -271,44 +320,10 @@ class Session2:
             raise RuntimeError(f"file_start() for {path!r}: not requested, or sent already")
         self._to_serve.discard(path)
         rec = self._advertised[path]
-        self._out = _File(rec)
+        self._out = FileInFlight(rec)
         self._sent_files += 1
         return self._frame(FILE, encode_file_header(
             FileHeader(path, mode & 0o777, rec.size, rec.hash, rec.mtime)))  # fmt: skip
-
-    @property
-    def outgoing_left(self) -> int:
-        """Bytes of the file being sent still due (read at most this much)."""
-        if self._out is None:
-            raise RuntimeError("no file is being sent")
-        return self._out.record.size - self._out.done
-
-    def file_chunk(self, data: bytes) -> bytes:
-        if self._out is None:
-            raise RuntimeError("file_chunk() outside a file")
-        if not 0 < len(data) <= min(CHUNK_SIZE, self.outgoing_left):
-            raise ValueError("a chunk has 1..CHUNK_SIZE bytes, none past the advertised size")
-        self._out.add(data)
-        self._sent_bytes += len(data)
-        return self._frame(CHUNK, data)
-
-    def file_end(self) -> tuple[bytes, str | None]:
-        """FILE_END, and None; or, when what was read is not what was advertised
-        (the file changed meanwhile), a FILE_END giving it up, and why."""
-        if self._out is None:
-            raise RuntimeError("file_end() outside a file")
-        if self._out.whole():
-            self._out = None
-            return self._frame(FILE_END, encode_file_end()), None
-        why = "changed while being sent"
-        return self.file_abort(why), why
-
-    def file_abort(self, reason: str) -> bytes:
-        """FILE_END giving the file up (it changed, it could not be read)."""
-        if self._out is None:
-            raise RuntimeError("file_abort() outside a file")
-        self._out = None
-        return self._frame(FILE_END, encode_file_end(reason))
 
     def end(self) -> bytes:
         """END, with what this side sent: the last frame of our stream."""
@@ -342,6 +357,9 @@ class Session2:
 
     def _frame(self, kind: int, body: bytes = b"") -> bytes:
         return self._w.frame(kind, body)
+
+    def _chunk_sent(self, n: int) -> None:
+        self._sent_bytes += n
 
     @property
     def complete(self) -> bool:
@@ -504,7 +522,7 @@ class Session2:
             raise ProtocolError(f"FILE: {h.path!r} is not the version the peer advertised")
         self._pending.discard(h.path)
         rec = Record(h.path, adv.hash, adv.mtime, adv.size, h.mode, False)
-        self._in = _File(rec)
+        self._in = FileInFlight(rec)
         self._got_files += 1
         return FileStart(rec)
 
