@@ -39,7 +39,7 @@ WATCH_MASK = (
 )  # fmt: skip
 _EVENT = struct.Struct("iIII")
 
-DEBOUNCE = 0.05  # quiet time that ends a burst of events
+DEBOUNCE = 0.1  # quiet time that ends a burst of events
 MAX_DELAY = 0.5  # a steady stream of events still reports this often
 POLL_FALLBACK = 2.0  # rescan period when inotify cannot be used
 IDLE_WAKE = 5.0  # with no events, how often the watcher looks whether to stop
