@@ -54,8 +54,9 @@ Common options (in brackets, the key of the config file the option overrides):
 # Options that are not settings (those come from owsync.core.settings)
 OTHER_OPTIONS = (
     (("-f", "--foreground"), "",
-     "daemon: log to stderr as well as to syslog (the daemon never forks, with or without -f:"
-     " procd and systemd supervise the process they started)"),
+     "daemon: log to stderr as well as to syslog (without -f: to syslog alone, or to stderr"
+     " where there is no syslog); the daemon never forks, -f or not: procd and systemd"
+     " supervise the process they started"),
     (("-v", "--verbose"), "", "debug logging (log level 3)"),
     (("-q", "--quiet"), "", "errors only (log level 0)"),
     (("--uci-dir",), "DIR",

@@ -28,6 +28,23 @@ LISTS = tuple(name for name, s in OPTIONS.items() if s.multi)
 UCI_DEFAULTS = {s.attr: s.uci_default for s in OPTIONS.values() if s.uci_default is not None}
 
 
+def validation_spec() -> list[str]:
+    """The init script's ``uci_load_validate`` list, as the schema has it.
+
+    ``'option:datatype:default'`` for each option, in the schema's order; no
+    default where it is derived (the daemon works it out), a list, or holds a
+    ':' (validate_data cannot take one in a default).  The shipped init
+    script carries this list verbatim; a test holds it to the schema.
+    """
+    spec = []
+    for name, s in OPTIONS.items():
+        default = "" if s.multi else s.describe_default(uci=True)
+        derived = s.uci_default_value() is None
+        keep = default and not derived and ":" not in default
+        spec.append(f"{name}:{s.datatype()}" + (f":{default}" if keep else ""))
+    return spec
+
+
 def key_file_for(confdir: str | None) -> str:
     """The key's file beside the UCI directory: /etc/config -> /etc/owsync/key.
 
