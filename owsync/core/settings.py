@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from .peer import parse_peer
 
@@ -49,8 +48,9 @@ class BadValue(ValueError):
     """A value outside what its setting accepts; the message says what it accepts."""
 
 
-@dataclass(frozen=True)
-class Setting:
+class Setting(NamedTuple):
+    """One setting (a NamedTuple: a dataclass's generated code costs the daemon RSS)."""
+
     attr: str  # Config's attribute
     kind: str
     default: Any
