@@ -13,12 +13,13 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import KEY, base_env, free_port, owsync_cmd, wait_for
+from conftest import KEY, DaemonNode, base_env, free_port, owsync_cmd, wait_for
 
 from owsync import cli
 from owsync.core.settings import (
@@ -413,3 +414,38 @@ def test_the_daemon_never_forks_and_f_adds_stderr(tmp_path, foreground):
         assert proc.wait(20) == 0
     if not foreground and syslog_available():
         assert err.read_text() == ""
+
+
+def test_a_reload_with_a_bad_value_keeps_the_running_configuration(tmp_path):
+    node = DaemonNode(tmp_path, "a").configure([f"127.0.0.1:{free_port()}"])
+    try:
+        node.start()
+        pid = node.status()["pid"]
+        node.configure([f"127.0.0.1:{free_port()}"], extra="versions_keep=1001\n")
+        node.proc.send_signal(signal.SIGHUP)
+        expected = (
+            f"reload failed, keeping the running configuration: {node.conf}:11:"
+            " bad value for versions_keep: '1001' (expected a whole number in 0..1000)"
+        )
+        assert wait_for(lambda: expected in node.text(), 20), node.text()
+        assert node.proc.poll() is None and node.status()["pid"] == pid
+        assert len(node.status()["peers"]) == 1
+        node.configure([f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"])
+        node.proc.send_signal(signal.SIGHUP)
+        assert wait_for(lambda: "configuration reloaded: 2 peer(s)" in node.text(), 20)
+    finally:
+        assert node.stop() == 0
+
+
+def test_every_option_of_the_shipped_uci_file_is_a_setting_with_a_good_value():
+    """Commented out or not, each option the shipped /etc/config/owsync shows
+    is one the daemon knows, with a value it accepts."""
+    shown = re.findall(r"^\s*#?\s*(option|list) (\w+) '([^']*)'", UCI_DEFAULT.read_text(), re.M)
+    assert len(shown) > 15
+    for kind, name, value in shown:
+        s = OPTIONS[name]
+        assert (kind == "list") == s.multi, name
+        if s.secret:
+            assert kind == "option" and value == "", name  # never a key in the example
+            continue
+        s.parse(value)
