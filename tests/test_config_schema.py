@@ -449,3 +449,37 @@ def test_every_option_of_the_shipped_uci_file_is_a_setting_with_a_good_value():
             assert kind == "option" and value == "", name  # never a key in the example
             continue
         s.parse(value)
+
+
+def test_the_helps_defaults_are_what_a_daemon_started_without_options_does(tmp_path):
+    """No -H, -P, --min-protocol, --control-socket: the daemon listens on
+    '::' port 4321, asks protocol 1 of its peers, and serves its control
+    socket where --help says, found by `owsync status -b DB` alone."""
+    with socket.socket(socket.AF_INET6) as probe:
+        try:
+            probe.bind(("::", 4321))
+        except OSError:
+            pytest.skip("port 4321, the default, is in use here")
+    entries = help_entries()
+    assert "(default: ::)" in entries["-H, --host"] and "(default: 4321)" in entries["-P, --port"]
+    assert "(default: 1)" in entries["--min-protocol"]
+    sync, db = tmp_path / "d", tmp_path / "owsync.db"
+    sync.mkdir()
+    sock = Path("/var/run/owsync") / (str(db).strip("/").replace("/", "-") + ".sock")
+    assert "<database path, '/' as '-'>" in entries["--control-socket"]
+    args = ["daemon", "-f", "-d", str(sync), "-b", str(db), "-i", "*",
+            "--auto-sync", f"127.0.0.1:{free_port()}"]  # fmt: skip
+    proc = subprocess.Popen(owsync_cmd(*args), env=base_env(KEY), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        assert wait_for(lambda: sock.exists() or proc.poll() is not None, 30)
+        assert proc.poll() is None
+        r = subprocess.run(owsync_cmd("status", "--json", "-b", str(db)), env=base_env(None),
+                           capture_output=True, text=True, timeout=30)  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        st = json.loads(r.stdout)
+        assert (st["listen"], st["min_protocol"], st["pid"]) == (":: port 4321", 1, proc.pid)
+        assert accepts(4321)
+    finally:
+        proc.terminate()
+        assert proc.wait(20) == 0
