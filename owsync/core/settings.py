@@ -66,7 +66,9 @@ class Setting(NamedTuple):
     default_text: str | None = None  # for a default that is derived (None)
     multi: bool = False  # a list: repeatable key, UCI `list`, repeatable flag
     per_group: bool = False  # each sync group has its own (UCI `config group` sections)
-    secret: bool = False  # never on a command line, never shown, never kept in UCI
+    # never on a command line, never shown, in no LuCI field; UCI takes it only on its
+    # way to the root-only key file (uci set owsync.main.key=..., then moved there)
+    secret: bool = False
     compat: str | None = None  # 1.2.0's leniency in key=value files (COMPAT_*)
     daemon_only: bool = False  # only the daemon reads it (the help says so)
 
