@@ -230,28 +230,39 @@ def test_openwrts_validate_data_accepts_exactly_what_the_daemon_accepts(tmp_path
     tool = validate_data()
     checked = 0
     for s in SETTINGS:
-        probes = [good_value(s, tmp_path), *(b for b in bad_values(s) if b)]
-        if s.kind == INT:
-            probes += [str(s.lo), str(max(s.lo - 1, 0)) if s.lo else "-1", "+1", " 1"]
-        if s.kind == HOST:
-            probes += ["::", "0.0.0.0", "router.lan", "fe80::1%eth0", "a;b"]
         datatype = s.datatype()
         if datatype.startswith("list("):
             datatype = datatype[5:-1]
-        for value in probes:
+        for value in probes(s, tmp_path):
             r = subprocess.run([tool, datatype, value], capture_output=True, text=True)
-            try:
-                s.parse(value.strip() if s.kind != INT else value)
-                ours = True
-            except BadValue:
-                ours = False
-            theirs = r.returncode == 0
-            if s.kind in (PATH, PATTERN, PEER):
-                assert theirs or not ours, (s.attr, datatype, value, r.stderr)
-            else:
-                assert theirs == ours, (s.attr, datatype, value, r.stderr)
+            agree(s, value, r.returncode == 0, (datatype, r.stderr))
             checked += 1
     assert checked > 60
+
+
+def probes(s: Setting, tmp_path: Path) -> list[str]:
+    """Values on the edges of what a setting accepts."""
+    values = [good_value(s, tmp_path), *(b for b in bad_values(s) if b)]
+    if s.kind == INT:
+        values += [str(s.lo), str(s.lo - 1) if s.lo else "-1", "+1", " 1"]
+    if s.kind == HOST:
+        values += ["::", "0.0.0.0", "router.lan", "fe80::1%eth0", "a;b"]
+    return values
+
+
+def agree(s: Setting, value: str, theirs: bool, why) -> None:
+    """Another checker's verdict on ``value`` against the daemon's: the same,
+    or, for free text (paths, patterns, peers), looser: the daemon's own
+    check is then the one line that refuses the rest."""
+    try:
+        s.parse(value)
+        ours = True
+    except BadValue:
+        ours = False
+    if s.kind in (PATH, PATTERN, PEER):
+        assert theirs or not ours, (s.attr, value, why)
+    else:
+        assert theirs == ours, (s.attr, value, why)
 
 
 # --- LuCI's Settings page -------------------------------------------------------------
@@ -298,6 +309,31 @@ def test_luci_settings_fields_agree_with_the_schema():
     assert {f["name"] for f in fields} >= {"enabled", "peer", "plain_mode", "include",
                                            "exclude", "port", "host", "poll_interval",
                                            "log_level", "min_protocol"}  # fmt: skip
+
+
+def test_luci_accepts_exactly_what_the_daemon_accepts(tmp_path):
+    """Each field's datatype through LuCI's own validation.js (from
+    OWSYNC_LUCI_ROOT), on the edges of each range."""
+    validation = Path(os.environ.get("OWSYNC_LUCI_ROOT", "/nonexistent")) / (
+        "www/luci-static/resources/validation.js"
+    )
+    if not validation.is_file():
+        pytest.skip("set OWSYNC_LUCI_ROOT to LuCI's runtime tree (www/luci-static/resources)")
+    cases = []
+    for f in luci_fields(VIEWS / "settings.js"):
+        if f["datatype"]:
+            cases += [(OPTIONS[f["name"]], f["datatype"], v) for v in
+                      probes(OPTIONS[f["name"]], tmp_path)]  # fmt: skip
+    r = subprocess.run(
+        [shutil.which("node") or "node", str(ROOT / "tests/luci/validate.mjs"), str(validation)],
+        input=json.dumps([(datatype, v) for _, datatype, v in cases]),
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    verdicts = json.loads(r.stdout)
+    assert len(verdicts) == len(cases) > 20
+    for (s, datatype, value), theirs in zip(cases, verdicts, strict=True):
+        agree(s, value, theirs, datatype)
 
 
 def read_uci_main() -> dict:
