@@ -519,3 +519,28 @@ def test_the_helps_defaults_are_what_a_daemon_started_without_options_does(tmp_p
     finally:
         proc.terminate()
         assert proc.wait(20) == 0
+
+
+def test_the_daemon_refuses_a_bad_uci_value_in_one_line(tmp_path):
+    """Read by the real pyuci, as on a router: the file, the option, the range."""
+    bindings = os.environ.get("OWSYNC_PYBINDINGS", "")
+    if not bindings or not os.path.isdir(bindings):
+        pytest.skip("set OWSYNC_PYBINDINGS to the compiled ubus and uci python modules")
+    confdir = tmp_path / "config"
+    confdir.mkdir()
+    (confdir / "owsync").write_text(
+        f"config owsync 'main'\n\toption dir '{tmp_path}'\n\toption db '{tmp_path / 'db'}'\n"
+        "\toption plain_mode '1'\n\tlist peer '127.0.0.1:1'\n\tlist include '*'\n"
+        "\toption versions_max_age '0'\n"
+    )
+    env = base_env(None)
+    env["PYTHONPATH"] = bindings + os.pathsep + env["PYTHONPATH"]
+    r = subprocess.run(owsync_cmd("daemon", "--no-syslog", "--uci-dir", str(confdir)), env=env,
+                       capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert r.returncode == 1
+    (line,) = r.stderr.splitlines()
+    assert line.endswith(
+        f"{confdir}/owsync: bad value for owsync.main.versions_max_age: '0'"
+        " (expected a whole number in 1..36500)"
+    ), r.stderr
+    assert not (tmp_path / "db").exists()
