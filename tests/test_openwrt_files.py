@@ -87,24 +87,31 @@ def test_default_uci_config_goes_through_the_same_validation():
 
 def test_uci_values_get_the_same_messages_as_the_file():
     cfg = config_from_section(
-        {"port": "70000", "peer": "10.0.0.1,", "include": "*", "bogus": "1", "exclude": ("a",)},
-        "owsync.main",
+        {"port": "4000", "include": "*", "bogus": "1", "exclude": ("a",)}, "owsync.main"
     )
-    file_cfg = parse_text("port=70000\n")
-    assert cfg.port == file_cfg.port == 4321
-    assert any("owsync.main.port: bad value for port" in w for w in cfg.warnings)
-    assert any("ignoring peer" in w for w in cfg.warnings)
-    assert any("owsync.main.bogus: unknown option" in w for w in cfg.warnings)
-    assert cfg.include == ["*"] and cfg.exclude == ["a"]  # an option where a list goes is fine
+    assert cfg.port == 4000 and cfg.include == ["*"] and cfg.exclude == ["a"]
+    assert cfg.warnings == ["owsync.main.bogus: unknown option ignored"]
+    # a bad value is one error naming the file, the option and what it accepts,
+    # in the same words as the key=value file's
+    cases = [("port", "70000", "a whole number in 1..65535"), ("peer", "10.0.0.1,", "source"),
+             ("min_protocol", "3", "one of 1 (also sync with owsync 1.2.0), 2"),
+             ("min_protocol", "v2", "one of 1"), ("versions_keep", "-1", "0..1000"),
+             ("plain_mode", "maybe", "1 or 0")]  # fmt: skip
+    for name, bad, expected in cases:
+        with pytest.raises(ConfigError) as uci_err:
+            config_from_section({name: bad}, "owsync.main", path="/x/owsync")
+        message = str(uci_err.value)
+        assert message.startswith(f"/x/owsync: bad value for owsync.main.{name}: {bad!r} (")
+        assert expected in message, message
+        with pytest.raises(ConfigError) as file_err:
+            parse_text(f"{name}={bad}\n", "f.conf")
+        assert str(file_err.value) == message.replace("/x/owsync", "f.conf:1").replace(
+            "owsync.main.", ""
+        )
     assert config_from_section({"min_protocol": "2"}, "owsync.main").min_protocol == 2
     assert parse_text("min_protocol=2\n").min_protocol == 2
-    for bad in ("3", "0", "v2", ""):
-        cfg = config_from_section({"min_protocol": bad}, "owsync.main")
-        assert cfg.min_protocol == parse_text(f"min_protocol={bad}\n").min_protocol == 1
-        assert any("owsync.main.min_protocol: bad value for min_protocol" in w
-                   for w in cfg.warnings), bad  # fmt: skip
-    # the init script validates it too, with the range the daemon accepts
-    assert "'min_protocol:range(1,2):1'" in INIT.read_text()
+    with pytest.raises(ConfigError, match="owsync.main.port takes one value, not a list"):
+        config_from_section({"port": ("1", "2")}, "owsync.main")
 
 
 def test_changed_packages_are_the_top_level_files():
