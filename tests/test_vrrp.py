@@ -1,0 +1,91 @@
+"""keepalived's VRRP transitions, through the control socket (`owsync vrrp`),
+between two real daemons on a live link: the role and since when in both
+statuses, the peer's roles carried over the link, a reconcile with every
+peer; bad input refused in one line.  tests/test_failover.py drives the same
+from OpenWrt's hotplug-call and from a real keepalived."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from conftest import DaemonNode, tracked, wait_for
+
+from owsync.cli import format_status
+
+
+@pytest.fixture
+def node(tmp_path):
+    yield from tracked(tmp_path, DaemonNode)
+
+
+def _linked(a: DaemonNode, b: DaemonNode) -> bool:
+    return all(n.status()["peers"][0]["live"] for n in (a, b))
+
+
+def test_a_transition_shows_in_both_statuses_and_reconciles_every_peer(node):
+    a, b = node("a"), node("b")
+    a.configure([b.addr]).start()
+    b.configure([a.addr]).start()
+    assert wait_for(lambda: _linked(a, b), 15), a.text() + b.text()
+    assert a.status()["vrrp"] == {} and b.status()["peers"][0].get("vrrp") is None
+    before = a.status()["peers"][0]["live"]["reconciles"]
+    began = int(time.time())
+
+    r = a.ctl("vrrp", "VI_LAN", "NOTIFY_MASTER")  # keepalived's OpenWrt spelling
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("VI_LAN: MASTER since ") and b.addr in r.stdout
+
+    def mine():
+        return a.status()["vrrp"].get("VI_LAN", {})
+
+    assert wait_for(lambda: mine().get("reconciled"), 10), a.text()
+    st = a.status()
+    here = st["vrrp"]["VI_LAN"]
+    assert here["role"] == "MASTER" and began <= here["since"] <= time.time()
+    assert here["reconciling"] is False and here["reconciled"] >= here["since"]
+    # the reconcile ran over the live link, both ways
+    assert st["peers"][0]["live"]["reconciles"] > before
+    assert "VRRP instance VI_LAN: MASTER" in a.text()
+    assert "reconciled with 1 of 1 peer(s)" in a.text()
+    # the peer hears of it over the live link
+    assert wait_for(lambda: b.status()["peers"][0].get("vrrp"), 10), b.text()
+    assert b.status()["peers"][0]["vrrp"] == {"VI_LAN": {"role": "MASTER", "since": here["since"]}}
+    # ha-cluster's spelling; the same role again keeps its since
+    assert a.ctl("vrrp", "VI_LAN", "MASTER").returncode == 0
+    assert a.ctl("vrrp", "VI_WAN", "BACKUP").returncode == 0
+    assert wait_for(lambda: "VI_WAN" in (b.status()["peers"][0].get("vrrp") or {}), 10)
+    st = a.status()
+    assert st["vrrp"]["VI_LAN"]["since"] == here["since"]
+    assert st["vrrp"]["VI_WAN"]["role"] == "BACKUP"
+    text = format_status(st)
+    assert "VRRP here: VI_LAN MASTER since " in text and "VI_WAN BACKUP since " in text
+    assert f"VRRP at {a.addr}: VI_LAN MASTER" in format_status(b.status())
+
+
+def test_a_link_that_comes_up_later_hears_the_roles(node):
+    a, b = node("a"), node("b")
+    a.configure([b.addr]).start()
+    assert a.ctl("vrrp", "VI_1", "fault").returncode == 0  # no peer up yet
+    assert wait_for(lambda: a.status()["vrrp"]["VI_1"]["reconciled"], 30), a.text()
+    b.configure([a.addr]).start()
+    assert wait_for(lambda: b.status()["peers"][0].get("vrrp"), 20), b.text()
+    assert b.status()["peers"][0]["vrrp"]["VI_1"]["role"] == "FAULT"
+
+
+@pytest.mark.parametrize(
+    "args, why",
+    [
+        (("VI_1", "STOP"), "role must be MASTER, BACKUP or FAULT"),
+        (("", "MASTER"), "instance must be"),
+        (("x" * 65, "MASTER"), "instance must be"),
+        (("VI_1",), "vrrp takes an INSTANCE and a ROLE"),
+    ],
+)
+def test_bad_input_is_one_line_and_changes_nothing(node, args, why):
+    a = node("a")
+    a.configure(["127.0.0.1:9"]).start()
+    r = a.ctl("vrrp", *args)
+    assert r.returncode != 0 and why in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    assert a.status()["vrrp"] == {}
+    assert a.proc.poll() is None
