@@ -45,7 +45,7 @@ Usage:
   owsync diff ID                       a kept version against the current file
   owsync restore PATH [ID]             put a version back (default: the newest)
   owsync vrrp INSTANCE ROLE            keepalived's transition (ROLE: MASTER, BACKUP,
-                                       FAULT): note it and reconcile with every peer
+                                       FAULT, STOP): note it, reconcile with every peer
 
 Common options:
   -c, --config FILE      key=value configuration file
@@ -564,6 +564,8 @@ def cmd_vrrp(opts, args) -> int:
         raise ConfigError(reply.get("error", "the daemon refused the request"))
     if opts.json:
         print(json.dumps(reply))
+    elif reply["role"] == "STOP":
+        print(f"{reply['instance']}: stopped, no role here any more")
     else:
         print(f"{reply['instance']}: {reply['role']} since {_when(reply['since'])};"
               f" reconciling with {', '.join(reply['peers']) or 'no peer'}")  # fmt: skip

@@ -61,6 +61,11 @@ def test_a_transition_shows_in_both_statuses_and_reconciles_every_peer(node):
     text = format_status(st)
     assert "VRRP here: VI_LAN MASTER since " in text and "VI_WAN BACKUP since " in text
     assert f"VRRP at {a.addr}: VI_LAN MASTER" in format_status(b.status())
+    # keepalived stopped an instance: it has no role here, nor at the peer, any more
+    r = a.ctl("vrrp", "VI_WAN", "NOTIFY_STOP")
+    assert r.returncode == 0 and "VI_WAN: stopped" in r.stdout, r.stderr
+    assert set(a.status()["vrrp"]) == {"VI_LAN"}
+    assert wait_for(lambda: set(b.status()["peers"][0]["vrrp"]) == {"VI_LAN"}, 10)
 
 
 def test_a_link_that_comes_up_later_hears_the_roles(node):
@@ -76,7 +81,7 @@ def test_a_link_that_comes_up_later_hears_the_roles(node):
 @pytest.mark.parametrize(
     "args, why",
     [
-        (("VI_1", "STOP"), "role must be MASTER, BACKUP or FAULT"),
+        (("VI_1", "BOGUS"), "role must be MASTER, BACKUP, FAULT or STOP"),
         (("", "MASTER"), "instance must be"),
         (("x" * 65, "MASTER"), "instance must be"),
         (("VI_1",), "vrrp takes an INSTANCE and a ROLE"),

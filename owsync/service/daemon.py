@@ -35,7 +35,7 @@ from .control import ControlServer, handle
 from .engine import restore, run_session
 from .live import LocalNode, Mesh
 from .status import SessionHistory
-from .vrrp import VrrpRoles, check_instance, parse_role
+from .vrrp import STOP, VrrpRoles, check_instance, parse_role
 from .watcher import Watcher
 
 log = logging.getLogger("owsync")
@@ -478,11 +478,15 @@ class Daemon:
         the caller, keepalived's hotplug script, must not wait long).  The
         status shows when that reconcile ended.  ValueError for bad input."""
         name, role = check_instance(instance), parse_role(role)
+        if role == STOP:  # keepalived stopped it: no role here any more, nothing to sync
+            if self.vrrp_roles.stop(name):
+                log.info("VRRP instance %s: stopped", name)
+                self._tell_roles()
+            return {"instance": name, "role": STOP, "peers": []}
         changed, gen = self.vrrp_roles.set(name, role, int(time.time()))
         if changed:
             log.info("VRRP instance %s: %s; reconciling with every peer", name, role)
-            for link in self.mesh.links():
-                link.post(("vrrp", self.vrrp_roles.table))
+            self._tell_roles()
 
         def reconcile() -> None:
             began = time.monotonic()
@@ -498,6 +502,10 @@ class Daemon:
             **self.vrrp_roles.view()[name],
             "peers": [str(w.peer) for w in self.workers.values()],
         }
+
+    def _tell_roles(self) -> None:
+        for link in self.mesh.links():
+            link.post(("vrrp", self.vrrp_roles.table))
 
     # --- status and control -----------------------------------------------
 

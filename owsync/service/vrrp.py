@@ -16,15 +16,17 @@ import threading
 
 from ..core.live import ROLES, Role, valid_instance
 
+STOP = "STOP"  # keepalived stopped the instance here: it has no role any more
+
 
 def parse_role(text: object) -> str:
-    """MASTER, BACKUP or FAULT, from either spelling of keepalived's hotplug
-    ACTION (``NOTIFY_MASTER`` or ``MASTER``), in any case; ValueError else."""
+    """MASTER, BACKUP, FAULT or STOP, from either spelling of keepalived's
+    hotplug ACTION (``NOTIFY_MASTER`` or ``MASTER``), in any case; ValueError else."""
     if isinstance(text, str):
         role = text.strip().upper().removeprefix("NOTIFY_")
-        if role in ROLES:
+        if role in (*ROLES, STOP):
             return role
-    raise ValueError(f"role must be MASTER, BACKUP or FAULT (or NOTIFY_...), not {text!r}")
+    raise ValueError(f"role must be MASTER, BACKUP, FAULT or STOP (or NOTIFY_...), not {text!r}")
 
 
 def check_instance(name: object) -> str:
@@ -58,10 +60,18 @@ class VrrpRoles:
             gen = self._gen[instance] = self._gen.get(instance, 0) + 1
             return changed, gen
 
+    def stop(self, instance: str) -> bool:
+        """keepalived stopped the instance here: forget its role (whether it had one)."""
+        with self._lock:
+            self._gen.pop(instance, None)
+            self._done.pop(instance, None)
+            self._reconciled.pop(instance, None)
+            return self._roles.pop(instance, None) is not None
+
     def reconciled(self, instance: str, gen: int, when: float) -> None:
         """The reconcile of transition ``gen`` ended."""
         with self._lock:
-            if gen >= self._done.get(instance, 0):
+            if instance in self._gen and gen >= self._done.get(instance, 0):
                 self._done[instance] = gen
                 self._reconciled[instance] = when
 
