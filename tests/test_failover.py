@@ -73,10 +73,10 @@ def peer_status(r: OpenWrtRoot) -> dict:
     return json.loads(res.stdout) if res.returncode == 0 else {}
 
 
-def peer_role(r: OpenWrtRoot) -> str | None:
-    """This router's role in VI_LAN as the peer daemon heard it over the live link."""
+def peer_role(r: OpenWrtRoot, name: str = "VI_LAN") -> str | None:
+    """This router's role in ``name`` as the peer daemon heard it over the live link."""
     peers = peer_status(r).get("peers") or [{}]
-    return ((peers[0].get("vrrp") or {}).get("VI_LAN") or {}).get("role")
+    return ((peers[0].get("vrrp") or {}).get(name) or {}).get("role")
 
 
 def hotplug(r: OpenWrtRoot, action: str, name: str = "VI_LAN") -> tuple[float, str]:
@@ -147,6 +147,20 @@ def test_hotplug_call_with_each_action_spelling(router):
     assert wait_for(lambda: not status(r), 15)
     took, out = hotplug(r, "NOTIFY_MASTER")
     assert out == "" and took < 2.0, (took, out)
+
+    # keepalived (START=70) reported before owsync (START=95) was on the bus: the
+    # daemon starts from what OpenWrt's keepalived package recorded, as its
+    # hotplug script 01-ubus writes it (the last ACTION and its time per instance)
+    r.ok(
+        "for i in VI_BOOT_INSTANCE:NOTIFY_MASTER VI_OFF_INSTANCE:NOTIFY_STOP G1_GROUP:MASTER; do"
+        " d=/var/run/keepalived/${i%%:*}; mkdir -p $d; echo ${i#*:} > $d/STATUS;"
+        " echo 1795600000 > $d/TIME; done; /etc/init.d/owsync start"
+    )
+    assert wait_for(lambda: status(r).get("vrrp"), 30), r.sh("logread").stdout
+    assert status(r)["vrrp"] == {
+        "VI_BOOT": {"role": "MASTER", "since": 1795600000, "reconciling": False}
+    }
+    assert wait_for(lambda: peer_role(r, "VI_BOOT") == "MASTER", 20), peer_status(r)
 
 
 # --- 2. a real failover with keepalived -------------------------------------------

@@ -12,6 +12,8 @@ import pytest
 from conftest import DaemonNode, tracked, wait_for
 
 from owsync.cli import format_status
+from owsync.core.live import Role
+from owsync.service.vrrp import keepalived_roles
 
 
 @pytest.fixture
@@ -94,3 +96,24 @@ def test_bad_input_is_one_line_and_changes_nothing(node, args, why):
     assert r.returncode != 0 and why in r.stderr and r.stderr.count("\n") == 1, r.stderr
     assert a.status()["vrrp"] == {}
     assert a.proc.poll() is None
+
+
+def test_the_roles_openwrts_keepalived_recorded_are_read_as_they_are(tmp_path):
+    """/var/run/keepalived/NAME_TYPE/{STATUS,TIME}, as OpenWrt's keepalived
+    package writes them: an instance's last ACTION (either spelling) and its
+    time; a stopped instance, a group, and what cannot be read are left out."""
+    for entry, status, when in (("VI_LAN_INSTANCE", "NOTIFY_MASTER\n", "1795600000\n"),
+                                ("WAN_INSTANCE", "BACKUP\n", "1795600001\n"),
+                                ("VI_OFF_INSTANCE", "NOTIFY_STOP\n", "1795600002\n"),
+                                ("G1_GROUP", "NOTIFY_MASTER\n", "1795600003\n"),
+                                ("BAD_INSTANCE", "NOTIFY_MASTER\n", "soon\n"),
+                                ("ODD_INSTANCE", "NOTIFY_UNKNOWN\n", "1\n")):  # fmt: skip
+        (tmp_path / entry).mkdir()
+        (tmp_path / entry / "STATUS").write_text(status)
+        (tmp_path / entry / "TIME").write_text(when)
+    (tmp_path / "HALF_INSTANCE").mkdir()  # no files yet
+    assert keepalived_roles(str(tmp_path)) == {
+        "VI_LAN": Role("MASTER", 1795600000),
+        "WAN": Role("BACKUP", 1795600001),
+    }
+    assert keepalived_roles(str(tmp_path / "absent")) == {}

@@ -35,7 +35,7 @@ from .control import ControlServer, handle
 from .engine import restore, run_session
 from .live import LocalNode, Mesh
 from .status import SessionHistory
-from .vrrp import STOP, VrrpRoles, check_instance, parse_role
+from .vrrp import KEEPALIVED_STATUS, STOP, VrrpRoles, check_instance, keepalived_roles, parse_role
 from .watcher import Watcher
 
 log = logging.getLogger("owsync")
@@ -532,8 +532,12 @@ class Daemon:
 
     # --- running -------------------------------------------------------------
 
+    keepalived_status = KEEPALIVED_STATUS  # where OpenWrt's keepalived keeps its roles
+
     def start(self) -> None:
         """Bind and start every thread (signals are the caller's business)."""
+        # the VRRP roles keepalived reported before this daemon was on the bus
+        self.vrrp_roles.load(keepalived_roles(self.keepalived_status))
         self.control = ControlServer(self.cfg.control_path(), lambda req: handle(self, req))
         self.running = True
         self._watch(self.cfg.sync_dir)

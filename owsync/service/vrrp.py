@@ -8,15 +8,23 @@ and reconciles with every peer at once: a router that just became MASTER
 then holds the group's latest configuration.  The status shows, per
 instance, whether that reconcile is still under way (``reconciling``) and
 when the last one ended (``reconciled``).
+
+keepalived starts before owsync on a router (START 70 and 95): a transition
+it reports while the daemon is not yet on the bus is lost to it.  OpenWrt's
+keepalived package keeps each instance's last ACTION and its time in
+``/var/run/keepalived/NAME_INSTANCE/{STATUS,TIME}`` (its hotplug script
+01-ubus, which runs before owsync's); the daemon starts from those.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 
 from ..core.live import ROLES, Role, valid_instance
 
 STOP = "STOP"  # keepalived stopped the instance here: it has no role any more
+KEEPALIVED_STATUS = "/var/run/keepalived"  # OpenWrt's keepalived package: NAME_INSTANCE/
 
 
 def parse_role(text: object) -> str:
@@ -36,6 +44,31 @@ def check_instance(name: object) -> str:
     return name
 
 
+def keepalived_roles(status_dir: str, limit: int = 32) -> dict[str, Role]:
+    """The roles OpenWrt's keepalived package recorded in ``status_dir`` (an
+    instance it stopped has none); what cannot be read is left out."""
+    try:
+        entries = sorted(os.listdir(status_dir))
+    except OSError:
+        return {}
+    out: dict[str, Role] = {}
+    for entry in entries:
+        name, sep, kind = entry.rpartition("_")
+        if not sep or kind != "INSTANCE" or not valid_instance(name) or len(out) >= limit:
+            continue
+        base = os.path.join(status_dir, entry)
+        try:
+            with open(os.path.join(base, "STATUS")) as f:
+                role = parse_role(f.read(64))
+            with open(os.path.join(base, "TIME")) as f:
+                since = int(f.read(32).strip())
+        except (OSError, ValueError, UnicodeDecodeError):
+            continue
+        if role in ROLES and since >= 0:
+            out[name] = Role(role, since)
+    return out
+
+
 class VrrpRoles:
     """Each VRRP instance's role, since when, and its reconcile (thread-safe)."""
 
@@ -47,6 +80,12 @@ class VrrpRoles:
         self._gen: dict[str, int] = {}  # transitions seen per instance
         self._done: dict[str, int] = {}  # the transition whose reconcile ended last
         self._reconciled: dict[str, float] = {}
+
+    def load(self, roles: dict[str, Role]) -> None:
+        """Roles known before the daemon started (no reconcile of theirs)."""
+        with self._lock:
+            for name, role in list(roles.items())[: self.MAX - len(self._roles)]:
+                self._roles.setdefault(name, role)
 
     def set(self, instance: str, role: str, now: int) -> tuple[bool, int]:
         """Note a transition: (whether the role changed, its number)."""
