@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import threading
 
-from ..core.live import ROLES, Role, valid_instance
+from ..core.live import MAX_INSTANCES, ROLES, Role, valid_instance
 
 STOP = "STOP"  # keepalived stopped the instance here: it has no role any more
 KEEPALIVED_STATUS = "/var/run/keepalived"  # OpenWrt's keepalived package: NAME_INSTANCE/
@@ -44,7 +44,7 @@ def check_instance(name: object) -> str:
     return name
 
 
-def keepalived_roles(status_dir: str, limit: int = 32) -> dict[str, Role]:
+def keepalived_roles(status_dir: str, limit: int = MAX_INSTANCES) -> dict[str, Role]:
     """The roles OpenWrt's keepalived package recorded in ``status_dir`` (an
     instance it stopped has none); what cannot be read is left out."""
     try:
@@ -72,7 +72,7 @@ def keepalived_roles(status_dir: str, limit: int = 32) -> dict[str, Role]:
 class VrrpRoles:
     """Each VRRP instance's role, since when, and its reconcile (thread-safe)."""
 
-    MAX = 32  # instances kept, as many as a VRRP frame carries
+    MAX = MAX_INSTANCES  # instances kept: as many as a VRRP frame carries
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
