@@ -96,7 +96,7 @@ def test_hotplug_call_with_each_action_spelling(router):
         f"database=/srv/peer.db\nencryption_key={KEY}\ncontrol_socket=/srv/peer.sock\n"
         "include=*\npeer=127.0.0.1:4321\nubus_socket=/nonexistent\nlog_level=3\nEOF\n"
         "chmod 600 /srv/peer.conf; (owsync daemon -c /srv/peer.conf </dev/null"
-        " >/srv/peer.log 2>&1 &)"
+        " >/srv/peer.log 2>&1 & echo $! >/srv/peer.pid)"
     )
     r.ok(f"mkdir -p /etc/owsync; (umask 077; printf '%s\\n' {KEY} > /etc/owsync/key)")
     r.ok(
@@ -138,7 +138,6 @@ def test_hotplug_call_with_each_action_spelling(router):
         # the peer daemon sees it over the live link
         assert wait_for(lambda want=role: peer_role(r) == want, 10), (action, peer_status(r))
     assert all(t < 6.0 for t in timings.values()), timings
-    print(f"hotplug-call keepalived, seconds: {timings}")
     logs = r.ok("/sbin/logread")
     assert "VRRP instance VI_LAN: MASTER" in logs and "reconciled with 1 of 1" in logs, logs
     # a sync group's transition and an ACTION the script does not know change nothing
@@ -148,11 +147,25 @@ def test_hotplug_call_with_each_action_spelling(router):
     assert res.returncode == 0 and res.stderr == ""
     assert set(now()["vrrp"]) == {"VI_LAN"}
 
+    # the peer hangs (SIGSTOP): the reconcile cannot end, and the script gives
+    # up waiting after about 5 s; keepalived's next scripts run
+    r.ok("kill -STOP $(cat /srv/peer.pid)")
+    try:
+        took, out = hotplug(r, "NOTIFY_MASTER")
+        assert out == "" and 4.5 <= took < 8.0, (took, out)
+        assert lan("role") == "MASTER" and lan("reconciling") is True
+    finally:
+        r.ok("kill -CONT $(cat /srv/peer.pid)")
+    assert wait_for(lambda: lan("reconciling") is False, 30), r.sh("logread").stdout
+    timings["MASTER, the peer stopped"] = took
+
     # owsync stopped: the script neither fails nor speaks, and returns at once
     r.ok("/etc/init.d/owsync stop")
     assert wait_for(lambda: not status(r), 15)
     took, out = hotplug(r, "NOTIFY_MASTER")
     assert out == "" and took < 2.0, (took, out)
+    timings["owsync stopped"] = took
+    print("hotplug-call keepalived, seconds:", {k: round(v, 3) for k, v in timings.items()})
 
     # keepalived (START=70) reported before owsync (START=95) was on the bus: the
     # daemon starts from what OpenWrt's keepalived package recorded, as its
