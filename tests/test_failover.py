@@ -364,15 +364,23 @@ class Pair:
             out.append(f"--- {name}\n" + (p.read_text()[-3000:] if p.exists() else ""))
         return "\n".join(out)
 
-    def stop(self) -> None:
-        self.proc.kill()  # unshare --fork: its child is PID 1 of the namespaces
-        kids = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+    def pid1(self) -> int | None:
+        """The namespaces' PID 1 (topology.sh), seen from here: unshare's child."""
         try:
-            for pid in kids.read_text().split():
-                os.kill(int(pid), 9)
+            kids = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text()
         except OSError:
-            pass
-        self.proc.wait(10)
+            return None
+        return int(kids.split()[0]) if kids.split() else None
+
+    def stop(self) -> None:
+        pid1 = self.pid1()
+        if pid1 is not None:
+            os.kill(pid1, 9)  # PID 1 of our namespaces: everything in them goes with it
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
         self.log.close()
 
 
