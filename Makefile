@@ -43,6 +43,8 @@ install:
 	install -m 0755 files/usr/libexec/rpcd/owsync.key "$(DESTDIR)/usr/libexec/rpcd/owsync.key"
 	install -m 0600 files/etc/config/owsync "$(DESTDIR)/etc/config/owsync"
 	install -m 0644 files/lib/upgrade/keep.d/owsync "$(DESTDIR)/lib/upgrade/keep.d/owsync"
+	install -d "$(DESTDIR)/etc/hotplug.d/keepalived"
+	install -m 0644 files/etc/hotplug.d/keepalived/100-owsync "$(DESTDIR)/etc/hotplug.d/keepalived/"
 	install -d "$(DESTDIR)/lib/systemd/system"
 	install -m 0644 files/lib/systemd/system/owsync.service "$(DESTDIR)/lib/systemd/system/"
 	# luci-app-owsync, laid out as the LuCI feed's luci.mk installs it

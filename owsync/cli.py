@@ -46,6 +46,8 @@ Usage:
   owsync versions [PATH] [--json]      what the version store keeps
   owsync diff ID                       a kept version against the current file
   owsync restore PATH [ID]             put a version back (default: the newest)
+  owsync vrrp INSTANCE ROLE            keepalived's transition (ROLE: MASTER, BACKUP,
+                                       FAULT, STOP): note it, reconcile with every peer
 
 Common options (in brackets, the key of the config file the option overrides):
   -c, --config FILE      key=value configuration file
@@ -383,6 +385,15 @@ def _protocol(version: int | None) -> str:
     return "v1 (1.2.0)" if version == 1 else f"v{version}"
 
 
+def _roles(vrrp: dict) -> str:
+    """VRRP roles: ``VI_1 MASTER since ...; VI_2 BACKUP since ...``."""
+    return "; ".join(
+        f"{name} {v['role']} since {_when(v['since'])}"
+        + (" (reconciling)" if v.get("reconciling") else "")
+        for name, v in vrrp.items()
+    )
+
+
 def format_status(st: dict) -> str:
     """``owsync status`` without --json: a line, the peers' table, recent activity."""
     up = st["uptime"]
@@ -393,6 +404,8 @@ def format_status(st: dict) -> str:
     ]
     if st.get("min_protocol") == 2:
         lines.append("minimum protocol 2: peers that speak only v1 (owsync 1.2.0) are refused")
+    if st.get("vrrp"):
+        lines.append(f"VRRP here: {_roles(st['vrrp'])}")
     rows = [("PEER", "STATE", "LAST SUCCESS", "RESULT", "PROTO", "RX", "TX", "DEL", "FAILS",
              "NEXT RETRY")]  # fmt: skip
     for p in st["peers"]:
@@ -413,6 +426,9 @@ def format_status(st: dict) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    for p in st["peers"]:
+        if p.get("vrrp"):
+            lines.append(f"VRRP at {p['address']}: {_roles(p['vrrp'])}")
     for e in st.get("history", [])[:5]:
         what = "ok" if e["ok"] else f"failed: {e['error']}"
         files = ", ".join(e["arrived"] + [f"-{p}" for p in e["removed"]])
@@ -548,6 +564,24 @@ def cmd_restore(opts, args) -> int:
     return 0
 
 
+def cmd_vrrp(opts, args) -> int:
+    """keepalived's notify script, where there is no ubus: the same as
+    ``ubus call owsync vrrp``."""
+    if len(args) != 2:
+        raise UsageError("vrrp takes an INSTANCE and a ROLE (MASTER, BACKUP or FAULT)")
+    reply = _control(opts, {"method": "vrrp", "instance": args[0], "role": args[1]})
+    if not reply.get("ok"):
+        raise ConfigError(reply.get("error", "the daemon refused the request"))
+    if opts.json:
+        print(json.dumps(reply))
+    elif reply["role"] == "STOP":
+        print(f"{reply['instance']}: stopped, no role here any more")
+    else:
+        print(f"{reply['instance']}: {reply['role']} since {_when(reply['since'])};"
+              f" reconciling with {', '.join(reply['peers']) or 'no peer'}")  # fmt: skip
+    return 0
+
+
 COMMANDS = {
     "versions": cmd_versions,
     "diff": cmd_diff,
@@ -555,6 +589,7 @@ COMMANDS = {
     "daemon": cmd_daemon,
     "status": cmd_status,
     "sync": cmd_sync,
+    "vrrp": cmd_vrrp,
     "genkey": cmd_genkey,
     "scan": cmd_scan,
     "connect": cmd_connect,

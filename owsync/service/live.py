@@ -383,6 +383,7 @@ class Link:
         self.theirs: dict[str, Record] = {}  # what the peer told us it holds
         self.told: dict[str, Version] = {}  # what we told it we hold
         self.peer_links: frozenset[str] = frozenset()  # the nodes the peer is linked to
+        self.peer_roles: dict[str, lv.Role] = {}  # the peer's VRRP roles, as it tells them
         self._out: deque = deque()  # frames, or iterators of frames, in order
         self._files: deque[str] = deque()  # requested by the peer, to serve in order
         self._serving: Iterator[bytes] | None = None
@@ -579,6 +580,8 @@ class Link:
                     self._acked(ident)
                 case lv.PeersChanged(nodes=nodes):
                     self._peers_changed(nodes)
+                case lv.RolesChanged(roles=roles):
+                    self.peer_roles = roles
                 case lv.Bye(reason=why):
                     if why == DUPLICATE:
                         self.duplicate = True
@@ -823,6 +826,9 @@ class Link:
                         self._out.append(_later(self.m.peers_frame, nodes - {self.peer_node}))
                 case ("reconcile", waiter):
                     self._start_reconcile(waiter)
+                case ("vrrp", table):  # this router's VRRP roles, as they are now
+                    if self._open():
+                        self._out.append(_later(self.m.vrrp_frame, table()))
                 case ("close", reason):
                     self._closing = self._closing or reason
 
