@@ -36,7 +36,7 @@ from ..io.syncdir import LocalChanged, Staged, SyncDir, UnsafePath
 from ..io.transport import Channel, PeerClosed, PeerTimeout, Stopped
 from ..io.versions import VersionStore
 from .context import SessionResult
-from .exchange import file_frames
+from .driver import file_frames
 from .replica import STALE_TEMP_AGE, Replica, apply_deletions, skipped
 
 log = logging.getLogger("owsync")
