@@ -582,13 +582,17 @@ def test_the_v1_adapter_speaks_1_2_0s_frames_and_v2s_events():
     assert isinstance(a.next_event(), s2.PeerEnd) and not a.complete
     assert not a.can_close and a.error("why") == b""  # v1 has neither DONE nor ERROR
     assert a.next_event() is None
-    # b asked for f and gone: gone changed since the scan
+    # b asked for f and gone: gone changed since the scan, and goes as read
+    # (b refuses it, as 1.2.0 would)
     a.file_start("f", 0o644)
     a.file_chunk(b"from a")
     a.file_end()
     a.file_start("gone", 0o644)
     a.file_chunk(b"G")
-    assert a.file_end() == (b"", "changed while being sent")
+    frame, why = a.file_end()
+    assert why is None and frame == _v1_frame(protocol.FileContent("gone", 0o644, b"G"))
+    b.receive_data(frame)
+    assert b.next_event() == Refused("gone", "content does not match the advertised hash")
     a.end()
     assert a.complete and a.missing == set()
     with pytest.raises(RuntimeError):

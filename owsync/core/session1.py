@@ -32,7 +32,7 @@ by the same calls as v2's.  The frames on the wire are those of owsync
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import NamedTuple
 
 from .plan import Plan
@@ -66,6 +66,8 @@ from .session2 import PeerRequest as PeerRequest2
 from .session2 import PeerState as PeerState2
 from .state import Record
 
+JOIN_UNDER = 64 * 1024  # a file's frame is sent as one piece up to this size
+
 
 class Refused(NamedTuple):
     """A FileContent this side did not take (not requested, too large, not
@@ -77,6 +79,22 @@ class Refused(NamedTuple):
 
 
 Event = Event2 | Refused
+
+
+class _Counted(FileInFlight):
+    """A file on its way out over v1: counted, not hashed (as 1.2.0 sends
+    what it reads; the receiver checks the advertised hash)."""
+
+    __slots__ = ()
+
+    def __init__(self, record: Record) -> None:
+        self.record, self.done = record, 0
+
+    def add(self, data: bytes) -> None:
+        self.done += len(data)
+
+    def whole(self) -> bool:
+        return self.done == self.record.size
 
 
 class Session1(FileSender):
@@ -133,24 +151,43 @@ class Session1(FileSender):
             raise RuntimeError(f"file_start() for {path!r}: not requested, or sent already")
         self._to_serve.discard(path)
         rec = self.machine._local[path]
-        self._out, self._mode, self._buf = FileInFlight(rec), mode & 0o777, bytearray()
+        self._out, self._mode = _Counted(rec), mode & 0o777
+        self._buf = bytearray(rec.size)  # the content, held until it is all read
         return b""
 
     def _frame(self, kind: int, body: bytes = b"") -> bytes:
-        assert kind == CHUNK  # FileSender makes nothing else here: a chunk, held
-        self._buf += body
+        assert kind == CHUNK and self._out is not None  # FileSender makes nothing else here
+        at = self._out.done - len(body)  # (counted already)
+        self._buf[at : at + len(body)] = body
         return b""
 
-    def file_end(self) -> tuple[bytes, str | None]:
-        """The whole FileContent, and None; or nothing, and why, when what was
-        read is not what was advertised (the file changed meanwhile)."""
+    def finish_file(self) -> Generator[bytes, None, str | None]:
+        """The whole FileContent's frame, in the pieces the cipher made (never
+        joined: a large file's hex is not copied once more), and None; or
+        nothing, and why, when less was read than advertised (the file
+        changed meanwhile).  The content is not hashed here: the receiver
+        checks it against the advertised hash, as with 1.2.0."""
         out = self._out
         if out is None:
             raise RuntimeError("file_end() outside a file")
         data, self._buf, self._out = self._buf, bytearray(), None
         if not out.whole():
-            return b"", "changed while being sent"
-        return self._message(FileContent(out.record.path, self._mode, data)), None
+            return "changed while being sent"
+        pieces = self._pieces(FileContent(out.record.path, self._mode, data))
+        if len(data) <= JOIN_UNDER:
+            yield b"".join(pieces)
+        else:
+            yield from pieces
+        return None
+
+    def file_end(self) -> tuple[bytes, str | None]:
+        """finish_file()'s frame whole, and its why."""
+        pieces, gen = [], self.finish_file()
+        while True:
+            try:
+                pieces.append(next(gen))
+            except StopIteration as stop:
+                return b"".join(pieces), stop.value
 
     def file_abort(self, reason: str) -> bytes:
         if self._out is None:
@@ -176,11 +213,15 @@ class Session1(FileSender):
         return b""  # no ERROR in v1: the peer sees the connection close
 
     def _message(self, msg: Message) -> bytes:
+        return b"".join(self._pieces(msg))
+
+    def _pieces(self, msg: Message) -> list[bytes]:
+        """The frame of ``msg``: its length, then its payload as sealed."""
         parts = self.cipher.seal_parts(encode_parts(msg))
         size = sum(len(p) for p in parts)
         if size > self.frame_limit:
             raise ProtocolError(f"message of {size} bytes exceeds the frame limit")
-        return b"".join((frame_header(size), *parts))
+        return [frame_header(size), *parts]
 
     @property
     def complete(self) -> bool:

@@ -38,7 +38,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import NamedTuple
 
 from .plan import Plan, make_plan
@@ -237,6 +237,14 @@ class FileSender:
             return self._frame(FILE_END, encode_file_end()), None
         why = "changed while being sent"
         return self.file_abort(why), why
+
+    def finish_file(self) -> Generator[bytes, None, str | None]:
+        """What :meth:`file_end` makes, as the pieces to send in turn (a
+        protocol may send a large frame in pieces it never joins); returns
+        its ``why``."""
+        frame, why = self.file_end()
+        yield frame
+        return why
 
     def file_abort(self, reason: str) -> bytes:
         """FILE_END giving the file up (it changed, it could not be read)."""

@@ -164,7 +164,9 @@ def file_out(
 ) -> Generator[bytes, None, NotSent | None]:
     """The frames of one requested file, read from ``sd`` a chunk at a time
     as they leave: ``start(mode)`` (its FILE), its chunks, FILE_END (by the
-    machine ``m``, a v1, v2 or live one).  None when it went whole."""
+    machine ``m``, a v1, v2 or live one).  None when it went whole, else why
+    not: over max_file_size or what the protocol carries, unreadable, or
+    given up after its FILE (it changed while being read)."""
     if rec.size > max_file_size or not m.carries(rec.size):
         log.warning("not sending %s: too large (%d bytes, max_file_size %d)",
                     rec.path, rec.size, max_file_size)  # fmt: skip
@@ -174,29 +176,23 @@ def file_out(
     except (OSError, UnsafePath) as exc:
         return NotSent(f"cannot be read: {getattr(exc, 'strerror', None) or exc}", False)
     with f:
-        why = yield from file_frames(m, f, start(st.st_mode))
+        frame = start(st.st_mode)
+        if frame:
+            yield frame
+        why = None
+        while left := m.outgoing_left:
+            try:
+                chunk = f.read(min(CHUNK_SIZE, left))
+            except OSError as exc:
+                why = f"cannot be read: {exc.strerror}"
+                break
+            if not chunk:
+                why = "shorter than advertised (changed while being sent)"
+                break
+            if frame := m.file_chunk(chunk):  # (v1 sends the whole file at its end)
+                yield frame
+        if why is None:
+            why = yield from m.finish_file()
+        else:
+            yield m.file_abort(why)
     return None if why is None else NotSent(why, True)
-
-
-def file_frames(m: FileSender, f, start: bytes) -> Generator[bytes, None, str | None]:
-    """``start`` (its FILE), the chunks as ``f`` reads them, FILE_END.
-    Returns None when it went whole, else why it was given up (it changed
-    while being read, it could not be read)."""
-    yield start
-    why = None
-    while left := m.outgoing_left:
-        try:
-            chunk = f.read(min(CHUNK_SIZE, left))
-        except OSError as exc:
-            why = f"cannot be read: {exc.strerror}"
-            break
-        if not chunk:
-            why = "shorter than advertised (changed while being sent)"
-            break
-        yield m.file_chunk(chunk)
-    if why is None:
-        frame, why = m.file_end()
-        yield frame
-    else:
-        yield m.file_abort(why)
-    return why
