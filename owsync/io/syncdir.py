@@ -218,7 +218,8 @@ class SyncDir:
                 if not create:
                     raise
                 faults.point("syncdir.mkdir")
-                os.mkdir(name, 0o755, dir_fd=parent)
+                with contextlib.suppress(FileExistsError):  # made meanwhile (another link)
+                    os.mkdir(name, 0o755, dir_fd=parent)
                 self._dirty.add(parent_rel)
                 fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
             except OSError as exc:
