@@ -54,7 +54,7 @@ _syncfs: Callable[[int], None] | Literal[False] | None = None
 def have_syncfs() -> bool:
     global _syncfs
     if _syncfs is None:
-        _syncfs = _load_syncfs() or False
+        _syncfs = (not faults.missing("syncfs") and _load_syncfs()) or False
     return bool(_syncfs)
 
 
@@ -110,7 +110,7 @@ def renameat2(dir_fd: int, src: str, dst: str, flags: int) -> None:
     """renameat2(2) within one directory; OSError(ENOSYS) where it is missing."""
     global _renameat2
     if _renameat2 is None:
-        _renameat2 = _load_renameat2() or False
+        _renameat2 = (not faults.missing("renameat2") and _load_renameat2()) or False
     if not _renameat2:
         raise OSError(errno.ENOSYS, "renameat2 is not available")
     _renameat2(dir_fd, os.fsencode(src), os.fsencode(dst), flags)
