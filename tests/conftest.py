@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -35,7 +38,7 @@ def owsync_cmd(*args: str, clock_offset: float | None = None) -> list[str]:
 
 # never passed on from the test's own environment: each node gets its own
 INHERITED_NOT = ("OWSYNC_KEY", "OWSYNC_MAX_PROTOCOL", "OWSYNC_CRASH_AT", "OWSYNC_CRASH_TRACE",
-                 "OWSYNC_STOP_AT")  # fmt: skip
+                 "OWSYNC_STOP_AT", "OWSYNC_WITHOUT")  # fmt: skip
 
 
 def base_env(key: str | None = KEY, max_protocol: int | None = None) -> dict[str, str]:
@@ -364,8 +367,17 @@ def _call_paths(name: str, args: str) -> list[str]:
     return out
 
 
+def node_files(root: Path, name: str) -> list[Path]:
+    """What node ``name`` writes in ``root``: its directory, its version store,
+    its database and the files beside it (not the lock: it holds nothing)."""
+    db = root / f"{name}.db"
+    return [root / name, root / f"{name}.versions", db,
+            *(Path(f"{db}.{x}") for x in ("db_tmp", "journal", "corrupt"))]  # fmt: skip
+
+
 def unpointed_calls(out: Path, areas: list[Path], trace: Path) -> list[str]:
     """The calls, in the strace files ``out``.*, that change a file in ``areas``
+    (each a file, or a directory and everything in it)
     without their crash point just before: a call of another kind than its
     point names, a second call after one point (makedirs may make several
     directories), or none at all."""
@@ -384,8 +396,7 @@ def unpointed_calls(out: Path, areas: list[Path], trace: Path) -> list[str]:
                 hit = re.search(r'"([a-z0-9_.]+)\\n"', args)
                 pending, used = (hit.group(1) if hit else "?"), 0
                 continue
-            if not any(p == a or p.startswith(a + "/") or p.startswith(a + ".")
-                       for p in paths for a in prefixes if not p.endswith(".lock")):  # fmt: skip
+            if not any(p == a or p.startswith(a + "/") for p in paths for a in prefixes):
                 continue
             if name == "openat" and not re.search(r"O_CREAT|O_WRONLY|O_RDWR|O_TRUNC", args):
                 continue
@@ -463,17 +474,39 @@ CRASH_POINTS: dict[str, str] = {
 }
 
 
+@contextlib.contextmanager
+def shm_dir(fallback: Path):
+    """A directory for tests that kill nodes over and over: in memory (tmpfs)
+    where /dev/shm is there, so that their syncfs and fsync calls cost
+    nothing (a killed process loses nothing the page cache holds, so they
+    change nothing there), else ``fallback``."""
+    shm = Path("/dev/shm")
+    if not (shm.is_dir() and os.access(shm, os.W_OK)):
+        yield fallback
+        return
+    d = Path(tempfile.mkdtemp(prefix="owsync-crash-", dir=shm))
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def crash_path(tmp_path):
+    with shm_dir(tmp_path) as d:
+        yield d
+
+
 def expected_points(run: str) -> set[str]:
     """The crash points CRASH_POINTS says ``run`` reaches."""
     return {p for p, runs in CRASH_POINTS.items() if run in runs.split()}
 
 
-def crash_cases(hits: list[tuple[str, int]], deterministic: bool = True) -> list[tuple[str, int]]:
+def crash_cases(hits: list[tuple[str, int]], last_of: tuple[str, ...]) -> list[tuple[str, int]]:
     """The calls to crash at, of those a traced run hit: every one with
     OWSYNC_CRASH_POINTS=all, the one OWSYNC_CRASH_POINT=NAME:N names, else the
-    first and the last call of each point (``deterministic``: the same calls
-    at each run; else the first only, and the last of the renames and unlinks
-    of the files, whose number does not depend on how the run is batched)."""
+    first call of each point and the last of the points named ``last_of*``
+    (another moment of the run: the last file, the database saved again)."""
     one = os.environ.get("OWSYNC_CRASH_POINT")
     if one:
         name, _, n = one.rpartition(":")
@@ -483,11 +516,8 @@ def crash_cases(hits: list[tuple[str, int]], deterministic: bool = True) -> list
     last: dict[str, int] = {}
     for name, n in hits:
         last[name] = n
-    per_file = ("syncdir.rename", "syncdir.unlink", "syncdir.create", "syncdir.chmod")
     return [
-        (name, n)
-        for name, n in hits
-        if n == 1 or (n == last[name] and (deterministic or name.startswith(per_file)))
+        (name, n) for name, n in hits if n == 1 or (n == last[name] and name.startswith(last_of))
     ]
 
 

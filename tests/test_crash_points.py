@@ -8,7 +8,9 @@ between them makes B receive new files, replace files (keeping what they
 replaced in its version store), apply A's deletions and save its database.
 
 A first run of that session, traced (``OWSYNC_CRASH_TRACE``, see
-owsync/io/faults.py), lists every crash point B hits: (name, n-th call).
+owsync/io/faults.py), lists every crash point B hits: (name, n-th call);
+they must be exactly the points conftest.CRASH_POINTS says a session
+reaches, so that a point added or gone fails here until the list says so.
 Then, for each, from the same initial state, B is killed with SIGKILL just
 before that call (``OWSYNC_CRASH_AT``) and:
 
@@ -24,14 +26,26 @@ before that call (``OWSYNC_CRASH_AT``) and:
   database records that state, and its store keeps every content that A's
   writes and deletions replaced on B.
 
-CI kills B at the first and the last call of each point, with B as the
-connecting side.  ``OWSYNC_CRASH_POINTS=all`` (the long setting) kills it
-at every call, as the connecting side speaking v2 and v1 and as the
-listening side.  ``OWSYNC_CRASH_POINT=NAME:N`` replays one.
+The runs after a crash are traced too: the points only they reach (stale
+temp files removed, a version's content no index names) must be those
+CRASH_POINTS gives the recovery, and each is killed in turn as well (the run
+after a crash killed there, then one more session converges).
 
-The second test stops B (``OWSYNC_STOP_AT``) just before it puts a received
-file in place, writes the file locally meanwhile, and lets B go on: the local
-write is kept, never overwritten.
+CI kills B at the first call of each point and at the last of the points of
+the sync directory and the database (the last file; the database saved with
+the files in place), with B as the connecting side, then as on a system
+without syncfs(2) and renameat2(2) (``OWSYNC_WITHOUT``) at the points only
+reached there.  ``OWSYNC_CRASH_POINTS=all`` (the long setting) kills it at
+every call, as the connecting side speaking v2 and v1 and as the listening
+side.  ``OWSYNC_CRASH_POINT=NAME:N`` replays one.
+
+The same session under strace (where strace is installed) shows that every
+call changing B's directory, database or version store comes just after the
+crash point of its kind: a call added without its point fails there.
+
+Then a local write racing a received file's rename (B stopped at that point,
+``OWSYNC_STOP_AT``) is kept, never overwritten; and a corrupt database set
+aside is killed at each of its calls.
 """
 
 from __future__ import annotations
@@ -53,6 +67,7 @@ from conftest import (
     armed,
     crash_cases,
     expected_points,
+    node_files,
     owsync_cmd,
     strace_cmd,
     traced,
@@ -277,7 +292,8 @@ def kill_cases(role: str, hits: list[tuple[str, int]]) -> list[tuple[str, int]]:
     """The calls to kill B at: as crash_cases() says; without syncfs and
     renameat2, only at the points that only then are reached (the others
     are the same calls as with them)."""
-    todo = crash_cases(hits)
+    # the last file's calls; the database saved with the files in place
+    todo = crash_cases(hits, last_of=("syncdir.", "database."))
     if role == "fallback" and not ONE:
         only = expected_points("fallback") - expected_points("session")
         todo = [(name, n) for name, n in todo if name in only]
@@ -285,7 +301,8 @@ def kill_cases(role: str, hits: list[tuple[str, int]]) -> list[tuple[str, int]]:
 
 
 @pytest.mark.parametrize("role", ROLES)
-def test_a_kill_at_every_crash_point_loses_nothing(tmp_path, role):
+def test_a_kill_at_every_crash_point_loses_nothing(crash_path, role):
+    tmp_path = crash_path
     s = Scenario(tmp_path, role)
     s.start()
     try:
@@ -353,7 +370,8 @@ def test_a_kill_at_every_crash_point_loses_nothing(tmp_path, role):
 
 @pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace (apt-get install strace)")
 @pytest.mark.parametrize("role", ["connect", "fallback"])
-def test_every_call_of_the_write_path_goes_through_its_crash_point(tmp_path, role):
+def test_every_call_of_the_write_path_goes_through_its_crash_point(crash_path, role):
+    tmp_path = crash_path
     """B's session under strace: each call that changes its directory, its
     database or its version store comes just after the crash point of its
     kind, and the calls are exactly those of the points the run reached."""
@@ -365,8 +383,7 @@ def test_every_call_of_the_write_path_goes_through_its_crash_point(tmp_path, rol
         _, ok = s.session(armed(trace=trace) | s.without, prefix=strace_cmd(out))
         assert ok, "the traced session failed"
         s.check_converged(s.synced, s.gone)
-        areas = [tmp_path / "b", tmp_path / "b.db", tmp_path / "b.versions"]
-        bad = unpointed_calls(out, areas, trace)
+        bad = unpointed_calls(out, node_files(tmp_path, "b"), trace)
         assert not bad, "calls without their crash point:\n" + "\n".join(bad[:20])
         assert {name for name, _ in traced(trace)} == expected_points(REACHES[role])
     finally:
@@ -403,15 +420,8 @@ def race(tmp_path: Path, how: str, env: dict[str, str]):
     it; or rewritten in place; or created where B had none), then let go.
     Returns (B's exit status, A, B, the path, the local write)."""
     path = "dhcp" if how == "created" else "firewall"
-    a, b = synced_pair(tmp_path / "probe", path)
-    trace = tmp_path / "probe.trace"
-    try:
-        b.env = armed(trace=trace)
-        b.sync_ok(a)
-    finally:
-        a.stop()
-    (point,) = [hit for hit in traced(trace) if hit[0].startswith("syncdir.rename")]
-
+    # the rename of a new file (none here), or of one replacing B's
+    point = ("syncdir.rename.noreplace" if how == "created" else "syncdir.rename.exchange", 1)
     a, b = synced_pair(tmp_path / "race", path)
     local = b"written on b while its session put a's in place\n"
     target = b.dir / path
