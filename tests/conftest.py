@@ -357,9 +357,9 @@ def strace_cmd(out: Path) -> list[str]:
 def _call_paths(name: str, args: str) -> list[str]:
     """The paths a traced call acts on (a relative name joined to its directory's)."""
     fds = re.findall(r"<(/[^>]*)>", args)
-    if name in ("write", "pwrite64", "writev", "fsync", "fdatasync", "syncfs", "fchmod",
-                "ftruncate", "utimensat") and fds:  # fmt: skip
-        return fds[:1]
+    on_fd = ("write", "pwrite64", "writev", "fsync", "fdatasync", "syncfs", "fchmod", "ftruncate")
+    if fds and (name in on_fd or (name == "utimensat" and not re.search(r'^[^,]*, "', args))):
+        return fds[:1]  # (utimensat on a descriptor: no name after it)
     base = fds[0] if fds else ""
     out = []
     for s in re.findall(r'"((?:[^"\\]|\\.)*)"', args):
@@ -367,41 +367,51 @@ def _call_paths(name: str, args: str) -> list[str]:
     return out
 
 
-def node_files(root: Path, name: str) -> list[Path]:
-    """What node ``name`` writes in ``root``: its directory, its version store,
+def node_files(root: Path, name: str) -> list[str]:
+    """What node ``name`` writes in ``root``: its directory and version store
+    (each ending in /: all in them), ``root`` itself (the database's entries),
     its database and the files beside it (not the lock: it holds nothing)."""
     db = root / f"{name}.db"
-    return [root / name, root / f"{name}.versions", db,
-            *(Path(f"{db}.{x}") for x in ("db_tmp", "journal", "corrupt"))]  # fmt: skip
+    return [f"{root / name}/", f"{root / name}.versions/", str(root), str(db),
+            *(f"{db}.{x}" for x in ("db_tmp", "journal", "corrupt"))]  # fmt: skip
 
 
-def unpointed_calls(out: Path, areas: list[Path], trace: Path) -> list[str]:
-    """The calls, in the strace files ``out``.*, that change a file in ``areas``
-    (each a file, or a directory and everything in it)
-    without their crash point just before: a call of another kind than its
-    point names, a second call after one point (makedirs may make several
-    directories), or none at all."""
+def _within(path: str, area: str) -> bool:
+    return path == area or (area.endswith("/") and (path.startswith(area) or path == area[:-1]))
+
+
+def unpointed_calls(
+    out: Path, areas: list[str], trace: Path, silent_ok: frozenset[str] = frozenset()
+) -> list[str]:
+    """What the strace files ``out``.* show wrong with the crash points: a call
+    that changes a file in ``areas`` (each a file, or, ending in /, all in a
+    directory) without its point just before (none, or one of another kind, or a
+    second call after one point: only makedirs may make several directories);
+    a point followed by no call (but those in ``silent_ok``)."""
     trace_s, bad = str(trace), []
-    prefixes = [str(a) for a in areas]
     line_re = re.compile(r"^([a-z0-9_]+)\((.*)\)\s+=\s+(-?\d+|\?)")
     for f in sorted(out.parent.glob(out.name + ".*")):
         pending, used = None, 0
-        for line in f.read_text(errors="replace").splitlines():
+        for line in [*f.read_text(errors="replace").splitlines(), "end"]:
             m = line_re.match(line)
-            if not m:
+            if not m and line != "end":
                 continue
-            name, args = m.group(1), m.group(2)
+            name, args = (m.group(1), m.group(2)) if m else ("end", "")
             paths = _call_paths(name, args)
-            if name == "write" and paths and paths[0] == trace_s:
+            if name == "end" or (name == "write" and paths and paths[0] == trace_s):
+                if pending is not None and not used and pending not in silent_ok:
+                    bad.append(f"{pending}: no call after it")
                 hit = re.search(r'"([a-z0-9_.]+)\\n"', args)
-                pending, used = (hit.group(1) if hit else "?"), 0
+                pending, used = (hit.group(1) if hit else None), 0
                 continue
-            if not any(p == a or p.startswith(a + "/") for p in paths for a in prefixes):
+            if not any(_within(p, a) for p in paths for a in areas):
                 continue
             if name == "openat" and not re.search(r"O_CREAT|O_WRONLY|O_RDWR|O_TRUNC", args):
                 continue
             ops = pending.split(".")[1:] if pending else []
             kinds = set().union(*(POINT_CALLS.get(op, set()) for op in ops))
+            if name in ("mkdir", "mkdirat") and "EEXIST" in line and name not in kinds:
+                continue  # makedirs(exist_ok=True) of a directory there (the lock's): no change
             if pending is None or name not in kinds or (used and name not in ("mkdir", "mkdirat")):
                 bad.append(f"after {pending or 'no point'}: {line}")
             used += 1

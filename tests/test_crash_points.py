@@ -339,7 +339,9 @@ def test_a_kill_at_every_crash_point_loses_nothing(crash_path, role):
                 rows.append(f"{row:40} FAIL  {first}")
                 failures.append(f"{row}: {first}")
         # the points only a run after a crash reaches: that run killed there in turn
-        for point, (name, n) in sorted(recovery.items() if role != "fallback" else []):
+        # (as on a system without syncfs and renameat2, the same calls: not again)
+        again_at = sorted(recovery.items()) if role != "fallback" else []
+        for point, (name, n) in again_at:
             s.reset()
             s.session(armed(crash_at=(name, n)) | s.without)
             s.meanwhile()
@@ -359,7 +361,7 @@ def test_a_kill_at_every_crash_point_loses_nothing(crash_path, role):
                 failures.append(f"{row}: {first}")
         took = time.monotonic() - t0
         print(f"\n{role}: {len(reached)} crash points, {len(hits)} calls; killed at"
-              f" {len(todo)} + {len(recovery)} after a crash in {took:.1f} s",
+              f" {len(todo)} + {len(again_at)} after a crash in {took:.1f} s",
               *rows, sep="\n  ")  # fmt: skip
         assert not failures, "\n".join(failures)
         if not ONE and role != "fallback":
@@ -383,7 +385,11 @@ def test_every_call_of_the_write_path_goes_through_its_crash_point(crash_path, r
         _, ok = s.session(armed(trace=trace) | s.without, prefix=strace_cmd(out))
         assert ok, "the traced session failed"
         s.check_converged(s.synced, s.gone)
-        bad = unpointed_calls(out, node_files(tmp_path, "b"), trace)
+        # without renameat2, its points come before no call (ENOSYS)
+        silent = frozenset(["syncdir.rename.exchange", "syncdir.rename.noreplace"])
+        bad = unpointed_calls(
+            out, node_files(tmp_path, "b"), trace, silent if role == "fallback" else frozenset()
+        )
         assert not bad, "calls without their crash point:\n" + "\n".join(bad[:20])
         assert {name for name, _ in traced(trace)} == expected_points(REACHES[role])
     finally:
