@@ -5,6 +5,9 @@ version or save its database (each create, write, fsync, syncfs, rename and
 unlink) is preceded by ``point(name)``, named ``module.operation[.detail]``
 (``syncdir.rename.exchange``, ``database.fsync``, ``versions.write.index``).
 Unless a test armed it, a point is one check of a global and nothing else.
+``CRASH_POINTS`` in tests/conftest.py lists every point with the runs that
+reach it; the crash tests check their runs against it, and under strace that
+no call of the write path goes without its point.
 
 The tests arm it through the environment of the process they start:
 
