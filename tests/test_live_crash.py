@@ -262,11 +262,13 @@ def live(tmp_path_factory):
 def test_a_daemon_killed_at_every_crash_point_of_its_live_step_loses_nothing(live):
     s, trace = live, live.work / "trace"
     trace.unlink(missing_ok=True)
+    t0 = time.monotonic()
     s.reset()
     s.a.start()
     s.run_b(armed(trace=trace))
     s.check_converged(s.synced, {"gone0", "gone1"})
     s.stop()
+    first = time.monotonic() - t0
     hits = traced(trace)
     reached = {name for name, _ in hits}
     assert reached == expected_points("live"), f"the live step's crash points changed: {hits}"
@@ -276,6 +278,7 @@ def test_a_daemon_killed_at_every_crash_point_of_its_live_step_loses_nothing(liv
     rows, failures, recovery = [], [], set()
     t0 = time.monotonic()
     for name, n in todo:
+        t1 = time.monotonic()
         s.reset()
         s.a.start()
         s.run_b(armed(crash_at=(name, n)))
@@ -293,7 +296,7 @@ def test_a_daemon_killed_at_every_crash_point_of_its_live_step_loses_nothing(liv
             again.unlink(missing_ok=True)
             s.run_b(armed(trace=again))
             s.check_converged(s.final, s.deleted)
-            rows.append(f"{row:40} ok    {state}")
+            rows.append(f"{row:40} ok    {time.monotonic() - t1:4.1f} s  {state}")
         except AssertionError as exc:
             first = str(exc).splitlines()[0]
             rows.append(f"{row:40} FAIL  {first}")
@@ -302,8 +305,8 @@ def test_a_daemon_killed_at_every_crash_point_of_its_live_step_loses_nothing(liv
             s.stop()  # B's last step done: its trace complete
             recovery |= {h for h, _ in traced(s.work / "trace.again")}
     took = time.monotonic() - t0
-    print(f"\nlive: {len(reached)} crash points, {len(hits)} calls; killed at {len(todo)}"
-          f" in {took:.1f} s", *rows, sep="\n  ")  # fmt: skip
+    print(f"\nlive: {len(reached)} crash points, {len(hits)} calls (traced in {first:.1f} s);"
+          f" killed at {len(todo)} in {took:.1f} s", *rows, sep="\n  ")  # fmt: skip
     assert not failures, "\n".join(failures)
     # what only a run after a crash reaches (a temp file staged, then
     # discarded as B's own edit turned out newer, only at some moments)
