@@ -443,8 +443,11 @@ CRASH_POINTS: dict[str, str] = {
     "syncdir.rename.back": "race",
     "syncdir.unlink.temp": "race live-recovery",
     "syncdir.rename": "fallback",
-    # a peer's deletion, after its tombstone is saved
+    # a peer's deletion, after its tombstone is saved: the file taken aside,
+    # checked again, removed (or put back: a local write since)
+    "syncdir.rename.deleted": "session fallback live",
     "syncdir.unlink.deleted": "session fallback live",
+    "syncdir.rename.undeleted": "race",
     # the directories' new entries made durable, before the database names them
     "syncdir.syncfs.dirs": "session live",
     "syncdir.fsync.dir": "fallback",

@@ -474,6 +474,67 @@ def test_a_local_write_racing_the_rename_of_a_received_file_is_kept(tmp_path, ho
         a.stop()
 
 
+@pytest.mark.parametrize("how", ["replaced by a rename", "rewritten in place"])
+def test_a_local_write_racing_a_peers_deletion_is_kept(tmp_path, how):
+    """B is stopped just after it checked a file A deleted and before it
+    removes it; meanwhile the file is written on B.  B goes on: the local
+    write is kept (put back where it was), and the next session takes it to
+    A: a write after the deletion is a re-creation."""
+    a, b = Node(tmp_path, "a"), Node(tmp_path, "b")
+    for n in (a, b):
+        n.write("dhcp", b"config dnsmasq\n", time.time() - 3600)
+    a.listen()
+    try:
+        b.sync_ok(a)
+        (a.dir / "dhcp").unlink()
+        probe = tmp_path / "probe"
+        shutil.copytree(b.dir, probe / "b")
+        shutil.copy2(b.db, probe / "b.db")
+        shutil.copytree(tmp_path / "b.versions", probe / "b.versions")
+        trace = tmp_path / "trace"
+        b.env = armed(trace=trace)
+        b.sync_ok(a)
+        # the first call after the check: the file taken aside (or, unlinked outright)
+        (point,) = [h for h in traced(trace) if h[0].endswith(".deleted")][:1]
+        shutil.rmtree(b.dir)  # back to before that session
+        shutil.rmtree(tmp_path / "b.versions")
+        shutil.copytree(probe / "b", b.dir)
+        shutil.copytree(probe / "b.versions", tmp_path / "b.versions")
+        shutil.copy2(probe / "b.db", b.db)
+        local = b"written on b while its session removes it\n"
+        target = b.dir / "dhcp"
+        trace.unlink()
+        b.env = {}
+        proc = subprocess.Popen(
+            owsync_cmd("connect", f"127.0.0.1:{a.port}", *b.opts()),
+            env={**b.environ(), **armed(stop_at=point, trace=trace)},
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            wait_stopped(proc)
+            if how == "rewritten in place":
+                with open(target, "r+b") as f:
+                    f.truncate(0)
+                    f.write(local)
+            else:
+                staged = b.dir / ".dhcp.edit"  # hidden: never synced
+                staged.write_bytes(local)
+                staged.rename(target)
+        finally:
+            proc.send_signal(signal.SIGCONT)  # our own child, by its PID
+            _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        assert target.exists() and target.read_bytes() == local, "the local write was lost"
+        assert not [p for p in b.files() if is_temp(p)]
+        reached = {name for name, _ in traced(trace)} - expected_points("session")
+        assert reached <= expected_points("race") and "syncdir.rename.undeleted" in reached
+        b.sync_ok(a)
+        assert (a.dir / "dhcp").read_bytes() == local
+        assert a.files() == b.files()
+    finally:
+        a.stop()
+
+
 @pytest.mark.xfail(strict=True, reason="open window: killed between RENAME_EXCHANGE and the"
                    " swap back, a local write that raced the rename is left under the temp"
                    " file's name, and the next run removes it as a stale temp file")  # fmt: skip
