@@ -331,6 +331,8 @@ class Daemon:
                 self._after_session(result, "incoming")
             return
         self._after_session(result, "incoming")
+        if result.busy:
+            self._sync_back(label)
         if result.ok and (result.received or result.deleted):
             self.session_changed(result)
         elif result.local_changes:
@@ -340,6 +342,15 @@ class Daemon:
             # (its source port is ephemeral), so all are told; for the sender
             # that is a session with nothing to do
             self.request_sync()
+
+    def _sync_back(self, label: str) -> None:
+        """An incoming session refused because the directory was busy: what the
+        peer had for us comes over in a session of ours, soon.  owsync 1.2.0
+        tries again only once it finds another change of its own."""
+        host = status.host_of(label)
+        for w in self.workers.values():
+            if w.peer.host == host and not (w.node and self.mesh.link_for(w.node)):
+                w.request()
 
     def _applied(self, result: SessionResult, direction: str) -> None:
         """A live link put a batch of a peer's files in place (or the peer
