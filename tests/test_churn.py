@@ -626,9 +626,12 @@ class Churn:
             want = sha(ev.data) if ev and ev.data is not None else None
             if got == want:
                 continue
-            rec = next((db[path] for db in dbs if path in db), None)  # they agree (above)
+            # they agree on the version (above), not always on its mtime: the node
+            # that had it from its writer keeps the write's, the others 1.2.0's
+            recs = [db[path] for db in dbs if path in db]
             stamps = {e.time_ms for e in self.events.get(path, ())}
             deleted_ever = any(e.data is None for e in self.events.get(path, ()))
+            rec = next((r for r in recs if r.mtime not in stamps), recs[0] if recs else None)
             restamped = rec is not None and rec.mtime not in stamps
             # 1.2.0 plans on the scan it made as its session began and writes what it
             # requested without looking again: a write made on it meanwhile is lost
@@ -725,12 +728,27 @@ class Churn:
             if bad:
                 self.fail(f"{n.name} logged:\n" + "\n".join(bad[:20]))
 
-    def error_lines(self) -> list[str]:
+    def error_lines(self) -> tuple[list[str], int]:
         """Our daemons' error lines, but for those that say a peer was down: a
         connection refused or cut by one of ours that the churn stopped (or had
-        not started yet).  What is left is a failure in normal operation."""
+        not started yet).  What is left is a failure in normal operation, and
+        the count of lines left aside as 1.2.0's own failures: now and then,
+        with several sessions at once, 1.2.0 fails to read a peer's state
+        ("Failed to receive SyncState", "Session error" in its log) and hangs
+        up; as many lines of ours saying that 1.2.0 closed or reset a session
+        are set aside as its log shows such failures."""
         stopped = {n.host for n in self.ours}  # each was down once, before its start
+        c_hosts = {n.host for n in self.nodes if is_c(n)}
+        if self.c_deaths:  # 1.2.0, down after SIGPIPE killed it, until started again
+            stopped |= c_hosts
+        budget = sum(
+            line.count("Failed to receive") + line.count("Session error")
+            for n in self.nodes
+            if is_c(n)
+            for line in n.text().splitlines()
+        )
         out = []
+        set_aside = 0
         for n in self.ours:
             for line in n.text().splitlines():
                 if "error" not in line.lower():
@@ -738,8 +756,11 @@ class Churn:
                 m = DOWN.search(line)
                 if m and m.group(1) in stopped:
                     continue
+                if m and m.group(1) in c_hosts and "refused" not in line and set_aside < budget:
+                    set_aside += 1
+                    continue
                 out.append(f"{n.name}: {line}")
-        return out
+        return out, set_aside
 
     def version_problems(self, problems: list[str]) -> list[str]:
         problems.clear()
@@ -830,14 +851,15 @@ def test_churn_with_an_owsync_1_2_0_node(mesh, seed):
     tail = churn.settle()
     churn.check_versions()
     churn.check_logs()
-    errors = churn.error_lines()
+    errors, c_dropped = churn.error_lines()
     want = churn.expected()
     print(
         f"churn with 1.2.0, seed {seed}: {ROUNDS} rounds, {len(nodes)} nodes, ops {churn.ops},"
         f" stops {churn.stops}, 1.2.0 killed by SIGPIPE {churn.c_deaths}; churn {churned:.1f} s,"
         f" identical {took:.1f} s later, {len(decided)} path(s) decided by 1.2.0's clock;"
         f" tail of {events} events: as the oracle says {tail:.1f} s later, {len(want)} files"
-        f" live; error lines in our logs: {len(errors)}"
+        f" live; error lines in our logs: {len(errors)} (and {c_dropped} for sessions that"
+        " 1.2.0's log says it failed)"
     )
     for line in decided:
         print("   ", line)
