@@ -42,3 +42,25 @@ def test_a_refused_v1_peer_is_synced_with_soon_and_no_error_is_logged(tmp_path):
     finally:
         a.stop()
         b.stop()
+
+
+def test_a_peer_linked_after_a_failed_start_shows_no_failures(tmp_path):
+    """Routers start one after the other: the first one's attempts fail until
+    the second runs.  Once their live link is up, the peer's row says so and
+    counts no consecutive failures (it counted them while the link lasted)."""
+    a = DaemonNode(tmp_path, "a")
+    b = DaemonNode(tmp_path, "b")
+    try:
+        a.configure([b.addr], poll=600).start()
+        b.configure([a.addr], poll=600)
+        assert wait_for(lambda: a.status()["peers"][0]["consecutive_failures"] >= 1, 20)
+        b.start()
+
+        def row() -> dict:
+            return a.status()["peers"][0]
+
+        assert wait_for(lambda: row()["state"] == "connected", 20), row()
+        assert wait_for(lambda: row()["consecutive_failures"] == 0, 5), row()
+    finally:
+        a.stop()
+        b.stop()

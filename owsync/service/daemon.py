@@ -192,6 +192,12 @@ class PeerWorker(threading.Thread):
             box.append(result)
             event.set()
 
+    def linked(self) -> None:
+        """A live link with this peer came up (this worker's or the peer's): the
+        peer is not failing, whatever the attempts before it counted."""
+        with self.cond:
+            self.failures = self.busy_streak = 0
+
     def take_waiters(self) -> list[tuple[threading.Event, list]]:
         """The syncs waited for, queued or taken by the attempt under way: a
         live link that has come up answers them with a reconcile."""
@@ -377,6 +383,7 @@ class Daemon:
         if len(mine) == 1:
             w = mine[0]
             w.node = link.peer_node
+            w.linked()
             link.known_as(str(w.peer))
             waiters = w.take_waiters()  # asked for while the link was being made
             if waiters:
