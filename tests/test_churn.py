@@ -24,6 +24,11 @@ The oracle is exact, not a guess at timing:
 - every write's content is new to its path: content a node already has is not a new
   version (a touch is not a write).
 
+Two mixed cases keep one node apart: one of ours that speaks v1 only
+(OWSYNC_MAX_PROTOCOL=1), held to the same oracle; and a real owsync 1.2.0 daemon
+(OWSYNC_C_BIN), held to what 1.2.0 can do (see test_churn_with_an_owsync_1_2_0_node and
+Churn.converge_mixed), then to the exact oracle once no two events race.
+
 OWSYNC_CHURN_ROUNDS sets the rounds (CI: 10, with each of 4 seeds; the long setting runs
 100 or more), OWSYNC_CHURN_NODES the daemons (CI: 3; long setting 5), OWSYNC_CHURN_SEED
 replays one seed: its choices, not the machine's timing.  A failure names the seed and
