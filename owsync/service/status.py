@@ -44,6 +44,8 @@ class SessionHistory:
     def add(self, result, direction: str, reloaded: list[str], now: float | None = None) -> None:
         if result.ok and not (result.received or result.sent or result.deleted):
             return  # nothing happened: a no-op sync is not activity
+        if not result.ok and (getattr(result, "busy", False) or result.error == "stopped"):
+            return  # contention (retried) or this daemon's own stop: no failure
         peer = host_of(result.peer) if direction == "incoming" else result.peer
         removed = set(result.removed)
         entry = {
