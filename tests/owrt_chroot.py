@@ -24,7 +24,7 @@ or the host's ``/usr``); ``/proc`` of the new PID namespace with ``/proc/kmsg``
 covered by ``/dev/null`` and a private ``/dev`` (so logd creates its own
 ``/dev/log`` and never drains the host's kernel log); a writable ``/etc`` with
 ``passwd``, ``group``, a minimal ``config/system``, this repository's
-``files/etc/init.d/owsync`` and ``files/etc/config/owsync``; and
+``openwrt/owsync/files/etc/init.d/owsync`` and ``openwrt/owsync/files/etc/config/owsync``; and
 ``/usr/bin/owsync``, a two-line sh wrapper running ``python -m owsync`` with
 the test's interpreter and ``PYTHONPATH=<bindings>:<this checkout>``. The
 interpreter's tree (and the venv), this checkout and the bindings are
@@ -166,9 +166,9 @@ class OpenWrtRoot:
         (staging / "boot.sh").write_text(BOOT)
         init = staging / "etc/init.d"
         init.mkdir(parents=True, exist_ok=True)
-        shutil.copy(REPO / "files/etc/init.d/owsync", init / "owsync")
+        shutil.copy(REPO / "openwrt/owsync/files/etc/init.d/owsync", init / "owsync")
         (staging / "etc/config").mkdir(parents=True, exist_ok=True)
-        shutil.copy(REPO / "files/etc/config/owsync", staging / "etc/config/owsync")
+        shutil.copy(REPO / "openwrt/owsync/files/etc/config/owsync", staging / "etc/config/owsync")
         if prepare is not None:
             prepare(staging)
         (staging / "usr/bin").mkdir(parents=True, exist_ok=True)

@@ -260,7 +260,7 @@ def test_procd_runs_the_instance_as_the_init_script_declares_it(bus, tmp_path):
     """procd itself: reload sends SIGHUP (same PID, listener kept), a dead daemon respawns.
 
     OpenWrt's rc.common and procd.sh (openwrt/openwrt) are not here, so the
-    instance is registered with the parameters files/etc/init.d/owsync sets:
+    instance is registered with the parameters openwrt/owsync/files/etc/init.d/owsync sets:
     command, respawn, stdout/stderr, file /etc/config/owsync, reload_signal HUP.
     """
     need("UBUSD", "UBUS", "UCI", "PROCD")
