@@ -42,6 +42,7 @@ install:
 	$(PYTHON) -m pip install --no-deps --no-compile --ignore-installed --root="$(if $(DESTDIR),$(DESTDIR),/)" --prefix="$(PREFIX)" .
 	install -d "$(DESTDIR)/"
 	cp -R openwrt/owsync/files/. "$(DESTDIR)/"
+	install -d -m 0700 "$(DESTDIR)/etc/owsync"
 	install -d "$(DESTDIR)/lib/systemd/system"
 	install -m 0644 files/lib/systemd/system/owsync.service "$(DESTDIR)/lib/systemd/system/"
 	$(MAKE) --no-print-directory install-luci

@@ -19,6 +19,9 @@
 #   OWSYNC_APK         apk-tools' apk, 3.x              (else no .apk)
 #   OWSYNC_PYUCI_SDIST pyuci-0.10.3.tar.gz from PyPI    (checked against PKG_HASH)
 #   OWSYNC_OWRT_PREFIX where libuci's headers and library are (include/, lib/)
+#   OWSYNC_OLD_FEED    a checkout of pgaufillet/openwrt-ha-feed and
+#   OWSYNC_C_BIN       owsync 1.2.0's binary: then that feed's owsync 1.2.0
+#                      package too, in OUTDIR/1.2.0/ (to test the upgrade)
 # and fakeroot, GNU make, python3 (3.11, as OpenWrt 24.10's python3) with venv.
 # owsync is built from this working tree (as the SDK's source-tree override
 # does), not from the release tag its recipe names.
@@ -92,6 +95,15 @@ run_recipe "$FEEDS/packages/lang/python/python-pyuci" \
 	PYTHON3_PKG_BUILD_CFLAGS="-I$OWSYNC_OWRT_PREFIX/include" \
 	PYTHON3_PKG_BUILD_LDFLAGS="-L$OWSYNC_OWRT_PREFIX/lib"
 run_recipe "$FEEDS/luci/applications/luci-app-owsync" PKG_VERSION="$LUCI_VERSION"
+OLD_STAGE=
+if [ -n "${OWSYNC_OLD_FEED:-}" ] && [ -n "${OWSYNC_C_BIN:-}" ]; then
+	cp -R "$OWSYNC_OLD_FEED/owsync" "$FEEDS/packages/net/owsync-1.2.0"
+	mkdir -p "$W/build/owsync-1.2.0/bin"
+	cp "$OWSYNC_C_BIN" "$W/build/owsync-1.2.0/bin/owsync"
+	OLD_STAGE=$W/old-stage
+	run_recipe "$FEEDS/packages/net/owsync-1.2.0" \
+		PKG_BUILD_DIR="$W/build/owsync-1.2.0" STAGE="$OLD_STAGE"
+fi
 
 # --- packing, as include/package-pack.mk does ---------------------------------
 
@@ -228,22 +240,31 @@ pack_apk() {
 		--output "$OUT/$name-$version.apk"
 }
 
-rm -f "$OUT"/*.ipk "$OUT"/*.apk
-for pkg in "$STAGE"/*/; do
-	pkg=${pkg%/}
-	case $pkg in *-src) continue ;; esac # sources only: never installed here
-	# shellcheck disable=SC1091  # written by scripts/sdk/package.mk
-	. "$pkg/meta.sh"
-	case $name in
-	owsync*) source_dir=feeds/packages/net/owsync ;;
-	python3-pyuci*) source_dir=feeds/packages/lang/python/python-pyuci ;;
-	*) source_dir=feeds/luci/applications/$name ;;
-	esac
-	root=$pkg/root
-	keep_conffiles
-	[ -z "${OWSYNC_IPKG_BUILD:-}" ] || pack_ipk
-	[ -z "${OWSYNC_APK:-}" ] || pack_apk
-	printf '%-22s %-24s %8s bytes installed\n' "$name" "$pkg_version-$pkg_release" \
-		"$(du -sb --apparent-size "$root" | cut -f1)"
-done
-ls -1 "$OUT"/*.ipk "$OUT"/*.apk 2>/dev/null
+pack_all() { # STAGE OUT
+	local pkg
+	for pkg in "$1"/*/; do
+		pkg=${pkg%/}
+		case $pkg in *-src) continue ;; esac # sources only: never installed here
+		# shellcheck disable=SC1091  # written by scripts/sdk/package.mk
+		. "$pkg/meta.sh"
+		case $name in
+		owsync*) source_dir=feeds/packages/net/owsync ;;
+		python3-pyuci*) source_dir=feeds/packages/lang/python/python-pyuci ;;
+		*) source_dir=feeds/luci/applications/$name ;;
+		esac
+		root=$pkg/root
+		keep_conffiles
+		[ -z "${OWSYNC_IPKG_BUILD:-}" ] || OUT=$2 pack_ipk
+		[ -z "${OWSYNC_APK:-}" ] || OUT=$2 pack_apk
+		printf '%-22s %-24s %8s bytes installed\n' "$name" "$pkg_version-$pkg_release" \
+			"$(du -sb --apparent-size "$root" | cut -f1)"
+	done
+}
+
+rm -rf "$OUT"/*.ipk "$OUT"/*.apk "$OUT/1.2.0"
+pack_all "$STAGE" "$OUT"
+if [ -n "$OLD_STAGE" ]; then
+	mkdir -p "$OUT/1.2.0"
+	pack_all "$OLD_STAGE" "$OUT/1.2.0"
+fi
+find "$OUT" -name '*.ipk' -o -name '*.apk' | sort

@@ -29,8 +29,9 @@ define Package/Default
   LICENSE_FILES:=$(PKG_LICENSE_FILES)
 endef
 
-# every package depends on libc, as the SDK's PKG_FIXUP_DEPENDS makes it
-shim_depends=libc $(filter-out libc,$(patsubst +%,%,$(filter-out @%,$(1))))
+# every package depends on libc, as the SDK's PKG_FIXUP_DEPENDS makes it; a
+# conditional dependency (+SYMBOL:pkg) counts as met, as with the defaults
+shim_depends=libc $(filter-out libc,$(foreach d,$(patsubst +%,%,$(filter-out @%,$(1))),$(lastword $(subst :, ,$(d)))))
 
 define BuildPackage
   $(eval $(Package/Default))
