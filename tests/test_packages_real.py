@@ -49,6 +49,10 @@ PROVIDED = ("libc", "python3-light", "python3-logging", "python3-ctypes",
             "libjson-c", "libopenssl")  # fmt: skip
 
 
+# OpenWrt's sysupgrade and what `sysupgrade -l` sources (base-files)
+SYSUPGRADE = ("sbin/sysupgrade", "lib/upgrade/common.sh", "lib/functions/system.sh")
+
+
 def missing() -> str | None:
     why = skip_reason()
     if why:
@@ -56,6 +60,10 @@ def missing() -> str | None:
     absent = [t for t in TOOLS if not os.path.exists(os.environ.get(t, ""))]
     if absent:
         return f"set {', '.join(absent)} (scripts/build-outside.sh; README)"
+    tree = Path(os.environ["OWSYNC_OPENWRT_ROOT"])
+    lacks = [f for f in SYSUPGRADE if not (tree / f).exists()]
+    if lacks:
+        return f"OWSYNC_OPENWRT_ROOT lacks {', '.join(lacks)} (scripts/build-outside.sh)"
     return None
 
 
@@ -182,11 +190,14 @@ def test_install_enable_run_remove(router, fmt):
     assert wait_for(lambda: router.sh("test -f /etc/owsync/owsync.db").returncode == 0, 20), (
         router.ok("logread; ls -la /etc/owsync")
     )
-    # what sysupgrade keeps: keep.d holds the state directory and the key
-    keep = router.ok("cat /lib/upgrade/keep.d/owsync").split()
-    assert "/etc/owsync/" in keep and "/etc/owsync/key" in keep
-    versions = st.get("versions_dir") or "/etc/owsync/owsync.versions"
-    assert versions.startswith("/etc/owsync/")
+    # an edit made here keeps the content it replaced in the version store
+    router.ok("printf 'config y\\n' > /etc/config/dhcp")
+    assert wait_for(lambda: router.sh("find /etc/owsync/owsync.versions -type f").stdout, 20)
+    # what sysupgrade keeps: the key, the database, the version store, the UCI file
+    keep = set(router.ok("sysupgrade -l").split())
+    assert {"/etc/owsync/key", "/etc/owsync/owsync.db", "/etc/config/owsync"} <= keep, keep
+    stored = set(router.ok("find /etc/owsync/owsync.versions -type f").split())
+    assert stored and stored <= keep, (stored, keep)
     # removed: stopped, disabled, the edited configuration, key and database stay
     pm(router, fmt, REMOVE[fmt])
     assert wait_for(lambda: not router.running(), 15), router.ok("ps w")
