@@ -37,6 +37,12 @@ c-owsync pgaufillet/owsync 2871f99cf56f4dd85abe35fed5ff6a366335ef06
 ha-feed  pgaufillet/openwrt-ha-feed 26ed90ebfbf4dc7a1d0aeb4935500179b8607c63
 opkg     openwrt/opkg-lede 38eccbb1fd694d4798ac1baf88f9ba83d1eac616
 apk      alpinelinux/apk-tools d093f7c198a64bff0cd58afeaf638909fda24ca8
+ucode    jow-/ucode       81205a25437a83e3b9e1eb55ac169be84453d53b
+rpcd     openwrt/rpcd     4476687403d8c6e988eaa1ecc892e998838e6da9
+uhttpd   openwrt/uhttpd   f682ccabee9ed5f39dd3b0aaf96228975eeb478d
+lucihttp jow-/lucihttp    9b5b683fbb2bb0010aa031d620d0ab8105516757
+cgi-io   openwrt/cgi-io   901b0f0463c9d16a8cf5b9ed37118d8484bc9176
+luci     MorseMicro/luci  d5950a9fa5a5d56d2cd6d7f7097e4062ab958531
 "
 PYPI="ubus==0.1.3 pyuci==0.10.3"
 
@@ -238,6 +244,88 @@ build_pkgtools() {
 	PATH=$TOOLS/venv/bin:$PATH meson install -C "$SRC/apk/build" >/dev/null
 }
 
+# --- LuCI's runtime, laid out as its packages install it (OWSYNC_LUCI_ROOT) ----
+# Built for /usr (ucode, rpcd and uhttpd compile their module, plugin and
+# ACL directories in from their prefix) and installed under $LUCI.
+
+LUCI=$P/luci-root
+
+luci_cmake() { # NAME [cmake args...]: build NAME for /usr, install it under $LUCI
+	# (SHIM=1: with build_owrt's strlcpy, which Debian 12's glibc lacks, and
+	# glibc's vasprintf, which musl declares by default)
+	local name=$1 cflags="-I$O/include -I$LUCI/usr/include ${CFLAGS_EXTRA:-}" ldflags="-L$O/lib -L$LUCI/usr/lib"
+	shift
+	checkout "$name"
+	rm -rf "$SRC/$name/build"
+	if [ -n "${SHIM:-}" ]; then
+		cflags="$cflags -D_GNU_SOURCE= -include $SRC/shim/strlcpy.h"
+		ldflags="$ldflags $SRC/shim/strlcpy.o"
+	fi
+	cmake -S "$SRC/$name" -B "$SRC/$name/build" -DCMAKE_INSTALL_PREFIX=/usr -DCMAKE_INSTALL_LIBDIR=lib \
+		-DCMAKE_PREFIX_PATH="$O;$LUCI/usr" -DCMAKE_C_FLAGS="$cflags" \
+		-DCMAKE_EXE_LINKER_FLAGS="$ldflags -Wl,-rpath,$O/lib" \
+		-DCMAKE_SHARED_LINKER_FLAGS="$ldflags -Wl,-rpath,$O/lib" \
+		-DCMAKE_MODULE_LINKER_FLAGS="$ldflags -Wl,-rpath,$O/lib" \
+		"$@" >"$SRC/$name.cmake.log"
+	make -s -C "$SRC/$name/build" -j"$JOBS" >/dev/null
+	make -s -C "$SRC/$name/build" install DESTDIR="$LUCI" >/dev/null
+}
+
+luci_pkg() { # DIR-IN-LUCI: htdocs, root and ucode where luci.mk puts them
+	local d=$SRC/luci/$1
+	[ ! -d "$d/htdocs" ] || { mkdir -p "$LUCI/www" && cp -pR "$d/htdocs/." "$LUCI/www/"; }
+	[ ! -d "$d/root" ] || cp -pR "$d/root/." "$LUCI/"
+	[ ! -d "$d/ucode" ] || {
+		mkdir -p "$LUCI/usr/share/ucode/luci"
+		cp -pR "$d/ucode/." "$LUCI/usr/share/ucode/luci/"
+	}
+}
+
+build_luci() {
+	[ -f "$LUCI/.done" ] && return 0
+	rm -rf "$LUCI"
+	mkdir -p "$LUCI"
+	luci_cmake ucode -DRTNL_SUPPORT=OFF -DNL80211_SUPPORT=OFF -DDIGEST_SUPPORT=OFF \
+		-DZLIB_SUPPORT=OFF -DUBUS_SUPPORT=ON -DUCI_SUPPORT=ON -DULOOP_SUPPORT=ON
+	SHIM=1 luci_cmake rpcd -DIWINFO_SUPPORT=OFF -DFILE_SUPPORT=ON -DRPCSYS_SUPPORT=ON -DUCODE_SUPPORT=ON
+	mkdir -p "$LUCI/usr/share/rpcd/acl.d" "$LUCI/etc/init.d"
+	cp "$SRC/rpcd/unauthenticated.json" "$LUCI/usr/share/rpcd/acl.d/"
+	checkout openwrt
+	owrt_file package/system/rpcd/files/rpcd.init "$LUCI/etc/init.d/rpcd" 0755
+	# gcc 12 finds a false overread in uhttpd's TLS redirect check (TLS is off)
+	SHIM=1 CFLAGS_EXTRA=-Wno-error=stringop-overread luci_cmake uhttpd -DTLS_SUPPORT=OFF -DLUA_SUPPORT=OFF -DUBUS_SUPPORT=ON -DUCODE_SUPPORT=ON
+	CFLAGS_EXTRA=-D_GNU_SOURCE= luci_cmake lucihttp -DBUILD_LUA=OFF -DBUILD_UCODE=ON -DBUILD_TESTS=OFF
+	luci_cmake cgi-io
+	mkdir -p "$LUCI/www/cgi-bin" "$LUCI/usr/libexec"
+	mv "$LUCI/usr/sbin/cgi-io" "$LUCI/usr/libexec/cgi-io" # where OpenWrt's package puts it
+	local cgi
+	for cgi in upload download backup exec; do
+		ln -sf ../../usr/libexec/cgi-io "$LUCI/www/cgi-bin/cgi-$cgi"
+	done
+
+	checkout luci
+	luci_pkg modules/luci-base
+	luci_pkg themes/luci-theme-bootstrap
+	mkdir -p "$LUCI/usr/libexec"
+	cp -p "$SRC/luci/modules/luci-mod-network/root/usr/libexec/luci-peeraddr" "$LUCI/usr/libexec/"
+	# luci.core (core.so), version.uc, ucode-mod-html, as their src/ Makefiles build them
+	local rev
+	rev=$(git -C "$SRC/luci" log -1 --format=%h)
+	make -s -C "$SRC/luci/modules/luci-base/src" core.so version.uc LUCI_VERSION="$rev" \
+		LUCI_GITBRANCH=master FPIC=-fPIC CFLAGS="-O2 -D_GNU_SOURCE -I$O/include -I$LUCI/usr/include" \
+		LDFLAGS="-L$O/lib -L$LUCI/usr/lib" >/dev/null
+	mkdir -p "$LUCI/usr/lib/ucode/luci"
+	cp "$SRC/luci/modules/luci-base/src/core.so" "$LUCI/usr/lib/ucode/luci/"
+	cp "$SRC/luci/modules/luci-base/src/version.uc" "$LUCI/usr/share/ucode/luci/"
+	gcc -shared -fPIC -O2 -D_GNU_SOURCE -I"$LUCI/usr/include" -o "$LUCI/usr/lib/ucode/html.so" \
+		"$SRC"/luci/contrib/package/ucode-mod-html/src/*.c
+	# luci.mk's SubstituteVersion: the cache-busting ?v= of the templates
+	find "$LUCI/usr/share/ucode/luci" -type f -name '*.ut' -exec sed -i \
+		-e "s/{# *\([^ ]*\)PKG_VERSION *#}/\1$rev/g" \
+		-e "s/\"\({{ *\(media\|resource\) *}}[^\"]*\.\(js\|css\)\)\"/\"\1?v=$rev\"/g" {} +
+	touch "$LUCI/.done"
+}
+
 mkdir -p "$SRC"
 say "prefix $P, repositories from $BASE"
 build_owrt
@@ -245,6 +333,7 @@ build_root
 build_pybind
 build_c_owsync
 build_pkgtools
+build_luci
 
 cat >"$P/env.sh" <<EOF
 # outside components for owsync's opt-in tests, built by scripts/build-outside.sh
@@ -262,5 +351,6 @@ export OWSYNC_APK=$TOOLS/bin/apk
 export OWSYNC_IPKG_BUILD=$TOOLS/bin/ipkg-build
 export OWSYNC_PYUCI_SDIST=$(ls "$SRC"/pypi/pyuci-*.tar.gz)
 export OWSYNC_OLD_FEED=$SRC/ha-feed
+export OWSYNC_LUCI_ROOT=$LUCI
 EOF
 say "done: . $P/env.sh"

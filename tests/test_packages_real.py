@@ -100,11 +100,23 @@ def _base_packages(tree: Path, out: Path) -> None:
                    check=True, capture_output=True)  # fmt: skip
 
 
+def rpcd_files() -> tuple[Path, Path] | None:
+    """rpcd and OpenWrt's init script for it, from OWSYNC_LUCI_ROOT."""
+    tree = Path(os.environ.get("OWSYNC_LUCI_ROOT", "/nonexistent"))
+    rpcd, init = tree / "usr/sbin/rpcd", tree / "etc/init.d/rpcd"
+    return (rpcd, init) if rpcd.exists() and init.exists() else None
+
+
 class Router:
-    """The chroot with the package managers and the packages under /pkgs."""
+    """The chroot with the package managers and the packages under /pkgs
+    (and rpcd, where OpenWrt installs it, when OWSYNC_LUCI_ROOT has it)."""
 
     def __init__(self, tmp: Path, packages: Path) -> None:
         def prepare(staging: Path) -> None:
+            if rpcd_files():
+                rpcd, init = rpcd_files()
+                shutil.copy(rpcd, staging / "sbin/rpcd")
+                shutil.copy(init, staging / "etc/init.d/rpcd")
             shutil.copytree(packages, staging / "pkgs", ignore=shutil.ignore_patterns(".*"))
             shutil.copy(os.environ["OWSYNC_OPKG"], staging / "bin/opkg")
             (staging / "usr/bin").mkdir(parents=True, exist_ok=True)
@@ -218,13 +230,22 @@ UPGRADE = {
 
 @pytest.mark.parametrize("fmt", ["ipk", "apk"])
 def test_upgrade_from_owsync_1_2_0s_package(router, fmt):
+    if rpcd_files() is None:
+        pytest.skip("needs rpcd and its init script: OWSYNC_LUCI_ROOT (scripts/build-outside.sh)")
     pm(router, fmt, *OLD_INSTALL[fmt])
     assert router.sh("test -x /usr/libexec/rpcd/owsync").returncode == 0
+    # rpcd serves 1.2.0's plugin as the `owsync` object (its `pgrep -o owsync`
+    # finds the plugin script itself, so it may well say RUNNING already)
+    router.ok("/etc/init.d/rpcd start")
+    assert wait_for(lambda: (router.status() or {}).get("status") in ("RUNNING", "STOPPED"), 15), (
+        router.sh("ubus list; ps w; logread").stdout
+    )
     # an admin's 1.2.0 setup: key in UCI, a peer, filters, enabled, running
     router.ok(f"uci set owsync.general.key={KEY}; uci add_list owsync.general.include='*'")
     router.configure_and_start("general")
     assert wait_for(lambda: router.running(), 10), router.ok("logread")
     old_pid = router.running()
+    assert "version" not in router.status()  # the plugin's answer, not a daemon's
     out = pm(router, fmt, UPGRADE[fmt])
     # 1.2.0's plugin is gone; the settings are under main, the key in its file
     assert router.sh("test -e /usr/libexec/rpcd/owsync").returncode != 0, out
@@ -236,7 +257,8 @@ def test_upgrade_from_owsync_1_2_0s_package(router, fmt):
     assert router.ok("cat /etc/owsync/key").strip() == KEY
     assert router.ok("stat -c %a /etc/owsync/key").strip() == "600"
     assert router.sh("ls /etc/uci-defaults/50-owsync-from-1.2").returncode != 0  # done, deleted
-    # enabled for the next boot, and this owsync runs with the same peer
+    # enabled for the next boot, and this owsync runs with the same peer: the
+    # `owsync` object is the daemon's, rpcd (reloaded) no longer claims it
     assert router.sh("test -L /etc/rc.d/S95owsync").returncode == 0, router.ok("ls /etc/rc.d")
     assert wait_for(lambda: (router.status() or {}).get("version") == "2.0.0", 30), router.ok(
         "logread"
