@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import sys
+import textwrap
 import threading
 import time
 
@@ -16,9 +17,10 @@ from . import __version__
 from .core.crypto import make_cipher
 from .core.filters import Filter
 from .core.peer import parse_peer
+from .core.settings import BOOL, INT, SETTINGS, Setting
 from .openwrt.uci_config import UCI_DIR_ENV, load_uci, uci_available
 from .service import log as logsetup
-from .service.config import Config, ConfigError, load_file
+from .service.config import Config, ConfigError, apply_setting, load_file
 
 log = logging.getLogger("owsync")
 
@@ -30,7 +32,7 @@ log = logging.getLogger("owsync")
 # replaces it (tests/clockshift.py); there is deliberately no option for it.
 CLOCK = time.time
 
-USAGE = """\
+USAGE_HEAD = """\
 owsync {version} - high-availability file synchronization
 
 Usage:
@@ -44,34 +46,69 @@ Usage:
   owsync versions [PATH] [--json]      what the version store keeps
   owsync diff ID                       a kept version against the current file
   owsync restore PATH [ID]             put a version back (default: the newest)
+  owsync vrrp INSTANCE ROLE            keepalived's transition (ROLE: MASTER, BACKUP,
+                                       FAULT, STOP): note it, reconcile with every peer
 
-Common options:
+Common options (in brackets, the key of the config file the option overrides):
   -c, --config FILE      key=value configuration file
-  -p, --plain            no encryption (only inside a VPN)
-  -d, --dir DIR          directory to sync (default: .)
-  -b, --db PATH          database (default: /var/lib/owsync/owsync.db)
-  -i, --include PATTERN  include glob (repeatable; none means nothing syncs)
-  -e, --exclude PATTERN  exclude glob (repeatable; excludes win)
-  -H, --host HOST        bind host (default: :: dual-stack)
-  -P, --port PORT        port to listen on and to reach peers (default: 4321)
-  -v, --verbose          debug logging (log level 3)
-  -q, --quiet            errors only (log level 0)
-  --log-level N          0=error 1=warning 2=info 3=debug
-  -f, --foreground       daemon: stay in the foreground, log to stderr too
-  --poll-interval S      daemon: full sync with every peer every S seconds (60)
-  --auto-sync HOST       daemon: a peer (repeatable), like peer= in the file
-  --control-socket PATH  daemon's control socket (default /var/run/owsync.sock)
-  --uci-dir DIR          daemon: read UCI from DIR instead of /etc/config
-                         (also OWSYNC_UCI_DIR); without -c the daemon reads UCI
-  --no-syslog            daemon: log to stderr only (procd and systemd capture it)
-  --min-protocol N       1 (default) or 2: 2 refuses peers that speak only
-                         protocol 1 (owsync 1.2.0)
-  -V, --version          print the version
-  -h, --help             this help
+"""
 
+# Options that are not settings (those come from owsync.core.settings)
+OTHER_OPTIONS = (
+    (("-f", "--foreground"), "",
+     "daemon: log to stderr as well as to syslog (without -f: to syslog alone, or to stderr"
+     " where there is no syslog); the daemon never forks, -f or not: procd and systemd"
+     " supervise the process they started"),
+    (("-v", "--verbose"), "", "debug logging (log level 3)"),
+    (("-q", "--quiet"), "", "errors only (log level 0)"),
+    (("--uci-dir",), "DIR",
+     "daemon: read UCI from DIR instead of /etc/config (also OWSYNC_UCI_DIR);"
+     " without -c the daemon reads UCI"),
+    (("--no-syslog",), "", "daemon: log to stderr only (procd and systemd capture it)"),
+    (("-V", "--version"), "", "print the version"),
+    (("-h", "--help"), "", "this help"),
+)  # fmt: skip
+
+USAGE_TAIL = """
 The encryption key comes from the config file (encryption_key=) or from the
 environment (OWSYNC_KEY), never from the command line.
 """
+
+
+def _help_line(flags: tuple[str, ...], metavar: str, text: str) -> str:
+    head = "  " + ", ".join(flags) + (f" {metavar}" if metavar else "")
+    if len(head) > 24:
+        head += "\n" + " " * 25
+    else:
+        head = head.ljust(25)
+    body = textwrap.wrap(text, 79 - 25)
+    return head + ("\n" + " " * 25).join(body) + "\n"
+
+
+def setting_help(s: Setting) -> str:
+    """A setting's help text: what it is, what it accepts, its key, its default."""
+    text = ("daemon: " if s.daemon_only else "") + s.help
+    if s.kind == INT:
+        if s.labels:
+            text += ": " + ", ".join(
+                f"{v}={label}" for v, label in zip(s.values(), s.labels, strict=True)
+            )
+        else:
+            text += f"; {s.expected()}"
+    text += f" [{s.file_key}]"
+    if s.kind != BOOL or s.default is None:
+        default = s.describe_default()
+        if s.uci_default is not None:
+            default += f"; from UCI: {s.describe_default(uci=True)}"
+        text += f" (default: {default})"
+    return text
+
+
+def usage() -> str:
+    lines = [USAGE_HEAD.format(version=__version__)]
+    lines += [_help_line(s.flags, s.metavar, setting_help(s)) for s in SETTINGS if s.flags]
+    lines += [_help_line(f, m, t) for f, m, t in OTHER_OPTIONS]
+    return "".join(lines) + USAGE_TAIL
 
 
 class UsageError(Exception):
@@ -88,38 +125,25 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("command", nargs="?")
     p.add_argument("args", nargs="*")
     p.add_argument("-c", "--config")
-    p.add_argument("-p", "--plain", action="store_true")
-    p.add_argument("-d", "--dir")
-    p.add_argument("-b", "--db")
-    p.add_argument("-i", "--include", action="append", default=[])
-    p.add_argument("-e", "--exclude", action="append", default=[])
-    p.add_argument("-H", "--host")
-    p.add_argument("-P", "--port")
+    for s in SETTINGS:  # each setting's own flags, as the schema names them
+        if not s.flags:
+            continue
+        if s.kind == BOOL:
+            p.add_argument(*s.flags, dest=s.attr, action="store_true")
+        elif s.multi:
+            p.add_argument(*s.flags, dest=s.attr, action="append", default=[])
+        else:
+            p.add_argument(*s.flags, dest=s.attr)
     p.add_argument("-f", "--foreground", action="store_true")
     p.add_argument("-v", "--verbose", "--debug", action="store_true")
     p.add_argument("-q", "--quiet", action="store_true")
-    p.add_argument("--log-level")
-    p.add_argument("--poll-interval")
-    p.add_argument("--auto-sync", action="append", default=[])
     p.add_argument("--json", action="store_true")
     p.add_argument("--wait", action="store_true")
-    p.add_argument("--control-socket")
     p.add_argument("--uci-dir")
     p.add_argument("--no-syslog", action="store_true")
-    p.add_argument("--min-protocol")
     p.add_argument("-V", "--version", action="store_true")
     p.add_argument("-h", "--help", action="store_true")
     return p
-
-
-def _int_option(name: str, value: str, lo: int, hi: int | None = None) -> int:
-    try:
-        v = int(value, 10)
-    except ValueError:
-        raise UsageError(f"{name} expects a number, not {value!r}") from None
-    if v < lo or (hi is not None and v > hi):
-        raise UsageError(f"{name} must be in {lo}..{hi if hi else ''}")
-    return v
 
 
 def build_config(opts, uci: bool = False) -> Config:
@@ -130,35 +154,23 @@ def build_config(opts, uci: bool = False) -> Config:
         cfg = load_uci(opts.uci_dir)
     else:
         cfg = Config()  # options only, as owsync 1.2.0 allows
-    if opts.plain:
-        cfg.plain_mode = True
-    if opts.dir:
-        cfg.sync_dir = opts.dir
-    if opts.db:
-        cfg.database = opts.db
-    cfg.include.extend(opts.include)
-    cfg.exclude.extend(opts.exclude)
-    if opts.host:
-        cfg.bind_host = opts.host
-    if opts.port is not None:
-        cfg.port = _int_option("--port", opts.port, 1, 65535)
-    if opts.poll_interval is not None:
-        cfg.poll_interval = _int_option("--poll-interval", opts.poll_interval, 1)
-    if opts.log_level is not None:
-        cfg.log_level = min(3, max(0, _int_option("--log-level", opts.log_level, -99, 99)))
+    for s in SETTINGS:
+        if not s.flags:
+            continue
+        given = getattr(opts, s.attr)
+        if s.kind == BOOL:
+            if given:
+                setattr(cfg, s.attr, True)
+            continue
+        for text in given if s.multi else [] if given is None else [given]:
+            try:
+                apply_setting(cfg, s, text, "command line", s.flags[-1])
+            except ConfigError as exc:
+                raise UsageError(str(exc)) from None
     if opts.verbose:
         cfg.log_level = 3
     if opts.quiet:
         cfg.log_level = 0
-    if opts.control_socket:
-        cfg.control_socket = opts.control_socket
-    if opts.min_protocol is not None:
-        cfg.min_protocol = _int_option("--min-protocol", opts.min_protocol, 1, 2)
-    for text in opts.auto_sync:
-        try:
-            cfg.add_peer(text)
-        except ValueError as exc:
-            raise UsageError(f"--auto-sync: {exc}") from None
     return cfg
 
 
@@ -205,7 +217,7 @@ def cmd_scan(opts, args) -> int:
     if len(args) > 1:
         raise UsageError("scan takes one directory")
     if args:
-        opts.dir = args[0]
+        opts.sync_dir = args[0]
     cfg = _setup(opts)
     flt = Filter(cfg.include, cfg.exclude)
     ctx = Context(cfg.sync_dir, cfg.database, flt, cipher=None, min_protocol=cfg.min_protocol)
@@ -373,6 +385,15 @@ def _protocol(version: int | None) -> str:
     return "v1 (1.2.0)" if version == 1 else f"v{version}"
 
 
+def _roles(vrrp: dict) -> str:
+    """VRRP roles: ``VI_1 MASTER since ...; VI_2 BACKUP since ...``."""
+    return "; ".join(
+        f"{name} {v['role']} since {_when(v['since'])}"
+        + (" (reconciling)" if v.get("reconciling") else "")
+        for name, v in vrrp.items()
+    )
+
+
 def format_status(st: dict) -> str:
     """``owsync status`` without --json: a line, the peers' table, recent activity."""
     up = st["uptime"]
@@ -383,6 +404,8 @@ def format_status(st: dict) -> str:
     ]
     if st.get("min_protocol") == 2:
         lines.append("minimum protocol 2: peers that speak only v1 (owsync 1.2.0) are refused")
+    if st.get("vrrp"):
+        lines.append(f"VRRP here: {_roles(st['vrrp'])}")
     rows = [("PEER", "STATE", "LAST SUCCESS", "RESULT", "PROTO", "RX", "TX", "DEL", "FAILS",
              "NEXT RETRY")]  # fmt: skip
     for p in st["peers"]:
@@ -403,6 +426,9 @@ def format_status(st: dict) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    for p in st["peers"]:
+        if p.get("vrrp"):
+            lines.append(f"VRRP at {p['address']}: {_roles(p['vrrp'])}")
     for e in st.get("history", [])[:5]:
         what = "ok" if e["ok"] else f"failed: {e['error']}"
         files = ", ".join(e["arrived"] + [f"-{p}" for p in e["removed"]])
@@ -538,6 +564,24 @@ def cmd_restore(opts, args) -> int:
     return 0
 
 
+def cmd_vrrp(opts, args) -> int:
+    """keepalived's notify script, where there is no ubus: the same as
+    ``ubus call owsync vrrp``."""
+    if len(args) != 2:
+        raise UsageError("vrrp takes an INSTANCE and a ROLE (MASTER, BACKUP or FAULT)")
+    reply = _control(opts, {"method": "vrrp", "instance": args[0], "role": args[1]})
+    if not reply.get("ok"):
+        raise ConfigError(reply.get("error", "the daemon refused the request"))
+    if opts.json:
+        print(json.dumps(reply))
+    elif reply["role"] == "STOP":
+        print(f"{reply['instance']}: stopped, no role here any more")
+    else:
+        print(f"{reply['instance']}: {reply['role']} since {_when(reply['since'])};"
+              f" reconciling with {', '.join(reply['peers']) or 'no peer'}")  # fmt: skip
+    return 0
+
+
 COMMANDS = {
     "versions": cmd_versions,
     "diff": cmd_diff,
@@ -545,6 +589,7 @@ COMMANDS = {
     "daemon": cmd_daemon,
     "status": cmd_status,
     "sync": cmd_sync,
+    "vrrp": cmd_vrrp,
     "genkey": cmd_genkey,
     "scan": cmd_scan,
     "connect": cmd_connect,
@@ -557,7 +602,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         opts = _parser().parse_intermixed_args(argv)
         if opts.help:
-            sys.stdout.write(USAGE.format(version=__version__))
+            sys.stdout.write(usage())
             return 0
         if opts.version:
             print(f"owsync {__version__}")

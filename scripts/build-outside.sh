@@ -171,6 +171,8 @@ build_root() {
 	owrt_file $bf/lib/functions/system.sh "$ROOT/lib/functions/system.sh"
 	owrt_file $bf/lib/upgrade/common.sh "$ROOT/lib/upgrade/common.sh"
 	owrt_file $bf/sbin/hotplug-call "$ROOT/sbin/hotplug-call" 0755
+	# as base-files' Makefile does
+	sed -i 's,%PATH%,/usr/sbin:/usr/bin:/sbin:/bin,g' "$ROOT/sbin/hotplug-call"
 	owrt_file $bf/sbin/sysupgrade "$ROOT/sbin/sysupgrade" 0755
 	owrt_file $pf/procd.sh "$ROOT/lib/functions/procd.sh"
 	owrt_file $pf/reload_config "$ROOT/sbin/reload_config" 0755

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
+
+from owsync.core.state import loads_db_doc, replay_journal
 
 HERE = Path(__file__).parent
 KEY = "8b2b64411001592abf237c204845e610e5a743a1472822b3d2b86069ec3658d3"
@@ -31,7 +38,7 @@ def owsync_cmd(*args: str, clock_offset: float | None = None) -> list[str]:
 
 # never passed on from the test's own environment: each node gets its own
 INHERITED_NOT = ("OWSYNC_KEY", "OWSYNC_MAX_PROTOCOL", "OWSYNC_CRASH_AT", "OWSYNC_CRASH_TRACE",
-                 "OWSYNC_STOP_AT")  # fmt: skip
+                 "OWSYNC_STOP_AT", "OWSYNC_WITHOUT")  # fmt: skip
 
 
 def base_env(key: str | None = KEY, max_protocol: int | None = None) -> dict[str, str]:
@@ -319,3 +326,234 @@ class DaemonNode(Child):
             return p.exists() if data is None else p.read_bytes() == data
         except OSError:
             return False
+
+
+# --- crash points under strace -----------------------------------------------------
+
+STRACED = ("openat,creat,write,pwrite64,writev,rename,renameat,renameat2,unlink,unlinkat,"
+           "mkdir,mkdirat,rmdir,fsync,fdatasync,syncfs,sync,fchmod,fchmodat,chmod,"
+           "utimensat,truncate,ftruncate,link,linkat,symlink,symlinkat")  # fmt: skip
+# the call each operation of a point's name stands for (owsync/io/faults.py)
+POINT_CALLS = {
+    "create": {"openat", "creat"},
+    "write": {"write", "pwrite64", "writev"},
+    "fsync": {"fsync", "fdatasync"},
+    "fsync_dir": {"fsync"},
+    "syncfs": {"syncfs"},
+    "rename": {"rename", "renameat", "renameat2"},
+    "unlink": {"unlink", "unlinkat"},
+    "mkdir": {"mkdir", "mkdirat"},
+    "chmod": {"fchmod"},
+    "utime": {"utimensat"},
+}
+
+
+def strace_cmd(out: Path) -> list[str]:
+    """Prefix a command with strace writing each thread's calls to ``out``.PID."""
+    return ["strace", "-f", "-ff", "-qq", "-y", "-s", "120", "-e", f"trace={STRACED}",
+            "-o", str(out)]  # fmt: skip
+
+
+def _call_paths(name: str, args: str) -> list[str]:
+    """The paths a traced call acts on (a relative name joined to its directory's)."""
+    fds = re.findall(r"<(/[^>]*)>", args)
+    on_fd = ("write", "pwrite64", "writev", "fsync", "fdatasync", "syncfs", "fchmod", "ftruncate")
+    if fds and (name in on_fd or (name == "utimensat" and not re.search(r'^[^,]*, "', args))):
+        return fds[:1]  # (utimensat on a descriptor: no name after it)
+    base = fds[0] if fds else ""
+    out = []
+    for s in re.findall(r'"((?:[^"\\]|\\.)*)"', args):
+        out.append(s if s.startswith("/") else f"{base}/{s}")
+    return out
+
+
+def node_files(root: Path, name: str) -> list[str]:
+    """What node ``name`` writes in ``root``: its directory and version store
+    (each ending in /: all in them), ``root`` itself (the database's entries),
+    its database and the files beside it (not the lock: it holds nothing)."""
+    db = root / f"{name}.db"
+    return [f"{root / name}/", f"{root / name}.versions/", str(root), str(db),
+            *(f"{db}.{x}" for x in ("db_tmp", "journal", "corrupt"))]  # fmt: skip
+
+
+def _within(path: str, area: str) -> bool:
+    return path == area or (area.endswith("/") and (path.startswith(area) or path == area[:-1]))
+
+
+def unpointed_calls(
+    out: Path, areas: list[str], trace: Path, silent_ok: frozenset[str] = frozenset()
+) -> list[str]:
+    """What the strace files ``out``.* show wrong with the crash points: a call
+    that changes a file in ``areas`` (each a file, or, ending in /, all in a
+    directory) without its point just before (none, or one of another kind, or a
+    second call after one point: only makedirs may make several directories);
+    a point followed by no call (but those in ``silent_ok``)."""
+    trace_s, bad = str(trace), []
+    line_re = re.compile(r"^([a-z0-9_]+)\((.*)\)\s+=\s+(-?\d+|\?)")
+    for f in sorted(out.parent.glob(out.name + ".*")):
+        pending, used = None, 0
+        for line in [*f.read_text(errors="replace").splitlines(), "end"]:
+            m = line_re.match(line)
+            if not m and line != "end":
+                continue
+            name, args = (m.group(1), m.group(2)) if m else ("end", "")
+            paths = _call_paths(name, args)
+            if name == "end" or (name == "write" and paths and paths[0] == trace_s):
+                if pending is not None and not used and pending not in silent_ok:
+                    bad.append(f"{pending}: no call after it")
+                hit = re.search(r'"([a-z0-9_.]+)\\n"', args)
+                pending, used = (hit.group(1) if hit else None), 0
+                continue
+            if not any(_within(p, a) for p in paths for a in areas):
+                continue
+            if name == "openat" and not re.search(r"O_CREAT|O_WRONLY|O_RDWR|O_TRUNC", args):
+                continue
+            ops = pending.split(".")[1:] if pending else []
+            kinds = set().union(*(POINT_CALLS.get(op, set()) for op in ops))
+            if name in ("mkdir", "mkdirat") and "EEXIST" in line and name not in kinds:
+                continue  # makedirs(exist_ok=True) of a directory there (the lock's): no change
+            if pending is None or name not in kinds or (used and name not in ("mkdir", "mkdirat")):
+                bad.append(f"after {pending or 'no point'}: {line}")
+            used += 1
+    return bad
+
+
+# --- the crash points of the write path ------------------------------------------
+
+# Every crash point (owsync/io/faults.py), with the runs that reach it:
+# "session", a node receiving in a session (with syncfs and renameat2, as
+# here); "fallback", the same without them (OWSYNC_WITHOUT); "recovery", only
+# the run after a crash; "live", a daemon receiving over its live link;
+# "live-recovery", only its run after a crash; "race", only when a local write
+# races a received file's rename; "corrupt", only with a corrupt database.
+CRASH_POINTS: dict[str, str] = {
+    # a received file: a temp file beside its target (in a new directory perhaps)
+    "syncdir.mkdir": "session fallback live",
+    "syncdir.create.temp": "session fallback live",
+    "syncdir.write.temp": "session fallback live",
+    "syncdir.chmod.temp": "session fallback live",
+    "syncdir.utime.temp": "session fallback live",
+    # made durable: one syncfs per batch, or an fsync per file
+    "syncdir.syncfs.batch": "session live",
+    "syncdir.fsync.temp": "fallback",
+    # put in place: renameat2, or a plain rename where it is refused
+    "syncdir.rename.noreplace": "session fallback live",
+    "syncdir.rename.exchange": "session fallback live",
+    "syncdir.unlink.replaced": "session live",
+    "syncdir.rename.back": "race",
+    "syncdir.unlink.temp": "race live-recovery",
+    "syncdir.rename": "fallback",
+    # a peer's deletion, after its tombstone is saved: the file taken aside,
+    # checked again, removed (or put back: a local write since)
+    "syncdir.rename.deleted": "session fallback live",
+    "syncdir.unlink.deleted": "session fallback live",
+    "syncdir.rename.undeleted": "race",
+    # the directories' new entries made durable, before the database names them
+    "syncdir.syncfs.dirs": "session live",
+    "syncdir.fsync.dir": "fallback",
+    # temp files an interrupted run left
+    "syncdir.unlink.stale": "recovery live-recovery",
+    # the version store: contents, then the index that names them
+    "versions.mkdir.store": "session fallback live",
+    "versions.mkdir.objects": "session fallback live",
+    "versions.create.object": "session fallback live",
+    "versions.write.object": "session fallback live",
+    "versions.fsync.object": "fallback",
+    "versions.rename.object": "session fallback live",
+    "versions.syncfs.objects": "session live",
+    "versions.fsync_dir.objects": "fallback",
+    "versions.create.index": "session fallback live",
+    "versions.write.index": "session fallback live",
+    "versions.fsync.index": "session fallback live",
+    "versions.rename.index": "session fallback live",
+    "versions.fsync_dir.index": "session fallback live",
+    "versions.unlink.object": "recovery live-recovery race",  # a content no version names
+    "versions.unlink.temp": "recovery live-recovery",
+    # the database written whole (a session; the daemon now and then)
+    "database.create": "session fallback",
+    "database.write": "session fallback",
+    "database.fsync": "session fallback",
+    "database.rename": "session fallback",
+    "database.fsync_dir": "session fallback",
+    "database.journal.unlink": "session fallback",
+    # or its journal appended (the daemon's short steps)
+    "database.journal.create": "live",
+    "database.journal.write": "live",
+    "database.journal.fsync": "live",
+    "database.utime": "live",
+    # a corrupt database set aside
+    "database.rename.corrupt": "corrupt",
+    "database.journal.unlink.corrupt": "corrupt",
+}
+
+
+@contextlib.contextmanager
+def shm_dir(fallback: Path):
+    """A directory for tests that kill nodes over and over: in memory (tmpfs)
+    where /dev/shm is there, so that their syncfs and fsync calls cost
+    nothing (a killed process loses nothing the page cache holds, so they
+    change nothing there), else ``fallback``."""
+    shm = Path("/dev/shm")
+    if not (shm.is_dir() and os.access(shm, os.W_OK)):
+        yield fallback
+        return
+    d = Path(tempfile.mkdtemp(prefix="owsync-crash-", dir=shm))
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def crash_path(tmp_path):
+    with shm_dir(tmp_path) as d:
+        yield d
+
+
+def expected_points(run: str) -> set[str]:
+    """The crash points CRASH_POINTS says ``run`` reaches."""
+    return {p for p, runs in CRASH_POINTS.items() if run in runs.split()}
+
+
+def crash_cases(hits: list[tuple[str, int]], last_of: tuple[str, ...]) -> list[tuple[str, int]]:
+    """The calls to crash at, of those a traced run hit: every one with
+    OWSYNC_CRASH_POINTS=all, the one OWSYNC_CRASH_POINT=NAME:N names, else the
+    first call of each point and the last of the points named ``last_of*``
+    (another moment of the run: the last file, the database saved again)."""
+    one = os.environ.get("OWSYNC_CRASH_POINT")
+    if one:
+        name, _, n = one.rpartition(":")
+        return [(name, int(n))]
+    if os.environ.get("OWSYNC_CRASH_POINTS") == "all":
+        return hits
+    last: dict[str, int] = {}
+    for name, n in hits:
+        last[name] = n
+    return [
+        (name, n) for name, n in hits if n == 1 or (n == last[name] and name.startswith(last_of))
+    ]
+
+
+def load_db(db: Path) -> dict:
+    """A node's records: its database with its journal replayed; raises
+    CorruptDatabase where either is malformed (a torn last journal line is
+    not: a crash during its write leaves one)."""
+    records, _, gen = loads_db_doc(db.read_bytes())
+    journal = Path(str(db) + ".journal")
+    if journal.exists():
+        replay_journal(records, gen, journal.read_bytes())
+    return records
+
+
+def store_versions(root: Path) -> list[dict]:
+    """The versions a store's index names, each checked to have its content on disk."""
+    index = root / "index.json"
+    if not index.exists():
+        return []
+    versions = json.loads(index.read_bytes())["versions"]
+    for v in versions:
+        obj = root / "objects" / v["hash"][:2] / v["hash"]
+        assert obj.is_file(), f"version {v['id']} of {v['path']}: its content is gone"
+        got = hashlib.sha256(obj.read_bytes()).hexdigest()
+        assert got == v["hash"], f"version {v['id']}: a torn content"
+    return versions

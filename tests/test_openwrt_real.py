@@ -165,6 +165,14 @@ def test_ubus_object_status_and_sync_from_the_real_cli(bus, owrt):
     assert bus.call("luci.owsync", "sync_peer", {**session, "peer": b.addr}) == {
         "started": [b.addr]
     }
+    # keepalived's transition (the hotplug script's call), on both objects
+    assert '"vrrp":{"instance":"String","role":"String"}' in listed, listed
+    got = bus.call("owsync", "vrrp", {"instance": "VI_1", "role": "NOTIFY_MASTER"})
+    assert got["role"] == "MASTER" and got["peers"] == [b.addr] and got["since"] > 0
+    got = bus.call("luci.owsync", "vrrp", {**session, "instance": "VI_1", "role": "BACKUP"})
+    assert got["role"] == "BACKUP"
+    assert "role must be" in bus.call("owsync", "vrrp", {"instance": "VI_1", "role": "x"})["error"]
+    assert bus.call("owsync", "status")["vrrp"]["VI_1"]["role"] == "BACKUP"
     # python-ubus refuses an undeclared argument and a missing declared one: hence two objects
     assert bus.ubus("call", "owsync", "status", json.dumps(session)).returncode != 0
     assert bus.ubus("call", "luci.owsync", "status").returncode != 0

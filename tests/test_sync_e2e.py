@@ -279,9 +279,18 @@ def test_config_file_and_key_from_it(nodes, tmp_path):
     )
     a.write("dhcp", "x")
     a.write("network", "n")
+    # a bad value is one error line naming the file, the line, the key and the range
+    r = b.run("connect", f"127.0.0.1:{a.port}", "-c", str(conf))
+    assert r.returncode == 1 and r.stderr.splitlines() == [
+        f"owsync: error: {conf}:8: bad value for port: 'notanumber'"
+        " (expected a whole number in 1..65535)"
+    ]
+    assert b.files() == {}
+    # an unknown key is a warning, as in owsync 1.2.0
+    conf.write_text(conf.read_text().replace("port=notanumber\n", ""))
     r = b.run("connect", f"127.0.0.1:{a.port}", "-c", str(conf))
     assert r.returncode == 0, r.stderr
-    assert "unknown key 'bogus_key'" in r.stderr and "bad value for port" in r.stderr
+    assert "unknown key 'bogus_key'" in r.stderr
     assert b.files() == {"dhcp": b"x"}
     assert KEY not in r.stderr and KEY not in r.stdout
 

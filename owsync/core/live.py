@@ -42,6 +42,7 @@ from .protocol2 import (
     REQUEST,
     SKIP,
     STATE,
+    VRRP,
     FileHeader,
     Frame,
     FrameReader,
@@ -86,6 +87,7 @@ LIVE_NAMES = {t: NAMES[t] for t in (AUTH, STATE, REQUEST, FILE, CHUNK, FILE_END,
     PING: "PING",
     REKEY: "REKEY",
     BYE: "BYE",
+    VRRP: "VRRP",
 }
 LIVE_LIMITS = {t: LIMITS[t] for t in (AUTH, STATE, REQUEST, FILE, CHUNK, FILE_END, ERROR)} | {
     INDEX_END: (2, 256),
@@ -95,9 +97,13 @@ LIVE_LIMITS = {t: LIMITS[t] for t in (AUTH, STATE, REQUEST, FILE, CHUNK, FILE_EN
     PING: (0, 0),
     REKEY: (0, 0),
     BYE: (0, 4096),
+    VRRP: (2, 8192),
 }
 LIVE_FRAMES = FrameTable(LIVE_NAMES, LIVE_LIMITS, 0, frozenset((ERROR, BYE)), REKEY)
 MAX_PEERS = 64  # node ids in one PEERS
+ROLES = ("MASTER", "BACKUP", "FAULT")  # a router's role in a VRRP instance
+MAX_INSTANCES = 32  # VRRP instances in one VRRP frame
+MAX_INSTANCE_NAME = 64
 
 
 # --- negotiation and keys -----------------------------------------------------
@@ -278,6 +284,43 @@ def decode_peers(body: bytes) -> frozenset[str]:
     return frozenset(n.lower() for n in nodes)
 
 
+class Role(NamedTuple):
+    """A router's role in one VRRP instance, and since when (unix seconds)."""
+
+    role: str
+    since: int
+
+
+def valid_instance(name: object) -> bool:
+    """A VRRP instance's name as keepalived's notify scripts pass it: printable,
+    1 to MAX_INSTANCE_NAME characters."""
+    return isinstance(name, str) and 0 < len(name) <= MAX_INSTANCE_NAME and name.isprintable()
+
+
+def encode_vrrp(roles: dict[str, Role]) -> bytes:
+    if len(roles) > MAX_INSTANCES:
+        raise ValueError(f"more than {MAX_INSTANCES} VRRP instances")
+    return _dumps(
+        {"instances": {n: {"role": r.role, "since": r.since} for n, r in sorted(roles.items())}}
+    )
+
+
+def decode_vrrp(body: bytes) -> dict[str, Role]:
+    obj = _json_body(body, "VRRP")
+    inst = obj.get("instances") if isinstance(obj, dict) else None
+    if not isinstance(inst, dict) or len(inst) > MAX_INSTANCES:
+        raise ProtocolError(f"VRRP: not an object with at most {MAX_INSTANCES} 'instances'")
+    out = {}
+    for name, value in inst.items():
+        if not valid_instance(name):
+            raise ProtocolError("VRRP: an instance name is empty, too long or not printable")
+        role = value.get("role") if isinstance(value, dict) else None
+        if role not in ROLES:
+            raise ProtocolError(f"VRRP: the role of {_clip(name, 64)!r} is not one of {ROLES}")
+        out[name] = Role(role, _uint(value, "since", "VRRP"))
+    return out
+
+
 # --- events -------------------------------------------------------------------
 
 
@@ -347,6 +390,12 @@ class PeersChanged(NamedTuple):
     nodes: frozenset[str]
 
 
+class RolesChanged(NamedTuple):
+    """The peer's role in each VRRP instance it knows of (the whole table)."""
+
+    roles: dict[str, Role]
+
+
 class Bye(NamedTuple):
     """The peer closed the link in an orderly way (stopping, a duplicate link)."""
 
@@ -365,6 +414,7 @@ Event = (
     | Skipped
     | Acked
     | PeersChanged
+    | RolesChanged
     | Bye
 )
 
@@ -373,7 +423,7 @@ Event = (
 # Where each direction stands; a file on its way adds IN_FILE to OPEN.
 AUTHING, OPEN, IN_FILE, CLOSED = "AUTHING", "OPEN", "IN_FILE", "CLOSED"
 
-_CONTROL = (STATE, INDEX_END, REQUEST, SKIP, ACK, PEERS, PING, REKEY)
+_CONTROL = (STATE, INDEX_END, REQUEST, SKIP, ACK, PEERS, VRRP, PING, REKEY)
 # Every transition of a direction: (stage, frame type) -> (handler, next stage).
 # Whatever is not in the table is a protocol error; a handler checks only the
 # frame's content.  ERROR and BYE close the direction from any stage.
@@ -491,6 +541,11 @@ class LiveLink(FileSender):
         self._open_for("peers_frame()")
         return self._frame(PEERS, encode_peers(nodes))
 
+    def vrrp_frame(self, roles: dict[str, Role]) -> bytes:
+        """VRRP: this router's role in each VRRP instance (the whole table)."""
+        self._open_for("vrrp_frame()")
+        return self._frame(VRRP, encode_vrrp(roles))
+
     def ping(self) -> bytes:
         self._open_for("ping()")
         return self._frame(PING)
@@ -603,6 +658,8 @@ class LiveLink(FileSender):
             return Acked(decode_ack(body))
         if kind == PEERS:
             return PeersChanged(decode_peers(body))
+        if kind == VRRP:
+            return RolesChanged(decode_vrrp(body))
         return None  # PING; REKEY (the reader moved to the next key)
 
     def _on_file(self, f: Frame) -> Event:

@@ -51,7 +51,7 @@ KEY_INFO = b"owsync v2 keys"
 AUTH, STATE, STATE_END, REQUEST, REQUEST_END, FILE, CHUNK, FILE_END, END, ERROR, DONE = range(1, 12)
 # The live link's own types (owsync.core.live): one numbering for both, but a
 # v2 session knows none of them (NAMES below is v2's table).
-INDEX_END, SKIP, ACK, PEERS, PING, REKEY, BYE = range(12, 19)
+INDEX_END, SKIP, ACK, PEERS, PING, REKEY, BYE, VRRP = range(12, 20)
 NAMES = {
     AUTH: "AUTH",
     STATE: "STATE",

@@ -9,20 +9,24 @@ that connected and the one that accepted are not told apart.
     send(machine.hello(hostname, now))
     for each received message:
         event = machine.receive(message, now)
-        PeerHello    -> lock, scan, send(machine.state(records))
+        PeerHello    -> lock, scan, send(machine.state_message(records))
         PeerState    -> apply event.plan.deletions, send(machine.request(event.plan))
         PeerRequest  -> send a FileContent per path, then EndOfSync
         FileArrived  -> write event.record / event.data into place
         FileRefused  -> log event.reason
         PeerEnd      -> nothing
     finished when machine.complete and everything queued was sent.
+
+Every transition, the peer's messages and this side's steps alike, is in
+the one table :data:`TRANSITIONS`; :mod:`owsync.core.session1` puts this
+machine behind protocol v2's API (bytes in, the same typed events out).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections import namedtuple
 from collections.abc import Callable
+from typing import NamedTuple
 
 from .plan import Plan, make_plan
 from .protocol import (
@@ -45,55 +49,127 @@ class SessionAbort(Exception):
 
 
 # Events: what the machine decided, for the caller to carry out.
-PeerHello = namedtuple("PeerHello", "hostname")  # lock, scan, send state_message()
-PeerState = namedtuple("PeerState", "plan")  # apply plan.deletions, send request(plan)
-PeerRequest = namedtuple("PeerRequest", "paths")  # send these files, then EndOfSync
-FileArrived = namedtuple("FileArrived", "record data")  # verified: put it in place
-FileRefused = namedtuple("FileRefused", "path reason")  # log it
-PeerEnd = namedtuple("PeerEnd", "")  # the peer has sent everything
+
+
+class PeerHello(NamedTuple):
+    """Lock, scan, send state_message()."""
+
+    hostname: str
+
+
+class PeerState(NamedTuple):
+    """Apply plan.deletions, send request(plan)."""
+
+    plan: Plan
+
+
+class PeerRequest(NamedTuple):
+    """Send these files, then EndOfSync."""
+
+    paths: tuple[str, ...]
+
+
+class FileArrived(NamedTuple):
+    """Verified: put it in place."""
+
+    record: Record
+    data: bytes
+
+
+class FileRefused(NamedTuple):
+    """Not taken (not requested, too large, not the advertised content): log it."""
+
+    path: str
+    reason: str
+
+
+class PeerEnd(NamedTuple):
+    """The peer has sent everything."""
 
 
 Event = PeerHello | PeerState | PeerRequest | FileArrived | FileRefused | PeerEnd
 
-# states
-HELLO, SCAN, STATE, EXCHANGE = "hello", "scan", "state", "exchange"
+# Stages of a session, both sides' progress in one:
+NEW = "new"  # our Hello not made yet
+HELLO = "hello"  # the peer's Hello is due
+SCAN = "scan"  # ours is to be made: state_message()
+STATE = "state"  # the peer's SyncState is due
+PLANNED = "planned"  # ours is to be made: request()
+EXCHANGE = "exchange"  # the peer's RequestFiles is due (its FileContent may come)
+REQUESTED = "requested"  # its FileContent and EndOfSync are due
+ENDED = "ended"  # the peer sent everything (FileContent still answers our request)
+
+# Every transition: (stage, the peer's message type, or the name of our step)
+# -> (the handler that checks the message, or None for our steps; the next
+# stage).  Whatever is not here is a protocol error (the peer's) or a
+# RuntimeError (ours); :func:`_unexpected` words the former.
+TRANSITIONS: dict[tuple[str, type | str], tuple[str | None, str]] = {
+    (NEW, "hello"): (None, HELLO),
+    (HELLO, Hello): ("_on_hello", SCAN),
+    (SCAN, "state_message"): (None, STATE),
+    (STATE, SyncState): ("_on_state", PLANNED),
+    (PLANNED, "request"): (None, EXCHANGE),
+    (EXCHANGE, RequestFiles): ("_on_request", REQUESTED),
+    (EXCHANGE, FileContent): ("_on_content", EXCHANGE),
+    (REQUESTED, FileContent): ("_on_content", REQUESTED),
+    (REQUESTED, EndOfSync): ("_on_end", ENDED),
+    (ENDED, FileContent): ("_on_content", ENDED),
+}
+_SECOND: dict[tuple[str, type], str] = {
+    (REQUESTED, RequestFiles): "second RequestFiles",
+    (ENDED, RequestFiles): "second RequestFiles",
+    (EXCHANGE, EndOfSync): "EndOfSync before RequestFiles",
+    (ENDED, EndOfSync): "second EndOfSync",
+}
+
+
+def _unexpected(stage: str, kind: type) -> str:
+    name = kind.__name__
+    if kind is Hello or kind is SyncState:
+        return f"unexpected {name}"
+    if stage in (NEW, HELLO):
+        return f"expected Hello, got {name}"
+    if stage in (SCAN, STATE, PLANNED):
+        return f"unexpected {name} before the SyncState exchange"
+    return _SECOND.get((stage, kind), f"unexpected {name}")
 
 
 class Session:
     def __init__(self, accept: Callable[[str], bool], max_file_size: int) -> None:
         self.accept = accept
         self.max_file_size = max_file_size
-        self.state = HELLO
+        self.state = NEW
         self.peer_hostname = ""
         self._local: dict[str, Record] = {}
         self._remote: dict[str, Record] = {}
         self._pending: set[str] = set()  # requested, not yet arrived
-        self._sent_hello = False
-        self._peer_requested = False
-        self._peer_ended = False
+
+    def _step(self, what: str) -> None:
+        step = TRANSITIONS.get((self.state, what))
+        if step is None:
+            raise RuntimeError(f"{what}() where the session stands at {self.state!r}")
+        self.state = step[1]
 
     # --- what we send -----------------------------------------------------
 
     def hello(self, hostname: str, now_s: float) -> Hello:
-        self._sent_hello = True
+        self._step("hello")
         return Hello(hostname=hostname, timestamp=float(int(now_s)))
 
     def state_message(self, records: dict[str, Record]) -> SyncState:
         """Our SyncState, from the records of a scan done after PeerHello."""
-        if self.state != SCAN:
-            raise RuntimeError("state_message() before PeerHello")
+        self._step("state_message")
         self._local = records
-        self.state = STATE
         return SyncState(tuple(r for r in records.values() if self.accept(r.path)))
 
     def request(self, plan: Plan) -> RequestFiles:
+        self._step("request")
         self._pending = set(plan.requests)
-        self.state = EXCHANGE
         return RequestFiles(tuple(plan.requests))
 
     @property
     def complete(self) -> bool:
-        return self.state == EXCHANGE and self._peer_requested and self._peer_ended
+        return self.state == ENDED
 
     @property
     def missing(self) -> set[str]:
@@ -103,38 +179,19 @@ class Session:
     # --- what we receive --------------------------------------------------
 
     def receive(self, msg: Message, now_s: float) -> Event:
-        if isinstance(msg, Hello):
-            return self._hello(msg, now_s)
-        if self.state == HELLO:
-            raise ProtocolError(f"expected Hello, got {type(msg).__name__}")
-        if isinstance(msg, SyncState):
-            if self.state != STATE:
-                raise ProtocolError("unexpected SyncState")
-            self._remote = {r.path: r for r in msg.files}
-            plan = make_plan(self._local, msg.files, self.accept)
-            return PeerState(plan)
-        if self.state != EXCHANGE:
-            raise ProtocolError(f"unexpected {type(msg).__name__} before the SyncState exchange")
-        if isinstance(msg, RequestFiles):
-            if self._peer_requested:
-                raise ProtocolError("second RequestFiles")
-            self._peer_requested = True
-            paths = tuple(dict.fromkeys(p for p in msg.paths if self.accept(p)))
-            return PeerRequest(paths)
-        if isinstance(msg, FileContent):
-            return self._content(msg)
-        if isinstance(msg, EndOfSync):
-            if self._peer_ended:
-                raise ProtocolError("second EndOfSync")
-            if not self._peer_requested:
-                raise ProtocolError("EndOfSync before RequestFiles")
-            self._peer_ended = True
-            return PeerEnd()
-        raise ProtocolError(f"unexpected {type(msg).__name__}")  # pragma: no cover
+        kind = type(msg)
+        step = TRANSITIONS.get((self.state, kind))
+        if step is None:
+            raise ProtocolError(_unexpected(self.state, kind))
+        handler, then = step
+        assert handler is not None  # a row for a message has its handler
+        event = getattr(self, handler)(msg, now_s)
+        self.state = then
+        return event
 
-    def _hello(self, msg: Hello, now_s: float) -> PeerHello:
-        if self.state != HELLO or not self._sent_hello:
-            raise ProtocolError("unexpected Hello")
+    # handlers: one per row of TRANSITIONS that takes a message
+
+    def _on_hello(self, msg: Hello, now_s: float) -> PeerHello:
         who = msg.hostname or "peer"
         if msg.version != PROTOCOL_VERSION:
             raise SessionAbort(
@@ -147,10 +204,19 @@ class Session:
                 " synchronize the clocks (NTP)"
             )
         self.peer_hostname = msg.hostname
-        self.state = SCAN
         return PeerHello(msg.hostname)
 
-    def _content(self, msg: FileContent) -> FileArrived | FileRefused:
+    def _on_state(self, msg: SyncState, now_s: float) -> PeerState:
+        self._remote = {r.path: r for r in msg.files}
+        return PeerState(make_plan(self._local, msg.files, self.accept))
+
+    def _on_request(self, msg: RequestFiles, now_s: float) -> PeerRequest:
+        return PeerRequest(tuple(dict.fromkeys(p for p in msg.paths if self.accept(p))))
+
+    def _on_end(self, msg: EndOfSync, now_s: float) -> PeerEnd:
+        return PeerEnd()
+
+    def _on_content(self, msg: FileContent, now_s: float) -> FileArrived | FileRefused:
         path = msg.path
         if path not in self._pending:
             return FileRefused(path, "not requested")

@@ -38,7 +38,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import NamedTuple
 
 from .plan import Plan, make_plan
@@ -207,6 +207,10 @@ class FileSender:
     def _chunk_sent(self, n: int) -> None:
         """``n`` bytes of a file went out (v2 counts them for its END)."""
 
+    def carries(self, size: int) -> bool:
+        """Whether a file of ``size`` bytes can go at all (v2 streams any size)."""
+        return True
+
     @property
     def outgoing_left(self) -> int:
         """Bytes of the file being sent still due (read at most this much)."""
@@ -233,6 +237,14 @@ class FileSender:
             return self._frame(FILE_END, encode_file_end()), None
         why = "changed while being sent"
         return self.file_abort(why), why
+
+    def finish_file(self) -> Generator[bytes, None, str | None]:
+        """What :meth:`file_end` makes, as the pieces to send in turn (a
+        protocol may send a large frame in pieces it never joins); returns
+        its ``why``."""
+        frame, why = self.file_end()
+        yield frame
+        return why
 
     def file_abort(self, reason: str) -> bytes:
         """FILE_END giving the file up (it changed, it could not be read)."""
@@ -297,16 +309,21 @@ class Session2(FileSender):
         return self._stream(STATE, state_bodies(mine), STATE_END, REQUESTING)
 
     def request(self, plan: Plan) -> Iterator[bytes]:
-        """REQUEST frames then REQUEST_END, for the plan of PeerState."""
-        if self.peers < REQUESTING or self.ours != REQUESTING or self._requested:
-            raise RuntimeError("request() before PeerState, before our state was sent, or twice")
+        """REQUEST frames then REQUEST_END, for the plan of PeerState: made as
+        they are taken, once our state's frames have all been taken."""
+        if self.peers < REQUESTING or self._requested:
+            raise RuntimeError("request() before PeerState, or twice")
         if any(p not in self._remote for p in plan.requests):
             raise RuntimeError("request() for a path the peer's plan did not offer")
         self._pending = set(plan.requests)
         self._requested = True
-        return self._stream(REQUEST, request_bodies(plan.requests), REQUEST_END, FILING)
+        return self._stream(REQUEST, request_bodies(plan.requests), REQUEST_END, FILING, REQUESTING)
 
-    def _stream(self, kind: int, bodies, last: int, then: int) -> Iterator[bytes]:
+    def _stream(
+        self, kind: int, bodies, last: int, then: int, after: int | None = None
+    ) -> Iterator[bytes]:
+        if after is not None and self.ours != after:
+            raise RuntimeError(f"{NAMES[kind]} frames before our previous stream's")
         for body in bodies:
             yield self._frame(kind, body)
         self.ours = then

@@ -81,6 +81,7 @@ def load_gen(
             faults.point("database.rename.corrupt")
             os.replace(db_path, db_path + ".corrupt")
         with contextlib.suppress(OSError):
+            faults.point("database.journal.unlink.corrupt")
             os.unlink(journal_path(db_path))
         return {}, None, 0
     if root is not None and described is not None and described != root:
@@ -185,6 +186,7 @@ def append(db_path: str, gen: str, records: list[Record]) -> None:
     if not records:
         return
     flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    faults.point("database.journal.create")
     fd = os.open(journal_path(db_path), flags, 0o600)
     try:
         view = memoryview(dumps_journal(gen, records))
@@ -196,6 +198,7 @@ def append(db_path: str, gen: str, records: list[Record]) -> None:
     finally:
         os.close(fd)
     with contextlib.suppress(OSError):  # its time says when it last changed (ha-cluster)
+        faults.point("database.utime")
         os.utime(db_path)
 
 

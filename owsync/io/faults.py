@@ -5,6 +5,9 @@ version or save its database (each create, write, fsync, syncfs, rename and
 unlink) is preceded by ``point(name)``, named ``module.operation[.detail]``
 (``syncdir.rename.exchange``, ``database.fsync``, ``versions.write.index``).
 Unless a test armed it, a point is one check of a global and nothing else.
+``CRASH_POINTS`` in tests/conftest.py lists every point with the runs that
+reach it; the crash tests check their runs against it, and under strace that
+no call of the write path goes without its point.
 
 The tests arm it through the environment of the process they start:
 
@@ -14,7 +17,10 @@ The tests arm it through the environment of the process they start:
   the N-th call at point NAME (a crash there: nothing after it happens);
 - ``OWSYNC_STOP_AT=NAME:N`` stops it there with SIGSTOP instead, so that a
   test can act at that very moment (a local write racing a rename) and then
-  let it go on with SIGCONT.
+  let it go on with SIGCONT;
+- ``OWSYNC_WITHOUT=syncfs,renameat2`` makes this process behave as on a
+  system without those calls (an older libc, a file system that refuses
+  the flags), so that the tests reach the fallbacks' points too.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ _TRACE = os.environ.get("OWSYNC_CRASH_TRACE") or None
 _KILL = _target("OWSYNC_CRASH_AT")
 _STOP = _target("OWSYNC_STOP_AT")
 _ARMED = bool(_TRACE or _KILL or _STOP)
+_WITHOUT = frozenset(filter(None, os.environ.get("OWSYNC_WITHOUT", "").split(",")))
 _counts: dict[str, int] = {}
 _lock = threading.Lock()
 
@@ -44,6 +51,11 @@ def point(name: str) -> None:
     """About to make the file-system call ``name`` (see the module's doc)."""
     if _ARMED:
         _hit(name)
+
+
+def missing(call: str) -> bool:
+    """Whether a test asked this process to do without ``call`` (see the module's doc)."""
+    return call in _WITHOUT
 
 
 def _hit(name: str) -> None:

@@ -22,7 +22,9 @@ rename: a new file goes in place with RENAME_NOREPLACE (a local file created
 meanwhile stays), a replaced one with RENAME_EXCHANGE, after which what was
 swapped out must still be the file the scan saw, or it is swapped back.
 Where a file system refuses these flags (jffs2 has no RENAME_EXCHANGE), a
-plain rename follows the check, as everywhere without renameat2.
+plain rename follows the check, as everywhere without renameat2.  A peer's
+deletion likewise takes the file aside with one rename before it checks it
+again and removes it: a local write made meanwhile is put back.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ _syncfs: Callable[[int], None] | Literal[False] | None = None
 def have_syncfs() -> bool:
     global _syncfs
     if _syncfs is None:
-        _syncfs = _load_syncfs() or False
+        _syncfs = (not faults.missing("syncfs") and _load_syncfs()) or False
     return bool(_syncfs)
 
 
@@ -110,7 +112,7 @@ def renameat2(dir_fd: int, src: str, dst: str, flags: int) -> None:
     """renameat2(2) within one directory; OSError(ENOSYS) where it is missing."""
     global _renameat2
     if _renameat2 is None:
-        _renameat2 = _load_renameat2() or False
+        _renameat2 = (not faults.missing("renameat2") and _load_renameat2()) or False
     if not _renameat2:
         raise OSError(errno.ENOSYS, "renameat2 is not available")
     _renameat2(dir_fd, os.fsencode(src), os.fsencode(dst), flags)
@@ -147,6 +149,18 @@ def _load_renameat2():
             raise OSError(err, os.strerror(err))
 
     return call
+
+
+def _rename_noreplace(dir_fd: int, src: str, dst: str) -> None:
+    """Rename within one directory, not over a file there (where renameat2 is)."""
+    if RENAME_NOREPLACE not in _refused:
+        try:
+            renameat2(dir_fd, src, dst, RENAME_NOREPLACE)
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+                raise
+    os.rename(src, dst, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
 
 
 class UnsafePath(Exception):
@@ -218,7 +232,8 @@ class SyncDir:
                 if not create:
                     raise
                 faults.point("syncdir.mkdir")
-                os.mkdir(name, 0o755, dir_fd=parent)
+                with contextlib.suppress(FileExistsError):  # made meanwhile (another link)
+                    os.mkdir(name, 0o755, dir_fd=parent)
                 self._dirty.add(parent_rel)
                 fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
             except OSError as exc:
@@ -442,18 +457,32 @@ class SyncDir:
         return res
 
     def delete(self, path: str, expect: Signature | None) -> bool:
-        """Remove a regular file if it is still as the scan saw it."""
+        """Remove a regular file if it is still as the scan saw it (LocalChanged,
+        and the file left in place, if not)."""
         try:
             dfd, name, parent = self._parent(path, create=False)
         except FileNotFoundError:
             return False
         self._check_unchanged(dfd, name, path, expect)
+        # Taken aside first (one atomic rename), then checked again: a local
+        # write made since the check is put back, never removed.
+        tmp = f"{TMP_PREFIX}{os.urandom(6).hex()}{TMP_SUFFIX}"
         try:
-            faults.point("syncdir.unlink.deleted")
-            os.unlink(name, dir_fd=dfd)
+            faults.point("syncdir.rename.deleted")
+            os.rename(name, tmp, src_dir_fd=dfd, dst_dir_fd=dfd)
         except FileNotFoundError:
             return False
         self._dirty.add(parent)
+        st = os.lstat(tmp, dir_fd=dfd)
+        if expect is not None and (st.st_size, st.st_mtime_ns, st.st_ino) != (
+            expect[0], expect[1], expect[3]
+        ):  # fmt: skip
+            faults.point("syncdir.rename.undeleted")
+            with contextlib.suppress(FileExistsError):  # a write there since is newer still
+                _rename_noreplace(dfd, tmp, name)
+            raise LocalChanged(f"{path!r} changed locally during the session")
+        faults.point("syncdir.unlink.deleted")
+        os.unlink(tmp, dir_fd=dfd)
         return True
 
     def _check_unchanged(self, fd: int, name: str, path: str, expect: Signature | None) -> None:

@@ -1,4 +1,7 @@
-"""A framed, optionally encrypted message channel over a non-blocking socket.
+"""A channel for the frames of a session or a link, over a non-blocking socket.
+
+It moves bytes: the session machines (owsync.core) make and read the frames;
+the channel seals only the first one, the Hello.
 
 The channel never blocks on a write while the peer has something to say:
 every wait selects for reading as well as writing, so two nodes that send
@@ -14,7 +17,7 @@ import time
 from collections import deque
 
 from ..core import protocol
-from ..core.protocol import Message, ProtocolError
+from ..core.protocol import ProtocolError
 
 RECV_SIZE = 256 * 1024
 BATCH = 64  # buffers handed to one sendmsg()
@@ -48,7 +51,6 @@ class Channel:
         self.sock = sock
         self.cipher = cipher
         self.idle_timeout = idle_timeout
-        self.decoder = protocol.FrameDecoder(frame_limit)
         self.frame_limit = frame_limit
         self._out: deque[memoryview] = deque()
         self.out_bytes = 0
@@ -66,21 +68,10 @@ class Channel:
         self._sel.close()
         self.sock.close()
 
-    def send(self, msg: Message) -> int:
-        """Queue a v1 message; returns its frame size.  ProtocolError if too large."""
-        return self._send_parts(protocol.encode_parts(msg))
-
     def send_payload(self, payload: bytes) -> int:
-        """Queue a v1 frame of this exact payload (a Hello that advertises v2)."""
-        return self._send_parts([payload])
-
-    def send_raw(self, data: bytes) -> None:
-        """Queue bytes as they are: protocol v2's frames, sealed already."""
-        self._out.append(memoryview(data))
-        self.out_bytes += len(data)
-
-    def _send_parts(self, parts) -> int:
-        parts = self.cipher.seal_parts(parts)
+        """Queue a v1 frame of this exact payload, sealed (a Hello: the machines
+        make every frame after it); returns its size.  ProtocolError if too large."""
+        parts = self.cipher.seal_parts([payload])
         size = sum(len(p) for p in parts)
         if size > self.frame_limit:
             raise ProtocolError(f"message of {size} bytes exceeds the frame limit")
@@ -89,23 +80,14 @@ class Channel:
         self.out_bytes += size + 4
         return size
 
+    def send_raw(self, data: bytes) -> None:
+        """Queue bytes as they are: frames made (sealed) by a machine."""
+        self._out.append(memoryview(data))
+        self.out_bytes += len(data)
+
     @property
     def flushed(self) -> bool:
         return not self._out
-
-    def pump(self) -> list[Message]:
-        """Wait once for the socket; write what fits, return the v1 messages that arrived."""
-        return self.decode_v1(self.pump_bytes())
-
-    def decode_v1(self, data: bytes) -> list[Message]:
-        """The v1 messages completed by ``data``."""
-        if not data:
-            return []
-        return [protocol.decode(self.cipher.open(p)) for p in self.decoder.feed(data)]
-
-    def after_hello(self) -> None:
-        """The first frame (the Hello) was taken out by the caller: lift its limit."""
-        self.decoder.limit = self.decoder.full_limit
 
     def pump_bytes(self) -> bytes:
         """Wait once for the socket; write what fits, return the bytes that arrived."""

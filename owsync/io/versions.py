@@ -34,6 +34,7 @@ import os
 import re
 import time
 
+from ..core.settings import BY_ATTR
 from . import faults
 from .database import fsync_dir, write_file
 from .syncdir import have_syncfs, syncfs
@@ -41,9 +42,9 @@ from .syncdir import have_syncfs, syncfs
 log = logging.getLogger("owsync")
 
 REASONS = ("replaced", "deleted", "conflict", "edited", "restored")
-DEFAULT_KEEP = 10
-DEFAULT_MAX_SIZE = 1024 * 1024
-DEFAULT_MAX_AGE_DAYS = 30
+DEFAULT_KEEP: int = BY_ATTR["versions_keep"].default  # the settings schema's
+DEFAULT_MAX_SIZE: int = BY_ATTR["versions_max_size"].default
+DEFAULT_MAX_AGE_DAYS: int = BY_ATTR["versions_max_age"].default
 _TMP = ".tmp-"
 FLUSH_BYTES = 8 * 1024 * 1024  # kept contents held in memory before a save
 

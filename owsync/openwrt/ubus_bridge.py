@@ -24,12 +24,12 @@ from collections import deque
 from collections.abc import Callable
 
 from ..service.context import SessionResult
-from ..service.control import versions_request
+from ..service.control import versions_request, vrrp_request
 from ..service.daemon import Daemon
 
 log = logging.getLogger("owsync")
 
-OBJECT = "owsync"  # for the shell: ubus call owsync status|sync|sync_peer
+OBJECT = "owsync"  # for the shell: ubus call owsync status|sync|sync_peer|vrrp|...
 LUCI_OBJECT = "luci.owsync"  # the same methods for LuCI, through rpcd's ACL
 SESSION_ARG = "ubus_rpc_session"
 EVENT = "owsync.sync"
@@ -216,7 +216,10 @@ class UbusBridge(threading.Thread):
             "versions": {"method": self._versions, "signature": dict(common)},
             "diff": {"method": self._diff, "signature": {**common, "id": integer}},
             "restore": {"method": self._restore, "signature": {**common, "id": integer}},
-        }
+            # keepalived's hotplug script: /etc/hotplug.d/keepalived/100-owsync
+            "vrrp": {"method": self._vrrp,
+                     "signature": {**common, "instance": string, "role": string}},
+        }  # fmt: skip
 
     def _healthy(self) -> bool:
         try:
@@ -263,6 +266,12 @@ class UbusBridge(threading.Thread):
 
     def _restore(self, handler, data) -> None:
         self._answer(handler, {"method": "restore", "id": (data or {}).get("id")})
+
+    def _vrrp(self, handler, data) -> None:
+        data = data or {}
+        out = vrrp_request(self.d, {"instance": data.get("instance"), "role": data.get("role")})
+        out.pop("ok", None)
+        handler.reply(blob_safe(out))
 
     def _answer(self, handler, req: dict) -> None:
         """The control request's reply, its ``ok`` dropped; a failure as ``error``."""

@@ -1,14 +1,16 @@
 """The UCI source of the Config: /etc/config/owsync, section ``main``.
 
-UCI option names map onto the key=value file's keys and go through the same
-validators (:func:`owsync.config.apply_setting`), so a bad value gets the
-same warning whichever file it is in.
+UCI option names are those of the settings' schema (owsync.core.settings)
+and go through the same validator as the key=value file's keys
+(:func:`owsync.service.config.apply_setting`): a bad value is the same error
+whichever file it is in.
 """
 
 from __future__ import annotations
 
 import os
 
+from ..core.settings import BY_UCI
 from ..service.config import Config, ConfigError, apply_setting
 
 PACKAGE = "owsync"
@@ -16,33 +18,31 @@ SECTION = "main"
 UCI_DIR_ENV = "OWSYNC_UCI_DIR"
 DEFAULT_UCI_DIR = "/etc/config"
 
-# UCI option -> key of the key=value format
-OPTIONS = {
-    "enabled": "enabled",
-    "host": "bind_host",
-    "port": "port",
-    "dir": "sync_dir",
-    "db": "database",
-    "key": "encryption_key",
-    "plain_mode": "plain_mode",
-    "poll_interval": "poll_interval",
-    "log_level": "log_level",
-    "max_file_size": "max_file_size",
-    "reload_services": "reload_services",
-    "control_socket": "control_socket",
-    "ubus_socket": "ubus_socket",
-    "versions_dir": "versions_dir",
-    "versions_keep": "versions_keep",
-    "versions_max_size": "versions_max_size",
-    "versions_max_age": "versions_max_age",
-    "min_protocol": "min_protocol",
-}
-LISTS = ("peer", "include", "exclude")
+# UCI option -> its setting (owsync.core.settings): names, types, ranges, defaults
+OPTIONS = BY_UCI
+LISTS = tuple(name for name, s in OPTIONS.items() if s.multi)
 
-# Defaults that differ from the key=value format's: on OpenWrt the synced
-# directory is /etc/config, and the database must survive a reboot (/var is
-# a tmpfs), so it lives on flash beside it.
-UCI_DEFAULTS = {"sync_dir": "/etc/config", "database": "/etc/owsync/owsync.db"}
+# Defaults that differ from the key=value format's (the schema's uci_default):
+# on OpenWrt the synced directory is /etc/config, and the database must
+# survive a reboot (/var is a tmpfs), so it lives on flash beside it.
+UCI_DEFAULTS = {s.attr: s.uci_default for s in OPTIONS.values() if s.uci_default is not None}
+
+
+def validation_spec() -> list[str]:
+    """The init script's ``uci_load_validate`` list, as the schema has it.
+
+    ``'option:datatype:default'`` for each option, in the schema's order; no
+    default where it is derived (the daemon works it out), a list, or holds a
+    ':' (validate_data cannot take one in a default).  The shipped init
+    script carries this list verbatim; a test holds it to the schema.
+    """
+    spec = []
+    for name, s in OPTIONS.items():
+        default = "" if s.multi else s.describe_default(uci=True)
+        derived = s.uci_default_value() is None
+        keep = default and not derived and ":" not in default
+        spec.append(f"{name}:{s.datatype()}" + (f":{default}" if keep else ""))
+    return spec
 
 
 def key_file_for(confdir: str | None) -> str:
@@ -57,25 +57,33 @@ def key_file_for(confdir: str | None) -> str:
 
 
 def config_from_section(
-    options: dict[str, str | tuple[str, ...]], where: str, key_file: str | None = None
+    options: dict[str, str | tuple[str, ...]],
+    where: str,
+    key_file: str | None = None,
+    path: str = f"{DEFAULT_UCI_DIR}/{PACKAGE}",
 ) -> Config:
-    """A Config from the options of the owsync.main section, as pyuci returns them."""
+    """A Config from the options of the owsync.main section, as pyuci returns them.
+
+    ``where`` names the section (owsync.main), ``path`` its file: a bad value
+    is a ConfigError naming both, the option and what it accepts.
+    """
     cfg = Config(**UCI_DEFAULTS, key_file=key_file)
     for name, value in options.items():
         if name.startswith("."):
             continue
         where_opt = f"{where}.{name}"
-        if name in LISTS:
-            values = (value,) if isinstance(value, str) else tuple(value)
-            for v in values:
-                apply_setting(cfg, name, v.strip(), where_opt)
-        elif name in OPTIONS:
-            if not isinstance(value, str):
-                cfg.warnings.append(f"{where_opt}: expected an option, not a list; ignored")
-                continue
-            apply_setting(cfg, OPTIONS[name], value.strip(), where_opt)
-        else:
+        setting = OPTIONS.get(name)
+        if setting is None:
             cfg.warnings.append(f"{where_opt}: unknown option ignored")
+            continue
+        if isinstance(value, str):
+            values: tuple[str, ...] = (value,)  # an option where a list goes is fine
+        elif setting.multi:
+            values = tuple(value)
+        else:
+            raise ConfigError(f"{path}: {where_opt} takes one value, not a list")
+        for v in values:
+            apply_setting(cfg, setting, v.strip(), path, where_opt)
     return cfg
 
 
@@ -107,4 +115,5 @@ def load_uci(confdir: str | None = None) -> Config:
         raise ConfigError(f"cannot read UCI {PACKAGE}: {exc}") from None
     if kind != PACKAGE:
         raise ConfigError(f"{PACKAGE}.{SECTION} has type {kind!r}, expected {PACKAGE!r}")
-    return config_from_section(options, f"{PACKAGE}.{SECTION}", key_file_for(confdir))
+    path = f"{confdir or DEFAULT_UCI_DIR}/{PACKAGE}"
+    return config_from_section(options, f"{PACKAGE}.{SECTION}", key_file_for(confdir), path)

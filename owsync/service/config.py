@@ -1,9 +1,12 @@
 """Configuration: one Config object, whatever the source.
 
-The key=value file of owsync 1.2.0 is read here; the UCI source produces the
-same object through the same validators (:func:`apply_setting`).  Problems in
-a file are warnings (the value falls back to its default) except the few that
-make the configuration unusable, which raise ConfigError.
+The settings, their names, types, ranges and defaults are declared once, in
+:mod:`owsync.core.settings`.  The key=value file of owsync 1.2.0 is read
+here; the UCI source and the command line produce the same object through
+the same validator (:func:`apply_setting`).  A bad value is a ConfigError:
+one line naming the file, the setting and what it accepts.  Only what owsync
+1.2.0 tolerates in its own files stays a warning: an unknown key, a line
+without '=', a bad poll_interval or log_level (1.2.0's values are taken).
 """
 
 from __future__ import annotations
@@ -11,11 +14,10 @@ from __future__ import annotations
 import os
 
 from ..core.crypto import parse_key
-from ..core.peer import Peer, parse_peer
+from ..core.peer import Peer
+from ..core.settings import BY_KEY, SETTINGS, BadValue, Setting
 
-DEFAULT_PORT = 4321
 MAX_PEERS = 16
-DEFAULT_DB = "/var/lib/owsync/owsync.db"
 CONTROL_DIR = "/var/run/owsync"  # control sockets, one per database (so per daemon)
 SUN_PATH_MAX = 107  # bytes in a Unix socket path, less the NUL
 
@@ -36,42 +38,44 @@ def read_key_text(path: str) -> str | None:
 
 
 class Config:
-    """Every setting, whatever its source (key=value file, UCI, options)."""
+    """Every setting, whatever its source (key=value file, UCI, options).
+
+    The settings and their defaults are those of :mod:`owsync.core.settings`;
+    the annotations below only tell the type checker their types (a test
+    holds them to the schema).
+    """
+
+    enabled: bool
+    bind_host: str
+    port: int
+    sync_dir: str
+    database: str
+    encryption_key: str | None
+    plain_mode: bool
+    poll_interval: int
+    log_level: int
+    max_file_size: int
+    control_socket: str | None  # None: derived from the database
+    reload_services: bool | None  # None: on when sync_dir is /etc/config
+    ubus_socket: str | None  # None: libubus's default
+    versions_dir: str | None  # None: beside the database
+    versions_keep: int
+    versions_max_size: int
+    versions_max_age: int
+    min_protocol: int
+    peers: list[Peer]
+    include: list[str]
+    exclude: list[str]
 
     def __init__(self, **settings) -> None:
-        self.bind_host = "::"
-        self.port = DEFAULT_PORT
-        self.sync_dir = "."
-        self.database = DEFAULT_DB
-        self.encryption_key: str | None = None
-        self.plain_mode = False
-        self.poll_interval = 60
-        self.log_level = 2
-        self.max_file_size = 16 * 1024 * 1024
-        self.peers: list[Peer] = []
-        self.include: list[str] = []
-        self.exclude: list[str] = []
-        self.control_socket: str | None = None  # None: derived from the database
+        for s in SETTINGS:
+            setattr(self, s.attr, list(s.default) if s.multi else s.default)
         self.key_file: str | None = None  # UCI: the root-only file holding the key
-        self.reload_services: bool | None = None  # None: on when sync_dir is /etc/config
-        self.enabled = True  # UCI's owsync.main.enabled
-        self.ubus_socket: str | None = None  # None: libubus's default
-        self.versions_dir: str | None = None  # None: beside the database
-        self.versions_keep = 10  # versions per file; 0: keep none
-        self.versions_max_size = 1024 * 1024  # bytes of contents in the store
-        self.versions_max_age = 30  # days
-        self.min_protocol = 1  # 2: refuse peers that speak protocol 1 only (owsync 1.2.0)
         self.warnings: list[str] = []
         for name, value in settings.items():
             if not hasattr(self, name):
                 raise TypeError(f"no setting {name!r}")
             setattr(self, name, value)
-
-    def add_peer(self, text: str) -> None:
-        peer = parse_peer(text)  # ValueError for the caller to word
-        if len(self.peers) >= MAX_PEERS:
-            raise ConfigError(f"too many peers: at most {MAX_PEERS} are allowed")
-        self.peers.append(peer)
 
     def key_bytes(self, environ=os.environ) -> bytes | None:
         """The AES key, or None in plain mode; ConfigError when it is missing or bad."""
@@ -134,87 +138,35 @@ class Config:
         return os.path.normpath(self.sync_dir) == "/etc/config"
 
 
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
+def apply_setting(
+    cfg: Config, setting: Setting, value: str, where: str, name: str, compat: bool = False
+) -> None:
+    """Validate and set one value of a setting, named ``name`` at ``where``.
 
-
-def _bool(value: str) -> bool:
-    v = value.strip().lower()
-    if v in _TRUE:
-        return True
-    if v in _FALSE:
-        return False
-    raise ValueError("expected 1/0 or true/false")
-
-
-def _int_in(lo: int, hi: int | None):
-    def conv(value: str) -> int:
-        v = int(value.strip(), 10)
-        if v < lo or (hi is not None and v > hi):
-            raise ValueError(f"out of range {lo}..{hi if hi is not None else ''}")
-        return v
-
-    return conv
-
-
-def _log_level(value: str) -> int:
-    return min(3, max(0, int(value.strip(), 10)))
-
-
-def _text(value: str) -> str:
-    if not value:
-        raise ValueError("empty value")
-    return value
-
-
-# key -> (attribute, converter); lists are handled apart
-_SCALARS = {
-    "bind_host": ("bind_host", _text),
-    "port": ("port", _int_in(1, 65535)),
-    "sync_dir": ("sync_dir", _text),
-    "database": ("database", _text),
-    "encryption_key": ("encryption_key", _text),
-    "plain_mode": ("plain_mode", _bool),
-    "poll_interval": ("poll_interval", _int_in(1, None)),
-    "log_level": ("log_level", _log_level),
-    "max_file_size": ("max_file_size", _int_in(1, 1 << 40)),
-    "control_socket": ("control_socket", _text),
-    "reload_services": ("reload_services", _bool),
-    "enabled": ("enabled", _bool),
-    "ubus_socket": ("ubus_socket", _text),
-    "versions_dir": ("versions_dir", _text),
-    "versions_keep": ("versions_keep", _int_in(0, 1000)),
-    "versions_max_size": ("versions_max_size", _int_in(0, 1 << 40)),
-    "versions_max_age": ("versions_max_age", _int_in(1, 36500)),
-    "min_protocol": ("min_protocol", _int_in(1, 2)),
-}
-_LISTS = {"include": "include", "exclude": "exclude"}
-
-
-def apply_setting(cfg: Config, key: str, value: str, where: str) -> None:
-    """Validate and set one setting; bad values warn and keep the default."""
-    if key == "peer":
-        try:
-            cfg.add_peer(value)
-        except ValueError as exc:
-            cfg.warnings.append(f"{where}: ignoring peer: {exc}")
-        return
-    if key in _LISTS:
-        if value:
-            getattr(cfg, _LISTS[key]).append(value)
-        else:
-            cfg.warnings.append(f"{where}: empty {key} pattern ignored")
-        return
-    if key not in _SCALARS:
-        cfg.warnings.append(f"{where}: unknown key {key!r} ignored")
-        return
-    attr, conv = _SCALARS[key]
+    A bad value is a ConfigError naming the place, the setting and what it
+    accepts, except, with ``compat`` (a key=value file), for the keys whose
+    bad values owsync 1.2.0 tolerates: those warn and take 1.2.0's value.
+    """
     try:
-        setattr(cfg, attr, conv(value))
-    except ValueError as exc:
-        cfg.warnings.append(
-            f"{where}: bad value for {key} ({exc}); using the default {getattr(cfg, attr)!r}"
-        )
+        parsed = setting.parse(value)
+    except BadValue as exc:
+        shown = "(not shown)" if setting.secret else repr(value)
+        if compat and setting.compat:
+            parsed = setting.lenient(value)
+            cfg.warnings.append(
+                f"{where}: bad value for {name}: {shown} ({exc}); using {parsed},"
+                " as owsync 1.2.0 does"
+            )
+        else:
+            raise ConfigError(f"{where}: bad value for {name}: {shown} ({exc})") from None
+    if setting.attr == "peers":
+        if len(cfg.peers) >= MAX_PEERS:
+            raise ConfigError(f"{where}: too many peers: at most {MAX_PEERS} are allowed")
+        cfg.peers.append(parsed)
+    elif setting.multi:
+        getattr(cfg, setting.attr).append(parsed)
+    else:
+        setattr(cfg, setting.attr, parsed)
 
 
 def parse_text(text: str, name: str = "config") -> Config:
@@ -229,7 +181,11 @@ def parse_text(text: str, name: str = "config") -> Config:
         if not sep or not key:
             cfg.warnings.append(f"{where}: malformed line ignored (expected key=value)")
             continue
-        apply_setting(cfg, key, value.strip(), where)
+        setting = BY_KEY.get(key)
+        if setting is None:
+            cfg.warnings.append(f"{where}: unknown key {key!r} ignored")
+            continue
+        apply_setting(cfg, setting, value.strip(), where, key, compat=True)
     return cfg
 
 

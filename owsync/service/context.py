@@ -13,10 +13,11 @@ import time
 from collections.abc import Callable
 
 from ..core.filters import Filter
+from ..core.settings import BY_ATTR
 from ..io import database
 from ..io.versions import Limits, VersionStore
 
-DEFAULT_MAX_FILE_SIZE = 16 * 1024 * 1024
+DEFAULT_MAX_FILE_SIZE: int = BY_ATTR["max_file_size"].default
 
 
 class Context:

@@ -2,8 +2,9 @@
 
 Requests: ``{"method": "status"}``,
 ``{"method": "sync", "peer": "<optional>", "wait": false}``,
-``{"method": "versions", "path": "<optional>"}``, ``{"method": "diff", "id": N}``
-and ``{"method": "restore", "id": N}``.  Replies are
+``{"method": "versions", "path": "<optional>"}``, ``{"method": "diff", "id": N}``,
+``{"method": "restore", "id": N}`` and ``{"method": "vrrp", "instance": NAME,
+"role": "MASTER"|"BACKUP"|"FAULT"}`` (keepalived's transition).  Replies are
 ``{"ok": true, ...}`` or ``{"ok": false, "error": "..."}``.  The same
 methods, with the same results, are what the ubus object publishes.
 """
@@ -144,7 +145,17 @@ def handle(d, req: dict) -> dict:
         return {"ok": True, "started": out}
     if method in ("versions", "diff", "restore"):
         return versions_request(d, method, req)
+    if method == "vrrp":
+        return vrrp_request(d, req)
     return {"ok": False, "error": f"unknown method {method!r}"}
+
+
+def vrrp_request(d, req: dict) -> dict:
+    """keepalived's transition of a VRRP instance: ``instance`` and ``role``."""
+    try:
+        return {"ok": True, **d.vrrp(req.get("instance"), req.get("role"))}
+    except ValueError as exc:
+        return {"ok": False, "error": str(exc)}
 
 
 def versions_request(d, method: str, req: dict) -> dict:

@@ -35,6 +35,7 @@ from .control import ControlServer, handle
 from .engine import restore, run_session
 from .live import LocalNode, Mesh
 from .status import SessionHistory
+from .vrrp import KEEPALIVED_STATUS, STOP, VrrpRoles, check_instance, keepalived_roles, parse_role
 from .watcher import Watcher
 
 log = logging.getLogger("owsync")
@@ -217,6 +218,7 @@ class Daemon:
         self.started = time.time()
         self.workers: dict[str, PeerWorker] = {}
         self.history = SessionHistory()
+        self.vrrp_roles = VrrpRoles()  # this router's VRRP roles, as keepalived reports them
         # hooks called after every session; each returns the UCI packages it reloaded
         self.on_session: list[Callable[[SessionResult, str], list[str]]] = []
         # started by start(), after the peer workers: the ubus bridge, which the
@@ -349,7 +351,10 @@ class Daemon:
 
     def _link_up(self, link) -> None:
         """Which configured peer a new live link serves: the one it was made
-        for, or (incoming) the only peer at its address."""
+        for, or (incoming) the only peer at its address.  It hears this
+        router's VRRP roles, if keepalived told of any."""
+        if self.vrrp_roles.table():
+            link.post(("vrrp", self.vrrp_roles.table))
         workers = list(self.workers.values())
         if link.initiator:
             mine = [w for w in workers if str(w.peer) == link.label]
@@ -467,6 +472,41 @@ class Daemon:
             log.info("local change detected: %d file(s)", len(changed))
             self.request_sync()
 
+    def vrrp(self, instance: object, role: object) -> dict:
+        """keepalived's transition of a VRRP instance: note the role, tell the
+        live peers, and reconcile with every peer at once (in the background:
+        the caller, keepalived's hotplug script, must not wait long).  The
+        status shows when that reconcile ended.  ValueError for bad input."""
+        name, role = check_instance(instance), parse_role(role)
+        if role == STOP:  # keepalived stopped it: no role here any more, nothing to sync
+            if self.vrrp_roles.stop(name):
+                log.info("VRRP instance %s: stopped", name)
+                self._tell_roles()
+            return {"instance": name, "role": STOP, "peers": []}
+        changed, gen = self.vrrp_roles.set(name, role, int(time.time()))
+        if changed:
+            log.info("VRRP instance %s: %s; reconciling with every peer", name, role)
+            self._tell_roles()
+
+        def reconcile() -> None:
+            began = time.monotonic()
+            results = self.request_sync(manual=True, wait=True)
+            self.vrrp_roles.reconciled(name, gen, time.time())
+            ok = sum(1 for r in results if r.ok)
+            log.info("VRRP instance %s: reconciled with %d of %d peer(s) in %.1f s",
+                     name, ok, len(results), time.monotonic() - began)  # fmt: skip
+
+        threading.Thread(target=reconcile, name="owsync-vrrp", daemon=True).start()
+        return {
+            "instance": name,
+            **self.vrrp_roles.view()[name],
+            "peers": [str(w.peer) for w in self.workers.values()],
+        }
+
+    def _tell_roles(self) -> None:
+        for link in self.mesh.links():
+            link.post(("vrrp", self.vrrp_roles.table))
+
     # --- status and control -----------------------------------------------
 
     def record_counts(self) -> tuple[int, int]:
@@ -492,8 +532,12 @@ class Daemon:
 
     # --- running -------------------------------------------------------------
 
+    keepalived_status = KEEPALIVED_STATUS  # where OpenWrt's keepalived keeps its roles
+
     def start(self) -> None:
         """Bind and start every thread (signals are the caller's business)."""
+        # the VRRP roles keepalived reported before this daemon was on the bus
+        self.vrrp_roles.load(keepalived_roles(self.keepalived_status))
         self.control = ControlServer(self.cfg.control_path(), lambda req: handle(self, req))
         self.running = True
         self._watch(self.cfg.sync_dir)

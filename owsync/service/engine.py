@@ -2,9 +2,10 @@
 
 :func:`run_session` exchanges the Hellos (v1's, which advertise v2), checks
 them with the v1 session machine, then hands the rest to protocol v2 or v1
-(:mod:`.exchange`), which drive their own session machines with the I/O of
-the replica (:mod:`.replica`: the locked directory and its database).  Both
-ends of a connection run this same function.
+(:mod:`.exchange`), which drives the session machine on the one loop of
+:mod:`.driver` with the I/O of the replica (:mod:`.replica`: the locked
+directory and its database).  Both ends of a connection run this same
+function.
 """
 
 from __future__ import annotations
@@ -18,19 +19,15 @@ from collections.abc import Callable
 from ..core import live, protocol, protocol2
 from ..core.crypto import AuthError
 from ..core.protocol import ProtocolError, frame_limit
-from ..core.session import (
-    SCAN,
-    STATE,
-    Session,
-    SessionAbort,
-)
+from ..core.session import Session, SessionAbort
+from ..core.session1 import Session1
 from ..core.session2 import Session2
 from ..core.state import Record
 from ..io import database
 from ..io.syncdir import signature
 from ..io.transport import Channel, PeerClosed, PeerTimeout, Stopped
 from .context import Context, SessionResult
-from .exchange import check_time, drive_v1, drive_v2
+from .exchange import Exchange, check_time
 from .replica import Replica
 from .status import host_of
 
@@ -97,11 +94,8 @@ def run_session(
         database.LockBusy,
     ) as exc:
         result.error = str(exc)
-        result.busy = (  # v2 sets it in its exchange
-            result.busy
-            or isinstance(exc, database.LockBusy)
-            or (isinstance(exc, PeerClosed) and machine.state in (SCAN, STATE))
-        )
+        # the exchange sets it when the peer stopped before its state
+        result.busy = result.busy or isinstance(exc, database.LockBusy)
     except Stopped:
         result.error = "stopped"
     except OSError as exc:
@@ -198,21 +192,13 @@ def _drive(ch, ctx: Context, replica: Replica, machine: Session, result, on_hell
         return ctx.live.run_link(ch, ctx, keys, offer, initiator, result.peer, rest)
     if initiator and ctx.live is not None:  # a session after all: take the directory now
         replica.lock_dir(min(ctx.lock_timeout, INITIATOR_LOCK_WAIT))
+    m: Session1 | Session2
     if v2:
         keys = protocol2.session_keys(ctx.cipher.key, initiator, ours, theirs)
-        drive_v2(ch, ctx, replica, Session2(replica.accepts, ctx.max_file_size, keys),
-                  result, rest, deadline)  # fmt: skip
+        m = Session2(replica.accepts, ctx.max_file_size, keys)
     else:
-        ch.after_hello()
-        state = machine.state_message(replica.open())
-        try:
-            ch.send(state)
-        except ProtocolError as exc:
-            raise SessionAbort(
-                f"this node's state ({len(state.files)} files) is more than protocol v1 carries"
-                f" ({exc}); the peer speaks v1 only (owsync 1.2.0?)"
-            ) from None
-        drive_v1(ch, ctx, replica, machine, result, ch.decode_v1(rest), deadline)
+        m = Session1(machine, ctx.cipher, frame_limit(ctx.max_file_size))
+    Exchange(ch, ctx, replica, m, result, deadline).run(rest)
     return None
 
 

@@ -25,6 +25,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 
 from ..core import live as lv
 from ..core.plan import remote_wins
@@ -36,13 +37,12 @@ from ..io.syncdir import LocalChanged, Staged, SyncDir, UnsafePath
 from ..io.transport import Channel, PeerClosed, PeerTimeout, Stopped
 from ..io.versions import VersionStore
 from .context import SessionResult
-from .exchange import file_frames
+from .driver import Driver, file_out, later
 from .replica import STALE_TEMP_AGE, Replica, apply_deletions, skipped
 
 log = logging.getLogger("owsync")
 
 DUPLICATE = "a link between these nodes exists already"
-OUT_BUFFER = 256 * 1024  # bytes queued on the socket before more is read from disk
 BATCH_FILES = 1024  # received files put in place in one step at most
 BATCH_BYTES = 8 * 1024 * 1024
 BATCH_SECONDS = 0.5  # a batch waits no longer for more files while more are due
@@ -354,10 +354,11 @@ class Mesh:
             link.close(reason)
 
 
-class Link:
-    """One live link's driver: runs in the thread that made the connection
-    (a peer worker, or the listener's thread for an incoming one) until the
-    link ends.  Other threads talk to it only through :meth:`post`."""
+class Link(Driver[lv.Event]):
+    """One live link's handler on the driver: runs in the thread that made
+    the connection (a peer worker, or the listener's thread for an incoming
+    one) until the link ends.  Other threads talk to it only through
+    :meth:`post`."""
 
     def __init__(
         self,
@@ -370,8 +371,8 @@ class Link:
         initiator: bool,
         peer_port: int | None = None,
     ) -> None:
+        super().__init__(ch, machine)
         self.mesh = mesh
-        self.ch = ch
         self.m = machine
         self.ctx = ctx
         self.label = label
@@ -383,9 +384,7 @@ class Link:
         self.theirs: dict[str, Record] = {}  # what the peer told us it holds
         self.told: dict[str, Version] = {}  # what we told it we hold
         self.peer_links: frozenset[str] = frozenset()  # the nodes the peer is linked to
-        self._out: deque = deque()  # frames, or iterators of frames, in order
-        self._files: deque[str] = deque()  # requested by the peer, to serve in order
-        self._serving: Iterator[bytes] | None = None
+        self.peer_roles: dict[str, lv.Role] = {}  # the peer's VRRP roles, as it tells them
         self._want: dict[str, Record] = {}  # to request: the version that made us want it
         self._deletions: list[Record] = []
         self._batch: list[tuple[Staged, Record]] = []
@@ -408,6 +407,7 @@ class Link:
         self._retry: set[str] = set()  # kept out by a local change: look again
         self._retries: dict[str, int] = {}
         self.outcome: str | None = None
+        self._end: str | None = None  # how the loop ended in order (run() returns it)
         self.initiator = initiator  # this side connected
         self.peer_port = peer_port  # where the peer listens, as its offer says
 
@@ -444,43 +444,17 @@ class Link:
         self.ch.idle_timeout = lv.PING_SECONDS
         try:
             self._send(self.m.start())
-            data = rest
-            while True:
-                if data:
-                    self.m.receive_data(data)
-                    self._last_rx = time.monotonic()
-                self._events()
-                self._mail()
-                if self._closing is not None and self.m.ours != lv.CLOSED:
-                    self._flush_batch()
-                    self._out.clear()
-                    self._files.clear()
-                    self._serving = None
-                    self._send(self.m.bye(self._closing))
-                self._fill()
-                self._maybe_commit()
-                if self.m.peers == lv.CLOSED or (self.m.ours == lv.CLOSED and self.ch.flushed):
-                    self._flush_batch()
-                    self.ch.try_flush()
-                    return None if self.m.peers == lv.CLOSED or self._closing else "closed"
-                data = self._pump()
+            self.loop(rest)
+            return self._end
         except (ProtocolError, PeerClosed, PeerTimeout, OSError, database.LockBusy) as exc:
             why = _why(exc)
             if isinstance(exc, OSError) and not isinstance(exc, PeerClosed):
                 log.debug("link with %s: local I/O error", self.label, exc_info=True)
             if not isinstance(exc, PeerError | PeerClosed | PeerTimeout):
-                try:
-                    self.ch.send_raw(self.m.error(why))
-                    self.ch.try_flush()
-                except (RuntimeError, ValueError, ProtocolError, PeerClosed, OSError):
-                    pass
+                self.say_last(self.m.error, why)
             return why
         except Stopped:
-            try:
-                self.ch.send_raw(self.m.bye("the peer is shutting down"))
-                self.ch.try_flush()
-            except (RuntimeError, ValueError, ProtocolError, PeerClosed, OSError):
-                pass
+            self.say_last(self.m.bye, "the peer is shutting down")
             return None
         finally:
             if self.was_up:
@@ -500,7 +474,36 @@ class Link:
             self._wake_w.close()
             self.done.set()
 
-    def _pump(self) -> bytes:
+    # --- the driver's hooks -------------------------------------------------------
+
+    def settle(self) -> None:
+        """After the peer's frames: look again, ask, read the posts, close."""
+        if self._retry and self.m.peers != lv.IN_FILE:
+            self._look_again()
+        if self._want:
+            self._request_wanted()
+        self._mail()
+        if self._closing is not None and self.m.ours != lv.CLOSED:
+            self._flush_batch()
+            self.out.clear()
+            self._send(self.m.bye(self._closing))
+        if self.m.ours == lv.CLOSED:
+            self.out.clear()  # (BYE or ERROR sent: nothing may follow)
+
+    def sent(self, frames: int) -> None:
+        self._last_tx = time.monotonic()
+        self.stats.frames_sent = self.m.frames_out
+
+    def finished(self) -> bool:
+        self._maybe_commit()
+        if self.m.peers == lv.CLOSED or (self.m.ours == lv.CLOSED and self.ch.flushed):
+            self._flush_batch()
+            self.ch.try_flush()
+            self._end = None if self.m.peers == lv.CLOSED or self._closing else "closed"
+            return True
+        return False
+
+    def wait(self) -> bytes:
         """Wait for the socket or a post; a PING when the link was quiet."""
         wait = BATCH_SECONDS if self._batch else lv.PING_SECONDS
         self.ch.idle_timeout = wait
@@ -509,7 +512,9 @@ class Link:
         except PeerTimeout:
             data = b""
         now = time.monotonic()
-        if now - self._last_rx > lv.DEAD_SECONDS:
+        if data:
+            self._last_rx = now
+        elif now - self._last_rx > lv.DEAD_SECONDS:
             raise PeerTimeout(f"the peer was silent for {lv.DEAD_SECONDS:.0f} s")
         if now - self._last_tx >= lv.PING_SECONDS and self.m.ours == lv.OPEN:
             self._send(self.m.ping())
@@ -519,75 +524,51 @@ class Link:
         return data
 
     def _send(self, frame: bytes) -> None:
+        """A frame now, ahead of the outbox (AUTH, BYE, PING, REKEY)."""
         self.ch.send_raw(frame)
-        self._last_tx = time.monotonic()
-        self.stats.frames_sent = self.m.frames_out
-
-    def _fill(self) -> None:
-        """Send what is queued, as fast as the socket drains; files last."""
-        while self.ch.out_bytes < OUT_BUFFER and self.m.ours != lv.CLOSED:
-            if self._out:
-                head = self._out[0]
-                frame = next(head, None)
-                if frame is None:
-                    self._out.popleft()
-                else:
-                    self._send(frame)
-                continue
-            if self._serving is None:
-                if not self._files or self.m.ours != lv.OPEN:
-                    return
-                self._serving = self._serve(self._files.popleft())
-            frame = next(self._serving, None)
-            if frame is None:
-                self._serving = None
-            else:
-                self._send(frame)
+        self.sent(1)
 
     # --- what the peer sent ---------------------------------------------------------
 
-    def _events(self) -> None:
-        m = self.m
-        want_before = len(self._want)
-        while (event := m.next_event()) is not None:
-            self.stats.frames_received = m.frames_in
-            match event:
-                case lv.FileChunk(data=data):
-                    if self._incoming is not None:
-                        assert self._sd is not None
-                        self._sd.append(self._incoming, data)
-                case lv.FileStart(record=rec):
-                    self._begin_file(rec)
-                case lv.FileDone(record=rec):
-                    self._end_file(rec)
-                case lv.Records(records=recs):
-                    self._records(recs)
-                case lv.Authenticated():
-                    self._authenticated()
-                case lv.Requested(paths=paths):
-                    self._files.extend(paths)
-                case lv.FileRefused(path=path, reason=why):
-                    self._drop_incoming()
-                    log.warning("not receiving %s from %s: %s", path, self.label, why)
-                    self._resolved(path)
-                case lv.Skipped(path=path, reason=why):
-                    log.info("%s did not send %s: %s", self.label, path, why)
-                    self._resolved(path)
-                case lv.IndexEnd(ident=ident, reply=reply):
-                    self._index_end(ident, reply)
-                case lv.Acked(ident=ident):
-                    self._acked(ident)
-                case lv.PeersChanged(nodes=nodes):
-                    self._peers_changed(nodes)
-                case lv.Bye(reason=why):
-                    if why == DUPLICATE:
-                        self.duplicate = True
-                    else:
-                        log.info("link with %s closed by the peer: %s", self.label, why)
-        if self._retry and self.m.peers != lv.IN_FILE:
-            self._look_again()
-        if len(self._want) != want_before or self._want:
-            self._request_wanted()
+    def on_event(self, event: lv.Event) -> None:
+        self.stats.frames_received = self.m.frames_in
+        match event:
+            case lv.FileChunk(data=data):
+                if self._incoming is not None:
+                    assert self._sd is not None
+                    self._sd.append(self._incoming, data)
+            case lv.FileStart(record=rec):
+                self._begin_file(rec)
+            case lv.FileDone(record=rec):
+                self._end_file(rec)
+            case lv.Records(records=recs):
+                self._records(recs)
+            case lv.Authenticated():
+                self._authenticated()
+            case lv.Requested(paths=paths):
+                if self._open():  # (what the peer asks after we closed needs no answer)
+                    for path in paths:
+                        self.out.put_bulk(self._serve(path))
+            case lv.FileRefused(path=path, reason=why):
+                self._drop_incoming()
+                log.warning("not receiving %s from %s: %s", path, self.label, why)
+                self._resolved(path)
+            case lv.Skipped(path=path, reason=why):
+                log.info("%s did not send %s: %s", self.label, path, why)
+                self._resolved(path)
+            case lv.IndexEnd(ident=ident, reply=reply):
+                self._index_end(ident, reply)
+            case lv.Acked(ident=ident):
+                self._acked(ident)
+            case lv.PeersChanged(nodes=nodes):
+                self._peers_changed(nodes)
+            case lv.RolesChanged(roles=roles):
+                self.peer_roles = roles
+            case lv.Bye(reason=why):
+                if why == DUPLICATE:
+                    self.duplicate = True
+                else:
+                    log.info("link with %s closed by the peer: %s", self.label, why)
 
     def _authenticated(self) -> None:
         if not self.mesh.register(self):
@@ -601,8 +582,8 @@ class Link:
                  "encrypted" if self.ctx.cipher.encrypted else "PLAIN")  # fmt: skip
         records = self.mesh.local.records()
         self._tell(list(records.values()), initial=True)
-        self._out.append(_later(self.m.index_end, 0, False))
-        self._out.append(_later(self.m.peers_frame, self.mesh.nodes()))
+        self.out.put(later(self.m.index_end, 0, False))
+        self.out.put(later(self.m.peers_frame, self.mesh.nodes()))
 
     def _records(self, recs: tuple[Record, ...]) -> None:
         now = time.time()
@@ -641,7 +622,7 @@ class Link:
             return
         fresh = [p for p in self._want if not self.m.is_pending(p)]
         if fresh:
-            self._out.append(self.m.request(fresh))
+            self.out.put(self.m.request(fresh))
 
     def _begin_file(self, rec: Record) -> None:
         self._want.pop(rec.path, None)
@@ -752,7 +733,7 @@ class Link:
             changed = self.mesh.local.rescan(None)
             self.mesh.broadcast(changed, None)
             self._tell(list(self.mesh.local.records().values()), initial=True)
-            self._out.append(_later(self.m.index_end, ident, False))
+            self.out.put(later(self.m.index_end, ident, False))
         # ours, when it answers a reconcile we started; else the peer's, to ACK
         self._acks.append((ident, self._outstanding(), ident in self._waiters and not reply))
         self._check_acks()
@@ -773,7 +754,7 @@ class Link:
                 self._waiters[ident][1] = True
                 self._done_waiter(ident)
             elif self.m.ours == lv.OPEN:
-                self._out.append(_later(self.m.ack, ident))
+                self.out.put(later(self.m.ack, ident))
         self._acks = still
 
     def _acked(self, ident: int) -> None:
@@ -807,7 +788,7 @@ class Link:
         self._waiters[ident] = [False, False, event, box]
         # the caller rescanned the tree once for all links (Daemon.request_sync)
         self._tell(list(self.mesh.local.records().values()), initial=True)
-        self._out.append(_later(self.m.index_end, ident, True))
+        self.out.put(later(self.m.index_end, ident, True))
 
     # --- what other threads posted ------------------------------------------------------
 
@@ -820,9 +801,12 @@ class Link:
                         self._changes(records, source)
                 case ("peers", nodes):
                     if self._open():
-                        self._out.append(_later(self.m.peers_frame, nodes - {self.peer_node}))
+                        self.out.put(later(self.m.peers_frame, nodes - {self.peer_node}))
                 case ("reconcile", waiter):
                     self._start_reconcile(waiter)
+                case ("vrrp", table):  # this router's VRRP roles, as they are now
+                    if self._open():
+                        self.out.put(later(self.m.vrrp_frame, table()))
                 case ("close", reason):
                     self._closing = self._closing or reason
 
@@ -849,7 +833,7 @@ class Link:
         if not initial:
             self.stats.updates_sent += len(fresh)
             self.stats.last_sent = time.time()
-        self._out.append(self.m.state(fresh))
+        self.out.put(self.m.state(fresh))
 
     def _peers_changed(self, nodes: frozenset[str]) -> None:
         lost = self.peer_links - nodes
@@ -863,6 +847,8 @@ class Link:
     # --- serving files ----------------------------------------------------------------------
 
     def _serve(self, path: str) -> Iterator[bytes]:
+        """A file the peer asked for, read a chunk at a time as its frames
+        leave (the version here when its turn comes), or SKIP."""
         rec = self.mesh.local.get(path)
         m = self.m
         if not m.is_serving(path):
@@ -870,41 +856,27 @@ class Link:
         if rec is None or rec.deleted or not m.accept(path):
             yield m.skip(path, "not a file this node has")
             return
-        if rec.size > self.ctx.max_file_size:
-            log.warning("not sending %s: too large (%d bytes, max_file_size %d)",
-                        path, rec.size, self.ctx.max_file_size)  # fmt: skip
-            yield m.skip(path, "too large")
-            return
         sd = SyncDir(self.ctx.root)
         try:
-            try:
-                f, st = sd.open_read(path)
-            except (OSError, UnsafePath) as exc:
-                yield m.skip(path, f"cannot be read: {getattr(exc, 'strerror', None) or exc}")
-                return
-            with f:
-                why = yield from file_frames(m, f, m.file_start(rec, st.st_mode))
-            if why is None:
-                self.stats.files_sent += 1
-                self.told[path] = version(rec)
-                assert rec.hash is not None  # sent, so live
-                self.mesh.local.mark_sent(path, rec.hash)
-            else:
-                log.info("not sending %s to %s: %s", path, self.label, why)
+            start = partial(m.file_start, rec)
+            got = yield from file_out(m, sd, rec, start, self.ctx.max_file_size)
         finally:
             sd.close()
+        if got is None:
+            self.stats.files_sent += 1
+            self.told[path] = version(rec)
+            assert rec.hash is not None  # sent, so live
+            self.mesh.local.mark_sent(path, rec.hash)
+        elif got.started:
+            log.info("not sending %s to %s: %s", path, self.label, got.why)
+        else:
+            yield m.skip(path, got.why)
 
 
 def _why(exc: Exception) -> str:
     if isinstance(exc, OSError) and not isinstance(exc, PeerClosed):
         return f"local I/O error: {exc.strerror or exc}"
     return str(exc) or type(exc).__name__
-
-
-def _later(make: Callable[..., bytes], *args) -> Iterator[bytes]:
-    """One frame, made (sealed) when its turn to be sent comes: frames are
-    sealed in the order they leave."""
-    yield make(*args)
 
 
 def _socketpair():

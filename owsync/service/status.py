@@ -15,6 +15,7 @@ from collections import deque
 
 from .. import __version__
 from .versions_view import recent_conflicts
+from .vrrp import roles_view
 
 HISTORY = 50  # sessions kept for "recent activity"
 MAX_PATHS = 20  # paths kept per session and per kind (arrived, removed)
@@ -118,6 +119,8 @@ def peer_view(worker, mesh=None) -> dict:
         "source": worker.peer.source,
         "state": "connected" if link is not None else worker.state,
         "live": link_view(link) if link is not None else None,
+        # its VRRP roles, as it tells them over the live link
+        "vrrp": roles_view(link.peer_roles) if link is not None and link.peer_roles else None,
         "last_success": time.time() if link else worker.last_success,
         # a live link's "attempt" is its last full reconcile (what "Sync now" asks for)
         "last_attempt": (link.stats.last_reconcile or link.stats.since)
@@ -152,6 +155,7 @@ def snapshot(d) -> dict:
     mesh = getattr(d, "mesh", None)  # the live links (a daemon of this release has them)
     cfg = d.cfg
     watcher = getattr(d, "watcher", None)
+    roles = getattr(d, "vrrp_roles", None)
     return {
         "version": __version__,
         "pid": os.getpid(),
@@ -167,6 +171,8 @@ def snapshot(d) -> dict:
         "files": files,
         "tombstones": tombstones,
         "node": mesh.node_id if mesh is not None else None,
+        # this router's role per VRRP instance, as keepalived reported it
+        "vrrp": roles.view() if roles is not None else {},
         "peers": [peer_view(w, mesh) for w in list(d.workers.values())],
         "history": d.history.entries(),
         "conflicts": _conflicts(cfg),

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 HERE = os.path.dirname(os.path.abspath(__file__))
 TYPES = {"AUTH": 1, "STATE": 2, "REQUEST": 4, "FILE": 6, "CHUNK": 7, "FILE_END": 8,
          "ERROR": 10, "INDEX_END": 12, "SKIP": 13, "ACK": 14, "PEERS": 15, "PING": 16,
-         "REKEY": 17, "BYE": 18}  # fmt: skip
+         "REKEY": 17, "BYE": 18, "VRRP": 19}  # fmt: skip
 
 
 def fixed(label: str, n: int = 32) -> bytes:
@@ -126,6 +126,11 @@ def file_header(path: str, data: bytes, mtime: int) -> bytes:
 # Each direction's frames in sending order: (type, plaintext body).  REKEY is
 # the last frame under the first key; what follows it is sealed under the
 # next one, its counter back at 0.
+# Each router's role in its VRRP instances (VRRP frames: the whole table,
+# instance names in ascending order as owsync sends them).
+VRRP_I = {"VI_LAN": {"role": "MASTER", "since": 1795599980}}
+VRRP_R = {"VI_LAN": {"role": "BACKUP", "since": 1795599981},
+          "VI_WAN": {"role": "FAULT", "since": 1795599982}}  # fmt: skip
 BYE_I = "stopping"
 BYE_R = "a link between these nodes exists already"
 STREAMS = {
@@ -134,6 +139,7 @@ STREAMS = {
         ("STATE", body([record(*FIREWALL), record(*NETWORK_GONE)])),
         ("INDEX_END", body({"id": 0, "reply": False})),
         ("PEERS", body({"nodes": sorted([NODE_R, NODE_C])})),
+        ("VRRP", body({"instances": VRRP_I})),
         ("REQUEST", body(["dhcp", "system"])),
         ("FILE", file_header(*FIREWALL)),
         ("CHUNK", FIREWALL[1]),
@@ -148,6 +154,7 @@ STREAMS = {
         ("STATE", body([record(*DHCP), record(*SYSTEM)])),
         ("INDEX_END", body({"id": 0, "reply": False})),
         ("PEERS", body({"nodes": [NODE_I]})),
+        ("VRRP", body({"instances": VRRP_R})),
         ("REQUEST", body(["firewall"])),
         ("FILE", file_header(*DHCP)),
         ("CHUNK", DHCP[1][:DHCP_CUT]),
@@ -208,6 +215,8 @@ def main() -> None:
             p: {"content": None if d is None else d.hex(), "record": record(p, d, m)}
             for p, d, m in (FIREWALL, NETWORK_GONE, DHCP, SYSTEM)
         },
+        "vrrp_i": VRRP_I,
+        "vrrp_r": VRRP_R,
         "bye_i": BYE_I,
         "bye_r": BYE_R,
         "frames": frames(),

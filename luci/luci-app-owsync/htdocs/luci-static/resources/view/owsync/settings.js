@@ -157,6 +157,7 @@ return view.extend({
 		s.tab('advanced', _('Advanced'));
 
 		o = s.taboption('general', form.Flag, 'enabled', _('Enabled'));
+		o.default = '1';
 		o.rmempty = false;
 
 		o = s.taboption('general', form.DynamicList, 'peer', _('Peers'),
@@ -183,20 +184,21 @@ return view.extend({
 
 		o = s.taboption('filters', form.Flag, 'reload_services', _('Reload services'),
 			_('Reload the services whose configuration arrived (dnsmasq when dhcp arrives), as reload_config does. On by default when the synced directory is /etc/config.'));
+		o.default = '1';
 		o.rmempty = true;
 
 		o = s.taboption('advanced', form.Value, 'port', _('Port'), _('TCP port to listen on and to reach the peers.'));
-		o.datatype = 'port';
+		o.datatype = 'and(uinteger,range(1,65535))';
 		o.placeholder = '4321';
 
 		o = s.taboption('advanced', form.Value, 'host', _('Bind address'),
 			_('"::" listens on IPv4 and IPv6, "0.0.0.0" on IPv4 only.'));
-		o.datatype = 'ipaddr';
+		o.datatype = 'host';
 		o.placeholder = '::';
 
 		o = s.taboption('advanced', form.Value, 'poll_interval', _('Poll interval'),
 			_('Seconds between full syncs with every peer, a safety net behind the immediate pushes.'));
-		o.datatype = 'uinteger';
+		o.datatype = 'and(uinteger,range(1,2147483647))';
 		o.placeholder = '60';
 
 		o = s.taboption('advanced', form.ListValue, 'min_protocol', _('Minimum protocol'),
