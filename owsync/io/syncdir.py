@@ -188,9 +188,10 @@ class SyncDir:
         # descriptor, so taken once, not fstat'ed at every check
         self._ids: dict[str, tuple[int, int]] = {}
         self._dirty: set[str] = set()  # directories whose entries changed
-        # temp names: a random stem per SyncDir and a counter (not a getrandom
-        # per file); O_EXCL catches the rare name left by an earlier run
-        self._tmp_stem = f"{TMP_PREFIX}{os.urandom(6).hex()}-"
+        # temp names: a random stem per SyncDir (drawn at its first temp file)
+        # and a counter, not a getrandom per file; O_EXCL catches the rare
+        # name left by an earlier run
+        self._tmp_stem = ""
         self._tmp_seq = itertools.count(1)  # next() is atomic: live links share one
 
     def close(self) -> None:
@@ -313,6 +314,8 @@ class SyncDir:
             # a new file's rename refuses to replace what got there (commit)
             self._check_unchanged(dfd, name, path, expect)
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        if not self._tmp_stem:
+            self._tmp_stem = f"{TMP_PREFIX}{os.urandom(6).hex()}-"
         while True:
             tmp = f"{self._tmp_stem}{next(self._tmp_seq):x}{TMP_SUFFIX}"
             faults.point("syncdir.create.temp")

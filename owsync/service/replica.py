@@ -265,7 +265,8 @@ class Replica:
         self.pending_replacing = self.pending_replacing_bytes = 0
         if not batch:
             return
-        if self.store is not None:
+        # (a batch of new files replaces nothing: no save of the store before it)
+        if self.store is not None and any(s.expect is not None for s, _ in batch):
             for _, record in batch:
                 self.keep_local(record.path, "replaced", result)
             self.store.save(self.now_ms(), collect=False)  # durable before anything is replaced
