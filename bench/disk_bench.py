@@ -17,6 +17,10 @@ the `connect` command (median of --repeat fresh runs) for this owsync and,
 with OWSYNC_C_BIN, for the C owsync 1.2.0, in one run.  1.2.0 never fsyncs;
 owsync writes every received file durably before it is renamed into place and
 makes the renames durable before the database records them.
+
+owsync runs byte-compiled, as installed (a bytecode cache of the bench's own,
+written by an untimed warm-up run; --no-bytecode: compiled at every start),
+and the source tree is read before each run, so that it is in the page cache.
 """
 
 from __future__ import annotations
