@@ -15,6 +15,7 @@ import struct
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from conftest import (
@@ -30,6 +31,7 @@ from conftest import (
 
 from owsync.core import protocol
 from owsync.core.crypto import AesGcmCipher, fingerprint
+from owsync.service.daemon import STOP_WAIT
 
 
 @pytest.fixture
@@ -352,6 +354,47 @@ def test_sigterm_mid_transfer_leaves_no_partial_file(daemons):
     assert not [p for p in b.dir.rglob("*")]  # no temp file either
     if b.db.exists():
         json.loads(b.db.read_text())
+
+
+def _term_timeout() -> int:
+    """procd's term_timeout, as the init script sets it."""
+    root = Path(__file__).resolve().parents[1]
+    init = (root / "openwrt/owsync/files/etc/init.d/owsync").read_text()
+    return int(re.search(r"^\s*procd_set_param term_timeout (\d+)$", init, re.M)[1])
+
+
+def test_the_slowest_stop_ends_cleanly_within_procds_term_timeout(daemons):
+    """The worst case of a stop: SIGTERM while a peer worker sits in a connect
+    to a peer that never answers (its SYNs dropped: a full listen backlog).
+    The daemon waits for it as long as it may (STOP_WAIT), then says it
+    stopped and exits 0, inside the term_timeout the init script gives
+    procd (after which procd would SIGKILL it)."""
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(0)
+    filled = []
+    while True:  # fill the backlog: later SYNs are dropped, connect() hangs
+        c = socket.socket()
+        c.settimeout(0.5)
+        try:
+            c.connect(hole.getsockname())
+        except OSError:
+            c.close()
+            break
+        filled.append(c)
+    a = daemons("a")
+    a.configure([f"127.0.0.1:{hole.getsockname()[1]}"])
+    a.start()
+    assert wait_for(lambda: "listening on" in a.text(), 10), a.text()
+    start = time.monotonic()
+    a.proc.send_signal(signal.SIGTERM)
+    assert a.proc.wait(30) == 0
+    took = time.monotonic() - start
+    print(f"stop took {took:.2f} s, STOP_WAIT {STOP_WAIT} s, term_timeout {_term_timeout()} s")
+    assert a.text().rstrip().endswith("stopped"), a.text()
+    assert took < _term_timeout() and _term_timeout() >= STOP_WAIT + 2
+    for c in (*filled, hole):
+        c.close()
 
 
 def test_daemon_entirely_from_options(daemons, tmp_path):

@@ -85,6 +85,8 @@ def test_the_admins_day_with_the_init_script(router):
     assert wait_for(lambda: running_pid(r) is not None), logread(r)
     inst = instances(r)
     assert [i["command"] for i in inst.values()] == [["/usr/bin/owsync", "daemon"]]
+    # procd waits as long as the daemon's slowest stop before a SIGKILL (5 s by default)
+    assert [i["term_timeout"] for i in inst.values()] == [15]
     assert wait_for(lambda: status(r) is not None, 20), logread(r)
     st = status(r)
     assert st["pid"] == running_pid(r) and st["encryption"] is True

@@ -46,6 +46,10 @@ BUSY_RETRIES = 5  # quick retries of a session that met a busy directory, before
 INCOMING_LOCK_TIMEOUT = 0.5  # short: every wait-for cycle between nodes passes through one
 OUTGOING_LOCK_TIMEOUT = 30.0
 RESTORE_LOCK_TIMEOUT = 5.0  # a restore asked on ubus waits no longer for a session to end
+# A stop waits this long at most for the peer workers (one may be in a connect
+# of net.CONNECT_TIMEOUT to an unreachable peer), the incoming sessions and a
+# live step to end cleanly; the init script's term_timeout allows for it.
+STOP_WAIT = 10.0
 
 
 class FrontEnd(Protocol):
@@ -601,7 +605,7 @@ class Daemon:
         for w in list(self.workers.values()):
             with w.cond:
                 w.cond.notify()
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + STOP_WAIT
         for w in list(self.workers.values()):
             w.join(max(0.0, deadline - time.monotonic()))
         # incoming sessions notice `stopping` within half a second; wait for them
