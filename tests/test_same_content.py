@@ -13,10 +13,11 @@ and two live-linked daemons, on loopback, with real files.
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 
 import pytest
-from conftest import DaemonNode, Node, store_versions, tracked, wait_for
+from conftest import KEY, DaemonNode, Node, c_bin, store_versions, tracked, wait_for
 
 SAME = {"network": "config interface lan\n", "firewall": "config zone lan\n"}
 
@@ -65,6 +66,31 @@ def test_files_alike_at_the_first_session_are_no_conflict_later(tmp_path, max_pr
         assert wait_for(lambda: kept(a).get("dhcp") == "replaced"), kept(a)
     finally:
         a.stop()
+
+
+@pytest.mark.skipif(c_bin() is None, reason="needs OWSYNC_C_BIN (owsync 1.2.0)")
+def test_files_alike_with_a_1_2_0_peer_are_no_conflict_later(nodes, tmp_path):
+    """owsync 1.2.0 connects to our listener; alike at first, then it writes."""
+    py = nodes("py")
+    cdir = tmp_path / "c"
+    now = time.time()
+    for d, age in ((py.dir, 7200), (cdir, 3600)):
+        d.mkdir(exist_ok=True)
+        (d / "network").write_text(SAME["network"])
+        os.utime(d / "network", (now - age, now - age))
+    py.listen()
+    env = {**os.environ, "OWSYNC_KEY": KEY}
+    args = [c_bin(), "connect", "127.0.0.1", "-P", str(py.port), "-d", str(cdir),
+            "-b", str(tmp_path / "c.db"), "-i", "*"]  # fmt: skip
+    r = subprocess.run(args, env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "ok: received 0, sent 0" in py.wait_log("ok: received"), py.log.read_text()
+    (cdir / "network").write_text("config interface lan\n\toption proto static\n")
+    r = subprocess.run(args, env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    log = py.wait_log("ok: received 1")
+    assert "ok: received 1" in log and "conflict" not in log, log
+    assert kept(py) == {"network": "replaced"}
 
 
 def test_a_real_concurrent_write_after_alike_files_is_still_a_conflict(nodes):
