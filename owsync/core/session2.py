@@ -512,6 +512,7 @@ class Session2(FileSender):
             part = make_plan(self._local, batch, self.accept)
             self._plan.deletions += part.deletions
             self._plan.requests += part.requests
+            self._plan.same += part.same
             if part.requests:
                 by_path = {r.path: r for r in batch}
                 for p in part.requests:

@@ -84,6 +84,9 @@ class Exchange(Driver[Event]):
                                 " max_file_size %d)", rec.path, result.peer, rec.size,
                                 self.ctx.max_file_size)  # fmt: skip
                 apply_deletions(replica, plan.deletions, result)
+                # the peer holds these as we do: a write made here is not
+                # pending any more (a later write of the peer's is no conflict)
+                replica.sent.extend(plan.same)
                 self.out.put(m.request(plan))
             case s2.PeerRequest(paths=paths):
                 self.out.put(self._serve(paths))
