@@ -26,6 +26,7 @@ from owsync.core.session2 import (
     FileStart,
     PeerAuth,
     PeerEnd,
+    PeerError,
     PeerRequest,
     PeerState,
     Session2,
@@ -781,3 +782,26 @@ def test_the_machine_takes_any_mutation_of_a_valid_session(muts, plain):
         return
     event("complete")
     assert p.node.m.complete and p.node.written in ({}, {"new": b"hello"})  # {}: given up
+
+
+@pytest.mark.parametrize(
+    ("reason", "retry"),
+    [
+        ("another session is using the sync directory", True),
+        ("another session holds /var/lib/owsync/owsync.db", True),
+        ("the peer is shutting down", True),
+        ("unexpected STATE from the peer where AUTH was due", False),
+        ("local I/O error on the peer: No space left on device", False),
+    ],
+)
+def test_an_error_before_the_state_is_a_retry_only_when_the_peer_was_busy(reason, retry):
+    a, b = pair()
+    (a_auth,), (b_auth,) = a.out, b.out  # each side's AUTH
+    a.m.receive_data(b_auth)
+    assert isinstance(a.m.next_event(), PeerAuth)
+    b.m.receive_data(a_auth)
+    assert isinstance(b.m.next_event(), PeerAuth)
+    a.m.receive_data(b.m.error(reason))
+    with pytest.raises(PeerError, match=reason):
+        a.m.next_event()
+    assert a.m.stopped_before_state is retry

@@ -177,6 +177,11 @@ TRANSITIONS: dict[tuple[int, int], str] = {
         for where in (AUTHING, STATING, REQUESTING, FILING, IN_FILE, ENDED)
     },  # fmt: skip
 }
+# What a peer's ERROR before its state says when it only could not sync just
+# then (its directory busy with another session, or shutting down): worth a
+# quick retry.  Any other reason (a frame it could not accept, say) is a failure.
+RETRY_REASONS = ("another session ", "the peer is shutting down")
+
 _STAGE = ["AUTH", "STATE", "REQUEST", "FILE or END", "DONE", "nothing"]
 
 
@@ -277,6 +282,7 @@ class Session2(FileSender):
         self._failed: str | None = None
         self.ours = self.peers = AUTHING  # each stream's stage
         self.gave_up_at: int | None = None  # the peer's stage when its ERROR came
+        self.gave_up_because = ""  # and the reason it gave
         self._started = False
         self._requested = False
         # ours
@@ -393,9 +399,12 @@ class Session2(FileSender):
 
     @property
     def stopped_before_state(self) -> bool:
-        """The peer stopped (ERROR, or hung up) after its AUTH, before any of
-        its state: what a peer whose directory is busy does."""
-        return (self.peers if self.gave_up_at is None else self.gave_up_at) == STATING
+        """The peer stopped after its AUTH, before any of its state, as a peer
+        whose directory is busy does: it hung up, or its ERROR gave one of
+        RETRY_REASONS (not a complaint about what we sent)."""
+        if self.gave_up_at is None:
+            return self.peers == STATING
+        return self.gave_up_at == STATING and self.gave_up_because.startswith(RETRY_REASONS)
 
     @property
     def missing(self) -> set[str]:
@@ -492,7 +501,8 @@ class Session2(FileSender):
 
     def _on_error(self, f: Frame) -> Event:
         self.gave_up_at, self.peers = self.peers, CLOSED
-        raise PeerError(f"the peer gave the session up: {decode_error(f.body)}")
+        self.gave_up_because = decode_error(f.body)
+        raise PeerError(f"the peer gave the session up: {self.gave_up_because}")
 
     def _state(self, f: Frame) -> PeerState | None:
         if self._local is None:

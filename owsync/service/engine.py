@@ -120,7 +120,9 @@ def run_session(
     if result.ok:
         if log_ok:  # `connect` prints its own summary line instead
             log.info("sync with %s ok: %s", result.peer, result.summary())
-    elif result.busy or result.error == "stopped":  # contention, retried; our own stop
+    elif log_ok and (result.busy or result.error == "stopped"):
+        # contention, which a daemon retries; our own stop.  (`connect`, which
+        # passes log_ok=False, retries nothing: there a busy peer is its failure.)
         log.info("sync with %s not now: %s", result.peer, result.error)
     else:
         log.error("sync with %s failed: %s", result.peer, result.error)
