@@ -39,6 +39,45 @@ def fingerprint(key: bytes) -> str:
     return ":".join(h[i : i + 4] for i in range(0, 16, 4))
 
 
+class _BytesOnly:
+    """An AEAD of a cryptography release (before 39) that takes only bytes: it
+    is handed copies of the memoryviews and bytearrays the framing passes."""
+
+    __slots__ = ("_aead",)
+
+    def __init__(self, aead) -> None:
+        self._aead = aead
+
+    def encrypt(self, nonce, data, associated):
+        return self._aead.encrypt(bytes(nonce), bytes(data), _bytes(associated))
+
+    def decrypt(self, nonce, data, associated):
+        return self._aead.decrypt(bytes(nonce), bytes(data), _bytes(associated))
+
+
+def _bytes(b):
+    return None if b is None else bytes(b)
+
+
+_BUFFERS_OK: bool | None = None  # whether this cryptography's AEADs take any buffer
+
+
+def aesgcm(key: bytes):
+    """AES-256-GCM of ``key`` that takes bytes, bytearrays and memoryviews."""
+    # lazy: plain mode and the CLI's other commands do not load cryptography
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    global _BUFFERS_OK
+    aead = AESGCM(key)
+    if _BUFFERS_OK is None:
+        try:
+            aead.encrypt(bytes(NONCE), memoryview(b""), memoryview(b""))
+            _BUFFERS_OK = True
+        except TypeError:
+            _BUFFERS_OK = False
+    return aead if _BUFFERS_OK else _BytesOnly(aead)
+
+
 class PlainCipher:
     encrypted = False
     key = None
@@ -54,15 +93,11 @@ class AesGcmCipher:
     encrypted = True
 
     def __init__(self, key: bytes) -> None:
-        # Imported here so that plain mode and the CLI's other commands do not
-        # pay for loading the cryptography package.
-        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
         if len(key) != 32:
             raise ValueError("AES-256-GCM needs a 32-byte key")
         self._key = key
         self.key = key  # protocol v2 derives its session keys from it
-        self._aead = AESGCM(key)
+        self._aead = aesgcm(key)
         self.fingerprint = fingerprint(key)
 
     def seal_parts(self, parts: Iterable[bytes]) -> list[bytes]:
@@ -75,7 +110,7 @@ class AesGcmCipher:
         if isinstance(parts, list) and sum(len(p) for p in parts) <= STREAM_OVER:
             plaintext = parts[0] if len(parts) == 1 else b"".join(parts)
             return [nonce, self._aead.encrypt(nonce, plaintext, None)]
-        # lazy: as in __init__
+        # lazy: as in aesgcm
         from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
         enc = Cipher(algorithms.AES(self._key), modes.GCM(nonce)).encryptor()
@@ -85,7 +120,7 @@ class AesGcmCipher:
         return out
 
     def open(self, payload: bytes) -> bytes:
-        from cryptography.exceptions import InvalidTag  # lazy: as in __init__
+        from cryptography.exceptions import InvalidTag  # lazy: as in aesgcm
 
         if len(payload) < NONCE + TAG:
             raise AuthError("frame too short to be encrypted")

@@ -34,6 +34,7 @@ from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
 from . import protocol
+from .crypto import aesgcm
 from .protocol import ProtocolError, record_from_wire
 from .state import Record
 
@@ -234,11 +235,9 @@ def frame_nonce(counter: int) -> bytes:
 def _aead(key: bytes | None):
     if key is None:
         return None
-    from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # lazy: as in derive_keys
-
     if len(key) != 32:
         raise ValueError("AES-256-GCM needs a 32-byte key")
-    return AESGCM(key)
+    return aesgcm(key)
 
 
 # --- framing ----------------------------------------------------------------
