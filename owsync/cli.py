@@ -120,8 +120,15 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
+def _formatter(prog: str) -> argparse.HelpFormatter:
+    # a fixed width: HelpFormatter's own asks shutil for the terminal's, which
+    # loads shutil, bz2 and lzma (some 1.5 MiB) into the daemon; owsync prints
+    # its own usage, never argparse's
+    return argparse.HelpFormatter(prog, width=80)
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="owsync", add_help=False, allow_abbrev=False)
+    p = _Parser(prog="owsync", add_help=False, allow_abbrev=False, formatter_class=_formatter)
     p.add_argument("command", nargs="?")
     p.add_argument("args", nargs="*")
     p.add_argument("-c", "--config")
