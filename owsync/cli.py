@@ -328,6 +328,21 @@ def cmd_listen(opts, args) -> int:
     return 0
 
 
+def _one_malloc_arena() -> None:
+    """glibc gives each thread that allocates an arena of its own (up to 8 a
+    core), 0.1-0.3 MiB resident each in a daemon whose threads mostly wait
+    and take turns under the GIL anyway: one arena serves them all (1 MiB
+    less RSS).  musl, OpenWrt's libc, has no per-thread arenas; an explicit
+    MALLOC_ARENA_MAX is left as it is."""
+    if "MALLOC_ARENA_MAX" in os.environ:
+        return
+    import ctypes  # lazy, for memory: the daemon loads it anyway, the other commands need not
+
+    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
+    if mallopt is not None:
+        mallopt(-8, 1)  # M_ARENA_MAX, before any thread starts
+
+
 def cmd_daemon(opts, args) -> int:
     """Run the daemon in the foreground, always: supervisors (procd, systemd)
     track the process they started.  As in 1.2.0, -f adds stderr to the log.
@@ -343,6 +358,7 @@ def cmd_daemon(opts, args) -> int:
 
     if args:
         raise UsageError("daemon takes no arguments")
+    _one_malloc_arena()
     to_stderr = logsetup.setup(
         2, stderr=opts.foreground or opts.no_syslog, syslog=not opts.no_syslog
     )
