@@ -7,8 +7,9 @@ Three daemons on loopback, encrypted, each listing the other two as peers
 directory like /etc/config (--files UCI files of 0.2-8 KiB), the others start
 empty.  Start-up is the time from spawning the first daemon until its socket
 listens; it then syncs the directory to both peers (and, for this owsync,
-brings both live links up), sits idle --idle seconds, and its VmRSS, RssAnon
-and RssFile are read from /proc/PID/status, with its thread count.
+brings both live links up), sits idle --idle seconds (10: past the heap
+trim the daemon makes 5 s after its start), and its VmRSS, RssAnon and
+RssFile are read from /proc/PID/status, with its thread count.
 
 The same is done with owsync 1.2.0 when OWSYNC_C_BIN names its binary
 (`source /tmp/ext/env.sh`), and for a bare interpreter (`python3 -c pass` for
@@ -196,7 +197,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--python", default=None, help="the interpreter (default: see the docstring)")
     ap.add_argument("--files", type=int, default=30)
-    ap.add_argument("--idle", type=float, default=5.0)
+    ap.add_argument("--idle", type=float, default=10.0)
     ap.add_argument("--timeout", type=float, default=60.0)
     ap.add_argument("--json", action="store_true", help="print the figures as JSON")
     opts = ap.parse_args()

@@ -27,6 +27,7 @@ from ..core.filters import Filter
 from ..core.peer import Peer
 from ..core.state import Record
 from ..io import database, net
+from ..io.heap import release_free_heap
 from . import log as logsetup
 from . import status
 from .config import Config, ConfigError
@@ -46,6 +47,7 @@ BUSY_RETRIES = 5  # quick retries of a session that met a busy directory, before
 INCOMING_LOCK_TIMEOUT = 0.5  # short: every wait-for cycle between nodes passes through one
 OUTGOING_LOCK_TIMEOUT = 30.0
 RESTORE_LOCK_TIMEOUT = 5.0  # a restore asked on ubus waits no longer for a session to end
+HEAP_SETTLE = 5.0  # seconds after start when the start-up's freed heap goes back (io/heap.py)
 
 
 class FrontEnd(Protocol):
@@ -572,9 +574,16 @@ class Daemon:
 
     def _poll(self) -> None:
         """The safety net: a full sync with every peer every poll_interval (a
-        full reconcile on a live link)."""
-        while not self.stopping.wait(self.cfg.poll_interval):
+        full reconcile on a live link).  Once the start's syncs are over, and
+        before each poll, the heap freed since goes back to the system."""
+        if self.stopping.wait(min(HEAP_SETTLE, self.cfg.poll_interval)):
+            return
+        release_free_heap()  # the start-up's and the initial syncs'
+        wait = max(0.0, self.cfg.poll_interval - HEAP_SETTLE)
+        while not self.stopping.wait(wait):
+            release_free_heap()  # the last round's
             self.request_sync(reconcile=True)  # rescans first when a link reconciles
+            wait = self.cfg.poll_interval
 
     def stop(self) -> None:
         assert self.serving is not None, "stop() before start()"
