@@ -33,6 +33,7 @@ _SIZE = ctypes.c_size_t
 
 # name: (restype, argtypes)
 _FUNCTIONS = {
+    "ERR_clear_error": (None, []),
     "EVP_aes_256_gcm": (_P, []),
     "EVP_CIPHER_CTX_new": (_P, []),
     "EVP_CIPHER_CTX_free": (None, [_P]),
@@ -101,8 +102,11 @@ class _Buf:
 
 
 class Lib:
-    """The libcrypto functions owsync calls."""
+    """The libcrypto functions owsync calls.  A call that fails clears the
+    thread's OpenSSL error queue, so that nothing stale is left there for
+    hashlib or cryptography to find."""
 
+    ERR_clear_error: Callable[..., Any]
     EVP_aes_256_gcm: Callable[..., Any]
     EVP_CIPHER_CTX_new: Callable[..., Any]
     EVP_CIPHER_CTX_free: Callable[..., Any]
@@ -203,6 +207,7 @@ class Lib:
             n = ctypes.c_int(0)
             scratch = ctypes.create_string_buffer(16)
             if self.EVP_DecryptFinal_ex(ctx, scratch, ctypes.byref(n)) != 1:
+                self.ERR_clear_error()
                 raise InvalidTag
             return out.raw[:done] if size else b""
         finally:
@@ -216,6 +221,7 @@ class Lib:
         new = self.EVP_PKEY_new_raw_private_key if private else self.EVP_PKEY_new_raw_public_key
         key = new(_X25519, None, raw, 32)
         if not key:
+            self.ERR_clear_error()
             raise ValueError("not an X25519 key")
         return key
 
@@ -240,10 +246,12 @@ class Lib:
             if not ctx or self.EVP_PKEY_derive_init(ctx) != 1:
                 raise OpenSSLError("EVP_PKEY_derive_init")
             if self.EVP_PKEY_derive_set_peer(ctx, peer) != 1:
+                self.ERR_clear_error()
                 raise ValueError("the peer's X25519 key is refused")
             out = ctypes.create_string_buffer(32)
             n = _SIZE(32)
             if self.EVP_PKEY_derive(ctx, out, ctypes.byref(n)) != 1 or n.value != 32:
+                self.ERR_clear_error()
                 raise ValueError("X25519 derivation failed (a low-order key?)")
             return out.raw
         finally:
@@ -286,7 +294,7 @@ class Sealer:
             self._ctx = None
 
     def __del__(self) -> None:  # a sealing abandoned midway
-        if self._ctx:
+        if getattr(self, "_ctx", None):
             self._lib.EVP_CIPHER_CTX_free(self._ctx)
 
 
