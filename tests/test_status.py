@@ -7,6 +7,9 @@ from __future__ import annotations
 import time
 from types import SimpleNamespace
 
+import pytest
+from conftest import DaemonNode, tracked, wait_for
+
 from owsync.cli import format_status
 from owsync.core.peer import Peer
 from owsync.service import status
@@ -40,7 +43,7 @@ def test_a_peer_row_says_which_protocol_its_last_session_spoke():
 
 def test_history_entries_carry_the_protocol():
     h = status.SessionHistory()
-    h.add(result(protocol=1), "incoming", [], now=1.0)
+    h.add(result(protocol=1), "incoming", [], now=1.0)  # named by incoming_name already
     h.add(result(peer="10.0.0.3", protocol=2), "outgoing", [], now=2.0)
     h.add(result(peer="10.0.0.4", ok=False, protocol=None), "outgoing", [], now=3.0)
     assert [(e["peer"], e["protocol"]) for e in h.entries()] == [
@@ -99,3 +102,76 @@ def test_owsync_status_text_states_a_minimum_protocol_of_2():
         p.pop("protocol", None)
     text = format_status(old)
     assert "minimum protocol" not in text and "v1" not in text and "v2" not in text
+
+
+def _legacy_shape(st: dict) -> dict:
+    """The fields of owsync 1.2.0's rpcd plugin and their JSON types."""
+    return {
+        "status": st["status"],
+        "pid": type(st["pid"]),
+        "enabled": st["enabled"],
+        "uptime": type(st["uptime"]),
+        "database": sorted(st["database"]),
+        "config": sorted(st["config"]),
+    }
+
+
+@pytest.fixture
+def daemons(tmp_path):
+    yield from tracked(tmp_path, DaemonNode)
+
+
+def test_status_carries_the_fields_of_owsync_1_2_0s_plugin(daemons):
+    """`ubus call owsync status` of 1.2.0's package (an rpcd shell plugin) gave
+    status, pid, enabled, uptime, database{path,last_modified} and
+    config{encryption_enabled,peer_count,sync_dir}: a real daemon's status has
+    them, with the values 1.2.0's plugin would have found."""
+    a, b = daemons("a"), daemons("b")
+    a.configure([b.addr, "127.0.0.1:9"])
+    b.configure([a.addr])
+    b.conf.write_text(
+        "".join(x for x in b.conf.read_text().splitlines(True) if "encryption_key" not in x)
+        + "plain_mode=1\n"
+    )
+    a.start()
+    st = a.status()
+    assert _legacy_shape(st) == {
+        "status": "RUNNING", "pid": int, "enabled": True, "uptime": int,
+        "database": ["last_modified", "path"],
+        "config": ["encryption_enabled", "peer_count", "sync_dir"],
+    }  # fmt: skip
+    assert st["pid"] == a.proc.pid and st["uptime"] >= 0
+    assert st["database"]["path"] == str(a.db)
+    assert st["config"] == {"encryption_enabled": True, "peer_count": 2, "sync_dir": str(a.dir)}
+    (a.dir / "dhcp").write_text("config dnsmasq\n")
+    assert wait_for(lambda: a.db.exists() and a.status()["database"]["last_modified"] > 0, 10)
+    assert a.status()["database"]["last_modified"] == int(a.db.stat().st_mtime)
+    b.start()
+    assert b.status()["config"] == {"encryption_enabled": False, "peer_count": 1,
+                                    "sync_dir": str(b.dir)}  # fmt: skip
+
+
+def test_an_incoming_peer_is_named_as_configured_never_by_its_ephemeral_port():
+    peers = [Peer("192.168.1.2", None, None, "192.168.1.2"),
+             Peer("10.0.0.5", 4400, "10.0.0.1", "10.0.0.5:4400,10.0.0.1"),
+             Peer("127.0.0.1", 5001, None, "127.0.0.1:5001"),
+             Peer("127.0.0.1", 5002, None, "127.0.0.1:5002"),
+             Peer("fe80::2", None, None, "fe80::2")]  # fmt: skip
+
+    def name(label, port=None):
+        return status.incoming_name(label, peers, 4321, port)
+
+    # one configured peer at that address: the one it is, as written (1.2.0 says no port)
+    assert name("192.168.1.2:58481") == "192.168.1.2"
+    assert name("10.0.0.5:40000") == "10.0.0.5:4400,10.0.0.1"
+    assert name("[fe80::0:2]:40000") == "fe80::2"  # the same address, written otherwise
+    # several at one address: the port its live offer says tells them apart
+    assert name("127.0.0.1:58481") == "127.0.0.1"
+    assert name("127.0.0.1:58481", 5002) == "127.0.0.1:5002"
+    # a port that none of them listens on is none of them (a peer without a port: ours)
+    assert name("192.168.1.2:58481", 4321) == "192.168.1.2"
+    assert name("192.168.1.2:58481", 4999) == "192.168.1.2"
+    assert status.match_peer("192.168.1.2:58481", peers, 4321, 4999) is None
+    assert status.match_peer("192.168.1.2:58481", peers, 4321, 4321) is peers[0]
+    # not configured: its address alone
+    assert name("192.168.1.9:58481") == "192.168.1.9" and name("[::1]:5") == "::1"

@@ -48,6 +48,10 @@ INCOMING_LOCK_TIMEOUT = 0.5  # short: every wait-for cycle between nodes passes 
 OUTGOING_LOCK_TIMEOUT = 30.0
 RESTORE_LOCK_TIMEOUT = 5.0  # a restore asked on ubus waits no longer for a session to end
 HEAP_SETTLE = 5.0  # seconds after start when the start-up's freed heap goes back (io/heap.py)
+# A stop waits this long at most for the peer workers (one may be in a connect
+# of net.CONNECT_TIMEOUT to an unreachable peer), the incoming sessions and a
+# live step to end cleanly; the init script's term_timeout allows for it.
+STOP_WAIT = 10.0
 
 
 class FrontEnd(Protocol):
@@ -194,6 +198,12 @@ class PeerWorker(threading.Thread):
             box.append(result)
             event.set()
 
+    def linked(self) -> None:
+        """A live link with this peer came up (this worker's or the peer's): the
+        peer is not failing, whatever the attempts before it counted."""
+        with self.cond:
+            self.failures = self.busy_streak = 0
+
     def take_waiters(self) -> list[tuple[threading.Event, list]]:
         """The syncs waited for, queued or taken by the attempt under way: a
         live link that has come up answers them with a reconcile."""
@@ -257,6 +267,8 @@ class Daemon:
             versions=cfg.versions_limits(),
             min_protocol=cfg.min_protocol,
             live=self.mesh if live else None,
+            peers=cfg.peers,
+            port=cfg.port,
         )
 
     clock = staticmethod(time.time)
@@ -333,6 +345,8 @@ class Daemon:
                 self._after_session(result, "incoming")
             return
         self._after_session(result, "incoming")
+        if result.busy:
+            self._sync_back(label)
         if result.ok and (result.received or result.deleted):
             self.session_changed(result)
         elif result.local_changes:
@@ -342,6 +356,15 @@ class Daemon:
             # (its source port is ephemeral), so all are told; for the sender
             # that is a session with nothing to do
             self.request_sync()
+
+    def _sync_back(self, label: str) -> None:
+        """An incoming session refused because the directory was busy: what the
+        peer had for us comes over in a session of ours, soon.  owsync 1.2.0
+        tries again only once it finds another change of its own."""
+        host = status.host_of(label)
+        for w in self.workers.values():
+            if w.peer.host == host and not (w.node and self.mesh.link_for(w.node)):
+                w.request()
 
     def _applied(self, result: SessionResult, direction: str) -> None:
         """A live link put a batch of a peer's files in place (or the peer
@@ -353,21 +376,17 @@ class Daemon:
 
     def _link_up(self, link) -> None:
         """Which configured peer a new live link serves: the one it was made
-        for, or (incoming) the only peer at its address.  It hears this
-        router's VRRP roles, if keepalived told of any."""
+        for, or (incoming) the one at its address listening where it says.  It
+        hears this router's VRRP roles, if keepalived told of any."""
         if self.vrrp_roles.table():
             link.post(("vrrp", self.vrrp_roles.table))
-        workers = list(self.workers.values())
-        if link.initiator:
-            mine = [w for w in workers if str(w.peer) == link.label]
-        else:  # the peer's address, and the port it says it listens on
-            host = status.host_of(link.label)
-            mine = [w for w in workers if w.peer.host == host]
-            if len(mine) > 1 and link.peer_port is not None:
-                mine = [w for w in mine if (w.peer.port or self.cfg.port) == link.peer_port]
+        # an incoming link's label names the configured peer it is, if any
+        # (status.incoming_name: its address and the port its offer says)
+        mine = [w for w in list(self.workers.values()) if str(w.peer) == link.label]
         if len(mine) == 1:
             w = mine[0]
             w.node = link.peer_node
+            w.linked()
             link.known_as(str(w.peer))
             waiters = w.take_waiters()  # asked for while the link was being made
             if waiters:
@@ -595,7 +614,7 @@ class Daemon:
         for w in list(self.workers.values()):
             with w.cond:
                 w.cond.notify()
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + STOP_WAIT
         for w in list(self.workers.values()):
             w.join(max(0.0, deadline - time.monotonic()))
         # incoming sessions notice `stopping` within half a second; wait for them

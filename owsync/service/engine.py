@@ -29,7 +29,7 @@ from ..io.transport import Channel, PeerClosed, PeerTimeout, Stopped
 from .context import Context, SessionResult
 from .exchange import Exchange, check_time
 from .replica import Replica
-from .status import host_of
+from .status import incoming_name
 
 log = logging.getLogger("owsync")
 
@@ -58,6 +58,9 @@ def run_session(
 ) -> SessionResult:
     """Run one session on a connected socket; never raises for session errors.
 
+    ``peer`` is the address it is connected to (an incoming one: see
+    _name_incoming).
+
     ``on_hello`` is called once the peer's Hello has been accepted.  The
     ``initiator`` (the side that connected) waits, after the last message,
     for the peer to hang up, so that when it returns both sides are done.
@@ -68,11 +71,11 @@ def run_session(
         sock, ctx.cipher, frame_limit(ctx.max_file_size), ctx.idle_timeout, ctx.should_stop
     )
     replica = Replica(ctx)
-    if not initiator:  # an incoming peer's port is ephemeral: its address names it
-        replica.peer_label = host_of(peer)
+    if not initiator:
+        _name_incoming(result, replica, ctx, peer, None)
     machine = Session(replica.accepts, ctx.max_file_size)
     try:
-        link = _drive(ch, ctx, replica, machine, result, on_hello, initiator)
+        link = _drive(ch, ctx, replica, machine, result, on_hello, initiator, peer)
         if link is not None:
             ch.close()
             return _link_ended(link, result, start)
@@ -102,7 +105,7 @@ def run_session(
         where = f" {exc.filename}" if exc.filename else ""
         result.error = f"local I/O error{where}: {exc.strerror or exc}"
     except Exception as exc:  # a defect; keep serving other peers
-        log.exception("session with %s failed unexpectedly", peer)
+        log.exception("session with %s failed unexpectedly", result.peer)
         result.error = f"internal error: {exc!r}"
     finally:
         try:
@@ -116,10 +119,24 @@ def run_session(
         result.local_changes = replica.local_changes
     if result.ok:
         if log_ok:  # `connect` prints its own summary line instead
-            log.info("sync with %s ok: %s", peer, result.summary())
+            log.info("sync with %s ok: %s", result.peer, result.summary())
+    elif result.busy or result.error == "stopped":  # contention, retried; our own stop
+        log.info("sync with %s not now: %s", result.peer, result.error)
     else:
-        log.error("sync with %s failed: %s", peer, result.error)
+        log.error("sync with %s failed: %s", result.peer, result.error)
     return result
+
+
+def _name_incoming(result: SessionResult, replica: Replica, ctx: Context, address: str,
+                   port: int | None) -> None:  # fmt: skip
+    """An incoming peer's port is ephemeral: kept versions name it by its
+    address, and a daemon (it has configured peers) names it everywhere as
+    the configured peer it is (status.incoming_name; ``port``: where the peer
+    says it listens).  ``listen`` keeps the port in its log lines, which tell
+    its concurrent sessions apart."""
+    replica.peer_label = incoming_name(address, ctx.peers, ctx.port, port)
+    if ctx.peers:
+        result.peer = replica.peer_label
 
 
 def _link_ended(link, result: SessionResult, start: float) -> SessionResult:
@@ -142,9 +159,11 @@ def _link_ended(link, result: SessionResult, start: float) -> SessionResult:
     return result
 
 
-def _drive(ch, ctx: Context, replica: Replica, machine: Session, result, on_hello, initiator):
+def _drive(ch, ctx: Context, replica: Replica, machine: Session, result, on_hello, initiator,
+           address: str):  # fmt: skip
     """The Hellos, then the exchange of v1 or v2; a daemon's live link instead
-    when both offer one (returned, ended: the session's replica is unused)."""
+    when both offer one (returned, ended: the session's replica is unused).
+    An incoming peer whose offer says where it listens is named anew by it."""
     if initiator and ctx.live is None:
         # The side that connected takes its directory before saying Hello: the
         # peer takes its own only on our Hello, so this wait holds nothing of
@@ -177,6 +196,8 @@ def _drive(ch, ctx: Context, replica: Replica, machine: Session, result, on_hell
     offer = live.peer_live(peer_fields) if v2 and ctx.live is not None else None
     result.live = offer is not None
     result.node = offer.node if offer is not None else None
+    if not initiator and offer is not None and offer.port is not None:
+        _name_incoming(result, replica, ctx, address, offer.port)
     why = protocol2.min_protocol_error(ctx.min_protocol, v2, hello.hostname or "the peer")
     if why is not None:
         # 1.2.0 does not ignore SIGPIPE: hung up on while it writes its state,

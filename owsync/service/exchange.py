@@ -74,9 +74,13 @@ class Exchange(Driver[Event]):
                 replica.end_file(rec, result)
             case s2.PeerAuth():
                 self.out.put(m.state(replica.open()))
-            case s2.PeerState(plan=plan, too_large=too_large):
+            case s2.PeerState(plan=plan, too_large=too_large, withheld=withheld):
                 for rec in too_large:
                     log.warning("not receiving %s from %s: too large (%d bytes,"
+                                " max_file_size %d)", rec.path, result.peer, rec.size,
+                                self.ctx.max_file_size)  # fmt: skip
+                for rec in withheld:
+                    log.warning("not sending %s to %s: too large (%d bytes,"
                                 " max_file_size %d)", rec.path, result.peer, rec.size,
                                 self.ctx.max_file_size)  # fmt: skip
                 apply_deletions(replica, plan.deletions, result)
