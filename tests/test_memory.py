@@ -38,8 +38,9 @@ DENIED = {
     "shutil": "argparse's terminal width; with bz2 and lzma",
     "bz2": "shutil",
     "lzma": "shutil",
-    "ipaddress": "one bind_host check",
+    "ipaddress": "one bind_host check, one peer address comparison",
     "encodings.idna": "getaddrinfo of a str host",
+    "random": "three retry jitters",
     "email": "cryptography 38's backend",
     "urllib": "cryptography 38's backend",
 }
