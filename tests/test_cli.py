@@ -133,7 +133,7 @@ def test_min_protocol_from_the_file_and_the_option_reaches_every_context(tmp_pat
     conf.write_text(f"sync_dir={tmp_path}\nplain_mode=1\npeer=127.0.0.1\nmin_protocol=2\n")
 
     def config(*args):
-        return cli.build_config(cli._parser().parse_intermixed_args(["listen", *args]))
+        return cli.build_config(cli.parse_args(["listen", *args]))
 
     assert config().min_protocol == 1
     assert config("-c", str(conf)).min_protocol == 2
@@ -146,3 +146,40 @@ def test_min_protocol_from_the_file_and_the_option_reaches_every_context(tmp_pat
     conf.write_text(f"sync_dir={tmp_path}\nplain_mode=1\nmin_protocol=3\n")
     with pytest.raises(ConfigError, match=f"^{conf}:3: bad value for min_protocol: '3'"):
         config("-c", str(conf))
+
+
+@pytest.mark.parametrize(
+    "args, line",
+    [
+        (["status", "--bogus"], "unrecognized arguments: --bogus"),
+        (["status", "-x"], "unrecognized arguments: -x"),
+        (["daemon", "-c"], "argument -c/--config: expected one argument"),
+        (["listen", "-P", "--json"], "argument -P/--port: expected one argument"),
+        (["status", "--json=1"], "argument --json: ignored explicit argument '1'"),
+        (["listen", "-Px"], "bad value for --port: 'x'"),
+        (["listen", "--port=-1"], "bad value for --port: '-1'"),
+    ],
+)
+def test_a_bad_command_line_is_one_line_and_exit_2(args, line):
+    r = run(*args)
+    assert r.returncode == 2, r
+    assert r.stdout == ""
+    assert r.stderr.startswith("owsync: error: ") and line in r.stderr, r.stderr
+    assert r.stderr.count("\n") == 1, r.stderr
+
+
+def test_options_spelled_every_way_parse_alike(tmp_path):
+    from owsync import cli
+
+    d = str(tmp_path)
+    ways = [
+        ["scan", d, "-i", "*.conf", "-e", "x", "-fv"],
+        ["-f", "-v", "scan", "--include=*.conf", d, "--exclude", "x"],
+        ["scan", "-i*.conf", "-e=x", "-vf", "--", d],
+    ]
+    got = [vars(cli.parse_args(w)) for w in ways]
+    for g in got:
+        assert g["command"] == "scan" and g["args"] == [d]
+        assert g["include"] == ["*.conf"] and g["exclude"] == ["x"]
+        assert g["foreground"] and g["verbose"]
+    assert got[0] == got[1] == got[2]

@@ -95,9 +95,7 @@ def test_every_setting_reads_the_same_from_the_file_uci_and_the_command_line(tmp
         if s.uci:
             assert getattr(config_from_section({s.uci: value}, "owsync.main"), s.attr) == from_file
         if s.flags:
-            opts = cli._parser().parse_intermixed_args(
-                ["listen", s.flags[-1]] + ([] if s.kind == BOOL else [value])
-            )
+            opts = cli.parse_args(["listen", s.flags[-1]] + ([] if s.kind == BOOL else [value]))
             assert getattr(cli.build_config(opts), s.attr) == from_file, s.attr
 
 
@@ -128,7 +126,7 @@ def test_a_bad_value_is_one_error_naming_the_place_the_setting_and_the_range():
                     f"/c/owsync: bad value for owsync.main.{s.uci}: {shown} ("
                 )
             if s.flags and s.kind != BOOL:
-                opts = cli._parser().parse_intermixed_args(["listen", s.flags[-1], bad])
+                opts = cli.parse_args(["listen", s.flags[-1], bad])
                 with pytest.raises(cli.UsageError, match=re.escape(s.expected())):
                     cli.build_config(opts)
 
@@ -380,12 +378,12 @@ def help_entries() -> dict[str, str]:
 def test_help_names_every_option_and_tells_each_settings_true_default(tmp_path):
     entries = help_entries()
     documented = {flag for flags in entries for flag in flags.split(", ")}
-    parser_flags = {o for a in cli._parser()._actions for o in a.option_strings}
+    parser_flags = {name for o in cli._options() for name in o.names}
     # every option parsed is documented (--debug is 1.2.0's alias of -v; --json
     # and --wait are in the usage lines of the commands that take them)
     assert parser_flags - documented == {"--debug", "--json", "--wait"}
     assert documented <= parser_flags
-    no_options = cli.build_config(cli._parser().parse_intermixed_args(["listen"]))
+    no_options = cli.build_config(cli.parse_args(["listen"]))
     for s in SETTINGS:
         if not s.flags:
             continue

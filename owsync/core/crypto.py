@@ -39,6 +39,140 @@ def fingerprint(key: bytes) -> str:
     return ":".join(h[i : i + 4] for i in range(0, 16, 4))
 
 
+class _BytesOnly:
+    """An AEAD of a cryptography release (before 39) that takes only bytes: it
+    is handed copies of the memoryviews and bytearrays the framing passes."""
+
+    __slots__ = ("_aead",)
+
+    def __init__(self, aead) -> None:
+        self._aead = aead
+
+    def encrypt(self, nonce, data, associated):
+        return self._aead.encrypt(bytes(nonce), bytes(data), _bytes(associated))
+
+    def decrypt(self, nonce, data, associated):
+        return self._aead.decrypt(bytes(nonce), bytes(data), _bytes(associated))
+
+
+def _bytes(b):
+    return None if b is None else bytes(b)
+
+
+_BUFFERS_OK: bool | None = None  # whether this cryptography's AEADs take any buffer
+
+
+def _libcrypto():
+    """The system libcrypto through ctypes (owsync.core.ossl), or None: then
+    the cryptography package serves."""
+    # lazy, for memory: ctypes is not worth its import for the CLI's other commands
+    from . import ossl
+
+    return ossl.load()
+
+
+def aesgcm(key: bytes):
+    """AES-256-GCM of ``key`` that takes bytes, bytearrays and memoryviews;
+    its ``decrypt`` raises :func:`invalid_tag`'s exception."""
+    lib = _libcrypto()
+    if lib is not None:
+        from .ossl import AESGCM as OsslAESGCM  # loaded by _libcrypto already
+
+        return OsslAESGCM(lib, key)
+    # lazy: plain mode and the CLI's other commands do not load cryptography
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    global _BUFFERS_OK
+    aead = AESGCM(key)
+    if _BUFFERS_OK is None:
+        try:
+            aead.encrypt(bytes(NONCE), memoryview(b""), memoryview(b""))
+            _BUFFERS_OK = True
+        except TypeError:
+            _BUFFERS_OK = False
+    return aead if _BUFFERS_OK else _BytesOnly(aead)
+
+
+def invalid_tag() -> type[Exception]:
+    """What an :func:`aesgcm`'s decrypt raises for a payload that does not authenticate."""
+    if _libcrypto() is not None:
+        from .ossl import InvalidTag as OsslInvalidTag  # loaded by _libcrypto already
+
+        return OsslInvalidTag
+    from cryptography.exceptions import InvalidTag  # lazy: as in aesgcm
+
+    return InvalidTag
+
+
+class _CryptographySealer:
+    """cryptography's streaming GCM encryptor, as ossl.Sealer is called."""
+
+    def __init__(self, key: bytes, nonce: bytes) -> None:
+        from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes  # as aesgcm
+
+        self._enc = Cipher(algorithms.AES(key), modes.GCM(nonce)).encryptor()
+
+    def update(self, piece) -> bytes:
+        return self._enc.update(piece)
+
+    def finish(self) -> bytes:
+        return self._enc.finalize() + self._enc.tag
+
+
+def gcm_sealer(key: bytes, nonce: bytes):
+    """AES-256-GCM sealing piece by piece: ``update(piece)``, then ``finish()``
+    for what remains and the tag."""
+    lib = _libcrypto()
+    if lib is not None:
+        from .ossl import Sealer  # loaded by _libcrypto already
+
+        return Sealer(lib, key, nonce)
+    return _CryptographySealer(key, nonce)
+
+
+def hkdf_sha256(ikm: bytes, salt: bytes | None, info: bytes, length: int) -> bytes:
+    """HKDF-SHA256 (RFC 5869); ``salt`` None is a zero salt, as cryptography's."""
+    import hashlib  # lazy: as in fingerprint
+    import hmac
+
+    if not 0 < length <= 255 * 32:
+        raise ValueError("HKDF-SHA256 gives 1 to 8160 bytes")
+    prk = hmac.digest(salt or bytes(32), ikm, hashlib.sha256)
+    out, block = b"", b""
+    for i in range(1, -(-length // 32) + 1):
+        block = hmac.digest(prk, block + info + bytes((i,)), hashlib.sha256)
+        out += block
+    return out[:length]
+
+
+def x25519_public(secret: bytes) -> bytes:
+    """The public key of a 32-byte X25519 secret."""
+    lib = _libcrypto()
+    if lib is not None:
+        return lib.x25519_public(secret)
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey  # as aesgcm
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    key = X25519PrivateKey.from_private_bytes(secret)
+    return key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+def x25519_shared(secret: bytes, peer_public: bytes) -> bytes:
+    """The X25519 shared secret; ValueError where the peer's key is refused
+    (the caller also refuses an all-zero result: a low-order key)."""
+    lib = _libcrypto()
+    if lib is not None:
+        return lib.x25519_shared(secret, peer_public)
+    from cryptography.hazmat.primitives.asymmetric.x25519 import (  # lazy: as in aesgcm
+        X25519PrivateKey,
+        X25519PublicKey,
+    )
+
+    return X25519PrivateKey.from_private_bytes(secret).exchange(
+        X25519PublicKey.from_public_bytes(peer_public)
+    )
+
+
 class PlainCipher:
     encrypted = False
     key = None
@@ -54,15 +188,12 @@ class AesGcmCipher:
     encrypted = True
 
     def __init__(self, key: bytes) -> None:
-        # Imported here so that plain mode and the CLI's other commands do not
-        # pay for loading the cryptography package.
-        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
         if len(key) != 32:
             raise ValueError("AES-256-GCM needs a 32-byte key")
         self._key = key
         self.key = key  # protocol v2 derives its session keys from it
-        self._aead = AESGCM(key)
+        self._aead = aesgcm(key)
+        self._invalid_tag = invalid_tag()
         self.fingerprint = fingerprint(key)
 
     def seal_parts(self, parts: Iterable[bytes]) -> list[bytes]:
@@ -75,24 +206,20 @@ class AesGcmCipher:
         if isinstance(parts, list) and sum(len(p) for p in parts) <= STREAM_OVER:
             plaintext = parts[0] if len(parts) == 1 else b"".join(parts)
             return [nonce, self._aead.encrypt(nonce, plaintext, None)]
-        # lazy: as in __init__
-        from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-
-        enc = Cipher(algorithms.AES(self._key), modes.GCM(nonce)).encryptor()
-        out = [nonce, *(enc.update(p) for p in parts)]
-        out.append(enc.finalize())
-        out.append(enc.tag)
+        sealer = gcm_sealer(self._key, nonce)
+        out = [nonce, *(sealer.update(p) for p in parts)]
+        out.append(sealer.finish())
         return out
 
     def open(self, payload: bytes) -> bytes:
-        from cryptography.exceptions import InvalidTag  # lazy: as in __init__
-
         if len(payload) < NONCE + TAG:
             raise AuthError("frame too short to be encrypted")
         view = memoryview(payload)  # no copy of a large frame's body
         try:
+            if hasattr(self._aead, "open_sealed"):  # libcrypto's: reads a bytes payload in place
+                return self._aead.open_sealed(payload)
             return self._aead.decrypt(view[:NONCE], view[NONCE:], None)
-        except InvalidTag:
+        except self._invalid_tag:
             raise AuthError("decryption failed: wrong key, or the peer is in plain mode") from None
 
 

@@ -24,6 +24,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import NamedTuple
 
+from . import crypto
 from .protocol import ProtocolError
 from .protocol2 import (
     ACK,
@@ -162,24 +163,13 @@ def _is_hex(s: str) -> bool:
 
 def x25519_public(secret: bytes) -> bytes:
     """The public key of a 32-byte X25519 secret."""
-    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-
-    key = X25519PrivateKey.from_private_bytes(secret)
-    return key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    return crypto.x25519_public(secret)
 
 
 def x25519_shared(secret: bytes, peer_public: bytes) -> bytes:
     """The X25519 shared secret; ProtocolError for a low-order peer key (all zero)."""
-    from cryptography.hazmat.primitives.asymmetric.x25519 import (
-        X25519PrivateKey,
-        X25519PublicKey,
-    )
-
     try:
-        shared = X25519PrivateKey.from_private_bytes(secret).exchange(
-            X25519PublicKey.from_public_bytes(peer_public)
-        )
+        shared = crypto.x25519_shared(secret, peer_public)
     except ValueError:
         raise ProtocolError("the peer's X25519 key is of low order") from None
     if not any(shared):
@@ -192,14 +182,9 @@ def derive_link_keys(
 ) -> tuple[bytes, bytes]:
     """(k_i2r, k_r2i) = HKDF-SHA256(PSK || X25519 shared secret, salt nonce_i ||
     nonce_r, info "owsync live keys" || T)."""
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-
     if len(psk) != 32 or len(shared) != 32:
         raise ValueError("the pre-shared key and the shared secret have 32 bytes each")
-    okm = HKDF(
-        algorithm=hashes.SHA256(), length=64, salt=nonce_i + nonce_r, info=LIVE_INFO + t
-    ).derive(psk + shared)
+    okm = crypto.hkdf_sha256(psk + shared, nonce_i + nonce_r, LIVE_INFO + t, 64)
     return okm[:32], okm[32:]
 
 

@@ -34,6 +34,7 @@ from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
 from . import protocol
+from .crypto import aesgcm, hkdf_sha256, invalid_tag
 from .protocol import ProtocolError, record_from_wire
 from .state import Record
 
@@ -194,15 +195,9 @@ def transcript(initiator_hello: bytes, responder_hello: bytes) -> bytes:
 
 def derive_keys(psk: bytes, nonce_i: bytes, nonce_r: bytes, t: bytes) -> tuple[bytes, bytes]:
     """(k_i2r, k_r2i): HKDF-SHA256 of the PSK, salted with both nonces, bound to T."""
-    # lazy: plain mode and the CLI's other commands do not load cryptography
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-
     if len(psk) != 32:
         raise ValueError("the pre-shared key has 32 bytes")
-    okm = HKDF(
-        algorithm=hashes.SHA256(), length=64, salt=nonce_i + nonce_r, info=KEY_INFO + t
-    ).derive(psk)
+    okm = hkdf_sha256(psk, nonce_i + nonce_r, KEY_INFO + t, 64)
     return okm[:32], okm[32:]
 
 
@@ -234,11 +229,9 @@ def frame_nonce(counter: int) -> bytes:
 def _aead(key: bytes | None):
     if key is None:
         return None
-    from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # lazy: as in derive_keys
-
     if len(key) != 32:
         raise ValueError("AES-256-GCM needs a 32-byte key")
-    return AESGCM(key)
+    return aesgcm(key)
 
 
 # --- framing ----------------------------------------------------------------
@@ -266,10 +259,7 @@ def next_key(key: bytes | None) -> bytes | None:
     sealed before cannot be opened with what a later leak reveals."""
     if key is None:
         return None
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=REKEY_INFO).derive(key)
+    return hkdf_sha256(key, None, REKEY_INFO, 32)
 
 
 Frame = namedtuple("Frame", "type body")
@@ -329,9 +319,7 @@ class FrameReader:
         self._aead = _aead(key)
         self._over = TAG if self._aead is not None else 0
         if self._aead is not None:
-            from cryptography.exceptions import InvalidTag  # lazy: as in derive_keys
-
-            self._invalid_tag = InvalidTag
+            self._invalid_tag = invalid_tag()
         self._buf = bytearray()
         self.counter = 0  # frames accepted
         self.ended = False  # END accepted: only DONE or ERROR may follow

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import random
 import signal
 import threading
 import time
@@ -27,6 +26,7 @@ from ..core.filters import Filter
 from ..core.peer import Peer
 from ..core.state import Record
 from ..io import database, net
+from ..io.heap import release_free_heap
 from . import log as logsetup
 from . import status
 from .config import Config, ConfigError
@@ -46,10 +46,17 @@ BUSY_RETRIES = 5  # quick retries of a session that met a busy directory, before
 INCOMING_LOCK_TIMEOUT = 0.5  # short: every wait-for cycle between nodes passes through one
 OUTGOING_LOCK_TIMEOUT = 30.0
 RESTORE_LOCK_TIMEOUT = 5.0  # a restore asked on ubus waits no longer for a session to end
+HEAP_SETTLE = 5.0  # seconds after start when the start-up's freed heap goes back (io/heap.py)
 # A stop waits this long at most for the peer workers (one may be in a connect
 # of net.CONNECT_TIMEOUT to an unreachable peer), the incoming sessions and a
 # live step to end cleanly; the init script's term_timeout allows for it.
 STOP_WAIT = 10.0
+
+
+def _uniform(lo: float, hi: float) -> float:
+    """A jitter in [lo, hi) from os.urandom: the random module (with _sha512
+    and bisect) is not worth 0.1 MiB of every daemon for three draws."""
+    return lo + (hi - lo) * int.from_bytes(os.urandom(7), "big") / (1 << 56)
 
 
 class FrontEnd(Protocol):
@@ -71,7 +78,7 @@ def _reconciled(peer: str, box: list) -> SessionResult:
 def backoff_delay(failures: int) -> float:
     """Exponential backoff, capped, with jitter (50-100% of the step)."""
     step = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** max(0, failures - 1))
-    return step * random.uniform(0.5, 1.0)
+    return step * _uniform(0.5, 1.0)
 
 
 class PeerWorker(threading.Thread):
@@ -149,7 +156,7 @@ class PeerWorker(threading.Thread):
                 elif result.busy and self.busy_streak < BUSY_RETRIES:
                     # contention, not a failing peer: try again shortly, with jitter
                     self.busy_streak += 1
-                    self.retry_at = time.monotonic() + random.uniform(0.1, 0.5) * self.busy_streak
+                    self.retry_at = time.monotonic() + _uniform(0.1, 0.5) * self.busy_streak
                     self.pending = True
                     self.state = "backing off"
                 else:
@@ -185,7 +192,7 @@ class PeerWorker(threading.Thread):
                 self.failures = self.busy_streak = 0
                 if result.was_up:
                     self.last_success = time.time()
-                self.retry_at = time.monotonic() + random.uniform(0.2, 1.0)
+                self.retry_at = time.monotonic() + _uniform(0.2, 1.0)
             else:
                 self.last = result
                 self.failures += 1
@@ -591,9 +598,16 @@ class Daemon:
 
     def _poll(self) -> None:
         """The safety net: a full sync with every peer every poll_interval (a
-        full reconcile on a live link)."""
-        while not self.stopping.wait(self.cfg.poll_interval):
+        full reconcile on a live link).  Once the start's syncs are over, and
+        before each poll, the heap freed since goes back to the system."""
+        if self.stopping.wait(min(HEAP_SETTLE, self.cfg.poll_interval)):
+            return
+        release_free_heap()  # the start-up's and the initial syncs'
+        wait = max(0.0, self.cfg.poll_interval - HEAP_SETTLE)
+        while not self.stopping.wait(wait):
+            release_free_heap()  # the last round's
             self.request_sync(reconcile=True)  # rescans first when a link reconciles
+            wait = self.cfg.poll_interval
 
     def stop(self) -> None:
         assert self.serving is not None, "stop() before start()"

@@ -24,7 +24,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from functools import partial
 
 from ..core import live as lv
@@ -240,23 +239,28 @@ def _changed(
 # --- the mesh ------------------------------------------------------------------
 
 
-@dataclass
 class LinkStats:
-    """A link's figures, for the status."""
+    """A link's figures, for the status (a plain class: dataclasses would load
+    inspect, ast and dis, some 2 MiB, into every daemon)."""
 
-    since: float = field(default_factory=time.time)
-    last_sent: float | None = None  # the last update (records) sent
-    last_received: float | None = None  # the last update received
-    frames_sent: int = 0
-    frames_received: int = 0
-    updates_sent: int = 0  # records sent after the first reconcile
-    updates_received: int = 0
-    files_sent: int = 0
-    files_received: int = 0
-    deleted: int = 0
-    bytes: int = 0
-    reconciles: int = 0
-    last_reconcile: float | None = None  # the last full reconcile that completed here
+    __slots__ = ("since", "last_sent", "last_received", "frames_sent", "frames_received",
+                 "updates_sent", "updates_received", "files_sent", "files_received", "deleted",
+                 "bytes", "reconciles", "last_reconcile")  # fmt: skip
+
+    def __init__(self) -> None:
+        self.since = time.time()
+        self.last_sent: float | None = None  # the last update (records) sent
+        self.last_received: float | None = None  # the last update received
+        self.frames_sent = 0
+        self.frames_received = 0
+        self.updates_sent = 0  # records sent after the first reconcile
+        self.updates_received = 0
+        self.files_sent = 0
+        self.files_received = 0
+        self.deleted = 0
+        self.bytes = 0
+        self.reconciles = 0
+        self.last_reconcile: float | None = None  # the last full reconcile that completed here
 
 
 class Mesh:

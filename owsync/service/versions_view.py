@@ -7,7 +7,6 @@ directory lock): see :func:`owsync.engine.restore`.
 
 from __future__ import annotations
 
-import difflib
 import time
 
 from ..io.syncdir import SyncDir, UnsafePath
@@ -40,6 +39,8 @@ def recent_conflicts(cfg, n: int = 10) -> list[dict]:
 
 def diff(cfg, version_id: int) -> dict:
     """A unified diff from a kept version to the current file (text files)."""
+    import difflib  # lazy, for memory: only a diff needs it, never an idle daemon
+
     store = open_store(cfg)
     v = store.find(version_id)
     if v is None:

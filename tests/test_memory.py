@@ -1,0 +1,126 @@
+"""An idle daemon's memory: its resident size, and what it has imported.
+
+Three encrypted daemons on loopback; the first holds 30 files like
+/etc/config and lists the other two, which are running, so that both its
+live links are up.  Once synced and past its first heap trim it must rest
+within OVER_BARE of a bare interpreter of the same python, and must never
+have imported a module of DENIED (read from -X importtime's report, which
+names every module the process imported, at any time, on its stderr),
+other than those the bare interpreter's start-up imports.
+
+The bound: issue 18 asks for at most 20 MiB on Debian 12's python3, which
+rests at 8 MiB bare, so 12 MiB of owsync's own, plus 1 MiB for what varies
+from run to run (file pages of libcrypto and libc touched or not, a
+thread's arena).  bench/memory_bench.py prints the figures.
+"""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import DaemonNode, base_env, tracked, wait_for
+
+from owsync.core import ossl
+from owsync.service.daemon import HEAP_SETTLE
+
+MIB = 1024
+OVER_BARE = 13 * MIB  # KiB
+
+# what an idle daemon has no use for, and what loaded it once
+DENIED = {
+    "difflib": "owsync diff only",
+    "dataclasses": "inspect, ast and dis with it: 2.6 MiB",
+    "inspect": "dataclasses, typing.get_type_hints",
+    "shutil": "argparse's terminal width; with bz2 and lzma",
+    "bz2": "shutil",
+    "lzma": "shutil",
+    "ipaddress": "one bind_host check, one peer address comparison",
+    "encodings.idna": "getaddrinfo of a str host",
+    "random": "three retry jitters",
+    "email": "cryptography 38's backend",
+    "urllib": "cryptography 38's backend",
+}
+
+
+@pytest.fixture
+def daemons(tmp_path):
+    yield from tracked(tmp_path, DaemonNode)
+
+
+def status_kib(pid: int) -> dict[str, int]:
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "RssAnon", "RssFile", "Threads"):
+            out[key] = int(value.split()[0])
+    return out
+
+
+def bare_rss() -> int:
+    """VmRSS (KiB) of this python at rest, nothing imported."""
+    code = "import sys; print(flush=True); sys.stdin.read()"  # says it is up, then waits
+    p = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE)  # fmt: skip
+    try:
+        p.stdout.readline()
+        return status_kib(p.pid)["VmRSS"]
+    finally:
+        p.stdin.close()
+        p.wait()
+        p.stdout.close()
+
+
+def etc_config(d: Path, n: int = 30) -> dict[str, bytes]:
+    rnd = random.Random(18)
+    files = {}
+    for i in range(n):
+        body = "".join(f"\nconfig sec '{i}_{k}'\n\toption o '{rnd.getrandbits(40):x}'\n"
+                       for k in range(rnd.randint(3, 120)))  # fmt: skip
+        files[f"conf{i:02d}"] = body.encode()
+        (d / f"conf{i:02d}").write_bytes(files[f"conf{i:02d}"])
+    return files
+
+
+def imported(log: str) -> set[str]:
+    """The modules -X importtime reported in ``log``."""
+    out = set()
+    for line in log.splitlines():
+        if line.startswith("import time:") and "|" in line:
+            out.add(line.rsplit("|", 1)[1].strip())
+    return out
+
+
+def test_idle_daemon_rss_and_imports(daemons):
+    a, b, c = daemons("a"), daemons("b"), daemons("c")
+    b.configure([a.addr, c.addr]).start()
+    c.configure([a.addr, b.addr]).start()
+    files = etc_config(a.dir)
+    a.configure([b.addr, c.addr])
+    a.start(env=dict(base_env(None), PYTHONPROFILEIMPORTTIME="1"))
+    assert wait_for(lambda: all(n.has(p, d) for n in (b, c) for p, d in files.items()), 30), (
+        a.text()
+    )
+    assert wait_for(lambda: all(p["state"] == "connected" for p in a.status()["peers"]), 30)
+    # past the first heap trim (HEAP_SETTLE seconds after start), with a second to spare
+    assert wait_for(lambda: a.status()["uptime"] >= HEAP_SETTLE + 1, HEAP_SETTLE + 10)
+    st, bare = status_kib(a.proc.pid), bare_rss()
+    figures = (f"idle RSS {st['VmRSS'] / MIB:.1f} MiB (anon {st['RssAnon'] / MIB:.1f}, file"
+               f" {st['RssFile'] / MIB:.1f}, {st['Threads']} threads); bare {sys.executable}"
+               f" {bare / MIB:.1f} MiB")  # fmt: skip
+    print(figures)
+    assert st["VmRSS"] <= bare + OVER_BARE, figures
+
+    mods = imported(a.text())
+    assert "owsync.service.daemon" in mods  # the report is there
+    # what this interpreter's own start-up imports (a venv's .pth files, say) is not ours
+    start = subprocess.run([sys.executable, "-X", "importtime", "-c", "pass"],
+                           capture_output=True, text=True, check=True)  # fmt: skip
+    mods -= imported(start.stderr)
+    denied = {m: DENIED[m] for m in mods if m in DENIED}
+    if ossl.load() is not None:  # libcrypto serves: cryptography is never loaded
+        denied.update({m: "libcrypto serves" for m in mods if m.startswith("cryptography")})
+    assert not denied, denied
