@@ -11,19 +11,67 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import NamedTuple
 
 from ..core.paths import is_hidden, path_problem
 from ..core.state import Record, deleted_by_peer, pending_deletion, received
 from ..io import database, scanner
 from ..io.syncdir import LocalChanged, Staged, SyncDir, UnsafePath, is_temp_name, signature
 from ..io.versions import VersionStore
-from .context import Context, SessionResult
+from .context import Context
 
 log = logging.getLogger("owsync")
 
 BATCH_BYTES = 8 * 1024 * 1024
 STALE_TEMP_AGE = 300.0  # seconds a temp file is left unwritten before it counts as stale
+
+
+class Applied(NamedTuple):
+    """What a step of the replica did to the directory (its return value)."""
+
+    changed: tuple[str, ...] = ()  # paths written or removed here, in order
+    removed: tuple[str, ...] = ()  # those of them removed (a peer's deletions)
+    conflicts: tuple[str, ...] = ()  # writes made here that lost to the peer's
+
+    @property
+    def received(self) -> int:
+        return len(self.changed) - len(self.removed)
+
+    @property
+    def deleted(self) -> int:
+        return len(self.removed)
+
+    def then(self, later: Applied) -> Applied:
+        """This step and a later one, as one."""
+        if later == NOTHING:
+            return self
+        return Applied(
+            self.changed + later.changed,
+            self.removed + later.removed,
+            self.conflicts + later.conflicts,
+        )
+
+
+NOTHING = Applied()
+
+
+class Tally:
+    """The sum of a replica's steps, kept by the one driver that runs them."""
+
+    def __init__(self) -> None:
+        self._changed: list[str] = []
+        self._removed: list[str] = []
+        self._conflicts: list[str] = []
+
+    def add(self, step: Applied) -> Applied:
+        self._changed += step.changed
+        self._removed += step.removed
+        self._conflicts += step.conflicts
+        return step
+
+    def total(self) -> Applied:
+        return Applied(tuple(self._changed), tuple(self._removed), tuple(self._conflicts))
 
 
 class Replica:
@@ -35,9 +83,12 @@ class Replica:
         syncdir: SyncDir | None = None,
         journal: bool = False,
         temps_older_than: float | None = None,
+        peer: str = "local",
     ) -> None:
         """``journal``: record changes in the database's journal (the daemon's
-        short steps) rather than writing it whole (a session, once)."""
+        short steps) rather than writing it whole (a session, once).
+        ``peer``: who replaces what this replica keeps as versions (logs too)."""
+        self.peer = peer
         self.journal = journal
         # temp files to clean up: a daemon's live links stage theirs without the
         # directory, so there only those left alone for a while are stale
@@ -61,12 +112,9 @@ class Replica:
         self.pending_bytes = 0
         self._accepted: dict[str, bool] = {}
         self.locked = False
-        self.local_changes = False
+        self.local_changes = False  # set by open(): its scan found local writes
         self.store: VersionStore | None = None
-        self.sent: list[tuple[str, str]] = []  # (path, hash) served to the peer
-        self.completed = False  # the session ran to its end: what was sent arrived
         self.bases_taken = 0  # received contents stored as bases this session
-        self.peer_label: str | None = None  # who replaced a kept version (None: result.peer)
         self.incoming: Staged | None = None  # v2: the file being received
         self.incoming_base: list[bytes] | None = None  # its content, kept as its base
 
@@ -170,11 +218,13 @@ class Replica:
             return flt
         return lambda path: not path.startswith(prefix) and flt(path)
 
-    def stage(self, record: Record, data: bytes, result: SessionResult) -> None:
-        """Write a received file to a temp file; it goes in place with its batch."""
-        if self.begin_file(record):
-            self.add_chunk(data)
-            self.end_file(record, result)
+    def stage(self, record: Record, data: bytes) -> Applied:
+        """Write a received file to a temp file; it goes in place with its batch
+        (what a batch put in place, if this one completed it)."""
+        if not self.begin_file(record):
+            return NOTHING
+        self.add_chunk(data)
+        return self.end_file(record)
 
     def _wants_base(self, size: int) -> bool:
         store = self.store
@@ -204,12 +254,13 @@ class Replica:
             self.dir.discard([self.incoming])
         self.incoming = self.incoming_base = None
 
-    def end_file(self, record: Record, result: SessionResult) -> None:
-        """The file is whole and verified: it goes in place with its batch."""
+    def end_file(self, record: Record) -> Applied:
+        """The file is whole and verified: it goes in place with its batch
+        (what the batch did, when this file filled it)."""
         staged, base = self.incoming, self.incoming_base
         self.incoming = self.incoming_base = None
         if staged is None:
-            return
+            return NOTHING
         self.dir.finish_stage(staged, record.mode, record.mtime)
         if base is not None:
             # a base is taken only with a store (_wants_base); a received file is live
@@ -219,7 +270,8 @@ class Replica:
         self.pending.append((staged, record))
         self.pending_bytes += staged.size
         if len(self.pending) >= self.dir.batch_files or self.pending_bytes >= BATCH_BYTES:
-            self.commit(result)
+            return self.commit()
+        return NOTHING
 
     def _touch(self, path: str) -> None:
         if self.touched is not None:
@@ -232,34 +284,38 @@ class Replica:
         self.pending.append((staged, record))
         self.pending_bytes += staged.size
 
-    def commit(self, result: SessionResult) -> None:
+    def commit(self) -> Applied:
         """Keep what the batch replaces, make the staged files durable, rename
-        them into place; record them."""
+        them into place; record them.  Returns the paths written and conflicts."""
         batch, self.pending, self.pending_bytes = self.pending, [], 0
         if not batch:
-            return
+            return NOTHING
+        conflicts: list[str] = []
         if self.store is not None:
             for _, record in batch:
-                self.keep_local(record.path, "replaced", result)
+                if self.keep_local(record.path, "replaced"):
+                    conflicts.append(record.path)
             self.store.save(self.now_ms(), collect=False)  # durable before anything is replaced
         outcomes = self.dir.commit([staged for staged, _ in batch])
+        written: list[str] = []
         for (_, record), outcome in zip(batch, outcomes, strict=True):
             if isinstance(outcome, Exception):
                 skipped("writing", outcome)
             else:
                 self.records[record.path] = received(record, signature(outcome))
                 self._touch(record.path)
-                result.received += 1
-                result.changed.append(record.path)
+                written.append(record.path)
                 if self.store is not None:
                     assert record.hash is not None  # a received file is live
                     self.store.set_base(record.path, record.hash, None, pending=False)
+        return Applied(tuple(written), (), tuple(conflicts))
 
     def now_ms(self) -> int:
         return int(self.ctx.clock() * 1000)
 
-    def keep_local(self, path: str, reason: str, result: SessionResult) -> None:
-        """Keep the local file ``path`` in the store before a peer replaces it.
+    def keep_local(self, path: str, reason: str) -> bool:
+        """Keep the local file ``path`` in the store before a peer replaces it;
+        True when that was a conflict.
 
         A write made here that no peer has received yet is a conflict: it
         lost last-writer-wins.  A file changed since the scan is left alone
@@ -269,41 +325,43 @@ class Replica:
         assert store is not None  # every caller keeps versions only with a store
         local = self.records.get(path)
         if local is None or local.deleted:
-            return
+            return False
         assert local.hash is not None  # live
         try:
             data, _ = self.dir.read(path)
         except (OSError, UnsafePath):
-            return
+            return False
         if hashlib.sha256(data).hexdigest() != local.hash:
-            return
+            return False
         if store.pending(path, local.hash):
             reason = "conflict"
-        by = self.peer_label if self.peer_label is not None else result.peer
-        v = store.keep(path, local.hash, data, local.mtime, local.mode, reason, by,
+        v = store.keep(path, local.hash, data, local.mtime, local.mode, reason, self.peer,
                             self.now_ms())  # fmt: skip
-        if reason == "conflict":
-            result.conflicts.append(path)
-            log.warning(
-                "conflict: %s, written here, lost to a newer write from %s; kept as version %d",
-                path, result.peer, v["id"],
-            )  # fmt: skip
+        if reason != "conflict":
+            return False
+        log.warning(
+            "conflict: %s, written here, lost to a newer write from %s; kept as version %d",
+            path, self.peer, v["id"],
+        )  # fmt: skip
+        return True
 
-    def save(self, result: SessionResult, final: bool = True) -> None:
+    def save(self, final: bool = True, delivered: Iterable[tuple[str, str]] = ()) -> Applied:
         """Put verified files in place, make it durable, save the database and
-        the version store.  Not ``final``: before a v2 DONE, which says so to
-        the peer; the end of the session (close) saves once more, then
-        recording what the peer received and collecting the store's garbage."""
-        if self.pending:
-            self.commit(result)
+        the version store; what the last batch did.  Not ``final``: before a
+        v2 DONE, which says so to the peer; the end of the session (close)
+        saves once more, then recording ``delivered`` (path, hash: what the
+        peer received, once the session completed) and collecting the
+        store's garbage."""
+        done = self.commit() if self.pending else NOTHING
         self.dir.sync_dirs()
         if self.touched or (self.touched is None and self.records != self.loaded):
             self._persist()
         if self.store is not None:
-            if final and self.completed:
-                for path, digest in self.sent:
+            if final:
+                for path, digest in delivered:
                     self.store.sent(path, digest)
             self.store.save(self.now_ms(), collect=final)
+        return done
 
     def _persist(self) -> None:
         """Record the records durably (the journal, or the database whole)."""
@@ -324,16 +382,22 @@ class Replica:
             self.gen, self.lines = database.save(self.ctx.db_path, self.records, self.root), 0
         self.loaded = dict(self.records)
 
-    def close(self, result: SessionResult, on_saved: Callable[[], None] | None = None) -> None:
-        """Put verified files in place, make it durable, save the database,
-        then ``on_saved`` (still holding the directory), unlock."""
+    def close(
+        self,
+        delivered: Iterable[tuple[str, str]] = (),
+        on_saved: Callable[[], None] | None = None,
+    ) -> Applied:
+        """Put verified files in place, make it durable, save the database
+        (with ``delivered``, see :meth:`save`), then ``on_saved`` (still
+        holding the directory), unlock; what the last batch did."""
         if self.loaded is None:
             self.unlock_dir()  # taken before the Hello, perhaps, and never opened
-            return
+            return NOTHING
         try:
-            self.save(result)
+            done = self.save(delivered=delivered)
             if on_saved is not None:
                 on_saved()
+            return done
         finally:
             self.drop_file()
             self.dir.discard([staged for staged, _ in self.pending])
@@ -350,12 +414,15 @@ def skipped(action: str, exc: Exception) -> None:
     log.log(level, "not %s: %s", action, exc)
 
 
-def apply_deletions(replica: Replica, deletions: list[Record], result: SessionResult) -> None:
+def apply_deletions(replica: Replica, deletions: list[Record]) -> Applied:
+    """Apply a peer's deletions: the paths removed, and the conflicts."""
     if not deletions:
-        return
+        return NOTHING
+    conflicts: list[str] = []
     if replica.store is not None:
         for remote in deletions:
-            replica.keep_local(remote.path, "deleted", result)
+            if replica.keep_local(remote.path, "deleted"):
+                conflicts.append(remote.path)
         replica.store.save(replica.now_ms(), collect=False)  # durable before anything is removed
     # Write-ahead: the peer's tombstones are saved before any file is removed,
     # each marked with the signature of its file (pending_deletion).  Killed
@@ -367,6 +434,7 @@ def apply_deletions(replica: Replica, deletions: list[Record], result: SessionRe
         replica.records[remote.path] = pending_deletion(before[remote.path], remote)
         replica._touch(remote.path)
     replica._persist()
+    removed: list[str] = []
     for remote in deletions:
         local = before[remote.path]
         try:
@@ -378,9 +446,8 @@ def apply_deletions(replica: Replica, deletions: list[Record], result: SessionRe
         replica.records[remote.path] = deleted_by_peer(local, remote)  # done: saved at the end
         if replica.store is not None:
             replica.store.forget_base(remote.path)
-        result.deleted += 1
-        result.changed.append(remote.path)
-        result.removed.append(remote.path)
+        removed.append(remote.path)
+    return Applied(tuple(removed), tuple(removed), tuple(conflicts))
 
 
 def track_local_changes(
