@@ -191,7 +191,7 @@ class Replica:
                 scanner.finish_deletions(self.dir, res)
             self.store = self._cached_store or self.ctx.open_store()
             if self.store is not None:
-                track_local_changes(self, loaded, res.records, now_ms, res.changed)
+                self.store.track(loaded, res.records, now_ms, res.changed, self._read)
         except BaseException:
             self.dir.close()
             self.unlock_dir()
@@ -211,6 +211,14 @@ class Replica:
                 not r.same_version(loaded[p]) for p, r in res.records.items()
             )
         return self.records
+
+    def _read(self, path: str) -> bytes | None:
+        """A file's content as it is now; None when it cannot be read."""
+        try:
+            data, _ = self.dir.read(path)
+        except (OSError, UnsafePath):
+            return None
+        return data
 
     def _scan_filter(self):
         prefix, flt = self.ctx.own_prefix, self.ctx.filter
@@ -333,11 +341,9 @@ class Replica:
             return False
         if hashlib.sha256(data).hexdigest() != local.hash:
             return False
-        if store.pending(path, local.hash):
-            reason = "conflict"
-        v = store.keep(path, local.hash, data, local.mtime, local.mode, reason, self.peer,
-                            self.now_ms())  # fmt: skip
-        if reason != "conflict":
+        v = store.keep_replaced(path, local.hash, data, local.mtime, local.mode, reason,
+                                self.peer, self.now_ms())  # fmt: skip
+        if v["reason"] != "conflict":
             return False
         log.warning(
             "conflict: %s, written here, lost to a newer write from %s; kept as version %d",
@@ -448,53 +454,3 @@ def apply_deletions(replica: Replica, deletions: list[Record]) -> Applied:
             replica.store.forget_base(remote.path)
         removed.append(remote.path)
     return Applied(tuple(removed), tuple(removed), tuple(conflicts))
-
-
-def track_local_changes(
-    replica: Replica,
-    loaded: dict[str, Record],
-    records: dict[str, Record],
-    now_ms: int,
-    only: set[str] | None = None,
-) -> None:
-    """Keep what local edits and deletions replaced (from the bases), and take
-    the new contents as bases: writes made here, pending until a peer has them.
-    ``only``: the paths a partial scan changed (None: every record)."""
-    store = replica.store
-    assert store is not None
-    items = records.items() if only is None else ((p, records[p]) for p in only if p in records)
-    for path, rec in items:
-        old = loaded.get(path)
-        if old is not None and old.deleted:
-            old = None  # only a live record had a base
-        if rec.deleted:
-            if old is not None:
-                base = store.bases.get(path)
-                if base is not None and base[0] == old.hash:
-                    store.keep_base_version(path, old.mtime, old.mode, "deleted", now_ms)
-                store.forget_base(path)
-            continue
-        if old is not None and old.hash == rec.hash:
-            if store.fresh and path not in store.bases:
-                _take_base(replica, rec, pending=False)
-            continue
-        if old is not None and path in store.bases and store.bases[path][0] == old.hash:
-            store.keep_base_version(path, old.mtime, old.mode, "edited", now_ms)
-        _take_base(replica, rec, pending=True)
-
-
-def _take_base(replica: Replica, rec: Record, pending: bool) -> None:
-    store = replica.store
-    assert store is not None and rec.hash is not None  # from track_local_changes: live
-    if rec.hash in store.sizes:
-        store.set_base(rec.path, rec.hash, None, pending)
-        return
-    if not store.room_for(rec.size):
-        store.set_base(rec.path, rec.hash, None, pending)  # its hash alone
-        return
-    try:
-        data, _ = replica.dir.read(rec.path)
-    except (OSError, UnsafePath):
-        return
-    if hashlib.sha256(data).hexdigest() == rec.hash:  # unchanged since the scan
-        store.set_base(rec.path, rec.hash, data, pending)
