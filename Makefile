@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DESTDIR ?=
 PREFIX ?= /usr
 
-.PHONY: all venv test lint format demo bench install clean
+.PHONY: all venv test lint format demo bench install install-luci clean
 
 all: test
 
@@ -35,19 +35,20 @@ demo: venv
 bench: venv
 	$(BIN)/python bench/sync_bench.py
 
+# The OpenWrt files are copied as they land on a router from
+# openwrt/owsync/files/: the one layout that openwrt/owsync/Makefile and
+# scripts/build-packages.sh install too.
 install:
 	$(PYTHON) -m pip install --no-deps --no-compile --ignore-installed --root="$(if $(DESTDIR),$(DESTDIR),/)" --prefix="$(PREFIX)" .
-	install -d "$(DESTDIR)/etc/init.d" "$(DESTDIR)/etc/config" "$(DESTDIR)/lib/upgrade/keep.d"
-	install -m 0755 files/etc/init.d/owsync "$(DESTDIR)/etc/init.d/owsync"
-	install -d "$(DESTDIR)/usr/libexec/rpcd"
-	install -m 0755 files/usr/libexec/rpcd/owsync.key "$(DESTDIR)/usr/libexec/rpcd/owsync.key"
-	install -m 0600 files/etc/config/owsync "$(DESTDIR)/etc/config/owsync"
-	install -m 0644 files/lib/upgrade/keep.d/owsync "$(DESTDIR)/lib/upgrade/keep.d/owsync"
-	install -d "$(DESTDIR)/etc/hotplug.d/keepalived"
-	install -m 0644 files/etc/hotplug.d/keepalived/100-owsync "$(DESTDIR)/etc/hotplug.d/keepalived/"
+	install -d "$(DESTDIR)/"
+	cp -R openwrt/owsync/files/. "$(DESTDIR)/"
+	install -d -m 0700 "$(DESTDIR)/etc/owsync"
 	install -d "$(DESTDIR)/lib/systemd/system"
 	install -m 0644 files/lib/systemd/system/owsync.service "$(DESTDIR)/lib/systemd/system/"
-	# luci-app-owsync, laid out as the LuCI feed's luci.mk installs it
+	$(MAKE) --no-print-directory install-luci
+
+# luci-app-owsync, laid out as the LuCI feed's luci.mk installs it
+install-luci:
 	install -d "$(DESTDIR)/www"
 	cp -R luci/luci-app-owsync/htdocs/. "$(DESTDIR)/www/"
 	cp -R luci/luci-app-owsync/root/. "$(DESTDIR)/"

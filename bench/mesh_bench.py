@@ -4,6 +4,7 @@
                                [--big-files 10000] [--big-edits 20] [--skip-big]
                                [--timeout 10] [--idle-gap 0.2] [--churn-gap 1.0]
                                [--settle-timeout 180] [--seed 1] [--no-source] [--keep]
+                               [--mixed v1|1.2.0] [--c-poll 30]
 
 For each mesh size N: N real `owsync daemon` processes, encrypted with a
 generated key, node i listening on 127.0.0.i (the same port on every
@@ -41,6 +42,15 @@ initial sync, --big-edits single-file edits (alternating between the
 nodes; after each, until it has arrived and neither daemon has used CPU
 for a second, so that no session of one overlaps the next); the CPU time
 (utime + stime from /proc/PID/stat) each daemon used over them, per change.
+
+--mixed puts one node of another kind in each mesh, as node 1: ``v1``, one
+of ours that speaks protocol v1 only (OWSYNC_MAX_PROTOCOL=1: sessions, no
+live link); ``1.2.0``, owsync 1.2.0's daemon (OWSYNC_C_BIN), polling every
+--c-poll seconds (its default 30).  With 1.2.0 the measured writes are made
+on our nodes only (one made on 1.2.0 waits for its poll), timed until every
+other node, 1.2.0 included, holds it; churn writes are made on every node;
+1.2.0 has no status, so "quiet" and "settled" look at ours only and at the
+trees, and its log is not counted.
 
 Goals (the issue): p95 <= 0.3 s for 5 nodes under churn, <= 0.2 s for 3,
 0 misses, 0 error lines; a one-file change in a 10,000-file tree costs each
@@ -129,10 +139,11 @@ def wait_for(pred, timeout: float, step: float = 0.05) -> bool:
     return bool(pred())
 
 
-def put(path: Path, data: bytes) -> None:
-    """A complete file renamed into place (its temp a dot-file: never synced)."""
+def put(path: Path, data: bytes, tmp_dir: Path | None = None) -> None:
+    """A complete file renamed into place (its temp a dot-file: never synced;
+    for 1.2.0, which skips a leading dot only, in the top directory)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".bench-{path.name}-{threading.get_ident()}"
+    tmp = (tmp_dir or path.parent) / f".bench-{path.name}-{threading.get_ident()}"
     tmp.write_bytes(data)
     os.replace(tmp, path)
 
@@ -177,8 +188,18 @@ class Node:
         self.conf.chmod(0o600)  # it holds the key
         return self
 
+    c = False  # owsync 1.2.0 (CNode)
+    v1_only = False  # OWSYNC_MAX_PROTOCOL=1
+
+    def tmp_dir(self) -> Path | None:
+        return None
+
     def start(self) -> None:
-        env = {k: v for k, v in os.environ.items() if k != "OWSYNC_KEY"}
+        env = {
+            k: v for k, v in os.environ.items() if k not in ("OWSYNC_KEY", "OWSYNC_MAX_PROTOCOL")
+        }
+        if self.v1_only:
+            env["OWSYNC_MAX_PROTOCOL"] = "1"
         env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
         self._logf = open(self.log, "ab")  # noqa: SIM115 - closed in stop()
         cmd = [sys.executable, "-m", "owsync", "daemon", "--no-syslog", "-c", str(self.conf)]
@@ -243,6 +264,55 @@ class Node:
         )
 
 
+class CNode(Node):
+    """owsync 1.2.0's daemon: no control socket, no status; its own log format."""
+
+    c = True
+    poll = 30
+
+    def tmp_dir(self) -> Path | None:
+        return self.dir
+
+    def configure(self, others: list[int], source: bool) -> Node:
+        self.peers = [addr(j) + (f",{self.host}" if source else "") for j in others]
+        lines = [
+            f"bind_host={self.host}",
+            f"port={self.port}",
+            f"sync_dir={self.dir}",
+            f"database={self.db}",
+            f"encryption_key={self.key}",
+            f"poll_interval={self.poll}",
+            "include=*",
+            *(f"peer={p}" for p in self.peers),
+        ]
+        self.conf.write_text("\n".join(lines) + "\n")
+        self.conf.chmod(0o600)
+        return self
+
+    def start(self) -> None:
+        env = {k: v for k, v in os.environ.items() if k != "OWSYNC_KEY"}
+        self._logf = open(self.log, "ab")  # noqa: SIM115 - closed in stop()
+        cmd = [os.environ["OWSYNC_C_BIN"], "daemon", "-f", "-c", str(self.conf)]
+        self.proc = subprocess.Popen(cmd, env=env, stdout=self._logf, stderr=self._logf)
+
+    def started(self) -> bool:
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"1.2.0 daemon n{self.i} exited: {self.text()[-2000:]}")
+        return listening_on(self.host, self.port)
+
+    def status(self) -> dict | None:
+        return None
+
+    def sync_now(self) -> None:
+        pass
+
+    def idle(self) -> bool:
+        return True
+
+    def synced(self) -> bool:
+        return True
+
+
 def start_nodes(nodes: list[Node], timeout: float = 60.0) -> None:
     for n in nodes:
         n.start()
@@ -296,14 +366,20 @@ class Marks:
 def live_counters(nodes: list[Node]) -> dict[str, float] | None:
     """The numeric fields of every ``peers[].live`` object, summed over the nodes.
 
-    None when any peer of any node has no ``live`` object (today's daemons)."""
+    None when any peer of any node has no ``live`` object (today's daemons),
+    but for the peer that speaks v1 only or is 1.2.0 (--mixed): it has none."""
     total: dict[str, float] = {}
+    odd = {n.host for n in nodes if n.c or n.v1_only}
     for n in nodes:
+        if n.host in odd:
+            continue  # no live link: 1.2.0 (no status either), or v1 only
         st = n.status()
         if st is None:
             return None
         for p in st.get("peers", []):
             live = p.get("live")
+            if str(p.get("address", "")).split(",")[0] in odd:
+                continue
             if not isinstance(live, dict):
                 return None
             for k, v in live.items():
@@ -317,6 +393,8 @@ def log_figures(nodes: list[Node], since: Marks) -> dict:
     ok = failed = 0
     errors: list[str] = []
     for n in nodes:
+        if n.c:
+            continue  # 1.2.0's log: its own format, not counted
         for line in n.text(since.offsets[n.i]).splitlines():
             m = SESSION_LINE.match(line)
             if m and m.group(1) in n.peers:  # an incoming one names an ephemeral port
@@ -353,7 +431,8 @@ class Churn(threading.Thread):
             while not self.halt.is_set():
                 n = self.rng.choice(self.nodes)
                 path = n.dir / "churn" / f"n{n.i}-{self.rng.randrange(self.pool)}"
-                put(path, f"churn {self.ops} on n{n.i} at {time.time():.6f}\n".encode())
+                data = f"churn {self.ops} on n{n.i} at {time.time():.6f}\n".encode()
+                put(path, data, n.tmp_dir())
                 self.ops += 1
                 delay = start + self.ops / self.rate - time.monotonic()
                 if delay > 0:
@@ -404,7 +483,7 @@ def measure(nodes: list[Node], writes: int, timeout: float, rng: random.Random,
         if quiet and not mesh_quiet(nodes, timeout):
             unquiet += 1
         time.sleep(gap * rng.uniform(0.5, 1.5))
-        src = rng.choice(nodes)
+        src = rng.choice([n for n in nodes if not n.c])  # 1.2.0's waits for its poll
         if existing and rng.random() < 0.5:
             name = rng.choice(existing)
         else:
@@ -470,7 +549,12 @@ def p95(xs: list[float]) -> float:
 
 def run_mesh(n: int, opts, work: Path, key: str, rng: random.Random, say) -> list[dict]:
     port = common_port(n)
-    nodes = [Node(work / f"mesh{n}", i, port, key) for i in range(1, n + 1)]
+    nodes = [(CNode if opts.mixed == "1.2.0" and i == 1 else Node)(work / f"mesh{n}", i, port, key)
+             for i in range(1, n + 1)]  # fmt: skip
+    for node in nodes:
+        node.v1_only = opts.mixed == "v1" and node.i == 1
+        if isinstance(node, CNode):
+            node.poll = opts.c_poll
     rows = []
     churn = None
     try:
@@ -707,7 +791,15 @@ def main() -> None:
     ap.add_argument("--no-source", action="store_true",
                     help="peer=127.0.0.j, no source address: connect from 127.0.0.1")  # fmt: skip
     ap.add_argument("--keep", action="store_true", help="keep the work directory and logs")
+    ap.add_argument(
+        "--mixed",
+        choices=("v1", "1.2.0"),
+        help="node 1 speaks v1 only (ours), or is owsync 1.2.0 (OWSYNC_C_BIN)",
+    )
+    ap.add_argument("--c-poll", type=int, default=30, help="1.2.0's poll_interval, s")
     opts = ap.parse_args()
+    if opts.mixed == "1.2.0" and not os.access(os.environ.get("OWSYNC_C_BIN", ""), os.X_OK):
+        ap.error("--mixed 1.2.0: set OWSYNC_C_BIN to owsync 1.2.0's binary")
     sizes = [int(x) for x in opts.nodes.split(",") if x.strip()]
     if any(not 2 <= s <= 9 for s in sizes):
         ap.error("--nodes: sizes from 2 to 9")
@@ -720,7 +812,8 @@ def main() -> None:
 
     signal.signal(signal.SIGTERM, on_term)
     started = time.monotonic()
-    print(header(), flush=True)
+    mixed = {"v1": "speaks v1 only", "1.2.0": f"owsync 1.2.0, poll {opts.c_poll} s"}
+    print(header() + (f"; node 1 {mixed[opts.mixed]}" if opts.mixed else ""), flush=True)
     key = os.urandom(32).hex()  # a generated key, as `owsync genkey` makes
     rng = random.Random(opts.seed)
     work = Path(tempfile.mkdtemp(prefix="owsync-mesh-"))

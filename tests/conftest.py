@@ -30,6 +30,37 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def common_port(hosts: list[str], tries: int = 50) -> int:
+    """A port free on every one of ``hosts`` (loopback addresses): owsync 1.2.0
+    reaches every peer on its own port, so a mesh with it shares one."""
+    for _ in range(tries):
+        port = free_port()
+        socks = []
+        try:
+            for h in hosts:
+                s = socket.socket()
+                socks.append(s)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                s.bind((h, port))
+            return port
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError(f"no port free on every one of {hosts}")
+
+
+def listening_on(host: str, port: int) -> bool:
+    """Whether a socket listens on IPv4 host:port (/proc/net/tcp, no probe connection)."""
+    want = f"{socket.inet_aton(host)[::-1].hex().upper()}:{port:04X}"
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1] == want and fields[3] == "0A":
+            return True
+    return False
+
+
 def owsync_cmd(*args: str, clock_offset: float | None = None) -> list[str]:
     if clock_offset is not None:
         return [sys.executable, str(HERE / "clockshift.py"), str(clock_offset), *args]
@@ -557,3 +588,70 @@ def store_versions(root: Path) -> list[dict]:
         got = hashlib.sha256(obj.read_bytes()).hexdigest()
         assert got == v["hash"], f"version {v['id']}: a torn content"
     return versions
+
+
+C_BIN = os.environ.get("OWSYNC_C_BIN", "")
+
+
+def c_bin() -> str | None:
+    """The owsync 1.2.0 binary named by OWSYNC_C_BIN, if it can run."""
+    return C_BIN if C_BIN and os.access(C_BIN, os.X_OK) else None
+
+
+class CDaemonNode(Child):
+    """One owsync 1.2.0 `daemon` (OWSYNC_C_BIN), as DaemonNode runs ours.
+
+    1.2.0 reaches every peer on its own ``port`` (``peer=`` takes an address
+    only), so the nodes of a mesh with it listen on addresses of their own and
+    one common port.  Its database is JSON: ``{"files": {path: record}}``."""
+
+    c = True
+
+    def __init__(self, root: Path, name: str, host: str, port: int) -> None:
+        self.name = name
+        self.dir = root / name
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.db = root / f"{name}.db"
+        self.conf = root / f"{name}.conf"
+        self.log = root / f"{name}.log"
+        self.host = host
+        self.port = port
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def addr(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def configure(self, peers, poll=30) -> CDaemonNode:
+        """``peers``: addresses (1.2.0 adds its own port to each)."""
+        lines = [
+            f"bind_host={self.host}",
+            f"port={self.port}",
+            f"sync_dir={self.dir}",
+            f"database={self.db}",
+            f"encryption_key={KEY}",
+            f"poll_interval={poll}",
+            "include=*",
+            *(f"peer={p}" for p in peers),
+        ]
+        self.conf.write_text("\n".join(lines) + "\n")
+        self.conf.chmod(0o600)
+        return self
+
+    def start(self, env: dict | None = None, **_) -> CDaemonNode:
+        env = {k: v for k, v in (env or os.environ).items() if k not in INHERITED_NOT}
+        assert C_BIN, "OWSYNC_C_BIN is not set"
+        self.spawn([C_BIN, "daemon", "-f", "-c", str(self.conf)], env, self.log)
+        assert wait_for(lambda: listening_on(self.host, self.port) or self.proc.poll() is not None)
+        assert self.proc.poll() is None, self.text()
+        return self
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def records(self) -> dict:
+        """Its database as saved (replaced atomically): path -> the JSON record."""
+        try:
+            return json.loads(self.db.read_text())["files"]
+        except (FileNotFoundError, ValueError, KeyError):
+            return {}

@@ -29,7 +29,7 @@ the calls the owsync views make:
   unknown id is ``{"error": "no version N"}`` as the daemon answers it (README),
   or with ``not_found_status`` ubus status 4 (NOT_FOUND); an id that is not
   an integer is status 2 (INVALID_ARGUMENT), as ubusd's policy check.
-- ``owsync.key info|set``: the real rpcd plugin files/usr/libexec/rpcd/owsync.key
+- ``owsync.key info|set``: the real rpcd plugin openwrt/owsync/files/usr/libexec/rpcd/owsync.key
   (owsync.rpcd_key), run as rpcd runs it, on the test's key file.
 - ``uci get``: the test's UCI file, read with the test parser of
   tests/test_openwrt_files.py.
@@ -62,7 +62,7 @@ APP = ROOT / "luci/luci-app-owsync"
 HTDOCS = APP / "htdocs"
 ACL_FILE = APP / "root/usr/share/rpcd/acl.d/luci-app-owsync.json"
 STANDIN = Path(__file__).resolve().parent / "luci/standin"
-PLUGIN = ROOT / "files/usr/libexec/rpcd/owsync.key"
+PLUGIN = ROOT / "openwrt/owsync/files/usr/libexec/rpcd/owsync.key"
 
 ADMIN = "0" * 32
 VIEWER = "1" * 32

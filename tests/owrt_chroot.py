@@ -24,7 +24,7 @@ or the host's ``/usr``); ``/proc`` of the new PID namespace with ``/proc/kmsg``
 covered by ``/dev/null`` and a private ``/dev`` (so logd creates its own
 ``/dev/log`` and never drains the host's kernel log); a writable ``/etc`` with
 ``passwd``, ``group``, a minimal ``config/system``, this repository's
-``files/etc/init.d/owsync`` and ``files/etc/config/owsync``; and
+``openwrt/owsync/files/etc/init.d/owsync`` and ``openwrt/owsync/files/etc/config/owsync``; and
 ``/usr/bin/owsync``, a two-line sh wrapper running ``python -m owsync`` with
 the test's interpreter and ``PYTHONPATH=<bindings>:<this checkout>``. The
 interpreter's tree (and the venv), this checkout and the bindings are
@@ -151,10 +151,13 @@ def _namespaces_fail() -> str | None:
 class OpenWrtRoot:
     """The namespaces and their chroot; stopped by killing its PID 1 (ours)."""
 
-    def __init__(self, tmp: Path, trees=(), net: bool = True, prepare=None) -> None:
+    def __init__(
+        self, tmp: Path, trees=(), net: bool = True, prepare=None, owsync: bool = True
+    ) -> None:
         """``trees`` are laid over the OpenWrt tree; ``prepare(staging)`` may add
         files (an executable ``/boot.local`` runs once the base has booted);
-        ``net=False`` keeps the host's network, so that a browser can reach it."""
+        ``net=False`` keeps the host's network, so that a browser can reach it;
+        ``owsync=False`` leaves owsync out (a package manager installs it)."""
         self.base = tmp / "owrt"
         self.base.mkdir()
         self.root = self.base / "root"
@@ -166,19 +169,23 @@ class OpenWrtRoot:
         (staging / "boot.sh").write_text(BOOT)
         init = staging / "etc/init.d"
         init.mkdir(parents=True, exist_ok=True)
-        shutil.copy(REPO / "files/etc/init.d/owsync", init / "owsync")
         (staging / "etc/config").mkdir(parents=True, exist_ok=True)
-        shutil.copy(REPO / "files/etc/config/owsync", staging / "etc/config/owsync")
+        if owsync:
+            shutil.copy(REPO / "openwrt/owsync/files/etc/init.d/owsync", init / "owsync")
+            shutil.copy(
+                REPO / "openwrt/owsync/files/etc/config/owsync", staging / "etc/config/owsync"
+            )
         if prepare is not None:
             prepare(staging)
         (staging / "usr/bin").mkdir(parents=True, exist_ok=True)
         bindings = os.environ["OWSYNC_PYBINDINGS"]
-        wrapper = staging / "usr/bin/owsync"
-        wrapper.write_text(
-            f"#!/bin/sh\nPYTHONPATH={bindings}:{REPO} PYTHONDONTWRITEBYTECODE=1"
-            f' exec {sys.executable} -m owsync "$@"\n'
-        )
-        wrapper.chmod(0o755)
+        if owsync:
+            wrapper = staging / "usr/bin/owsync"
+            wrapper.write_text(
+                f"#!/bin/sh\nPYTHONPATH={bindings}:{REPO} PYTHONDONTWRITEBYTECODE=1"
+                f' exec {sys.executable} -m owsync "$@"\n'
+            )
+            wrapper.chmod(0o755)
         self.log = open(self.base / "namespace.log", "w")  # noqa: SIM115 - closed in stop()
         host_py = sys.base_prefix  # the interpreter's tree (pyenv, /usr: either is bound)
         venv = sys.prefix if sys.prefix != sys.base_prefix else ""

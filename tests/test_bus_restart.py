@@ -198,7 +198,7 @@ def test_ubusd_killed_while_procd_runs_owsync(bus, tmp_path):
     service = {
         "name": "owsync",
         "instances": {
-            "owsync": {  # what files/etc/init.d/owsync declares, but the command
+            "owsync": {  # what openwrt/owsync/files/etc/init.d/owsync declares, but the command
                 "command": ["/bin/sh", "-c", f"{daemon} 2>>{a.log}"],
                 "env": {"PYTHONPATH": daemon_env()["PYTHONPATH"]},
                 "respawn": [3600, 1, 5],

@@ -24,6 +24,11 @@ The oracle is exact, not a guess at timing:
 - every write's content is new to its path: content a node already has is not a new
   version (a touch is not a write).
 
+Two mixed cases keep one node apart: one of ours that speaks v1 only
+(OWSYNC_MAX_PROTOCOL=1), held to the same oracle; and a real owsync 1.2.0 daemon
+(OWSYNC_C_BIN), held to what 1.2.0 can do (see test_churn_with_an_owsync_1_2_0_node and
+Churn.converge_mixed), then to the exact oracle once no two events race.
+
 OWSYNC_CHURN_ROUNDS sets the rounds (CI: 10, with each of 4 seeds; the long setting runs
 100 or more), OWSYNC_CHURN_NODES the daemons (CI: 3; long setting 5), OWSYNC_CHURN_SEED
 replays one seed: its choices, not the machine's timing.  A failure names the seed and
@@ -35,6 +40,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import re
 import signal
 import subprocess
 import time
@@ -42,7 +48,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import base_env, tracked
+from conftest import CDaemonNode, base_env, c_bin, common_port, tracked
 from test_daemon import DaemonNode, wait_for
 
 from owsync.core.state import CorruptDatabase, Record
@@ -55,10 +61,22 @@ SEEDS = (
     [int(os.environ["OWSYNC_CHURN_SEED"])] if os.environ.get("OWSYNC_CHURN_SEED") else [1, 2, 3, 4]
 )
 CONVERGE_S = 30.0  # then: every tree identical and as the oracle says
+CONVERGE_C_S = 90.0  # the same with 1.2.0, which polls every C_POLL_S seconds
+C_POLL_S = 2  # 1.2.0's poll_interval in the test (default 30): it finds its own writes so
 STOP_S = 15.0  # SIGTERM: the daemon waits 10 s at most for its sessions
 TOMBSTONE_S = 20.0  # after the churn: every deletion's tombstone stamped
 DIRS = ("", "sub/", "sub/deep/")
+# a session that failed because its peer was down: stopped, killed, or not started yet
+DOWN = re.compile(
+    r"(?:sync|link) with \[?([0-9.a-f:]+?)\]?(?::\d+)?(?:,\S+)? failed: (?:cannot connect:"
+    r" Connection refused|peer closed the connection|connection lost|the peer gave the"
+    r" session up: the peer is shutting down)"
+)
 PAUSES = (0, 0, 0.005, 0.02, 0.05, 0.1, 0.2, 0.4, 0.8)  # between rounds
+
+
+def is_c(node) -> bool:
+    return isinstance(node, CDaemonNode)
 
 
 def now_ms() -> int:
@@ -118,6 +136,9 @@ class Churn:
         )
         self.max_down = max(1, (len(nodes) - 1) // 2)
         self.unsaved: list[str] = []  # what SIGKILL left a database without
+        self.c_deaths = 0  # 1.2.0 killed by SIGPIPE (a peer hung up on it), started again
+        self.c_decided: list[str] = []  # paths 1.2.0's clock decided (converge_mixed)
+        self.ours = [n for n in nodes if not is_c(n)]
 
     # --- reporting -----------------------------------------------------------
 
@@ -193,6 +214,12 @@ class Churn:
 
     @staticmethod
     def db(node: DaemonNode) -> dict[str, Record]:
+        if is_c(node):  # 1.2.0's JSON database
+            return {
+                path: Record(path, r["hash"], int(r["mtime"]), int(r["size"]), r["mode"],
+                             bool(r["deleted"]))
+                for path, r in node.records().items()
+            }  # fmt: skip
         try:
             return database.load(str(node.db), set_aside=False)
         except (FileNotFoundError, CorruptDatabase):
@@ -205,6 +232,8 @@ class Churn:
             rel = p.relative_to(node.dir).as_posix()
             if any(part.startswith(".") for part in rel.split("/")):
                 continue
+            if is_c(node) and ".tmp" in rel:
+                continue  # 1.2.0's temp file, which it never syncs (its session died in it)
             try:
                 if p.is_file() and not p.is_symlink():
                     out[rel] = sha(p.read_bytes())
@@ -239,6 +268,8 @@ class Churn:
         target = node.dir / path
         target.parent.mkdir(parents=True, exist_ok=True)
         self.seq += 1
+        if is_c(node):  # 1.2.0 skips a leading dot only: sub/.churn-1 would be a file to it
+            return node.dir / f".churn-{self.seq}"
         return target.parent / f".churn-{self.seq}"
 
     def write(self, node: DaemonNode, path: str, what: str) -> None:
@@ -364,6 +395,12 @@ class Churn:
         left = []
         for p in self.pending:
             rec = dbs[p.node.name].get(p.path)
+            if rec is not None and not rec.deleted and self.restamped(rec, p.seen_ms):
+                self.c_decided.append(
+                    f"{p.path}: deleted on {p.node.name} in round {p.round} ({p.what}), then"
+                    f" a version that 1.2.0 re-stamped {rec.mtime} came back"
+                )
+                continue
             if rec is None or not rec.deleted:
                 left.append(p)
                 continue
@@ -376,9 +413,21 @@ class Churn:
             self.record(Event(p.path, rec.mtime, None, p.round, p.node.name, p.what))
         self.pending = left
 
+    def restamped(self, rec: Record, after: int) -> bool:
+        """With 1.2.0 in the mesh: ``rec`` is a version newer than ``after`` that
+        1.2.0 stamped with its own clock (no write of the test has its mtime),
+        which beats a deletion stamped before it, as last-writer-wins says."""
+        if not any(is_c(n) for n in self.nodes) or rec.mtime <= after:
+            return False
+        return rec.mtime not in {e.time_ms for e in self.events.get(rec.path, ())}
+
     # --- daemons ---------------------------------------------------------------
 
     def start(self, node: DaemonNode) -> None:
+        if is_c(node):
+            node.start()  # returns once it listens
+            self.down.pop(node.name, None)
+            return
         banner = f" daemon: {node.dir}, listening"
         before = node.text().count(banner)
         # faulthandler: a daemon that ignores SIGTERM is sent SIGABRT, and says where it was
@@ -422,8 +471,16 @@ class Churn:
 
     def check_alive(self) -> None:
         for n in self.running():
-            if n.proc.poll() is not None:
-                self.fail(f"{n.name} exited on its own with status {n.proc.returncode}")
+            if n.proc.poll() is None:
+                continue
+            if is_c(n) and n.proc.returncode == -signal.SIGPIPE:
+                # 1.2.0 does not ignore SIGPIPE: a peer that hangs up while it writes
+                # (one of ours stopped mid-session) kills it, daemon and all
+                self.c_deaths += 1
+                n.stop()
+                self.start(n)
+                continue
+            self.fail(f"{n.name} exited on its own with status {n.proc.returncode}")
 
     def between_rounds(self) -> None:
         for n in self.nodes:
@@ -435,7 +492,7 @@ class Churn:
         elif self.round >= 2 * ROUNDS // 3 and not self.stops["SIGKILL"]:
             force = signal.SIGKILL
         if len(self.down) < self.max_down and (force or self.rng.random() < 0.25):
-            node = self.rng.choice(self.running())
+            node = self.rng.choice([n for n in self.running() if not is_c(n)])
             sig = force or (signal.SIGKILL if self.rng.random() < 0.4 else signal.SIGTERM)
             if self.rng.random() < 0.25:
                 self.stop(node, sig, self.round + 1)
@@ -516,39 +573,225 @@ class Churn:
                 lines.append(f"    history: {e}")
         return "\n".join(lines)
 
+    # --- with owsync 1.2.0 in the mesh -----------------------------------------
+
+    def converge_mixed(self) -> tuple[float, list[str]]:
+        """After the churn, with a 1.2.0 node: every tree identical, and each path
+        as the oracle says unless 1.2.0's clock decided it.
+
+        1.2.0 stamps a file it receives, and a deletion it applies, with its own
+        clock at arrival (docs/PROTOCOL.md), and its sessions run in parallel
+        threads on one database without a lock.  A version that reaches it after
+        a newer write was made elsewhere thus comes back newer than that write,
+        and wins everywhere.  So here a path may end on an older version than
+        the oracle's, but only on one that 1.2.0 re-stamped: the winner in our
+        databases then carries an mtime that no write or deletion of the test
+        had; or, when the newest event was a write on 1.2.0's node, on an older
+        version that 1.2.0 wrote over it (it requests what its scan at the
+        session's start lacked, and puts it in place without looking again).
+        Any other difference is ours, and fails.  Also: every file holds
+        content written to its path (nothing torn, nothing invented), a path
+        never deleted is present, and our four databases agree with each other
+        and with their disks (in content and deletion; the mtime of one version
+        can differ, see ours_disagree).  Returns the seconds taken and the paths 1.2.0
+        decided."""
+        start = time.monotonic()
+        deadline = start + TOMBSTONE_S
+        while self.pending and time.monotonic() < deadline:
+            time.sleep(0.05)
+            self.resolve()
+        decided = self.c_decided
+        for p in self.pending:
+            if not is_c(p.node):
+                self.fail(f"deletions never recorded as tombstones: {self.pending}")
+            # 1.2.0 tombstones only what its database knows, and a session that
+            # saves the database it loaded before another's save loses records:
+            # a file it never recorded, deleted, is fetched back from a peer
+            decided.append(f"{p.path}: deleted on 1.2.0 ({p.what}), which never recorded it")
+        self.pending = []
+        same = wait_for(
+            lambda: all(self.tree(n) == self.tree(self.nodes[0]) for n in self.nodes[1:]),
+            CONVERGE_C_S,
+            0.2,
+        )
+        took = time.monotonic() - start
+        self.check_alive()
+        if not same:
+            self.fail(f"the trees still differ after {CONVERGE_C_S:.0f} s:\n" + self.diff({}))
+        final = self.tree(self.nodes[0])
+        problems: list[str] = []
+        if not wait_for(lambda: not self.ours_disagree(final, problems), 10, 0.1):
+            self.fail("our databases do not agree:\n" + "\n".join(problems))
+        dbs = [self.db(n) for n in self.ours]
+        for path in sorted(set(self.events) | set(final)):
+            got = final.get(path)
+            if got is not None and got not in self.seen.get(path, ()):
+                self.fail(f"{path}: content never written there:\n" + self.diff({}))
+            ev = self.latest(path)
+            want = sha(ev.data) if ev and ev.data is not None else None
+            if got == want:
+                continue
+            # they agree on the version (above), not always on its mtime: the node
+            # that had it from its writer keeps the write's, the others 1.2.0's
+            recs = [db[path] for db in dbs if path in db]
+            stamps = {e.time_ms for e in self.events.get(path, ())}
+            deleted_ever = any(e.data is None for e in self.events.get(path, ()))
+            rec = next((r for r in recs if r.mtime not in stamps), recs[0] if recs else None)
+            restamped = rec is not None and rec.mtime not in stamps
+            # 1.2.0 plans on the scan it made as its session began and writes what it
+            # requested without looking again: a write made on it meanwhile is lost
+            overwritten = (
+                rec is not None
+                and ev is not None
+                and ev.node in {n.name for n in self.nodes if is_c(n)}
+                and rec.mtime < ev.time_ms
+            )
+            if not (restamped or overwritten) or (got is None and not deleted_ever):
+                self.fail(
+                    f"{path}: {'absent' if got is None else got[:12]} everywhere, not the"
+                    f" newest event ({ev}), and our record {rec} is not one 1.2.0 stamped,"
+                    " nor older than a write on 1.2.0 that 1.2.0 wrote over:\n"
+                    + "\n".join(f"    history: {e}" for e in self.events.get(path, ()))
+                )
+            what = "deleted" if rec.deleted else "an older version"
+            decided.append(
+                f"{path}: {what} re-stamped {rec.mtime} by 1.2.0 beat {ev}"
+                if restamped
+                else f"{path}: {ev} was written over by 1.2.0 with {what} of {rec.mtime}"
+            )
+        return took, decided
+
+    def ours_disagree(self, final: dict[str, str], problems: list[str]) -> list[str]:
+        problems.clear()
+        dbs = {n.name: self.db(n) for n in self.ours}
+        first = dbs[self.ours[0].name]
+        for path in sorted(set(self.events) | set(final)):
+            recs = {name: db.get(path) for name, db in dbs.items()}
+            # the same content, not always the same mtime: a version that reached a
+            # node from 1.2.0 first keeps 1.2.0's stamp (a same-content version
+            # arriving later changes nothing: no new write)
+            # (and no record is a tombstone: a deletion of what a node never had)
+            versions = {(r.hash, r.deleted) if r else (None, True) for r in recs.values()}
+            if len(versions) > 1:
+                problems.append(f"{path}: {recs}")
+                continue
+            rec = first.get(path)
+            live = rec is not None and not rec.deleted
+            if live != (path in final) or (live and rec.hash != final[path]):
+                problems.append(f"{path}: databases say {rec}, disks {final.get(path)}")
+            elif live:
+                for n in self.ours:
+                    disk = (n.dir / path).stat().st_mtime_ns // 1_000_000
+                    if disk != recs[n.name].mtime:
+                        problems.append(f"{path}: mtime {disk} on {n.name}'s disk, {recs}")
+        return problems
+
+    def tail(self) -> int:
+        """Once the mesh has converged: one event for each path, on random nodes:
+        a write (1.2.0's node included), or a deletion of a file that is there
+        (on ours), or nothing for one that is gone.  No two events race, so 1.2.0's clock
+        decides nothing, and the result must be the oracle's, exactly."""
+        self.round = ROUNDS + 1
+        final = self.tree(self.nodes[0])
+        cands: dict[str, list[tuple[DaemonNode, int]]] = {}
+        for n, path, seen_ms in self.deletable():
+            if not is_c(n):  # see converge_mixed: a deletion 1.2.0 may undo
+                cands.setdefault(path, []).append((n, seen_ms))
+        count = 0
+        for path in sorted(set(self.events) | set(final)):
+            ev = self.latest(path)
+            lost = ev is not None and ev.data is not None and path not in final
+            if path in final and cands.get(path) and self.rng.random() < 0.3:
+                node, seen_ms = self.rng.choice(cands[path])
+                self.unlink(node, path, seen_ms, "tail delete")
+            elif path in final or lost or self.rng.random() < 0.5:
+                self.write(self.rng.choice(self.nodes), path, "tail write")
+            else:
+                continue
+            count += 1
+        self.round = ROUNDS
+        return count
+
     def check_versions(self) -> None:
         """The newest write won as itself: its mtime on every disk and in every database
         (which a session saves just after its last file is in place: waited for)."""
         problems: list[str] = []
         if not wait_for(lambda: not self.version_problems(problems), 10, 0.1):
             self.fail("versions differ from the newest writes:\n" + "\n".join(problems))
-        for n in self.nodes:
-            temps = [p for p in n.dir.rglob("*") if is_temp_name(p.name)]
-            mine = list(n.dir.rglob(".churn-*"))
-            if temps or mine:
-                self.fail(f"temp files left on {n.name}: {temps + mine}")
+
+        def temps() -> list[Path]:
+            out: list[Path] = []
+            for n in self.ours:
+                out += [p for p in n.dir.rglob("*") if is_temp_name(p.name)]
+                out += n.dir.rglob(".churn-*")
+            return out
+
+        # a session under way stages its files in temps (with 1.2.0 in the mesh,
+        # sessions with it still run after the trees are equal): left means left after it
+        if not wait_for(lambda: not temps(), 10, 0.1):
+            self.fail(f"temp files left: {temps()}")
 
     def check_logs(self) -> None:
         """Sessions fail under churn (busy directories, peers stopped mid-session), but
         never with a defect's traceback, and no database is found corrupt."""
         words = ("internal error", "unexpectedly", "Traceback", "corrupt")
-        for n in self.nodes:
+        for n in self.ours:
             bad = [line for line in n.text().splitlines() if any(w in line for w in words)]
             if bad:
                 self.fail(f"{n.name} logged:\n" + "\n".join(bad[:20]))
+
+    def error_lines(self) -> tuple[list[str], int]:
+        """Our daemons' error lines, but for those that say a peer was down: a
+        connection refused or cut by one of ours that the churn stopped (or had
+        not started yet).  What is left is a failure in normal operation, and
+        the count of lines left aside as 1.2.0's own failures: now and then,
+        with several sessions at once, 1.2.0 fails to read a peer's state
+        ("Failed to receive SyncState", "Session error" in its log) and hangs
+        up; as many lines of ours saying that 1.2.0 closed or reset a session
+        are set aside as its log shows such failures."""
+        stopped = {n.host for n in self.ours}  # each was down once, before its start
+        c_hosts = {n.host for n in self.nodes if is_c(n)}
+        if self.c_deaths:  # 1.2.0, down after SIGPIPE killed it, until started again
+            stopped |= c_hosts
+        budget = sum(
+            line.count("Failed to receive") + line.count("Session error")
+            for n in self.nodes
+            if is_c(n)
+            for line in n.text().splitlines()
+        )
+        out = []
+        set_aside = 0
+        for n in self.ours:
+            for line in n.text().splitlines():
+                if "error" not in line.lower():
+                    continue
+                m = DOWN.search(line)
+                if m and m.group(1) in stopped:
+                    continue
+                if m and m.group(1) in c_hosts and "refused" not in line and set_aside < budget:
+                    set_aside += 1
+                    continue
+                out.append(f"{n.name}: {line}")
+        return out, set_aside
 
     def version_problems(self, problems: list[str]) -> list[str]:
         problems.clear()
         for path in sorted(self.events):
             ev = self.latest(path)
-            for n in self.nodes:
+            for n in self.ours:  # 1.2.0 stamps what it receives with its own clock
                 rec = self.db(n).get(path)
                 if ev.data is None:
                     if rec is not None and not rec.deleted:
                         problems.append(f"{path}: {n.name}'s database has it live: {rec}")
                     continue
                 disk = (n.dir / path).stat().st_mtime_ns // 1_000_000
-                if rec is None or rec.deleted or rec.mtime != ev.time_ms or disk != ev.time_ms:
+                # with 1.2.0 in the mesh, a node may have had the write from it first,
+                # with 1.2.0's later stamp: the same content, never on the writer
+                ok = rec is not None and (
+                    rec.mtime == ev.time_ms
+                    or (n.name != ev.node and self.restamped(rec, ev.time_ms))
+                )
+                if not ok or rec.deleted or disk != rec.mtime or rec.hash != sha(ev.data):
                     problems.append(
                         f"{path}: newest write {ev}; {n.name} has mtime {disk} on disk and"
                         f" {rec} in its database"
@@ -556,9 +799,13 @@ class Churn:
         return problems
 
 
+def make_node(root, name, c=False, **kw):
+    return (CDaemonNode if c else DaemonNode)(root, name, **kw)
+
+
 @pytest.fixture
 def mesh(tmp_path):
-    yield from tracked(tmp_path, DaemonNode)
+    yield from tracked(tmp_path, make_node)
 
 
 V1_SEEDS = [1] if not os.environ.get("OWSYNC_CHURN_SEED") else SEEDS
@@ -574,6 +821,62 @@ def test_churn_with_a_node_that_speaks_v1_only(mesh, seed):
     """One node of the mesh speaks protocol v1 only, as owsync 1.2.0 does: the
     others keep live links between themselves and run sessions with it."""
     run_churn(mesh, seed, v1_only=("n0",))
+
+
+@pytest.mark.skipif(not c_bin(), reason="set OWSYNC_C_BIN to a built owsync 1.2.0 binary")
+@pytest.mark.parametrize("seed", V1_SEEDS)
+def test_churn_with_an_owsync_1_2_0_node(mesh, seed):
+    """n0 is a real owsync 1.2.0 daemon; the others are ours, live-linked to each
+    other, running v1 sessions with it.  All listen on one port, each on an
+    address of its own (1.2.0 reaches its peers on its own port), 127.0.0.1-N.
+
+    Expected of 1.2.0: it takes part in the churn (writes, deletions and
+    concurrent writes are made on it too; it is never stopped: only ours are)
+    and ends identical to every other node.  Not expected of it: the newest
+    write of a path written on several nodes within seconds (it re-stamps what
+    it receives with its own clock; see Churn.converge_mixed), nor surviving a
+    peer that hangs up on it while it writes (SIGPIPE kills it: started again,
+    counted).  Then one more event per path, none racing another: every node,
+    1.2.0 included, must hold exactly the oracle's newest events, and our
+    nodes their mtimes (or, but on the writer, the later stamp of 1.2.0 when
+    the write reached a node through 1.2.0 before its live link brought it:
+    the same content, which then changes nothing)."""
+    hosts = [f"127.0.0.{i + 1}" for i in range(NODES)]
+    port = common_port(hosts)
+    nodes = [mesh("n0", c=True, host=hosts[0], port=port)]
+    nodes += [mesh(f"n{i}", host=hosts[i]) for i in range(1, NODES)]
+    for n in nodes:
+        n.port = port
+        peers = [f"{m.host},{n.host}" for m in nodes if m is not n]  # from its own address
+        if is_c(n):
+            n.configure(peers, poll=C_POLL_S)
+        else:
+            n.configure(peers)
+    churn = Churn(nodes, seed)
+    for n in nodes:
+        churn.start(n)
+    began = time.monotonic()
+    churn.churn()
+    churned = time.monotonic() - began
+    took, decided = churn.converge_mixed()
+    events = churn.tail()
+    tail = churn.settle()
+    churn.check_versions()
+    churn.check_logs()
+    errors, c_dropped = churn.error_lines()
+    want = churn.expected()
+    print(
+        f"churn with 1.2.0, seed {seed}: {ROUNDS} rounds, {len(nodes)} nodes, ops {churn.ops},"
+        f" stops {churn.stops}, 1.2.0 killed by SIGPIPE {churn.c_deaths}; churn {churned:.1f} s,"
+        f" identical {took:.1f} s later, {len(decided)} path(s) decided by 1.2.0's clock;"
+        f" tail of {events} events: as the oracle says {tail:.1f} s later, {len(want)} files"
+        f" live; error lines in our logs: {len(errors)} (and {c_dropped} for sessions that"
+        " 1.2.0's log says it failed)"
+    )
+    for line in decided:
+        print("   ", line)
+    assert not errors, "\n".join(errors[:20])
+    assert want, "nothing was compared"
 
 
 def run_churn(mesh, seed: int, v1_only: tuple[str, ...]) -> None:

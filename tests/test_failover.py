@@ -2,7 +2,7 @@
 
 1. OpenWrt's real ``/sbin/hotplug-call`` in the OpenWrt chroot
    (tests/owrt_chroot.py: ubusd, procd, the init script), with
-   files/etc/hotplug.d/keepalived/100-owsync installed: each ACTION spelling
+   openwrt/owsync/files/etc/hotplug.d/keepalived/100-owsync installed: each ACTION spelling
    (OpenWrt's keepalived package: NOTIFY_MASTER...; ha-cluster: MASTER...),
    called with an empty environment as keepalived's notify lines do; the role
    shows in ``ubus call owsync status`` and at the peer daemon over the live
@@ -33,7 +33,7 @@ import pytest
 from conftest import KEY, wait_for
 from owrt_chroot import REPO, ROOT_ENV, OpenWrtRoot, skip_reason
 
-HOTPLUG = REPO / "files/etc/hotplug.d/keepalived/100-owsync"
+HOTPLUG = REPO / "openwrt/owsync/files/etc/hotplug.d/keepalived/100-owsync"
 PEER_PORT = 4400  # inside the test's own network namespace: nothing else is there
 
 

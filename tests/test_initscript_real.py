@@ -1,4 +1,4 @@
-"""files/etc/init.d/owsync under OpenWrt's real rc.common, procd, ubusd, logd, uci,
+"""openwrt/owsync/files/etc/init.d/owsync under OpenWrt's real rc.common, procd, ubusd, logd, uci,
 jsonfilter and validate_data, with busybox ash as /bin/sh, typed as a router's
 admin types it (tests/owrt_chroot.py builds the root; opt-in, see the README).
 

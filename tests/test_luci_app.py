@@ -22,7 +22,7 @@ What the stand-in supplies, and nothing more:
   luci.owsync status/sync/sync_peer relayed to the real daemon's control
   socket (absent when it does not answer), null values dropped as blobmsg
   does; owsync.key info/set by running the real rpcd plugin
-  (files/usr/libexec/rpcd/owsync.key) on the test's key file; uci get from
+  (openwrt/owsync/files/usr/libexec/rpcd/owsync.key) on the test's key file; uci get from
   the test's UCI file; rc list and the luci-base grants (uci get, session
   access) fixed.
 """

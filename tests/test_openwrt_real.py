@@ -141,6 +141,10 @@ def test_ubus_object_status_and_sync_from_the_real_cli(bus, owrt):
     assert wait_for(lambda: registered(bus), 10), a.text()
     st = bus.call("owsync", "status")
     assert st["version"] and st["encryption"] is True and st["sync_dir"] == str(a.dir)
+    # and what 1.2.0's rpcd plugin published under the same name
+    assert st["status"] == "RUNNING" and st["enabled"] is True and st["pid"] == a.proc.pid
+    assert st["database"]["path"] == str(a.db)
+    assert st["config"] == {"encryption_enabled": True, "peer_count": 1, "sync_dir": str(a.dir)}
     (peer,) = st["peers"]
     assert peer["address"] == b.addr
     # as typed: `ubus call owsync sync`, no argument at all
@@ -268,7 +272,7 @@ def test_procd_runs_the_instance_as_the_init_script_declares_it(bus, tmp_path):
     """procd itself: reload sends SIGHUP (same PID, listener kept), a dead daemon respawns.
 
     OpenWrt's rc.common and procd.sh (openwrt/openwrt) are not here, so the
-    instance is registered with the parameters files/etc/init.d/owsync sets:
+    instance is registered with the parameters openwrt/owsync/files/etc/init.d/owsync sets:
     command, respawn, stdout/stderr, file /etc/config/owsync, reload_signal HUP.
     """
     need("UBUSD", "UBUS", "UCI", "PROCD")

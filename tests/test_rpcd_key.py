@@ -17,7 +17,7 @@ from conftest import KEY, base_env
 
 from owsync.core.crypto import fingerprint
 
-PLUGIN = Path(__file__).parent.parent / "files/usr/libexec/rpcd/owsync.key"
+PLUGIN = Path(__file__).parent.parent / "openwrt/owsync/files/usr/libexec/rpcd/owsync.key"
 
 
 def run(tmp: Path, *args: str, stdin: str = "") -> tuple[int, str]:

@@ -7,6 +7,9 @@ from __future__ import annotations
 import time
 from types import SimpleNamespace
 
+import pytest
+from conftest import DaemonNode, tracked, wait_for
+
 from owsync.cli import format_status
 from owsync.core.peer import Peer
 from owsync.service import status
@@ -99,3 +102,50 @@ def test_owsync_status_text_states_a_minimum_protocol_of_2():
         p.pop("protocol", None)
     text = format_status(old)
     assert "minimum protocol" not in text and "v1" not in text and "v2" not in text
+
+
+def _legacy_shape(st: dict) -> dict:
+    """The fields of owsync 1.2.0's rpcd plugin and their JSON types."""
+    return {
+        "status": st["status"],
+        "pid": type(st["pid"]),
+        "enabled": st["enabled"],
+        "uptime": type(st["uptime"]),
+        "database": sorted(st["database"]),
+        "config": sorted(st["config"]),
+    }
+
+
+@pytest.fixture
+def daemons(tmp_path):
+    yield from tracked(tmp_path, DaemonNode)
+
+
+def test_status_carries_the_fields_of_owsync_1_2_0s_plugin(daemons):
+    """`ubus call owsync status` of 1.2.0's package (an rpcd shell plugin) gave
+    status, pid, enabled, uptime, database{path,last_modified} and
+    config{encryption_enabled,peer_count,sync_dir}: a real daemon's status has
+    them, with the values 1.2.0's plugin would have found."""
+    a, b = daemons("a"), daemons("b")
+    a.configure([b.addr, "127.0.0.1:9"])
+    b.configure([a.addr])
+    b.conf.write_text(
+        "".join(x for x in b.conf.read_text().splitlines(True) if "encryption_key" not in x)
+        + "plain_mode=1\n"
+    )
+    a.start()
+    st = a.status()
+    assert _legacy_shape(st) == {
+        "status": "RUNNING", "pid": int, "enabled": True, "uptime": int,
+        "database": ["last_modified", "path"],
+        "config": ["encryption_enabled", "peer_count", "sync_dir"],
+    }  # fmt: skip
+    assert st["pid"] == a.proc.pid and st["uptime"] >= 0
+    assert st["database"]["path"] == str(a.db)
+    assert st["config"] == {"encryption_enabled": True, "peer_count": 2, "sync_dir": str(a.dir)}
+    (a.dir / "dhcp").write_text("config dnsmasq\n")
+    assert wait_for(lambda: a.db.exists() and a.status()["database"]["last_modified"] > 0, 10)
+    assert a.status()["database"]["last_modified"] == int(a.db.stat().st_mtime)
+    b.start()
+    assert b.status()["config"] == {"encryption_enabled": False, "peer_count": 1,
+                                    "sync_dir": str(b.dir)}  # fmt: skip

@@ -190,6 +190,12 @@ class PeerWorker(threading.Thread):
             box.append(result)
             event.set()
 
+    def linked(self) -> None:
+        """A live link with this peer came up (this worker's or the peer's): the
+        peer is not failing, whatever the attempts before it counted."""
+        with self.cond:
+            self.failures = self.busy_streak = 0
+
     def take_waiters(self) -> list[tuple[threading.Event, list]]:
         """The syncs waited for, queued or taken by the attempt under way: a
         live link that has come up answers them with a reconcile."""
@@ -329,6 +335,8 @@ class Daemon:
                 self._after_session(result, "incoming")
             return
         self._after_session(result, "incoming")
+        if result.busy:
+            self._sync_back(label)
         if result.ok and (result.received or result.deleted):
             self.session_changed(result)
         elif result.local_changes:
@@ -338,6 +346,15 @@ class Daemon:
             # (its source port is ephemeral), so all are told; for the sender
             # that is a session with nothing to do
             self.request_sync()
+
+    def _sync_back(self, label: str) -> None:
+        """An incoming session refused because the directory was busy: what the
+        peer had for us comes over in a session of ours, soon.  owsync 1.2.0
+        tries again only once it finds another change of its own."""
+        host = status.host_of(label)
+        for w in self.workers.values():
+            if w.peer.host == host and not (w.node and self.mesh.link_for(w.node)):
+                w.request()
 
     def _applied(self, result: SessionResult, direction: str) -> None:
         """A live link put a batch of a peer's files in place (or the peer
@@ -364,6 +381,7 @@ class Daemon:
         if len(mine) == 1:
             w = mine[0]
             w.node = link.peer_node
+            w.linked()
             link.known_as(str(w.peer))
             waiters = w.take_waiters()  # asked for while the link was being made
             if waiters:

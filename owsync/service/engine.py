@@ -136,6 +136,8 @@ def run_session(
     if result.ok:
         if log_ok:  # `connect` prints its own summary line instead
             log.info("sync with %s ok: %s", peer, result.summary())
+    elif result.busy or result.error == "stopped":  # contention, retried; our own stop
+        log.info("sync with %s not now: %s", peer, result.error)
     else:
         log.error("sync with %s failed: %s", peer, result.error)
     return result

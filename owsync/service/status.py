@@ -44,6 +44,8 @@ class SessionHistory:
     def add(self, result, direction: str, reloaded: list[str], now: float | None = None) -> None:
         if result.ok and not (result.received or result.sent or result.deleted):
             return  # nothing happened: a no-op sync is not activity
+        if not result.ok and (getattr(result, "busy", False) or result.error == "stopped"):
+            return  # contention (retried) or this daemon's own stop: no failure
         peer = host_of(result.peer) if direction == "incoming" else result.peer
         removed = set(result.removed)
         entry = {
@@ -176,6 +178,30 @@ def snapshot(d) -> dict:
         "peers": [peer_view(w, mesh) for w in list(d.workers.values())],
         "history": d.history.entries(),
         "conflicts": _conflicts(cfg),
+        **legacy_fields(d),
+    }
+
+
+def legacy_fields(d) -> dict:
+    """What owsync 1.2.0's package published as ``ubus call owsync status``
+    (its rpcd plugin), so that scripts and pages written for it keep working:
+    ``status``, ``enabled``, ``database`` and ``config`` (``pid`` and
+    ``uptime`` are the model's own).  Only a running daemon answers, so
+    ``status`` is always RUNNING here; 1.2.0's STOPPED is the absent object."""
+    cfg = d.cfg
+    try:
+        db_mtime = int(os.stat(cfg.database).st_mtime)
+    except OSError:
+        db_mtime = 0  # as 1.2.0: no database yet
+    return {
+        "status": "RUNNING",
+        "enabled": bool(cfg.enabled),
+        "database": {"path": cfg.database, "last_modified": db_mtime},
+        "config": {
+            "encryption_enabled": bool(d.cipher.encrypted),
+            "peer_count": len(cfg.peers),
+            "sync_dir": cfg.sync_dir,
+        },
     }
 
 

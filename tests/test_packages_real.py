@@ -1,0 +1,268 @@
+"""The packages as the SDK builds them, installed by the real opkg and apk in
+the OpenWrt chroot (opt-in).
+
+scripts/build-packages.sh builds owsync, python3-pyuci and luci-app-owsync
+as .ipk and .apk from their recipes (and, given 1.2.0's feed and binary,
+owsync 1.2.0's own package); here OpenWrt's opkg (``OWSYNC_OPKG``) and
+apk-tools' apk (``OWSYNC_APK``) install them into the chroot of
+tests/owrt_chroot.py, whose procd, ubusd and rc.common run their scripts:
+
+- the postinst enables the service; the console script runs;
+- configured and started, the daemon registers ``owsync`` on ubus;
+- ``opkg remove`` / ``apk del`` stops the daemon, disables the service and
+  leaves the edited configuration, the key and the database;
+- the keep list sysupgrade reads (``/lib/upgrade/keep.d``) holds the key, the
+  database and the version store;
+- owsync 1.2.0's package, configured and running, upgraded to this one: the
+  same peers and filters under ``main``, the key in its file, 1.2.0's rpcd
+  plugin gone, the service enabled and running this owsync.
+
+The chroot's python3 is the host's: a ``.pth`` in its dist-packages adds
+OpenWrt's site-packages directory (where Py3Package installs) and
+OWSYNC_PYBINDINGS (python3-ubus); a base package of the test's own provides
+what the chroot has and the feeds would bring (libc, python3-light,
+python3-cryptography, libuci, rpcd, ...), so that the package managers check
+every other dependency for real.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import wait_for
+from owrt_chroot import OpenWrtRoot, skip_reason
+
+REPO = Path(__file__).resolve().parents[1]
+KEY = "0123456789abcdef" * 4
+TOOLS = ("OWSYNC_OPKG", "OWSYNC_APK", "OWSYNC_IPKG_BUILD", "OWSYNC_PYUCI_SDIST",
+         "OWSYNC_OWRT_PREFIX", "OWSYNC_OLD_FEED", "OWSYNC_C_BIN")  # fmt: skip
+# what the chroot has (the host's Python and its cryptography, OpenWrt's
+# libraries and daemons) under the names of the packages that bring them
+PROVIDED = ("libc", "python3-light", "python3-logging", "python3-ctypes",
+            "python3-cryptography", "python3-ubus", "libuci", "luci-base", "rpcd",
+            "libjson-c", "libopenssl")  # fmt: skip
+
+
+# OpenWrt's sysupgrade and what `sysupgrade -l` sources (base-files)
+SYSUPGRADE = ("sbin/sysupgrade", "lib/upgrade/common.sh", "lib/functions/system.sh")
+
+
+def missing() -> str | None:
+    why = skip_reason()
+    if why:
+        return why
+    absent = [t for t in TOOLS if not os.path.exists(os.environ.get(t, ""))]
+    if absent:
+        return f"set {', '.join(absent)} (scripts/build-outside.sh; README)"
+    tree = Path(os.environ["OWSYNC_OPENWRT_ROOT"])
+    lacks = [f for f in SYSUPGRADE if not (tree / f).exists()]
+    if lacks:
+        return f"OWSYNC_OPENWRT_ROOT lacks {', '.join(lacks)} (scripts/build-outside.sh)"
+    return None
+
+
+@pytest.fixture(scope="module")
+def packages(tmp_path_factory):
+    why = missing()
+    if why:
+        pytest.skip(why)
+    out = tmp_path_factory.mktemp("packages")
+    r = subprocess.run([str(REPO / "scripts/build-packages.sh"), str(out)],
+                       capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    base = out / "base"
+    _base_packages(base, out)
+    return out
+
+
+def _base_packages(tree: Path, out: Path) -> None:
+    """owrt-base: provides what the chroot has, as .ipk and .apk."""
+    (tree / "CONTROL").mkdir(parents=True)
+    (tree / "etc").mkdir()
+    (tree / "etc/owrt-base").write_text("the test's base system\n")
+    (tree / "CONTROL/control").write_text(
+        "Package: owrt-base\nVersion: 1\nArchitecture: all\n"
+        f"Provides: {', '.join(PROVIDED)}\nDescription: what the chroot has\n"
+    )
+    subprocess.run(["fakeroot", "bash", os.environ["OWSYNC_IPKG_BUILD"], str(tree), str(out)],
+                   check=True, capture_output=True)  # fmt: skip
+    shutil.rmtree(tree / "CONTROL")
+    subprocess.run([os.environ["OWSYNC_APK"], "mkpkg", "--info", "name:owrt-base",
+                    "--info", "version:1", "--info", "arch:noarch",
+                    "--info", f"provides:{' '.join(PROVIDED)}",
+                    "--files", str(tree), "--output", str(out / "owrt-base-1.apk")],
+                   check=True, capture_output=True)  # fmt: skip
+
+
+def rpcd_files() -> tuple[Path, Path] | None:
+    """rpcd and OpenWrt's init script for it, from OWSYNC_LUCI_ROOT."""
+    tree = Path(os.environ.get("OWSYNC_LUCI_ROOT", "/nonexistent"))
+    rpcd, init = tree / "usr/sbin/rpcd", tree / "etc/init.d/rpcd"
+    return (rpcd, init) if rpcd.exists() and init.exists() else None
+
+
+class Router:
+    """The chroot with the package managers and the packages under /pkgs
+    (and rpcd, where OpenWrt installs it, when OWSYNC_LUCI_ROOT has it)."""
+
+    def __init__(self, tmp: Path, packages: Path) -> None:
+        def prepare(staging: Path) -> None:
+            if rpcd_files():
+                rpcd, init = rpcd_files()
+                shutil.copy(rpcd, staging / "sbin/rpcd")
+                shutil.copy(init, staging / "etc/init.d/rpcd")
+            shutil.copytree(packages, staging / "pkgs", ignore=shutil.ignore_patterns(".*"))
+            shutil.copy(os.environ["OWSYNC_OPKG"], staging / "bin/opkg")
+            (staging / "usr/bin").mkdir(parents=True, exist_ok=True)
+            shutil.copy(os.environ["OWSYNC_APK"], staging / "usr/bin/apk")
+            (staging / "etc/opkg.conf").write_text(
+                "dest root /\nlists_dir ext /var/opkg-lists\n"
+                "arch all 100\narch noarch 100\narch x86_64 200\n"
+            )
+            (staging / "etc/apk").mkdir(parents=True)
+            (staging / "etc/apk/arch").write_text("x86_64\n")
+            # OpenWrt's site-packages and python3-ubus for the host's python3
+            pyver = f"python{sys.version_info[0]}.{sys.version_info[1]}"
+            dist = staging / "usr/lib/python3/dist-packages"
+            dist.mkdir(parents=True, exist_ok=True)
+            (dist / "zz-openwrt.pth").write_text(
+                f"/usr/lib/{pyver}/site-packages\n{os.environ['OWSYNC_PYBINDINGS']}\n"
+            )
+
+        self.root = OpenWrtRoot(tmp, prepare=prepare, owsync=False)
+        self.ok, self.sh = self.root.ok, self.root.sh
+
+    def running(self) -> str:
+        """The PIDs of processes running an owsync (the C binary or the script)."""
+        # (bracketed: the shell running pgrep must not match its own pattern)
+        return self.sh("pgrep -f '(^|/)[o]wsync( |$)'").stdout.strip()
+
+    def status(self) -> dict | None:
+        r = self.sh("ubus call owsync status")
+        return json.loads(r.stdout) if r.returncode == 0 and r.stdout.strip() else None
+
+    def configure_and_start(self, section: str = "main") -> None:
+        self.ok(
+            f"uci add_list owsync.{section}.peer=127.0.0.2; uci set owsync.{section}.enabled=1;"
+            " uci commit owsync; service owsync start"
+        )
+
+    def stop(self) -> None:
+        self.root.stop()
+
+
+@pytest.fixture
+def router(tmp_path, packages):
+    r = Router(tmp_path, packages)
+    yield r
+    r.stop()
+
+
+# apk refuses a local package on a tmpfs root (lost at reboot): the chroot's is
+TOOL = {"ipk": "opkg", "apk": "apk --no-network --allow-untrusted --force-non-repository"}
+
+
+def pm(router: Router, fmt: str, *commands: str) -> str:
+    """The package manager of ``fmt``, once per command; their output."""
+    return "".join(router.ok(f"{TOOL[fmt]} {c}", timeout=300) for c in commands)
+
+
+INSTALL = {
+    "ipk": ("install /pkgs/owrt-base_1_all.ipk",
+            "install /pkgs/python3-pyuci_*.ipk /pkgs/owsync_*.ipk /pkgs/luci-app-owsync_*.ipk"),
+    "apk": ("add --initdb /pkgs/owrt-base-1.apk",
+            "add /pkgs/python3-pyuci-*.apk /pkgs/owsync-*.apk /pkgs/luci-app-owsync-*.apk"),
+}  # fmt: skip
+REMOVE = {"ipk": "remove luci-app-owsync owsync", "apk": "del luci-app-owsync owsync"}
+
+
+@pytest.mark.parametrize("fmt", ["ipk", "apk"])
+def test_install_enable_run_remove(router, fmt):
+    out = pm(router, fmt, *INSTALL[fmt])
+    # the postinst enabled the service; the UCI file says disabled: nothing runs
+    assert router.sh("test -L /etc/rc.d/S95owsync").returncode == 0, out
+    assert router.ok("owsync -V").startswith("owsync 2.0.0")
+    assert router.ok("find /usr/lib -path '*site-packages/owsync*' -name '*.py'") == ""
+    assert "owsync/cli.pyc" in router.ok("find /usr/lib -name cli.pyc")
+    assert not router.running()
+    # set up as the README says, started: the installed daemon serves ubus
+    router.ok("owsync genkey > /etc/owsync/key")
+    router.configure_and_start()
+    assert wait_for(lambda: router.status() is not None, 20), router.ok("logread")
+    st = router.status()
+    assert st["status"] == "RUNNING" and st["version"] == "2.0.0"
+    assert st["config"]["peer_count"] == 1 and st["config"]["encryption_enabled"] is True
+    router.ok("printf 'config x\\n' > /etc/config/dhcp")  # a change: the database is written
+    assert wait_for(lambda: router.sh("test -f /etc/owsync/owsync.db").returncode == 0, 20), (
+        router.ok("logread; ls -la /etc/owsync")
+    )
+    # an edit made here keeps the content it replaced in the version store
+    router.ok("printf 'config y\\n' > /etc/config/dhcp")
+    assert wait_for(lambda: router.sh("find /etc/owsync/owsync.versions -type f").stdout, 20)
+    # what sysupgrade keeps: the key, the database, the version store, the UCI file
+    keep = set(router.ok("sysupgrade -l").split())
+    assert {"/etc/owsync/key", "/etc/owsync/owsync.db", "/etc/config/owsync"} <= keep, keep
+    stored = set(router.ok("find /etc/owsync/owsync.versions -type f").split())
+    assert stored and stored <= keep, (stored, keep)
+    # removed: stopped, disabled, the edited configuration, key and database stay
+    pm(router, fmt, REMOVE[fmt])
+    assert wait_for(lambda: not router.running(), 15), router.ok("ps w")
+    assert router.sh("test -e /etc/rc.d/S95owsync || test -e /usr/bin/owsync").returncode != 0
+    assert "127.0.0.2" in router.ok("cat /etc/config/owsync")
+    assert router.ok("cat /etc/owsync/key").strip() and router.ok("ls /etc/owsync/owsync.db")
+
+
+OLD_INSTALL = {
+    "ipk": (INSTALL["ipk"][0], "install /pkgs/1.2.0/owsync_1.2.0-1_x86_64.ipk"),
+    "apk": (INSTALL["apk"][0], "add /pkgs/1.2.0/owsync-1.2.0-r1.apk"),
+}
+UPGRADE = {
+    "ipk": "install /pkgs/python3-pyuci_*.ipk /pkgs/owsync_2.0.0-*.ipk",
+    "apk": "add /pkgs/python3-pyuci-*.apk /pkgs/owsync-2.0.0-*.apk",
+}
+
+
+@pytest.mark.parametrize("fmt", ["ipk", "apk"])
+def test_upgrade_from_owsync_1_2_0s_package(router, fmt):
+    if rpcd_files() is None:
+        pytest.skip("needs rpcd and its init script: OWSYNC_LUCI_ROOT (scripts/build-outside.sh)")
+    pm(router, fmt, *OLD_INSTALL[fmt])
+    assert router.sh("test -x /usr/libexec/rpcd/owsync").returncode == 0
+    # rpcd serves 1.2.0's plugin as the `owsync` object (its `pgrep -o owsync`
+    # finds the plugin script itself, so it may well say RUNNING already)
+    router.ok("/etc/init.d/rpcd start")
+    assert wait_for(lambda: (router.status() or {}).get("status") in ("RUNNING", "STOPPED"), 15), (
+        router.sh("ubus list; ps w; logread").stdout
+    )
+    # an admin's 1.2.0 setup: key in UCI, a peer, filters, enabled, running
+    router.ok(f"uci set owsync.general.key={KEY}; uci add_list owsync.general.include='*'")
+    router.configure_and_start("general")
+    assert wait_for(lambda: router.running(), 10), router.ok("logread")
+    old_pid = router.running()
+    assert "version" not in router.status()  # the plugin's answer, not a daemon's
+    out = pm(router, fmt, UPGRADE[fmt])
+    # 1.2.0's plugin is gone; the settings are under main, the key in its file
+    assert router.sh("test -e /usr/libexec/rpcd/owsync").returncode != 0, out
+    assert router.ok("uci -q get owsync.main.peer").split() == ["127.0.0.2"]
+    assert router.ok("uci -q get owsync.main.include").split() == ["*"]
+    assert router.ok("uci -q get owsync.main.exclude").split() == ["network", "system", "owsync"]
+    assert router.sh("uci -q get owsync.main.key").returncode != 0
+    assert router.sh("uci -q get owsync.general").returncode != 0
+    assert router.ok("cat /etc/owsync/key").strip() == KEY
+    assert router.ok("stat -c %a /etc/owsync/key").strip() == "600"
+    assert router.sh("ls /etc/uci-defaults/50-owsync-from-1.2").returncode != 0  # done, deleted
+    # enabled for the next boot, and this owsync runs with the same peer: the
+    # `owsync` object is the daemon's, rpcd (reloaded) no longer claims it
+    assert router.sh("test -L /etc/rc.d/S95owsync").returncode == 0, router.ok("ls /etc/rc.d")
+    assert wait_for(lambda: (router.status() or {}).get("version") == "2.0.0", 30), router.ok(
+        "logread"
+    ) + router.ok("ps w")
+    st = router.status()
+    assert [p["address"] for p in st["peers"]] == ["127.0.0.2"] and st["encryption"] is True
+    assert old_pid not in router.running().split()
