@@ -22,9 +22,7 @@ from ..core.protocol import ProtocolError, frame_limit
 from ..core.session import Session, SessionAbort
 from ..core.session1 import Session1
 from ..core.session2 import Session2
-from ..core.state import Record
 from ..io import database
-from ..io.syncdir import signature
 from ..io.transport import Channel, PeerClosed, PeerTimeout, Stopped
 from .context import Context, SessionResult
 from .exchange import Exchange, check_time
@@ -277,21 +275,8 @@ def restore(ctx: Context, version_id: int) -> dict:
         path = v["path"]
         if not replica.accepts(path):
             raise ValueError(f"{path} is not synced by this node (filters)")
-        data = store.read(v["hash"])
-        cur = replica.records.get(path)
-        live = cur if cur is not None and not cur.deleted else None
-        if live is not None and live.hash == v["hash"]:
+        if not replica.write_local(path, store.read(v["hash"]), v["hash"], v["mode"]):
             return {"restored": path, "id": version_id, "unchanged": True}
-        if live is not None:
-            replica.keep_local(path, "restored")
-            store.save(replica.now_ms())
-        mtime = replica.now_ms()
-        if cur is not None:
-            mtime = max(mtime, cur.mtime + 1)
-        st = replica.dir.write(path, data, v["mode"], mtime, live.sig if live is not None else None)
-        replica.records[path] = Record(path, v["hash"], mtime, len(data), v["mode"], False,
-                                       signature(st))  # fmt: skip
-        store.set_base(path, v["hash"], None, pending=True)
         log.info("restored %s from version %d", path, version_id)
         return {"restored": path, "id": version_id, "unchanged": False}
     finally:

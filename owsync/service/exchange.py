@@ -19,7 +19,7 @@ from ..core.session1 import Refused, Session1
 from ..io.transport import PeerClosed, PeerTimeout, Stopped
 from .context import Context
 from .driver import Driver, file_out
-from .replica import Replica, Tally, apply_deletions
+from .replica import Replica, Tally
 
 log = logging.getLogger("owsync")
 
@@ -87,7 +87,7 @@ class Exchange(Driver[Event]):
                     log.warning("not receiving %s from %s: too large (%d bytes,"
                                 " max_file_size %d)", rec.path, peer, rec.size,
                                 self.ctx.max_file_size)  # fmt: skip
-                self.tally.add(apply_deletions(replica, plan.deletions))
+                self.tally.add(replica.apply_deletions(plan.deletions))
                 self.out.put(m.request(plan))
             case s2.PeerRequest(paths=paths):
                 self.out.put(self._serve(paths))

@@ -38,7 +38,7 @@ from ..io.transport import Channel, PeerClosed, PeerTimeout, Stopped
 from ..io.versions import VersionStore
 from .context import SessionResult
 from .driver import Driver, file_out, later
-from .replica import STALE_TEMP_AGE, Applied, Replica, Tally, apply_deletions, skipped
+from .replica import STALE_TEMP_AGE, Applied, Replica, Tally, skipped
 
 log = logging.getLogger("owsync")
 
@@ -196,7 +196,7 @@ class LocalNode:
             recs = r.records
             dels = [d for d in deletions if d.path in recs and remote_wins(d, recs[d.path])]
             if dels:
-                tally.add(apply_deletions(r, dels))
+                tally.add(r.apply_deletions(dels))
             touched = set(r.touched or ())
         finally:
             tally.add(r.close(on_saved=lambda: self._remember(ctx.db_path, r)))

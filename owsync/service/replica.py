@@ -318,6 +318,62 @@ class Replica:
                     self.store.set_base(record.path, record.hash, None, pending=False)
         return Applied(tuple(written), (), tuple(conflicts))
 
+    def apply_deletions(self, deletions: list[Record]) -> Applied:
+        """Apply a peer's deletions: the paths removed, and the conflicts."""
+        if not deletions:
+            return NOTHING
+        conflicts: list[str] = []
+        if self.store is not None:
+            for remote in deletions:
+                if self.keep_local(remote.path, "deleted"):
+                    conflicts.append(remote.path)
+            self.store.save(self.now_ms(), collect=False)  # durable before anything is removed
+        # Write-ahead: the peer's tombstones are saved before any file is removed,
+        # each marked with the signature of its file (pending_deletion).  Killed
+        # after an unlink, the node would otherwise find the file gone, take that
+        # for a deletion of its own stamped at its restart, and delete a
+        # re-creation made meanwhile; killed before, its next scan completes it.
+        before = {remote.path: self.records[remote.path] for remote in deletions}
+        for remote in deletions:
+            self.records[remote.path] = pending_deletion(before[remote.path], remote)
+            self._touch(remote.path)
+        self._persist()
+        removed: list[str] = []
+        for remote in deletions:
+            local = before[remote.path]
+            try:
+                self.dir.delete(remote.path, local.sig)
+            except (LocalChanged, UnsafePath) as exc:
+                skipped("deleting", exc)
+                self.records[remote.path] = local  # not deleted; saved at the end
+                continue
+            self.records[remote.path] = deleted_by_peer(local, remote)  # done: saved at the end
+            if self.store is not None:
+                self.store.forget_base(remote.path)
+            removed.append(remote.path)
+        return Applied(tuple(removed), tuple(removed), tuple(conflicts))
+
+    def write_local(self, path: str, data: bytes, digest: str, mode: int) -> bool:
+        """Write ``data`` (of hash ``digest``) as a new local write of ``path``
+        (a restore): it then syncs, and wins.  What it replaces is kept as a
+        version.  False when the file holds that content already."""
+        cur = self.records.get(path)
+        live = cur if cur is not None and not cur.deleted else None
+        if live is not None and live.hash == digest:
+            return False
+        if live is not None and self.store is not None:
+            self.keep_local(path, "restored")
+            self.store.save(self.now_ms())
+        mtime = self.now_ms()
+        if cur is not None:
+            mtime = max(mtime, cur.mtime + 1)
+        st = self.dir.write(path, data, mode, mtime, live.sig if live is not None else None)
+        self.records[path] = Record(path, digest, mtime, len(data), mode, False, signature(st))
+        self._touch(path)
+        if self.store is not None:
+            self.store.set_base(path, digest, None, pending=True)
+        return True
+
     def now_ms(self) -> int:
         return int(self.ctx.clock() * 1000)
 
@@ -418,39 +474,3 @@ def skipped(action: str, exc: Exception) -> None:
     info), or not a path to touch (a warning)."""
     level = logging.INFO if isinstance(exc, LocalChanged) else logging.WARNING
     log.log(level, "not %s: %s", action, exc)
-
-
-def apply_deletions(replica: Replica, deletions: list[Record]) -> Applied:
-    """Apply a peer's deletions: the paths removed, and the conflicts."""
-    if not deletions:
-        return NOTHING
-    conflicts: list[str] = []
-    if replica.store is not None:
-        for remote in deletions:
-            if replica.keep_local(remote.path, "deleted"):
-                conflicts.append(remote.path)
-        replica.store.save(replica.now_ms(), collect=False)  # durable before anything is removed
-    # Write-ahead: the peer's tombstones are saved before any file is removed,
-    # each marked with the signature of its file (pending_deletion).  Killed
-    # after an unlink, the node would otherwise find the file gone, take that
-    # for a deletion of its own stamped at its restart, and delete a
-    # re-creation made meanwhile; killed before, its next scan completes it.
-    before = {remote.path: replica.records[remote.path] for remote in deletions}
-    for remote in deletions:
-        replica.records[remote.path] = pending_deletion(before[remote.path], remote)
-        replica._touch(remote.path)
-    replica._persist()
-    removed: list[str] = []
-    for remote in deletions:
-        local = before[remote.path]
-        try:
-            replica.dir.delete(remote.path, local.sig)
-        except (LocalChanged, UnsafePath) as exc:
-            skipped("deleting", exc)
-            replica.records[remote.path] = local  # not deleted; saved at the end
-            continue
-        replica.records[remote.path] = deleted_by_peer(local, remote)  # done: saved at the end
-        if replica.store is not None:
-            replica.store.forget_base(remote.path)
-        removed.append(remote.path)
-    return Applied(tuple(removed), tuple(removed), tuple(conflicts))
