@@ -19,6 +19,7 @@ from .core.filters import Filter
 from .core.peer import parse_peer
 from .core.settings import BOOL, INT, SETTINGS, Setting
 from .openwrt.uci_config import UCI_DIR_ENV, load_uci, uci_available
+from .openwrt.uci_key import move_key_out_of_uci
 from .service import log as logsetup
 from .service.config import Config, ConfigError, apply_setting, load_file
 
@@ -346,7 +347,8 @@ def cmd_daemon(opts, args) -> int:
             log.warning("%s", w)
         if not cfg.enabled:
             raise ConfigError("owsync is disabled (uci set owsync.main.enabled=1)")
-        d = Daemon(cfg, reload=lambda: build_config(opts, uci=True))
+        key_out_of_uci(opts, cfg)
+        d = Daemon(cfg, reload=lambda: key_out_of_uci(opts, build_config(opts, uci=True)))
         d.clock = CLOCK
         ubus_bridge.attach(d)  # started with the daemon, as its front end
         return d.run()
@@ -362,6 +364,21 @@ def cmd_daemon(opts, args) -> int:
         # it goes there bare, and not to syslog as well: one line, one prefix
         print(f"owsync: error: {why}" if sys.stderr.isatty() else why, file=sys.stderr)
     return 1
+
+
+def key_out_of_uci(opts, cfg: Config) -> Config:
+    """A key the daemon found in UCI (``uci set owsync.main.key``) moves to its
+    root-only file, and only that option leaves UCI (openwrt.uci_key); when
+    it cannot, the daemon says why and runs with the key where it is."""
+    if cfg.key_file and cfg.encryption_key and cfg.enabled:  # from UCI, and in use
+        try:
+            moved = move_key_out_of_uci(opts.uci_dir, cfg.key_file)
+        except ConfigError as exc:
+            log.warning("the key stays in UCI: %s", exc)
+        else:
+            if moved:
+                log.info("%s", moved)
+    return cfg
 
 
 def _control(opts, req: dict, timeout: float | None = 10.0) -> dict:

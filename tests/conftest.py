@@ -170,9 +170,10 @@ class Node(Child):
     def listen(self, clock_offset=None, host="127.0.0.1", port=None) -> Node:
         self.port = port or free_port()
         args = ["listen", "-H", host, "-P", str(self.port), "-v", *self.opts()]
+        seen = self.log.stat().st_size if self.log.exists() else 0  # an earlier run's lines
         self.spawn(owsync_cmd(*args, clock_offset=clock_offset), self.environ(), self.log)
         deadline = time.monotonic() + 15
-        while "listening on" not in self.log.read_text():
+        while b"listening on" not in self.log.read_bytes()[seen:]:
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"listener did not start: {self.log.read_text()}")
             time.sleep(0.02)

@@ -87,7 +87,8 @@ td,th{border-bottom:1px solid #ddd;padding:4px;text-align:left}
 .label.success{background:#46a546} .label.notice{background:#62cffc}
 .label.warning{background:#f89406} .label.important{background:#c43c35}
 .cbi-value{margin:4px 0} .cbi-value-title{display:inline-block;width:12em}
-.cbi-value-description{font-size:small;color:#555;margin-left:12em}</style>
+.cbi-value-description{font-size:small;color:#555;margin-left:12em}
+.table{display:table} .hidden{display:none}</style>
 <script src="/standin/luci-standin.js"></script></head>
 <body><div id="maincontent"><div id="view"></div></div>
 <script>showView(__VIEW__);</script></body></html>

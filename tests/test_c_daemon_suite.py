@@ -1,4 +1,4 @@
-"""owsync 1.2.0's own daemon test suite, unchanged, run against this owsync.
+"""owsync 1.2.0's own daemon and security test suites, unchanged, run against this owsync.
 
 Opt-in: set OWSYNC_C_SUITE to a checkout of the C owsync 1.2.0 source tree
 (the directory holding ``tests/test_daemon.sh``; its ``tests/`` directory
@@ -6,6 +6,10 @@ itself is accepted too).  Nothing of the C tree is built or used but its
 test scripts: ``OWSYNC`` points them at the ``owsync`` installed next to
 ``sys.executable`` (the venv's entry point), and the test asserts the
 suite's exit status and its own summary: every test passed, none skipped.
+Of the security suite (``tests/test_security.sh``) it asserts the exit
+status, no failure, and that test 4 found "too large" in the output of the
+``connect`` that pushed a file over the size limit (its PASS line, not the
+"INFO: ... specific error message not found" it prints otherwise).
 
 The suite, unchanged, runs ``pkill owsync`` (every process so named on the
 machine) and ``rm -rf /tmp/node1 /tmp/node2 /tmp/test_node*`` before each of
@@ -43,7 +47,7 @@ TOOLS = ("bash", "netstat", "pkill", "timeout", "unshare")
 INNER = r"""
 import ctypes, fcntl, os, socket, struct, sys
 
-suite, keep = sys.argv[1], sys.argv[2:]
+suite, script, keep = sys.argv[1], sys.argv[2], sys.argv[3:]
 with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:  # ip link set lo up
     req = struct.pack("16sH22x", b"lo", 0)
     flags = struct.unpack("16sH22x", fcntl.ioctl(s, 0x8913, req))[1]  # SIOCGIFFLAGS
@@ -62,7 +66,7 @@ for p, fd in fds.items():
     mount(f"/proc/self/fd/{fd}", p, None, 4096 | 16384, None)  # MS_BIND | MS_REC
     os.close(fd)
 os.chdir(suite)
-os.execvp("bash", ["bash", "./test_daemon.sh"])
+os.execvp("bash", ["bash", "./" + script])
 """
 
 
@@ -91,11 +95,13 @@ def unshare_cmd() -> list[str]:
     return cmd
 
 
-def test_c_daemon_suite_passes_with_this_owsync():
+def run_suite(script: str) -> tuple[int, str]:
+    """1.2.0's ``tests/SCRIPT``, confined, against this owsync: its exit status
+    and its output without colours."""
     suite = suite_dir()
     missing = [t for t in TOOLS if shutil.which(t) is None]
     if missing:
-        pytest.skip(f"the 1.2.0 daemon suite needs {', '.join(missing)}")
+        pytest.skip(f"the 1.2.0 suites need {', '.join(missing)}")
     probe = subprocess.run(
         [*unshare_cmd(), sys.executable, "-c", "pass"], capture_output=True, text=True
     )
@@ -111,21 +117,42 @@ def test_c_daemon_suite_passes_with_this_owsync():
     env = {k: v for k, v in os.environ.items() if k != "OWSYNC_KEY"}
     env["OWSYNC"] = str(owsync)
     r = subprocess.run(
-        [*unshare_cmd(), sys.executable, "-c", INNER, str(suite), *keep],
+        [*unshare_cmd(), sys.executable, "-c", INNER, str(suite), script, *keep],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         timeout=600,
     )
-    out = re.sub(r"\x1b\[[0-9;]*m", "", r.stdout)
-    expected = len(re.findall(r'^echo "TEST \d+:', (suite / "test_daemon.sh").read_text(), re.M))
+    return r.returncode, re.sub(r"\x1b\[[0-9;]*m", "", r.stdout)
+
+
+def summary_counts(out: str) -> tuple[int, int, int, int]:
+    """(total, skipped, passed, failed) from the suite's own summary."""
     total = re.search(r"^Total Tests: (\d+) \(\+ (\d+) skipped\)$", out, re.M)
     passed = re.search(r"^Passed: (\d+)$", out, re.M)
     failed = re.search(r"^Failed: (\d+)$", out, re.M)
     assert total and passed and failed, f"no summary from the suite:\n{out}"
-    counts = (int(total[1]), int(total[2]), int(passed[1]), int(failed[1]))
-    assert (r.returncode, counts) == (0, (expected, 0, expected, 0)), (
-        f"1.2.0 daemon suite: exit {r.returncode}, total/skipped/passed/failed {counts},"
+    return int(total[1]), int(total[2]), int(passed[1]), int(failed[1])
+
+
+def test_c_daemon_suite_passes_with_this_owsync():
+    rc, out = run_suite("test_daemon.sh")
+    expected = len(
+        re.findall(r'^echo "TEST \d+:', (suite_dir() / "test_daemon.sh").read_text(), re.M)
+    )
+    counts = summary_counts(out)
+    assert (rc, counts) == (0, (expected, 0, expected, 0)), (
+        f"1.2.0 daemon suite: exit {rc}, total/skipped/passed/failed {counts},"
         f" expected {expected} passed\n{out}"
     )
+
+
+def test_c_security_suite_passes_and_connect_says_too_large():
+    rc, out = run_suite("test_security.sh")
+    _, _, passed, failed = summary_counts(out)
+    assert (rc, failed) == (0, 0) and passed, (
+        f"1.2.0 security suite: exit {rc}, {failed} failed\n{out}"
+    )
+    test4 = out[out.index("TEST 4:") : out.index("TEST 5:")]
+    assert "PASS: Large file rejected with error message" in test4, test4

@@ -44,8 +44,8 @@ from owsync.service.config import Config, ConfigError, load_file, parse_text
 from owsync.service.log import syslog_available
 
 ROOT = Path(__file__).resolve().parents[1]
-INIT = ROOT / "files/etc/init.d/owsync"
-UCI_DEFAULT = ROOT / "files/etc/config/owsync"
+INIT = ROOT / "openwrt/owsync/files/etc/init.d/owsync"
+UCI_DEFAULT = ROOT / "openwrt/owsync/files/etc/config/owsync"
 VIEWS = ROOT / "luci/luci-app-owsync/htdocs/luci-static/resources/view/owsync"
 FIELDS_JS = ROOT / "tests/luci/form-fields.mjs"
 

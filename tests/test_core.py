@@ -153,6 +153,17 @@ def test_plan_keeps_peer_order_and_filters():
     assert [r.path for r in plan.deletions] == ["gone"]
 
 
+def test_plan_notes_what_the_peer_holds_as_we_do():
+    """Same content, any mtime: the peer has our write (no conflict later)."""
+    local = {"old": live("old", mtime=1), "new": live("new", mtime=9), "other": live("other"),
+             "gone": dead("gone"), "dead": dead("dead"), "net": live("net")}  # fmt: skip
+    remote = [live("old", mtime=9), live("new", mtime=1), live("other", H2, 1),
+              live("gone"), dead("dead", 2), live("net")]  # fmt: skip
+    plan = make_plan(local, remote, Filter(["*"], ["net"]))
+    assert plan.same == [("old", H1), ("new", H1)]
+    assert plan.requests == ["gone"] and not plan.deletions
+
+
 # --- state transitions -------------------------------------------------------------
 
 

@@ -15,12 +15,23 @@ import struct
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 import pytest
-from conftest import KEY, DaemonNode, base_env, free_port, owsync_cmd, tracked, wait_for
+from conftest import (
+    KEY,
+    DaemonNode,
+    base_env,
+    free_port,
+    owsync_cmd,
+    summary,
+    tracked,
+    wait_for,
+)
 
 from owsync.core import protocol
 from owsync.core.crypto import AesGcmCipher, fingerprint
+from owsync.service.daemon import STOP_WAIT
 
 
 @pytest.fixture
@@ -132,7 +143,8 @@ def test_status_json_and_sync_wait(daemons):
     # the file arrived in one session or the other: A pushed it, or B fetched it
     (got,) = [e for e in st["history"] if e["arrived"] == ["f"]]
     assert got["ok"] and got["received"] == 1 and got["removed"] == []
-    assert (got["direction"], got["peer"]) in {("outgoing", a.addr), ("incoming", a.host)}
+    # incoming too, the peer it is (its live offer says its port), never its ephemeral port
+    assert got["direction"] in ("outgoing", "incoming") and got["peer"] == a.addr
     assert st["key"] == {"set": True, "fingerprint": fingerprint(bytes.fromhex(KEY))}
     assert KEY not in json.dumps(st)
     r = b.ctl("sync", "nosuchpeer")
@@ -185,6 +197,83 @@ def test_sighup_adds_a_peer_without_dropping_the_listener(daemons):
     assert r.returncode == 0, r.stderr
 
 
+EPHEMERAL = re.compile(r"127\.0\.0\.1:(\d+)")
+
+
+def test_an_incoming_live_link_is_named_as_the_peer_it_is_by_the_port_it_offers(daemons):
+    """A has two peers at B's address: the address alone cannot tell which one
+    a link B made is, the port B's live offer says can.  Its logs, the history
+    and the kept versions name B as configured, never by an ephemeral port."""
+    a, b = daemons("a"), daemons("b")
+    other = free_port()  # a second configured peer at the same address, down
+    a.configure([b.addr, f"127.0.0.1:{other}"])
+    b.configure([a.addr])
+    (a.dir / "dhcp").write_text("lan")
+    a.start()
+    assert wait_for(lambda: f"sync with {b.addr} failed" in a.text(), 10), a.text()
+    b.start()  # B makes the link, before A's backoff ends
+    assert wait_for(lambda: b.has("dhcp", b"lan"), 10), a.text() + b.text()
+    time.sleep(1.1)  # B's write is newer by the clock
+    (b.dir / "dhcp").write_text("home")
+    assert wait_for(lambda: a.has("dhcp", b"home"), 10), a.text()
+    assert wait_for(lambda: [v for v in versions(a) if v["reason"] == "replaced"], 10)
+    (kept,) = [v for v in versions(a) if v["reason"] == "replaced"]
+    assert kept["peer"] == b.addr
+    st = a.status()
+    (got,) = [e for e in st["history"] if e["arrived"] == ["dhcp"]]
+    assert got["direction"] == "incoming" and got["peer"] == b.addr
+    peers = {p["address"]: p for p in st["peers"]}
+    assert peers[b.addr]["state"] == "connected", peers
+    assert re.search(rf"link with {re.escape(b.addr)} up", a.text()), a.text()
+    known = {a.port, b.port, other}
+    seen = {int(p) for p in EPHEMERAL.findall(a.text() + json.dumps(st))}
+    assert seen <= known, (seen - known, a.text())
+
+
+@pytest.mark.parametrize("v1", [False, True], ids=["connect-v2", "v1-as-1.2.0"])
+def test_an_incoming_session_is_named_by_its_address_as_the_one_peer_there(daemons, nodes, v1):
+    """`owsync connect` and owsync 1.2.0 (v1) say nothing of where they listen:
+    the one configured peer at the address they come from is who they are;
+    with two configured there, the address alone.  Never the ephemeral port."""
+    a = daemons("a")
+    there = f"127.0.0.1:{free_port()}"
+    a.configure([there], poll=600)
+    (a.dir / "dhcp").write_text("lan")
+    a.start()
+    c = nodes("c", max_protocol=1 if v1 else None)
+    c.write("dhcp", "home")
+    c.port = a.port  # c connects to A
+    r = c.connect(c)
+    assert r.returncode == 0, r.stderr
+    assert summary(r)["protocol"] == (1 if v1 else 2)
+    assert wait_for(lambda: versions(a), 10)
+    (kept,) = versions(a)  # a conflict: A's write had reached no peer
+    assert (kept["path"], kept["peer"]) == ("dhcp", there)
+    assert wait_for(lambda: [e for e in a.status()["history"] if e["direction"] == "incoming"])
+    (got,) = [e for e in a.status()["history"] if e["direction"] == "incoming"]
+    assert got["peer"] == there and got["arrived"] == ["dhcp"]
+    assert f"sync with {there} ok" in a.text()
+    # two peers configured at that address: which one it is cannot be told
+    a.configure([there, f"127.0.0.1:{free_port()}"], poll=600)
+    a.proc.send_signal(signal.SIGHUP)
+    assert wait_for(lambda: "2 peer(s)" in a.text()), a.text()
+    c.write("dhcp", "work", mtime=time.time() + 2)
+    assert c.connect(c).returncode == 0
+    assert wait_for(lambda: len(versions(a)) == 2), a.text()
+    newest = versions(a)[0]
+    assert (newest["path"], newest["peer"]) == ("dhcp", "127.0.0.1")
+    assert "sync with 127.0.0.1 ok" in a.text()
+    ports = {int(p) for p in EPHEMERAL.findall(a.text() + json.dumps(a.status()))}
+    assert ports <= {a.port, *(int(p.split(":")[1]) for p in a.conf.read_text().split()
+                                if p.startswith("peer="))}  # fmt: skip
+
+
+def versions(d: DaemonNode) -> list[dict]:
+    r = d.ctl("versions", "--json", "-c", str(d.conf))
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)["versions"]
+
+
 def test_ipv6_loopback(daemons):
     if not socket.has_ipv6:
         pytest.skip("no IPv6")
@@ -210,7 +299,8 @@ def test_peer_with_a_source_address(daemons):
     a.start()
     (a.dir / "f").write_text("x")
     assert wait_for(lambda: b.has("f", b"x"), 5)
-    assert wait_for(lambda: re.search(r"(sync|link) with 127\.0\.0\.2:", b.text()), 5), b.text()
+    # not a configured peer of b's address: named by that address alone
+    assert wait_for(lambda: re.search(r"(sync|link) with 127\.0\.0\.2\b", b.text()), 5), b.text()
 
 
 class SlowPeer(threading.Thread):
@@ -264,6 +354,47 @@ def test_sigterm_mid_transfer_leaves_no_partial_file(daemons):
     assert not [p for p in b.dir.rglob("*")]  # no temp file either
     if b.db.exists():
         json.loads(b.db.read_text())
+
+
+def _term_timeout() -> int:
+    """procd's term_timeout, as the init script sets it."""
+    root = Path(__file__).resolve().parents[1]
+    init = (root / "openwrt/owsync/files/etc/init.d/owsync").read_text()
+    return int(re.search(r"^\s*procd_set_param term_timeout (\d+)$", init, re.M)[1])
+
+
+def test_the_slowest_stop_ends_cleanly_within_procds_term_timeout(daemons):
+    """The worst case of a stop: SIGTERM while a peer worker sits in a connect
+    to a peer that never answers (its SYNs dropped: a full listen backlog).
+    The daemon waits for it as long as it may (STOP_WAIT), then says it
+    stopped and exits 0, inside the term_timeout the init script gives
+    procd (after which procd would SIGKILL it)."""
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(0)
+    filled = []
+    while True:  # fill the backlog: later SYNs are dropped, connect() hangs
+        c = socket.socket()
+        c.settimeout(0.5)
+        try:
+            c.connect(hole.getsockname())
+        except OSError:
+            c.close()
+            break
+        filled.append(c)
+    a = daemons("a")
+    a.configure([f"127.0.0.1:{hole.getsockname()[1]}"])
+    a.start()
+    assert wait_for(lambda: "listening on" in a.text(), 10), a.text()
+    start = time.monotonic()
+    a.proc.send_signal(signal.SIGTERM)
+    assert a.proc.wait(30) == 0
+    took = time.monotonic() - start
+    print(f"stop took {took:.2f} s, STOP_WAIT {STOP_WAIT} s, term_timeout {_term_timeout()} s")
+    assert a.text().rstrip().endswith("stopped"), a.text()
+    assert took < _term_timeout() and _term_timeout() >= STOP_WAIT + 2
+    for c in (*filled, hole):
+        c.close()
 
 
 def test_daemon_entirely_from_options(daemons, tmp_path):

@@ -55,8 +55,9 @@ def test_the_admins_day_with_the_init_script(router):
     # 1. enable, then start with the shipped config (enabled=0): nothing runs, exit 0
     r.ok("/etc/init.d/owsync enable")
     assert r.ok("ls /etc/rc.d").split() == ["K10owsync", "S95owsync"]
-    res = r.sh("/etc/init.d/owsync start")
-    assert res.returncode == 0 and res.stderr == "", res.stderr
+    for action in ("start", "reload"):  # reload: what LuCI's Save & Apply runs
+        res = r.sh(f"/etc/init.d/owsync {action}")
+        assert res.returncode == 0 and res.stderr == "", (action, res.stderr)
     assert instances(r) == {}
 
     # 2. enabled=1 without key or peer: the script says what to do, no instance
@@ -84,6 +85,8 @@ def test_the_admins_day_with_the_init_script(router):
     assert wait_for(lambda: running_pid(r) is not None), logread(r)
     inst = instances(r)
     assert [i["command"] for i in inst.values()] == [["/usr/bin/owsync", "daemon"]]
+    # procd waits as long as the daemon's slowest stop before a SIGKILL (5 s by default)
+    assert [i["term_timeout"] for i in inst.values()] == [15]
     assert wait_for(lambda: status(r) is not None, 20), logread(r)
     st = status(r)
     assert st["pid"] == running_pid(r) and st["encryption"] is True
@@ -116,9 +119,17 @@ def test_the_admins_day_with_the_init_script(router):
     assert wait_for(lambda: reloads(r) == 4)
 
     # the key set the old way, as typed on a router (uci commit notifies no one:
-    # reload_config does): it moves into the root-only key file, the daemon follows
-    r.ok("uci set owsync.main.key=$(owsync genkey); uci commit owsync; reload_config")
+    # reload_config does): the daemon moves it into the root-only key file, and
+    # commits nothing else: a change the admin staged meanwhile stays staged
+    r.ok("uci set owsync.main.key=$(owsync genkey); uci commit owsync")
+    r.ok("uci set owsync.main.poll_interval=45")  # staged, not applied
+    committed = r.ok("cat /etc/config/owsync")
+    r.ok("reload_config")
     assert wait_for(lambda: r.sh("uci -q get owsync.main.key").returncode != 0, 15), logread(r)
+    assert r.ok("uci changes owsync").strip() == "owsync.main.poll_interval='45'"
+    assert r.ok("cat /etc/config/owsync") == re.sub(r"\toption key '[0-9a-f]{64}'\n", "",
+                                                     committed)  # fmt: skip
+    r.ok("uci revert owsync")
     new_key = r.ok("cat /etc/owsync/key")
     assert re.fullmatch(r"[0-9a-f]{64}\n", new_key) and new_key.strip() != KEY, new_key
     new_key = new_key.strip()
@@ -129,7 +140,7 @@ def test_the_admins_day_with_the_init_script(router):
     expected = fingerprint(bytes.fromhex(new_key))
     assert wait_for(lambda: (status(r) or {}).get("key", {}).get("fingerprint") == expected)
     assert status(r)["encryption"] is True and running_pid(r) == pid
-    assert re.search(r"daemon\.notice owsync: the key moved from UCI to /etc/owsync/key$",
+    assert re.search(r"daemon\.info owsync\[\d+\]: the key moved from UCI to /etc/owsync/key$",
                      logread(r), re.M)  # fmt: skip
     assert new_key not in logread(r)
 
@@ -173,7 +184,7 @@ def test_the_admins_day_with_the_init_script(router):
     assert not any("daemon.err" in ln and "sync with" in ln and " ok" in ln for ln in lines)
     started = [ln for ln in lines if "daemon: /etc/config, listening" in ln]
     assert len(started) == len({re.search(r"owsync\[(\d+)\]", ln).group(1) for ln in started})
-    assert any("daemon.notice" in ln and "moved from UCI" in ln for ln in log.splitlines())
+    assert any("daemon.info" in ln and "moved from UCI" in ln for ln in log.splitlines())
     # nothing doubled by procd's capture of stderr: each message with one priority
     levels: dict[str, set[str]] = {}
     for prio, msg in re.findall(r"daemon\.(\w+) owsync\[\d+\]: (.*)", log):
@@ -196,6 +207,17 @@ def test_the_admins_day_with_the_init_script(router):
     r.ok("/etc/init.d/owsync stop")
     assert wait_for(lambda: instances(r) == {})
     assert wait_for(lambda: daemons(r) == []), daemons(r)
+    # disabled, the script touches nothing in UCI: a key there stays (no daemon
+    # reads it), what is staged stays staged, nothing is committed
+    r.ok("uci set owsync.main.enabled=0; uci set owsync.main.key=$(owsync genkey)")
+    r.ok("uci commit owsync; uci set owsync.main.poll_interval=77")
+    committed = r.ok("cat /etc/config/owsync")
+    for action in ("start", "reload"):  # reload: what LuCI's Save & Apply runs
+        res = r.sh(f"/etc/init.d/owsync {action}")
+        assert res.returncode == 0 and res.stderr == "", (action, res.stderr)
+    assert instances(r) == {} and r.ok("cat /etc/config/owsync") == committed
+    assert r.ok("uci changes owsync").strip() == "owsync.main.poll_interval='77'"
+    r.ok("uci revert owsync; uci delete owsync.main.key; uci commit owsync")
     r.ok("/etc/init.d/owsync disable")
     assert r.ok("ls /etc/rc.d").split() == []
     assert r.sh("/etc/init.d/owsync enabled").returncode != 0

@@ -346,6 +346,96 @@ def test_when_the_daemon_is_not_running_the_page_says_how_to_start_it(site, brow
     assert site.errors == []
 
 
+def test_sync_all_is_disabled_while_the_daemon_is_not_running(site, browser):
+    """The daemon stops under an open page: the poll shows it, and "Sync all
+    peers now" is disabled (the theme greys a disabled button); started
+    again, the next poll enables it."""
+    a = site.a
+    page = site.page(browser, "status")
+    assert page.locator("#owsync-sync-all").is_enabled()
+    a.stop()
+    page.wait_for_selector("#owsync-not-running", timeout=15000)
+    assert page.locator("#owsync-sync-all").is_disabled()
+    assert page.locator("#owsync-sync-all[disabled]").count() == 1
+    assert not page.locator("#owsync-peers").is_visible()
+    assert "the daemon is not running" in page.locator("#owsync-peers-none").inner_text()
+    a.start()
+    page.locator("#owsync-sync-all:enabled").wait_for(timeout=15000)
+    assert page.locator("#owsync-not-running").count() == 0
+    assert page.locator("#owsync-peers tr.owsync-peer").count() == 2
+    assert site.errors == []
+
+
+def test_the_tables_are_updated_in_place_under_the_poll(site, browser):
+    """A poll refills the rows that are there (the same elements), as LuCI's
+    own status views do, rather than building the tables anew."""
+    a, b = site.a, site.b
+    assert wait_for(lambda: _peer(a, b.addr).get("last_result") == "ok", 10), a.text()
+    page = site.page(browser, "status")
+    mark = """(sel) => { document.querySelectorAll(sel).forEach(e => e.owsyncMark = 1); }"""
+    kept = """(sel) => Array.from(document.querySelectorAll(sel)).every(e => e.owsyncMark === 1)"""
+    rows = "#owsync-peers tr.owsync-peer, #owsync-daemon-table tr"
+    page.evaluate(mark, rows)
+    count = page.locator("#owsync-peers tr.owsync-peer").count()
+    (b.dir / "dhcp").write_text("config dnsmasq\n")
+    assert wait_for(lambda: a.has("dhcp", b"config dnsmasq\n"), 10), a.text()
+    row = _row(page, b.addr)
+    page.wait_for_function(
+        "(addr) => document.querySelector(`#owsync-peers tr[data-peer='${addr}'] .owsync-counts`)"
+        ".textContent.startsWith('1 /')", arg=b.addr, timeout=15000)  # fmt: skip
+    assert (
+        page.evaluate(kept, rows) and page.locator("#owsync-peers tr.owsync-peer").count() == count
+    )
+    assert row.locator(".owsync-counts").inner_text().startswith("1 /")
+    assert site.errors == []
+
+
+def test_vrrp_roles_here_and_at_the_peer(site, browser):
+    """keepalived's roles (as its hotplug script tells the daemon): a row per
+    instance with the role and since when, and the peer's in its column;
+    nothing of it before any role is known."""
+    a, b = site.a, site.b
+    assert wait_for(lambda: _peer(a, b.addr).get("state") == "connected", 10), a.text()
+    page = site.page(browser, "status")
+    assert not page.locator("#owsync-vrrp-box").is_visible()
+    assert _row(page, b.addr).locator(".owsync-vrrp").inner_text() == "-"
+    for node, role in ((a, "MASTER"), (b, "BACKUP")):
+        r = node.ctl("vrrp", "VI_1", role)
+        assert r.returncode == 0, r.stdout + r.stderr
+    assert a.ctl("vrrp", "VI_2", "FAULT").returncode == 0
+    page.wait_for_selector("#owsync-vrrp-box:not(.hidden)", timeout=15000)
+    rows = page.locator("#owsync-vrrp tr.owsync-vrrp")
+    assert rows.count() == 2
+    assert rows.nth(0).locator(".owsync-vrrp-instance").inner_text() == "VI_1"
+    label = rows.nth(0).locator(".owsync-vrrp-role .label")
+    assert label.inner_text() == "MASTER" and "success" in label.get_attribute("class")
+    since = rows.nth(0).locator(".owsync-vrrp-since")
+    assert re.fullmatch(r"since (just now|\d+ s ago)", since.inner_text()), since.inner_text()
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", since.get_attribute("title"))
+    assert "important" in rows.nth(1).locator(".label").get_attribute("class")  # FAULT
+    assert wait_for(lambda: (_peer(a, b.addr).get("vrrp") or {}).get("VI_1"), 10), a.status()
+    page.wait_for_function(
+        "(addr) => document.querySelector(`#owsync-peers tr[data-peer='${addr}'] .owsync-vrrp`)"
+        ".textContent == 'VI_1: BACKUP'", arg=b.addr, timeout=15000)  # fmt: skip
+    assert _row(page, site.dead).locator(".owsync-vrrp").inner_text() == "-"
+    site.screenshot(page, "status-vrrp")
+    assert site.errors == []
+
+
+VIEWS = RES / "view/owsync"
+
+
+@pytest.mark.parametrize("view", ["status", "settings", "history"])
+def test_the_views_leave_colours_to_the_theme_and_timing_to_luci(view):
+    """No colour of their own (a dark theme would show red on black), no timer
+    beside LuCI's poll, and one copy of the text helper (format.js)."""
+    src = (VIEWS / f"{view}.js").read_text()
+    assert not re.search(r"color\s*:|background\s*:|#[0-9a-fA-F]{3,6}\b", src), view
+    assert not re.search(r"setTimeout|setInterval", src), view
+    assert not re.search(r"^function text\(", src, re.M), view
+    assert "'require owsync.format as fmt';" in src, view
+
+
 def test_settings_show_the_options_and_the_key_fingerprint_never_the_key(site, browser):
     page = site.page(browser, "settings")
     peers = page.locator("input[name='cbid.owsync.main.peer']").input_value()

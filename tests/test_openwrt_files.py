@@ -241,3 +241,23 @@ def test_feed_recipes_depend_on_packages_that_exist_and_install_every_file():
     # the state (database, version store) is kept by keep.d, not as conffiles
     keep = ROOT / "openwrt/owsync/files/lib/upgrade/keep.d/owsync"
     assert keep.read_text().split() == ["/etc/owsync/"]
+
+
+def test_the_systemd_unit_points_at_nothing_an_installation_lacks(tmp_path):
+    """No man page (owsync has none); the configuration file, which the admin
+    writes, is a condition of the unit, so that its absence skips it rather
+    than failing it; and systemd's own check passes, with the owsync this
+    environment installed standing for /usr/bin/owsync."""
+    unit = (ROOT / "files/lib/systemd/system/owsync.service").read_text()
+    start = re.search(r"^ExecStart=(.*)$", unit, re.M)[1].split()
+    assert start[0] == "/usr/bin/owsync" and "man:" not in unit
+    conf = start[start.index("-c") + 1]
+    assert re.search(rf"^ConditionPathExists={re.escape(conf)}$", unit, re.M)
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed here")
+    owsync = Path(sys.executable).with_name("owsync")
+    (tmp_path / "owsync.service").write_text(unit.replace("/usr/bin/owsync", str(owsync)))
+    r = subprocess.run([analyze, "verify", str(tmp_path / "owsync.service")],
+                       capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert r.returncode == 0 and "owsync.service" not in r.stdout + r.stderr, r.stdout + r.stderr

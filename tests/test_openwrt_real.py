@@ -17,6 +17,7 @@ import json
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -25,6 +26,8 @@ from pathlib import Path
 import pytest
 from conftest import KEY, base_env, free_port, tracked
 from test_daemon import DaemonNode, wait_for
+
+from owsync.core.crypto import fingerprint
 
 ENV = {k: os.environ.get(f"OWSYNC_{k}", "") for k in ("UBUSD", "UBUS", "UCI", "PROCD")}
 BINDINGS = os.environ.get("OWSYNC_PYBINDINGS", "")
@@ -349,7 +352,7 @@ def test_versions_diff_and_restore_on_the_real_bus(bus, owrt):
     kept = bus.call("owsync", "versions")
     (v,) = [v for v in kept["versions"] if v["path"] == "firewall"]
     assert v["reason"] == "replaced" and v["text"] is True
-    assert v["peer"] in (b.addr, "127.0.0.1")  # b's session, or a's (incoming: no port)
+    assert v["peer"] == b.addr  # b's session, or a's (incoming: the peer it is, no port)
     assert v["kept"] > 1_700_000_000_000  # milliseconds: blobmsg carries 64-bit integers
     assert kept["store"]["max_size"] == 1024 * 1024
     d = bus.call("owsync", "diff", {"id": v["id"]})
@@ -361,3 +364,85 @@ def test_versions_diff_and_restore_on_the_real_bus(bus, owrt):
     assert out == {"restored": "firewall", "id": v["id"], "unchanged": False}, out
     assert wait_for(lambda: b.has("firewall", b"config zone lan\n"), 10), b.text()
     assert a.has("firewall", b"config zone lan\n")
+
+
+def _staging_ns(save: Path) -> list[str]:
+    """A command prefix: a mount namespace of its own whose /tmp/.uci (uci's
+    staging directory, shared by everything on this machine otherwise) is
+    ``save``, so that what the test stages there no other process sees."""
+    return ["unshare", "--mount", "--", "sh", "-c",
+            f'mount --bind "{save}" /tmp/.uci && exec "$@"', "sh"]  # fmt: skip
+
+
+def test_a_key_set_in_uci_moves_to_its_file_and_nothing_staged_is_committed(owrt, tmp_path):
+    """`uci set owsync.main.key=...; uci commit owsync`, then changes the admin
+    staged and did not apply (`uci set` without a commit): the daemon, reading
+    UCI, writes the key to its root-only file (atomically, 0600) and deletes
+    the option, committing nothing else: the staged changes are still staged
+    and not in the file.  A new key committed later moves at the next reload;
+    one that is not a key stays in UCI, and the key file keeps the key in use."""
+    need("UCI")
+    save = tmp_path / "uci-staged"
+    save.mkdir()
+    os.makedirs("/tmp/.uci", exist_ok=True)  # the mount point (uci makes it too)
+    ns = _staging_ns(save)
+    probe = subprocess.run([*ns, "true"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.skip(f"cannot give uci a staging directory of its own: {probe.stderr.strip()}")
+    confdir = tmp_path / "uci"
+    confdir.mkdir()
+    (confdir / "owsync").write_text("config owsync 'main'\n")
+    key_file = tmp_path / "owsync" / "key"  # beside the UCI directory, as /etc/owsync/key
+
+    def uci(*args: str, ok: bool = True) -> subprocess.CompletedProcess:
+        r = subprocess.run([*ns, ENV["UCI"], "-c", str(confdir), *args],
+                           capture_output=True, text=True)  # fmt: skip
+        assert r.returncode == 0 or not ok, r.stderr
+        return r
+
+    a = owrt("a")
+    k1, k2 = os.urandom(32).hex(), os.urandom(32).hex()
+    for opt, value in [
+        ("enabled", "1"), ("host", "127.0.0.1"), ("port", str(a.port)), ("dir", str(a.dir)),
+        ("db", str(a.db)), ("control_socket", str(a.sock)), ("key", k1),
+    ]:  # fmt: skip
+        uci("set", f"owsync.main.{opt}={value}")
+    uci("add_list", "owsync.main.include=*")
+    uci("add_list", f"owsync.main.peer=127.0.0.1:{free_port()}")
+    uci("commit", "owsync")
+    # staged, not applied: as `uci set` without a commit leaves them
+    uci("set", "owsync.main.log_level=3")
+    uci("add_list", "owsync.main.exclude=staged-by-the-admin")
+    staged = uci("changes", "owsync").stdout
+    assert "log_level='3'" in staged and "staged-by-the-admin" in staged, staged
+
+    daemon = [sys.executable, "-m", "owsync", "daemon", "-f", "--uci-dir", str(confdir)]
+    a.start([*ns, *daemon])
+    assert wait_for(lambda: key_file.exists(), 10), a.text()
+    assert key_file.read_text() == k1 + "\n"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    committed = (confdir / "owsync").read_text()
+    assert "option key" not in committed and k1 not in committed, committed
+    assert "log_level" not in committed and "staged-by-the-admin" not in committed, committed
+    assert uci("changes", "owsync").stdout == staged  # still staged, nothing committed
+    assert uci("-q", "get", "owsync.main.key", ok=False).returncode != 0
+    assert f"the key moved from UCI to {key_file}" in a.text()
+    assert k1 not in a.text()
+    assert a.status()["key"]["fingerprint"] == fingerprint(bytes.fromhex(k1))
+    assert [p.name for p in key_file.parent.iterdir()] == ["key"]  # no temp file left
+
+    # a new key, committed (written as `uci commit` writes it): it moves at the reload
+    (confdir / "owsync").write_text(committed.rstrip("\n") + f"\n\toption key '{k2}'\n\n")
+    a.proc.send_signal(signal.SIGHUP)
+    assert wait_for(lambda: key_file.read_text() == k2 + "\n", 10), a.text()
+    assert wait_for(lambda: a.status()["key"]["fingerprint"] == fingerprint(bytes.fromhex(k2)))
+    assert k2 not in (confdir / "owsync").read_text()
+    assert uci("changes", "owsync").stdout == staged
+
+    # not a key: refused with the reload, left in UCI, the key in use kept
+    bad = (confdir / "owsync").read_text().rstrip("\n") + "\n\toption key 'not-a-key'\n\n"
+    (confdir / "owsync").write_text(bad)
+    a.proc.send_signal(signal.SIGHUP)
+    assert wait_for(lambda: "reload failed" in a.text(), 10), a.text()
+    assert (confdir / "owsync").read_text() == bad and key_file.read_text() == k2 + "\n"
+    assert a.status()["key"]["fingerprint"] == fingerprint(bytes.fromhex(k2))

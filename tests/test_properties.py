@@ -111,7 +111,8 @@ def test_two_nodes_end_identical_and_resync_is_empty(initial, edits_x, edits_y):
 
 
 def test_three_nodes_deletion_does_not_beat_a_later_recreation(tmp_path):
-    """PROTOCOL-v1.md defect 1: a tombstone re-stamped on arrival deleted a newer file."""
+    """1.2.0's first defect (docs/PROTOCOL.md): a tombstone re-stamped on arrival
+    deleted a newer file."""
     n0, n1, n2 = (Mem(tmp_path, f"n{i}") for i in range(3))
     n1.write("a.conf", b"v1", T0 - 10)
     sync(n1, n2)
@@ -129,7 +130,8 @@ def test_three_nodes_deletion_does_not_beat_a_later_recreation(tmp_path):
 
 
 def test_three_nodes_latest_write_survives_relay(tmp_path):
-    """PROTOCOL-v1.md defect 2: a copy stamped with its arrival time beat a later write."""
+    """1.2.0's second defect (docs/PROTOCOL.md): a copy stamped with its arrival
+    time beat a later write."""
     x, y, z = (Mem(tmp_path, n) for n in "xyz")
     x.write("f", b"v1", T0 - 20)
     sync(x, y)

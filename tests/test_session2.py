@@ -220,6 +220,27 @@ def test_deletions_plan_and_too_large_files():
     assert [r.path for r in state.too_large] == ["huge"] and state.plan.requests == []
 
 
+def test_the_sender_learns_which_of_its_files_are_too_large_for_the_peer():
+    """The receiver does not ask for a file over max_file_size, so its sender
+    is told by its own PeerState which files the peer lacks and will not
+    get (1.2.0's sender says "too large"); one the peer holds as new, or
+    newer, or deleted later, is not among them."""
+    big = b"h" * 100
+    a, b = pair({"new": (big, 9), "tomb-older": (big, 9), "tomb-newer": (big, 9),
+                 "same": (big, 9), "theirs-newer": (big, 9), "ok": (b"k", 9)},
+                {"same": (big, 9), "theirs-newer": (b"n", 20)},
+                max_file_size=50)  # fmt: skip
+    b.records["tomb-older"] = Record("tomb-older", None, 5, 0, 0o644, True)
+    b.records["tomb-newer"] = Record("tomb-newer", None, 15, 0, 0o644, True)
+    assert run(a, b) is None
+    mine = next(e for e in a.events if isinstance(e, PeerState))
+    assert sorted(r.path for r in mine.withheld) == ["new", "tomb-older"]
+    assert all(r.size == 100 for r in mine.withheld)
+    theirs = next(e for e in b.events if isinstance(e, PeerState))
+    assert sorted(r.path for r in theirs.too_large) == ["new", "tomb-older"]
+    assert theirs.withheld == () and b.written == {"ok": b"k"}
+
+
 def test_thousands_of_files_travel_in_batches():
     files = {f"d/{i}": (str(i).encode(), 1) for i in range(3000)}
     a, b = pair(files, {})

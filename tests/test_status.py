@@ -44,7 +44,7 @@ def test_a_peer_row_says_which_protocol_its_last_session_spoke():
 
 def test_history_entries_carry_the_protocol():
     h = status.SessionHistory()
-    h.add(result(protocol=1), "incoming", [], now=1.0)
+    h.add(result(protocol=1), "incoming", [], now=1.0)  # named by incoming_name already
     h.add(result(peer="10.0.0.3", protocol=2), "outgoing", [], now=2.0)
     h.add(result(peer="10.0.0.4", ok=False, protocol=None), "outgoing", [], now=3.0)
     assert [(e["peer"], e["protocol"]) for e in h.entries()] == [
@@ -161,3 +161,29 @@ def test_status_carries_the_fields_of_owsync_1_2_0s_plugin(daemons):
     b.start()
     assert b.status()["config"] == {"encryption_enabled": False, "peer_count": 1,
                                     "sync_dir": str(b.dir)}  # fmt: skip
+
+
+def test_an_incoming_peer_is_named_as_configured_never_by_its_ephemeral_port():
+    peers = [Peer("192.168.1.2", None, None, "192.168.1.2"),
+             Peer("10.0.0.5", 4400, "10.0.0.1", "10.0.0.5:4400,10.0.0.1"),
+             Peer("127.0.0.1", 5001, None, "127.0.0.1:5001"),
+             Peer("127.0.0.1", 5002, None, "127.0.0.1:5002"),
+             Peer("fe80::2", None, None, "fe80::2")]  # fmt: skip
+
+    def name(label, port=None):
+        return status.incoming_name(label, peers, 4321, port)
+
+    # one configured peer at that address: the one it is, as written (1.2.0 says no port)
+    assert name("192.168.1.2:58481") == "192.168.1.2"
+    assert name("10.0.0.5:40000") == "10.0.0.5:4400,10.0.0.1"
+    assert name("[fe80::0:2]:40000") == "fe80::2"  # the same address, written otherwise
+    # several at one address: the port its live offer says tells them apart
+    assert name("127.0.0.1:58481") == "127.0.0.1"
+    assert name("127.0.0.1:58481", 5002) == "127.0.0.1:5002"
+    # a port that none of them listens on is none of them (a peer without a port: ours)
+    assert name("192.168.1.2:58481", 4321) == "192.168.1.2"
+    assert name("192.168.1.2:58481", 4999) == "192.168.1.2"
+    assert status.match_peer("192.168.1.2:58481", peers, 4321, 4999) is None
+    assert status.match_peer("192.168.1.2:58481", peers, 4321, 4321) is peers[0]
+    # not configured: its address alone
+    assert name("192.168.1.9:58481") == "192.168.1.9" and name("[::1]:5") == "::1"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 
 import pytest
 from conftest import KEY, summary
@@ -102,6 +103,26 @@ def test_max_file_size_is_a_policy_on_v2(nodes, tmp_path):
     assert summary(r)["protocol"] == 2
     assert b.files() == {"small": b"s"}
     assert "not receiving large from" in r.stderr and "too large" in r.stderr
+
+
+def test_connect_pushing_a_file_over_max_file_size_says_too_large(nodes, tmp_path):
+    """The sending side says so too, as 1.2.0 does (its security suite's test 4
+    looks for "too large" in the output of `connect`), and the listener logs
+    the same; nothing of the file travels, the rest does."""
+    a, b = pair(nodes, "plain", max_file_size=1 * MiB, tmp=tmp_path)
+    b.write("large.bin", os.urandom(MiB + 1))
+    b.write("small", "s")
+    a.listen()
+    r = b.sync_ok(a)
+    assert summary(r)["protocol"] == 2 and summary(r)["sent"] == 1
+    assert re.search(rf"not sending large.bin to \S+: too large \({MiB + 1} bytes", r.stderr)
+    assert a.files() == {"small": b"s"}
+    assert "not receiving large.bin from" in a.wait_log("not receiving large.bin")
+    # The listener, the sender now, says it as well.
+    a.write("other.bin", os.urandom(MiB + 1))
+    r = b.sync_ok(a)
+    assert "not receiving other.bin from" in r.stderr
+    assert "not sending other.bin to" in a.wait_log("not sending other.bin")
 
 
 @pytest.mark.parametrize("v2", [True, False], ids=["v2", "v1"])

@@ -5,7 +5,7 @@ Our node plays A: it is fed B's recorded frames (for AES-GCM, the recorded
 ciphertext itself) over a real socket, and must make the same requests, send
 the same files, and end with the same files and database records.  Where the
 recorded database differs only in the mtimes 1.2.0 re-stamps on arrival, ours
-must carry the writer's mtime instead (PROTOCOL-v1.md, "Two defects").
+must carry the writer's mtime instead (docs/PROTOCOL.md, "Where owsync differs from 1.2.0").
 """
 
 from __future__ import annotations

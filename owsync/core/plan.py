@@ -8,11 +8,14 @@ from .state import Record
 
 
 class Plan:
-    __slots__ = ("deletions", "requests")
+    __slots__ = ("deletions", "requests", "same")
 
     def __init__(self) -> None:
         self.deletions: list[Record] = []  # remote tombstones to apply
         self.requests: list[str] = []  # paths to ask the peer for
+        # (path, hash) of live files the peer holds with our content: a write
+        # made here that it has already (alike from the start, or received)
+        self.same: list[tuple[str, str]] = []
 
     def __bool__(self) -> bool:
         return bool(self.deletions or self.requests)
@@ -42,7 +45,8 @@ def remote_wins(remote: Record, local: Record | None) -> bool:
 def make_plan(
     local: dict[str, Record], remote: Iterable[Record], accept: Callable[[str], bool]
 ) -> Plan:
-    """Decide what to delete locally and what to request, in the peer's order."""
+    """Decide what to delete locally and what to request, in the peer's order;
+    note the files the peer holds as we do."""
     plan = Plan()
     seen: set[str] = set()
     for r in remote:
@@ -51,6 +55,8 @@ def make_plan(
         seen.add(r.path)
         mine = local.get(r.path)
         if not remote_wins(r, mine):
+            if mine is not None and r.hash is not None and r.hash == mine.hash:
+                plan.same.append((r.path, r.hash))  # (a tombstone has no hash)
             continue
         if r.deleted:
             plan.deletions.append(r)

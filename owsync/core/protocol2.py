@@ -436,9 +436,18 @@ def _no_constant(name: str):
     raise ValueError(f"{name} is not JSON")
 
 
+# one decoder for every body: json.loads(..., parse_constant=...) builds a new
+# one per call, and a FILE header is decoded once per file
+_DECODER = json.JSONDecoder(parse_constant=_no_constant)
+
+
 def _loads(payload: bytes | str):
     try:
-        return json.loads(payload, parse_constant=_no_constant)
+        if isinstance(payload, (bytes, bytearray)):  # as json.loads takes them
+            payload = payload.decode(json.detect_encoding(payload), "surrogatepass")
+        elif payload.startswith("\ufeff"):
+            raise ValueError("unexpected UTF-8 BOM")
+        return _DECODER.decode(payload)
     except RecursionError:
         raise ValueError("nested too deeply") from None
 

@@ -12,7 +12,9 @@ only the keys tell the initiator (the side that connected) from the other.
     while (event := machine.next_event()) is not None:      # handle each at once
         PeerAuth     -> lock, scan, send every frame of machine.state(records)
         PeerState    -> apply event.plan.deletions, send every frame of
-                        machine.request(event.plan) (event.too_large: log)
+                        machine.request(event.plan) (event.too_large: log;
+                        event.withheld, ours the peer lacks but cannot
+                        take: log)
         PeerRequest  -> per path: send machine.file_start(path, mode), then
                         machine.file_chunk(data) per at most CHUNK_SIZE bytes
                         (machine.outgoing_left say how many remain), then the
@@ -41,7 +43,7 @@ from collections import deque
 from collections.abc import Callable, Generator, Iterator
 from typing import NamedTuple
 
-from .plan import Plan, make_plan
+from .plan import Plan, make_plan, remote_wins
 from .protocol import ProtocolError
 from .protocol2 import (
     AUTH,
@@ -88,10 +90,13 @@ class PeerAuth(NamedTuple):
 
 
 class PeerState(NamedTuple):
-    """Apply the deletions, send request(plan); ``too_large``: not requested."""
+    """Apply the deletions, send request(plan); ``too_large``: not requested;
+    ``withheld``: our files newer than the peer's, over max_file_size, so the
+    peer will not ask for them (1.2.0's sender says "too large" too)."""
 
     plan: Plan
     too_large: list[Record]
+    withheld: tuple[Record, ...] = ()
 
 
 class PeerRequest(NamedTuple):
@@ -277,6 +282,7 @@ class Session2(FileSender):
         # ours
         self._local: dict[str, Record] | None = None
         self._advertised: dict[str, Record] = {}  # live records we sent
+        self._withheld: dict[str, Record] = {}  # of those, over max_file_size and not older
         self._to_serve: set[str] = set()  # the peer asked, not yet sent
         self._out: FileInFlight | None = None
         self._sent_files = self._sent_bytes = 0
@@ -306,6 +312,7 @@ class Session2(FileSender):
         self._local = records
         mine = [r for r in records.values() if self.accept(r.path)]
         self._advertised = {r.path: r for r in mine if not r.deleted}
+        self._withheld = {p: r for p, r in self._advertised.items() if r.size > self.max_file_size}
         return self._stream(STATE, state_bodies(mine), STATE_END, REQUESTING)
 
     def request(self, plan: Plan) -> Iterator[bytes]:
@@ -498,9 +505,14 @@ class Session2(FileSender):
                 self._seen.add(r.path)
             if len(self._seen) > self.max_records:
                 raise ProtocolError(f"STATE: more than {self.max_records} records")
+            for r in batch if self._withheld else ():
+                mine = self._withheld.get(r.path)
+                if mine is not None and not remote_wins(mine, r):  # the peer keeps its own
+                    del self._withheld[r.path]
             part = make_plan(self._local, batch, self.accept)
             self._plan.deletions += part.deletions
             self._plan.requests += part.requests
+            self._plan.same += part.same
             if part.requests:
                 by_path = {r.path: r for r in batch}
                 for p in part.requests:
@@ -513,7 +525,7 @@ class Session2(FileSender):
                          if self._remote[p].size > self.max_file_size]  # fmt: skip
             plan.requests = [p for p in plan.requests if self._remote[p].size <= self.max_file_size]
         self.peers = REQUESTING
-        return PeerState(plan, too_large)
+        return PeerState(plan, too_large, tuple(self._withheld.values()))
 
     def _request(self, f: Frame) -> PeerRequest | None:
         if f.type == REQUEST:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import logging
 import os
 import stat
@@ -201,6 +202,11 @@ class SyncDir:
         # descriptor, so taken once, not fstat'ed at every check
         self._ids: dict[str, tuple[int, int]] = {}
         self._dirty: set[str] = set()  # directories whose entries changed
+        # temp names: a random stem per SyncDir (drawn at its first temp file)
+        # and a counter, not a getrandom per file; O_EXCL catches the rare
+        # name left by an earlier run
+        self._tmp_stem = ""
+        self._tmp_seq = itertools.count(1)  # next() is atomic: live links share one
 
     def close(self) -> None:
         for fd in self._fds.values():
@@ -319,11 +325,20 @@ class SyncDir:
         """A new, empty temp file beside ``path``, to be filled by :meth:`append`
         and closed by :meth:`finish_stage` (or :meth:`discard`)."""
         dfd, name, parent = self._parent(path, create=True)
-        self._check_unchanged(dfd, name, path, expect)
-        tmp = f"{TMP_PREFIX}{os.urandom(6).hex()}{TMP_SUFFIX}"
+        if expect is not None or RENAME_NOREPLACE in _refused:
+            # a new file's rename refuses to replace what got there (commit)
+            self._check_unchanged(dfd, name, path, expect)
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        faults.point("syncdir.create.temp")
-        tfd = os.open(tmp, flags, 0o600, dir_fd=dfd)
+        if not self._tmp_stem:
+            self._tmp_stem = f"{TMP_PREFIX}{os.urandom(6).hex()}-"
+        while True:
+            tmp = f"{self._tmp_stem}{next(self._tmp_seq):x}{TMP_SUFFIX}"
+            faults.point("syncdir.create.temp")
+            try:
+                tfd = os.open(tmp, flags, 0o600, dir_fd=dfd)
+                break
+            except FileExistsError:
+                continue
         self._dirty.add(parent)
         return Staged(path, dfd, name, tmp, tfd, expect, 0)
 
@@ -374,7 +389,8 @@ class SyncDir:
                 s.fd = -1
             try:
                 self._check_in_place(s.path.rpartition("/")[0], s.path)
-                self._check_unchanged(s.dir_fd, s.name, s.path, s.expect)
+                if s.expect is not None:  # a new file's rename checks itself
+                    self._check_unchanged(s.dir_fd, s.name, s.path, s.expect)
                 self._put_in_place(s)
                 out.append(os.lstat(s.name, dir_fd=s.dir_fd))
             except (LocalChanged, UnsafePath) as exc:
@@ -391,6 +407,8 @@ class SyncDir:
         the caller's to remove)."""
         flag = RENAME_NOREPLACE if s.expect is None else RENAME_EXCHANGE
         if flag in _refused:
+            if s.expect is None:  # no RENAME_NOREPLACE: check just before
+                self._check_unchanged(s.dir_fd, s.name, s.path, None)
             faults.point("syncdir.rename")
             os.rename(s.tmp, s.name, src_dir_fd=s.dir_fd, dst_dir_fd=s.dir_fd)
             return

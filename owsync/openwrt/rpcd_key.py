@@ -27,6 +27,7 @@ import sys
 from ..core.crypto import fingerprint, parse_key
 from ..service.config import ConfigError, read_key_text
 from .uci_config import key_file_for
+from .uci_key import write_key
 
 METHODS = {"info": {}, "set": {"key": "str"}}
 
@@ -46,29 +47,6 @@ def info() -> dict:
     except ValueError as exc:
         return {"set": False, "error": f"{key_path()}: {exc}"}
     return {"set": True, "fingerprint": fingerprint(key)}
-
-
-def write_key(path: str, text: str) -> None:
-    """Replace the key file atomically; it is born 0600 and reaches the disk first."""
-    directory = os.path.dirname(path)
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="ascii") as f:
-            f.write(text + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    dfd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
 
 
 def set_key(args: dict) -> dict:

@@ -10,10 +10,11 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ..core.filters import Filter
+from ..core.peer import Peer
 from ..core.settings import BY_ATTR
 from ..io import database
 from ..io.versions import Limits, VersionStore
@@ -44,6 +45,8 @@ class Context:
         min_protocol: int = 1,  # 2: refuse peers that speak v1 only (owsync 1.2.0)
         advertise_v2: bool | None = None,  # None: unless OWSYNC_MAX_PROTOCOL=1 (tests, bench)
         live=None,  # the daemon's Mesh: offer a live link to peers that offer one
+        peers: Sequence[Peer] = (),  # the configured ones: what an incoming peer is called
+        port: int = 0,  # where we listen: the port of a peer configured without one
     ) -> None:
         self.root = root
         self.db_path = db_path
@@ -68,6 +71,8 @@ class Context:
             advertise_v2 = os.environ.get("OWSYNC_MAX_PROTOCOL", "2") != "1"
         self.advertise_v2 = advertise_v2
         self.live = live if advertise_v2 else None
+        self.peers = tuple(peers)
+        self.port = port
 
     def _inside(self, path: str) -> str | None:
         """``path`` relative to the root with a trailing slash, when inside it."""

@@ -46,6 +46,10 @@ BUSY_RETRIES = 5  # quick retries of a session that met a busy directory, before
 INCOMING_LOCK_TIMEOUT = 0.5  # short: every wait-for cycle between nodes passes through one
 OUTGOING_LOCK_TIMEOUT = 30.0
 RESTORE_LOCK_TIMEOUT = 5.0  # a restore asked on ubus waits no longer for a session to end
+# A stop waits this long at most for the peer workers (one may be in a connect
+# of net.CONNECT_TIMEOUT to an unreachable peer), the incoming sessions and a
+# live step to end cleanly; the init script's term_timeout allows for it.
+STOP_WAIT = 10.0
 
 
 class FrontEnd(Protocol):
@@ -259,6 +263,8 @@ class Daemon:
             versions=cfg.versions_limits(),
             min_protocol=cfg.min_protocol,
             live=self.mesh if live else None,
+            peers=cfg.peers,
+            port=cfg.port,
         )
 
     clock = staticmethod(time.time)
@@ -366,18 +372,13 @@ class Daemon:
 
     def _link_up(self, link) -> None:
         """Which configured peer a new live link serves: the one it was made
-        for, or (incoming) the only peer at its address.  It hears this
-        router's VRRP roles, if keepalived told of any."""
+        for, or (incoming) the one at its address listening where it says.  It
+        hears this router's VRRP roles, if keepalived told of any."""
         if self.vrrp_roles.table():
             link.post(("vrrp", self.vrrp_roles.table))
-        workers = list(self.workers.values())
-        if link.initiator:
-            mine = [w for w in workers if str(w.peer) == link.label]
-        else:  # the peer's address, and the port it says it listens on
-            host = status.host_of(link.label)
-            mine = [w for w in workers if w.peer.host == host]
-            if len(mine) > 1 and link.peer_port is not None:
-                mine = [w for w in mine if (w.peer.port or self.cfg.port) == link.peer_port]
+        # an incoming link's label names the configured peer it is, if any
+        # (status.incoming_name: its address and the port its offer says)
+        mine = [w for w in list(self.workers.values()) if str(w.peer) == link.label]
         if len(mine) == 1:
             w = mine[0]
             w.node = link.peer_node
@@ -602,7 +603,7 @@ class Daemon:
         for w in list(self.workers.values()):
             with w.cond:
                 w.cond.notify()
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + STOP_WAIT
         for w in list(self.workers.values()):
             w.join(max(0.0, deadline - time.monotonic()))
         # incoming sessions notice `stopping` within half a second; wait for them

@@ -27,7 +27,7 @@ from ..io.transport import Channel, PeerClosed, PeerTimeout, Stopped
 from .context import Context, SessionResult
 from .exchange import Exchange, check_time
 from .replica import NOTHING, Replica
-from .status import host_of
+from .status import incoming_name
 
 log = logging.getLogger("owsync")
 
@@ -56,6 +56,9 @@ def run_session(
 ) -> SessionResult:
     """Run one session on a connected socket; never raises for session errors.
 
+    ``peer`` is the address it is connected to (an incoming one: see
+    _Course.peer).
+
     ``on_hello`` is called once the peer's Hello has been accepted.  The
     ``initiator`` (the side that connected) waits, after the last message,
     for the peer to hang up, so that when it returns both sides are done.
@@ -64,9 +67,15 @@ def run_session(
     ch = Channel(
         sock, ctx.cipher, frame_limit(ctx.max_file_size), ctx.idle_timeout, ctx.should_stop
     )
-    # an incoming peer's port is ephemeral: its address names it (in kept versions)
-    replica = Replica(ctx, peer=peer if initiator else host_of(peer))
-    course = _Course(Session(replica.accepts, ctx.max_file_size))
+    if initiator:
+        replica = Replica(ctx, peer=peer)
+        course = _Course(Session(replica.accepts, ctx.max_file_size), peer)
+    else:
+        # an incoming peer's port is ephemeral: kept versions name it by its
+        # address, or as the configured peer it is (status.incoming_name)
+        replica = Replica(ctx, peer=incoming_name(peer, ctx.peers, ctx.port))
+        course = _Course(Session(replica.accepts, ctx.max_file_size),
+                         replica.peer if ctx.peers else peer)  # fmt: skip
     ok, error, lock_busy = False, "", False
     closed = NOTHING  # what the replica's last batch did
     try:
@@ -74,7 +83,7 @@ def run_session(
         if course.exchange is not None:
             # files and database saved before the peer is let go; the session
             # completed, so what was sent arrived
-            closed = replica.close(delivered=course.exchange.served)
+            closed = replica.close(delivered=course.exchange.delivered)
             # v1: the peer's hang-up is its acknowledgment; v2 had DONE both ways
             if initiator and course.protocol == 1 and not ch.wait_closed(ctx.idle_timeout):
                 raise PeerTimeout(
@@ -98,7 +107,7 @@ def run_session(
         where = f" {exc.filename}" if exc.filename else ""
         error = f"local I/O error{where}: {exc.strerror or exc}"
     except Exception as exc:  # a defect; keep serving other peers
-        log.exception("session with %s failed unexpectedly", peer)
+        log.exception("session with %s failed unexpectedly", course.peer)
         error = f"internal error: {exc!r}"
     finally:
         try:
@@ -108,6 +117,7 @@ def run_session(
             error = error or f"cannot save the database: {exc.strerror}"
         ch.close()
     nbytes, seconds = ch.bytes_in + ch.bytes_out, time.monotonic() - start
+    peer = course.peer
     if course.link is not None:
         return _link_ended(course.link, peer, nbytes, seconds)
     ex = course.exchange
@@ -117,7 +127,7 @@ def run_session(
         ok=ok,
         error=error,
         received=done.received,
-        sent=len(ex.served) if ex is not None else 0,
+        sent=ex.files_sent if ex is not None else 0,
         deleted=done.deleted,
         bytes=nbytes,
         seconds=seconds,
@@ -176,16 +186,22 @@ class _Course:
     the session's replica is unused).  Read once the session is over,
     whether it ended well or not."""
 
-    def __init__(self, machine: Session) -> None:
+    def __init__(self, machine: Session, peer: str) -> None:
         self.machine = machine  # v1's, for the Hellos (and v1's exchange)
+        # what the logs, the result and a live link call the peer: an incoming
+        # one in a daemon is named as the configured peer it is, once its
+        # offer said where it listens (``listen`` keeps the port in its logs,
+        # which tell its concurrent sessions apart)
+        self.peer = peer
         self.protocol: int | None = None  # 1 or 2 once the Hellos are exchanged
         self.live = False  # both offered a live link
         self.node: str | None = None  # the peer daemon's id, when it offered one
         self.exchange: Exchange | None = None
         self.link = None  # the live link, once it ended
 
-    def drive(self, ch, ctx: Context, replica: Replica, peer: str, on_hello, initiator) -> None:
-        """The Hellos, then the exchange of v1 or v2, or the live link."""
+    def drive(self, ch, ctx: Context, replica: Replica, address: str, on_hello, initiator) -> None:
+        """The Hellos, then the exchange of v1 or v2, or the live link.
+        ``address``: the peer's, as connected."""
         machine = self.machine
         if initiator and ctx.live is None:
             # The side that connected takes its directory before saying Hello: the
@@ -219,6 +235,8 @@ class _Course:
         offer = live.peer_live(peer_fields) if v2 and ctx.live is not None else None
         self.live = offer is not None
         self.node = offer.node if offer is not None else None
+        if not initiator and offer is not None and offer.port is not None and ctx.peers:
+            self.peer = incoming_name(address, ctx.peers, ctx.port, offer.port)
         why = protocol2.min_protocol_error(ctx.min_protocol, v2, hello.hostname or "the peer")
         if why is not None:
             # 1.2.0 does not ignore SIGPIPE: hung up on while it writes its state,
@@ -231,7 +249,7 @@ class _Course:
         if offer is not None:
             assert ctx.live is not None  # an offer is read only with a mesh
             keys = live.link_keys(ctx.cipher.key, initiator, ours, theirs, secret)
-            self.link = ctx.live.run_link(ch, ctx, keys, offer, initiator, peer, rest)
+            self.link = ctx.live.run_link(ch, ctx, keys, offer, initiator, self.peer, rest)
             return
         if initiator and ctx.live is not None:  # a session after all: take the directory now
             replica.lock_dir(min(ctx.lock_timeout, INITIATOR_LOCK_WAIT))
@@ -241,7 +259,7 @@ class _Course:
             m = Session2(replica.accepts, ctx.max_file_size, keys)
         else:
             m = Session1(machine, ctx.cipher, frame_limit(ctx.max_file_size))
-        self.exchange = Exchange(ch, ctx, replica, m, peer, deadline)
+        self.exchange = Exchange(ch, ctx, replica, m, self.peer, deadline)
         self.exchange.run(rest)
 
 

@@ -36,7 +36,8 @@ class Exchange(Driver[Event]):
     replica, the files the peer asks for read from disk as they leave.
 
     What it did is its own to count, read by the engine once it is over:
-    :attr:`tally` (the replica's steps), :attr:`served` and :attr:`busy`."""
+    :attr:`tally` (the replica's steps), :attr:`files_sent`, :attr:`delivered`
+    and :attr:`busy`."""
 
     def __init__(self, ch, ctx: Context, replica: Replica, machine: Session1 | s2.Session2,
                  peer: str, deadline: float) -> None:  # fmt: skip
@@ -47,7 +48,10 @@ class Exchange(Driver[Event]):
         self.peer = peer  # for the logs
         self.deadline = deadline
         self.tally = Tally()  # what the replica did here
-        self.served: list[tuple[str, str]] = []  # (path, hash) of the files served whole
+        self.files_sent = 0  # files served whole
+        # (path, hash) the peer holds as we do once the session completes:
+        # served whole, or found alike in both states
+        self.delivered: list[tuple[str, str]] = []
         # the peer stopped before its state (its directory was busy): worth a
         # quick retry, not a backoff
         self.busy = False
@@ -82,12 +86,19 @@ class Exchange(Driver[Event]):
                 self.tally.add(replica.end_file(rec))
             case s2.PeerAuth():
                 self.out.put(m.state(replica.open()))
-            case s2.PeerState(plan=plan, too_large=too_large):
+            case s2.PeerState(plan=plan, too_large=too_large, withheld=withheld):
                 for rec in too_large:
                     log.warning("not receiving %s from %s: too large (%d bytes,"
                                 " max_file_size %d)", rec.path, peer, rec.size,
                                 self.ctx.max_file_size)  # fmt: skip
+                for rec in withheld:
+                    log.warning("not sending %s to %s: too large (%d bytes,"
+                                " max_file_size %d)", rec.path, peer, rec.size,
+                                self.ctx.max_file_size)  # fmt: skip
                 self.tally.add(replica.apply_deletions(plan.deletions))
+                # the peer holds these as we do: a write made here is not
+                # pending any more (a later write of the peer's is no conflict)
+                self.delivered.extend(plan.same)
                 self.out.put(m.request(plan))
             case s2.PeerRequest(paths=paths):
                 self.out.put(self._serve(paths))
@@ -131,7 +142,8 @@ class Exchange(Driver[Event]):
             got = yield from file_out(m, replica.dir, rec, start, self.ctx.max_file_size)
             if got is None:
                 assert rec.hash is not None  # advertised, so live: it has its content's hash
-                self.served.append((path, rec.hash))
+                self.delivered.append((path, rec.hash))
+                self.files_sent += 1
             elif got.started:
                 log.info("not sending %s: %s", path, got.why)
             elif got.why != "too large":  # (logged already)

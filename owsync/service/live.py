@@ -615,9 +615,9 @@ class Link(Driver[lv.Event]):
             mine = local.get(rec.path)
             if not remote_wins(rec, mine):
                 self._want.pop(rec.path, None)
-                if mine is not None and not mine.deleted and mine.same_version(rec):
-                    assert rec.hash is not None  # the same live version as ours
-                    self.mesh.local.mark_sent(rec.path, rec.hash)  # the peer has ours
+                if mine is not None and rec.hash is not None and mine.hash == rec.hash:
+                    # the peer holds our content (any mtime): it has our write
+                    self.mesh.local.mark_sent(rec.path, rec.hash)
                 continue
             if rec.deleted:
                 self._want.pop(rec.path, None)

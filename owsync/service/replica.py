@@ -24,6 +24,11 @@ from .context import Context
 log = logging.getLogger("owsync")
 
 BATCH_BYTES = 8 * 1024 * 1024
+# Files new to this node wait in larger batches where one syncfs(2) makes a
+# batch durable: each syncfs is a journal commit and a flush, and a new file
+# replaces nothing, so keeping it back costs only its temp name and memory.
+NEW_BATCH_FILES = 16384
+NEW_BATCH_BYTES = 64 * 1024 * 1024
 STALE_TEMP_AGE = 300.0  # seconds a temp file is left unwritten before it counts as stale
 
 
@@ -110,6 +115,8 @@ class Replica:
         self.records: dict[str, Record] = {}
         self.pending: list[tuple[Staged, Record]] = []  # received, not yet in place
         self.pending_bytes = 0
+        self.pending_replacing = 0  # of them, files that replace one here
+        self.pending_replacing_bytes = 0
         self._accepted: dict[str, bool] = {}
         self.locked = False
         self.local_changes = False  # set by open(): its scan found local writes
@@ -275,11 +282,29 @@ class Replica:
             assert self.store is not None and record.hash is not None
             self.store.put(record.hash, b"".join(base))  # its base, once in place
             self.bases_taken += 1
+        self._add_pending(staged, record)
+        return self.commit() if self._batch_full() else NOTHING
+
+    def _add_pending(self, staged: Staged, record: Record) -> None:
         self.pending.append((staged, record))
         self.pending_bytes += staged.size
-        if len(self.pending) >= self.dir.batch_files or self.pending_bytes >= BATCH_BYTES:
-            return self.commit()
-        return NOTHING
+        if staged.expect is not None:
+            self.pending_replacing += 1
+            self.pending_replacing_bytes += staged.size
+
+    def _batch_full(self) -> bool:
+        """Whether the pending files are due to go in place: a batch of at
+        most ``dir.batch_files`` files (each holds a descriptor without
+        syncfs) and BATCH_BYTES, except that with syncfs, files new here count
+        only towards NEW_BATCH_FILES and NEW_BATCH_BYTES."""
+        if not self.dir.by_fs:
+            return len(self.pending) >= self.dir.batch_files or self.pending_bytes >= BATCH_BYTES
+        return (
+            self.pending_replacing >= self.dir.batch_files
+            or self.pending_replacing_bytes >= BATCH_BYTES
+            or len(self.pending) >= NEW_BATCH_FILES
+            or self.pending_bytes >= NEW_BATCH_BYTES
+        )
 
     def _touch(self, path: str) -> None:
         if self.touched is not None:
@@ -289,17 +314,18 @@ class Replica:
         """A file staged elsewhere (a live link) goes in place with the batch,
         if the file there still has signature ``expect`` (None: absent)."""
         staged.expect = expect
-        self.pending.append((staged, record))
-        self.pending_bytes += staged.size
+        self._add_pending(staged, record)
 
     def commit(self) -> Applied:
         """Keep what the batch replaces, make the staged files durable, rename
         them into place; record them.  Returns the paths written and conflicts."""
         batch, self.pending, self.pending_bytes = self.pending, [], 0
+        self.pending_replacing = self.pending_replacing_bytes = 0
         if not batch:
             return NOTHING
         conflicts: list[str] = []
-        if self.store is not None:
+        # (a batch of new files replaces nothing: no save of the store before it)
+        if self.store is not None and any(s.expect is not None for s, _ in batch):
             for _, record in batch:
                 if self.keep_local(record.path, "replaced"):
                     conflicts.append(record.path)

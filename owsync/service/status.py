@@ -8,12 +8,14 @@ is unknown is None (ubus drops it).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import threading
 import time
 from collections import deque
 
 from .. import __version__
+from ..core.peer import Peer
 from .versions_view import recent_conflicts
 from .vrrp import roles_view
 
@@ -27,6 +29,33 @@ def host_of(label: str) -> str:
         return label[1 : label.find("]")]
     host, sep, port = label.rpartition(":")
     return host if sep and port.isdigit() and ":" not in host else label
+
+
+def _same_host(a: str, b: str) -> bool:
+    try:
+        return ipaddress.ip_address(a) == ipaddress.ip_address(b)
+    except ValueError:
+        return a.lower() == b.lower()
+
+
+def match_peer(label: str, peers, default_port: int, port: int | None = None) -> Peer | None:
+    """The configured peer an incoming connection from ``label`` (its address
+    and ephemeral port) comes from: the one at that address listening on
+    ``port``, where the peer says it (our daemons' live offer), or the only
+    one at that address (owsync 1.2.0, ``owsync connect``: they do not say).
+    None when there is none, or several."""
+    host = host_of(label)
+    mine = [p for p in peers if _same_host(p.host, host)]
+    if port is not None:
+        mine = [p for p in mine if (p.port or default_port) == port]
+    return mine[0] if len(mine) == 1 else None
+
+
+def incoming_name(label: str, peers, default_port: int, port: int | None = None) -> str:
+    """What logs, the history and kept versions call an incoming peer: the
+    configured peer it is (as written), else its address without the port."""
+    peer = match_peer(label, peers, default_port, port)
+    return str(peer) if peer is not None else host_of(label)
 
 
 class SessionHistory:
@@ -46,7 +75,7 @@ class SessionHistory:
             return  # nothing happened: a no-op sync is not activity
         if not result.ok and (getattr(result, "busy", False) or result.error == "stopped"):
             return  # contention (retried) or this daemon's own stop: no failure
-        peer = host_of(result.peer) if direction == "incoming" else result.peer
+        peer = result.peer  # an incoming one named already (incoming_name)
         removed = set(result.removed)
         entry = {
             "time": time.time() if now is None else now,

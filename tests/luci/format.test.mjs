@@ -144,3 +144,22 @@ test('text from the daemon is kept as it is (the views insert it as text nodes)'
 	assert.equal(fmt.historySentence(e, NOW), name + ' from 192.168.1.2, 1 min ago');
 	assert.equal(fmt.peerRow({ address: 'b', state: 'idle', last_result: name }, NOW).result, name);
 });
+
+test('VRRP roles: this router\'s per instance, and a peer\'s in a cell', () => {
+	const rows = fmt.vrrpRows({
+		VI_2: { role: 'BACKUP', since: NOW - 180 },
+		VI_1: { role: 'MASTER', since: NOW - 42, reconciling: false },
+		VI_3: { role: 'FAULT', since: null },
+	}, NOW);
+	assert.deepEqual(rows.map((r) => [r.instance, r.role, r.roleClass, r.since]), [
+		['VI_1', 'MASTER', 'success', 'since 42 s ago'],
+		['VI_2', 'BACKUP', 'notice', 'since 3 min ago'],
+		['VI_3', 'FAULT', 'important', '-'],
+	]);
+	assert.match(rows[0].sinceTitle, /^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$/);
+	assert.deepEqual(fmt.vrrpRows(undefined, NOW), []);  // a daemon without roles, or older
+	assert.equal(fmt.peerVrrp({ VI_2: { role: 'BACKUP' }, VI_1: { role: 'MASTER' } }),
+		'VI_1: MASTER, VI_2: BACKUP');
+	assert.equal(fmt.peerVrrp(undefined), '-');
+	assert.equal(fmt.peerRow({ address: 'a', state: 'idle' }, NOW).vrrp, '-');
+});

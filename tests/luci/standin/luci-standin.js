@@ -25,7 +25,8 @@
  *     the dialog's content in place, as LuCI does.
  *   - L.require with 'require x' / 'require x.y as z' (default name: x_y),
  *     the class instantiated once; baseclass.extend; view (load, then render
- *     into #view, as LuCI's dispatcher does); poll.add (sequential, seconds);
+ *     into #view, as LuCI's dispatcher does); poll.add (sequential, seconds,
+ *     once per function) and poll.remove;
  *     L.bind, L.resolveDefault, L.isObject; L.hasViewPermission() from
  *     L.env.nodespec (readonly when the page was opened with ?ro=1, as LuCI
  *     sets it for a user whose ACL grants the menu node read-only).
@@ -184,16 +185,35 @@
 	}
 	var rpc = new RPC();
 
+	/* LuCI's poll: a function is added once (false the second time) and runs
+	 * every `seconds`, never twice at once, until poll.remove(fn). */
+	var pollQueue = [];
 	var Poll = Class.extend({
 		add: function (fn, seconds) {
 			if (typeof fn != 'function' || isNaN(seconds))
 				throw new TypeError('Invalid argument to LuCI.poll.add()');
+			for (var i = 0; i < pollQueue.length; i++)
+				if (pollQueue[i].fn === fn) return false;
+			var e = { fn: fn };
 			function tick() {
-				Promise.resolve().then(fn).catch(function (e) { console.error('poll: ' + e); })
-					.then(function () { window.setTimeout(tick, seconds * 1000); });
+				if (pollQueue.indexOf(e) < 0) return;
+				Promise.resolve().then(fn).catch(function (err) { console.error('poll: ' + err); })
+					.then(function () { if (pollQueue.indexOf(e) >= 0) e.timer = window.setTimeout(tick, seconds * 1000); });
 			}
-			window.setTimeout(tick, seconds * 1000);
+			pollQueue.push(e);
+			e.timer = window.setTimeout(tick, seconds * 1000);
 			return true;
+		},
+		remove: function (fn) {
+			if (typeof fn != 'function')
+				throw new TypeError('Invalid argument to LuCI.poll.remove()');
+			var len = pollQueue.length;
+			pollQueue = pollQueue.filter(function (e) {
+				if (e.fn !== fn) return true;
+				window.clearTimeout(e.timer);
+				return false;
+			});
+			return pollQueue.length != len;
 		}
 	});
 

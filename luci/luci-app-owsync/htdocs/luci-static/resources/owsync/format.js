@@ -66,6 +66,13 @@ var REASON_TEXTS = {
 
 var SIZE_UNITS = [ 'KiB', 'MiB', 'GiB', 'TiB' ];
 
+/* A router's role in a VRRP instance (keepalived's words), and the theme's label class for it. */
+var ROLE_CLASSES = {
+	'MASTER': 'success',
+	'BACKUP': 'notice',
+	'FAULT': 'important'
+};
+
 function pad(n) {
 	return (n < 10 ? '0' : '') + n;
 }
@@ -175,6 +182,7 @@ return baseclass.extend({
 			result: peer.last_result == null ? '-' : peer.last_result,
 			counts: '%d / %d / %d'.format(peer.received || 0, peer.sent || 0, peer.deleted || 0),
 			failures: String(peer.consecutive_failures || 0),
+			vrrp: this.peerVrrp(peer.vrrp),
 			nextRetry: peer.state == 'backing off' ? this.untilTime(peer.next_retry, now) : '-',
 			protocol: peer.live ? _('v2 live') : this.protocolLabel(peer.protocol),
 			protocolTitle: peer.live
@@ -183,6 +191,35 @@ return baseclass.extend({
 					this.relativeTime(peer.live.last_update_received || peer.live.last_update_sent, now))
 				: (peer.protocol == 1 ? _('Protocol 1: that of owsync 1.2.0') : '')
 		};
+	},
+
+	/*
+	 * This router's VRRP roles (the status's "vrrp": instance -> {role, since}),
+	 * one row per instance, sorted; none when keepalived told of none.
+	 */
+	vrrpRows: function(vrrp, now) {
+		var self = this;
+
+		return Object.keys(vrrp || {}).sort().map(function(name) {
+			var v = vrrp[name] || {};
+
+			return {
+				instance: name,
+				role: String(v.role == null ? '?' : v.role),
+				roleClass: ROLE_CLASSES[v.role] || '',
+				since: v.since == null ? '-' : _('since %s').format(self.relativeTime(v.since, now)),
+				sinceTitle: self.absoluteTime(v.since)
+			};
+		});
+	},
+
+	/* A peer's VRRP roles in a cell: "VI_1: MASTER, VI_2: BACKUP"; "-" when it told none. */
+	peerVrrp: function(vrrp) {
+		var names = Object.keys(vrrp || {}).sort();
+
+		return names.length ? names.map(function(name) {
+			return '%s: %s'.format(name, (vrrp[name] || {}).role || '?');
+		}).join(', ') : '-';
 	},
 
 	/* The protocol of the peer's last session: "v2", "v1", or "-" before any Hello. */

@@ -43,13 +43,11 @@ var POLL_SECONDS = 10;
 /* LuCI's themes colour these label classes (see status.js) */
 var CONFLICT_CLASS = 'warning';
 
-var DIFF_STYLES = {
-	head: 'font-weight:bold',
-	hunk: 'color:#06c',
-	del: 'color:#a00;background:#fbe9e9',
-	add: 'color:#070;background:#e9f7e9',
-	note: 'color:#777;font-style:italic',
-	ctx: ''
+/* A diff line's kind, marked with the theme's own emphasis (no colour of ours) */
+var DIFF_TAGS = {
+	head: 'strong',
+	hunk: 'strong',
+	note: 'em'
 };
 
 var now = fmt.now, text = fmt.text;
@@ -198,7 +196,7 @@ return view.extend({
 				'class': 'owsync-diff-text',
 				'style': 'white-space:pre;overflow:auto;max-height:60vh;font-size:90%'
 			}, lines.map(function(l) {
-				return E('span', { 'class': 'owsync-diff-' + l.kind, 'style': DIFF_STYLES[l.kind] }, text(l.text + '\n'));
+				return E(DIFF_TAGS[l.kind] || 'span', { 'class': 'owsync-diff-' + l.kind }, text(l.text + '\n'));
 			})));
 		}
 

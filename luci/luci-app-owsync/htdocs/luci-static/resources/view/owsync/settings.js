@@ -5,6 +5,7 @@
 'require rpc';
 'require ui';
 'require uci';
+'require owsync.format as fmt';
 
 /*
  * Services → owsync → Settings: the owsync.main section of UCI, saved with
@@ -30,9 +31,7 @@ var callKeySet = rpc.declare({
 var HEX64 = /^[0-9a-fA-F]{64}$/;
 
 /* Text from the server goes in as a text node: a lone string child of E() is HTML. */
-function text(s) {
-	return [ s == null ? '' : String(s) ];
-}
+var text = fmt.text;
 
 function randomKey() {
 	var bytes = new Uint8Array(32);
@@ -171,7 +170,7 @@ return view.extend({
 		};
 
 		o = s.taboption('general', form.Flag, 'plain_mode', _('Plain mode'),
-			'<strong class="owsync-plain-warning" style="color:#c00">%h</strong>'.format(
+			'<strong class="owsync-plain-warning">%h</strong>'.format(
 				_('Warning: sends the configuration, passwords included, unencrypted. Only inside a VPN (WireGuard, IPsec).')));
 		o.rmempty = true;
 

@@ -52,14 +52,56 @@ var LABEL_CLASS = {
 	'failing': 'important'
 };
 
-var POLL_SECONDS = 5;     /* the page's refresh */
-var FOLLOW_SECONDS = 1;   /* the refresh while a "Sync now" runs */
+var POLL_SECONDS = 5;     /* the page's refresh, under LuCI's poll */
+var FOLLOW_SECONDS = 1;   /* the same poll, while a "Sync now" runs */
 var FOLLOW_LIMIT = 120;   /* give up following a sync after this long */
 
 var now = fmt.now, text = fmt.text;
 
-function sleep(seconds) {
-	return new Promise(function(resolve) { window.setTimeout(resolve, seconds * 1000); });
+/* (the theme's class "hidden": its .table sets display, which beats the hidden attribute) */
+
+/* Text into an existing node, only when it changed (no HTML: a text node). */
+function setText(node, s) {
+	var t = (s == null) ? '' : String(s);
+
+	if (node.textContent !== t)
+		node.textContent = t;
+}
+
+function setAttr(node, name, value) {
+	if (value == null || value === '')
+		node.removeAttribute(name);
+	else if (node.getAttribute(name) !== String(value))
+		node.setAttribute(name, value);
+}
+
+/*
+ * The rows of a table kept in place, as LuCI's own status views keep theirs:
+ * a row whose key is there already is refilled, a new one is made, one whose
+ * key is gone is removed; the order follows the data.  make(key) returns a
+ * new row, fill(row, item) sets its cells.
+ */
+function updateRows(table, items, keyOf, make, fill) {
+	var old = {}, keep = {};
+
+	Array.prototype.forEach.call(table.querySelectorAll('tr[data-key]'), function(tr) {
+		old[tr.getAttribute('data-key')] = tr;
+	});
+
+	items.forEach(function(item) {
+		var key = String(keyOf(item));
+		var tr = old[key] || make(key);
+
+		tr.setAttribute('data-key', key);
+		fill(tr, item);
+		keep[key] = true;
+		table.appendChild(tr);  /* (moves it last: rows follow the data's order) */
+	});
+
+	Object.keys(old).forEach(function(key) {
+		if (!keep[key])
+			old[key].parentNode.removeChild(old[key]);
+	});
 }
 
 return view.extend({
@@ -79,28 +121,17 @@ return view.extend({
 		return !!(st && st.pid);
 	},
 
-	renderDaemon: function(st, enabledInUci, enabledAtBoot) {
-		if (!this.running(st)) {
+	/* The advice above the daemon's table: why it is not running, or will not stay running. */
+	renderAdvice: function(st, enabledInUci, enabledAtBoot) {
+		if (!this.running(st))
 			return E('div', { 'class': 'alert-message warning', 'id': 'owsync-not-running' }, [
 				E('strong', {}, _('owsync is not running.')), ' ',
 				fmt.notRunningAdvice(enabledInUci, enabledAtBoot)
 			]);
-		}
 
 		var advice = fmt.notEnabledAdvice(enabledInUci, enabledAtBoot);
 
-		return [
-			advice ? E('div', { 'class': 'alert-message warning', 'id': 'owsync-not-enabled' }, text(advice)) : '',
-			this.renderConflicts(st),
-			E('table', { 'class': 'table', 'id': 'owsync-daemon-table' },
-				fmt.daemonRows(st, now()).map(function(row) {
-					return E('tr', { 'class': 'tr' + (row[2] ? ' owsync-warning' : '') }, [
-						E('td', { 'class': 'td left', 'width': '33%' }, text(row[0])),
-						E('td', { 'class': 'td left' }, row[2]
-							? E('strong', { 'style': 'color:#c00' }, text(row[1])) : text(row[1]))
-					]);
-				}))
-		];
+		return advice ? E('div', { 'class': 'alert-message warning', 'id': 'owsync-not-enabled' }, text(advice)) : '';
 	},
 
 	renderConflicts: function(st) {
@@ -117,89 +148,135 @@ return view.extend({
 		]);
 	},
 
-	renderPeers: function(st) {
-		var self = this, t = now();
+	/* [label, value, warning?] rows; a warning's value is bold, and its row marked. */
+	updateDaemon: function(st) {
+		var rows = this.running(st) ? fmt.daemonRows(st, now()) : [];
 
-		if (!this.running(st))
-			return E('p', { 'id': 'owsync-peers' }, E('em', {}, _('No status: the daemon is not running.')));
+		this.boxes.daemonTable.classList.toggle('hidden', !rows.length);
+		updateRows(this.boxes.daemonTable, rows, function(row) { return row[0]; }, function() {
+			return E('tr', { 'class': 'tr' }, [
+				E('td', { 'class': 'td left', 'width': '33%' }),
+				E('td', { 'class': 'td left' }, E('span'))
+			]);
+		}, function(tr, row) {
+			var cell = tr.lastElementChild, value = cell.firstElementChild;
 
-		var rows = (st && st.peers) || [];
-		var table = E('table', { 'class': 'table', 'id': 'owsync-peers' }, [
-			E('tr', { 'class': 'tr table-titles' }, [
-				E('th', { 'class': 'th' }, _('Peer')),
-				E('th', { 'class': 'th' }, _('Health')),
-				E('th', { 'class': 'th' }, _('State')),
-				E('th', { 'class': 'th' }, _('Last success')),
-				E('th', { 'class': 'th' }, _('Last result')),
-				E('th', { 'class': 'th' }, _('Protocol')),
-				E('th', { 'class': 'th' }, _('Received / sent / deleted')),
-				E('th', { 'class': 'th' }, _('Failures')),
-				E('th', { 'class': 'th' }, _('Next retry')),
-				E('th', { 'class': 'th cbi-section-actions' }, '')
-			])
-		]);
-
-		rows.forEach(function(peer) {
-			var r = fmt.peerRow(peer, t);
-			var busy = self.isBusy(peer);
-
-			table.appendChild(E('tr', {
-				'class': 'tr owsync-peer owsync-health-' + r.health + (busy ? ' owsync-busy' : ''),
-				'data-peer': peer.address
-			}, [
-				E('td', { 'class': 'td', 'data-title': _('Peer') }, [
-					r.address,
-					r.source ? E('small', {}, [ ' ', _('from %s').format(r.source) ]) : ''
-				]),
-				E('td', { 'class': 'td owsync-health', 'data-title': _('Health') },
-					E('span', { 'class': 'label ' + (LABEL_CLASS[r.health] || '') + ' owsync-label-' + r.health },
-						text(r.healthLabel))),
-				E('td', { 'class': 'td owsync-state', 'data-title': _('State') }, text(r.state)),
-				E('td', { 'class': 'td owsync-last-success', 'data-title': _('Last success'),
-					'title': r.lastSuccessTitle }, text(r.lastSuccess)),
-				E('td', { 'class': 'td owsync-result', 'data-title': _('Last result') }, text(r.result)),
-				E('td', { 'class': 'td owsync-protocol', 'data-title': _('Protocol'),
-					'title': r.protocolTitle || null }, text(r.protocol)),
-				E('td', { 'class': 'td owsync-counts', 'data-title': _('Received / sent / deleted') }, text(r.counts)),
-				E('td', { 'class': 'td owsync-failures', 'data-title': _('Failures') }, text(r.failures)),
-				E('td', { 'class': 'td owsync-next-retry', 'data-title': _('Next retry') }, text(r.nextRetry)),
-				E('td', { 'class': 'td cbi-section-actions' },
-					E('button', {
-						'class': 'btn cbi-button cbi-button-action owsync-sync' + (busy ? ' spinning' : ''),
-						'disabled': (busy || !self.writable()) ? '' : null,
-						'click': ui.createHandlerFn(self, 'handleSyncPeer', peer.address)
-					}, busy ? _('Syncing…') : _('Sync now')))
-			]));
+			setText(tr.firstElementChild, row[0]);
+			tr.classList.toggle('owsync-warning', !!row[2]);
+			if ((value.tagName == 'STRONG') != !!row[2]) {
+				value = E(row[2] ? 'strong' : 'span');
+				dom.content(cell, value);
+			}
+			setText(value, row[1]);
 		});
-
-		if (!rows.length)
-			table.appendChild(E('tr', { 'class': 'tr placeholder' },
-				E('td', { 'class': 'td', 'colspan': 10 }, E('em', {}, _('No peer configured.')))));
-
-		return table;
 	},
 
-	renderHistory: function(st) {
+	/* This router's role per VRRP instance (keepalived), when it told of any. */
+	updateVrrp: function(st) {
+		var rows = this.running(st) ? fmt.vrrpRows(st.vrrp, now()) : [];
+
+		this.boxes.vrrp.classList.toggle('hidden', !rows.length);
+		updateRows(this.boxes.vrrpTable, rows, function(r) { return r.instance; }, function() {
+			return E('tr', { 'class': 'tr owsync-vrrp' }, [
+				E('td', { 'class': 'td owsync-vrrp-instance', 'data-title': _('Instance') }),
+				E('td', { 'class': 'td owsync-vrrp-role', 'data-title': _('Role') }, E('span', { 'class': 'label' })),
+				E('td', { 'class': 'td owsync-vrrp-since', 'data-title': _('Since') })
+			]);
+		}, function(tr, r) {
+			var label = tr.children[1].firstElementChild;
+
+			setText(tr.children[0], r.instance);
+			label.className = 'label' + (r.roleClass ? ' ' + r.roleClass : '') + ' owsync-role-' + r.role.toLowerCase();
+			setText(label, r.role);
+			setText(tr.children[2], r.since);
+			setAttr(tr.children[2], 'title', r.sinceTitle);
+		});
+	},
+
+	makePeerRow: function(address) {
+		var cell = function(cls, title, child) {
+			return E('td', { 'class': 'td ' + cls, 'data-title': title }, child || []);
+		};
+
+		return E('tr', { 'class': 'tr owsync-peer', 'data-peer': address }, [
+			cell('owsync-address', _('Peer'), [ E('span'), E('small') ]),
+			cell('owsync-health', _('Health'), E('span', { 'class': 'label' })),
+			cell('owsync-state', _('State')),
+			cell('owsync-last-success', _('Last success')),
+			cell('owsync-result', _('Last result')),
+			cell('owsync-protocol', _('Protocol')),
+			cell('owsync-vrrp', _('VRRP')),
+			cell('owsync-counts', _('Received / sent / deleted')),
+			cell('owsync-failures', _('Failures')),
+			cell('owsync-next-retry', _('Next retry')),
+			/* not ui.createHandlerFn: the poll, not the call, says when the sync is over */
+			E('td', { 'class': 'td cbi-section-actions' }, E('button', {
+				'class': 'btn cbi-button cbi-button-action owsync-sync',
+				'click': L.bind(this.handleSyncPeer, this, address)
+			}, _('Sync now')))
+		]);
+	},
+
+	fillPeerRow: function(tr, peer, t) {
+		var r = fmt.peerRow(peer, t);
+		var busy = this.isBusy(peer);
+		var c = tr.children;
+		var label = c[1].firstElementChild, button = c[10].firstElementChild;
+
+		tr.className = 'tr owsync-peer owsync-health-' + r.health + (busy ? ' owsync-busy' : '');
+		setText(c[0].firstElementChild, r.address);
+		setText(c[0].lastElementChild, r.source ? ' ' + _('from %s').format(r.source) : '');
+		label.className = 'label ' + (LABEL_CLASS[r.health] || '') + ' owsync-label-' + r.health;
+		setText(label, r.healthLabel);
+		setText(c[2], r.state);
+		setText(c[3], r.lastSuccess);
+		setAttr(c[3], 'title', r.lastSuccessTitle);
+		setText(c[4], r.result);
+		setText(c[5], r.protocol);
+		setAttr(c[5], 'title', r.protocolTitle);
+		setText(c[6], r.vrrp);
+		setText(c[7], r.counts);
+		setText(c[8], r.failures);
+		setText(c[9], r.nextRetry);
+		button.disabled = busy || !this.writable();
+		button.classList.toggle('spinning', busy);
+		setText(button, busy ? _('Syncing…') : _('Sync now'));
+	},
+
+	updatePeers: function(st) {
+		var self = this, t = now();
+		var running = this.running(st);
+		var peers = running ? ((st && st.peers) || []) : [];
+
+		this.boxes.peersTable.classList.toggle('hidden', !running);
+		this.boxes.noPeers.classList.toggle('hidden', !running || peers.length > 0);
+		this.boxes.noStatus.classList.toggle('hidden', running);
+		updateRows(this.boxes.peersTable, peers, function(p) { return p.address; },
+			L.bind(this.makePeerRow, this), function(tr, peer) { self.fillPeerRow(tr, peer, t); });
+	},
+
+	updateHistory: function(st) {
 		var t = now();
 		var entries = (st && st.history) || [];
 
 		if (!entries.length)
-			return E('p', { 'id': 'owsync-history' }, E('em', {}, this.running(st)
-				? _('Nothing has changed since owsync started.') : _('No status: the daemon is not running.')));
+			return dom.content(this.boxes.history, E('p', { 'id': 'owsync-history' }, E('em', {}, this.running(st)
+				? _('Nothing has changed since owsync started.') : _('No status: the daemon is not running.'))));
 
-		return E('ul', { 'id': 'owsync-history' }, entries.slice(0, 20).map(function(e) {
+		dom.content(this.boxes.history, E('ul', { 'id': 'owsync-history' }, entries.slice(0, 20).map(function(e) {
 			return E('li', {
 				'class': 'owsync-event ' + (e.ok ? 'owsync-event-ok' : 'owsync-event-failed'),
 				'data-peer': e.peer,
 				'title': fmt.absoluteTime(e.time) + ' (' + fmt.directionLabel(e.direction) + ')'
 			}, text(fmt.historySentence(e, t)));
-		}));
+		})));
 	},
 
 	/*
 	 * A "Sync now" is over when the peer's session has started after the
 	 * click (last_attempt moved) and is no longer running.  A peer that has
-	 * gone (a reload removed it), or a daemon that has, ends the wait too.
+	 * gone (a reload removed it), or a daemon that has, ends the wait too;
+	 * so does FOLLOW_LIMIT.
 	 */
 	settle: function(st) {
 		var waiting = this.waiting;
@@ -210,7 +287,8 @@ return view.extend({
 		Object.keys(waiting).forEach(function(addr) {
 			var p = peers[addr];
 
-			if (!p || (p.state != 'syncing' && (p.last_attempt || 0) > waiting[addr]))
+			if (!p || (p.state != 'syncing' && (p.last_attempt || 0) > waiting[addr].attempt)
+			    || now() > waiting[addr].until)
 				delete waiting[addr];
 		});
 	},
@@ -229,36 +307,35 @@ return view.extend({
 
 		this.last = st;
 		this.settle(st);
-		dom.content(this.boxes.daemon, this.renderDaemon(st, enabled, this.enabledAtBoot));
-		dom.content(this.boxes.peers, this.renderPeers(st));
-		dom.content(this.boxes.history, this.renderHistory(st));
+		dom.content(this.boxes.advice, [
+			this.renderAdvice(st, enabled, this.enabledAtBoot),
+			this.running(st) ? this.renderConflicts(st) : ''
+		]);
+		this.updateDaemon(st);
+		this.updateVrrp(st);
+		this.updatePeers(st);
+		this.updateHistory(st);
 
+		/* the theme greys a disabled button: nothing to sync with while no daemon runs */
 		button.disabled = !this.running(st) || !this.writable() || this.pending();
 		button.classList.toggle('spinning', this.pending());
+		this.pace();
+	},
+
+	/* One poll, under LuCI's: every POLL_SECONDS, every FOLLOW_SECONDS while a sync is followed. */
+	pace: function() {
+		var seconds = this.pending() ? FOLLOW_SECONDS : POLL_SECONDS;
+
+		if (this.pollSeconds == seconds)
+			return;
+		if (this.pollSeconds)
+			poll.remove(this.pollFn);
+		poll.add(this.pollFn, seconds);
+		this.pollSeconds = seconds;
 	},
 
 	refresh: function() {
 		return L.resolveDefault(callStatus(), null).then(L.bind(this.update, this));
-	},
-
-	/* Refresh every second until the sessions of the waited-for peers have ended. */
-	follow: function() {
-		var self = this;
-		var deadline = now() + FOLLOW_LIMIT;
-
-		function step() {
-			return self.refresh().then(function() {
-				if (!self.pending())
-					return;
-				if (now() > deadline) {
-					self.waiting = {};
-					return self.update(self.last);
-				}
-				return sleep(FOLLOW_SECONDS).then(step);
-			});
-		}
-
-		return sleep(0.2).then(step);
 	},
 
 	wait: function(address) {
@@ -266,23 +343,23 @@ return view.extend({
 			return p.address == address;
 		})[0];
 
-		this.waiting[address] = (peer && peer.last_attempt) || 0;
+		this.waiting[address] = { attempt: (peer && peer.last_attempt) || 0, until: now() + FOLLOW_LIMIT };
 	},
 
 	handleSyncPeer: function(address, ev) {
 		var self = this;
 
+		if (ev && ev.currentTarget && ev.currentTarget.disabled)
+			return Promise.resolve();
 		this.wait(address);
-		if (ev && ev.currentTarget)
-			ev.currentTarget.disabled = true;
+		this.update(this.last);  /* the row says "Syncing…" at once */
 
 		return callSyncPeer(address).then(function(reply) {
 			if (reply && reply.error) {
 				delete self.waiting[address];
 				ui.addNotification(null, E('p', text(_('Sync with %s: %s').format(address, reply.error))), 'danger');
-				return self.refresh();
 			}
-			return self.follow();
+			return self.refresh();
 		}).catch(function(err) {
 			delete self.waiting[address];
 			ui.addNotification(null, E('p', text(_('Sync with %s failed: %s').format(address, err.message))), 'danger');
@@ -304,7 +381,7 @@ return view.extend({
 			if (reply && reply.error)
 				throw new Error(reply.error);
 			((reply && reply.started) || []).forEach(function(addr) { self.wait(addr); });
-			return self.follow();
+			return self.refresh();
 		}).catch(function(err) {
 			self.waiting = {};
 			ui.addNotification(null, E('p', text(_('Sync failed: %s').format(err.message))), 'danger');
@@ -314,32 +391,55 @@ return view.extend({
 
 	render: function(data) {
 		var init = (data[2] || {}).owsync;
+		var th = function(title, cls) { return E('th', { 'class': 'th' + (cls ? ' ' + cls : '') }, title); };
 
-		this.waiting = {};  /* peer address -> its last_attempt when "Sync now" was clicked */
+		this.waiting = {};  /* peer address -> {attempt: its last_attempt at the click, until} */
 		this.enabledAtBoot = init ? !!init.enabled : null;
+		this.pollFn = L.bind(this.refresh, this);
 		this.boxes = {
-			daemon: E('div', { 'id': 'owsync-daemon' }),
-			peers: E('div', { 'id': 'owsync-peers-box' }),
+			advice: E('div', { 'id': 'owsync-daemon-advice' }),
+			daemonTable: E('table', { 'class': 'table', 'id': 'owsync-daemon-table' }),
+			vrrpTable: E('table', { 'class': 'table', 'id': 'owsync-vrrp' }, E('tr', { 'class': 'tr table-titles' }, [
+				th(_('Instance')), th(_('Role')), th(_('Since'))
+			])),
+			peersTable: E('table', { 'class': 'table', 'id': 'owsync-peers' }, E('tr', { 'class': 'tr table-titles' }, [
+				th(_('Peer')), th(_('Health')), th(_('State')), th(_('Last success')), th(_('Last result')),
+				th(_('Protocol')), th(_('VRRP')), th(_('Received / sent / deleted')), th(_('Failures')),
+				th(_('Next retry')), th('', 'cbi-section-actions')
+			])),
+			noPeers: E('p', { 'id': 'owsync-no-peers' }, E('em', {}, _('No peer configured.'))),
+			noStatus: E('p', { 'id': 'owsync-peers-none' }, E('em', {}, _('No status: the daemon is not running.'))),
 			history: E('div', { 'id': 'owsync-history-box' }),
 			/* not ui.createHandlerFn: that re-enables the button when the
 			 * handler ends, and this one stays disabled while any sync runs */
 			syncAll: E('button', {
 				'class': 'btn cbi-button cbi-button-apply',
 				'id': 'owsync-sync-all',
+				'disabled': '',
 				'click': L.bind(this.handleSyncAll, this)
 			}, _('Sync all peers now'))
 		};
+		this.boxes.vrrp = E('div', { 'class': 'cbi-section', 'id': 'owsync-vrrp-box' }, [
+			E('h3', {}, _('VRRP')),
+			E('div', { 'class': 'cbi-section-descr' }, _('This router\'s role in each VRRP instance, as keepalived last told it.')),
+			this.boxes.vrrpTable
+		]);
 		this.update(data[0]);
-		poll.add(L.bind(this.refresh, this), POLL_SECONDS);
 
 		return E('div', { 'class': 'cbi-map', 'id': 'owsync-status' }, [
 			E('h2', {}, _('owsync')),
 			E('div', { 'class': 'cbi-map-descr' },
 				_('Keeps the configuration of the routers of a VRRP group identical, in both directions.')),
-			E('div', { 'class': 'cbi-section' }, [ E('h3', {}, _('Daemon')), this.boxes.daemon ]),
+			E('div', { 'class': 'cbi-section' }, [
+				E('h3', {}, _('Daemon')),
+				E('div', { 'id': 'owsync-daemon' }, [ this.boxes.advice, this.boxes.daemonTable ])
+			]),
+			this.boxes.vrrp,
 			E('div', { 'class': 'cbi-section' }, [
 				E('h3', {}, _('Peers')),
-				this.boxes.peers,
+				this.boxes.peersTable,
+				this.boxes.noPeers,
+				this.boxes.noStatus,
 				E('div', { 'class': 'right' }, this.boxes.syncAll)
 			]),
 			E('div', { 'class': 'cbi-section' }, [ E('h3', {}, _('Recent activity')), this.boxes.history ])
