@@ -169,6 +169,8 @@ def test_a_session_that_brings_dhcp_reloads_dhcp_only(tmp_path):
     )
     ((ev, data),) = events
     assert ev == EVENT and data["received"] == 3 and data["reloaded"] == ["dhcp", "firewall"]
+    assert sorted(data["files"]) == ["dhcp", "firewall", "sub/notes"]  # lists: blobmsg arrays
+    assert type(data["files"]) is list and type(data["conflicts"]) is list
     # nothing changed: nothing reloaded, no event
     assert session().received == 0
     assert len(calls) == 2 and len(events) == 1

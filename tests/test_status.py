@@ -14,6 +14,7 @@ from owsync.cli import format_status
 from owsync.core.peer import Peer
 from owsync.service import status
 from owsync.service.config import Config
+from owsync.service.context import SessionResult
 
 
 def result(peer="192.168.1.2", ok=True, protocol=2, **kw):
@@ -48,6 +49,17 @@ def test_history_entries_carry_the_protocol():
     h.add(result(peer="10.0.0.4", ok=False, protocol=None), "outgoing", [], now=3.0)
     assert [(e["peer"], e["protocol"]) for e in h.entries()] == [
         ("10.0.0.4", None), ("10.0.0.3", 2), ("192.168.1.2", 1)]  # fmt: skip
+
+
+def test_a_session_result_shows_as_lists_in_the_history_and_the_control_reply():
+    r = SessionResult(peer="10.0.0.5", ok=True, received=1, deleted=1, changed=("dhcp", "old"),
+                      removed=("old",), conflicts=("dhcp",), protocol=2)  # fmt: skip
+    h = status.SessionHistory()
+    h.add(r, "outgoing", [], now=1.0)
+    (e,) = h.entries()
+    assert (e["arrived"], e["removed"], e["conflicts"]) == (["dhcp"], ["old"], ["dhcp"])
+    assert all(type(e[k]) is list for k in ("arrived", "removed", "conflicts"))
+    assert r.as_dict()["conflicts"] == ["dhcp"] and type(r.as_dict()["conflicts"]) is list
 
 
 def test_the_snapshot_shows_the_minimum_protocol(tmp_path):

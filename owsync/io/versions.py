@@ -28,13 +28,16 @@ leaves at worst an object no index names, removed at the next save.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
 import re
 import time
+from collections.abc import Callable, Collection, Mapping
 
 from ..core.settings import BY_ATTR
+from ..core.state import Record
 from . import faults
 from .database import fsync_dir, write_file
 from .syncdir import have_syncfs, syncfs
@@ -303,6 +306,24 @@ class VersionStore:
             self.save(kept, collect=False)
         return v
 
+    def keep_replaced(
+        self,
+        path: str,
+        digest: str,
+        data: bytes,
+        mtime: int,
+        mode: int,
+        reason: str,
+        peer: str,
+        now_ms: int,
+    ) -> dict:
+        """Keep the content of ``path`` that a peer's write, a peer's deletion
+        or a restore is about to replace (see :meth:`keep`); a write made here
+        that no peer has received yet is kept as a ``conflict``: it lost."""
+        if self.pending(path, digest):
+            reason = "conflict"
+        return self.keep(path, digest, data, mtime, mode, reason, peer, now_ms)
+
     def keep_base_version(self, path: str, mtime: int, mode: int, reason: str, now_ms: int):
         """Keep the base of ``path`` as a version (its file is already gone or
         rewritten: a local edit or deletion); None when no base was kept."""
@@ -351,6 +372,50 @@ class VersionStore:
     def forget_base(self, path: str) -> None:
         if self.bases.pop(path, None) is not None:
             self.changed = True
+
+    def track(
+        self,
+        loaded: Mapping[str, Record],
+        records: Mapping[str, Record],
+        now_ms: int,
+        only: Collection[str] | None,
+        read: Callable[[str], bytes | None],
+    ) -> None:
+        """What a scan found (``records``, against the database's ``loaded``):
+        keep what local edits and deletions replaced (from the bases), and
+        take the new contents as bases: writes made here, pending until a
+        peer has them.  ``only``: the paths a partial scan changed (None:
+        every record); ``read(path)``: the file's content now (None: gone)."""
+        items = records.items() if only is None else ((p, records[p]) for p in only if p in records)
+        for path, rec in items:
+            old = loaded.get(path)
+            if old is not None and old.deleted:
+                old = None  # only a live record had a base
+            if rec.deleted:
+                if old is not None:
+                    base = self.bases.get(path)
+                    if base is not None and base[0] == old.hash:
+                        self.keep_base_version(path, old.mtime, old.mode, "deleted", now_ms)
+                    self.forget_base(path)
+                continue
+            if old is not None and old.hash == rec.hash:
+                if self.fresh and path not in self.bases:
+                    self._take_base(rec, False, read)
+                continue
+            if old is not None and path in self.bases and self.bases[path][0] == old.hash:
+                self.keep_base_version(path, old.mtime, old.mode, "edited", now_ms)
+            self._take_base(rec, True, read)
+
+    def _take_base(self, rec: Record, pending: bool, read: Callable[[str], bytes | None]) -> None:
+        """A scanned file's content as its base, if there is room (its hash
+        alone otherwise, or when the content is stored already)."""
+        assert rec.hash is not None  # from track: live
+        if rec.hash in self.sizes or not self.room_for(rec.size):
+            self.set_base(rec.path, rec.hash, None, pending)
+            return
+        data = read(rec.path)
+        if data is not None and hashlib.sha256(data).hexdigest() == rec.hash:  # as scanned
+            self.set_base(rec.path, rec.hash, data, pending)
 
     # saving ------------------------------------------------------------------
 

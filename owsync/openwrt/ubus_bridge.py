@@ -21,7 +21,7 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from ..service.context import SessionResult
 from ..service.control import versions_request, vrrp_request
@@ -40,7 +40,7 @@ MAX_EVENT_FILES = 100
 MAX_EVENTS = 64  # events queued between two turns of the ubus loop
 
 
-def changed_packages(paths: list[str]) -> list[str]:
+def changed_packages(paths: Iterable[str]) -> list[str]:
     """The UCI packages among changed paths: files directly in the config directory."""
     return sorted({p for p in paths if "/" not in p and _PACKAGE.fullmatch(p)})
 
@@ -86,9 +86,9 @@ class SessionNotifier:
                 "direction": direction,
                 "received": result.received,
                 "deleted": result.deleted,
-                "files": result.changed[:MAX_EVENT_FILES],
+                "files": list(result.changed[:MAX_EVENT_FILES]),
                 "reloaded": packages,
-                "conflicts": result.conflicts[:MAX_EVENT_FILES],
+                "conflicts": list(result.conflicts[:MAX_EVENT_FILES]),
             },
         )
         return packages

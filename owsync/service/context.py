@@ -11,6 +11,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from ..core.filters import Filter
 from ..core.peer import Peer
@@ -99,30 +100,31 @@ class Context:
         return frozenset(out)
 
 
+@dataclass(frozen=True)
 class SessionResult:
-    """What one session did, for logs, the status and the summary line."""
+    """What one session (or a live link's step) did, for logs, the status and
+    the summary line; built once, when it is over, by whoever ran it."""
 
-    def __init__(self, peer: str, error: str = "") -> None:
-        self.peer = peer
-        self.ok = False
-        self.error = error
-        self.received = 0
-        self.sent = 0
-        self.deleted = 0
-        self.bytes = 0
-        self.seconds = 0.0
-        self.changed: list[str] = []  # paths written or removed here
-        self.removed: list[str] = []  # those of them removed (deletions from the peer)
-        self.conflicts: list[str] = []  # writes made here that lost to the peer's
-        # failed only because a directory was busy (ours, or the peer's: it hung up
-        # between its Hello and its SyncState): worth a quick retry, not a backoff
-        self.busy = False
-        self.local_changes = False  # its scan found local writes not yet recorded
-        self.protocol: int | None = None  # 1 or 2 once the Hellos are exchanged
-        self.live = False  # a live link (protocol 2), not a session
-        self.node: str | None = None  # the peer daemon's id, when it offered a live link
-        self.duplicate = False  # the link gave way to another between the same nodes
-        self.was_up = False  # the link was authenticated and registered
+    peer: str
+    ok: bool = False
+    error: str = ""
+    received: int = 0
+    sent: int = 0
+    deleted: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+    changed: tuple[str, ...] = ()  # paths written or removed here
+    removed: tuple[str, ...] = ()  # those of them removed (deletions from the peer)
+    conflicts: tuple[str, ...] = ()  # writes made here that lost to the peer's
+    # failed only because a directory was busy (ours, or the peer's: it hung up
+    # between its Hello and its SyncState): worth a quick retry, not a backoff
+    busy: bool = False
+    local_changes: bool = False  # its scan found local writes not yet recorded
+    protocol: int | None = None  # 1 or 2 once the Hellos are exchanged
+    live: bool = False  # a live link (protocol 2), not a session
+    node: str | None = None  # the peer daemon's id, when it offered a live link
+    duplicate: bool = False  # the link gave way to another between the same nodes
+    was_up: bool = False  # the link was authenticated and registered
 
     def as_dict(self) -> dict:
         return {

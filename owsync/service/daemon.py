@@ -68,11 +68,9 @@ class FrontEnd(Protocol):
 
 def _reconciled(peer: str, box: list) -> SessionResult:
     """A live link's reconcile, as the result of a waited-for sync."""
-    res = SessionResult(peer=peer)
-    res.protocol, res.live = 2, True
-    res.ok = bool(box) and box[0] is True
-    res.error = "" if res.ok else (str(box[0]) if box else "stopped")
-    return res
+    ok = bool(box) and box[0] is True
+    error = "" if ok else (str(box[0]) if box else "stopped")
+    return SessionResult(peer=peer, ok=ok, error=error, protocol=2, live=True)
 
 
 def backoff_delay(failures: int) -> float:

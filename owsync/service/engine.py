@@ -22,13 +22,11 @@ from ..core.protocol import ProtocolError, frame_limit
 from ..core.session import Session, SessionAbort
 from ..core.session1 import Session1
 from ..core.session2 import Session2
-from ..core.state import Record
 from ..io import database
-from ..io.syncdir import signature
 from ..io.transport import Channel, PeerClosed, PeerTimeout, Stopped
 from .context import Context, SessionResult
 from .exchange import Exchange, check_time
-from .replica import Replica
+from .replica import NOTHING, Replica
 from .status import incoming_name
 
 log = logging.getLogger("owsync")
@@ -44,7 +42,7 @@ def refresh(ctx: Context) -> bool:
     """
     replica = Replica(ctx)
     replica.open()
-    replica.close(SessionResult(peer="local"))
+    replica.close()
     return replica.local_changes
 
 
@@ -59,35 +57,40 @@ def run_session(
     """Run one session on a connected socket; never raises for session errors.
 
     ``peer`` is the address it is connected to (an incoming one: see
-    _name_incoming).
+    _Course.peer).
 
     ``on_hello`` is called once the peer's Hello has been accepted.  The
     ``initiator`` (the side that connected) waits, after the last message,
     for the peer to hang up, so that when it returns both sides are done.
     """
-    result = SessionResult(peer=peer)
     start = time.monotonic()
     ch = Channel(
         sock, ctx.cipher, frame_limit(ctx.max_file_size), ctx.idle_timeout, ctx.should_stop
     )
-    replica = Replica(ctx)
-    if not initiator:
-        _name_incoming(result, replica, ctx, peer, None)
-    machine = Session(replica.accepts, ctx.max_file_size)
+    if initiator:
+        replica = Replica(ctx, peer=peer)
+        course = _Course(Session(replica.accepts, ctx.max_file_size), peer)
+    else:
+        # an incoming peer's port is ephemeral: kept versions name it by its
+        # address, or as the configured peer it is (status.incoming_name)
+        replica = Replica(ctx, peer=incoming_name(peer, ctx.peers, ctx.port))
+        course = _Course(Session(replica.accepts, ctx.max_file_size),
+                         replica.peer if ctx.peers else peer)  # fmt: skip
+    ok, error, lock_busy = False, "", False
+    closed = NOTHING  # what the replica's last batch did
     try:
-        link = _drive(ch, ctx, replica, machine, result, on_hello, initiator, peer)
-        if link is not None:
-            ch.close()
-            return _link_ended(link, result, start)
-        replica.completed = True
-        replica.close(result)  # files and database saved before the peer is let go
-        # v1: the peer's hang-up is its acknowledgment; v2 had DONE both ways
-        if initiator and result.protocol == 1 and not ch.wait_closed(ctx.idle_timeout):
-            raise PeerTimeout(
-                f"the peer did not end the session within {ctx.idle_timeout:.0f} s;"
-                " whether it received what was sent is unknown"
-            )
-        result.ok = True
+        course.drive(ch, ctx, replica, peer, on_hello, initiator)
+        if course.exchange is not None:
+            # files and database saved before the peer is let go; the session
+            # completed, so what was sent arrived
+            closed = replica.close(delivered=course.exchange.delivered)
+            # v1: the peer's hang-up is its acknowledgment; v2 had DONE both ways
+            if initiator and course.protocol == 1 and not ch.wait_closed(ctx.idle_timeout):
+                raise PeerTimeout(
+                    f"the peer did not end the session within {ctx.idle_timeout:.0f} s;"
+                    " whether it received what was sent is unknown"
+                )
+            ok = True
     except (
         SessionAbort,
         ProtocolError,
@@ -96,133 +99,170 @@ def run_session(
         PeerTimeout,
         database.LockBusy,
     ) as exc:
-        result.error = str(exc)
-        # the exchange sets it when the peer stopped before its state
-        result.busy = result.busy or isinstance(exc, database.LockBusy)
+        error = str(exc)
+        lock_busy = isinstance(exc, database.LockBusy)
     except Stopped:
-        result.error = "stopped"
+        error = "stopped"
     except OSError as exc:
         where = f" {exc.filename}" if exc.filename else ""
-        result.error = f"local I/O error{where}: {exc.strerror or exc}"
+        error = f"local I/O error{where}: {exc.strerror or exc}"
     except Exception as exc:  # a defect; keep serving other peers
-        log.exception("session with %s failed unexpectedly", result.peer)
-        result.error = f"internal error: {exc!r}"
+        log.exception("session with %s failed unexpectedly", course.peer)
+        error = f"internal error: {exc!r}"
     finally:
         try:
-            replica.close(result)
+            closed = closed.then(replica.close())
         except OSError as exc:
-            result.ok = False
-            result.error = result.error or f"cannot save the database: {exc.strerror}"
+            ok = False
+            error = error or f"cannot save the database: {exc.strerror}"
         ch.close()
-        result.bytes = ch.bytes_in + ch.bytes_out
-        result.seconds = time.monotonic() - start
-        result.local_changes = replica.local_changes
+    nbytes, seconds = ch.bytes_in + ch.bytes_out, time.monotonic() - start
+    peer = course.peer
+    if course.link is not None:
+        return _link_ended(course.link, peer, nbytes, seconds)
+    ex = course.exchange
+    done = (ex.tally.total() if ex is not None else NOTHING).then(closed)
+    result = SessionResult(
+        peer=peer,
+        ok=ok,
+        error=error,
+        received=done.received,
+        sent=ex.files_sent if ex is not None else 0,
+        deleted=done.deleted,
+        bytes=nbytes,
+        seconds=seconds,
+        changed=done.changed,
+        removed=done.removed,
+        conflicts=done.conflicts,
+        # the exchange tells when the peer stopped before its state
+        busy=lock_busy or (ex is not None and ex.busy),
+        local_changes=replica.local_changes,
+        protocol=course.protocol,
+        live=course.live,
+        node=course.node,
+    )
     if result.ok:
         if log_ok:  # `connect` prints its own summary line instead
-            log.info("sync with %s ok: %s", result.peer, result.summary())
+            log.info("sync with %s ok: %s", peer, result.summary())
     elif log_ok and (result.busy or result.error == "stopped"):
         # contention, which a daemon retries; our own stop.  (`connect`, which
         # passes log_ok=False, retries nothing: there a busy peer is its failure.)
-        log.info("sync with %s not now: %s", result.peer, result.error)
+        log.info("sync with %s not now: %s", peer, result.error)
     else:
-        log.error("sync with %s failed: %s", result.peer, result.error)
+        log.error("sync with %s failed: %s", peer, result.error)
     return result
 
 
-def _name_incoming(result: SessionResult, replica: Replica, ctx: Context, address: str,
-                   port: int | None) -> None:  # fmt: skip
-    """An incoming peer's port is ephemeral: kept versions name it by its
-    address, and a daemon (it has configured peers) names it everywhere as
-    the configured peer it is (status.incoming_name; ``port``: where the peer
-    says it listens).  ``listen`` keeps the port in its log lines, which tell
-    its concurrent sessions apart."""
-    replica.peer_label = incoming_name(address, ctx.peers, ctx.port, port)
-    if ctx.peers:
-        result.peer = replica.peer_label
-
-
-def _link_ended(link, result: SessionResult, start: float) -> SessionResult:
+def _link_ended(link, peer: str, nbytes: int, seconds: float) -> SessionResult:
     """A live link's end, as a SessionResult for the worker and the status."""
     why = link.outcome
-    result.node, result.duplicate, result.was_up = link.peer_node, link.duplicate, link.was_up
-    result.ok = why is None
-    result.error = why or ""
-    result.received, result.sent = link.stats.files_received, link.stats.files_sent
-    result.deleted, result.bytes = link.stats.deleted, link.stats.bytes
-    result.seconds = time.monotonic() - start
     if link.duplicate:
-        log.debug("link with %s: another link between these nodes is kept", result.peer)
+        log.debug("link with %s: another link between these nodes is kept", peer)
     elif why is None:
-        log.info("link with %s closed", result.peer)
+        log.info("link with %s closed", peer)
     elif link.was_up:
-        log.warning("link with %s lost: %s", result.peer, why)
+        log.warning("link with %s lost: %s", peer, why)
     else:
-        log.error("link with %s failed: %s", result.peer, why)
-    return result
+        log.error("link with %s failed: %s", peer, why)
+    st = link.stats
+    return SessionResult(
+        peer=peer,
+        ok=why is None,
+        error=why or "",
+        received=st.files_received,
+        sent=st.files_sent,
+        deleted=st.deleted,
+        bytes=nbytes,
+        seconds=seconds,
+        protocol=2,
+        live=True,
+        node=link.peer_node,
+        duplicate=link.duplicate,
+        was_up=link.was_up,
+    )
 
 
-def _drive(ch, ctx: Context, replica: Replica, machine: Session, result, on_hello, initiator,
-           address: str):  # fmt: skip
-    """The Hellos, then the exchange of v1 or v2; a daemon's live link instead
-    when both offer one (returned, ended: the session's replica is unused).
-    An incoming peer whose offer says where it listens is named anew by it."""
-    if initiator and ctx.live is None:
-        # The side that connected takes its directory before saying Hello: the
-        # peer takes its own only on our Hello, so this wait holds nothing of
-        # the peer's.  Every wait-for cycle between nodes then passes through
-        # an accepting side's wait, which is short: no two nodes can hold each
-        # other up for long (the daemon's incoming sessions wait 2 s at most).
-        replica.lock_dir(min(ctx.lock_timeout, INITIATOR_LOCK_WAIT))
-    ch.idle_timeout = ctx.hello_timeout
-    # a peer trickling a byte now and then must not hold the directory forever
-    deadline = time.monotonic() + ctx.session_timeout
-    secret = None
-    if ctx.live is not None:
-        secret = os.urandom(32) if ctx.cipher.encrypted else None
-        public = live.x25519_public(secret) if secret is not None else None
-        fields = live.advertise(protocol2.new_nonce(), ctx.live.node_id, public, ctx.live.port)
-    elif ctx.advertise_v2:
-        fields = protocol2.advertise(protocol2.new_nonce())
-    else:
-        fields = {}
-    ours = protocol2.hello_payload(machine.hello(ctx.hostname, ctx.clock()), fields)
-    ch.send_payload(ours)
-    theirs, rest = _peer_hello(ch, ctx, deadline)
-    hello = protocol.decode(theirs)
-    if not isinstance(hello, protocol.Hello):
-        raise ProtocolError(f"expected Hello, got {type(hello).__name__}")
-    machine.receive(hello, ctx.clock())  # the version and the clocks
-    peer_fields = protocol2.hello_fields(theirs)
-    v2 = protocol2.negotiated(fields, peer_fields)
-    result.protocol = 2 if v2 else 1  # shown in the status even when refused below
-    offer = live.peer_live(peer_fields) if v2 and ctx.live is not None else None
-    result.live = offer is not None
-    result.node = offer.node if offer is not None else None
-    if not initiator and offer is not None and offer.port is not None:
-        _name_incoming(result, replica, ctx, address, offer.port)
-    why = protocol2.min_protocol_error(ctx.min_protocol, v2, hello.hostname or "the peer")
-    if why is not None:
-        # 1.2.0 does not ignore SIGPIPE: hung up on while it writes its state,
-        # it dies (a daemon too, at every poll).  Let it see the end instead.
-        ch.linger(LINGER)
-        raise SessionAbort(why)
-    ch.idle_timeout = ctx.idle_timeout
-    if on_hello is not None:
-        on_hello()
-    if offer is not None:
-        assert ctx.live is not None  # an offer is read only with a mesh
-        keys = live.link_keys(ctx.cipher.key, initiator, ours, theirs, secret)
-        return ctx.live.run_link(ch, ctx, keys, offer, initiator, result.peer, rest)
-    if initiator and ctx.live is not None:  # a session after all: take the directory now
-        replica.lock_dir(min(ctx.lock_timeout, INITIATOR_LOCK_WAIT))
-    m: Session1 | Session2
-    if v2:
-        keys = protocol2.session_keys(ctx.cipher.key, initiator, ours, theirs)
-        m = Session2(replica.accepts, ctx.max_file_size, keys)
-    else:
-        m = Session1(machine, ctx.cipher, frame_limit(ctx.max_file_size))
-    Exchange(ch, ctx, replica, m, result, deadline).run(rest)
-    return None
+class _Course:
+    """How one session went, as the engine drives it: what the Hellos said,
+    then the exchange of v1 or v2, or a daemon's live link instead (ended:
+    the session's replica is unused).  Read once the session is over,
+    whether it ended well or not."""
+
+    def __init__(self, machine: Session, peer: str) -> None:
+        self.machine = machine  # v1's, for the Hellos (and v1's exchange)
+        # what the logs, the result and a live link call the peer: an incoming
+        # one in a daemon is named as the configured peer it is, once its
+        # offer said where it listens (``listen`` keeps the port in its logs,
+        # which tell its concurrent sessions apart)
+        self.peer = peer
+        self.protocol: int | None = None  # 1 or 2 once the Hellos are exchanged
+        self.live = False  # both offered a live link
+        self.node: str | None = None  # the peer daemon's id, when it offered one
+        self.exchange: Exchange | None = None
+        self.link = None  # the live link, once it ended
+
+    def drive(self, ch, ctx: Context, replica: Replica, address: str, on_hello, initiator) -> None:
+        """The Hellos, then the exchange of v1 or v2, or the live link.
+        ``address``: the peer's, as connected."""
+        machine = self.machine
+        if initiator and ctx.live is None:
+            # The side that connected takes its directory before saying Hello: the
+            # peer takes its own only on our Hello, so this wait holds nothing of
+            # the peer's.  Every wait-for cycle between nodes then passes through
+            # an accepting side's wait, which is short: no two nodes can hold each
+            # other up for long (the daemon's incoming sessions wait 2 s at most).
+            replica.lock_dir(min(ctx.lock_timeout, INITIATOR_LOCK_WAIT))
+        ch.idle_timeout = ctx.hello_timeout
+        # a peer trickling a byte now and then must not hold the directory forever
+        deadline = time.monotonic() + ctx.session_timeout
+        secret = None
+        if ctx.live is not None:
+            secret = os.urandom(32) if ctx.cipher.encrypted else None
+            public = live.x25519_public(secret) if secret is not None else None
+            fields = live.advertise(protocol2.new_nonce(), ctx.live.node_id, public, ctx.live.port)
+        elif ctx.advertise_v2:
+            fields = protocol2.advertise(protocol2.new_nonce())
+        else:
+            fields = {}
+        ours = protocol2.hello_payload(machine.hello(ctx.hostname, ctx.clock()), fields)
+        ch.send_payload(ours)
+        theirs, rest = _peer_hello(ch, ctx, deadline)
+        hello = protocol.decode(theirs)
+        if not isinstance(hello, protocol.Hello):
+            raise ProtocolError(f"expected Hello, got {type(hello).__name__}")
+        machine.receive(hello, ctx.clock())  # the version and the clocks
+        peer_fields = protocol2.hello_fields(theirs)
+        v2 = protocol2.negotiated(fields, peer_fields)
+        self.protocol = 2 if v2 else 1  # shown in the status even when refused below
+        offer = live.peer_live(peer_fields) if v2 and ctx.live is not None else None
+        self.live = offer is not None
+        self.node = offer.node if offer is not None else None
+        if not initiator and offer is not None and offer.port is not None and ctx.peers:
+            self.peer = incoming_name(address, ctx.peers, ctx.port, offer.port)
+        why = protocol2.min_protocol_error(ctx.min_protocol, v2, hello.hostname or "the peer")
+        if why is not None:
+            # 1.2.0 does not ignore SIGPIPE: hung up on while it writes its state,
+            # it dies (a daemon too, at every poll).  Let it see the end instead.
+            ch.linger(LINGER)
+            raise SessionAbort(why)
+        ch.idle_timeout = ctx.idle_timeout
+        if on_hello is not None:
+            on_hello()
+        if offer is not None:
+            assert ctx.live is not None  # an offer is read only with a mesh
+            keys = live.link_keys(ctx.cipher.key, initiator, ours, theirs, secret)
+            self.link = ctx.live.run_link(ch, ctx, keys, offer, initiator, self.peer, rest)
+            return
+        if initiator and ctx.live is not None:  # a session after all: take the directory now
+            replica.lock_dir(min(ctx.lock_timeout, INITIATOR_LOCK_WAIT))
+        m: Session1 | Session2
+        if v2:
+            keys = protocol2.session_keys(ctx.cipher.key, initiator, ours, theirs)
+            m = Session2(replica.accepts, ctx.max_file_size, keys)
+        else:
+            m = Session1(machine, ctx.cipher, frame_limit(ctx.max_file_size))
+        self.exchange = Exchange(ch, ctx, replica, m, self.peer, deadline)
+        self.exchange.run(rest)
 
 
 def _peer_hello(ch, ctx: Context, deadline: float) -> tuple[bytes, bytes]:
@@ -245,8 +285,7 @@ def restore(ctx: Context, version_id: int) -> dict:
     What it replaces is kept as a version too.  Raises LookupError for an
     unknown version, ValueError for a path this node no longer syncs.
     """
-    replica = Replica(ctx)
-    result = SessionResult(peer="")
+    replica = Replica(ctx, peer="")
     replica.open()
     try:
         store = replica.store
@@ -256,23 +295,9 @@ def restore(ctx: Context, version_id: int) -> dict:
         path = v["path"]
         if not replica.accepts(path):
             raise ValueError(f"{path} is not synced by this node (filters)")
-        data = store.read(v["hash"])
-        cur = replica.records.get(path)
-        live = cur if cur is not None and not cur.deleted else None
-        if live is not None and live.hash == v["hash"]:
+        if not replica.write_local(path, store.read(v["hash"]), v["hash"], v["mode"]):
             return {"restored": path, "id": version_id, "unchanged": True}
-        if live is not None:
-            replica.keep_local(path, "restored", result)
-            store.save(replica.now_ms())
-        mtime = replica.now_ms()
-        if cur is not None:
-            mtime = max(mtime, cur.mtime + 1)
-        st = replica.dir.write(path, data, v["mode"], mtime, live.sig if live is not None else None)
-        replica.records[path] = Record(path, v["hash"], mtime, len(data), v["mode"], False,
-                                       signature(st))  # fmt: skip
-        store.set_base(path, v["hash"], None, pending=True)
-        replica.local_changes = True
         log.info("restored %s from version %d", path, version_id)
         return {"restored": path, "id": version_id, "unchanged": False}
     finally:
-        replica.close(result)
+        replica.close()

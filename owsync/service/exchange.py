@@ -17,9 +17,9 @@ from ..core import session2 as s2
 from ..core.session1 import Event as Event
 from ..core.session1 import Refused, Session1
 from ..io.transport import PeerClosed, PeerTimeout, Stopped
-from .context import Context, SessionResult
+from .context import Context
 from .driver import Driver, file_out
-from .replica import Replica, apply_deletions
+from .replica import Replica, Tally
 
 log = logging.getLogger("owsync")
 
@@ -33,75 +33,87 @@ def check_time(ctx: Context, deadline: float) -> None:
 
 class Exchange(Driver[Event]):
     """One session after its Hellos: the machine's events carried out on the
-    replica, the files the peer asks for read from disk as they leave."""
+    replica, the files the peer asks for read from disk as they leave.
+
+    What it did is its own to count, read by the engine once it is over:
+    :attr:`tally` (the replica's steps), :attr:`files_sent`, :attr:`delivered`
+    and :attr:`busy`."""
 
     def __init__(self, ch, ctx: Context, replica: Replica, machine: Session1 | s2.Session2,
-                 result: SessionResult, deadline: float) -> None:  # fmt: skip
+                 peer: str, deadline: float) -> None:  # fmt: skip
         super().__init__(ch, machine)
         self.m = machine
         self.ctx = ctx
         self.replica = replica
-        self.result = result
+        self.peer = peer  # for the logs
         self.deadline = deadline
+        self.tally = Tally()  # what the replica did here
+        self.files_sent = 0  # files served whole
+        # (path, hash) the peer holds as we do once the session completes:
+        # served whole, or found alike in both states
+        self.delivered: list[tuple[str, str]] = []
+        # the peer stopped before its state (its directory was busy): worth a
+        # quick retry, not a backoff
+        self.busy = False
 
     def run(self, data: bytes) -> None:
         """Until both sides have everything (v2: DONE both ways; v1: both
         EndOfSyncs, all sent); raises why not.  An ERROR (v2) tells the
         peer why, if it can still hear."""
-        m, result = self.m, self.result
+        m = self.m
         try:
             start = m.start()
             if start:
                 self.ch.send_raw(start)
             self.loop(data)
         except s2.PeerError:
-            result.busy = m.stopped_before_state  # worth a quick retry, not a backoff
+            self.busy = m.stopped_before_state
             raise
         except Exception as exc:
             self.say_last(m.error, _why(exc))
             raise
         if m.missing:
-            log.info("%d requested file(s) did not arrive from %s", len(m.missing), result.peer)
+            log.info("%d requested file(s) did not arrive from %s", len(m.missing), self.peer)
 
     def on_event(self, event: Event) -> None:
-        m, replica, result = self.m, self.replica, self.result
+        m, replica, peer = self.m, self.replica, self.peer
         match event:
             case s2.FileChunk(data=data):
                 replica.add_chunk(data)
             case s2.FileStart(record=rec):
                 replica.begin_file(rec)
             case s2.FileDone(record=rec):
-                replica.end_file(rec, result)
+                self.tally.add(replica.end_file(rec))
             case s2.PeerAuth():
                 self.out.put(m.state(replica.open()))
             case s2.PeerState(plan=plan, too_large=too_large, withheld=withheld):
                 for rec in too_large:
                     log.warning("not receiving %s from %s: too large (%d bytes,"
-                                " max_file_size %d)", rec.path, result.peer, rec.size,
+                                " max_file_size %d)", rec.path, peer, rec.size,
                                 self.ctx.max_file_size)  # fmt: skip
                 for rec in withheld:
                     log.warning("not sending %s to %s: too large (%d bytes,"
-                                " max_file_size %d)", rec.path, result.peer, rec.size,
+                                " max_file_size %d)", rec.path, peer, rec.size,
                                 self.ctx.max_file_size)  # fmt: skip
-                apply_deletions(replica, plan.deletions, result)
+                self.tally.add(replica.apply_deletions(plan.deletions))
                 # the peer holds these as we do: a write made here is not
                 # pending any more (a later write of the peer's is no conflict)
-                replica.sent.extend(plan.same)
+                self.delivered.extend(plan.same)
                 self.out.put(m.request(plan))
             case s2.PeerRequest(paths=paths):
                 self.out.put(self._serve(paths))
             case s2.FileRefused(path=path, reason=why):
                 replica.drop_file()
-                log.warning("not receiving %s from %s: %s", path, result.peer, why)
+                log.warning("not receiving %s from %s: %s", path, peer, why)
             case Refused(path=path, reason=why):
-                log.warning("refused %r from %s: %s", path, result.peer, why)
+                log.warning("refused %r from %s: %s", path, peer, why)
             case s2.PeerEnd() | s2.PeerDone():
                 pass  # nothing to do here (core/session2.py)
 
     def finished(self) -> bool:
         m = self.m
         if m.can_close and not self.out:  # both ENDs: in place and saved, then say so
-            self.replica.save(self.result, final=False)
+            self.tally.add(self.replica.save(final=False))
             self.ch.send_raw(m.done())
         return m.complete and self.ch.flushed
 
@@ -111,7 +123,7 @@ class Exchange(Driver[Event]):
             return self.ch.pump_bytes()
         except PeerClosed:
             m = self.m
-            self.result.busy = m.stopped_before_state
+            self.busy = m.stopped_before_state
             m.connection_closed()  # v2: ProtocolError, unless the peer's DONE came
             if m.complete and self.ch.flushed:
                 return b""
@@ -130,8 +142,8 @@ class Exchange(Driver[Event]):
             got = yield from file_out(m, replica.dir, rec, start, self.ctx.max_file_size)
             if got is None:
                 assert rec.hash is not None  # advertised, so live: it has its content's hash
-                replica.sent.append((path, rec.hash))
-                self.result.sent += 1
+                self.delivered.append((path, rec.hash))
+                self.files_sent += 1
             elif got.started:
                 log.info("not sending %s: %s", path, got.why)
             elif got.why != "too large":  # (logged already)

@@ -37,7 +37,7 @@ from ..io.transport import Channel, PeerClosed, PeerTimeout, Stopped
 from ..io.versions import VersionStore
 from .context import SessionResult
 from .driver import Driver, file_out, later
-from .replica import STALE_TEMP_AGE, Replica, apply_deletions, skipped
+from .replica import STALE_TEMP_AGE, Applied, Replica, Tally, skipped
 
 log = logging.getLogger("owsync")
 
@@ -132,9 +132,7 @@ class LocalNode:
     def get(self, path: str) -> Record | None:
         return self.records().get(path)
 
-    def rescan(
-        self, paths: set[str] | None, label: str = "local", first: bool = False
-    ) -> list[Record]:
+    def rescan(self, paths: set[str] | None, first: bool = False) -> list[Record]:
         """Note local changes (of ``paths``, or of the whole tree): the changed
         records.  ``first``: the daemon's first scan, before any link stages
         a file (every temp file left is then stale)."""
@@ -152,7 +150,7 @@ class LocalNode:
         self._apply_sent(r)
         # reloaded (someone saved since): what changed is anywhere
         touched = None if r.touched is None or cached is None else set(r.touched)
-        r.close(SessionResult(peer=label), lambda: self._remember(ctx.db_path, r))
+        r.close(on_saved=lambda: self._remember(ctx.db_path, r))
         return _changed(known, r.records, touched)
 
     def apply(
@@ -166,12 +164,13 @@ class LocalNode:
         each only if it still wins against what is here now.  Returns the
         step's SessionResult, the records it changed as the peer had them,
         and local changes its scan of those paths found (not yet noticed).
+        ``peer`` names the peer in kept versions and logs.
         A received file's base keeps its hash alone (a session keeps the
         first contents too): what a later edit here replaces is kept by
         every peer the edit reaches."""
         ctx = self._ctx()
-        result = SessionResult(peer=peer)
-        r = Replica(ctx, sd, journal=True, temps_older_than=STALE_TEMP_AGE)
+        tally = Tally()
+        r = Replica(ctx, sd, journal=True, temps_older_than=STALE_TEMP_AGE, peer=peer)
         try:
             r.lock_dir(ctx.lock_timeout)
             r.use_cached(self._cached(ctx.db_path), self._cached_store(ctx))
@@ -192,21 +191,39 @@ class LocalNode:
                     r.queue(staged, rec, local.sig if live and local is not None else None)
                 else:
                     sd.discard([staged])
-            r.commit(result)
+            tally.add(r.commit())
             recs = r.records
             dels = [d for d in deletions if d.path in recs and remote_wins(d, recs[d.path])]
             if dels:
-                apply_deletions(r, dels, result)
-            r.completed = True
+                tally.add(r.apply_deletions(dels))
             touched = set(r.touched or ())
         finally:
-            r.close(result, lambda: self._remember(ctx.db_path, r))
-        result.ok, result.protocol, result.live = True, 2, True
+            tally.add(r.close(on_saved=lambda: self._remember(ctx.db_path, r)))
+        done = tally.total()
+        result = _step_result(peer, done)
         arrived = {version(rec) for _, rec in files} | {version(d) for d in deletions}
         changed = _changed(loaded, r.records, touched | {rec.path for _, rec in files})
-        theirs = [c for c in changed if version(c) in arrived or c.path in result.removed]
-        ours = [c for c in changed if not (version(c) in arrived or c.path in result.removed)]
+        removed = set(done.removed)
+        theirs = [c for c in changed if version(c) in arrived or c.path in removed]
+        ours = [c for c in changed if not (version(c) in arrived or c.path in removed)]
         return result, theirs, ours
+
+
+def _step_result(peer: str, done: Applied, sent: int = 0) -> SessionResult:
+    """A live link's step (files put in place here, or taken by the peer),
+    as a SessionResult for the daemon's hooks and history."""
+    return SessionResult(
+        peer=peer,
+        ok=True,
+        received=done.received,
+        sent=sent,
+        deleted=done.deleted,
+        changed=done.changed,
+        removed=done.removed,
+        conflicts=done.conflicts,
+        protocol=2,
+        live=True,
+    )
 
 
 def _db_sig(db_path: str) -> tuple:
@@ -767,9 +784,7 @@ class Link(Driver[lv.Event]):
         sent = self.stats.files_sent - self._sent_noted
         if sent:
             self._sent_noted = self.stats.files_sent
-            result = SessionResult(peer=self.label)
-            result.ok, result.protocol, result.live, result.sent = True, 2, True, sent
-            self.mesh.on_applied(result, "outgoing")
+            self.mesh.on_applied(_step_result(self.label, Applied(), sent), "outgoing")
         if ident in self._waiters:
             self._waiters[ident][0] = True
             self._done_waiter(ident)

@@ -11,14 +11,15 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import NamedTuple
 
 from ..core.paths import is_hidden, path_problem
 from ..core.state import Record, deleted_by_peer, pending_deletion, received
 from ..io import database, scanner
 from ..io.syncdir import LocalChanged, Staged, SyncDir, UnsafePath, is_temp_name, signature
 from ..io.versions import VersionStore
-from .context import Context, SessionResult
+from .context import Context
 
 log = logging.getLogger("owsync")
 
@@ -31,6 +32,53 @@ NEW_BATCH_BYTES = 64 * 1024 * 1024
 STALE_TEMP_AGE = 300.0  # seconds a temp file is left unwritten before it counts as stale
 
 
+class Applied(NamedTuple):
+    """What a step of the replica did to the directory (its return value)."""
+
+    changed: tuple[str, ...] = ()  # paths written or removed here, in order
+    removed: tuple[str, ...] = ()  # those of them removed (a peer's deletions)
+    conflicts: tuple[str, ...] = ()  # writes made here that lost to the peer's
+
+    @property
+    def received(self) -> int:
+        return len(self.changed) - len(self.removed)
+
+    @property
+    def deleted(self) -> int:
+        return len(self.removed)
+
+    def then(self, later: Applied) -> Applied:
+        """This step and a later one, as one."""
+        if later == NOTHING:
+            return self
+        return Applied(
+            self.changed + later.changed,
+            self.removed + later.removed,
+            self.conflicts + later.conflicts,
+        )
+
+
+NOTHING = Applied()
+
+
+class Tally:
+    """The sum of a replica's steps, kept by the one driver that runs them."""
+
+    def __init__(self) -> None:
+        self._changed: list[str] = []
+        self._removed: list[str] = []
+        self._conflicts: list[str] = []
+
+    def add(self, step: Applied) -> Applied:
+        self._changed += step.changed
+        self._removed += step.removed
+        self._conflicts += step.conflicts
+        return step
+
+    def total(self) -> Applied:
+        return Applied(tuple(self._changed), tuple(self._removed), tuple(self._conflicts))
+
+
 class Replica:
     """The sync directory and its database, held under the lock for one session."""
 
@@ -40,9 +88,12 @@ class Replica:
         syncdir: SyncDir | None = None,
         journal: bool = False,
         temps_older_than: float | None = None,
+        peer: str = "local",
     ) -> None:
         """``journal``: record changes in the database's journal (the daemon's
-        short steps) rather than writing it whole (a session, once)."""
+        short steps) rather than writing it whole (a session, once).
+        ``peer``: who replaces what this replica keeps as versions (logs too)."""
+        self.peer = peer
         self.journal = journal
         # temp files to clean up: a daemon's live links stage theirs without the
         # directory, so there only those left alone for a while are stale
@@ -68,12 +119,9 @@ class Replica:
         self.pending_replacing_bytes = 0
         self._accepted: dict[str, bool] = {}
         self.locked = False
-        self.local_changes = False
+        self.local_changes = False  # set by open(): its scan found local writes
         self.store: VersionStore | None = None
-        self.sent: list[tuple[str, str]] = []  # (path, hash) served to the peer
-        self.completed = False  # the session ran to its end: what was sent arrived
         self.bases_taken = 0  # received contents stored as bases this session
-        self.peer_label: str | None = None  # who replaced a kept version (None: result.peer)
         self.incoming: Staged | None = None  # v2: the file being received
         self.incoming_base: list[bytes] | None = None  # its content, kept as its base
 
@@ -150,7 +198,7 @@ class Replica:
                 scanner.finish_deletions(self.dir, res)
             self.store = self._cached_store or self.ctx.open_store()
             if self.store is not None:
-                track_local_changes(self, loaded, res.records, now_ms, res.changed)
+                self.store.track(loaded, res.records, now_ms, res.changed, self._read)
         except BaseException:
             self.dir.close()
             self.unlock_dir()
@@ -171,17 +219,27 @@ class Replica:
             )
         return self.records
 
+    def _read(self, path: str) -> bytes | None:
+        """A file's content as it is now; None when it cannot be read."""
+        try:
+            data, _ = self.dir.read(path)
+        except (OSError, UnsafePath):
+            return None
+        return data
+
     def _scan_filter(self):
         prefix, flt = self.ctx.own_prefix, self.ctx.filter
         if prefix is None:
             return flt
         return lambda path: not path.startswith(prefix) and flt(path)
 
-    def stage(self, record: Record, data: bytes, result: SessionResult) -> None:
-        """Write a received file to a temp file; it goes in place with its batch."""
-        if self.begin_file(record):
-            self.add_chunk(data)
-            self.end_file(record, result)
+    def stage(self, record: Record, data: bytes) -> Applied:
+        """Write a received file to a temp file; it goes in place with its batch
+        (what a batch put in place, if this one completed it)."""
+        if not self.begin_file(record):
+            return NOTHING
+        self.add_chunk(data)
+        return self.end_file(record)
 
     def _wants_base(self, size: int) -> bool:
         store = self.store
@@ -211,12 +269,13 @@ class Replica:
             self.dir.discard([self.incoming])
         self.incoming = self.incoming_base = None
 
-    def end_file(self, record: Record, result: SessionResult) -> None:
-        """The file is whole and verified: it goes in place with its batch."""
+    def end_file(self, record: Record) -> Applied:
+        """The file is whole and verified: it goes in place with its batch
+        (what the batch did, when this file filled it)."""
         staged, base = self.incoming, self.incoming_base
         self.incoming = self.incoming_base = None
         if staged is None:
-            return
+            return NOTHING
         self.dir.finish_stage(staged, record.mode, record.mtime)
         if base is not None:
             # a base is taken only with a store (_wants_base); a received file is live
@@ -224,8 +283,7 @@ class Replica:
             self.store.put(record.hash, b"".join(base))  # its base, once in place
             self.bases_taken += 1
         self._add_pending(staged, record)
-        if self._batch_full():
-            self.commit(result)
+        return self.commit() if self._batch_full() else NOTHING
 
     def _add_pending(self, staged: Staged, record: Record) -> None:
         self.pending.append((staged, record))
@@ -258,36 +316,96 @@ class Replica:
         staged.expect = expect
         self._add_pending(staged, record)
 
-    def commit(self, result: SessionResult) -> None:
+    def commit(self) -> Applied:
         """Keep what the batch replaces, make the staged files durable, rename
-        them into place; record them."""
+        them into place; record them.  Returns the paths written and conflicts."""
         batch, self.pending, self.pending_bytes = self.pending, [], 0
         self.pending_replacing = self.pending_replacing_bytes = 0
         if not batch:
-            return
+            return NOTHING
+        conflicts: list[str] = []
         # (a batch of new files replaces nothing: no save of the store before it)
         if self.store is not None and any(s.expect is not None for s, _ in batch):
             for _, record in batch:
-                self.keep_local(record.path, "replaced", result)
+                if self.keep_local(record.path, "replaced"):
+                    conflicts.append(record.path)
             self.store.save(self.now_ms(), collect=False)  # durable before anything is replaced
         outcomes = self.dir.commit([staged for staged, _ in batch])
+        written: list[str] = []
         for (_, record), outcome in zip(batch, outcomes, strict=True):
             if isinstance(outcome, Exception):
                 skipped("writing", outcome)
             else:
                 self.records[record.path] = received(record, signature(outcome))
                 self._touch(record.path)
-                result.received += 1
-                result.changed.append(record.path)
+                written.append(record.path)
                 if self.store is not None:
                     assert record.hash is not None  # a received file is live
                     self.store.set_base(record.path, record.hash, None, pending=False)
+        return Applied(tuple(written), (), tuple(conflicts))
+
+    def apply_deletions(self, deletions: list[Record]) -> Applied:
+        """Apply a peer's deletions: the paths removed, and the conflicts."""
+        if not deletions:
+            return NOTHING
+        conflicts: list[str] = []
+        if self.store is not None:
+            for remote in deletions:
+                if self.keep_local(remote.path, "deleted"):
+                    conflicts.append(remote.path)
+            self.store.save(self.now_ms(), collect=False)  # durable before anything is removed
+        # Write-ahead: the peer's tombstones are saved before any file is removed,
+        # each marked with the signature of its file (pending_deletion).  Killed
+        # after an unlink, the node would otherwise find the file gone, take that
+        # for a deletion of its own stamped at its restart, and delete a
+        # re-creation made meanwhile; killed before, its next scan completes it.
+        before = {remote.path: self.records[remote.path] for remote in deletions}
+        for remote in deletions:
+            self.records[remote.path] = pending_deletion(before[remote.path], remote)
+            self._touch(remote.path)
+        self._persist()
+        removed: list[str] = []
+        for remote in deletions:
+            local = before[remote.path]
+            try:
+                self.dir.delete(remote.path, local.sig)
+            except (LocalChanged, UnsafePath) as exc:
+                skipped("deleting", exc)
+                self.records[remote.path] = local  # not deleted; saved at the end
+                continue
+            self.records[remote.path] = deleted_by_peer(local, remote)  # done: saved at the end
+            if self.store is not None:
+                self.store.forget_base(remote.path)
+            removed.append(remote.path)
+        return Applied(tuple(removed), tuple(removed), tuple(conflicts))
+
+    def write_local(self, path: str, data: bytes, digest: str, mode: int) -> bool:
+        """Write ``data`` (of hash ``digest``) as a new local write of ``path``
+        (a restore): it then syncs, and wins.  What it replaces is kept as a
+        version.  False when the file holds that content already."""
+        cur = self.records.get(path)
+        live = cur if cur is not None and not cur.deleted else None
+        if live is not None and live.hash == digest:
+            return False
+        if live is not None and self.store is not None:
+            self.keep_local(path, "restored")
+            self.store.save(self.now_ms())
+        mtime = self.now_ms()
+        if cur is not None:
+            mtime = max(mtime, cur.mtime + 1)
+        st = self.dir.write(path, data, mode, mtime, live.sig if live is not None else None)
+        self.records[path] = Record(path, digest, mtime, len(data), mode, False, signature(st))
+        self._touch(path)
+        if self.store is not None:
+            self.store.set_base(path, digest, None, pending=True)
+        return True
 
     def now_ms(self) -> int:
         return int(self.ctx.clock() * 1000)
 
-    def keep_local(self, path: str, reason: str, result: SessionResult) -> None:
-        """Keep the local file ``path`` in the store before a peer replaces it.
+    def keep_local(self, path: str, reason: str) -> bool:
+        """Keep the local file ``path`` in the store before a peer replaces it;
+        True when that was a conflict.
 
         A write made here that no peer has received yet is a conflict: it
         lost last-writer-wins.  A file changed since the scan is left alone
@@ -297,41 +415,41 @@ class Replica:
         assert store is not None  # every caller keeps versions only with a store
         local = self.records.get(path)
         if local is None or local.deleted:
-            return
+            return False
         assert local.hash is not None  # live
         try:
             data, _ = self.dir.read(path)
         except (OSError, UnsafePath):
-            return
+            return False
         if hashlib.sha256(data).hexdigest() != local.hash:
-            return
-        if store.pending(path, local.hash):
-            reason = "conflict"
-        by = self.peer_label if self.peer_label is not None else result.peer
-        v = store.keep(path, local.hash, data, local.mtime, local.mode, reason, by,
-                            self.now_ms())  # fmt: skip
-        if reason == "conflict":
-            result.conflicts.append(path)
-            log.warning(
-                "conflict: %s, written here, lost to a newer write from %s; kept as version %d",
-                path, result.peer, v["id"],
-            )  # fmt: skip
+            return False
+        v = store.keep_replaced(path, local.hash, data, local.mtime, local.mode, reason,
+                                self.peer, self.now_ms())  # fmt: skip
+        if v["reason"] != "conflict":
+            return False
+        log.warning(
+            "conflict: %s, written here, lost to a newer write from %s; kept as version %d",
+            path, self.peer, v["id"],
+        )  # fmt: skip
+        return True
 
-    def save(self, result: SessionResult, final: bool = True) -> None:
+    def save(self, final: bool = True, delivered: Iterable[tuple[str, str]] = ()) -> Applied:
         """Put verified files in place, make it durable, save the database and
-        the version store.  Not ``final``: before a v2 DONE, which says so to
-        the peer; the end of the session (close) saves once more, then
-        recording what the peer received and collecting the store's garbage."""
-        if self.pending:
-            self.commit(result)
+        the version store; what the last batch did.  Not ``final``: before a
+        v2 DONE, which says so to the peer; the end of the session (close)
+        saves once more, then recording ``delivered`` (path, hash: what the
+        peer received, once the session completed) and collecting the
+        store's garbage."""
+        done = self.commit() if self.pending else NOTHING
         self.dir.sync_dirs()
         if self.touched or (self.touched is None and self.records != self.loaded):
             self._persist()
         if self.store is not None:
-            if final and self.completed:
-                for path, digest in self.sent:
+            if final:
+                for path, digest in delivered:
                     self.store.sent(path, digest)
             self.store.save(self.now_ms(), collect=final)
+        return done
 
     def _persist(self) -> None:
         """Record the records durably (the journal, or the database whole)."""
@@ -352,16 +470,22 @@ class Replica:
             self.gen, self.lines = database.save(self.ctx.db_path, self.records, self.root), 0
         self.loaded = dict(self.records)
 
-    def close(self, result: SessionResult, on_saved: Callable[[], None] | None = None) -> None:
-        """Put verified files in place, make it durable, save the database,
-        then ``on_saved`` (still holding the directory), unlock."""
+    def close(
+        self,
+        delivered: Iterable[tuple[str, str]] = (),
+        on_saved: Callable[[], None] | None = None,
+    ) -> Applied:
+        """Put verified files in place, make it durable, save the database
+        (with ``delivered``, see :meth:`save`), then ``on_saved`` (still
+        holding the directory), unlock; what the last batch did."""
         if self.loaded is None:
             self.unlock_dir()  # taken before the Hello, perhaps, and never opened
-            return
+            return NOTHING
         try:
-            self.save(result)
+            done = self.save(delivered=delivered)
             if on_saved is not None:
                 on_saved()
+            return done
         finally:
             self.drop_file()
             self.dir.discard([staged for staged, _ in self.pending])
@@ -376,86 +500,3 @@ def skipped(action: str, exc: Exception) -> None:
     info), or not a path to touch (a warning)."""
     level = logging.INFO if isinstance(exc, LocalChanged) else logging.WARNING
     log.log(level, "not %s: %s", action, exc)
-
-
-def apply_deletions(replica: Replica, deletions: list[Record], result: SessionResult) -> None:
-    if not deletions:
-        return
-    if replica.store is not None:
-        for remote in deletions:
-            replica.keep_local(remote.path, "deleted", result)
-        replica.store.save(replica.now_ms(), collect=False)  # durable before anything is removed
-    # Write-ahead: the peer's tombstones are saved before any file is removed,
-    # each marked with the signature of its file (pending_deletion).  Killed
-    # after an unlink, the node would otherwise find the file gone, take that
-    # for a deletion of its own stamped at its restart, and delete a
-    # re-creation made meanwhile; killed before, its next scan completes it.
-    before = {remote.path: replica.records[remote.path] for remote in deletions}
-    for remote in deletions:
-        replica.records[remote.path] = pending_deletion(before[remote.path], remote)
-        replica._touch(remote.path)
-    replica._persist()
-    for remote in deletions:
-        local = before[remote.path]
-        try:
-            replica.dir.delete(remote.path, local.sig)
-        except (LocalChanged, UnsafePath) as exc:
-            skipped("deleting", exc)
-            replica.records[remote.path] = local  # not deleted; saved at the end
-            continue
-        replica.records[remote.path] = deleted_by_peer(local, remote)  # done: saved at the end
-        if replica.store is not None:
-            replica.store.forget_base(remote.path)
-        result.deleted += 1
-        result.changed.append(remote.path)
-        result.removed.append(remote.path)
-
-
-def track_local_changes(
-    replica: Replica,
-    loaded: dict[str, Record],
-    records: dict[str, Record],
-    now_ms: int,
-    only: set[str] | None = None,
-) -> None:
-    """Keep what local edits and deletions replaced (from the bases), and take
-    the new contents as bases: writes made here, pending until a peer has them.
-    ``only``: the paths a partial scan changed (None: every record)."""
-    store = replica.store
-    assert store is not None
-    items = records.items() if only is None else ((p, records[p]) for p in only if p in records)
-    for path, rec in items:
-        old = loaded.get(path)
-        if old is not None and old.deleted:
-            old = None  # only a live record had a base
-        if rec.deleted:
-            if old is not None:
-                base = store.bases.get(path)
-                if base is not None and base[0] == old.hash:
-                    store.keep_base_version(path, old.mtime, old.mode, "deleted", now_ms)
-                store.forget_base(path)
-            continue
-        if old is not None and old.hash == rec.hash:
-            if store.fresh and path not in store.bases:
-                _take_base(replica, rec, pending=False)
-            continue
-        if old is not None and path in store.bases and store.bases[path][0] == old.hash:
-            store.keep_base_version(path, old.mtime, old.mode, "edited", now_ms)
-        _take_base(replica, rec, pending=True)
-
-
-def _take_base(replica: Replica, rec: Record, pending: bool) -> None:
-    store = replica.store
-    assert store is not None and rec.hash is not None  # from track_local_changes: live
-    if rec.hash in store.sizes:
-        store.set_base(rec.path, rec.hash, None, pending)
-        return
-    if not store.room_for(rec.size):
-        store.set_base(rec.path, rec.hash, None, pending)  # its hash alone
-        return
-    try:
-        data, _ = replica.dir.read(rec.path)
-    except (OSError, UnsafePath):
-        return
-    if hashlib.sha256(data).hexdigest() == rec.hash:  # unchanged since the scan
-        store.set_base(rec.path, rec.hash, data, pending)

@@ -98,9 +98,9 @@ class SessionHistory:
             "sent": result.sent,
             "deleted": result.deleted,
             "arrived": [p for p in result.changed if p not in removed][:MAX_PATHS],
-            "removed": result.removed[:MAX_PATHS],
+            "removed": list(result.removed[:MAX_PATHS]),
             "reloaded": list(reloaded),
-            "conflicts": result.conflicts[:MAX_PATHS],  # writes made here that lost
+            "conflicts": list(result.conflicts[:MAX_PATHS]),  # writes made here that lost
             "protocol": getattr(result, "protocol", None),  # 1, 2; None: no Hellos exchanged
         }
         with self._lock:
