@@ -7,18 +7,25 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
+import stat
+import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import pytest
+from owrt_chroot import REPO, OpenWrtRoot, skip_reason
 
-from owsync.core.state import loads_db_doc, replay_journal
+from owsync.core import protocol
+from owsync.core.crypto import AesGcmCipher
+from owsync.core.state import Record, loads_db_doc, replay_journal
 
 HERE = Path(__file__).parent
 KEY = "8b2b64411001592abf237c204845e610e5a743a1472822b3d2b86069ec3658d3"
@@ -242,8 +249,6 @@ BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
 @pytest.fixture(scope="module")
 def browser():
     """Debian's Chromium driven by Playwright (its own browser download cannot work here)."""
-    from luci_standin import chromium_path
-
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
@@ -656,3 +661,499 @@ class CDaemonNode(Child):
             return json.loads(self.db.read_text())["files"]
         except (FileNotFoundError, ValueError, KeyError):
             return {}
+
+
+# =====================================================================================
+# Helpers shared between test files: tests import them from here, never from one
+# another (tests/test_test_layout.py checks it).  Kept as one block to ease merges.
+# =====================================================================================
+
+
+# --- scripted peers and what they send (test_hostile, test_net_faults) ----------
+
+
+class Hostile:
+    """A scripted v1 peer, encrypted with KEY, connected to a listener on ``port``."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.cipher = AesGcmCipher(bytes.fromhex(KEY))
+        self.dec = protocol.FrameDecoder()
+        self.inbox: list[protocol.Message] = []
+
+    def send(self, msg: protocol.Message) -> None:
+        payload = b"".join(self.cipher.seal_parts(protocol.encode_parts(msg)))
+        self.sock.sendall(struct.pack(">I", len(payload)) + payload)
+
+    def recv(self) -> protocol.Message:
+        while not self.inbox:
+            data = self.sock.recv(65536)
+            if not data:
+                raise ConnectionError("closed")
+            self.inbox += [protocol.decode(self.cipher.open(f)) for f in self.dec.feed(data)]
+        return self.inbox.pop(0)
+
+    def recv_until_closed(self) -> list[protocol.Message]:
+        out = []
+        try:
+            while True:
+                out.append(self.recv())
+        except (ConnectionError, OSError):
+            pass
+        return out
+
+    def handshake(self, files=()) -> protocol.RequestFiles:
+        self.send(protocol.Hello("hostile", time.time()))
+        assert isinstance(self.recv(), protocol.Hello)
+        assert isinstance(self.recv(), protocol.SyncState)
+        self.send(protocol.SyncState(tuple(files)))
+        req = self.recv()
+        assert isinstance(req, protocol.RequestFiles)
+        return req
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def rec(path: str, data: bytes = b"x", mtime: int | None = None, deleted=False) -> Record:
+    """A record of ``data`` at ``path``, an hour ahead of now unless ``mtime`` is given."""
+    mtime = mtime or int((time.time() + 3600) * 1000)
+    if deleted:
+        return Record(path, None, mtime, 0, 0o644, True)
+    return Record(path, hashlib.sha256(data).hexdigest(), mtime, len(data), 0o644, False)
+
+
+class Relay(threading.Thread):
+    """Accepts one connection and forwards it to ``port``, applying ``fault`` to the
+    client-to-server bytes: ("cut", n) closes both ends after n bytes, ("truncate", n)
+    forwards n bytes then half-closes, ("delay", s) sleeps s before each chunk,
+    ("swap", n) swaps the two chunks after the first n bytes, ("flip", n) flips one
+    bit at byte n, ("none", 0) forwards it as it is.  ``client_bytes`` holds all the
+    client sent (the replay test records a session with it)."""
+
+    def __init__(self, port: int, fault: tuple[str, float]) -> None:
+        super().__init__(daemon=True)
+        self.target, self.fault = port, fault
+        self.client_bytes = bytearray()
+        self.srv = socket.create_server(("127.0.0.1", 0))
+        self.port = self.srv.getsockname()[1]
+        self.start()
+
+    def run(self) -> None:
+        client, _ = self.srv.accept()
+        server = socket.create_connection(("127.0.0.1", self.target))
+        back = threading.Thread(target=self._pipe, args=(server, client, None), daemon=True)
+        back.start()
+        self._pipe(client, server, self.fault)
+        back.join(5)
+        for s in (client, server, self.srv):
+            s.close()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, fault) -> None:
+        record = fault is not None  # the client-to-server direction
+        kind, arg = fault or ("none", 0)
+        seen, held = 0, None
+        try:
+            while data := src.recv(4096):
+                if record:
+                    self.client_bytes += data
+                if kind == "delay":
+                    threading.Event().wait(arg)
+                if kind in ("cut", "truncate") and seen + len(data) > arg:
+                    dst.sendall(data[: int(arg) - seen])
+                    if kind == "cut":  # both ends see the connection end (FIN), at once
+                        for s in (src, dst):
+                            s.shutdown(socket.SHUT_RDWR)
+                    else:
+                        dst.shutdown(socket.SHUT_WR)
+                    return
+                if kind == "flip" and seen <= arg < seen + len(data):
+                    i = int(arg) - seen
+                    data = data[:i] + bytes([data[i] ^ 0x01]) + data[i + 1 :]
+                if kind == "swap" and seen >= arg and held is None:
+                    held, seen = data, seen + len(data)
+                    continue
+                dst.sendall(data)
+                if held is not None:
+                    dst.sendall(held)
+                    held, kind = None, "none"
+                seen += len(data)
+            dst.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+
+# --- what a hostile peer must leave intact: canary tree, peak RSS, serving on ---
+
+
+MiB = 1024 * 1024
+
+
+BOUND = 64 * MiB  # RSS growth allowed for anything that is not a frame near the limit
+
+
+def tree_digest(top: Path) -> str:
+    """Names, types, modes, mtimes, contents and link targets of everything under ``top``."""
+    h = hashlib.sha256()
+    for dirpath, dirnames, filenames in os.walk(top):
+        dirnames.sort()
+        for name in sorted(dirnames + filenames):
+            p = os.path.join(dirpath, name)
+            st = os.lstat(p)
+            h.update(f"{os.path.relpath(p, top)}\0{st.st_mode:o}\0".encode())
+            if stat.S_ISLNK(st.st_mode):
+                h.update(os.readlink(p).encode())
+            elif stat.S_ISREG(st.st_mode):
+                h.update(f"{st.st_mtime_ns}\0".encode())
+                h.update(Path(p).read_bytes())
+            h.update(b"\0")
+    return h.hexdigest()
+
+
+class Canary:
+    """A tree outside every sync root; each node under test links to it from inside."""
+
+    def __init__(self, top: Path) -> None:
+        self.dir = top
+        top.mkdir()
+        (top / "victim").write_text("must survive")
+        (top / "deep").mkdir()
+        (top / "deep" / "secret").write_text("do not leak")
+        (top / "deep" / "secret").chmod(0o600)
+        self.digest = tree_digest(top)
+
+    def link_from(self, node: Node, name: str = "linkdir") -> None:
+        os.symlink(self.dir, node.dir / name)
+
+    def assert_unchanged(self) -> None:
+        assert tree_digest(self.dir) == self.digest, sorted(os.listdir(self.dir))
+
+
+def mem(pid: int) -> dict[str, int]:
+    """VmRSS and VmHWM of a process, in bytes."""
+    out = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                out[key] = int(value.split()[0]) * 1024
+    return out
+
+
+class Peak:
+    """Peak RSS growth of a running process over a stretch of the test.
+
+    Writing 5 to /proc/PID/clear_refs resets VmHWM to the current RSS (Linux 4.0+),
+    so the high-water mark read afterwards is the peak of this stretch alone.
+    """
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        try:
+            with open(f"/proc/{pid}/clear_refs", "w") as f:
+                f.write("5")
+        except OSError:
+            pass  # then the peak may include an earlier one: only more conservative
+        self.before = mem(pid)["VmRSS"]
+
+    def growth(self) -> int:
+        return mem(self.pid)["VmHWM"] - self.before
+
+    def check(self, what: str, bound: int = BOUND, exc=AssertionError) -> int:
+        g = self.growth()
+        print(f"\n[peak RSS] {what}: +{g / MiB:.1f} MiB over {self.before / MiB:.1f} MiB")
+        if g >= bound:
+            raise exc(f"{what}: RSS grew by {g / MiB:.1f} MiB (bound {bound / MiB:.0f} MiB)")
+        return g
+
+
+def make_target(nodes, canary: Canary, name: str = "a", mode: str = "encrypted", **kw) -> Node:
+    """A listening node with sub/keep, and linkdir -> the canary."""
+    plain = mode == "plain"
+    n = nodes(name, key=None if plain else KEY, extra=["-p"] if plain else [], **kw)
+    n.write("sub/keep", "k")
+    canary.link_from(n)
+    n.plain = plain
+    return n
+
+
+def still_serves(node: Node, nodes, name: str) -> Node:
+    """A real `owsync connect` from a fresh node syncs with ``node``: it gets a file
+    written just before, and ``node`` gets one from it."""
+    checker = nodes(name, key=node.key, extra=["-p"] if node.key is None else [])
+    node.write(f"probe-{name}", name)
+    checker.write(f"from-{name}", name)
+    r = checker.connect(node, timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert node.proc.poll() is None
+    assert checker.files()[f"probe-{name}"] == name.encode()
+    assert (node.dir / f"from-{name}").read_text() == name
+    return checker
+
+
+def session_line(node: Node, label: str, since: int = 0, timeout: float = 10.0) -> str:
+    """The listener's one line on how the session with ``label`` ended."""
+    key = f"sync with {label} "
+    log = node.wait_log(key, timeout)[since:]
+    lines = [line for line in log.splitlines() if key in line]
+    assert lines, log[-2000:]
+    assert "Traceback" not in log, log
+    return lines[-1]
+
+
+def no_temp_files(root: Path) -> bool:
+    return not [p for p in root.rglob("*") if p.name.startswith(".owsync-")]
+
+
+def record_session(a: Node, b: Node) -> bytes:
+    relay = Relay(a.port, ("none", 0))  # records what the connect sends
+    r = b.run("connect", f"127.0.0.1:{relay.port}", *b.opts())
+    assert r.returncode == 0, r.stderr
+    relay.join(10)
+    return bytes(relay.client_bytes)
+
+
+# --- OpenWrt's real components on the test's own bus (OWSYNC_UBUSD ...) ---------
+
+
+ENV = {k: os.environ.get(f"OWSYNC_{k}", "") for k in ("UBUSD", "UBUS", "UCI", "PROCD")}
+
+
+BINDINGS = os.environ.get("OWSYNC_PYBINDINGS", "")
+
+
+def need(*names: str) -> None:
+    missing = [f"OWSYNC_{n}" for n in names if not os.access(ENV[n], os.X_OK)]
+    if not (BINDINGS and Path(BINDINGS).is_dir()):
+        missing.append("OWSYNC_PYBINDINGS")
+    if missing:
+        pytest.skip(f"needs OpenWrt's components: set {', '.join(missing)} (see README)")
+
+
+def bindings_env() -> dict:
+    env = base_env(None)
+    env["PYTHONPATH"] = BINDINGS + os.pathsep + env["PYTHONPATH"]
+    return env
+
+
+class Bus:
+    """A real ubusd on a socket of the test's own."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.sock = tmp / "ubus.sock"
+        self.procs: list[subprocess.Popen] = []
+        self.start()
+
+    def start(self) -> None:
+        p = subprocess.Popen([ENV["UBUSD"], "-s", str(self.sock)], stderr=subprocess.DEVNULL)
+        self.procs.append(p)
+        self.ubusd = p
+        assert wait_for(lambda: self.sock.exists(), 5)
+
+    def kill_ubusd(self) -> None:
+        self.ubusd.terminate()  # by PID: our own child
+        self.ubusd.wait(5)
+        self.sock.unlink(missing_ok=True)
+
+    def spawn(self, args, **kw) -> subprocess.Popen:
+        p = subprocess.Popen(args, **kw)
+        self.procs.append(p)
+        return p
+
+    def ubus(self, *args: str, timeout=30) -> subprocess.CompletedProcess:
+        return subprocess.run([ENV["UBUS"], "-s", str(self.sock), *args],
+                              capture_output=True, text=True, timeout=timeout)  # fmt: skip
+
+    def call(self, obj: str, method: str, data: dict | None = None) -> dict:
+        args = ["call", obj, method] + ([json.dumps(data)] if data is not None else [])
+        r = self.ubus(*args)
+        assert r.returncode == 0, (r.stdout, r.stderr)
+        return json.loads(r.stdout or "{}")
+
+    def has(self, obj: str) -> bool:
+        return obj in self.ubus("list").stdout.split()
+
+    def start_procd(self, tmp: Path) -> None:
+        """The real procd, as an ordinary process serving `service` on this bus."""
+        init_d, rc_d = tmp / "init.d", tmp / "rc.d"
+        init_d.mkdir()
+        rc_d.mkdir()
+        self.spawn([ENV["PROCD"], "-s", str(self.sock), "-I", str(init_d), "-R", str(rc_d)],
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        assert wait_for(lambda: self.has("service"), 10)
+
+    def stop(self) -> None:
+        for p in reversed(self.procs):
+            if p.poll() is None:
+                p.terminate()
+                try:
+                    p.wait(5)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+
+
+# --- LuCI's real runtime in an OpenWrt chroot (OWSYNC_LUCI_ROOT) ----------------
+
+
+LUCI_ENV = "OWSYNC_LUCI_ROOT"
+
+
+LUCI_NEEDED = ("usr/bin/uhttpd", "usr/sbin/rpcd", "usr/bin/ucode", "usr/lib/ucode/luci/core.so",
+               "usr/share/ucode/luci/uhttpd.uc", "www/luci-static/resources/luci.js",
+               "www/luci-static/bootstrap/cascade.css")  # fmt: skip
+
+
+PASSWORD = "owsync-test"
+
+
+def _skip() -> str | None:
+    base = skip_reason()
+    if base:
+        return base
+    root = os.environ.get(LUCI_ENV, "")
+    if not root:
+        return f"set {LUCI_ENV} to LuCI's runtime tree (uhttpd, rpcd, ucode, luci-base; README)"
+    missing = [p for p in LUCI_NEEDED if not os.path.exists(os.path.join(root, p))]
+    if missing:
+        return f"{LUCI_ENV}={root} lacks {', '.join(missing)}"
+    if chromium_path() is None or not shutil.which("openssl"):
+        return "needs Debian's chromium and openssl"
+    try:
+        import playwright  # noqa: F401
+    except ImportError:
+        return "needs playwright (pip install -e '.[test]')"
+    return None
+
+
+def crypt(password: str) -> str:
+    return subprocess.run(["openssl", "passwd", "-1", password], capture_output=True,
+                          text=True, check=True).stdout.strip()  # fmt: skip
+
+
+class Router:
+    def __init__(self, tmp: Path) -> None:
+        self.http = free_port()
+        self.port, self.peer_port, self.peer2_port = free_port(), free_port(), free_port()
+        self.peer = f"127.0.0.1:{self.peer_port}"
+        self.r = OpenWrtRoot(tmp, trees=[os.environ[LUCI_ENV]], net=False, prepare=self.prepare)
+
+    def prepare(self, staging: Path) -> None:
+        r = subprocess.run(["make", "-s", "install", f"DESTDIR={staging}", "PREFIX=/usr",
+                            f"PYTHON={sys.executable}"], cwd=REPO, capture_output=True,
+                           text=True, timeout=300)  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        # a router's /usr/bin/python3 has owsync installed; here it is this interpreter
+        (staging / "usr/bin/python3").unlink(missing_ok=True)
+        (staging / "usr/bin/python3").symlink_to(sys.executable)
+        pw = crypt(PASSWORD)
+        (staging / "etc/config/rpcd").write_text(
+            f"config login\n\toption username 'root'\n\toption password '{pw}'\n"
+            "\tlist read '*'\n\tlist write '*'\n\n"
+            # what any LuCI login needs (LuCI takes a refused `uci luci` read for an expired
+            # session), and of owsync the read grant alone; no write grant at all
+            f"config login\n\toption username 'viewer'\n\toption password '{pw}'\n"
+            "\tlist read 'unauthenticated'\n\tlist read 'luci-base'\n"
+            "\tlist read 'luci-base-network-status'\n\tlist read 'luci-app-owsync'\n"
+        )
+        (staging / "etc/owsync").mkdir(exist_ok=True)
+        (staging / "etc/owsync/key").write_text(KEY + "\n")
+        (staging / "etc/owsync/key").chmod(0o600)
+        bindings = os.environ["OWSYNC_PYBINDINGS"]
+        boot = staging / "boot.local"
+        boot.write_text(f"""#!/bin/sh
+uci set owsync.main.enabled=1
+uci set owsync.main.host=127.0.0.1
+uci set owsync.main.port={self.port}
+uci set owsync.main.poll_interval=600
+uci add_list owsync.main.peer={self.peer}
+uci commit owsync
+mkdir -p /srv/peer /srv/peer2
+echo 'config dnsmasq' > /srv/peer/dhcp
+for p in {self.peer_port}:/srv/peer {self.peer2_port}:/srv/peer2; do
+    (OWSYNC_KEY={KEY} owsync listen -H 127.0.0.1 -P ${{p%%:*}} -d ${{p#*:}} \\
+        -b ${{p#*:}}.db -i '*' </dev/null >${{p#*:}}.log 2>&1 &)
+done
+PYTHONPATH={bindings}:{REPO} /usr/sbin/rpcd &
+while ! ubus -t 1 wait_for session; do sleep 0.1; done
+/usr/bin/uhttpd -f -n 1 -p 127.0.0.1:{self.http} -h /www -x /cgi-bin -u /ubus -o /cgi-bin/luci \\
+    -O /usr/share/ucode/luci/uhttpd.uc </dev/null >/tmp/uhttpd.log 2>&1 &
+/etc/init.d/owsync enable
+/etc/init.d/owsync start
+""")
+        boot.chmod(0o755)
+
+    def status(self) -> dict | None:
+        res = self.r.sh("ubus call owsync status")
+        return json.loads(res.stdout) if res.returncode == 0 and res.stdout.strip() else None
+
+
+class Session:
+    """One browser context logged in as ``user``, recording what it received."""
+
+    def __init__(self, browser, router: Router, user: str) -> None:
+        self.base = f"http://127.0.0.1:{router.http}/cgi-bin/luci"
+        self.shots = router.r.base / "screenshots"
+        self.ctx = browser.new_context(viewport={"width": 1280, "height": 1000})
+        self.page = self.ctx.new_page()
+        self.errors: list[str] = []
+        self.bodies: list[str] = []
+        self.page.on("console", self._console)
+        self.page.on("pageerror", lambda e: self.errors.append(f"pageerror: {e} {e.stack}"))
+        self.page.on("response", self._response)
+        self.page.goto(self.base + "/")
+        self.page.fill("input[name=luci_username]", user)
+        self.page.fill("input[name=luci_password]", PASSWORD)
+        self.page.press("input[name=luci_password]", "Enter")
+        self.page.wait_for_load_state("networkidle")
+
+    def _console(self, msg) -> None:
+        # LuCI answers the page before login with 403, which Chromium logs: not a failure
+        if msg.type == "error" and "403" not in msg.text:
+            self.errors.append(msg.text)
+
+    def _response(self, resp) -> None:
+        with contextlib.suppress(Exception):  # redirects and aborted requests have no body
+            self.bodies.append(resp.text())
+
+    def open(self, path: str) -> None:
+        self.page.goto(f"{self.base}/admin/services/owsync/{path}")
+        self.page.wait_for_load_state("networkidle")
+
+    def screenshot(self, name: str) -> None:
+        out = Path(os.environ.get("OWSYNC_SCREENSHOTS") or self.shots)
+        out.mkdir(parents=True, exist_ok=True)
+        self.page.screenshot(path=str(out / f"luci-{name}.png"), full_page=True)
+
+
+# --- UCI files and the browser, for LuCI's tests -------------------------------
+
+
+def read_uci(path: Path) -> dict[str, dict]:
+    """The sections of a UCI file, as pyuci's get_all gives them (test helper).
+
+    Enough of the format for our own default file: config/option/list lines,
+    quoted values, comments.
+    """
+    sections: dict[str, dict] = {}
+    current = None
+    for raw in path.read_text().splitlines():
+        words = shlex.split(raw, comments=True)
+        if not words:
+            continue
+        if words[0] == "config":
+            current = sections.setdefault(words[2], {".type": words[1]})
+        elif words[0] == "option":
+            current[words[1]] = words[2]
+        elif words[0] == "list":
+            current[words[1]] = (*current.get(words[1], ()), words[2])
+        else:
+            raise ValueError(f"unexpected UCI line: {raw!r}")
+    return sections
+
+
+def chromium_path() -> str | None:
+    for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser"):
+        if os.access(p, os.X_OK):
+            return p
+    return None

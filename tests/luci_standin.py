@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import json
 import mimetypes
-import os
 import socket
 import subprocess
 import sys
@@ -52,7 +51,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from conftest import base_env
+from conftest import base_env, read_uci
 
 from owsync.openwrt.ubus_bridge import blob_safe  # what survives blobmsg, as the daemon sends it
 from owsync.service.control import ControlError, request
@@ -177,8 +176,6 @@ class StandIn:
         return {"error": {"code": code, "message": message}}
 
     def _uci_values(self) -> dict:
-        from test_openwrt_files import read_uci
-
         sections = read_uci(self.uci_file)
         for i, (name, s) in enumerate(sections.items()):
             s.update({".name": name, ".anonymous": False, ".index": i})
@@ -301,10 +298,3 @@ class SampleStandIn(StandIn):
                     kept=int(time.time() * 1000))  # fmt: skip
         self.versions.insert(0, kept)
         return [0, {"restored": v["path"], "id": vid}]
-
-
-def chromium_path() -> str | None:
-    for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser"):
-        if os.access(p, os.X_OK):
-            return p
-    return None

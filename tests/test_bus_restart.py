@@ -53,9 +53,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import KEY
-from test_daemon import wait_for
-from test_openwrt_real import ENV, Bus, bindings_env, need
+from conftest import ENV, KEY, Bus, bindings_env, need, wait_for
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 

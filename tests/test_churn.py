@@ -48,8 +48,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import CDaemonNode, base_env, c_bin, common_port, tracked
-from test_daemon import DaemonNode, wait_for
+from conftest import CDaemonNode, DaemonNode, base_env, c_bin, common_port, tracked, wait_for
 
 from owsync.core.state import CorruptDatabase, Record
 from owsync.io import database

@@ -9,8 +9,7 @@ import socket
 import time
 
 import pytest
-from conftest import Node, base_env, owsync_cmd
-from test_hostile import Hostile
+from conftest import Hostile, Node, base_env, owsync_cmd
 
 from owsync import __version__
 from owsync.core import protocol

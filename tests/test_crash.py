@@ -31,7 +31,7 @@ import subprocess
 import time
 
 import pytest
-from conftest import Node, base_env, free_port, owsync_cmd
+from conftest import DaemonNode, Node, base_env, free_port, owsync_cmd, wait_for
 
 ITERATIONS = int(os.environ.get("OWSYNC_CRASH_ITERATIONS", "12"))
 SEEDS = (
@@ -182,8 +182,6 @@ def test_sigkill_of_a_daemon_during_a_sighup_reload_loses_nothing(tmp_path, seed
     """B is a daemon syncing from A at start; mid-session its configuration
     changes and it gets SIGHUP (a reload, which also asks for a new sync), and
     it is killed a random moment later.  Restarted, it converges."""
-    from test_daemon import DaemonNode, wait_for
-
     rng = random.Random(seed)
     a, b = Node(tmp_path, "a"), Node(tmp_path, "b")
     allowed, deleted = scenario(rng, a, b)

@@ -6,68 +6,16 @@ over a real TCP connection; the listener is a real owsync process.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import socket
 import struct
 import time
 
 import pytest
-from conftest import KEY
+from conftest import Hostile, rec
 
 from owsync.core import protocol
-from owsync.core.crypto import AesGcmCipher
-from owsync.core.state import Record
 from owsync.io.syncdir import SyncDir, UnsafePath
-
-
-class Hostile:
-    def __init__(self, port: int) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-        self.cipher = AesGcmCipher(bytes.fromhex(KEY))
-        self.dec = protocol.FrameDecoder()
-        self.inbox: list[protocol.Message] = []
-
-    def send(self, msg: protocol.Message) -> None:
-        payload = b"".join(self.cipher.seal_parts(protocol.encode_parts(msg)))
-        self.sock.sendall(struct.pack(">I", len(payload)) + payload)
-
-    def recv(self) -> protocol.Message:
-        while not self.inbox:
-            data = self.sock.recv(65536)
-            if not data:
-                raise ConnectionError("closed")
-            self.inbox += [protocol.decode(self.cipher.open(f)) for f in self.dec.feed(data)]
-        return self.inbox.pop(0)
-
-    def recv_until_closed(self) -> list[protocol.Message]:
-        out = []
-        try:
-            while True:
-                out.append(self.recv())
-        except (ConnectionError, OSError):
-            pass
-        return out
-
-    def handshake(self, files=()) -> protocol.RequestFiles:
-        self.send(protocol.Hello("hostile", time.time()))
-        assert isinstance(self.recv(), protocol.Hello)
-        assert isinstance(self.recv(), protocol.SyncState)
-        self.send(protocol.SyncState(tuple(files)))
-        req = self.recv()
-        assert isinstance(req, protocol.RequestFiles)
-        return req
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-def rec(path: str, data: bytes = b"x", mtime: int | None = None, deleted=False) -> Record:
-    mtime = mtime or int((time.time() + 3600) * 1000)
-    if deleted:
-        return Record(path, None, mtime, 0, 0o644, True)
-    return Record(path, hashlib.sha256(data).hexdigest(), mtime, len(data), 0o644, False)
-
 
 TRAVERSALS = [
     "/tmp/owsync-abs-escape",

@@ -34,18 +34,29 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import KEY, Node, base_env, tracked
-from test_hostile import rec
-from test_net_faults import Relay
+from conftest import (
+    BOUND,
+    KEY,
+    Canary,
+    MiB,
+    Node,
+    Peak,
+    base_env,
+    make_target,
+    no_temp_files,
+    rec,
+    record_session,
+    session_line,
+    still_serves,
+    tracked,
+)
 
 from owsync.core import protocol, protocol2
 from owsync.core.crypto import AesGcmCipher, PlainCipher
 from owsync.core.state import Record
 
-MiB = 1024 * 1024
 LIMIT = protocol.MAX_FRAME  # 32 MiB with the default max_file_size
 SEAL = 12 + 16  # nonce and tag of an encrypted payload
-BOUND = 64 * MiB  # RSS growth allowed for anything that is not a frame near the limit
 # A frame near the limit costs its sealed and opened copies at least: the largest
 # FileContent (16 MiB of content, 32 MiB of hex) costs about 81 MiB.  No frame,
 # whatever it carries, should cost more than four frame limits.
@@ -141,122 +152,9 @@ class Wire:
 # --- what every case checks -------------------------------------------------------------
 
 
-def tree_digest(top: Path) -> str:
-    """Names, types, modes, mtimes, contents and link targets of everything under ``top``."""
-    h = hashlib.sha256()
-    for dirpath, dirnames, filenames in os.walk(top):
-        dirnames.sort()
-        for name in sorted(dirnames + filenames):
-            p = os.path.join(dirpath, name)
-            st = os.lstat(p)
-            h.update(f"{os.path.relpath(p, top)}\0{st.st_mode:o}\0".encode())
-            if stat.S_ISLNK(st.st_mode):
-                h.update(os.readlink(p).encode())
-            elif stat.S_ISREG(st.st_mode):
-                h.update(f"{st.st_mtime_ns}\0".encode())
-                h.update(Path(p).read_bytes())
-            h.update(b"\0")
-    return h.hexdigest()
-
-
-class Canary:
-    """A tree outside every sync root; each node under test links to it from inside."""
-
-    def __init__(self, top: Path) -> None:
-        self.dir = top
-        top.mkdir()
-        (top / "victim").write_text("must survive")
-        (top / "deep").mkdir()
-        (top / "deep" / "secret").write_text("do not leak")
-        (top / "deep" / "secret").chmod(0o600)
-        self.digest = tree_digest(top)
-
-    def link_from(self, node: Node, name: str = "linkdir") -> None:
-        os.symlink(self.dir, node.dir / name)
-
-    def assert_unchanged(self) -> None:
-        assert tree_digest(self.dir) == self.digest, sorted(os.listdir(self.dir))
-
-
 @pytest.fixture
 def canary(tmp_path):
     return Canary(tmp_path / "canary")
-
-
-def mem(pid: int) -> dict[str, int]:
-    """VmRSS and VmHWM of a process, in bytes."""
-    out = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            key, _, value = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                out[key] = int(value.split()[0]) * 1024
-    return out
-
-
-class Peak:
-    """Peak RSS growth of a running process over a stretch of the test.
-
-    Writing 5 to /proc/PID/clear_refs resets VmHWM to the current RSS (Linux 4.0+),
-    so the high-water mark read afterwards is the peak of this stretch alone.
-    """
-
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        try:
-            with open(f"/proc/{pid}/clear_refs", "w") as f:
-                f.write("5")
-        except OSError:
-            pass  # then the peak may include an earlier one: only more conservative
-        self.before = mem(pid)["VmRSS"]
-
-    def growth(self) -> int:
-        return mem(self.pid)["VmHWM"] - self.before
-
-    def check(self, what: str, bound: int = BOUND, exc=AssertionError) -> int:
-        g = self.growth()
-        print(f"\n[peak RSS] {what}: +{g / MiB:.1f} MiB over {self.before / MiB:.1f} MiB")
-        if g >= bound:
-            raise exc(f"{what}: RSS grew by {g / MiB:.1f} MiB (bound {bound / MiB:.0f} MiB)")
-        return g
-
-
-def make_target(nodes, canary: Canary, name: str = "a", mode: str = "encrypted", **kw) -> Node:
-    """A listening node with sub/keep, and linkdir -> the canary."""
-    plain = mode == "plain"
-    n = nodes(name, key=None if plain else KEY, extra=["-p"] if plain else [], **kw)
-    n.write("sub/keep", "k")
-    canary.link_from(n)
-    n.plain = plain
-    return n
-
-
-def still_serves(node: Node, nodes, name: str) -> Node:
-    """A real `owsync connect` from a fresh node syncs with ``node``: it gets a file
-    written just before, and ``node`` gets one from it."""
-    checker = nodes(name, key=node.key, extra=["-p"] if node.key is None else [])
-    node.write(f"probe-{name}", name)
-    checker.write(f"from-{name}", name)
-    r = checker.connect(node, timeout=30)
-    assert r.returncode == 0, r.stderr
-    assert node.proc.poll() is None
-    assert checker.files()[f"probe-{name}"] == name.encode()
-    assert (node.dir / f"from-{name}").read_text() == name
-    return checker
-
-
-def session_line(node: Node, label: str, since: int = 0, timeout: float = 10.0) -> str:
-    """The listener's one line on how the session with ``label`` ended."""
-    key = f"sync with {label} "
-    log = node.wait_log(key, timeout)[since:]
-    lines = [line for line in log.splitlines() if key in line]
-    assert lines, log[-2000:]
-    assert "Traceback" not in log, log
-    return lines[-1]
-
-
-def no_temp_files(root: Path) -> bool:
-    return not [p for p in root.rglob("*") if p.name.startswith(".owsync-")]
 
 
 # --- a listener of the test's own, for a real `owsync connect` ------------------------------
@@ -837,14 +735,6 @@ def replay_raw(port: int, data: bytes) -> tuple[str, bytes]:
         pass
     s.close()
     return label, bytes(back)
-
-
-def record_session(a: Node, b: Node) -> bytes:
-    relay = Relay(a.port, ("none", 0))  # records what the connect sends
-    r = b.run("connect", f"127.0.0.1:{relay.port}", *b.opts())
-    assert r.returncode == 0, r.stderr
-    relay.join(10)
-    return bytes(relay.client_bytes)
 
 
 def test_a_replayed_v2_session_is_refused_before_anything_happens(nodes, canary):

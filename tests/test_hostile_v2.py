@@ -39,15 +39,19 @@ import threading
 import time
 
 import pytest
-from conftest import KEY, Node, summary, tracked
-from test_hostile_more import (
+from conftest import (
+    KEY,
     Canary,
+    MiB,
+    Node,
     Peak,
     make_target,
     no_temp_files,
     record_session,
     session_line,
     still_serves,
+    summary,
+    tracked,
 )
 
 from owsync.core import protocol
@@ -55,7 +59,6 @@ from owsync.core import protocol2 as p2
 from owsync.core.crypto import AesGcmCipher, PlainCipher
 from owsync.core.protocol import ProtocolError
 
-MiB = 1024 * 1024
 MODES = ["plain", "encrypted"]
 OTHER_KEY = "11" * 32
 CHUNK = p2.CHUNK_SIZE

@@ -15,9 +15,8 @@ import sys
 import time
 
 import pytest
-from conftest import KEY
+from conftest import KEY, wait_for
 from owrt_chroot import OpenWrtRoot, skip_reason
-from test_daemon import wait_for
 
 from owsync.core.crypto import fingerprint
 

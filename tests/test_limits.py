@@ -9,8 +9,7 @@ import threading
 import time
 
 import pytest
-from conftest import summary
-from test_hostile import Hostile, rec
+from conftest import Hostile, rec, summary
 
 from owsync.core import protocol
 

@@ -38,9 +38,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import KEY, free_port, tracked
+from conftest import KEY, DaemonNode, free_port, tracked, wait_for
 from luci_standin import StandIn
-from test_daemon import DaemonNode, wait_for
 
 from owsync.core.crypto import fingerprint
 

@@ -18,9 +18,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import KEY, free_port, tracked
+from conftest import KEY, DaemonNode, Router, Session, _skip, free_port, tracked, wait_for
 from luci_standin import SampleStandIn, StandIn
-from test_daemon import DaemonNode, wait_for
 
 from owsync.service.control import ControlError, request
 
@@ -411,19 +410,11 @@ def test_with_real_daemons_a_replaced_file_is_kept_diffed_and_restored(real, bro
 # --- opt-in: LuCI's real runtime (tests/test_luci_real.py's router) --------------
 
 
-def _real_skip() -> str | None:
-    from test_luci_real import _skip
-
-    return _skip()
-
-
 @pytest.fixture(scope="module")
 def router(tmp_path_factory):
-    why = _real_skip()
+    why = _skip()
     if why:
         pytest.skip(why)
-    from test_luci_real import Router
-
     rt = Router(tmp_path_factory.mktemp("luci-history"))
     try:
         assert wait_for(lambda: (rt.status() or {}).get("peers"), 30), rt.r.sh(
@@ -452,8 +443,6 @@ def _replaced_dhcp(router) -> tuple[bytes, bytes]:
 
 
 def test_real_luci_history_diff_and_restore_and_a_read_only_user(router, browser):
-    from test_luci_real import Session
-
     old, new = _replaced_dhcp(router)
     s = Session(browser, router, "root")
     s.open("history")

@@ -13,111 +13,13 @@ loopback port.  Skipped, with the reason, when a piece is missing.
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
 import re
-import shutil
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
-from conftest import KEY, free_port
-from luci_standin import chromium_path
-from owrt_chroot import REPO, OpenWrtRoot, skip_reason
-from test_daemon import wait_for
-
-LUCI_ENV = "OWSYNC_LUCI_ROOT"
-LUCI_NEEDED = ("usr/bin/uhttpd", "usr/sbin/rpcd", "usr/bin/ucode", "usr/lib/ucode/luci/core.so",
-               "usr/share/ucode/luci/uhttpd.uc", "www/luci-static/resources/luci.js",
-               "www/luci-static/bootstrap/cascade.css")  # fmt: skip
-PASSWORD = "owsync-test"
-
-
-def _skip() -> str | None:
-    base = skip_reason()
-    if base:
-        return base
-    root = os.environ.get(LUCI_ENV, "")
-    if not root:
-        return f"set {LUCI_ENV} to LuCI's runtime tree (uhttpd, rpcd, ucode, luci-base; README)"
-    missing = [p for p in LUCI_NEEDED if not os.path.exists(os.path.join(root, p))]
-    if missing:
-        return f"{LUCI_ENV}={root} lacks {', '.join(missing)}"
-    if chromium_path() is None or not shutil.which("openssl"):
-        return "needs Debian's chromium and openssl"
-    try:
-        import playwright  # noqa: F401
-    except ImportError:
-        return "needs playwright (pip install -e '.[test]')"
-    return None
-
+from conftest import KEY, Router, Session, _skip, wait_for
 
 pytestmark = pytest.mark.skipif(_skip() is not None, reason=_skip() or "")
-
-
-def crypt(password: str) -> str:
-    return subprocess.run(["openssl", "passwd", "-1", password], capture_output=True,
-                          text=True, check=True).stdout.strip()  # fmt: skip
-
-
-class Router:
-    def __init__(self, tmp: Path) -> None:
-        self.http = free_port()
-        self.port, self.peer_port, self.peer2_port = free_port(), free_port(), free_port()
-        self.peer = f"127.0.0.1:{self.peer_port}"
-        self.r = OpenWrtRoot(tmp, trees=[os.environ[LUCI_ENV]], net=False, prepare=self.prepare)
-
-    def prepare(self, staging: Path) -> None:
-        r = subprocess.run(["make", "-s", "install", f"DESTDIR={staging}", "PREFIX=/usr",
-                            f"PYTHON={sys.executable}"], cwd=REPO, capture_output=True,
-                           text=True, timeout=300)  # fmt: skip
-        assert r.returncode == 0, r.stderr
-        # a router's /usr/bin/python3 has owsync installed; here it is this interpreter
-        (staging / "usr/bin/python3").unlink(missing_ok=True)
-        (staging / "usr/bin/python3").symlink_to(sys.executable)
-        pw = crypt(PASSWORD)
-        (staging / "etc/config/rpcd").write_text(
-            f"config login\n\toption username 'root'\n\toption password '{pw}'\n"
-            "\tlist read '*'\n\tlist write '*'\n\n"
-            # what any LuCI login needs (LuCI takes a refused `uci luci` read for an expired
-            # session), and of owsync the read grant alone; no write grant at all
-            f"config login\n\toption username 'viewer'\n\toption password '{pw}'\n"
-            "\tlist read 'unauthenticated'\n\tlist read 'luci-base'\n"
-            "\tlist read 'luci-base-network-status'\n\tlist read 'luci-app-owsync'\n"
-        )
-        (staging / "etc/owsync").mkdir(exist_ok=True)
-        (staging / "etc/owsync/key").write_text(KEY + "\n")
-        (staging / "etc/owsync/key").chmod(0o600)
-        bindings = os.environ["OWSYNC_PYBINDINGS"]
-        boot = staging / "boot.local"
-        boot.write_text(f"""#!/bin/sh
-uci set owsync.main.enabled=1
-uci set owsync.main.host=127.0.0.1
-uci set owsync.main.port={self.port}
-uci set owsync.main.poll_interval=600
-uci add_list owsync.main.peer={self.peer}
-uci commit owsync
-mkdir -p /srv/peer /srv/peer2
-echo 'config dnsmasq' > /srv/peer/dhcp
-for p in {self.peer_port}:/srv/peer {self.peer2_port}:/srv/peer2; do
-    (OWSYNC_KEY={KEY} owsync listen -H 127.0.0.1 -P ${{p%%:*}} -d ${{p#*:}} \\
-        -b ${{p#*:}}.db -i '*' </dev/null >${{p#*:}}.log 2>&1 &)
-done
-PYTHONPATH={bindings}:{REPO} /usr/sbin/rpcd &
-while ! ubus -t 1 wait_for session; do sleep 0.1; done
-/usr/bin/uhttpd -f -n 1 -p 127.0.0.1:{self.http} -h /www -x /cgi-bin -u /ubus -o /cgi-bin/luci \\
-    -O /usr/share/ucode/luci/uhttpd.uc </dev/null >/tmp/uhttpd.log 2>&1 &
-/etc/init.d/owsync enable
-/etc/init.d/owsync start
-""")
-        boot.chmod(0o755)
-
-    def status(self) -> dict | None:
-        res = self.r.sh("ubus call owsync status")
-        return json.loads(res.stdout) if res.returncode == 0 and res.stdout.strip() else None
 
 
 @pytest.fixture(scope="module")
@@ -131,44 +33,6 @@ def router(tmp_path_factory):
         yield rt
     finally:
         rt.r.stop()
-
-
-class Session:
-    """One browser context logged in as ``user``, recording what it received."""
-
-    def __init__(self, browser, router: Router, user: str) -> None:
-        self.base = f"http://127.0.0.1:{router.http}/cgi-bin/luci"
-        self.shots = router.r.base / "screenshots"
-        self.ctx = browser.new_context(viewport={"width": 1280, "height": 1000})
-        self.page = self.ctx.new_page()
-        self.errors: list[str] = []
-        self.bodies: list[str] = []
-        self.page.on("console", self._console)
-        self.page.on("pageerror", lambda e: self.errors.append(f"pageerror: {e} {e.stack}"))
-        self.page.on("response", self._response)
-        self.page.goto(self.base + "/")
-        self.page.fill("input[name=luci_username]", user)
-        self.page.fill("input[name=luci_password]", PASSWORD)
-        self.page.press("input[name=luci_password]", "Enter")
-        self.page.wait_for_load_state("networkidle")
-
-    def _console(self, msg) -> None:
-        # LuCI answers the page before login with 403, which Chromium logs: not a failure
-        if msg.type == "error" and "403" not in msg.text:
-            self.errors.append(msg.text)
-
-    def _response(self, resp) -> None:
-        with contextlib.suppress(Exception):  # redirects and aborted requests have no body
-            self.bodies.append(resp.text())
-
-    def open(self, path: str) -> None:
-        self.page.goto(f"{self.base}/admin/services/owsync/{path}")
-        self.page.wait_for_load_state("networkidle")
-
-    def screenshot(self, name: str) -> None:
-        out = Path(os.environ.get("OWSYNC_SCREENSHOTS") or self.shots)
-        out.mkdir(parents=True, exist_ok=True)
-        self.page.screenshot(path=str(out / f"luci-{name}.png"), full_page=True)
 
 
 def test_status_shows_peers_and_sync_now_brings_a_file(router, browser):

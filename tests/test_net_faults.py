@@ -9,75 +9,11 @@ import json
 import os
 import random
 import shutil
-import socket
 import subprocess
-import threading
 import time
 
 import pytest
-from conftest import Node, base_env, owsync_cmd
-from test_daemon import wait_for
-
-
-class Relay(threading.Thread):
-    """Accepts one connection and forwards it to ``port``, applying ``fault`` to the
-    client-to-server bytes: ("cut", n) closes both ends after n bytes, ("truncate", n)
-    forwards n bytes then half-closes, ("delay", s) sleeps s before each chunk,
-    ("swap", n) swaps the two chunks after the first n bytes, ("flip", n) flips one
-    bit at byte n, ("none", 0) forwards it as it is.  ``client_bytes`` holds all the
-    client sent (the replay test records a session with it)."""
-
-    def __init__(self, port: int, fault: tuple[str, float]) -> None:
-        super().__init__(daemon=True)
-        self.target, self.fault = port, fault
-        self.client_bytes = bytearray()
-        self.srv = socket.create_server(("127.0.0.1", 0))
-        self.port = self.srv.getsockname()[1]
-        self.start()
-
-    def run(self) -> None:
-        client, _ = self.srv.accept()
-        server = socket.create_connection(("127.0.0.1", self.target))
-        back = threading.Thread(target=self._pipe, args=(server, client, None), daemon=True)
-        back.start()
-        self._pipe(client, server, self.fault)
-        back.join(5)
-        for s in (client, server, self.srv):
-            s.close()
-
-    def _pipe(self, src: socket.socket, dst: socket.socket, fault) -> None:
-        record = fault is not None  # the client-to-server direction
-        kind, arg = fault or ("none", 0)
-        seen, held = 0, None
-        try:
-            while data := src.recv(4096):
-                if record:
-                    self.client_bytes += data
-                if kind == "delay":
-                    threading.Event().wait(arg)
-                if kind in ("cut", "truncate") and seen + len(data) > arg:
-                    dst.sendall(data[: int(arg) - seen])
-                    if kind == "cut":  # both ends see the connection end (FIN), at once
-                        for s in (src, dst):
-                            s.shutdown(socket.SHUT_RDWR)
-                    else:
-                        dst.shutdown(socket.SHUT_WR)
-                    return
-                if kind == "flip" and seen <= arg < seen + len(data):
-                    i = int(arg) - seen
-                    data = data[:i] + bytes([data[i] ^ 0x01]) + data[i + 1 :]
-                if kind == "swap" and seen >= arg and held is None:
-                    held, seen = data, seen + len(data)
-                    continue
-                dst.sendall(data)
-                if held is not None:
-                    dst.sendall(held)
-                    held, kind = None, "none"
-                seen += len(data)
-            dst.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
-
+from conftest import Node, Relay, base_env, owsync_cmd, wait_for
 
 FAULTS = [("cut", 6), ("cut", 3000), ("cut", 150_000), ("truncate", 80_000), ("flip", 40),
           ("delay", 0.02)]  # fmt: skip

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shlex
 import shutil
 import socket
 import stat
@@ -15,6 +14,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from conftest import read_uci
 
 from owsync import __version__
 from owsync.core.crypto import PlainCipher
@@ -29,29 +29,6 @@ ROOT = Path(__file__).resolve().parents[1]
 INIT = ROOT / "openwrt/owsync/files/etc/init.d/owsync"
 UCI_DEFAULT = ROOT / "openwrt/owsync/files/etc/config/owsync"
 HOTPLUG = ROOT / "openwrt/owsync/files/etc/hotplug.d/keepalived/100-owsync"
-
-
-def read_uci(path: Path) -> dict[str, dict]:
-    """The sections of a UCI file, as pyuci's get_all gives them (test helper).
-
-    Enough of the format for our own default file: config/option/list lines,
-    quoted values, comments.
-    """
-    sections: dict[str, dict] = {}
-    current = None
-    for raw in path.read_text().splitlines():
-        words = shlex.split(raw, comments=True)
-        if not words:
-            continue
-        if words[0] == "config":
-            current = sections.setdefault(words[2], {".type": words[1]})
-        elif words[0] == "option":
-            current[words[1]] = words[2]
-        elif words[0] == "list":
-            current[words[1]] = (*current.get(words[1], ()), words[2])
-        else:
-            raise ValueError(f"unexpected UCI line: {raw!r}")
-    return sections
 
 
 def test_init_script_syntax_and_shellcheck():

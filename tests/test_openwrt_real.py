@@ -24,85 +24,21 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import KEY, base_env, free_port, tracked
-from test_daemon import DaemonNode, wait_for
+from conftest import (
+    ENV,
+    KEY,
+    Bus,
+    DaemonNode,
+    bindings_env,
+    free_port,
+    need,
+    tracked,
+    wait_for,
+)
 
 from owsync.core.crypto import fingerprint
 
-ENV = {k: os.environ.get(f"OWSYNC_{k}", "") for k in ("UBUSD", "UBUS", "UCI", "PROCD")}
-BINDINGS = os.environ.get("OWSYNC_PYBINDINGS", "")
 HERE = Path(__file__).parent
-
-
-def need(*names: str) -> None:
-    missing = [f"OWSYNC_{n}" for n in names if not os.access(ENV[n], os.X_OK)]
-    if not (BINDINGS and Path(BINDINGS).is_dir()):
-        missing.append("OWSYNC_PYBINDINGS")
-    if missing:
-        pytest.skip(f"needs OpenWrt's components: set {', '.join(missing)} (see README)")
-
-
-def bindings_env() -> dict:
-    env = base_env(None)
-    env["PYTHONPATH"] = BINDINGS + os.pathsep + env["PYTHONPATH"]
-    return env
-
-
-class Bus:
-    """A real ubusd on a socket of the test's own."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.sock = tmp / "ubus.sock"
-        self.procs: list[subprocess.Popen] = []
-        self.start()
-
-    def start(self) -> None:
-        p = subprocess.Popen([ENV["UBUSD"], "-s", str(self.sock)], stderr=subprocess.DEVNULL)
-        self.procs.append(p)
-        self.ubusd = p
-        assert wait_for(lambda: self.sock.exists(), 5)
-
-    def kill_ubusd(self) -> None:
-        self.ubusd.terminate()  # by PID: our own child
-        self.ubusd.wait(5)
-        self.sock.unlink(missing_ok=True)
-
-    def spawn(self, args, **kw) -> subprocess.Popen:
-        p = subprocess.Popen(args, **kw)
-        self.procs.append(p)
-        return p
-
-    def ubus(self, *args: str, timeout=30) -> subprocess.CompletedProcess:
-        return subprocess.run([ENV["UBUS"], "-s", str(self.sock), *args],
-                              capture_output=True, text=True, timeout=timeout)  # fmt: skip
-
-    def call(self, obj: str, method: str, data: dict | None = None) -> dict:
-        args = ["call", obj, method] + ([json.dumps(data)] if data is not None else [])
-        r = self.ubus(*args)
-        assert r.returncode == 0, (r.stdout, r.stderr)
-        return json.loads(r.stdout or "{}")
-
-    def has(self, obj: str) -> bool:
-        return obj in self.ubus("list").stdout.split()
-
-    def start_procd(self, tmp: Path) -> None:
-        """The real procd, as an ordinary process serving `service` on this bus."""
-        init_d, rc_d = tmp / "init.d", tmp / "rc.d"
-        init_d.mkdir()
-        rc_d.mkdir()
-        self.spawn([ENV["PROCD"], "-s", str(self.sock), "-I", str(init_d), "-R", str(rc_d)],
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-        assert wait_for(lambda: self.has("service"), 10)
-
-    def stop(self) -> None:
-        for p in reversed(self.procs):
-            if p.poll() is None:
-                p.terminate()
-                try:
-                    p.wait(5)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
 
 
 @pytest.fixture

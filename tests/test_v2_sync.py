@@ -12,10 +12,8 @@ import os
 import re
 
 import pytest
-from conftest import KEY, summary
-from test_hostile_more import Peak
+from conftest import KEY, MiB, Peak, summary
 
-MiB = 1024 * 1024
 MODES = ["plain", "encrypted"]
 
 

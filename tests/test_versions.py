@@ -16,8 +16,7 @@ import subprocess
 import time
 
 import pytest
-from conftest import Node, base_env, owsync_cmd
-from test_daemon import DaemonNode, wait_for
+from conftest import DaemonNode, Node, base_env, owsync_cmd, wait_for
 
 from owsync.io.versions import Limits, prune
 
