@@ -43,8 +43,10 @@ The same session under strace (where strace is installed) shows that every
 call changing B's directory, database or version store comes just after the
 crash point of its kind: a call added without its point fails there.
 
-Then a local write racing a received file's rename (B stopped at that point,
-``OWSYNC_STOP_AT``) is kept, never overwritten; and a corrupt database set
+Then a local write racing a received file's rename or a peer's deletion (B
+stopped at that point, ``OWSYNC_STOP_AT``) is kept, never overwritten, and
+still is when B is killed before it puts the write back (the next run puts
+it back: the temp name says what it holds); and a corrupt database set
 aside is killed at each of its calls.
 """
 
