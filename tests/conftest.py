@@ -475,6 +475,8 @@ CRASH_POINTS: dict[str, str] = {
     "syncdir.fsync.temp": "fallback",
     # put in place: renameat2, or a plain rename where it is refused
     "syncdir.rename.noreplace": "session fallback live",
+    # (a replaced file's temp name first marked with what recovery needs)
+    "syncdir.rename.mark": "session live",
     "syncdir.rename.exchange": "session fallback live",
     "syncdir.unlink.replaced": "session live",
     "syncdir.rename.back": "race",
@@ -490,6 +492,8 @@ CRASH_POINTS: dict[str, str] = {
     "syncdir.fsync.dir": "fallback",
     # temp files an interrupted run left
     "syncdir.unlink.stale": "recovery live-recovery",
+    # a local write a kill left under a marked temp name, put back
+    "syncdir.rename.recover": "race",
     # the version store: contents, then the index that names them
     "versions.mkdir.store": "session fallback live",
     "versions.mkdir.objects": "session fallback live",

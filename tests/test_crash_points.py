@@ -43,8 +43,10 @@ The same session under strace (where strace is installed) shows that every
 call changing B's directory, database or version store comes just after the
 crash point of its kind: a call added without its point fails there.
 
-Then a local write racing a received file's rename (B stopped at that point,
-``OWSYNC_STOP_AT``) is kept, never overwritten; and a corrupt database set
+Then a local write racing a received file's rename or a peer's deletion (B
+stopped at that point, ``OWSYNC_STOP_AT``) is kept, never overwritten, and
+still is when B is killed before it puts the write back (the next run puts
+it back: the temp name says what it holds); and a corrupt database set
 aside is killed at each of its calls.
 """
 
@@ -535,21 +537,74 @@ def test_a_local_write_racing_a_peers_deletion_is_kept(tmp_path, how):
         a.stop()
 
 
-@pytest.mark.xfail(strict=True, reason="open window: killed between RENAME_EXCHANGE and the"
-                   " swap back, a local write that raced the rename is left under the temp"
-                   " file's name, and the next run removes it as a stale temp file")  # fmt: skip
-def test_a_kill_between_the_exchange_and_the_swap_back_keeps_the_racing_local_write(tmp_path):
-    """As above, and B is killed at the swap back (``syncdir.rename.back``):
-    its next session must still leave the local write in place, or keep it."""
+@pytest.mark.parametrize("how", ["replaced by a rename", "rewritten in place"])
+def test_a_kill_between_the_exchange_and_the_swap_back_keeps_the_racing_local_write(tmp_path, how):
+    """As above, and B is killed at the swap back (``syncdir.rename.back``),
+    the local write under the temp name the exchange gave it: B's next
+    session puts it back in place (its temp name says what it is) and takes
+    it to A, where it is the newest."""
     env = armed(crash_at=("syncdir.rename.back", 1))
-    status, a, b, path, local = race(tmp_path, "replaced by a rename", env)
+    status, a, b, path, local = race(tmp_path, how, env)
     try:
         assert status == -signal.SIGKILL
+        assert [p for p in b.files() if is_temp(p)], "nothing left aside: not that window"
+        trace = tmp_path / "trace"
+        b.env = armed(trace=trace)
         b.sync_ok(a)
-        kept = tmp_path / "race" / "b.versions"
-        assert (b.dir / path).read_bytes() == local or sha(local) in {
-            v["hash"] for v in store_consistent(kept)
-        }, "the local write was lost"
+        assert (b.dir / path).read_bytes() == local, "the local write was lost"
+        assert "syncdir.rename.recover" in {name for name, _ in traced(trace)}
+        assert not [p for p in b.files() if is_temp(p)]
+        assert (a.dir / path).read_bytes() == local
+        assert a.files() == b.files()
+    finally:
+        a.stop()
+
+
+@pytest.mark.parametrize("how", ["replaced by a rename", "rewritten in place"])
+def test_a_kill_before_a_racing_local_write_is_put_back_from_a_deletion_keeps_it(tmp_path, how):
+    """B is stopped just before it takes a file A deleted aside, the file is
+    written on B meanwhile, and B is killed as it would put it back
+    (``syncdir.rename.undeleted``), the local write under the temp name the
+    deletion gave it: B's next session puts it back and takes it to A (a
+    write after the deletion is a re-creation)."""
+    a, b = Node(tmp_path, "a"), Node(tmp_path, "b")
+    for n in (a, b):
+        n.write("dhcp", b"config dnsmasq\n", time.time() - 3600)
+    a.listen()
+    try:
+        b.sync_ok(a)
+        (a.dir / "dhcp").unlink()
+        local = b"written on b while its session removes it\n"
+        target = b.dir / "dhcp"
+        env = armed(stop_at=("syncdir.rename.deleted", 1),
+                    crash_at=("syncdir.rename.undeleted", 1))  # fmt: skip
+        proc = subprocess.Popen(
+            owsync_cmd("connect", f"127.0.0.1:{a.port}", *b.opts()),
+            env={**b.environ(), **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            wait_stopped(proc)
+            if how == "rewritten in place":
+                with open(target, "r+b") as f:
+                    f.truncate(0)
+                    f.write(local)
+            else:
+                staged = b.dir / ".dhcp.edit"  # hidden: never synced
+                staged.write_bytes(local)
+                staged.rename(target)
+        finally:
+            proc.send_signal(signal.SIGCONT)  # our own child, by its PID
+            proc.communicate(timeout=60)
+        assert proc.returncode == -signal.SIGKILL
+        assert not target.exists() and [p for p in b.files() if is_temp(p)], "not that window"
+        trace = tmp_path / "trace"
+        b.env = armed(trace=trace)
+        b.sync_ok(a)
+        assert target.exists() and target.read_bytes() == local, "the local write was lost"
+        assert "syncdir.rename.recover" in {name for name, _ in traced(trace)}
+        assert not [p for p in b.files() if is_temp(p)]
+        assert (a.dir / "dhcp").read_bytes() == local
+        assert a.files() == b.files()
     finally:
         a.stop()
 

@@ -25,18 +25,28 @@ Where a file system refuses these flags (jffs2 has no RENAME_EXCHANGE), a
 plain rename follows the check, as everywhere without renameat2.  A peer's
 deletion likewise takes the file aside with one rename before it checks it
 again and removes it: a local write made meanwhile is put back.
+
+A process killed between such a rename and the check after it leaves a file
+under a temp name that may be a local write.  So the temp name a replaced
+file is exchanged through, and the one a deleted file is taken aside to,
+say what they are for (:func:`mark_name`): the target's name, the
+signature of the file the scan saw there and, for an exchange, that of the
+staged file.  Recovery (:meth:`SyncDir.remove_stale_temps`) then tells the
+staged file, the file the scan saw (both removed) and a local write that
+raced (put back, unless the target was written again since) apart.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import itertools
 import logging
 import os
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Literal
 
 from ..core.paths import path_problem
@@ -109,13 +119,18 @@ _renameat2: Callable[[int, bytes, bytes, int], int] | Literal[False] | None = No
 _refused: set[int] = set()  # renameat2 flags this system refused (logged once)
 
 
-def renameat2(dir_fd: int, src: str, dst: str, flags: int) -> None:
-    """renameat2(2) within one directory; OSError(ENOSYS) where it is missing."""
+def _have_renameat2() -> bool:
     global _renameat2
     if _renameat2 is None:
         _renameat2 = (not faults.missing("renameat2") and _load_renameat2()) or False
-    if not _renameat2:
+    return bool(_renameat2)
+
+
+def renameat2(dir_fd: int, src: str, dst: str, flags: int) -> None:
+    """renameat2(2) within one directory; OSError(ENOSYS) where it is missing."""
+    if not _have_renameat2():
         raise OSError(errno.ENOSYS, "renameat2 is not available")
+    assert _renameat2
     _renameat2(dir_fd, os.fsencode(src), os.fsencode(dst), flags)
 
 
@@ -178,6 +193,58 @@ def signature(st: os.stat_result) -> Signature:
 
 def is_temp_name(name: str) -> bool:
     return name.startswith(TMP_PREFIX) and name.endswith(TMP_SUFFIX)
+
+
+# the signature fields a marked temp name carries: (size, mtime_ns, ino)
+Mark = tuple[int, int, int]
+
+
+def _mark_of(st: os.stat_result) -> Mark:
+    return (st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+def _sig_mark(sig: Signature) -> Mark:
+    return (sig[0], sig[1], sig[3])
+
+
+def mark_name(kind: str, marks: list[Mark | None], target: str) -> str:
+    """The temp name of a file that may be a local write taken out of
+    ``target`` (a name in the same directory): ``kind`` "x", exchanged for a
+    staged file (marks: the staged file's, then the replaced file's as the
+    scan saw it); "d", taken aside to be deleted (marks: the file's as the
+    scan saw it, None: any).  The target's name goes in as it is, or as a
+    hash where it would make the name too long."""
+    fields = "-".join("" if m is None else ".".join(f"{v:x}" for v in m) for m in marks)
+    name = f"{TMP_PREFIX}{kind}{fields}-n{target}{TMP_SUFFIX}"
+    if len(os.fsencode(name)) > 255:
+        name = f"{TMP_PREFIX}{kind}{fields}-h{_name_hash(target)}{TMP_SUFFIX}"
+    return name
+
+
+def _name_hash(name: str) -> str:
+    return hashlib.sha256(os.fsencode(name)).hexdigest()[:32]
+
+
+def parse_mark(name: str) -> tuple[str, list[Mark | None], str] | None:
+    """(kind, marks, "n" + target name or "h" + its hash) of a marked temp
+    name (:func:`mark_name`); None for a staged file's (or anything else)."""
+    body = name[len(TMP_PREFIX) : -len(TMP_SUFFIX)]
+    kind, nmarks = body[:1], {"x": 2, "d": 1}.get(body[:1])
+    if nmarks is None:
+        return None
+    parts = body[1:].split("-", nmarks)
+    if len(parts) != nmarks + 1 or parts[-1][:1] not in ("n", "h") or len(parts[-1]) < 2:
+        return None
+    marks: list[Mark | None] = []
+    try:
+        for field in parts[:-1]:
+            values = tuple(int(v, 16) for v in field.split(".")) if field else None
+            if values is not None and len(values) != 3:
+                return None
+            marks.append(values)  # type: ignore[arg-type]
+    except ValueError:
+        return None
+    return kind, marks, parts[-1]
 
 
 class Staged:
@@ -412,6 +479,15 @@ class SyncDir:
             faults.point("syncdir.rename")
             os.rename(s.tmp, s.name, src_dir_fd=s.dir_fd, dst_dir_fd=s.dir_fd)
             return
+        if flag == RENAME_EXCHANGE and _have_renameat2():
+            # what the exchange takes out may be a local write: its temp name
+            # says so first, and how recovery tells it from the staged file
+            assert s.expect is not None
+            marked = mark_name("x", [_mark_of(os.lstat(s.tmp, dir_fd=s.dir_fd)),
+                                     _sig_mark(s.expect)], s.name)  # fmt: skip
+            faults.point("syncdir.rename.mark")
+            os.rename(s.tmp, marked, src_dir_fd=s.dir_fd, dst_dir_fd=s.dir_fd)
+            s.tmp = marked
         try:
             if flag == RENAME_NOREPLACE:
                 faults.point("syncdir.rename.noreplace")
@@ -448,7 +524,11 @@ class SyncDir:
                 os.unlink(s.tmp, dir_fd=s.dir_fd)
             return
         faults.point("syncdir.rename.back")
-        renameat2(s.dir_fd, s.tmp, s.name, RENAME_EXCHANGE)
+        try:
+            renameat2(s.dir_fd, s.tmp, s.name, RENAME_EXCHANGE)
+        except OSError:
+            s.tmp = ""  # it holds the local write: never removed, recovery puts it back
+            raise
         if not stat.S_ISREG(old.st_mode):
             raise UnsafePath(f"{s.path!r} exists locally and is not a regular file")
         raise LocalChanged(f"{s.path!r} changed locally during the session")
@@ -461,6 +541,8 @@ class SyncDir:
             self._unlink_tmp(s)
 
     def _unlink_tmp(self, s: Staged) -> None:
+        if not s.tmp:
+            return
         faults.point("syncdir.unlink.temp")
         with contextlib.suppress(OSError):
             os.unlink(s.tmp, dir_fd=s.dir_fd)
@@ -484,7 +566,8 @@ class SyncDir:
         self._check_unchanged(dfd, name, path, expect)
         # Taken aside first (one atomic rename), then checked again: a local
         # write made since the check is put back, never removed.
-        tmp = f"{TMP_PREFIX}{os.urandom(6).hex()}{TMP_SUFFIX}"
+        # its temp name says what it is, should a kill leave it there
+        tmp = mark_name("d", [None if expect is None else _sig_mark(expect)], name)
         try:
             faults.point("syncdir.rename.deleted")
             os.rename(name, tmp, src_dir_fd=dfd, dst_dir_fd=dfd)
@@ -526,20 +609,87 @@ class SyncDir:
                 faults.point("syncdir.fsync.dir")
                 os.fsync(fd)
 
-    def remove_stale_temps(self, names: list[str], older_than: float = 0.0) -> None:
+    def remove_stale_temps(
+        self, names: list[str], older_than: float = 0.0, known: Iterable[str] = ()
+    ) -> list[str]:
         """Remove temp files left behind by an interrupted run; with
         ``older_than``, only those not written to for that many seconds (a
-        daemon's live links write theirs without holding the directory)."""
+        daemon's live links write theirs without holding the directory).
+
+        A marked temp file (:func:`mark_name`) is only ever there while its
+        run holds the directory, as the caller does: it is looked at whatever
+        its age, and a local write it holds is put back (``known``: the
+        paths it may have been taken from, for a name too long to be in its
+        temp name).  Returns the paths put back (to be scanned again)."""
         now = time.time()
+        restored: list[str] = []
         for rel in names:
             parent, _, name = rel.rpartition("/")
             if not is_temp_name(name):
                 continue
             with contextlib.suppress(OSError, UnsafePath):
                 dfd = self._dir(parent, create=False)
-                if older_than:
+                mark = parse_mark(name)
+                if mark is not None:
+                    back = self._recover(dfd, parent, name, *mark, known)
+                    if back is not None:
+                        self._dirty.add(parent)
+                        restored.append(f"{parent}/{back}" if parent else back)
+                        continue
+                elif older_than:
                     st = os.lstat(name, dir_fd=dfd)
                     if now - st.st_mtime < older_than:
                         continue
                 faults.point("syncdir.unlink.stale")
                 os.unlink(name, dir_fd=dfd)
+        return restored
+
+    def _recover(
+        self, dfd: int, parent: str, tmp: str, kind: str, marks: list[Mark | None], ref: str,
+        known: Iterable[str],
+    ) -> str | None:  # fmt: skip
+        """Look at a marked temp file a kill left: put a local write it holds
+        back in place and return the target's name (the temp file then gone);
+        None: it is to be removed (a staged file, the file the scan saw, or a
+        local write that a later one at the target supersedes)."""
+        st = os.lstat(tmp, dir_fd=dfd)
+        if _mark_of(st) in marks or marks == [None]:
+            return None  # staged, never exchanged; or the file the scan saw
+        target = ref[1:] if ref[0] == "n" else _find_hashed(dfd, parent, ref[1:], known)
+        if target is None or path_problem(target) or not stat.S_ISREG(st.st_mode):
+            return None
+        if kind == "x":
+            # exchanged with a local write: put back while the staged file is
+            # still there untouched (else the target was written since)
+            try:
+                now_there = _mark_of(os.lstat(target, dir_fd=dfd))
+            except FileNotFoundError:
+                return None
+            if now_there != marks[0]:
+                log.info("a local write to %s raced a received file before a crash;"
+                         " a later write there supersedes it", target)  # fmt: skip
+                return None
+            faults.point("syncdir.rename.recover")
+            renameat2(dfd, tmp, target, RENAME_EXCHANGE)
+            faults.point("syncdir.unlink.stale")
+            os.unlink(tmp, dir_fd=dfd)  # the staged file, exchanged back
+        else:
+            faults.point("syncdir.rename.recover")
+            try:
+                _rename_noreplace(dfd, tmp, target)
+            except FileExistsError:  # a write there since is newer still
+                return None
+        log.info("%s: a local write that raced a peer's change before a crash is put back",
+                 target)  # fmt: skip
+        return target
+
+
+def _find_hashed(dfd: int, parent: str, digest: str, known: Iterable[str]) -> str | None:
+    """The name in directory ``parent`` (``dfd``) that hashes to ``digest``:
+    one there now, or one of the ``known`` paths."""
+    prefix = f"{parent}/" if parent else ""
+    names = [p[len(prefix) :] for p in known if p.startswith(prefix)]
+    for name in itertools.chain(os.listdir(dfd), names):
+        if "/" not in name and _name_hash(name) == digest:
+            return name
+    return None

@@ -183,17 +183,13 @@ class Replica:
                 loaded, self.gen, self.lines = self._cached
             else:
                 loaded, self.gen, self.lines = database.load_gen(self.ctx.db_path, root=self.root)
-            if paths is None:
-                res = scanner.scan(
-                    self.ctx.root, loaded, self._scan_filter(), self.own, self.now_ms
-                )
-            else:
-                res = scanner.scan_paths(
-                    self.ctx.root, loaded, self._scan_filter(), self.own, paths, self.now_ms, dirs
-                )
-            now_ms = self.now_ms()
+            res = self._scan(loaded, paths, dirs)
             if res.stale_temps:
-                self.dir.remove_stale_temps(res.stale_temps, self.temps_older_than)
+                known = loaded.keys() | res.records.keys()
+                if self.dir.remove_stale_temps(res.stale_temps, self.temps_older_than, known):
+                    # a local write a crash left aside is back in place: seen now
+                    res = self._scan(loaded, paths, dirs)
+            now_ms = self.now_ms()
             if res.unfinished:
                 scanner.finish_deletions(self.dir, res)
             self.store = self._cached_store or self.ctx.open_store()
@@ -226,6 +222,13 @@ class Replica:
         except (OSError, UnsafePath):
             return None
         return data
+
+    def _scan(self, loaded: dict[str, Record], paths: set[str] | None, dirs: bool):
+        if paths is None:
+            return scanner.scan(self.ctx.root, loaded, self._scan_filter(), self.own, self.now_ms)
+        return scanner.scan_paths(
+            self.ctx.root, loaded, self._scan_filter(), self.own, paths, self.now_ms, dirs
+        )
 
     def _scan_filter(self):
         prefix, flt = self.ctx.own_prefix, self.ctx.filter
