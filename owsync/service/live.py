@@ -699,6 +699,8 @@ class Link(Driver[lv.Event]):
             self._batch.append((staged, rec))
             self._batch_bytes += staged.size
             self._batch_since = self._batch_since or time.monotonic()
+            if self._batch_full():  # (no file on its way between two files)
+                self._flush_batch()
         else:
             self._resolved(rec.path)
 
@@ -710,15 +712,23 @@ class Link(Driver[lv.Event]):
     def _maybe_commit(self) -> None:
         if not (self._batch or self._deletions) or self.m.peers == lv.IN_FILE:
             return  # (a file on its way is staged in the batch's directory)
-        # many more files due (a first reconcile): larger batches, where
-        # staged files hold no descriptor, cost fewer steps and saves
-        bulk = self.m.pending_count >= BATCH_FILES and self._sd is not None and self._sd.by_fs
-        files, size, wait = (BULK_FILES, BULK_BYTES, BULK_SECONDS) if bulk else (
-            BATCH_FILES, BATCH_BYTES, BATCH_SECONDS)  # fmt: skip
-        full = len(self._batch) >= files or self._batch_bytes >= size
+        wait = BULK_SECONDS if self._bulk() else BATCH_SECONDS
         late = time.monotonic() - self._batch_since >= wait
-        if full or late or not self.m.has_pending:
+        if self._batch_full() or late or not self.m.has_pending:
             self._flush_batch()
+
+    def _bulk(self) -> bool:
+        """Many more files due (a first reconcile), and staged files hold no
+        descriptor (syncfs): larger batches cost fewer steps and saves."""
+        return self.m.pending_count >= BATCH_FILES and self._sd is not None and self._sd.by_fs
+
+    def _batch_full(self) -> bool:
+        if self._bulk():
+            files, size = BULK_FILES, BULK_BYTES
+        else:  # without syncfs each staged file holds its descriptor until the batch
+            files = BATCH_FILES if self._sd is None else min(BATCH_FILES, self._sd.batch_files)
+            size = BATCH_BYTES
+        return len(self._batch) >= files or self._batch_bytes >= size
 
     def _flush_batch(self) -> None:
         """Put the batch in place (one short step); tell the other links."""

@@ -179,7 +179,10 @@ class Watcher(threading.Thread):
             if paths is not None and "" in paths:
                 paths = None  # the root itself: everything
             if paths is not None and self.not_ours is not None:
-                paths = self.not_ours(paths)
+                named, paths = len(paths), self.not_ours(paths)
+                if len(paths) < named:
+                    log.debug("watcher: %d path(s) as this node's links wrote them, not rescanned",
+                              named - len(paths))  # fmt: skip
                 if not paths:
                     continue
             self.on_change(paths)
