@@ -498,6 +498,10 @@ class LiveLink(FileSender):
     def has_pending(self) -> bool:
         return bool(self._pending)
 
+    @property
+    def pending_count(self) -> int:
+        return len(self._pending)
+
     def file_start(self, record: Record, mode: int) -> bytes:
         """FILE: the current version of a path the peer requested."""
         self._open_for("file_start()")

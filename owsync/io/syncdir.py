@@ -281,6 +281,11 @@ class SyncDir:
         self._fds.clear()
         self._ids.clear()
 
+    @property
+    def held(self) -> int:
+        """How many directory descriptors are open."""
+        return len(self._fds)
+
     def __enter__(self) -> SyncDir:
         return self
 

@@ -591,7 +591,7 @@ class Daemon:
         if old is not None:
             old.stop.set()
         stop = threading.Event()
-        self.watcher = Watcher(root, self.local_change, stop)
+        self.watcher = Watcher(root, self.local_change, stop, self.local.not_placed)
         self.watcher.start()
 
     def _poll(self) -> None:

@@ -20,6 +20,7 @@ import contextlib
 import logging
 import os
 import socket
+import stat
 import threading
 import time
 from collections import deque
@@ -30,9 +31,9 @@ from ..core import live as lv
 from ..core.plan import remote_wins
 from ..core.protocol import ProtocolError
 from ..core.protocol2 import PeerError
-from ..core.state import Record
+from ..core.state import Record, Signature
 from ..io import database
-from ..io.syncdir import LocalChanged, Staged, SyncDir, UnsafePath
+from ..io.syncdir import LocalChanged, Staged, SyncDir, UnsafePath, signature
 from ..io.transport import Channel, PeerClosed, PeerTimeout, Stopped
 from ..io.versions import VersionStore
 from .context import SessionResult
@@ -45,7 +46,12 @@ DUPLICATE = "a link between these nodes exists already"
 BATCH_FILES = 1024  # received files put in place in one step at most
 BATCH_BYTES = 8 * 1024 * 1024
 BATCH_SECONDS = 0.5  # a batch waits no longer for more files while more are due
+BULK_FILES = 8192  # the same while more than BATCH_FILES files are due (and syncfs is there)
+BULK_BYTES = 64 * 1024 * 1024
+BULK_SECONDS = 2.0
+SERVE_DIRS_HELD = 256  # directory descriptors a link keeps open for serving, at most
 STEP_LOCK_WAIT = 60.0  # a step waits this long for the directory (a session holding it)
+PLACED_MAX = 65536  # paths the links put in place, remembered for the watcher at most
 
 Version = tuple  # (hash, mtime, deleted): what tells two versions of a path apart
 
@@ -76,6 +82,10 @@ class LocalNode:
         self._sent: dict[str, str] = {}  # path -> hash a peer has received: not pending
         self._store: VersionStore | None = None  # the version store, as on disk
         self._store_sig: tuple | None = None
+        # what the links put in place here, as they left it (None: removed),
+        # so that the watcher's news of those writes costs no rescan
+        self._placed: dict[str, Signature | None] = {}
+        self._placed_root = ""
 
     def _ctx(self):
         return self._ctx_for(STEP_LOCK_WAIT)
@@ -119,6 +129,43 @@ class LocalNode:
         """Load from disk at the next step (the configuration changed)."""
         with self._mutex:
             self._records, self._db_sig, self._store = {}, None, None
+            self._placed = {}
+
+    def _note_placed(self, root: str, r: Replica, result: SessionResult) -> None:
+        removed = set(result.removed)
+        with self._mutex:
+            if self._placed_root != root or len(self._placed) > PLACED_MAX:
+                self._placed, self._placed_root = {}, root
+            for path in result.changed:
+                rec = r.records.get(path)
+                live = path not in removed and rec is not None and not rec.deleted
+                self._placed[path] = rec.sig if live and rec is not None else None
+
+    def not_placed(self, paths: set[str]) -> set[str]:
+        """Of ``paths`` (the watcher's news), those not exactly as a link
+        left them: a path is let go only while its signature is the one the
+        link's write gave it (absent, for a removal), so that a local write
+        since, even to the same path, is rescanned."""
+        with self._mutex:
+            if not self._placed:
+                return paths
+            root, placed = self._placed_root, self._placed
+            mine = {p: placed.pop(p) for p in paths if p in placed}
+        if not mine:
+            return paths
+        out = set(paths)
+        for path, sig in mine.items():
+            try:
+                st = os.lstat(os.path.join(root, path))
+            except FileNotFoundError:
+                now = None
+            except OSError:
+                continue
+            else:
+                now = signature(st) if stat.S_ISREG(st.st_mode) else ()
+            if now == sig:
+                out.discard(path)
+        return out
 
     def loaded(self) -> bool:
         with self._mutex:
@@ -201,6 +248,7 @@ class LocalNode:
             tally.add(r.close(on_saved=lambda: self._remember(ctx.db_path, r)))
         done = tally.total()
         result = _step_result(peer, done)
+        self._note_placed(ctx.root, r, result)
         arrived = {version(rec) for _, rec in files} | {version(d) for d in deletions}
         changed = _changed(loaded, r.records, touched | {rec.path for _, rec in files})
         removed = set(done.removed)
@@ -412,6 +460,7 @@ class Link(Driver[lv.Event]):
         self._batch_bytes = 0
         self._batch_since = 0.0
         self._sd: SyncDir | None = None  # where the current batch is staged
+        self._serving: SyncDir | None = None  # where served files are read (_serving_dir)
         self._incoming: Staged | None = None
         # reconciles whose files are still due here: (id, paths, ours)
         self._acks: list[tuple[int, set[str], bool]] = []
@@ -486,6 +535,7 @@ class Link(Driver[lv.Event]):
                 self._sd.close()
                 self._sd = None
             self._batch = []
+            self._close_serving()
             self.stats.bytes = self.ch.bytes_in + self.ch.bytes_out
             for _, _, event, box in self._waiters.values():
                 box.append("the link closed before the reconcile completed")
@@ -670,6 +720,8 @@ class Link(Driver[lv.Event]):
             self._batch.append((staged, rec))
             self._batch_bytes += staged.size
             self._batch_since = self._batch_since or time.monotonic()
+            if self._batch_full():  # (no file on its way between two files)
+                self._flush_batch()
         else:
             self._resolved(rec.path)
 
@@ -681,10 +733,23 @@ class Link(Driver[lv.Event]):
     def _maybe_commit(self) -> None:
         if not (self._batch or self._deletions) or self.m.peers == lv.IN_FILE:
             return  # (a file on its way is staged in the batch's directory)
-        full = len(self._batch) >= BATCH_FILES or self._batch_bytes >= BATCH_BYTES
-        late = time.monotonic() - self._batch_since >= BATCH_SECONDS
-        if full or late or not self.m.has_pending:
+        wait = BULK_SECONDS if self._bulk() else BATCH_SECONDS
+        late = time.monotonic() - self._batch_since >= wait
+        if self._batch_full() or late or not self.m.has_pending:
             self._flush_batch()
+
+    def _bulk(self) -> bool:
+        """Many more files due (a first reconcile), and staged files hold no
+        descriptor (syncfs): larger batches cost fewer steps and saves."""
+        return self.m.pending_count >= BATCH_FILES and self._sd is not None and self._sd.by_fs
+
+    def _batch_full(self) -> bool:
+        if self._bulk():
+            files, size = BULK_FILES, BULK_BYTES
+        else:  # without syncfs each staged file holds its descriptor until the batch
+            files = BATCH_FILES if self._sd is None else min(BATCH_FILES, self._sd.batch_files)
+            size = BATCH_BYTES
+        return len(self._batch) >= files or self._batch_bytes >= size
 
     def _flush_batch(self) -> None:
         """Put the batch in place (one short step); tell the other links."""
@@ -875,12 +940,14 @@ class Link(Driver[lv.Event]):
         if rec is None or rec.deleted or not m.accept(path):
             yield m.skip(path, "not a file this node has")
             return
-        sd = SyncDir(self.ctx.root)
-        try:
-            start = partial(m.file_start, rec)
-            got = yield from file_out(m, sd, rec, start, self.ctx.max_file_size)
-        finally:
-            sd.close()
+        start = partial(m.file_start, rec)
+        fresh = self._serving is None
+        sd = self._serving_dir()
+        got = yield from file_out(m, sd, rec, start, self.ctx.max_file_size)
+        if got is not None and not got.started and not fresh:
+            # a directory held since was moved or replaced: walk it again
+            self._close_serving()
+            got = yield from file_out(m, self._serving_dir(), rec, start, self.ctx.max_file_size)
         if got is None:
             self.stats.files_sent += 1
             self.told[path] = version(rec)
@@ -890,6 +957,23 @@ class Link(Driver[lv.Event]):
             log.info("not sending %s to %s: %s", path, self.label, got.why)
         else:
             yield m.skip(path, got.why)
+
+    def _serving_dir(self) -> SyncDir:
+        """The directory served files are read from: one per link, its
+        descriptors kept from file to file (each directory walked once), and
+        let go when it holds many (a wide tree) or the link ends."""
+        sd = self._serving
+        if sd is not None and sd.held > SERVE_DIRS_HELD:
+            self._close_serving()
+            sd = None
+        if sd is None:
+            sd = self._serving = SyncDir(self.ctx.root)
+        return sd
+
+    def _close_serving(self) -> None:
+        if self._serving is not None:
+            self._serving.close()
+            self._serving = None
 
 
 def _why(exc: Exception) -> str:

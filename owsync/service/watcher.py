@@ -126,11 +126,18 @@ class Watcher(threading.Thread):
     is set; ``paths`` are relative to the root, or None when unknown."""
 
     def __init__(
-        self, root: str, on_change: Callable[[set[str] | None], None], stop: threading.Event
+        self,
+        root: str,
+        on_change: Callable[[set[str] | None], None],
+        stop: threading.Event,
+        not_ours: Callable[[set[str]], set[str]] | None = None,
     ) -> None:
+        """``not_ours``: of the paths events named, those that are not this
+        node's own writes, exactly as it made them (those need no rescan)."""
         super().__init__(name="owsync-watcher", daemon=True)
         self.root = root
         self.on_change = on_change
+        self.not_ours = not_ours
         self.stop = stop
         self.mode = "inotify"
 
@@ -171,6 +178,13 @@ class Watcher(threading.Thread):
                     break
             if paths is not None and "" in paths:
                 paths = None  # the root itself: everything
+            if paths is not None and self.not_ours is not None:
+                named, paths = len(paths), self.not_ours(paths)
+                if len(paths) < named:
+                    log.debug("watcher: %d path(s) as this node's links wrote them, not rescanned",
+                              named - len(paths))  # fmt: skip
+                if not paths:
+                    continue
             self.on_change(paths)
 
     def _poll(self) -> None:
