@@ -11,7 +11,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ..core.filters import Filter
 from ..core.peer import Peer
@@ -100,10 +100,11 @@ class Context:
         return frozenset(out)
 
 
-@dataclass(frozen=True)
-class SessionResult:
+class SessionResult(NamedTuple):
     """What one session (or a live link's step) did, for logs, the status and
-    the summary line; built once, when it is over, by whoever ran it."""
+    the summary line; built once, when it is over, by whoever ran it.  (A
+    NamedTuple, not a frozen dataclass: dataclasses would load inspect, ast
+    and dis into every daemon, 2.6 MiB.)"""
 
     peer: str
     ok: bool = False
