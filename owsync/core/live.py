@@ -571,6 +571,11 @@ class LiveLink(FileSender):
         """Whether the peer requested ``path`` and it has not been answered yet."""
         return path in self._to_serve
 
+    @property
+    def serving_left(self) -> int:
+        """How many of the peer's requests are not answered yet."""
+        return len(self._to_serve)
+
     # --- what we receive --------------------------------------------------------
 
     def receive_data(self, data: bytes) -> None:

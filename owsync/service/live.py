@@ -957,6 +957,8 @@ class Link(Driver[lv.Event]):
             log.info("not sending %s to %s: %s", path, self.label, got.why)
         else:
             yield m.skip(path, got.why)
+        if not m.serving_left:  # all asked for is answered: hold no descriptors at rest
+            self._close_serving()
 
     def _serving_dir(self) -> SyncDir:
         """The directory served files are read from: one per link, its
