@@ -144,7 +144,8 @@ class Lib:
         if not ctx:
             raise MemoryError("EVP_CIPHER_CTX_new")
         init = self.EVP_EncryptInit_ex if encrypt else self.EVP_DecryptInit_ex
-        if init(ctx, self.gcm, None, key, _Buf(nonce).addr) != 1:
+        iv = nonce if type(nonce) is bytes else _Buf(nonce).addr
+        if init(ctx, self.gcm, None, key, iv) != 1:
             self.EVP_CIPHER_CTX_free(ctx)
             raise OpenSSLError("EVP_CipherInit_ex")
         return ctx
@@ -188,16 +189,10 @@ class Lib:
     def _seal_small(self, key: bytes, nonce: bytes, data: bytes, aad) -> bytes:
         """seal() for one bytes payload under 1 GiB: the fewest calls and
         ctypes objects, since each frame of a session pays for them."""
-        if len(key) != 32 or len(nonce) != NONCE:
-            raise ValueError("AES-256-GCM needs a 32-byte key and a 12-byte nonce")
-        ctx = self.EVP_CIPHER_CTX_new()
-        if not ctx:
-            raise MemoryError("EVP_CIPHER_CTX_new")
+        ctx = self._cipher_ctx(key, nonce, True)
         try:
             n = ctypes.c_int(0)
             ref = ctypes.byref(n)
-            if self.EVP_EncryptInit_ex(ctx, self.gcm, None, key, nonce) != 1:
-                raise OpenSSLError("EVP_EncryptInit_ex")
             if aad:
                 aad = bytes(aad)
                 if self.EVP_EncryptUpdate(ctx, None, ref, aad, len(aad)) != 1:
@@ -253,17 +248,11 @@ class Lib:
         size = len(sealed) - start - TAG
         if size < 0:
             raise InvalidTag
-        if len(key) != 32 or len(nonce) != NONCE:
-            raise ValueError("AES-256-GCM needs a 32-byte key and a 12-byte nonce")
         body = (ctypes.cast(ctypes.c_char_p(sealed), _P).value or 0) + start  # no copy
-        ctx = self.EVP_CIPHER_CTX_new()
-        if not ctx:
-            raise MemoryError("EVP_CIPHER_CTX_new")
+        ctx = self._cipher_ctx(key, nonce, False)
         try:
             n = ctypes.c_int(0)
             ref = ctypes.byref(n)
-            if self.EVP_DecryptInit_ex(ctx, self.gcm, None, key, nonce) != 1:
-                raise OpenSSLError("EVP_DecryptInit_ex")
             if aad:
                 aad = bytes(aad)
                 if self.EVP_DecryptUpdate(ctx, None, ref, aad, len(aad)) != 1:
