@@ -12,6 +12,7 @@ without '=', a bad poll_interval or log_level (1.2.0's values are taken).
 from __future__ import annotations
 
 import os
+from typing import NamedTuple
 
 from ..core.crypto import parse_key
 from ..core.peer import Peer
@@ -20,6 +21,31 @@ from ..core.settings import BY_KEY, SETTINGS, BadValue, Setting
 MAX_PEERS = 16
 CONTROL_DIR = "/var/run/owsync"  # control sockets, one per database (so per daemon)
 SUN_PATH_MAX = 107  # bytes in a Unix socket path, less the NUL
+
+
+MAIN = "main"  # the group of the main section: /etc/config on OpenWrt
+
+
+class Group(NamedTuple):
+    """One sync group: a directory, its filters, and the services its files belong to.
+
+    ``main`` is built from the main section's own settings (its directory and
+    filters); every other group comes from a ``config group 'NAME'`` section
+    of UCI (or the key=value file's ``group.NAME.*`` keys).  The node's peers,
+    key and port are shared by every group.
+    """
+
+    name: str
+    sync_dir: str
+    include: tuple[str, ...]
+    exclude: tuple[str, ...] = ()
+    enabled: bool = True
+    reload: tuple[str, ...] = ()  # init scripts to `reload` once per batch of arrivals
+    restart: tuple[str, ...] = ()  # init scripts to `restart` once per batch of arrivals
+
+    @property
+    def is_main(self) -> bool:
+        return self.name == MAIN
 
 
 class ConfigError(Exception):
@@ -71,6 +97,7 @@ class Config:
         for s in SETTINGS:
             setattr(self, s.attr, list(s.default) if s.multi else s.default)
         self.key_file: str | None = None  # UCI: the root-only file holding the key
+        self.groups: list[Group] = []  # the groups besides main, in their order
         self.warnings: list[str] = []
         for name, value in settings.items():
             if not hasattr(self, name):
@@ -100,6 +127,31 @@ class Config:
     def _read_key_file(self) -> str | None:
         return read_key_text(self.key_file) if self.key_file else None
 
+    def main_group(self) -> Group:
+        return Group(MAIN, self.sync_dir, tuple(self.include), tuple(self.exclude), True)
+
+    def all_groups(self) -> list[Group]:
+        """main first, then the other groups (enabled or not), in their order."""
+        return [self.main_group(), *self.groups]
+
+    def _beside_database(self, suffix: str) -> str:
+        base = self.database[:-3] if self.database.endswith(".db") else self.database
+        return base + suffix
+
+    def group_database(self, name: str) -> str:
+        """Each group's own database: main's as configured, another's beside it
+        (/etc/owsync/owsync.db -> /etc/owsync/owsync.dropbear.db)."""
+        return self.database if name == MAIN else self._beside_database(f".{name}.db")
+
+    def group_versions_path(self, name: str) -> str:
+        """Each group's own version store: main's as configured, another's beside
+        it (/etc/owsync/owsync.versions -> /etc/owsync/owsync.dropbear.versions)."""
+        if name == MAIN:
+            return self.versions_path()
+        if self.versions_dir:
+            return f"{self.versions_dir.rstrip('/')}.{name}"
+        return self._beside_database(f".{name}.versions")
+
     def control_path(self) -> str:
         """The daemon's control socket: as configured, or one per database.
 
@@ -122,8 +174,7 @@ class Config:
         (/etc/owsync/owsync.db -> /etc/owsync/owsync.versions)."""
         if self.versions_dir:
             return self.versions_dir
-        base = self.database[:-3] if self.database.endswith(".db") else self.database
-        return base + ".versions"
+        return self._beside_database(".versions")
 
     def versions_limits(self):
         # lazy: the CLI imports this module for every command, most without the store
