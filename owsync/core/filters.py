@@ -59,6 +59,12 @@ class Filter:
     def empty(self) -> bool:
         return not self.include
 
+    def outside(self, prefix: str) -> Filter:
+        """This filter, also refusing every path under ``prefix`` ('a/b/':
+        owsync's own directory inside the tree), with the same answers to
+        :meth:`may_hold` (the patterns compiled once, shared)."""
+        return _Outside(self, prefix)
+
     def may_hold(self, rel_dir: str) -> bool:
         """Whether directory ``rel_dir`` (relative, ending in '/') can hold, at
         any depth, a path that an include pattern matches.
@@ -82,6 +88,15 @@ class Filter:
             elif wild and rel_dir.startswith(prefix):
                 return True
         return False
+
+
+class _Outside(Filter):
+    def __init__(self, base: Filter, prefix: str) -> None:
+        self.__dict__.update(base.__dict__)
+        self.prefix = prefix
+
+    def __call__(self, path: str) -> bool:
+        return not path.startswith(self.prefix) and Filter.__call__(self, path)
 
 
 # --- whether two filters can accept one same path --------------------------------------
