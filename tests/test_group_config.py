@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -18,8 +19,10 @@ from pathlib import Path
 import pytest
 from conftest import BINDINGS, base_env, bindings_env, owsync_cmd
 
+from owsync.core.examples import EXAMPLES
 from owsync.core.filters import Filter, common_path
 from owsync.core.paths import is_hidden, path_problem
+from owsync.core.settings import is_group_name, is_service
 from owsync.openwrt.uci_config import config_from_sections
 from owsync.service.config import MAIN, ConfigError, Group, parse_text
 
@@ -361,3 +364,70 @@ def test_an_exclude_removes_a_shared_path_but_not_an_endless_share():
     assert common_path(Filter(["config/network"]), Filter(["*"]), "config/") == "config/network"
     assert common_path(Filter(["config/*"]), main, "config/") == "config/x"
     assert common_path(Filter(["*.cfg"]), main, "config/") == "config/x.cfg"
+
+
+# --- the shipped examples ---------------------------------------------------------------
+
+SHIPPED = Path(__file__).resolve().parents[1] / "openwrt/owsync/files/etc/config/owsync"
+
+
+def shipped_examples() -> list[dict]:
+    """The commented-out group sections of the shipped /etc/config/owsync,
+    each with the comment line just above it."""
+    out: list[dict] = []
+    previous = ""
+    for line in SHIPPED.read_text().splitlines():
+        m = re.fullmatch(r"#config group '(\w+)'", line)
+        if m:
+            out.append({"name": m.group(1), "why": previous.removeprefix("# "), "dir": None,
+                        "include": (), "exclude": (), "reload": (), "restart": ()})  # fmt: skip
+        elif out and (m := re.fullmatch(r"#\t(option|list) (\w+) '([^']*)'", line)):
+            kind, name, value = m.groups()
+            if kind == "option":
+                out[-1][name] = value
+            else:
+                out[-1][name] += (value,)
+        previous = line
+    return out
+
+
+def test_the_shipped_examples_are_the_table():
+    assert shipped_examples() == list(EXAMPLES)
+    assert [e["name"] for e in EXAMPLES] == ["dropbear", "uhttpd", "accounts", "crontabs",
+                                             "boot", "acme"]  # fmt: skip
+    for e in EXAMPLES:
+        assert is_group_name(e["name"]) and 20 < len(e["why"]) <= 76, e
+        assert all(is_service(s) for s in e["reload"] + e["restart"]), e
+
+
+def test_the_shipped_examples_uncommented_load_together_beside_main(tmp_path):
+    """Every example at once, in a tree where each of their files exists:
+    they own what they name, and no two own one path."""
+    etc = etc_tree(tmp_path)
+    (etc / "acme/example.org_ecc").mkdir(parents=True)
+    for name in ("example.org.cer", "example.org.key", "fullchain.cer"):
+        (etc / "acme/example.org_ecc" / name).write_text(name)
+    text = SHIPPED.read_text().replace("'/etc", f"'{etc}")
+    text = re.sub(r"^#(config group|\t)", r"\1", text, flags=re.M)
+    confdir = tmp_path / "uci"
+    confdir.mkdir()
+    (confdir / "owsync").write_text(text)
+    r = load_with_pyuci(confdir)
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    assert [g["name"] for g in got["groups"]] == ["main"] + [e["name"] for e in EXAMPLES]
+    assert got["warnings"] == []
+    owned: dict[str, str] = {}
+    for g in got["groups"]:
+        f = Filter(g["include"], g["exclude"])
+        root = Path(g["sync_dir"])
+        for p in root.rglob("*"):
+            rel = str(p.relative_to(root))
+            if p.is_file() and f(rel):
+                assert str(p) not in owned, (str(p), owned.get(str(p)), g["name"])
+                owned[str(p)] = g["name"]
+    expected = {"dropbear/dropbear_ed25519_host_key": "dropbear", "uhttpd.crt": "uhttpd",
+                "shadow": "accounts", "crontabs/root": "crontabs", "sysctl.conf": "boot",
+                "acme/example.org_ecc/fullchain.cer": "acme", "config/dhcp": "main"}  # fmt: skip
+    for path, name in expected.items():
+        assert owned[f"{etc}/{path}"] == name, path
