@@ -1204,11 +1204,13 @@ class GroupDaemonNode(DaemonNode):
         if port is not None:
             self.port = port
 
-    def set_groups(self, groups: dict[str, tuple[Path, list[str]]]) -> None:
-        spec = [{"name": n, "dir": str(d), "include": inc} for n, (d, inc) in groups.items()]
+    def set_groups(self, groups: dict[str, tuple]) -> None:
+        """name -> (dir, include patterns[, more: {"restart": [...], "enabled": False, ...}])."""
+        spec = [{"name": n, "dir": str(g[0]), "include": g[1], **(g[2] if len(g) > 2 else {})}
+                for n, g in groups.items()]  # fmt: skip
         Path(f"{self.conf}.groups").write_text(json.dumps(spec))
 
-    def standard_groups(self) -> dict[str, tuple[Path, list[str]]]:
+    def standard_groups(self) -> dict[str, tuple]:
         return {"dropbear": (self.keys, ["*"]),
                 "passwd": (self.etc, ["passwd", "shadow", "group"])}  # fmt: skip
 

@@ -8,6 +8,7 @@ is main's directory, ``keys`` a dropbear-like key directory (group
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import stat
@@ -51,8 +52,24 @@ def mode(p) -> int:
     return stat.S_IMODE(os.stat(p).st_mode)
 
 
-def test_three_groups_converge_both_ways_each_in_its_own_tree(routers):
-    a, b = pair(routers)
+def restarts(init_dir, name: str) -> list[str]:
+    """What a recording init script NAME in ``init_dir`` was called with, one line a run."""
+    log = init_dir / f"{name}.calls"
+    return log.read_text().splitlines() if log.exists() else []
+
+
+def test_three_groups_converge_both_ways_each_in_its_own_tree(routers, tmp_path):
+    init = tmp_path / "init.d"  # b's /etc/init.d: dropbear records each call
+    init.mkdir()
+    script = init / "dropbear"
+    script.write_text(f'#!/bin/sh\necho "$1" >> {init}/dropbear.calls\n')
+    script.chmod(0o755)
+    a, b = routers("a"), routers("b")
+    a.configure([b.addr])
+    restart = {"restart": ["dropbear"]}
+    b.configure([a.addr], groups={**b.standard_groups(), "dropbear": (b.keys, ["*"], restart)})
+    a.start()
+    b.start(env={**base_env(None), "OWSYNC_INIT_DIR": str(init)})
     write_at(a.dir / "network", b"config interface 'lan'\n")
     write_at(a.keys / "dropbear_rsa_host_key", b"RSA KEY A", mode=0o600)
     write_at(a.etc / "passwd", b"root:x:0:0:root:/root:/bin/ash\n", mode=0o644)
@@ -70,6 +87,11 @@ def test_three_groups_converge_both_ways_each_in_its_own_tree(routers):
     assert sorted(os.listdir(b.dir)) == ["network"]
     assert not (b.etc / "hosts").exists()  # the passwd group's patterns do not match it
     assert sorted(os.listdir(b.etc)) == ["config", "passwd", "shadow"]
+    # dropbear's keys arrived on b: its init script restarted it, once per batch
+    assert wait_for(lambda: restarts(init, "dropbear") == ["restart"], SYNC), b.text()
+    assert [e["reloaded"] for e in b.status()["history"] if e["group"] == "dropbear"] == [
+        ["dropbear restart"]
+    ]
 
     # edits and a new file from b, deletions from a
     write_at(b.keys / "dropbear_ed25519_host_key", b"ED KEY B", mode=0o600)
@@ -106,6 +128,13 @@ def test_three_groups_converge_both_ways_each_in_its_own_tree(routers):
     assert wait_for(lambda: all(g["peers"] == {b.addr: "synced"} for g in a.status()["groups"]))
     assert st["sync_dir"] == str(a.dir) and st["files"] == 1  # the top level is main's
     assert {e["group"] for e in st["history"]} == {"main", "dropbear", "passwd"}
+    # a sync asked for (ubus, control, `owsync sync`) is every group's, with every peer
+    r = a.ctl("sync", "--wait", "--json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    got = json.loads(r.stdout)["results"]
+    assert sorted((x["group"], x["peer"], x["ok"]) for x in got) == [
+        ("dropbear", b.addr, True), ("main", b.addr, True), ("passwd", b.addr, True)]  # fmt: skip
+    assert restarts(init, "dropbear") == ["restart"]  # b's own key written there: none
     assert a.errors() == [] and b.errors() == []
 
 
