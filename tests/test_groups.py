@@ -151,6 +151,8 @@ def test_a_peer_without_the_group_is_absent_and_no_error(routers):
     assert len(said) == 2 and all("no such group" in line for line in said), a.text()
     assert a.errors() == [] and b.errors() == [], a.text() + b.text()
     assert all(e["group"] == "main" for e in a.status()["history"])
+    asked = [line for line in b.text().splitlines() if "asked for group dropbear" in line]
+    assert len(asked) == 1 and "no such group dropbear" in asked[0], b.text()
 
 
 def test_a_v1_only_node_syncs_main_only_and_the_other_says_so_once(routers):
@@ -195,6 +197,14 @@ def test_a_group_added_and_reloaded_syncs_without_a_restart(routers):
     write_at(missing / "cert.pem", b"CERT")
     assert wait_for(lambda: (b.etc / "acme" / "cert.pem").exists(), SYNC), a.text() + b.text()
     assert a.group("acme")["state"] == "syncing"
+    # disabled: shown so, not synced, its peer's link to it refused
+    a.set_groups({**a.standard_groups(), "acme": (a.etc / "acme", ["*"], {"enabled": False})})
+    a.proc.send_signal(signal.SIGHUP)
+    assert wait_for(lambda: a.group("acme")["state"] == "disabled", SYNC), a.text()
+    assert a.group("acme")["enabled"] is False
+    write_at(missing / "cert1.pem", b"CERT1")
+    assert wait_for(lambda: b.group("acme")["peers"] == {a.addr: "absent"}, SYNC), b.text()
+    assert not (b.etc / "acme" / "cert1.pem").exists()
     # removed: no longer synced
     for n in (a, b):
         n.set_groups(n.standard_groups())

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
 from collections.abc import Sequence
 
 from .config import Group
@@ -25,8 +24,10 @@ def run_actions(
     """Run each of ``group``'s services once after a batch of arrivals
     (``changed``): ``INIT_DIR/NAME reload|restart``; (service, action, exit
     status) for each run.  Nothing when nothing changed."""
-    if not changed:
+    if not changed or not (group.reload or group.restart):
         return []
+    import subprocess  # lazy: 0.3 MiB of every daemon, for the groups with actions only
+
     base = init_dir or os.environ.get("OWSYNC_INIT_DIR") or INIT_DIR
     out = []
     for action, names in (("reload", group.reload), ("restart", group.restart)):

@@ -96,7 +96,7 @@ class Daemon:
         # the protocol main's sessions speak with each peer (1: owsync 1.2.0's):
         # the other groups sync only with peers of protocol 2
         self._protocols: dict[str, int] = {}
-        self._told: set[tuple[str, str]] = set()  # what the log said once
+        self._told: set[tuple[str, str, str]] = set()  # what the log said once
         self._apply(cfg)
 
     # --- the main group, as the daemon had it before groups ------------------
@@ -180,8 +180,8 @@ class Daemon:
         if protocol == old:
             return
         others = [g for g in self.groups.values() if not g.is_main and g.running]
-        if protocol == 1 and others and (peer, "v1") not in self._told:
-            self._told.add((peer, "v1"))
+        if protocol == 1 and others and ("v1", peer, "") not in self._told:
+            self._told.add(("v1", peer, ""))
             log.info("group%s %s %s not synced with %s: it speaks protocol 1 (owsync 1.2.0),"
                      " which syncs main only", "s" if len(others) > 1 else "",
                      ", ".join(g.name for g in others), "are" if len(others) > 1 else "is",
@@ -230,8 +230,8 @@ class Daemon:
         main = self.main
         result = run_session(sock, main.ctx_in, label, on_hello, groups=self._group_ctx)
         if result.unavailable:
-            if (result.peer, result.group) not in self._told:
-                self._told.add((result.peer, result.group))
+            if ("asked", result.peer, result.group) not in self._told:
+                self._told.add(("asked", result.peer, result.group))
                 log.info("%s asked for group %s, which this node does not sync: %s",
                          result.peer, result.group, result.error)  # fmt: skip
             return
@@ -322,9 +322,13 @@ class Daemon:
     def status(self) -> dict:
         return status.snapshot(self)
 
-    def restore(self, version_id: int) -> dict:
-        """Put a kept version of main back and sync it (see SyncGroup.restore)."""
-        return self.main.restore(version_id)
+    def restore(self, version_id: int, group: str = MAIN) -> dict:
+        """Put a kept version of ``group`` back and sync it (see
+        SyncGroup.restore); LookupError for a group this node has not."""
+        g = self.groups.get(group)
+        if g is None:
+            raise LookupError(f"no group {group}")
+        return g.restore(version_id)
 
     # --- running -------------------------------------------------------------
 
