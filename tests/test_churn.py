@@ -29,6 +29,12 @@ Two mixed cases keep one node apart: one of ours that speaks v1 only
 (OWSYNC_C_BIN), held to what 1.2.0 can do (see test_churn_with_an_owsync_1_2_0_node and
 Churn.converge_mixed), then to the exact oracle once no two events race.
 
+Two sync groups (issue 17): every node also has a second group, SECOND, on a
+directory of its own; the oracle names its paths "extra:REL" and holds each group
+to the same rules, a file in the wrong group's directory being one never written
+there.  With a v1-only node, SECOND is synced among the others only, and the v1
+node's own SECOND directory is left as it was.
+
 OWSYNC_CHURN_ROUNDS sets the rounds (CI: 10, with each of 4 seeds; the long setting runs
 100 or more), OWSYNC_CHURN_NODES the daemons (CI: 3; long setting 5), OWSYNC_CHURN_SEED
 replays one seed: its choices, not the machine's timing.  A failure names the seed and
