@@ -45,6 +45,7 @@ from owsync.openwrt.uci_config import (
     OPTIONS,
     config_from_section,
     config_from_sections,
+    group_validation_spec,
     validation_spec,
 )
 from owsync.service.config import Config, ConfigError, load_file, parse_text
@@ -268,6 +269,21 @@ def test_the_init_scripts_validation_list_is_the_schemas():
     spec = dict(item.split(":", 1) for item in listed)
     assert spec["log_level"] == "and(uinteger,range(0,3)):2"  # not clamped here, not there
     assert "enabled:bool:1" in listed
+
+
+def test_the_init_scripts_group_validation_list_is_the_schemas():
+    body = re.search(r"validate_owsync_group\(\) \{\n(.*?)\n\}", INIT.read_text(), re.S)
+    assert body, "no validate_owsync_group in the init script"
+    assert "uci_load_validate owsync group " in body.group(1)
+    listed = re.findall(r"'([^']+)'", body.group(1))
+    assert listed == group_validation_spec()
+    # every option of a group, with the schema's datatype (a group's dir may be missing)
+    assert [item.split(":")[0] for item in listed] == list(GROUP_BY_UCI)
+    for item in listed:
+        name, datatype = item.split(":")[:2]
+        expected = "string" if name == "dir" else GROUP_BY_UCI[name].datatype()
+        assert datatype == expected, item
+    assert "restart:list(hostname)" in listed and "enabled:bool:1" in listed
 
 
 def validate_data() -> str:

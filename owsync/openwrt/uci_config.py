@@ -64,9 +64,11 @@ def group_validation_spec() -> list[str]:
     waits for it), so it is checked as a path, not as an existing directory."""
     spec = []
     for name, s in GROUP_BY_UCI.items():
-        datatype = "string" if name == "dir" else s.datatype()
+        if name == "dir":  # no default: a group names its own
+            spec.append(f"{name}:string")
+            continue
         default = "" if s.multi else s.describe_default()
-        spec.append(f"{name}:{datatype}" + (f":{default}" if default else ""))
+        spec.append(f"{name}:{s.datatype()}" + (f":{default}" if default else ""))
     return spec
 
 
