@@ -104,8 +104,9 @@ def test_a_missing_dir_waits_a_symlink_or_a_file_is_refused(tmp_path):
     assert [g.name for g in cfg.groups] == ["acme"]
     assert cfg.warnings == [f"group acme: {etc}/acme does not exist; the group waits until it does"]
     (etc / "keys").symlink_to(etc / "dropbear")
-    with pytest.raises(ConfigError, match=r"f.conf: group k: dir .*/keys is a symlink \(to "):
-        parse_text(conf(etc, f"group.k.dir={etc}/keys", "group.k.include=*"), "f.conf")
+    for d in (f"{etc}/keys", f"{etc}/keys/", f"{etc}/keys/."):
+        with pytest.raises(ConfigError, match=r"f.conf: group k: dir .*/keys is a symlink \(to "):
+            parse_text(conf(etc, f"group.k.dir={d}", "group.k.include=*"), "f.conf")
     with pytest.raises(ConfigError, match=r"f.conf: group k: dir .*/passwd is not a directory"):
         parse_text(conf(etc, f"group.k.dir={etc}/passwd", "group.k.include=*"), "f.conf")
 
