@@ -257,8 +257,8 @@ def test_uci_group_sections_in_their_order(tmp_path):
     ("body", "message"),
     [
         ("config group\n\toption dir '{etc}/dropbear'\n",
-         "{uci}/owsync: a group section has no name (its name names its database):"
-         " uci rename owsync.cfg"),
+         "{uci}/owsync: a group section has no name (its name names its database and what"
+         " the peers sync it as): uci rename owsync.cfg"),
         ("config group 'g'\n\toption dir '{etc}'\n\tlist include 'config/*'\n",
          "{uci}/owsync: groups main and g would both own {etc}/config/dhcp: give each path"),
         ("config group 'g'\n\tlist dir '/a'\n\tlist dir '/b'\n",

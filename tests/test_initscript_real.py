@@ -285,6 +285,15 @@ def test_group_sections_are_validated_like_main(router):
     res = r.sh("/etc/init.d/owsync start")
     assert "owsync.keys.enabled=maybe validates as bool with false" in res.stderr, res.stderr
     assert instances(r) == {}
+    # an unnamed group section (`uci add`): refused with the command that names it
+    r.ok("uci set owsync.keys.enabled=0; uci add owsync group;"
+         " uci set owsync.@group[-1].dir=/etc/x; uci commit owsync")  # fmt: skip
+    res = r.sh("/etc/init.d/owsync start")
+    assert res.stderr == (
+        "owsync: a group section has no name: uci rename owsync.@group[N]=NAME; uci commit owsync\n"
+    ), res.stderr
+    assert instances(r) == {}
+    r.ok("uci delete owsync.@group[-1]; uci commit owsync")
     # valid again: it starts; then the group goes and a reload keeps the process
     r.ok("uci set owsync.keys.enabled=0; uci commit owsync; /etc/init.d/owsync start")
     assert wait_for(lambda: running_pid(r) not in (None, pid), 20), logread(r)

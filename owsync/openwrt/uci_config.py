@@ -151,8 +151,8 @@ def config_from_sections(
             continue
         if _ANONYMOUS.fullmatch(name):
             raise ConfigError(
-                f"{path}: a group section has no name (its name names its database):"
-                f" uci rename {PACKAGE}.{name}=NAME"
+                f"{path}: a group section has no name (its name names its database and"
+                f" what the peers sync it as): uci rename {PACKAGE}.{name}=NAME"
             )
         group_sections.append((name, group_options(options, path, f"{PACKAGE}.{name}")))
     groups, warnings = groups_from(group_sections, path, PACKAGE)
