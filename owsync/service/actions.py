@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
-import tempfile
 from collections.abc import Sequence
 
 from .config import Group
@@ -81,6 +79,11 @@ def _run(script: str, action: str, timeout: float) -> tuple[int, str]:
     keep the descriptor open for its whole life.  Only the script's own
     process is waited for, and killed at the timeout: what it started (the
     service itself, where no procd starts it) is left alone."""
+    # lazy: a daemon whose groups name no service never loads them (tempfile
+    # brings shutil and random: test_memory's deny-list)
+    import subprocess
+    import tempfile
+
     with tempfile.TemporaryFile() as err:
         try:
             proc = subprocess.Popen(
