@@ -282,8 +282,8 @@ class GroupValues:
 def check_group_name(name: str, path: str, where: str) -> None:
     if not is_group_name(name):
         raise ConfigError(
-            f"{path}: {where}: bad group name {name!r} (expected letters, digits and '_',"
-            " not 'main')"
+            f"{path}: {where}: bad group name {name!r} (expected up to 64 letters, digits"
+            " and '_', not 'main')"
         )
 
 
