@@ -387,6 +387,28 @@ def test_luci_settings_fields_agree_with_the_schema():
                                            "log_level", "min_protocol"}  # fmt: skip
 
 
+def test_luci_group_fields_agree_with_the_schema():
+    """The Groups table (a `config group` section each): every per-group
+    option of the schema, each with its widget, default and an example the
+    daemon accepts."""
+    fields = [f for f in luci_fields(VIEWS / "settings.js") if f["section_type"] == "group"]
+    if not fields:
+        pytest.skip("LuCI's Settings page has no Groups table on this branch")
+    assert [f["name"] for f in fields] == list(GROUP_BY_UCI)
+    for f in fields:
+        s, where = GROUP_BY_UCI[f["name"]], f["name"]
+        if f["widget"] == "Flag":
+            assert s.kind == BOOL and f["default"] == s.describe_default(), where
+        elif f["widget"] == "DynamicList":
+            assert s.multi, where
+        else:
+            assert f["widget"] == "Value" and not s.multi and s.attr == "sync_dir", where
+            # LuCI's `directory` checks nothing in a browser: a missing dir is fine (it waits)
+            assert f["datatype"] in ("directory", "string") and f["rmempty"] is False, where
+        if f["placeholder"] is not None:
+            s.parse(f["placeholder"])
+
+
 def test_luci_accepts_exactly_what_the_daemon_accepts(tmp_path):
     """Each field's datatype through LuCI's own validation.js (from
     OWSYNC_LUCI_ROOT), on the edges of each range."""
