@@ -9,6 +9,8 @@ its init script under procd, reading /etc/config/owsync and /etc/owsync/key;
 a plain ``owsync listen`` in the same root stands for the other router.
 The chroot keeps the host's network, so the browser reaches uhttpd on a free
 loopback port.  Skipped, with the reason, when a piece is missing.
+tests/test_packages_real.py runs the Status page's check (tests/conftest.py's
+``luci_status_and_sync_now``) on the files opkg and apk installed instead.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import re
 import time
 
 import pytest
-from conftest import KEY, Router, Session, _skip, wait_for
+from conftest import KEY, Router, Session, _skip, luci_status_and_sync_now, wait_for
 
 pytestmark = pytest.mark.skipif(_skip() is not None, reason=_skip() or "")
 
@@ -26,43 +28,14 @@ pytestmark = pytest.mark.skipif(_skip() is not None, reason=_skip() or "")
 def router(tmp_path_factory):
     rt = Router(tmp_path_factory.mktemp("luci"))
     try:
-        assert wait_for(lambda: (rt.status() or {}).get("peers"), 30), rt.r.sh(
-            "/sbin/logread"
-        ).stdout
-        assert wait_for(lambda: rt.status()["peers"][0].get("last_result") == "ok", 20)
+        rt.ready()
         yield rt
     finally:
         rt.r.stop()
 
 
 def test_status_shows_peers_and_sync_now_brings_a_file(router, browser):
-    s = Session(browser, router, "root")
-    s.open("status")
-    row = s.page.locator(f"#owsync-peers tr[data-peer='{router.peer}']")
-    try:
-        row.wait_for(timeout=15000)
-    except Exception:
-        s.screenshot("status-failed")
-        raise AssertionError(f"{s.page.inner_text('body')}\n{s.errors}") from None
-    assert "owsync-health-in-sync" in row.get_attribute("class")
-    assert row.locator(".owsync-result").inner_text() == "ok"
-    assert row.locator(".owsync-protocol").inner_text() == "v2"  # owsync listen: a v2 session
-    assert f"Running (PID {router.status()['pid']})" in s.page.inner_text("#owsync-daemon")
-    before = router.status()["peers"][0]["last_success"]
-
-    router.r.ok("echo 'config firewall' > /srv/peer/firewall")
-    time.sleep(0.5)
-    assert router.r.sh("test -e /etc/config/firewall").returncode != 0  # no poll brings it
-    row.locator("button.owsync-sync").click()
-    assert wait_for(lambda: router.r.sh("cat /etc/config/firewall").stdout == "config firewall\n")
-    s.page.wait_for_function(
-        "() => /firewall from/.test(document.getElementById('owsync-history').innerText)",
-        timeout=20000,
-    )
-    assert router.status()["peers"][0]["last_success"] > before
-    s.screenshot("status")
-    assert s.errors == [], s.errors
-    assert not any(KEY in b for b in s.bodies)
+    luci_status_and_sync_now(router, browser)
 
 
 def test_a_read_only_user_sees_the_status_and_cannot_sync(router, browser):
