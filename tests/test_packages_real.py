@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -52,6 +53,8 @@ from conftest import Router as LuciRouter
 from conftest import _skip as luci_missing
 from owrt_chroot import OpenWrtRoot, skip_reason
 
+from owsync import __version__
+
 REPO = Path(__file__).resolve().parents[1]
 KEY = "0123456789abcdef" * 4
 TOOLS = ("OWSYNC_OPKG", "OWSYNC_APK", "OWSYNC_IPKG_BUILD", "OWSYNC_PYUCI_SDIST",
@@ -65,6 +68,26 @@ PROVIDED = ("libc", "python3-light", "python3-logging", "python3-ctypes",
 
 # OpenWrt's sysupgrade and what `sysupgrade -l` sources (base-files)
 SYSUPGRADE = ("sbin/sysupgrade", "lib/upgrade/common.sh", "lib/functions/system.sh")
+
+
+def recipe_var(recipe: Path, name: str) -> str:
+    """A ``NAME:=value`` of an OpenWrt recipe (its first)."""
+    for line in recipe.read_text().splitlines():
+        if line.startswith(f"{name}:="):
+            return line.split(":=", 1)[1].strip()
+    raise KeyError(f"{recipe}: no {name}")
+
+
+def test_the_recipes_name_their_sources_by_hash():
+    """Each recipe's source is checked by its sha256, none is "skip": owsync's
+    commit by PKG_MIRROR_HASH (scripts/build-packages.sh packs that commit as the
+    SDK does and compares), pyuci's sdist by PKG_HASH (compared with the sdist)."""
+    owsync_mk = REPO / "openwrt/owsync/Makefile"
+    assert recipe_var(owsync_mk, "PKG_VERSION") == __version__  # tests/test_openwrt_files.py too
+    assert re.fullmatch(r"[0-9a-f]{40}", recipe_var(owsync_mk, "PKG_SOURCE_VERSION"))
+    assert re.fullmatch(r"[0-9a-f]{64}", recipe_var(owsync_mk, "PKG_MIRROR_HASH"))
+    pyuci_mk = REPO / "openwrt/python-pyuci/Makefile"
+    assert re.fullmatch(r"[0-9a-f]{64}", recipe_var(pyuci_mk, "PKG_HASH"))
 
 
 def missing() -> str | None:
@@ -175,7 +198,7 @@ def test_install_enable_run_remove(router, fmt):
     out = pm(router, fmt, *PKG_INSTALL[fmt])
     # the postinst enabled the service; the UCI file says disabled: nothing runs
     assert router.sh("test -L /etc/rc.d/S95owsync").returncode == 0, out
-    assert router.ok("owsync -V").startswith("owsync 2.0.0")
+    assert router.ok("owsync -V").startswith(f"owsync {__version__}")
     assert router.ok("find /usr/lib -path '*site-packages/owsync*' -name '*.py'") == ""
     assert "owsync/cli.pyc" in router.ok("find /usr/lib -name cli.pyc")
     assert not router.running()
@@ -184,7 +207,7 @@ def test_install_enable_run_remove(router, fmt):
     router.configure_and_start()
     assert wait_for(lambda: router.status() is not None, 20), router.ok("logread")
     st = router.status()
-    assert st["status"] == "RUNNING" and st["version"] == "2.0.0"
+    assert st["status"] == "RUNNING" and st["version"] == __version__
     assert st["config"]["peer_count"] == 1 and st["config"]["encryption_enabled"] is True
     router.ok("printf 'config x\\n' > /etc/config/dhcp")  # a change: the database is written
     assert wait_for(lambda: router.sh("test -f /etc/owsync/owsync.db").returncode == 0, 20), (
@@ -211,8 +234,8 @@ OLD_INSTALL = {
     "apk": (PKG_INSTALL["apk"][0], "add /pkgs/1.2.0/owsync-1.2.0-r1.apk"),
 }
 UPGRADE = {
-    "ipk": "install /pkgs/python3-pyuci_*.ipk /pkgs/owsync_2.0.0-*.ipk",
-    "apk": "add /pkgs/python3-pyuci-*.apk /pkgs/owsync-2.0.0-*.apk",
+    "ipk": f"install /pkgs/python3-pyuci_*.ipk /pkgs/owsync_{__version__}-*.ipk",
+    "apk": f"add /pkgs/python3-pyuci-*.apk /pkgs/owsync-{__version__}-*.apk",
 }
 
 
@@ -248,7 +271,7 @@ def test_upgrade_from_owsync_1_2_0s_package(router, fmt):
     # enabled for the next boot, and this owsync runs with the same peer: the
     # `owsync` object is the daemon's, rpcd (reloaded) no longer claims it
     assert router.sh("test -L /etc/rc.d/S95owsync").returncode == 0, router.ok("ls /etc/rc.d")
-    assert wait_for(lambda: (router.status() or {}).get("version") == "2.0.0", 30), router.ok(
+    assert wait_for(lambda: (router.status() or {}).get("version") == __version__, 30), router.ok(
         "logread"
     ) + router.ok("ps w")
     st = router.status()
