@@ -1187,6 +1187,88 @@ def chromium_path() -> str | None:
     return None
 
 
+# --- sync groups (test_groups) -----------------------------------------------------
+
+# Runs `owsync daemon` as the CLI does, with the groups of a JSON file beside its
+# config file (CONF.groups: [{"name", "dir", "include", ...}]) added to what the
+# file says, at the start and at each SIGHUP (the daemon's reload reads both
+# again).  The configuration sources of groups are another branch's; until they
+# land, this is how a real daemon process is given groups.
+GROUPS_LAUNCHER = """
+import json, sys
+from owsync import cli
+from owsync.service.config import Group
+build = cli.build_config
+def with_groups(opts, uci=False):
+    cfg = build(opts, uci)
+    with open(opts.config + ".groups") as f:
+        cfg.groups = [Group(g["name"], g["dir"], tuple(g["include"]),
+                            tuple(g.get("exclude", ())), g.get("enabled", True),
+                            tuple(g.get("reload", ())), tuple(g.get("restart", ())))
+                      for g in json.load(f)]
+    return cfg
+cli.build_config = with_groups
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+class GroupDaemonNode(DaemonNode):
+    """A DaemonNode laid out as a router: ``etc`` (an /etc), main's directory
+    ``etc/config`` inside it, and ``keys`` (a dropbear-like key directory)
+    beside it.  ``groups``: name -> (dir, include patterns)."""
+
+    def __init__(self, root: Path, name: str, host="127.0.0.1", port: int | None = None) -> None:
+        super().__init__(root, name, host)
+        self.dir.rmdir()
+        self.etc = root / f"{name}-etc"
+        self.dir = self.etc / "config"
+        self.dir.mkdir(parents=True)
+        self.keys = root / f"{name}-keys"
+        self.keys.mkdir()
+        if port is not None:
+            self.port = port
+
+    def set_groups(self, groups: dict[str, tuple]) -> None:
+        """name -> (dir, include patterns[, more: {"restart": [...], "enabled": False, ...}])."""
+        spec = [{"name": n, "dir": str(g[0]), "include": g[1], **(g[2] if len(g) > 2 else {})}
+                for n, g in groups.items()]  # fmt: skip
+        Path(f"{self.conf}.groups").write_text(json.dumps(spec))
+
+    def standard_groups(self) -> dict[str, tuple]:
+        return {"dropbear": (self.keys, ["*"]),
+                "passwd": (self.etc, ["passwd", "shadow", "group"])}  # fmt: skip
+
+    def configure(self, peers, poll=60, extra="", groups=None) -> GroupDaemonNode:
+        super().configure(peers, poll, extra)
+        self.set_groups(self.standard_groups() if groups is None else groups)
+        return self
+
+    def start(self, cmd=None, env: dict | None = None, probe: bool = True) -> GroupDaemonNode:
+        cmd = cmd or [sys.executable, "-c", GROUPS_LAUNCHER, "daemon", "-f", "-c", str(self.conf)]
+        super().start(cmd, env, probe)
+        return self
+
+    def group(self, name: str) -> dict:
+        """The group's row in the status."""
+        return next(g for g in self.status()["groups"] if g["name"] == name)
+
+    def errors(self) -> list[str]:
+        """Its error lines, but for a peer not listening (started later, stopped)."""
+        return [line for line in self.text().splitlines()
+                if line.startswith("owsync: error:") and "cannot connect" not in line]  # fmt: skip
+
+
+def write_at(path: Path, data: bytes, mtime: float | None = None, mode: int | None = None) -> None:
+    """Write a file as an admin would (a temp file renamed over it), with a mode and an mtime."""
+    tmp = path.parent.parent / f".{path.name}.new"  # outside the directory it lands in
+    tmp.write_bytes(data)
+    if mode is not None:
+        tmp.chmod(mode)
+    if mtime is not None:
+        os.utime(tmp, (mtime, mtime))
+    tmp.rename(path)
+
+
 # --- owsync's init script on an OpenWrt root: the checkout's or the package's ---
 
 INIT_PEER_PORT = 4400  # inside the root's own network namespace: nothing else is there

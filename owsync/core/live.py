@@ -36,6 +36,7 @@ from .protocol2 import (
     FILE_END,
     INDEX_END,
     LIMITS,
+    MAIN_GROUP,
     NAMES,
     PEERS,
     PING,
@@ -67,6 +68,7 @@ from .protocol2 import (
     request_bodies,
     state_bodies,
     transcript,
+    with_group,
 )
 from .session2 import FileInFlight, FileSender
 from .state import Record
@@ -111,17 +113,21 @@ MAX_INSTANCE_NAME = 64
 
 
 def advertise(
-    nonce: bytes, node: str, x25519_public: bytes | None, port: int | None = None
+    nonce: bytes,
+    node: str,
+    x25519_public: bytes | None,
+    port: int | None = None,
+    group: str = MAIN_GROUP,
 ) -> dict:
     """The Hello fields of a node that offers a live link: v2's, plus ``live``
     (``port``: where it listens, so that a peer it connects to can tell which
-    of its configured peers it is)."""
+    of its configured peers it is), and the group, unless main."""
     live: dict = {"node": node}
     if port is not None:
         live["port"] = port
     if x25519_public is not None:
         live["x25519"] = x25519_public.hex()
-    return {"v2": {"nonce": nonce.hex(), "live": live}}
+    return {"v2": with_group({"nonce": nonce.hex(), "live": live}, group)}
 
 
 class PeerLive(NamedTuple):
@@ -698,7 +704,8 @@ class LiveLink(FileSender):
         return FileDone(cur.record)
 
     def _on_error(self, f: Frame) -> Event:
-        raise PeerError(f"the peer gave the link up: {decode_error(bytes(f.body))}")
+        reason = decode_error(bytes(f.body))
+        raise PeerError(f"the peer gave the link up: {reason}", reason)
 
     def _on_bye(self, f: Frame) -> Event:
         return Bye(decode_error(bytes(f.body)))

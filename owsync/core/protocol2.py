@@ -86,7 +86,37 @@ _LEN = struct.Struct(">I")
 
 
 class PeerError(ProtocolError):
-    """The peer ended the session with an ERROR frame."""
+    """The peer ended the session with an ERROR frame (``reason``: its text)."""
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+# --- sync groups ------------------------------------------------------------------
+
+MAIN_GROUP = "main"  # the group a Hello without ``group`` names (1.2.0's, every older one)
+MAX_GROUP_NAME = 64
+NO_SUCH_GROUP = "no such group"  # how a responder's ERROR starts when it has not the group
+
+
+def valid_group(name: object) -> bool:
+    """A group name as a Hello may carry it: a UCI identifier, 1 to 64 characters."""
+    return (
+        isinstance(name, str)
+        and 0 < len(name) <= MAX_GROUP_NAME
+        and name.isascii()
+        and all(c.isalnum() or c == "_" for c in name)
+    )
+
+
+def no_such_group(name: str) -> str:
+    """The text of the ERROR that answers a Hello naming a group this node has not."""
+    return f"{NO_SUCH_GROUP} {name} on this node"
+
+
+def is_no_such_group(reason: str) -> bool:
+    return reason.startswith(NO_SUCH_GROUP)
 
 
 # --- negotiation inside v1 ----------------------------------------------------
@@ -97,11 +127,35 @@ def new_nonce() -> bytes:
     return os.urandom(NONCE_BYTES)
 
 
-def advertise(nonce: bytes) -> dict:
-    """The fields a v1 Hello carries to advertise v2."""
+def advertise(nonce: bytes, group: str = MAIN_GROUP) -> dict:
+    """The fields a v1 Hello carries to advertise v2, and the sync group it
+    is for (a member only for a group other than main: main's Hello stays as
+    it always was)."""
     if len(nonce) != NONCE_BYTES:
         raise ValueError(f"a v2 nonce has {NONCE_BYTES} bytes")
-    return {"v2": {"nonce": nonce.hex()}}
+    return {"v2": with_group({"nonce": nonce.hex()}, group)}
+
+
+def with_group(adv: dict, group: str) -> dict:
+    """``adv`` (a v2 advertisement) naming ``group``, unless it is main."""
+    if group == MAIN_GROUP:
+        return adv
+    if not valid_group(group):
+        raise ValueError(f"not a group name: {group!r}")
+    return {**adv, "group": group}
+
+
+def peer_group(hello_obj: dict) -> str:
+    """The sync group a Hello names: ``v2.group``, main when there is none
+    (a v1 Hello, 1.2.0's, an older owsync's, main's).  A ``group`` that is
+    there but malformed is a ProtocolError."""
+    adv = hello_obj.get("v2")
+    if not isinstance(adv, dict) or "group" not in adv:
+        return MAIN_GROUP
+    group = adv["group"]
+    if not valid_group(group):
+        raise ProtocolError("Hello: malformed group")
+    return group
 
 
 def hello_payload(hello: protocol.Hello, fields: dict) -> bytes:

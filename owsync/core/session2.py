@@ -502,7 +502,9 @@ class Session2(FileSender):
     def _on_error(self, f: Frame) -> Event:
         self.gave_up_at, self.peers = self.peers, CLOSED
         self.gave_up_because = decode_error(f.body)
-        raise PeerError(f"the peer gave the session up: {self.gave_up_because}")
+        raise PeerError(
+            f"the peer gave the session up: {self.gave_up_because}", self.gave_up_because
+        )
 
     def _state(self, f: Frame) -> PeerState | None:
         if self._local is None:

@@ -15,6 +15,7 @@ from typing import NamedTuple
 
 from ..core.filters import Filter
 from ..core.peer import Peer
+from ..core.protocol2 import MAIN_GROUP
 from ..core.settings import BY_ATTR
 from ..io import database
 from ..io.versions import Limits, VersionStore
@@ -47,6 +48,7 @@ class Context:
         live=None,  # the daemon's Mesh: offer a live link to peers that offer one
         peers: Sequence[Peer] = (),  # the configured ones: what an incoming peer is called
         port: int = 0,  # where we listen: the port of a peer configured without one
+        group: str = MAIN_GROUP,  # the sync group this directory is (named in our Hellos)
     ) -> None:
         self.root = root
         self.db_path = db_path
@@ -73,6 +75,7 @@ class Context:
         self.live = live if advertise_v2 else None
         self.peers = tuple(peers)
         self.port = port
+        self.group = group
 
     def _inside(self, path: str) -> str | None:
         """``path`` relative to the root with a trailing slash, when inside it."""
@@ -126,6 +129,10 @@ class SessionResult(NamedTuple):
     node: str | None = None  # the peer daemon's id, when it offered a live link
     duplicate: bool = False  # the link gave way to another between the same nodes
     was_up: bool = False  # the link was authenticated and registered
+    group: str = MAIN_GROUP  # the sync group it was for
+    # the group could not be synced with this peer, and that is no failure:
+    # "absent" (the peer has no such group), "v1" (it speaks protocol 1 only)
+    unavailable: str = ""
 
     def as_dict(self) -> dict:
         return {
@@ -140,6 +147,7 @@ class SessionResult(NamedTuple):
             "conflicts": list(self.conflicts),
             "protocol": self.protocol,
             "live": self.live,
+            "group": self.group,
         }
 
     def summary(self) -> str:

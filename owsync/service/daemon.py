@@ -1,12 +1,16 @@
-"""The daemon: listener, change detection, per-peer scheduling, control API.
+"""The daemon: the node's listener, control API and groups.
 
-One process owns the sync directory and its database: every session, incoming
-or outgoing, and every rescan takes the same in-process lock (and the flock
-that keeps other processes out), so no two of them interleave writes.
+The daemon runs every sync group of its configuration (main first): each
+is a :class:`~owsync.service.syncgroup.SyncGroup`, which owns its directory
+and database (every session, incoming or outgoing, and every rescan takes
+the group's in-process lock and flock), its watcher, live links and peer
+workers.  The node's own stays here: one listener (an incoming connection's
+Hello names its group), the control socket, the front ends, the VRRP roles,
+the history, the configuration and the cipher.
 
-Threads: the listener (one thread per incoming session), the watcher, one
-worker per peer, the poll timer, and the control server.  The main thread
-only waits for signals: SIGTERM/SIGINT stop, SIGHUP reloads.
+Threads: the listener (one thread per incoming session), per group a
+watcher and one worker per peer, the poll timer, and the control server.
+The main thread only waits for signals: SIGTERM/SIGINT stop, SIGHUP reloads.
 """
 
 from __future__ import annotations
@@ -22,30 +26,37 @@ from typing import Protocol
 
 from .. import __version__
 from ..core.crypto import make_cipher
-from ..core.filters import Filter
 from ..core.peer import Peer
-from ..core.state import Record
-from ..io import database, net
+from ..io import net
 from ..io.heap import release_free_heap
 from . import log as logsetup
 from . import status
-from .config import Config, ConfigError
+from .config import MAIN, Config, ConfigError
 from .context import Context, SessionResult
 from .control import ControlServer, handle
-from .engine import restore, run_session
-from .live import LocalNode, Mesh
+from .engine import run_session
 from .status import SessionHistory
+from .syncgroup import (
+    BACKOFF_BASE,
+    BACKOFF_CAP,
+    BUSY_RETRIES,
+    INCOMING_LOCK_TIMEOUT,
+    OUTGOING_LOCK_TIMEOUT,
+    RESTORE_LOCK_TIMEOUT,
+    PeerWorker,
+    SyncGroup,
+    backoff_delay,
+)
 from .vrrp import KEEPALIVED_STATUS, STOP, VrrpRoles, check_instance, keepalived_roles, parse_role
-from .watcher import Watcher
+
+__all__ = [
+    "BACKOFF_BASE", "BACKOFF_CAP", "BUSY_RETRIES", "INCOMING_LOCK_TIMEOUT",
+    "OUTGOING_LOCK_TIMEOUT", "RESTORE_LOCK_TIMEOUT", "Daemon", "FrontEnd", "PeerWorker",
+    "SyncGroup", "backoff_delay",
+]  # fmt: skip
 
 log = logging.getLogger("owsync")
 
-BACKOFF_BASE = 1.0
-BACKOFF_CAP = 60.0
-BUSY_RETRIES = 5  # quick retries of a session that met a busy directory, before backing off
-INCOMING_LOCK_TIMEOUT = 0.5  # short: every wait-for cycle between nodes passes through one
-OUTGOING_LOCK_TIMEOUT = 30.0
-RESTORE_LOCK_TIMEOUT = 5.0  # a restore asked on ubus waits no longer for a session to end
 HEAP_SETTLE = 5.0  # seconds after start when the start-up's freed heap goes back (io/heap.py)
 # A stop waits this long at most for the peer workers (one may be in a connect
 # of net.CONNECT_TIMEOUT to an unreachable peer), the incoming sessions and a
@@ -53,171 +64,11 @@ HEAP_SETTLE = 5.0  # seconds after start when the start-up's freed heap goes bac
 STOP_WAIT = 10.0
 
 
-def _uniform(lo: float, hi: float) -> float:
-    """A jitter in [lo, hi) from os.urandom: the random module (with _sha512
-    and bisect) is not worth 0.1 MiB of every daemon for three draws."""
-    return lo + (hi - lo) * int.from_bytes(os.urandom(7), "big") / (1 << 56)
-
-
 class FrontEnd(Protocol):
     """Something started with the daemon (the ubus bridge): a thread that ends
     on its own once ``daemon.stopping`` is set."""
 
     def start(self) -> None: ...
-
-
-def _reconciled(peer: str, box: list) -> SessionResult:
-    """A live link's reconcile, as the result of a waited-for sync."""
-    ok = bool(box) and box[0] is True
-    error = "" if ok else (str(box[0]) if box else "stopped")
-    return SessionResult(peer=peer, ok=ok, error=error, protocol=2, live=True)
-
-
-def backoff_delay(failures: int) -> float:
-    """Exponential backoff, capped, with jitter (50-100% of the step)."""
-    step = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** max(0, failures - 1))
-    return step * _uniform(0.5, 1.0)
-
-
-class PeerWorker(threading.Thread):
-    """Syncs with one peer, one session at a time, retrying with backoff."""
-
-    def __init__(self, daemon: Daemon, peer: Peer) -> None:
-        super().__init__(name=f"owsync-peer-{peer}", daemon=True)
-        self.d = daemon
-        self.peer = peer
-        self.cond = threading.Condition()
-        self.state = "idle"
-        self.pending = False
-        self.manual = False
-        self.retiring = False
-        self.failures = 0
-        self.busy_streak = 0
-        self.retry_at: float | None = None  # time.monotonic(): immune to clock steps
-        self.last_attempt: float | None = None
-        self.last_success: float | None = None
-        self.last: SessionResult | None = None
-        self.node: str | None = None  # the peer daemon's id, once it offered a live link
-        self._waiters: list[tuple[threading.Event, list]] = []
-        self._inflight: list[tuple[threading.Event, list]] = []  # those of the attempt under way
-
-    def request(self, manual: bool = False, waiter=None) -> None:
-        with self.cond:
-            self.pending = True
-            self.manual = self.manual or manual
-            if waiter is not None:
-                self._waiters.append(waiter)
-            self.cond.notify()
-
-    def retire(self) -> None:
-        with self.cond:
-            self.retiring = True
-            self.cond.notify()
-
-    def _due(self) -> bool:
-        return self.pending and (
-            self.manual or self.retry_at is None or time.monotonic() >= self.retry_at
-        )
-
-    def run(self) -> None:
-        while True:
-            with self.cond:
-                while not (self._due() or self.retiring or self.d.stopping.is_set()):
-                    wait = None  # until notified: a request, a retirement, the stop
-                    if self.pending and self.retry_at is not None:
-                        wait = max(0.0, self.retry_at - time.monotonic())
-                    self.cond.wait(wait)
-                if self.retiring or self.d.stopping.is_set():
-                    self._release_waiters()
-                    return
-                self.pending = self.manual = False
-                waiters, self._waiters = self._waiters, []
-                self._inflight = waiters
-                self.state = "syncing"
-            self.last_attempt = time.time()
-            self.state = "connecting"
-            result = self.d.sync_once(self.peer)
-            with self.cond:
-                waiters, self._inflight = self._inflight, []  # a live link took them?
-            if result.live:
-                self._link_ended(result, waiters)
-                continue
-            with self.cond:
-                self.last = result
-                if result.ok:
-                    self.failures = self.busy_streak = 0
-                    self.retry_at = None
-                    self.last_success = time.time()
-                    self.state = "idle"
-                elif result.error == "stopped":
-                    self.state = "idle"
-                elif result.busy and self.busy_streak < BUSY_RETRIES:
-                    # contention, not a failing peer: try again shortly, with jitter
-                    self.busy_streak += 1
-                    self.retry_at = time.monotonic() + _uniform(0.1, 0.5) * self.busy_streak
-                    self.pending = True
-                    self.state = "backing off"
-                else:
-                    self.failures += 1
-                    self.retry_at = time.monotonic() + backoff_delay(self.failures)
-                    self.pending = True  # retried when the backoff ends
-                    self.state = "backing off"
-            for event, box in waiters:
-                box.append(result)
-                event.set()
-            if result.ok and (result.received or result.deleted):
-                self.d.session_changed(result)
-                self.d.request_sync(exclude=self.peer)
-            elif result.local_changes:
-                # a local write this session found; if the session failed, its
-                # own peer still needs it too
-                self.d.local_change(None)
-                self.d.request_sync(exclude=self.peer if result.ok else None)
-
-    def _link_ended(self, result: SessionResult, waiters) -> None:
-        """After a live link (run in this thread) ended: connect again, soon
-        when it had been up or gave way to the peer's link, with backoff when
-        it could not be set up."""
-        self.node = result.node
-        if result.duplicate:
-            link = self.d.mesh.link_for(result.node) if result.node else None
-            if link is not None:
-                self.state = "connected"
-                link.done.wait()  # the peer's link serves us; reconnect when it ends
-        with self.cond:
-            if result.ok or result.duplicate or result.was_up:
-                self.last = result if not result.duplicate else self.last
-                self.failures = self.busy_streak = 0
-                if result.was_up:
-                    self.last_success = time.time()
-                self.retry_at = time.monotonic() + _uniform(0.2, 1.0)
-            else:
-                self.last = result
-                self.failures += 1
-                self.retry_at = time.monotonic() + backoff_delay(self.failures)
-            self.pending = True
-            self.state = "backing off"
-        for event, box in waiters:
-            box.append(result)
-            event.set()
-
-    def linked(self) -> None:
-        """A live link with this peer came up (this worker's or the peer's): the
-        peer is not failing, whatever the attempts before it counted."""
-        with self.cond:
-            self.failures = self.busy_streak = 0
-
-    def take_waiters(self) -> list[tuple[threading.Event, list]]:
-        """The syncs waited for, queued or taken by the attempt under way: a
-        live link that has come up answers them with a reconcile."""
-        with self.cond:
-            out, self._waiters, self._inflight = self._waiters + self._inflight, [], []
-        return out
-
-    def _release_waiters(self) -> None:
-        waiters, self._waiters = self._waiters, []
-        for event, _ in waiters:
-            event.set()
 
 
 class Daemon:
@@ -229,50 +80,63 @@ class Daemon:
             )
         self.reload_config = reload
         self.stopping = threading.Event()
-        self.owner = threading.Lock()
         self.started = time.time()
-        self.workers: dict[str, PeerWorker] = {}
         self.history = SessionHistory()
         self.vrrp_roles = VrrpRoles()  # this router's VRRP roles, as keepalived reports them
-        # hooks called after every session; each returns the UCI packages it reloaded
+        # hooks called after every session of main; each returns the UCI packages it reloaded
         self.on_session: list[Callable[[SessionResult, str], list[str]]] = []
         # started by start(), after the peer workers: the ubus bridge, which the
         # layer above (cli) attaches, as it attaches its session hook
         self.front_ends: list[FrontEnd] = []
         self._reload_requested = threading.Event()
-        self._counts = (0, 0)
         self.running = False
         self.serving: net.Serving | None = None
-        # live links with peer daemons; `local` is the directory between sessions
-        self.local = LocalNode(self._context)
-        self.node_id = os.urandom(16).hex()
-        self.mesh = Mesh(self.node_id, self.local, self._applied)
-        self.mesh.on_up = self._link_up
-        self.mesh.port = cfg.port
-        self.mesh.is_current = lambda ctx: ctx is self.ctx_in or ctx is self.ctx_out
+        self.node_id = os.urandom(16).hex()  # this daemon's id in its live offers
+        self.groups: dict[str, SyncGroup] = {}  # main first, then the others
+        # the protocol main's sessions speak with each peer (1: owsync 1.2.0's):
+        # the other groups sync only with peers of protocol 2
+        self._protocols: dict[str, int] = {}
+        self._told: set[tuple[str, str, str]] = set()  # what the log said once
         self._apply(cfg)
 
-    # --- configuration ----------------------------------------------------
+    # --- the main group, as the daemon had it before groups ------------------
+
+    @property
+    def main(self) -> SyncGroup:
+        return self.groups[MAIN]
+
+    @property
+    def workers(self) -> dict[str, PeerWorker]:
+        return self.main.workers
+
+    @property
+    def mesh(self):
+        return self.main.mesh
+
+    @property
+    def local(self):
+        return self.main.local
+
+    @property
+    def ctx_in(self) -> Context:
+        return self.main.ctx_in
+
+    @property
+    def ctx_out(self) -> Context:
+        return self.main.ctx_out
 
     def _context(self, lock_timeout: float, live: bool = False) -> Context:
-        cfg = self.cfg
-        return Context(
-            root=cfg.sync_dir,
-            db_path=cfg.database,
-            filter=Filter(cfg.include, cfg.exclude),
-            cipher=self.cipher,
-            max_file_size=cfg.max_file_size,
-            clock=self.clock,
-            lock_timeout=lock_timeout,
-            should_stop=self.stopping.is_set,
-            owner=self.owner,
-            versions_dir=cfg.versions_path(),
-            versions=cfg.versions_limits(),
-            min_protocol=cfg.min_protocol,
-            live=self.mesh if live else None,
-            peers=cfg.peers,
-            port=cfg.port,
-        )
+        return self.main._context(lock_timeout, live)
+
+    @property
+    def watcher(self):
+        return self.main.watcher
+
+    @property
+    def owner(self) -> threading.Lock:
+        return self.main.owner
+
+    # --- configuration ----------------------------------------------------
 
     clock = staticmethod(time.time)
 
@@ -283,20 +147,49 @@ class Daemon:
         if not cfg.include:
             log.warning("no include pattern: nothing will be synced (set include=*)")
         self.cfg = cfg
-        self.ctx_in = self._context(INCOMING_LOCK_TIMEOUT, live=True)
-        self.ctx_out = self._context(OUTGOING_LOCK_TIMEOUT, live=True)
-        wanted = {str(p): p for p in cfg.peers}
-        for name in list(self.workers):
+        wanted = {g.name: g for g in cfg.all_groups()}
+        for name in list(self.groups):
             if name not in wanted:
-                self.workers.pop(name).retire()
-                log.info("peer %s removed", name)
-        for name, peer in wanted.items():
-            if name not in self.workers:
-                w = self.workers[name] = PeerWorker(self, peer)
-                if self.running:  # a reload: start it and sync now
-                    w.start()
-                    w.request()
-                    log.info("peer %s added", name)
+                self.groups.pop(name).halt("the group was removed")
+                log.info("group %s removed: not synced any more", name)
+        for name, group in wanted.items():
+            g = self.groups.get(name)
+            if g is None:
+                g = self.groups[name] = SyncGroup(self, cfg, group)
+                if self.running:
+                    log.info("group %s added", name)
+            else:
+                g.apply(cfg, group)
+            if self.running:
+                g.check()
+
+    def speaks_v2(self) -> bool:
+        """Whether this node speaks protocol 2 (not with OWSYNC_MAX_PROTOCOL=1)."""
+        return self.main.ctx_out.advertise_v2
+
+    def protocol_of(self, peer: str) -> int | None:
+        return self._protocols.get(peer)
+
+    def learned(self, peer: str, protocol: int) -> None:
+        """Main's session with ``peer`` spoke ``protocol``: the other groups
+        sync with it (2), or not (1: said once in the log)."""
+        if peer not in self.main.workers:
+            return  # not a configured peer (an incoming session from elsewhere)
+        old = self._protocols.get(peer)
+        self._protocols[peer] = protocol
+        if protocol == old:
+            return
+        others = [g for g in self.groups.values() if not g.is_main and g.running]
+        if protocol == 1 and others and ("v1", peer, "") not in self._told:
+            self._told.add(("v1", peer, ""))
+            log.info("group%s %s %s not synced with %s: it speaks protocol 1 (owsync 1.2.0),"
+                     " which syncs main only", "s" if len(others) > 1 else "",
+                     ", ".join(g.name for g in others), "are" if len(others) > 1 else "is",
+                     peer)  # fmt: skip
+        for g in others:
+            w = g.workers.get(peer)
+            if w is not None:
+                w.request(poll=True)
 
     def reload(self) -> None:
         if self.reload_config is None:
@@ -317,112 +210,40 @@ class Daemon:
             log.warning("bind_host/port changed: restart owsync to listen on the new address")
         if cfg.control_path() != old.control_path():
             log.warning("control_socket changed: restart owsync to use the new path")
-        if cfg.sync_dir != old.sync_dir:
-            self._watch(cfg.sync_dir)
         logsetup.set_level(cfg.log_level)
-        log.info("configuration reloaded: %d peer(s)", len(self.workers))
+        log.info("configuration reloaded: %d peer(s), %d group(s)",
+                 len(self.main.workers), len(self.groups))  # fmt: skip
         # the links work with the configuration they started with: start them again
-        self.local.forget()
-        self.mesh.close_all("the peer reloaded its configuration")
-        self.local_change(None)
+        for g in list(self.groups.values()):
+            g.restart_links()
         self.request_sync(reconcile=True)
 
     # --- syncing -----------------------------------------------------------
 
-    def sync_once(self, peer: Peer) -> SessionResult:
-        try:
-            sock = net.connect(peer, self.cfg.port)
-        except OSError as exc:
-            result = SessionResult(peer=str(peer), error=f"cannot connect: {exc.strerror or exc}")
-            log.error("sync with %s failed: %s", peer, result.error)
-            self._after_session(result, "outgoing")
-            return result
-        result = run_session(sock, self.ctx_out, str(peer), initiator=True)
-        self._after_session(result, "outgoing")
-        return result
+    def _group_ctx(self, name: str) -> Context | None:
+        """The context an incoming session of group ``name`` is served with;
+        None when this node has no such group running (disabled, waiting)."""
+        g = self.groups.get(name)
+        return g.ctx_in if g is not None and g.running else None
 
     def _serve(self, sock, label: str, on_hello) -> None:
-        result = run_session(sock, self.ctx_in, label, on_hello)
-        if result.live:  # a live link, served in this thread until it ended
-            if not (result.ok or result.duplicate):
-                self._after_session(result, "incoming")
+        main = self.main
+        result = run_session(sock, main.ctx_in, label, on_hello, groups=self._group_ctx)
+        if result.unavailable:
+            if ("asked", result.peer, result.group) not in self._told:
+                self._told.add(("asked", result.peer, result.group))
+                log.info("%s asked for group %s, which this node does not sync: %s",
+                         result.peer, result.group, result.error)  # fmt: skip
             return
-        self._after_session(result, "incoming")
-        if result.busy:
-            self._sync_back(label)
-        if result.ok and (result.received or result.deleted):
-            self.session_changed(result)
-        elif result.local_changes:
-            self.local_change(None)
-        if (result.ok and (result.received or result.deleted)) or result.local_changes:
-            # which configured peer connected cannot be told from its address
-            # (its source port is ephemeral), so all are told; for the sender
-            # that is a session with nothing to do
-            self.request_sync()
-
-    def _sync_back(self, label: str) -> None:
-        """An incoming session refused because the directory was busy: what the
-        peer had for us comes over in a session of ours, soon.  owsync 1.2.0
-        tries again only once it finds another change of its own."""
-        host = status.host_of(label)
-        for w in self.workers.values():
-            if w.peer.host == host and not (w.node and self.mesh.link_for(w.node)):
-                w.request()
-
-    def _applied(self, result: SessionResult, direction: str) -> None:
-        """A live link put a batch of a peer's files in place (or the peer
-        took ours): reloads, history, and sessions with the peers that have
-        no live link (owsync 1.2.0)."""
-        self._after_session(result, direction)
-        if direction == "incoming":
-            self.request_sync()
-
-    def _link_up(self, link) -> None:
-        """Which configured peer a new live link serves: the one it was made
-        for, or (incoming) the one at its address listening where it says.  It
-        hears this router's VRRP roles, if keepalived told of any."""
-        if self.vrrp_roles.table():
-            link.post(("vrrp", self.vrrp_roles.table))
-        # an incoming link's label names the configured peer it is, if any
-        # (status.incoming_name: its address and the port its offer says)
-        mine = [w for w in list(self.workers.values()) if str(w.peer) == link.label]
-        if len(mine) == 1:
-            w = mine[0]
-            w.node = link.peer_node
-            w.linked()
-            link.known_as(str(w.peer))
-            waiters = w.take_waiters()  # asked for while the link was being made
-            if waiters:
-                self.rescan()
-            for waiter in waiters:
-                self._answer(waiter, str(w.peer), link.reconcile())
-
-    def _answer(self, waiter, peer: str, reconcile) -> None:
-        """Answer a waited-for sync with a live link's reconcile, once it is done."""
-
-        def wait() -> None:
-            event, box = reconcile
-            event.wait()
-            waiter[1].append(_reconciled(peer, box))
-            waiter[0].set()
-
-        threading.Thread(target=wait, name="owsync-reconcile-wait", daemon=True).start()
+        g = self.groups.get(result.group)
+        if g is not None:
+            g.served(result, label)
 
     def session_changed(self, result: SessionResult) -> None:
-        """A session (protocol v1 or v2) changed files here: tell the live links."""
-        try:
-            self.mesh.local_change(set(result.changed))
-        except Exception as exc:  # a busy lock, a disk error: the poll catches up
-            log.warning("cannot tell the live links of %s's changes: %s", result.peer, exc)
-
-    def _after_session(self, result: SessionResult, direction: str) -> None:
-        reloaded: list[str] = []
-        for hook in self.on_session:
-            try:
-                reloaded += hook(result, direction) or []
-            except Exception:
-                log.exception("session hook failed")
-        self.history.add(result, direction, reloaded)
+        """A session changed files here: tell the live links of its group."""
+        g = self.groups.get(result.group)
+        if g is not None:
+            g.session_changed(result)
 
     def request_sync(
         self,
@@ -433,74 +254,34 @@ class Daemon:
         exclude_host: str | None = None,
         reconcile: bool = False,
     ) -> list:
-        """Start sessions; with ``wait``, return their results once they end."""
-        targets = self.find_peers(peer) if peer else list(self.workers.values())
-        targets = [w for w in targets if w.peer != exclude]
-        boxes = []
-        linked = []
-        for w in list(targets):
-            link = self.mesh.link_for(w.node) if w.node else None
-            if link is None:
-                continue
-            targets.remove(w)  # its live link carries every change already
-            if manual or wait or reconcile:  # a full reconcile, both ways
-                linked.append((w, link))
-        if linked:
-            self.rescan()  # once, for every link's reconcile
-        links = [(w, link.reconcile()) for w, link in linked]
-        for w in targets:
-            waiter: tuple[threading.Event, list] | None = (threading.Event(), []) if wait else None
-            w.request(manual=manual, waiter=waiter)
-            if waiter:
-                boxes.append((w, waiter))
+        """Start sessions in every running group; with ``wait``, return their
+        results once they end.  KeyError for an unknown ``peer``."""
+        names: list[str] = []
+        waits = []
+        for g in [g for g in list(self.groups.values()) if g.running]:
+            started, got = g.start_sync(peer, manual, wait, exclude, reconcile)
+            names += [n for n in started if n not in names]
+            waits += got
         if not wait:
-            return [str(w.peer) for w in targets] + [str(w.peer) for w, _ in links]
-        results = []
-        for w, (event, box) in links:
-            event.wait()
-            results.append(_reconciled(str(w.peer), box))
-        for w, (event, box) in boxes:
-            event.wait()
-            results.append(box[0] if box else SessionResult(peer=str(w.peer), error="stopped"))
-        return results
+            return names
+        return [get() for get in waits]
 
     def find_peers(self, name: str) -> list[PeerWorker]:
-        found = [
-            w for w in self.workers.values()
-            if name in (str(w.peer), w.peer.host, f"{w.peer.host}:{w.peer.port or self.cfg.port}")
-        ]  # fmt: skip
-        if not found:
-            raise KeyError(name)
-        return found
+        return self.main.find_peers(name)
 
     def rescan(self) -> None:
-        """Rescan the tree and tell the live links what changed, before their
-        reconciles (a failure is the next poll's to catch up)."""
-        try:
-            self.mesh.local_change(None)
-        except Exception as exc:  # a busy lock, a disk error
-            log.warning("rescan before a reconcile failed: %s", exc)
+        self.main.rescan()
 
     def local_change(self, paths: set[str] | None = None) -> None:
-        """Called by the watcher with what changed (None: anything may have):
-        rescan that, send the changes over the live links, and start sessions
-        with the peers that have none."""
-        if self.stopping.is_set():
-            return
-        try:
-            changed = self.mesh.local_change(paths)
-        except Exception as exc:  # a busy lock, a disk error: the poll catches up
-            log.warning("rescan after a local change failed: %s", exc)
-            return
-        if changed:
-            log.info("local change detected: %d file(s)", len(changed))
-            self.request_sync()
+        """Main's directory changed (None: anything may have)."""
+        self.main.local_change(paths)
 
     def vrrp(self, instance: object, role: object) -> dict:
         """keepalived's transition of a VRRP instance: note the role, tell the
-        live peers, and reconcile with every peer at once (in the background:
-        the caller, keepalived's hotplug script, must not wait long).  The
-        status shows when that reconcile ended.  ValueError for bad input."""
+        live peers, and reconcile every group with every peer at once (in the
+        background: the caller, keepalived's hotplug script, must not wait
+        long).  The status shows when that reconcile ended.  ValueError for
+        bad input."""
         name, role = check_instance(instance), parse_role(role)
         if role == STOP:  # keepalived stopped it: no role here any more, nothing to sync
             if self.vrrp_roles.stop(name):
@@ -516,43 +297,38 @@ class Daemon:
             began = time.monotonic()
             results = self.request_sync(manual=True, wait=True)
             self.vrrp_roles.reconciled(name, gen, time.time())
-            ok = sum(1 for r in results if r.ok)
+            peers = {r.peer for r in results}
+            ok = sum(1 for p in peers if all(r.ok for r in results if r.peer == p))
             log.info("VRRP instance %s: reconciled with %d of %d peer(s) in %.1f s",
-                     name, ok, len(results), time.monotonic() - began)  # fmt: skip
+                     name, ok, len(peers), time.monotonic() - began)  # fmt: skip
 
         threading.Thread(target=reconcile, name="owsync-vrrp", daemon=True).start()
         return {
             "instance": name,
             **self.vrrp_roles.view()[name],
-            "peers": [str(w.peer) for w in self.workers.values()],
+            "peers": [str(w.peer) for w in self.main.workers.values()],
         }
 
     def _tell_roles(self) -> None:
-        for link in self.mesh.links():
+        for link in self.main.mesh.links():
             link.post(("vrrp", self.vrrp_roles.table))
 
     # --- status and control -----------------------------------------------
 
     def record_counts(self) -> tuple[int, int]:
-        """Files and tombstones in the database (the last known, if it cannot be read)."""
-        try:
-            records: dict[str, Record] = database.load(self.cfg.database, set_aside=False)
-        except OSError:
-            return self._counts
-        live = sum(1 for r in records.values() if not r.deleted)
-        self._counts = (live, len(records) - live)
-        return self._counts
+        """Main's files and tombstones (the last known, if it cannot be read)."""
+        return self.main.record_counts()
 
     def status(self) -> dict:
         return status.snapshot(self)
 
-    def restore(self, version_id: int) -> dict:
-        """Put a kept version back (a local write, under the directory lock) and
-        sync it to every peer.  LookupError, ValueError, LockBusy for the caller."""
-        out = restore(self._context(RESTORE_LOCK_TIMEOUT), version_id)
-        if not out["unchanged"]:
-            self.request_sync()
-        return out
+    def restore(self, version_id: int, group: str = MAIN) -> dict:
+        """Put a kept version of ``group`` back and sync it (see
+        SyncGroup.restore); LookupError for a group this node has not."""
+        g = self.groups.get(group)
+        if g is None:
+            raise LookupError(f"no group {group}")
+        return g.restore(version_id)
 
     # --- running -------------------------------------------------------------
 
@@ -564,69 +340,74 @@ class Daemon:
         self.vrrp_roles.load(keepalived_roles(self.keepalived_status))
         self.control = ControlServer(self.cfg.control_path(), lambda req: handle(self, req))
         self.running = True
-        self._watch(self.cfg.sync_dir)
-        try:  # what the live links start from: the tree as it is now
-            self.local.rescan(None, first=True)
-        except Exception as exc:  # a busy lock, a disk error: a link's start rescans
-            log.warning("initial scan failed: %s", exc)
+        for g in list(self.groups.values()):
+            g.check(begin=False)  # each scans its directory and makes its workers
         self.serving = net.Serving(self.cfg.bind_host, self.cfg.port, self._serve, self.stopping)
         threading.Thread(target=self.serving.run, name="owsync-listener", daemon=True).start()
         self.serving.tried.wait(5.0)  # "listening" is said once it is so (or why not)
         self.control.start()
         threading.Thread(target=self._poll, name="owsync-poll", daemon=True).start()
-        for w in self.workers.values():
-            w.start()
+        for g in list(self.groups.values()):
+            if g.running:
+                g.begin()  # the initial sync with every peer
         for front_end in self.front_ends:
             front_end.start()
         log.info(
             "owsync %s daemon: %s, listening on %s port %d, %d peer(s), %s",
             __version__, self.cfg.sync_dir, self.cfg.bind_host, self.cfg.port,
-            len(self.workers), "encrypted" if self.cipher.encrypted else "PLAIN",
+            len(self.main.workers), "encrypted" if self.cipher.encrypted else "PLAIN",
         )  # fmt: skip
-        self.request_sync()  # the initial sync with every peer
-
-    def _watch(self, root: str) -> None:
-        """(Re)start change detection on ``root``."""
-        old = getattr(self, "watcher", None)
-        if old is not None:
-            old.stop.set()
-        stop = threading.Event()
-        self.watcher = Watcher(root, self.local_change, stop, self.local.not_placed)
-        self.watcher.start()
+        others = [g for g in self.groups.values() if not g.is_main]
+        if others:
+            log.info("groups: %s", ", ".join(f"{g.name} ({g.group.sync_dir}, {g.state})"
+                                            for g in others))  # fmt: skip
+            if not self.speaks_v2():
+                log.info("groups %s are not synced: protocol 2 is off on this node"
+                         " (OWSYNC_MAX_PROTOCOL=1), and protocol 1 syncs main only",
+                         ", ".join(g.name for g in others))  # fmt: skip
 
     def _poll(self) -> None:
         """The safety net: a full sync with every peer every poll_interval (a
-        full reconcile on a live link).  Once the start's syncs are over, and
-        before each poll, the heap freed since goes back to the system."""
+        full reconcile on a live link), in every group; a group whose
+        directory was missing starts once it is there.  Once the start's
+        syncs are over, and before each poll, the heap freed since goes back
+        to the system."""
         if self.stopping.wait(min(HEAP_SETTLE, self.cfg.poll_interval)):
             return
         release_free_heap()  # the start-up's and the initial syncs'
         wait = max(0.0, self.cfg.poll_interval - HEAP_SETTLE)
         while not self.stopping.wait(wait):
             release_free_heap()  # the last round's
+            for g in list(self.groups.values()):
+                g.check()
             self.request_sync(reconcile=True)  # rescans first when a link reconciles
             wait = self.cfg.poll_interval
 
     def stop(self) -> None:
         assert self.serving is not None, "stop() before start()"
         self.stopping.set()
-        self.mesh.close_all("the peer is shutting down")
-        self.watcher.stop.set()
+        groups = list(self.groups.values())
+        for g in groups:
+            g.mesh.close_all("the peer is shutting down")
+            if g.watcher is not None:
+                g.watcher.stop.set()
         self.serving.stop()
         self.control.close()
-        for w in list(self.workers.values()):
+        workers = [w for g in groups for w in list(g.workers.values())]
+        for w in workers:
             with w.cond:
                 w.cond.notify()
         deadline = time.monotonic() + STOP_WAIT
-        for w in list(self.workers.values()):
+        for w in workers:
             w.join(max(0.0, deadline - time.monotonic()))
         # incoming sessions notice `stopping` within half a second; wait for them
         while self.serving.active() and time.monotonic() < deadline:
             time.sleep(0.05)
-        with contextlib.suppress(Exception):
-            acquired = self.owner.acquire(timeout=max(0.0, deadline - time.monotonic()))
-            if acquired:
-                self.owner.release()
+        for g in groups:
+            with contextlib.suppress(Exception):
+                acquired = g.owner.acquire(timeout=max(0.0, deadline - time.monotonic()))
+                if acquired:
+                    g.owner.release()
 
     def run(self) -> int:
         """Run until SIGTERM or SIGINT; SIGHUP reloads.  Returns the exit status."""

@@ -46,6 +46,16 @@ def refresh(ctx: Context) -> bool:
     return replica.local_changes
 
 
+class GroupUnavailable(Exception):
+    """The group of a session cannot be synced with this peer, and that is no
+    failure: ``kind`` is "absent" (the peer has no such group, or knows no
+    groups) or "v1" (it speaks protocol 1 only, which syncs main only)."""
+
+    def __init__(self, kind: str, why: str) -> None:
+        super().__init__(why)
+        self.kind = kind
+
+
 def run_session(
     sock: socket.socket,
     ctx: Context,
@@ -53,6 +63,7 @@ def run_session(
     on_hello: Callable[[], None] | None = None,
     initiator: bool = False,
     log_ok: bool = True,
+    groups: Callable[[str], Context | None] | None = None,
 ) -> SessionResult:
     """Run one session on a connected socket; never raises for session errors.
 
@@ -62,6 +73,10 @@ def run_session(
     ``on_hello`` is called once the peer's Hello has been accepted.  The
     ``initiator`` (the side that connected) waits, after the last message,
     for the peer to hang up, so that when it returns both sides are done.
+
+    The initiator's Hello names ``ctx.group``.  A responder serves the group
+    the peer's Hello names: ``ctx``'s own, or the one ``groups`` gives (None:
+    this node has no such group, and says so with an ERROR).
     """
     start = time.monotonic()
     ch = Channel(
@@ -76,10 +91,12 @@ def run_session(
         replica = Replica(ctx, peer=incoming_name(peer, ctx.peers, ctx.port))
         course = _Course(Session(replica.accepts, ctx.max_file_size),
                          replica.peer if ctx.peers else peer)  # fmt: skip
-    ok, error, lock_busy = False, "", False
+    course.ctx, course.replica = ctx, replica
+    ok, error, lock_busy, unavailable = False, "", False, ""
     closed = NOTHING  # what the replica's last batch did
     try:
-        course.drive(ch, ctx, replica, peer, on_hello, initiator)
+        course.drive(ch, peer, on_hello, initiator, groups)
+        replica = course.replica  # the group's the peer named
         if course.exchange is not None:
             # files and database saved before the peer is let go; the session
             # completed, so what was sent arrived
@@ -91,6 +108,12 @@ def run_session(
                     " whether it received what was sent is unknown"
                 )
             ok = True
+    except GroupUnavailable as exc:
+        error, unavailable = str(exc), exc.kind
+    except protocol2.PeerError as exc:
+        error = str(exc)
+        if initiator and protocol2.is_no_such_group(exc.reason):
+            unavailable = "absent"
     except (
         SessionAbort,
         ProtocolError,
@@ -110,6 +133,7 @@ def run_session(
         log.exception("session with %s failed unexpectedly", course.peer)
         error = f"internal error: {exc!r}"
     finally:
+        replica = course.replica
         try:
             closed = closed.then(replica.close())
         except OSError as exc:
@@ -119,7 +143,7 @@ def run_session(
     nbytes, seconds = ch.bytes_in + ch.bytes_out, time.monotonic() - start
     peer = course.peer
     if course.link is not None:
-        return _link_ended(course.link, peer, nbytes, seconds)
+        return _link_ended(course.link, peer, nbytes, seconds, course.group)
     ex = course.exchange
     done = (ex.tally.total() if ex is not None else NOTHING).then(closed)
     result = SessionResult(
@@ -140,8 +164,12 @@ def run_session(
         protocol=course.protocol,
         live=course.live,
         node=course.node,
+        group=course.group,
+        unavailable=unavailable,
     )
-    if result.ok:
+    if unavailable:
+        log.debug("sync of group %s with %s: %s", course.group, peer, result.error)
+    elif result.ok:
         if log_ok:  # `connect` prints its own summary line instead
             log.info("sync with %s ok: %s", peer, result.summary())
     elif log_ok and (result.busy or result.error == "stopped"):
@@ -153,10 +181,13 @@ def run_session(
     return result
 
 
-def _link_ended(link, peer: str, nbytes: int, seconds: float) -> SessionResult:
+def _link_ended(link, peer: str, nbytes: int, seconds: float, group: str) -> SessionResult:
     """A live link's end, as a SessionResult for the worker and the status."""
     why = link.outcome
-    if link.duplicate:
+    absent = link.initiator and protocol2.is_no_such_group(link.peer_reason)
+    if absent:
+        log.debug("link of group %s with %s: %s", group, peer, why)
+    elif link.duplicate:
         log.debug("link with %s: another link between these nodes is kept", peer)
     elif why is None:
         log.info("link with %s closed", peer)
@@ -179,6 +210,8 @@ def _link_ended(link, peer: str, nbytes: int, seconds: float) -> SessionResult:
         node=link.peer_node,
         duplicate=link.duplicate,
         was_up=link.was_up,
+        group=group,
+        unavailable="absent" if absent else "",
     )
 
 
@@ -200,11 +233,20 @@ class _Course:
         self.node: str | None = None  # the peer daemon's id, when it offered one
         self.exchange: Exchange | None = None
         self.link = None  # the live link, once it ended
+        # the group's directory: the one the session started with, or (a
+        # responder) the one of the group the peer's Hello names
+        self.ctx: Context
+        self.replica: Replica
+        self.group = protocol2.MAIN_GROUP  # the group of the session, once known
 
-    def drive(self, ch, ctx: Context, replica: Replica, address: str, on_hello, initiator) -> None:
+    def drive(self, ch, address: str, on_hello, initiator, groups) -> None:
         """The Hellos, then the exchange of v1 or v2, or the live link.
-        ``address``: the peer's, as connected."""
-        machine = self.machine
+        ``address``: the peer's, as connected.  The initiator sends its Hello
+        first; the responder answers it, naming the group it was asked for
+        (so that the initiator can tell an owsync that knows no groups, which
+        would sync its main directory instead)."""
+        machine, ctx, replica = self.machine, self.ctx, self.replica
+        self.group = ctx.group
         if initiator and ctx.live is None:
             # The side that connected takes its directory before saying Hello: the
             # peer takes its own only on our Hello, so this wait holds nothing of
@@ -215,23 +257,22 @@ class _Course:
         ch.idle_timeout = ctx.hello_timeout
         # a peer trickling a byte now and then must not hold the directory forever
         deadline = time.monotonic() + ctx.session_timeout
-        secret = None
-        if ctx.live is not None:
-            secret = os.urandom(32) if ctx.cipher.encrypted else None
-            public = live.x25519_public(secret) if secret is not None else None
-            fields = live.advertise(protocol2.new_nonce(), ctx.live.node_id, public, ctx.live.port)
-        elif ctx.advertise_v2:
-            fields = protocol2.advertise(protocol2.new_nonce())
-        else:
-            fields = {}
-        ours = protocol2.hello_payload(machine.hello(ctx.hostname, ctx.clock()), fields)
-        ch.send_payload(ours)
+        if initiator:
+            fields, secret = _our_fields(ctx, ctx.group)
+            ours = protocol2.hello_payload(machine.hello(ctx.hostname, ctx.clock()), fields)
+            ch.send_payload(ours)
         theirs, rest = _peer_hello(ch, ctx, deadline)
         hello = protocol.decode(theirs)
         if not isinstance(hello, protocol.Hello):
             raise ProtocolError(f"expected Hello, got {type(hello).__name__}")
-        machine.receive(hello, ctx.clock())  # the version and the clocks
         peer_fields = protocol2.hello_fields(theirs)
+        # the responder: the group asked for; the initiator: the group answered
+        group = protocol2.peer_group(peer_fields)
+        if not initiator:
+            fields, secret = _our_fields(ctx, group)
+            ours = protocol2.hello_payload(machine.hello(ctx.hostname, ctx.clock()), fields)
+            ch.send_payload(ours)
+        machine.receive(hello, ctx.clock())  # the version and the clocks
         v2 = protocol2.negotiated(fields, peer_fields)
         self.protocol = 2 if v2 else 1  # shown in the status even when refused below
         offer = live.peer_live(peer_fields) if v2 and ctx.live is not None else None
@@ -245,6 +286,24 @@ class _Course:
             # it dies (a daemon too, at every poll).  Let it see the end instead.
             ch.linger(LINGER)
             raise SessionAbort(why)
+        who = hello.hostname or "the peer"
+        if initiator and ctx.group != protocol2.MAIN_GROUP:
+            if not v2:  # owsync 1.2.0 (it too must see the end, not a reset)
+                ch.linger(LINGER)
+                raise GroupUnavailable("v1", f"{who} speaks protocol 1 only, which syncs main only")
+            if group != ctx.group:
+                raise GroupUnavailable("absent", f"{who} runs an owsync without sync groups")
+        elif not initiator and group != ctx.group:
+            self.group = group
+            target = groups(group) if groups is not None and v2 else None
+            if target is None:
+                text = protocol2.no_such_group(group)
+                if v2:  # said under the keys the initiator expects, before any state
+                    ch.send_raw(_refusal(ctx, offer, ours, theirs, secret, text))
+                ch.linger(LINGER)
+                raise GroupUnavailable("absent", text)
+            ctx = self.ctx = target
+            replica = self.replica = Replica(target, peer=replica.peer)
         ch.idle_timeout = ctx.idle_timeout
         if on_hello is not None:
             on_hello()
@@ -263,6 +322,29 @@ class _Course:
             m = Session1(machine, ctx.cipher, frame_limit(ctx.max_file_size))
         self.exchange = Exchange(ch, ctx, replica, m, self.peer, deadline)
         self.exchange.run(rest)
+
+
+def _our_fields(ctx: Context, group: str) -> tuple[dict, bytes | None]:
+    """Our Hello's fields for ``group`` (v2's advertisement, a daemon's live
+    offer; none when v2 is off here), and the live offer's X25519 secret."""
+    if ctx.live is not None:
+        secret = os.urandom(32) if ctx.cipher.encrypted else None
+        public = live.x25519_public(secret) if secret is not None else None
+        nonce = protocol2.new_nonce()
+        return live.advertise(nonce, ctx.live.node_id, public, ctx.live.port, group), secret
+    if ctx.advertise_v2:
+        return protocol2.advertise(protocol2.new_nonce(), group), None
+    return {}, None
+
+
+def _refusal(ctx: Context, offer, ours: bytes, theirs: bytes, secret, text: str) -> bytes:
+    """The ERROR frame that refuses a group this node has not: a live link's
+    when both Hellos offered one, else a v2 session's (the responder's keys)."""
+    if offer is not None:
+        keys = live.link_keys(ctx.cipher.key, False, ours, theirs, secret)
+        return live.LiveLink(lambda _: False, ctx.max_file_size, keys).error(text)
+    keys = protocol2.session_keys(ctx.cipher.key, False, ours, theirs)
+    return Session2(lambda _: False, ctx.max_file_size, keys).error(text)
 
 
 def _peer_hello(ch, ctx: Context, deadline: float) -> tuple[bytes, bytes]:

@@ -477,6 +477,7 @@ class Link(Driver[lv.Event]):
         self._retry: set[str] = set()  # kept out by a local change: look again
         self._retries: dict[str, int] = {}
         self.outcome: str | None = None
+        self.peer_reason = ""  # the text of the peer's ERROR, if it sent one
         self._end: str | None = None  # how the loop ended in order (run() returns it)
         self.initiator = initiator  # this side connected
         self.peer_port = peer_port  # where the peer listens, as its offer says
@@ -518,6 +519,8 @@ class Link(Driver[lv.Event]):
             return self._end
         except (ProtocolError, PeerClosed, PeerTimeout, OSError, database.LockBusy) as exc:
             why = _why(exc)
+            if isinstance(exc, PeerError):
+                self.peer_reason = exc.reason
             if isinstance(exc, OSError) and not isinstance(exc, PeerClosed):
                 log.debug("link with %s: local I/O error", self.label, exc_info=True)
             if not isinstance(exc, PeerError | PeerClosed | PeerTimeout):

@@ -88,9 +88,11 @@ class SessionHistory:
             return  # contention (retried) or this daemon's own stop: no failure
         peer = result.peer  # an incoming one named already (incoming_name)
         removed = set(result.removed)
+        group = getattr(result, "group", "main")
         entry = {
             "time": time.time() if now is None else now,
             "direction": direction,
+            "group": group,  # the sync group it was for
             "peer": peer,
             "ok": result.ok,
             "error": None if result.ok else result.error,
@@ -105,7 +107,8 @@ class SessionHistory:
         }
         with self._lock:
             last = next((e for e in self._entries if e["peer"] == peer
-                         and e["direction"] == direction), None)  # fmt: skip
+                         and e["direction"] == direction and e["group"] == group),
+                        None)  # fmt: skip
             if (
                 last is not None
                 and not result.ok
@@ -198,6 +201,7 @@ def snapshot(d) -> dict:
     cfg = d.cfg
     watcher = getattr(d, "watcher", None)
     roles = getattr(d, "vrrp_roles", None)
+    groups = getattr(d, "groups", None)
     return {
         "version": __version__,
         "pid": os.getpid(),
@@ -216,10 +220,35 @@ def snapshot(d) -> dict:
         # this router's role per VRRP instance, as keepalived reported it
         "vrrp": roles.view() if roles is not None else {},
         "peers": [peer_view(w, mesh) for w in list(d.workers.values())],
+        # every sync group, main first (the fields above describe main)
+        "groups": [group_view(g) for g in list(groups.values())] if groups else [],
         "history": d.history.entries(),
         "conflicts": _conflicts(cfg),
         **legacy_fields(d),
     }
+
+
+def group_view(g) -> dict:
+    """One sync group's row: its directory, state, counts and each peer's
+    state in it (synced, absent: the peer has no such group, v1: the peer
+    speaks protocol 1 only, which syncs main only, pending)."""
+    group = g.group
+    files, tombstones = g.record_counts()
+    view = {
+        "name": g.name,
+        "dir": group.sync_dir,
+        "enabled": bool(group.enabled),
+        "state": g.state,
+        "files": files,
+        "tombstones": tombstones,
+        "last_change": g.last_change,
+        "reload": list(group.reload),
+        "restart": list(group.restart),
+        "peers": g.peer_states(),
+    }
+    if g.state == "waiting":
+        view["reason"] = g.reason
+    return view
 
 
 def legacy_fields(d) -> dict:
