@@ -262,6 +262,7 @@ def main() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OWSYNC_")}
     work = Path(tempfile.mkdtemp(prefix="owsync-mem-"))
     env["PYTHONPATH"] = str(ROOT) if opts.no_bytecode else str(compiled_copy(python, work))
+    env["PYTHONSAFEPATH"] = "1"  # `-m` must not put the working directory (a checkout?) first
     results = {}
     try:
         results["python3 (bare)"] = bare_python(python)

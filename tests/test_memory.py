@@ -128,7 +128,8 @@ def test_idle_daemon_rss_and_imports(daemons, tmp_path):
     files = etc_config(a.dir)
     a.configure([b.addr, c.addr])
     python = issue_python() or sys.executable
-    env = dict(base_env(None), PYTHONPROFILEIMPORTTIME="1",
+    # the copy, not the checkout that `-m` would put first on the path (the working directory)
+    env = dict(base_env(None), PYTHONPROFILEIMPORTTIME="1", PYTHONSAFEPATH="1",
                PYTHONPATH=str(compiled_copy(python, tmp_path / "src")))  # fmt: skip
     a.start(cmd=[python, "-m", "owsync", "daemon", "-f", "-c", str(a.conf)], env=env)
     assert wait_for(lambda: all(n.has(p, d) for n in (b, c) for p, d in files.items()), 30), (
@@ -147,6 +148,9 @@ def test_idle_daemon_rss_and_imports(daemons, tmp_path):
 
     mods = imported(a.text())
     assert "owsync.service.daemon" in mods  # the report is there
+    where = subprocess.run([python, "-c", "import owsync; print(owsync.__file__)"], env=env,
+                           capture_output=True, text=True, check=True).stdout  # fmt: skip
+    assert where.startswith(str(tmp_path / "src")), where  # the byte-compiled copy ran
     # what this interpreter's own start-up imports (a venv's .pth files, say) is not ours
     start = subprocess.run([python, "-X", "importtime", "-c", "pass"],
                            capture_output=True, text=True, check=True)  # fmt: skip
