@@ -55,6 +55,8 @@ DENIED = {
     "random": "three retry jitters",
     "email": "cryptography 38's backend",
     "urllib": "cryptography 38's backend",
+    "subprocess": "a group's service action (actions.py, lazily): 0.8 MiB with tempfile",
+    "tempfile": "a group's service action (with random and shutil)",
 }
 
 
