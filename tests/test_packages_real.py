@@ -101,6 +101,9 @@ def missing() -> str | None:
     lacks = [f for f in SYSUPGRADE if not (tree / f).exists()]
     if lacks:
         return f"OWSYNC_OPENWRT_ROOT lacks {', '.join(lacks)} (scripts/build-outside.sh)"
+    tools = [t for t in ("fakeroot", "git", "zstd", "make") if not shutil.which(t)]
+    if tools:
+        return f"scripts/build-packages.sh needs {', '.join(tools)} (apt-get install)"
     return None
 
 
