@@ -18,9 +18,9 @@ tests/owrt_chroot.py, whose procd, ubusd and rc.common run their scripts:
   plugin gone, the service enabled and running this owsync;
 - on the installed files (the console script and the bytecode, no checkout
   on the path): tests/test_initscript_real.py's admin's day with the init
-  script, and tests/test_luci_real.py's Status page and "Sync now" in LuCI's
-  real runtime with the packages installed before uhttpd starts (both from
-  tests/conftest.py; the LuCI one also needs OWSYNC_LUCI_ROOT and chromium).
+  script, and tests/test_luci_real.py's checks in LuCI's real runtime with
+  the packages installed before uhttpd starts (both from tests/conftest.py;
+  the LuCI one also needs OWSYNC_LUCI_ROOT and chromium).
 
 The chroot's python3 is the host's: a ``.pth`` in its dist-packages adds
 OpenWrt's site-packages directory (where Py3Package installs) and
@@ -45,6 +45,8 @@ from conftest import (
     PKG_TOOL,
     initscript_admins_day,
     initscript_fatal_error_logged_once,
+    luci_read_only_user,
+    luci_settings_save_and_apply,
     luci_status_and_sync_now,
     stage_package_tools,
     wait_for,
@@ -306,8 +308,9 @@ def test_the_init_script_as_installed(router, fmt):
 
 @pytest.mark.parametrize("fmt", ["ipk", "apk"])
 def test_luci_as_installed(tmp_path, packages, browser, fmt):
-    """tests/test_luci_real.py's Status page and "Sync now" in LuCI's real runtime,
-    luci-app-owsync and owsync installed by opkg and apk before uhttpd starts."""
+    """tests/test_luci_real.py's checks in LuCI's real runtime (Status and "Sync
+    now", a read-only user, Settings with Save & Apply), luci-app-owsync and
+    owsync installed by opkg and apk before uhttpd starts."""
     why = luci_missing()
     if why:
         pytest.skip(why)
@@ -318,5 +321,7 @@ def test_luci_as_installed(tmp_path, packages, browser, fmt):
         assert "view/owsync/status.js" in rt.r.ok(listed[fmt])
         rt.ready()
         luci_status_and_sync_now(rt, browser)
+        luci_read_only_user(rt, browser)
+        luci_settings_save_and_apply(rt, browser)
     finally:
         rt.r.stop()
