@@ -9,15 +9,20 @@ its init script under procd, reading /etc/config/owsync and /etc/owsync/key;
 a plain ``owsync listen`` in the same root stands for the other router.
 The chroot keeps the host's network, so the browser reaches uhttpd on a free
 loopback port.  Skipped, with the reason, when a piece is missing.
+The checks are tests/conftest.py's ``luci_*``: tests/test_packages_real.py
+runs them on the files opkg and apk installed instead.
 """
 
 from __future__ import annotations
 
-import re
-import time
-
 import pytest
-from conftest import KEY, Router, Session, _skip, wait_for
+from conftest import (
+    Router,
+    _skip,
+    luci_read_only_user,
+    luci_settings_save_and_apply,
+    luci_status_and_sync_now,
+)
 
 pytestmark = pytest.mark.skipif(_skip() is not None, reason=_skip() or "")
 
@@ -26,123 +31,19 @@ pytestmark = pytest.mark.skipif(_skip() is not None, reason=_skip() or "")
 def router(tmp_path_factory):
     rt = Router(tmp_path_factory.mktemp("luci"))
     try:
-        assert wait_for(lambda: (rt.status() or {}).get("peers"), 30), rt.r.sh(
-            "/sbin/logread"
-        ).stdout
-        assert wait_for(lambda: rt.status()["peers"][0].get("last_result") == "ok", 20)
+        rt.ready()
         yield rt
     finally:
         rt.r.stop()
 
 
 def test_status_shows_peers_and_sync_now_brings_a_file(router, browser):
-    s = Session(browser, router, "root")
-    s.open("status")
-    row = s.page.locator(f"#owsync-peers tr[data-peer='{router.peer}']")
-    try:
-        row.wait_for(timeout=15000)
-    except Exception:
-        s.screenshot("status-failed")
-        raise AssertionError(f"{s.page.inner_text('body')}\n{s.errors}") from None
-    assert "owsync-health-in-sync" in row.get_attribute("class")
-    assert row.locator(".owsync-result").inner_text() == "ok"
-    assert row.locator(".owsync-protocol").inner_text() == "v2"  # owsync listen: a v2 session
-    assert f"Running (PID {router.status()['pid']})" in s.page.inner_text("#owsync-daemon")
-    before = router.status()["peers"][0]["last_success"]
-
-    router.r.ok("echo 'config firewall' > /srv/peer/firewall")
-    time.sleep(0.5)
-    assert router.r.sh("test -e /etc/config/firewall").returncode != 0  # no poll brings it
-    row.locator("button.owsync-sync").click()
-    assert wait_for(lambda: router.r.sh("cat /etc/config/firewall").stdout == "config firewall\n")
-    s.page.wait_for_function(
-        "() => /firewall from/.test(document.getElementById('owsync-history').innerText)",
-        timeout=20000,
-    )
-    assert router.status()["peers"][0]["last_success"] > before
-    s.screenshot("status")
-    assert s.errors == [], s.errors
-    assert not any(KEY in b for b in s.bodies)
+    luci_status_and_sync_now(router, browser)
 
 
 def test_a_read_only_user_sees_the_status_and_cannot_sync(router, browser):
-    s = Session(browser, router, "viewer")
-    s.open("status")
-    row = s.page.locator(f"#owsync-peers tr[data-peer='{router.peer}']")
-    row.wait_for(timeout=15000)
-    assert row.locator("button.owsync-sync").is_disabled()
-    assert s.page.locator("#owsync-sync-all").is_disabled()
-    # rpcd refuses the write methods to this session, whatever the page shows
-    refused = s.page.evaluate(
-        """(peer) => L.require('rpc').then(rpc => rpc.declare({
-        object: 'luci.owsync', method: 'sync_peer', params: ['peer']})(peer))
-        .then(r => 'accepted: ' + JSON.stringify(r), e => 'refused: ' + e.message)""",
-        router.peer,
-    )
-    assert refused.startswith("refused"), refused
-    s.open("settings")
-    assert s.page.locator("#owsync-key-save").is_disabled()
-    assert s.page.locator("#owsync-key-input").is_disabled()
-    # LuCI's Map is read-only for this session: every field, and no Save & Apply
-    fields = s.page.locator("#view .cbi-map input:not([type=hidden]), #view .cbi-map select")
-    assert fields.count() >= 5 and all(f.is_disabled() for f in fields.all())
-    apply = s.page.locator(".cbi-page-actions .cbi-button-apply")
-    assert apply.count() == 0 or apply.first.get_attribute("disabled") is not None
-    assert s.errors == [], s.errors
-    # uhttpd, asking rpcd, refuses the write methods to this session, whatever a page shows
-    # (sent with fetch: LuCI's own rpc layer takes a refusal for an expired login)
-    for obj, method, args in (("luci.owsync", "sync_peer", {"peer": router.peer}),
-                              ("luci.owsync", "sync", {}), ("owsync.key", "set", {"key": KEY}),
-                              ("uci", "set", {"config": "owsync", "section": "main",
-                                              "values": {"enabled": "0"}})):  # fmt: skip
-        reply = s.page.evaluate(
-            """([o, m, a]) => fetch(L.env.ubuspath, {method: 'POST', body: JSON.stringify(
-                {jsonrpc: '2.0', id: 1, method: 'call', params: [L.env.sessionid, o, m, a]})})
-                .then(r => r.json())""",
-            [obj, method, args],
-        )
-        assert reply.get("error", {}).get("message") == "Access denied", (obj, method, reply)
-    allowed = s.page.evaluate(
-        """() => fetch(L.env.ubuspath, {method: 'POST', body: JSON.stringify({jsonrpc: '2.0',
-            id: 1, method: 'call', params: [L.env.sessionid, 'luci.owsync', 'status', {}]})})
-            .then(r => r.json())"""
-    )
-    assert allowed["result"][0] == 0 and allowed["result"][1]["pid"] == router.status()["pid"]
-    assert not any(KEY in b for b in s.bodies)
+    luci_read_only_user(router, browser)
 
 
 def test_settings_add_a_peer_save_and_apply_reaches_the_same_daemon(router, browser):
-    s = Session(browser, router, "root")
-    pid = router.status()["pid"]
-    s.open("settings")
-    status = s.page.inner_text("#owsync-key-status")
-    from owsync.core.crypto import fingerprint
-
-    assert fingerprint(bytes.fromhex(KEY)) in status
-    new_peer = f"127.0.0.1:{router.peer2_port}"
-    dyn = s.page.locator("[data-name='peer'] .cbi-dynlist, #cbid\\.owsync\\.main\\.peer").first
-    dyn.locator("input[type=text]").last.fill(new_peer)
-    dyn.locator(".cbi-button-add").click()
-    s.screenshot("settings")
-    # and refuse owsync 1.2.0 from now on (both routers here are ours: protocol 2)
-    s.page.locator(".cbi-tabmenu").get_by_text("Advanced").click()
-    s.page.select_option("select[id='widget.cbid.owsync.main.min_protocol']", "2")
-    s.page.locator(".cbi-page-actions").get_by_text("Save & Apply").click()
-    # LuCI applies with a rollback timer, which the browser confirms when it can reach
-    # the router again; unconfirmed, the change would be undone a few seconds later
-    s.page.wait_for_function(
-        "() => /Configuration changes applied/.test(document.body.innerText)", timeout=60000
-    )
-    assert wait_for(lambda: len((router.status() or {}).get("peers", [])) == 2, 40), router.r.sh(
-        "/sbin/logread"
-    ).stdout
-    st = router.status()
-    assert st["pid"] == pid and new_peer in [p["address"] for p in st["peers"]]
-    assert f"list peer '{new_peer}'" in router.r.ok("cat /etc/config/owsync")
-    assert "option min_protocol '2'" in router.r.ok("cat /etc/config/owsync")
-    assert st["min_protocol"] == 2
-    time.sleep(12)  # past LuCI's rollback timeout (10 s): the change stayed
-    assert len(router.status()["peers"]) == 2
-    assert re.search(r"configuration reloaded: 2 peer", router.r.ok("/sbin/logread -e owsync"))
-    assert s.errors == [], s.errors
-    assert not any(KEY in b for b in s.bodies)
+    luci_settings_save_and_apply(router, browser)
