@@ -163,6 +163,80 @@ def test_kept_versions_newest_first_with_the_conflict_marked(site, browser):
     assert site.errors == []
 
 
+def grouped_versions(now_ms: int) -> list[dict]:
+    """Main's sample and two groups' versions, newest first: each store numbers its own,
+    so the ids collide across groups (shaped as notes/groups-design.md says)."""
+    main = sample_versions(now_ms)[:2]
+    extra = [
+        {"id": 1, "group": "dropbear", "path": "dropbear_rsa_host_key", "hash": "d1" * 32,
+         "size": 1200, "mtime": now_ms - 9_000_000, "mode": 0o600, "reason": "replaced",
+         "peer": PEER, "kept": now_ms - 120_000, "text": False},
+        {"id": 5, "group": "passwd", "path": "shadow", "hash": "e5" * 32, "size": 300,
+         "mtime": now_ms - 9_000_000, "mode": 0o600, "reason": "edited", "peer": "",
+         "kept": now_ms - 900_000, "text": True},
+    ]  # fmt: skip
+    return sorted(main + extra, key=lambda v: v["kept"], reverse=True)
+
+
+def test_each_version_says_its_group_and_the_filter_shows_one_group(tmp_path, browser):
+    site = Site(tmp_path, versions=grouped_versions(int(time.time() * 1000)))
+    site.standin.stores = {
+        "main": dict(STORE),
+        "dropbear": dict(STORE, dir="/etc/owsync/owsync.dropbear.versions", bytes=1200, objects=1),
+        "passwd": dict(STORE, dir="/etc/owsync/owsync.passwd.versions", bytes=300, objects=1),
+    }
+    try:
+        page = site.page(browser)
+        rows = page.locator("#owsync-versions tr.owsync-version")
+        assert [r.get_attribute("data-id") for r in rows.all()] == ["5", "dropbear:1", "4",
+                                                                    "passwd:5"]  # fmt: skip
+        assert [r.locator(".owsync-group").inner_text() for r in rows.all()] == [
+            "main", "dropbear", "main", "passwd"]  # fmt: skip
+        assert page.locator("#owsync-versions th").nth(1).inner_text() == "Group"
+        box = page.locator("#owsync-group-filter-box")
+        assert box.is_visible()
+        select = page.locator("#owsync-group-filter")
+        assert [o.get_attribute("value") for o in select.locator("option").all()] == [
+            "", "main", "dropbear", "passwd"]  # fmt: skip
+        assert select.locator("option").first.inner_text() == "All groups"
+        assert page.locator("#owsync-store").inner_text().startswith("4 version(s) kept")
+        select.select_option("dropbear")
+        assert [r.get_attribute("data-id") for r in rows.all()] == ["dropbear:1"]
+        assert "owsync.dropbear.versions" in page.locator("#owsync-store").inner_text()
+        assert page.locator("#owsync-store").inner_text().startswith("1 version(s) kept")
+        assert page.locator("#owsync-conflicts").count() == 0  # the conflict is main's
+        # diff and restore name the version as GROUP:ID
+        page.locator("tr[data-id='dropbear:1'] button.owsync-diff").click()
+        modal = _modal(page)
+        assert "dropbear_rsa_host_key: version dropbear:1" in modal.inner_text()
+        modal.locator("button.owsync-modal-close").click()
+        assert site.calls("diff") == [{"id": "dropbear:1"}]
+        page.locator("tr[data-id='dropbear:1'] button.owsync-restore").click()
+        modal = _modal(page)
+        assert "Write version dropbear:1 back to dropbear_rsa_host_key?" in modal.inner_text()
+        modal.locator("button.owsync-restore-confirm").click()
+        page.wait_for_selector("tr[data-id='dropbear:2']", timeout=5000)
+        assert site.standin.restored == ["dropbear:1"]
+        assert "dropbear_rsa_host_key restored from version dropbear:1." in page.locator(
+            "#maincontent > .alert-message").first.inner_text()  # fmt: skip
+        assert select.input_value() == "dropbear"  # the refresh kept the choice
+        assert [r.get_attribute("data-id") for r in rows.all()] == ["dropbear:2", "dropbear:1"]
+        select.select_option("")
+        assert rows.count() == 5
+        site.screenshot(page, "history-groups")
+        assert site.errors == []
+    finally:
+        site.standin.close()
+
+
+def test_without_groups_there_is_no_filter(site, browser):
+    page = site.page(browser)
+    assert not page.locator("#owsync-group-filter-box").is_visible()
+    rows = page.locator("#owsync-versions tr.owsync-version").all()
+    assert {r.locator(".owsync-group").inner_text() for r in rows} == {"main"}
+    assert site.errors == []
+
+
 def test_diff_shows_the_unified_diff_as_text_in_a_modal(site, browser):
     page = site.page(browser)
     assert not page.locator("#modal_overlay").is_visible()
