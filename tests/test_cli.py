@@ -390,3 +390,30 @@ def test_owsync_status_of_a_daemon_with_a_group(tmp_path, daemons):
     row = next(line for line in r.stdout.splitlines() if line.startswith("keys "))
     assert row.split()[:4] == ["keys", str(keys), "syncing", "1"], r.stdout
     assert "restart dropbear" in row
+
+
+def test_restore_group_colon_id_through_the_running_daemon(tmp_path, daemons):
+    """The daemon owns the group's directory: restore GROUP:ID goes through it
+    (needs branches gconfig and gengine)."""
+    d = daemons("d")
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    d.configure([f"127.0.0.1:{free_port()}"], poll=600,
+                extra=f"group.keys.dir={keys}\ngroup.keys.include=*\n")  # fmt: skip
+    d.start()
+    if "groups" not in d.status():
+        pytest.skip("the daemon's status has no groups in this tree (branch gengine)")
+    (keys / "id_host_key").write_text("one\n")
+    assert wait_for(lambda: d.status()["groups"][1].get("files") == 1, 10), d.text()
+    (keys / "id_host_key").write_text("two\n")  # an edit here keeps what it replaced
+
+    def kept():
+        out = json.loads(d.ctl("versions", "--json", "-c", str(d.conf)).stdout)["versions"]
+        return [v for v in out if v["group"] == "keys"]
+
+    assert wait_for(kept, 10), d.text()
+    (v,) = kept()
+    r = d.ctl("restore", f"keys:{v['id']}", "-c", str(d.conf))
+    assert r.returncode == 0, r.stderr + d.text()
+    assert r.stdout == f"restored id_host_key from version keys:{v['id']}\n"
+    assert (keys / "id_host_key").read_text() == "one\n"

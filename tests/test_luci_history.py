@@ -604,3 +604,62 @@ def test_with_real_daemons_a_conflict_is_marked(real, browser):
     assert f"Latest: firewall, replaced by {b.addr}." in note.inner_text()
     assert note.locator("a").get_attribute("href") == "/cgi-bin/luci/admin/services/owsync/history"
     assert errors == []
+
+
+def test_with_real_daemons_a_group_version_is_listed_diffed_and_restored(tmp_path, browser):
+    """A and B with the group ``keys`` (needs branches gconfig and gengine): B's
+    newer key replaces A's, whose old one History lists under ``keys``, diffs
+    and restores as keys:ID through the daemon."""
+    nodes = tracked(tmp_path, DaemonNode)
+    daemons = next(nodes)
+    a, b = daemons("a"), daemons("b")
+    keys = {n: tmp_path / f"{n}-keys" for n in ("a", "b")}
+    for n, node, peers in (("a", a, [b.addr]), ("b", b, [f"127.0.0.1:{free_port()}"])):
+        keys[n].mkdir()
+        node.configure(peers, poll=600, extra=f"group.keys.dir={keys[n]}\ngroup.keys.include=*\n")
+    standin = None
+    try:
+        a.start()
+        b.start()
+        if "groups" not in a.status():
+            pytest.skip("the daemon's status has no groups in this tree (branch gengine)")
+        old, new = b"ssh-ed25519 old\n", b"ssh-ed25519 new\n"
+        (keys["a"] / "id_host_key").write_bytes(old)
+        assert wait_for(lambda: (keys["b"] / "id_host_key").exists(), 15), a.text()
+        time.sleep(1.1)  # B's write is newer by the clock
+        (keys["b"] / "id_host_key").write_bytes(new)
+        _sync(a)
+        assert wait_for(lambda: (keys["a"] / "id_host_key").read_bytes() == new, 15), a.text()
+        uci = tmp_path / "uci-owsync"
+        uci.write_text(f"config owsync 'main'\n\toption enabled '1'\n\tlist peer '{b.addr}'\n")
+        key = tmp_path / "key"
+        key.write_text(KEY + "\n")
+        standin = StandIn(a.sock, uci, key, {"owsync": {"enabled": True, "running": True}})
+        errors: list[str] = []
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        page.on("console", lambda m: m.type == "error" and errors.append(m.text))
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(f"{standin.url}/view/owsync/history")
+        page.wait_for_selector("body[data-rendered='view.owsync.history']", timeout=15000)
+        row = page.locator("#owsync-versions tr.owsync-version[data-group='keys']").first
+        row.wait_for(timeout=5000)
+        assert row.get_attribute("data-id").startswith("keys:")
+        assert row.locator(".owsync-group").inner_text() == "keys"
+        assert row.locator(".owsync-path").inner_text() == "id_host_key"
+        page.locator("#owsync-group-filter").select_option("keys")
+        groups = {r.get_attribute("data-group") for r in
+                  page.locator("#owsync-versions tr.owsync-version").all()}  # fmt: skip
+        assert groups == {"keys"}
+        row.locator("button.owsync-diff").click()
+        modal = _modal(page)
+        diff = modal.locator("pre.owsync-diff-text").inner_text()
+        assert "-ssh-ed25519 old\n" in diff and "+ssh-ed25519 new\n" in diff, diff
+        modal.locator("button.owsync-diff-restore").click()
+        _modal(page).locator("button.owsync-restore-confirm").click()
+        page.wait_for_selector("#maincontent > .alert-message.info", timeout=10000)
+        assert wait_for(lambda: (keys["a"] / "id_host_key").read_bytes() == old, 10), a.text()
+        assert errors == []
+    finally:
+        if standin:
+            standin.close()
+        next(nodes, None)  # stops the daemons, by PID
