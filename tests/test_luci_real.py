@@ -224,10 +224,10 @@ def test_settings_add_a_shipped_group_save_and_apply_and_status_shows_it_synced(
         f"#owsync-groups tr[data-group='{name}'] .owsync-group-peer[data-peer='{peer}'] .label"
     )
     label.wait_for(timeout=15000)
-    assert label.inner_text() == "synced"
+    assert label.text_content() == "synced"  # (the theme shows labels in capitals)
     row = s.page.locator(f"#owsync-groups tr[data-group='{name}']")
     assert row.locator(".owsync-group-dir").inner_text() == ex["dir"]
-    assert row.locator(".owsync-group-state .label").inner_text() == "Syncing"
+    assert row.locator(".owsync-group-state .label").text_content() == "Syncing"
     s.screenshot("status-group")
     assert s.errors == [], s.errors
     assert not any(KEY in b for b in s.bodies)
