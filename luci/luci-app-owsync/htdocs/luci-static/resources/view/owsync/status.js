@@ -232,7 +232,8 @@ return view.extend({
 		setText(c[5], r.actions);
 		/* a label per peer, kept in place like the rows */
 		updateRows(c[6], r.peers, function(p) { return p.address; }, function() {
-			return E('span', { 'class': 'owsync-group-peer' }, [ E('span'), ' ', E('span', { 'class': 'label' }), ' ' ]);
+			/* a line per peer */
+			return E('div', { 'class': 'owsync-group-peer' }, [ E('span'), ' ', E('span', { 'class': 'label' }) ]);
 		}, function(span, p) {
 			var plabel = span.children[1];
 
