@@ -13,7 +13,7 @@
 var EXAMPLES = [
 	{
 		"name": "dropbear",
-		"why": "ssh to the VIP meets the same host key after a failover",
+		"why": "The same SSH host keys: ssh root@VIP warns of no new key after a failover",
 		"dir": "/etc/dropbear",
 		"include": [
 			"dropbear_*_host_key"
@@ -26,21 +26,21 @@ var EXAMPLES = [
 	},
 	{
 		"name": "uhttpd",
-		"why": "the web interface at the VIP shows the same TLS certificate after a failover",
+		"why": "LuCI over HTTPS at the VIP shows the certificate the browser trusts",
 		"dir": "/etc",
 		"include": [
 			"uhttpd.crt",
 			"uhttpd.key"
 		],
 		"exclude": [],
-		"reload": [
+		"reload": [],
+		"restart": [
 			"uhttpd"
-		],
-		"restart": []
+		]
 	},
 	{
-		"name": "passwd",
-		"why": "the same root password and users on both routers",
+		"name": "accounts",
+		"why": "The same root password and users: a failover locks no admin out",
 		"dir": "/etc",
 		"include": [
 			"passwd",
@@ -53,7 +53,7 @@ var EXAMPLES = [
 	},
 	{
 		"name": "crontabs",
-		"why": "the same scheduled jobs run on whichever router is master",
+		"why": "Root's scheduled jobs are the same whichever router is master",
 		"dir": "/etc/crontabs",
 		"include": [
 			"root"
@@ -65,8 +65,8 @@ var EXAMPLES = [
 		"restart": []
 	},
 	{
-		"name": "rclocal",
-		"why": "the same boot commands and kernel settings on both routers",
+		"name": "boot",
+		"why": "The same boot commands and kernel settings: the backup boots as the master",
 		"dir": "/etc",
 		"include": [
 			"rc.local",
@@ -74,20 +74,23 @@ var EXAMPLES = [
 		],
 		"exclude": [],
 		"reload": [],
-		"restart": []
+		"restart": [
+			"sysctl"
+		]
 	},
 	{
 		"name": "acme",
-		"why": "certificates obtained by one router serve on the other after a failover",
+		"why": "A certificate the acme package renewed on one router serves on the other",
 		"dir": "/etc/acme",
 		"include": [
-			"*"
+			"*.cer",
+			"*.key"
 		],
 		"exclude": [],
-		"reload": [
+		"reload": [],
+		"restart": [
 			"uhttpd"
-		],
-		"restart": []
+		]
 	}
 ];
 
