@@ -237,7 +237,7 @@ def test_every_group_lists_its_versions_with_its_group_and_id(grouped):
         versions_view.diff(cfg, "other:1")
     for bad in ("keys:", ":1", "keys:x", "", "-1", -1, 1.5, None, "1e3"):
         with pytest.raises(ValueError, match="is not a version"):
-            versions_view.parse_ref(bad)  # type: ignore[arg-type]
+            versions_view.parse_ref(bad)
     assert versions_view.parse_ref(" 12 ") == ("main", 12)
     assert versions_view.ref("main", 3) == 3 and versions_view.ref("keys", 3) == "keys:3"
 

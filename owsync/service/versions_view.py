@@ -35,7 +35,7 @@ def ref(group: str, version_id: int) -> int | str:
     return version_id if group == MAIN else f"{group}:{version_id}"
 
 
-def parse_ref(value: int | str) -> tuple[str, int]:
+def parse_ref(value: object) -> tuple[str, int]:
     """(group, id) of ``5``, ``"5"`` or ``"dropbear:5"``; ValueError, saying
     what a version is, for anything else."""
     if type(value) is int and value >= 0:
