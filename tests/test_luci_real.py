@@ -166,7 +166,8 @@ def _a_file_it_syncs(pattern: str) -> str:
 def test_settings_add_a_shipped_group_save_and_apply_and_status_shows_it_synced(router, browser):
     """A ready choice of Settings adds the group, Save & Apply starts it in the
     running daemon, and the Status page shows it synced with a peer that has it
-    (a daemon of ours in the same root: `owsync listen` serves main alone)."""
+    (a daemon of ours in the same root: `owsync listen` serves main alone); then
+    History restores a version of that group."""
     ex = _example()
     if "groups" not in (router.status() or {}):
         pytest.skip("the daemon's status has no groups in this tree (branch gengine)")
@@ -229,5 +230,23 @@ def test_settings_add_a_shipped_group_save_and_apply_and_status_shows_it_synced(
     assert row.locator(".owsync-group-dir").inner_text() == ex["dir"]
     assert row.locator(".owsync-group-state .label").text_content() == "Syncing"
     s.screenshot("status-group")
+
+    # the peer's newer file replaces ours: History keeps ours under the group, and
+    # luci.owsync restores it as GROUP:ID (a string id, through rpcd and uhttpd)
+    router.r.ok(f"echo 'there' > /srv/peer3-{name}/{rel}")
+    assert wait_for(lambda: router.r.sh(f"cat {ex['dir']}/{rel}").stdout == "there\n", 30)
+    s.open("history")
+    s.page.locator("#owsync-group-filter").select_option(name)
+    row = s.page.locator(f"#owsync-versions tr.owsync-version[data-group='{name}']").first
+    row.wait_for(timeout=15000)
+    assert row.get_attribute("data-id").startswith(f"{name}:")
+    assert row.locator(".owsync-path").inner_text() == rel
+    row.locator("button.owsync-restore").click()
+    s.page.locator("button.owsync-restore-confirm").click()
+    assert wait_for(lambda: router.r.sh(f"cat {ex['dir']}/{rel}").stdout == "here\n", 20), (
+        s.page.inner_text("body")
+    )
+    assert wait_for(lambda: router.r.sh(f"cat /srv/peer3-{name}/{rel}").stdout == "here\n", 30)
+    s.screenshot("history-group")
     assert s.errors == [], s.errors
     assert not any(KEY in b for b in s.bodies)
