@@ -11,17 +11,20 @@ What the stand-in supplies, and nothing more:
   daemon must go in as a text node), rpc.declare (params, expect, reject,
   RPCError on a JSON-RPC error), poll.add, ui.addNotification and
   ui.createHandlerFn as LuCI's (the button disabled and spinning until the
-  handler settles), uci.load/get, L.hasViewPermission from the node's
-  readonly state (?ro=1), String.prototype.format, an identity _(), and a
-  form.Map that asks "session access" when its readonly is null and renders
-  each option as one input (no saving, no tabs, no widgets).
+  handler settles), uci.load/get/sections and uci.add/set in the page's copy,
+  L.hasViewPermission from the node's readonly state (?ro=1),
+  String.prototype.format, an identity _(), and a form.Map that asks
+  "session access" when its readonly is null and renders each option as one
+  input, a GridSection as a row per section of its type (no saving to the
+  router, no tabs, no widgets: save() redraws from the page's copy).
 - On the server (tests/luci_standin.py): uhttpd's /ubus as LuCI meets it:
   "Object not found" for an absent object, "Access denied" from the app's own
   ACL file (an admin session with its read and write grants, a viewer with
   read alone), "Invalid parameters" for a browser-supplied ubus_rpc_session;
   luci.owsync status/sync/sync_peer relayed to the real daemon's control
   socket (absent when it does not answer), null values dropped as blobmsg
-  does; owsync.key info/set by running the real rpcd plugin
+  does, its ``groups`` replaced by the test's when a test sets one;
+  owsync.key info/set by running the real rpcd plugin
   (openwrt/owsync/files/usr/libexec/rpcd/owsync.key) on the test's key file; uci get from
   the test's UCI file; rc list and the luci-base grants (uci get, session
   access) fixed.
