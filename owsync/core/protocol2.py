@@ -34,7 +34,7 @@ from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
 from . import protocol
-from .crypto import aesgcm, hkdf_sha256, invalid_tag
+from .crypto import frame_cipher, hkdf_sha256, invalid_tag
 from .protocol import ProtocolError, record_from_wire
 from .state import Record
 
@@ -280,12 +280,12 @@ def frame_nonce(counter: int) -> bytes:
     return b"\0\0\0\0" + counter.to_bytes(8, "big")
 
 
-def _aead(key: bytes | None):
+def _aead(key: bytes | None, encrypt: bool):
+    """The frame cipher of one direction (a context of its own: see
+    crypto.frame_cipher); None in plain mode."""
     if key is None:
         return None
-    if len(key) != 32:
-        raise ValueError("AES-256-GCM needs a 32-byte key")
-    return aesgcm(key)
+    return frame_cipher(key, encrypt)
 
 
 # --- framing ----------------------------------------------------------------
@@ -324,7 +324,7 @@ class FrameWriter:
 
     def __init__(self, key: bytes | None, table: FrameTable | None = None) -> None:
         self._key = key
-        self._aead = _aead(key)
+        self._aead = _aead(key, True)
         self.table = table or V2_FRAMES
         self.counter = 0  # frames written (under the current key)
         self.ended = False  # END written: only DONE or ERROR may follow
@@ -342,9 +342,11 @@ class FrameWriter:
         if self.counter >= COUNTER_LIMIT:
             raise ProtocolError("frame counter exhausted; the session cannot go on")
         aead = self._aead
-        header = _HEADER.pack(len(body) + (TAG if aead else 0), ftype)
-        if aead is not None:
-            body = aead.encrypt(frame_nonce(self.counter), body, header)
+        if aead is None:
+            frame = _HEADER.pack(len(body), ftype) + body
+        else:
+            header = _HEADER.pack(len(body) + TAG, ftype)
+            frame = aead.seal_frame(frame_nonce(self.counter), header, body)
         self.counter += 1
         if ftype in self.table.closing:
             self.ended = self.closed = True
@@ -352,9 +354,9 @@ class FrameWriter:
             self.ended = True
         elif ftype == self.table.rekey:
             self._key = next_key(self._key)
-            self._aead = _aead(self._key)
+            self._aead = _aead(self._key, True)
             self.counter = 0
-        return header + body
+        return frame
 
 
 class FrameReader:
@@ -370,7 +372,7 @@ class FrameReader:
     def __init__(self, key: bytes | None, table: FrameTable | None = None) -> None:
         self._key = key
         self.table = table or V2_FRAMES
-        self._aead = _aead(key)
+        self._aead = _aead(key, False)
         self._over = TAG if self._aead is not None else 0
         if self._aead is not None:
             self._invalid_tag = invalid_tag()
@@ -453,17 +455,17 @@ class FrameReader:
             self.ended = True
         elif ftype == self.table.rekey:  # what follows is sealed under the next key
             self._key = next_key(self._key)
-            self._aead = _aead(self._key)
+            self._aead = _aead(self._key, False)
             self.counter = 0
         return frame
 
     def _open(self, src: bytes, pos: int, n: int, ftype: int, name: str):
-        start = pos + HEADER_SIZE
-        body = memoryview(src)[start : start + n]
         if self._aead is None:
+            start = pos + HEADER_SIZE
+            body = memoryview(src)[start : start + n]
             return body if ftype == CHUNK else bytes(body)
         try:
-            return self._aead.decrypt(frame_nonce(self.counter), body, src[pos:start])
+            return self._aead.open_frame(frame_nonce(self.counter), src, pos, HEADER_SIZE, n)
         except self._invalid_tag:
             raise self._fail(
                 f"frame {self.counter} ({name}) failed authentication: wrong key, or a"
