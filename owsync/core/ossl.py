@@ -134,9 +134,11 @@ class Lib:
             fn.argtypes = argtypes
             setattr(self, name, fn)
         self.gcm = self.EVP_aes_256_gcm()
-        # the same functions undeclared, for FrameCipher's calls (dll[name]
-        # makes a new function object; getattr's is the one declared above)
-        self.raw = {name: dll[name] for name in _RAW}
+        # the same functions undeclared and holding the GIL, for FrameCipher's
+        # calls of a microsecond or two: no other thread is let in five times
+        # per frame (PyDLL's functions keep it; dll[name] is a new object)
+        keep_gil = ctypes.PyDLL(dll._name, handle=dll._handle)
+        self.raw = {name: keep_gil[name] for name in _RAW}
         for name in _RAW:
             self.raw[name].restype = None if name == "ERR_clear_error" else _INT
         probe = b"owsync"
@@ -387,13 +389,14 @@ class FrameCipher:
     body in one call, and sets or gets the tag: five libcrypto calls, made
     through function objects without argtypes (every argument is already a
     ctypes object, bytes, None or a small int), which cost a third of
-    declared ones.  Frames up to 8 KiB are written into a buffer of the
-    object's own and copied out once.  A context is not shared between
-    threads: one object per writer or reader, used by one thread at a time.
+    declared ones, and keep the GIL.  Frames up to 8 KiB are written into a
+    buffer of the object's own and copied out once.  A context is not shared
+    between threads: one object per writer or reader, used by one thread at
+    a time.
     """
 
     __slots__ = ("_ctx", "_free", "_init", "_update", "_final", "_ctrl", "_clear",
-                 "_n", "_ref", "_out", "_scratch", "_direct")  # fmt: skip
+                 "_n", "_ref", "_out", "_view", "_scratch", "_direct")  # fmt: skip
 
     def __init__(self, lib: Lib, key: bytes, encrypt: bool) -> None:
         raw = lib.raw
@@ -408,6 +411,7 @@ class FrameCipher:
         self._n = ctypes.c_int(0)
         self._ref = ctypes.byref(self._n)
         self._out: ctypes.Array | None = None  # made at the first small frame
+        self._view: memoryview | None = None  # of _out, as bytes
         self._scratch = ctypes.create_string_buffer(32)  # Final's output (none for GCM)
         self._direct = lib.direct_addresses
 
@@ -417,14 +421,16 @@ class FrameCipher:
             self._free(ctx)
             self._ctx = None
 
-    def _buffer(self, size: int):
-        """An output buffer of ``size`` bytes: the object's own for a small frame."""
+    def _buffer(self, size: int) -> tuple[ctypes.Array, memoryview]:
+        """An output buffer of ``size`` bytes and a view of it: the object's
+        own for a small frame."""
         if size > _SMALL + 64:
-            return ctypes.create_string_buffer(size)
-        out = self._out
-        if out is None:
-            out = self._out = ctypes.create_string_buffer(_SMALL + 64)
-        return out
+            out = ctypes.create_string_buffer(size)
+            return out, memoryview(out).cast("B")
+        if self._out is None or self._view is None:
+            self._out = ctypes.create_string_buffer(_SMALL + 64)
+            self._view = memoryview(self._out).cast("B")
+        return self._out, self._view
 
     def seal_frame(self, nonce: bytes, header: bytes, body) -> bytes:
         """``header || ciphertext || tag``: the body sealed under ``nonce``,
@@ -435,10 +441,10 @@ class FrameCipher:
         if size >= _PIECE:
             raise ValueError("a frame body of 1 GiB or more")
         total = head + size + TAG
-        out = self._buffer(total)
+        out, view = self._buffer(total)
         base = ctypes.addressof(out)
         ctx, ref = self._ctx, self._ref
-        memoryview(out).cast("B")[:head] = header
+        view[:head] = header
         if self._init(ctx, None, None, None, nonce) != 1:
             raise OpenSSLError("EVP_EncryptInit_ex")
         if self._update(ctx, None, ref, header, head) != 1:
@@ -449,7 +455,7 @@ class FrameCipher:
             raise OpenSSLError("EVP_EncryptFinal_ex")
         if self._ctrl(ctx, _GCM_GET_TAG, TAG, _P(base + head + size)) != 1:
             raise OpenSSLError("EVP_CTRL_GCM_GET_TAG")
-        return out[:total]
+        return view[:total].tobytes()
 
     def open_frame(self, nonce: bytes, src, pos: int, head: int, n: int) -> bytes:
         """The plaintext of the frame at ``pos`` in ``src``: ``head`` bytes of
@@ -464,7 +470,7 @@ class FrameCipher:
         if type(src) is not bytes:
             src, pos = bytes(memoryview(src)[pos : pos + head + n]), 0
         addr = (id(src) + _BYTES_DATA if self._direct else _bytes_address(src)) + pos
-        out = self._buffer(size)
+        out, view = self._buffer(size)
         ctx, ref = self._ctx, self._ref
         if self._init(ctx, None, None, None, nonce) != 1:
             raise OpenSSLError("EVP_DecryptInit_ex")
@@ -477,7 +483,7 @@ class FrameCipher:
         if self._final(ctx, self._scratch, ref) != 1:
             self._clear()
             raise InvalidTag
-        return out[:size]
+        return view[:size].tobytes()
 
 
 class AESGCM:
