@@ -395,8 +395,8 @@ class FrameCipher:
     a time.
     """
 
-    __slots__ = ("_ctx", "_free", "_init", "_update", "_final", "_ctrl", "_clear",
-                 "_n", "_ref", "_out", "_view", "_scratch", "_direct")  # fmt: skip
+    __slots__ = ("_ctx", "_free", "_init", "_update", "_final", "_ctrl", "_clear", "_n",
+                 "_ref", "_out", "_view", "_scratch", "_direct", "_a", "_b", "_c")  # fmt: skip
 
     def __init__(self, lib: Lib, key: bytes, encrypt: bool) -> None:
         raw = lib.raw
@@ -414,6 +414,8 @@ class FrameCipher:
         self._view: memoryview | None = None  # of _out, as bytes
         self._scratch = ctypes.create_string_buffer(32)  # Final's output (none for GCM)
         self._direct = lib.direct_addresses
+        # pointers into a frame, set per call (cheaper than a new c_void_p each)
+        self._a, self._b, self._c = _P(), _P(), _P()
 
     def __del__(self) -> None:
         ctx = getattr(self, "_ctx", None)
@@ -441,19 +443,22 @@ class FrameCipher:
         if size >= _PIECE:
             raise ValueError("a frame body of 1 GiB or more")
         total = head + size + TAG
-        out, view = self._buffer(total)
+        out, view = self._out, self._view
+        if total > _SMALL + 64 or out is None or view is None:
+            out, view = self._buffer(total)
         base = ctypes.addressof(out)
-        ctx, ref = self._ctx, self._ref
+        ctx, ref, body_at, tag_at = self._ctx, self._ref, self._a, self._b
+        body_at.value, tag_at.value = base + head, base + head + size
         view[:head] = header
         if self._init(ctx, None, None, None, nonce) != 1:
             raise OpenSSLError("EVP_EncryptInit_ex")
         if self._update(ctx, None, ref, header, head) != 1:
             raise OpenSSLError("EVP_EncryptUpdate")
-        if size and self._update(ctx, _P(base + head), ref, body, size) != 1:
+        if size and self._update(ctx, body_at, ref, body, size) != 1:
             raise OpenSSLError("EVP_EncryptUpdate")
         if self._final(ctx, self._scratch, ref) != 1:
             raise OpenSSLError("EVP_EncryptFinal_ex")
-        if self._ctrl(ctx, _GCM_GET_TAG, TAG, _P(base + head + size)) != 1:
+        if self._ctrl(ctx, _GCM_GET_TAG, TAG, tag_at) != 1:
             raise OpenSSLError("EVP_CTRL_GCM_GET_TAG")
         return view[:total].tobytes()
 
@@ -470,15 +475,18 @@ class FrameCipher:
         if type(src) is not bytes:
             src, pos = bytes(memoryview(src)[pos : pos + head + n]), 0
         addr = (id(src) + _BYTES_DATA if self._direct else _bytes_address(src)) + pos
-        out, view = self._buffer(size)
-        ctx, ref = self._ctx, self._ref
+        out, view = self._out, self._view
+        if size > _SMALL + 64 or out is None or view is None:
+            out, view = self._buffer(size)
+        ctx, ref, aad_at, body_at, tag_at = self._ctx, self._ref, self._a, self._b, self._c
+        aad_at.value, body_at.value, tag_at.value = addr, addr + head, addr + head + size
         if self._init(ctx, None, None, None, nonce) != 1:
             raise OpenSSLError("EVP_DecryptInit_ex")
-        if self._update(ctx, None, ref, _P(addr), head) != 1:
+        if self._update(ctx, None, ref, aad_at, head) != 1:
             raise OpenSSLError("EVP_DecryptUpdate")
-        if size and self._update(ctx, out, ref, _P(addr + head), size) != 1:
+        if size and self._update(ctx, out, ref, body_at, size) != 1:
             raise OpenSSLError("EVP_DecryptUpdate")
-        if self._ctrl(ctx, _GCM_SET_TAG, TAG, _P(addr + head + size)) != 1:
+        if self._ctrl(ctx, _GCM_SET_TAG, TAG, tag_at) != 1:
             raise OpenSSLError("EVP_CTRL_GCM_SET_TAG")
         if self._final(ctx, self._scratch, ref) != 1:
             self._clear()
