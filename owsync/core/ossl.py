@@ -370,9 +370,8 @@ class Sealer:
 # Where a bytes object's data starts, from its id(): CPython's layout, checked
 # at load() against ctypes (else every frame gets the address through ctypes).
 _BYTES_DATA = bytes.__basicsize__ - 1
-_RAW = ("EVP_EncryptInit_ex", "EVP_EncryptUpdate", "EVP_EncryptFinal_ex",
-        "EVP_DecryptInit_ex", "EVP_DecryptUpdate", "EVP_DecryptFinal_ex",
-        "EVP_CIPHER_CTX_ctrl", "ERR_clear_error")  # fmt: skip
+_RAW = ("EVP_EncryptInit_ex", "EVP_DecryptInit_ex", "EVP_Cipher", "EVP_CIPHER_CTX_ctrl",
+        "ERR_clear_error")  # fmt: skip
 _SMALL = 8 * 1024  # frames up to this size use the context's own output buffer
 
 
@@ -384,44 +383,47 @@ class FrameCipher:
     """AES-256-GCM of one key in one direction, frame after frame: the frames
     of one protocol2 FrameWriter or FrameReader.
 
-    One EVP_CIPHER_CTX holds the key's schedule for the object's life; each
-    frame only sets its nonce, feeds the header as associated data and the
-    body in one call, and sets or gets the tag: five libcrypto calls, made
-    through function objects without argtypes (every argument is already a
-    ctypes object, bytes, None or a small int), which cost a third of
-    declared ones, and keep the GIL.  Frames up to 8 KiB are written into a
-    buffer of the object's own and copied out once.  A context is not shared
-    between threads: one object per writer or reader, used by one thread at
-    a time.
+    One EVP_CIPHER_CTX holds the key's schedule for the object's life.  A
+    frame sets its nonce (EVP_*Init_ex with no cipher and no key), feeds the
+    header as associated data and the body in one EVP_Cipher call each, and
+    gets or sets the tag and finishes: five libcrypto calls.  Each ctypes call
+    costs some 3,000 instructions, more than AES-GCM of 2 KiB; so they go
+    through function objects without argtypes (every argument already a
+    ctypes array, pointer, bytes, None or a small int: the context is an
+    array at its address, which ctypes passes for the least), that keep the
+    GIL, and EVP_Cipher takes one argument less than EVP_*Update and _Final.
+    Frames up to 8 KiB are written into a buffer of the object's own and
+    copied out once.  A context is not shared between threads: one object
+    per writer or reader, used by one thread at a time.
+
+    EVP_Cipher on GCM (a custom cipher, in 1.1.1 as in 3): associated data
+    with no output returns its length, data its length, no input finishes
+    and returns 0, or -1 where a tag does not match.
     """
 
-    __slots__ = ("_ctx", "_free", "_init", "_update", "_final", "_ctrl", "_clear", "_n",
-                 "_ref", "_out", "_view", "_scratch", "_direct", "_a", "_b", "_c")  # fmt: skip
+    __slots__ = ("_raw", "_ctx", "_free", "_init", "_cipher", "_ctrl", "_clear",
+                 "_out", "_view", "_direct", "_a", "_b", "_c")  # fmt: skip
 
     def __init__(self, lib: Lib, key: bytes, encrypt: bool) -> None:
         raw = lib.raw
-        side = "Encrypt" if encrypt else "Decrypt"
-        self._init = raw[f"EVP_{side}Init_ex"]
-        self._update = raw[f"EVP_{side}Update"]
-        self._final = raw[f"EVP_{side}Final_ex"]
+        self._init = raw["EVP_EncryptInit_ex" if encrypt else "EVP_DecryptInit_ex"]
+        self._cipher = raw["EVP_Cipher"]
         self._ctrl = raw["EVP_CIPHER_CTX_ctrl"]
         self._clear = raw["ERR_clear_error"]
         self._free = lib.EVP_CIPHER_CTX_free
-        self._ctx: _P | None = _P(lib._cipher_ctx(key, bytes(NONCE), encrypt))  # keyed once
-        self._n = ctypes.c_int(0)
-        self._ref = ctypes.byref(self._n)
+        self._raw: int | None = lib._cipher_ctx(key, bytes(NONCE), encrypt)  # keyed once
+        self._ctx = (ctypes.c_char * 1).from_address(self._raw)
         self._out: ctypes.Array | None = None  # made at the first small frame
         self._view: memoryview | None = None  # of _out, as bytes
-        self._scratch = ctypes.create_string_buffer(32)  # Final's output (none for GCM)
         self._direct = lib.direct_addresses
         # pointers into a frame, set per call (cheaper than a new c_void_p each)
         self._a, self._b, self._c = _P(), _P(), _P()
 
     def __del__(self) -> None:
-        ctx = getattr(self, "_ctx", None)
+        ctx = getattr(self, "_raw", None)
         if ctx:
+            self._raw = None
             self._free(ctx)
-            self._ctx = None
 
     def _buffer(self, size: int) -> tuple[ctypes.Array, memoryview]:
         """An output buffer of ``size`` bytes and a view of it: the object's
@@ -447,17 +449,17 @@ class FrameCipher:
         if total > _SMALL + 64 or out is None or view is None:
             out, view = self._buffer(total)
         base = ctypes.addressof(out)
-        ctx, ref, body_at, tag_at = self._ctx, self._ref, self._a, self._b
+        ctx, cipher, body_at, tag_at = self._ctx, self._cipher, self._a, self._b
         body_at.value, tag_at.value = base + head, base + head + size
         view[:head] = header
         if self._init(ctx, None, None, None, nonce) != 1:
             raise OpenSSLError("EVP_EncryptInit_ex")
-        if self._update(ctx, None, ref, header, head) != 1:
-            raise OpenSSLError("EVP_EncryptUpdate")
-        if size and self._update(ctx, body_at, ref, body, size) != 1:
-            raise OpenSSLError("EVP_EncryptUpdate")
-        if self._final(ctx, self._scratch, ref) != 1:
-            raise OpenSSLError("EVP_EncryptFinal_ex")
+        if cipher(ctx, None, header, head) != head:
+            raise OpenSSLError("EVP_Cipher (associated data)")
+        if size and cipher(ctx, body_at, body, size) != size:
+            raise OpenSSLError("EVP_Cipher")
+        if cipher(ctx, None, None, 0) != 0:
+            raise OpenSSLError("EVP_Cipher (final)")
         if self._ctrl(ctx, _GCM_GET_TAG, TAG, tag_at) != 1:
             raise OpenSSLError("EVP_CTRL_GCM_GET_TAG")
         return view[:total].tobytes()
@@ -478,17 +480,18 @@ class FrameCipher:
         out, view = self._out, self._view
         if size > _SMALL + 64 or out is None or view is None:
             out, view = self._buffer(size)
-        ctx, ref, aad_at, body_at, tag_at = self._ctx, self._ref, self._a, self._b, self._c
+        ctx, cipher = self._ctx, self._cipher
+        aad_at, body_at, tag_at = self._a, self._b, self._c
         aad_at.value, body_at.value, tag_at.value = addr, addr + head, addr + head + size
         if self._init(ctx, None, None, None, nonce) != 1:
             raise OpenSSLError("EVP_DecryptInit_ex")
-        if self._update(ctx, None, ref, aad_at, head) != 1:
-            raise OpenSSLError("EVP_DecryptUpdate")
-        if size and self._update(ctx, out, ref, body_at, size) != 1:
-            raise OpenSSLError("EVP_DecryptUpdate")
+        if cipher(ctx, None, aad_at, head) != head:
+            raise OpenSSLError("EVP_Cipher (associated data)")
+        if size and cipher(ctx, out, body_at, size) != size:
+            raise OpenSSLError("EVP_Cipher")
         if self._ctrl(ctx, _GCM_SET_TAG, TAG, tag_at) != 1:
             raise OpenSSLError("EVP_CTRL_GCM_SET_TAG")
-        if self._final(ctx, self._scratch, ref) != 1:
+        if cipher(ctx, None, None, 0) != 0:
             self._clear()
             raise InvalidTag
         return view[:size].tobytes()
