@@ -55,6 +55,8 @@ def run_once(cmd: list[str], base: Path, src: Path, c_style: bool, expected: int
     src_db = db_dir / f"src-{tag}.db"
     os.sync()  # start from a clean page cache: no writeback left from the previous run
     warm(src)
+    # run in ``tree``: ``python -m`` puts the working directory first on
+    # sys.path, so run from another checkout it would import that one's owsync
     env = dict(os.environ, PYTHONPATH=str(tree))
     if PYCACHE is not None:  # byte-compiled, as installed (see main)
         env.pop("PYTHONDONTWRITEBYTECODE", None)
@@ -65,7 +67,7 @@ def run_once(cmd: list[str], base: Path, src: Path, c_style: bool, expected: int
     listen = subprocess.Popen(
         [*cmd, "listen", "-H", "127.0.0.1", "-P", str(port), *mode, "-i", "*",
          "-d", str(dst), "-b", str(db_dir / f"dst-{tag}.db")],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=env, cwd=tree, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 10
@@ -78,7 +80,7 @@ def run_once(cmd: list[str], base: Path, src: Path, c_style: bool, expected: int
         connect = subprocess.Popen(
             [*cmd, "connect", peer, "-P", str(port), *mode, "-i", "*", "-d", str(src),
              "-b", str(src_db)],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            env=env, cwd=tree, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         assert connect.stderr is not None
         err = connect.stderr.read()
