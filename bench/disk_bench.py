@@ -55,6 +55,8 @@ def run_once(cmd: list[str], base: Path, src: Path, c_style: bool, expected: int
     src_db = db_dir / f"src-{tag}.db"
     os.sync()  # start from a clean page cache: no writeback left from the previous run
     warm(src)
+    # run in ``tree``: ``python -m`` puts the working directory first on
+    # sys.path, so run from another checkout it would import that one's owsync
     env = dict(os.environ, PYTHONPATH=str(tree))
     if PYCACHE is not None:  # byte-compiled, as installed (see main)
         env.pop("PYTHONDONTWRITEBYTECODE", None)
@@ -65,7 +67,7 @@ def run_once(cmd: list[str], base: Path, src: Path, c_style: bool, expected: int
     listen = subprocess.Popen(
         [*cmd, "listen", "-H", "127.0.0.1", "-P", str(port), *mode, "-i", "*",
          "-d", str(dst), "-b", str(db_dir / f"dst-{tag}.db")],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=env, cwd=tree, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 10
@@ -73,23 +75,36 @@ def run_once(cmd: list[str], base: Path, src: Path, c_style: bool, expected: int
             time.sleep(0.05)  # no probe connection: 1.2.0's listener serves one at a time
         # the C 1.2.0 build takes the port from -P, not from host:port
         peer = "127.0.0.1" if c_style else f"127.0.0.1:{port}"
+        listen_cpu = cpu_seconds(listen.pid)
         t = time.perf_counter()
-        r = subprocess.run(
+        connect = subprocess.Popen(
             [*cmd, "connect", peer, "-P", str(port), *mode, "-i", "*", "-d", str(src),
              "-b", str(src_db)],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            env=env, cwd=tree, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
-        if r.returncode != 0:
-            return None, r.stderr.strip()[-200:]
+        assert connect.stderr is not None
+        err = connect.stderr.read()
+        _, status, usage = os.wait4(connect.pid, 0)
+        connect.returncode = os.waitstatus_to_exitcode(status)
+        if connect.returncode != 0:
+            return None, err.strip()[-200:], 0.0
         # 1.2.0's connect can return while its peer still writes: time until all arrived
         deadline = time.monotonic() + 120
         while arrived(dst) < expected and time.monotonic() < deadline:
             time.sleep(0.02)
         took = time.perf_counter() - t
+        listen_cpu = cpu_seconds(listen.pid) - listen_cpu
     finally:
         listen.terminate()
         listen.wait(10)
-    return took, arrived(dst)
+    return took, arrived(dst), listen_cpu + usage.ru_utime + usage.ru_stime
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds of a running process, all its threads."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def warm(src: Path) -> None:
@@ -157,12 +172,13 @@ def fresh_runs(args, nodes, src: Path) -> None:
     cases = [(name, cmd, c_style, tree, plain) for plain in (True, False)
              for name, cmd, c_style, tree in nodes]  # fmt: skip
     runs: dict[tuple[str, bool], list[float]] = {(c[0], c[4]): [] for c in cases}
+    cpus: dict[tuple[str, bool], list[float]] = {(c[0], c[4]): [] for c in cases}
     for _name, cmd, c_style, tree, plain in cases:  # warm-up, untimed: writes the bytecode
         with fresh_ext4(args.dir, 64) as mnt:
             small = mnt / "src"
             small.mkdir()
             fill(small, 10, 100)
-            run_once(cmd, mnt, small, c_style, 10, "warm", tree, plain=plain)
+            run_once(cmd, mnt, small, c_style, 10, "warm", tree, plain=plain)  # untimed
     loads = []
     for i in range(args.repeat):
         order = cases[i % len(cases) :] + cases[: i % len(cases)]
@@ -170,14 +186,15 @@ def fresh_runs(args, nodes, src: Path) -> None:
         for name, cmd, c_style, tree, plain in order:
             for _ in range(2):
                 with fresh_ext4(args.dir, args.image_mib) as mnt:
-                    took, got = run_once(cmd, mnt, src, c_style, args.files, "run", tree,
-                                         plain=plain)  # fmt: skip
+                    took, got, cpu = run_once(cmd, mnt, src, c_style, args.files, "run",
+                                              tree, plain=plain)  # fmt: skip
                 if took is not None:
                     break
                 print(f"  {name}: a session failed ({got}); run again")
             if got != args.files:
                 sys.exit(f"{name}: {got} files arrived, not {args.files}")
             runs[name, plain].append(took)
+            cpus[name, plain].append(cpu)
     loads.append(os.getloadavg()[0])
     med = {k: statistics.median(v) for k, v in runs.items()}
     print(f"  load average (1 min) at each round: {', '.join(f'{x:.2f}' for x in loads)}")
@@ -190,9 +207,16 @@ def fresh_runs(args, nodes, src: Path) -> None:
             if name != c:
                 print(f"  {name + ' / 1.2.0':22s} {med[name, True] / med[c, True]:6.2f}x "
                       f"{med[name, False] / med[c, False]:8.2f}x")  # fmt: skip
+    # CPU seconds of both processes in the timed window (the listener's from
+    # the connect on, the whole connect): what a loaded machine blurs less
+    cpu = {k: statistics.median(v) for k, v in cpus.items()}
+    print("  CPU seconds, listener + connect, median:")
+    for name, *_ in nodes:
+        print(f"  {name:22s} {cpu[name, True]:6.2f} s {cpu[name, False]:8.2f} s")
     for (name, plain), times in runs.items():
         mode = "plain" if plain else "encrypted"
-        print(f"  runs, {name}, {mode}: {', '.join(f'{r:.2f}' for r in times)}")
+        print(f"  runs, {name}, {mode}: {', '.join(f'{r:.2f}' for r in times)}"
+              f" (CPU {', '.join(f'{c:.2f}' for c in cpus[name, plain])})")  # fmt: skip
 
 
 def main() -> None:
@@ -243,10 +267,11 @@ def main() -> None:
             # before the run age (see bench/README.md), which favours the last
             order = nodes[i % len(nodes) :] + nodes[: i % len(nodes)]
             for j, (name, cmd, c_style, tree) in enumerate(order):
-                took, got = run_once(cmd, base, src, c_style, args.files, f"{i}-{j}", tree)
+                took, got, _ = run_once(cmd, base, src, c_style, args.files, f"{i}-{j}", tree)
                 if took is None:  # a failed session: say so, and run it again
                     print(f"  {name}: a session failed ({got}); run again")
-                    took, got = run_once(cmd, base, src, c_style, args.files, f"{i}-{j}-r", tree)
+                    took, got, _ = run_once(cmd, base, src, c_style, args.files, f"{i}-{j}-r",
+                                            tree)  # fmt: skip
                 if got != args.files:
                     sys.exit(f"{name}: {got} files arrived, not {args.files}")
                 runs[name].append(took)

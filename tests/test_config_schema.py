@@ -45,6 +45,7 @@ from owsync.openwrt.uci_config import (
     OPTIONS,
     config_from_section,
     config_from_sections,
+    group_validation_spec,
     validation_spec,
 )
 from owsync.service.config import Config, ConfigError, load_file, parse_text
@@ -270,6 +271,21 @@ def test_the_init_scripts_validation_list_is_the_schemas():
     assert "enabled:bool:1" in listed
 
 
+def test_the_init_scripts_group_validation_list_is_the_schemas():
+    body = re.search(r"validate_owsync_group\(\) \{\n(.*?)\n\}", INIT.read_text(), re.S)
+    assert body, "no validate_owsync_group in the init script"
+    assert "uci_load_validate owsync group " in body.group(1)
+    listed = re.findall(r"'([^']+)'", body.group(1))
+    assert listed == group_validation_spec()
+    # every option of a group, with the schema's datatype (a group's dir may be missing)
+    assert [item.split(":")[0] for item in listed] == list(GROUP_BY_UCI)
+    for item in listed:
+        name, datatype = item.split(":")[:2]
+        expected = "string" if name == "dir" else GROUP_BY_UCI[name].datatype()
+        assert datatype == expected, item
+    assert "restart:list(hostname)" in listed and "enabled:bool:1" in listed
+
+
 def validate_data() -> str:
     root = os.environ.get("OWSYNC_OPENWRT_ROOT", "")
     tool = Path(root) / "sbin/validate_data"
@@ -369,6 +385,28 @@ def test_luci_settings_fields_agree_with_the_schema():
     assert {f["name"] for f in fields} >= {"enabled", "peer", "plain_mode", "include",
                                            "exclude", "port", "host", "poll_interval",
                                            "log_level", "min_protocol"}  # fmt: skip
+
+
+def test_luci_group_fields_agree_with_the_schema():
+    """The Groups table (a `config group` section each): every per-group
+    option of the schema, each with its widget, default and an example the
+    daemon accepts."""
+    fields = [f for f in luci_fields(VIEWS / "settings.js") if f["section_type"] == "group"]
+    if not fields:
+        pytest.skip("LuCI's Settings page has no Groups table on this branch")
+    assert [f["name"] for f in fields] == list(GROUP_BY_UCI)
+    for f in fields:
+        s, where = GROUP_BY_UCI[f["name"]], f["name"]
+        if f["widget"] == "Flag":
+            assert s.kind == BOOL and f["default"] == s.describe_default(), where
+        elif f["widget"] == "DynamicList":
+            assert s.multi, where
+        else:
+            assert f["widget"] == "Value" and not s.multi and s.attr == "sync_dir", where
+            # LuCI's `directory` checks nothing in a browser: a missing dir is fine (it waits)
+            assert f["datatype"] in ("directory", "string") and f["rmempty"] is False, where
+        if f["placeholder"] is not None:
+            s.parse(f["placeholder"])
 
 
 def test_luci_accepts_exactly_what_the_daemon_accepts(tmp_path):

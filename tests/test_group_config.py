@@ -19,10 +19,12 @@ from pathlib import Path
 import pytest
 from conftest import BINDINGS, base_env, bindings_env, owsync_cmd
 
+from owsync.core import protocol2
 from owsync.core.examples import EXAMPLES
 from owsync.core.filters import Filter, common_path
 from owsync.core.paths import is_hidden, path_problem
-from owsync.core.settings import is_group_name, is_service
+from owsync.core.protocol2 import valid_group
+from owsync.core.settings import MAX_GROUP_NAME, is_group_name, is_service
 from owsync.openwrt.uci_config import config_from_sections
 from owsync.service.config import MAIN, ConfigError, Group, parse_text
 
@@ -104,8 +106,9 @@ def test_a_missing_dir_waits_a_symlink_or_a_file_is_refused(tmp_path):
     assert [g.name for g in cfg.groups] == ["acme"]
     assert cfg.warnings == [f"group acme: {etc}/acme does not exist; the group waits until it does"]
     (etc / "keys").symlink_to(etc / "dropbear")
-    with pytest.raises(ConfigError, match=r"f.conf: group k: dir .*/keys is a symlink \(to "):
-        parse_text(conf(etc, f"group.k.dir={etc}/keys", "group.k.include=*"), "f.conf")
+    for d in (f"{etc}/keys", f"{etc}/keys/", f"{etc}/keys/."):
+        with pytest.raises(ConfigError, match=r"f.conf: group k: dir .*/keys is a symlink \(to "):
+            parse_text(conf(etc, f"group.k.dir={d}", "group.k.include=*"), "f.conf")
     with pytest.raises(ConfigError, match=r"f.conf: group k: dir .*/passwd is not a directory"):
         parse_text(conf(etc, f"group.k.dir={etc}/passwd", "group.k.include=*"), "f.conf")
 
@@ -256,8 +259,8 @@ def test_uci_group_sections_in_their_order(tmp_path):
     ("body", "message"),
     [
         ("config group\n\toption dir '{etc}/dropbear'\n",
-         "{uci}/owsync: a group section has no name (its name names its database):"
-         " uci rename owsync.cfg"),
+         "{uci}/owsync: a group section has no name (its name names its database and what"
+         " the peers sync it as): uci rename owsync.cfg"),
         ("config group 'g'\n\toption dir '{etc}'\n\tlist include 'config/*'\n",
          "{uci}/owsync: groups main and g would both own {etc}/config/dhcp: give each path"),
         ("config group 'g'\n\tlist dir '/a'\n\tlist dir '/b'\n",
@@ -287,8 +290,15 @@ def test_the_main_section_takes_no_service_actions(tmp_path):
     assert str(err.value).startswith("/c/owsync: owsync.main.restart: restart belongs to a group")
 
 
+def test_a_group_name_is_one_a_hello_can_carry():
+    names = ["main", "a", "_", "Keys_2", "a" * 64, "a" * 65, "a-b", "a.b", "", "é", "a b"]
+    for name in names:
+        assert is_group_name(name) == (valid_group(name) and name != "main"), name
+    assert MAX_GROUP_NAME == protocol2.MAX_GROUP_NAME
+
+
 def test_a_group_named_main_or_badly_is_refused():
-    for name in ("a-b", "a.b", ""):
+    for name in ("a-b", "a.b", "", "a" * 65):
         sections = [("main", "owsync", {}), (name, "group", {"dir": "/srv"})]
         with pytest.raises(ConfigError, match=f"bad group name '{name}'"):
             config_from_sections(sections, path="/c/owsync")

@@ -16,7 +16,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import base_env, owsync_cmd, wait_for
+from conftest import DaemonNode, base_env, free_port, owsync_cmd, tracked, wait_for
 
 from owsync.core.filters import Filter
 from owsync.service.watcher import Inotify, Watcher
@@ -136,3 +136,51 @@ def test_the_watcher_sees_the_groups_files_and_a_new_directory_it_can_hold(tmp_p
         w.join(15)
     assert not w.is_alive()
     assert os.path.isdir(etc / "other")
+
+
+def daemon_watches(pid: int) -> int:
+    """Every inotify watch a process holds, as the kernel counts them."""
+    total = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") != "anon_inode:inotify":
+                continue
+            with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+                total += sum(1 for line in f if line.startswith("inotify wd:"))
+        except OSError:
+            continue  # closed meanwhile
+    return total
+
+
+@pytest.fixture
+def nodes(tmp_path):
+    yield from tracked(tmp_path, DaemonNode)
+
+
+def test_a_daemon_watches_each_group_where_its_patterns_can_match(tmp_path, nodes):
+    """A real daemon with main, an /etc group for passwd/shadow/group and a
+    key directory: one watch each, however deep /etc is (main's '*' watches
+    its whole tree as ever)."""
+    etc, dirs = etc_tree(tmp_path)
+    (etc / "shadow").unlink()
+    (etc / "dropbear/dropbear_rsa_host_key").unlink()
+    a = nodes("a")
+    (a.dir / "sub").mkdir()
+    groups = (
+        f"group.passwd.dir={etc}\n"
+        + "".join(f"group.passwd.include={p}\n" for p in NARROW)
+        + f"group.keys.dir={etc}/dropbear\ngroup.keys.include=dropbear_*_host_key\n"
+    )
+    a.configure([f"127.0.0.1:{free_port()}"], extra=groups).start()
+
+    def files(name: str) -> int | None:
+        row = next((g for g in a.status().get("groups", []) if g["name"] == name), None)
+        return row and row["files"]
+
+    assert wait_for(lambda: files("passwd") == 2 and files("keys") == 0, 30), a.text()
+    # new files, noticed by the watchers alone (the next poll is a minute away)
+    (etc / "shadow").write_text("root:*:1::::::")
+    (etc / "dropbear/dropbear_ed25519_host_key").write_text("k")
+    assert wait_for(lambda: files("passwd") == 3 and files("keys") == 1, 30), a.text()
+    # main: its directory and 'sub'; passwd: /etc alone; keys: its directory
+    assert daemon_watches(a.proc.pid) == 2 + 1 + 1, len(dirs)

@@ -89,3 +89,98 @@ def test_hkdf_rfc5869_and_cryptography():
             key = os.urandom(32)
             ref = HKDF(algorithm=hashes.SHA256(), length=length, salt=s, info=b"i").derive(key)
             assert crypto.hkdf_sha256(key, s, b"i", length) == ref
+
+
+def _frame_header(size: int) -> bytes:
+    return (size + 16).to_bytes(4, "big") + b"\x07"
+
+
+@pytest.mark.parametrize("direct", [True, False])
+def test_frame_cipher_same_as_cryptography_frame_after_frame(direct):
+    """One context per direction, its nonce reset per frame: every frame is
+    cryptography's AESGCM of it, whatever came before (sizes across the
+    context's own buffer and beyond, bodies of every buffer type, frames
+    read in place at an offset or from a copy)."""
+    key = os.urandom(32)
+    ref = AESGCM(key)
+    enc, dec = ossl.FrameCipher(LIB, key, True), ossl.FrameCipher(LIB, key, False)
+    dec._direct = enc._direct = direct  # also the path where id() is not the address
+    small = ossl._SMALL + 64  # the context's own buffer: whole frames to seal, bodies to open
+    sizes = [0, 1, 2048, 15, small - 21, small - 20, small, small + 1, 70000, 3]
+    for counter, size in enumerate(sizes):
+        nonce = bytes(4) + counter.to_bytes(8, "big")
+        body, header = os.urandom(size), _frame_header(size)
+        want = header + ref.encrypt(nonce, body, header)
+        for form in forms(body):
+            assert enc.seal_frame(nonce, header, form) == want
+        stream = os.urandom(counter) + want + os.urandom(3)  # the frame at an offset
+        for src in (stream, bytearray(stream), memoryview(stream)):
+            assert dec.open_frame(nonce, src, counter, 5, size + 16) == body
+
+
+def test_frame_cipher_refuses_and_goes_on():
+    """A frame that does not authenticate (tag, body, header, nonce, key) is
+    InvalidTag and leaves no OpenSSL error behind; the next good frame opens."""
+    key = os.urandom(32)
+    nonce, body = bytes(12), b"a frame body"
+    header = _frame_header(len(body))
+    good = header + AESGCM(key).encrypt(nonce, body, header)
+    dec = ossl.FrameCipher(LIB, key, False)
+    n = len(good) - 5
+    for bad, bad_nonce in (
+        (good[:-1] + bytes([good[-1] ^ 1]), nonce),  # the tag
+        (good[:5] + bytes([good[5] ^ 1]) + good[6:], nonce),  # the ciphertext
+        (bytes([good[0] ^ 1]) + good[1:], nonce),  # the header
+        (good, bytes(11) + b"\x01"),  # another counter
+        (header + AESGCM(os.urandom(32)).encrypt(nonce, body, header), nonce),  # another key
+    ):
+        with pytest.raises(ossl.InvalidTag):
+            dec.open_frame(bad_nonce, bad, 0, 5, n)
+        assert dec.open_frame(nonce, good, 0, 5, n) == body
+    with pytest.raises(ossl.InvalidTag):
+        dec.open_frame(nonce, good[:20], 0, 5, 15)  # shorter than a tag
+    assert _error_queue_empty()
+
+
+def _error_queue_empty() -> bool:
+    """Whether this thread's OpenSSL error queue is empty (hashlib and
+    cryptography would find what is left there)."""
+    import ctypes
+
+    for name in ossl._NAMES:
+        try:
+            dll = ctypes.CDLL(name)
+        except OSError:
+            continue
+        dll.ERR_peek_error.restype = ctypes.c_ulong
+        return dll.ERR_peek_error() == 0
+    raise AssertionError("no libcrypto, though LIB loaded")
+
+
+def test_frame_ciphers_one_per_thread():
+    """Contexts are per object: two threads sealing and opening with objects
+    of their own at the same time get every frame right."""
+    import threading
+
+    key = os.urandom(32)
+    ref = AESGCM(key)
+    failures: list[str] = []
+
+    def work(seed: int) -> None:
+        enc, dec = ossl.FrameCipher(LIB, key, True), ossl.FrameCipher(LIB, key, False)
+        for counter in range(2000):
+            nonce = seed.to_bytes(4, "big") + counter.to_bytes(8, "big")
+            body = os.urandom(counter % 300)
+            header = _frame_header(len(body))
+            frame = enc.seal_frame(nonce, header, body)
+            if frame != header + ref.encrypt(nonce, body, header):
+                failures.append(f"thread {seed}: frame {counter} sealed wrong")
+            if dec.open_frame(nonce, frame, 0, 5, len(frame) - 5) != body:
+                failures.append(f"thread {seed}: frame {counter} opened wrong")
+
+    threads = [threading.Thread(target=work, args=(seed,)) for seed in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []

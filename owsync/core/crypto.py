@@ -130,6 +130,40 @@ def gcm_sealer(key: bytes, nonce: bytes):
     return _CryptographySealer(key, nonce)
 
 
+class _AeadFrames:
+    """cryptography's AESGCM (or ossl's, where FrameCipher is not there), as
+    ossl.FrameCipher is called."""
+
+    __slots__ = ("_aead",)
+
+    def __init__(self, key: bytes) -> None:
+        self._aead = aesgcm(key)
+
+    def seal_frame(self, nonce: bytes, header: bytes, body) -> bytes:
+        return header + self._aead.encrypt(nonce, body, header)
+
+    def open_frame(self, nonce: bytes, src, pos: int, head: int, n: int) -> bytes:
+        start = pos + head
+        return self._aead.decrypt(nonce, memoryview(src)[start : start + n], src[pos:start])
+
+
+def frame_cipher(key: bytes, encrypt: bool):
+    """AES-256-GCM of one key in one direction, for the frames of one writer or
+    reader (one thread at a time): ``seal_frame(nonce, header, body)`` gives
+    ``header || ciphertext || tag``; ``open_frame(nonce, src, pos, head, n)``
+    the plaintext of the frame at ``pos`` in ``src`` (``head`` bytes of
+    header, the associated data, then ``n`` of ciphertext and tag), raising
+    :func:`invalid_tag`'s exception if it does not authenticate."""
+    if len(key) != 32:
+        raise ValueError("AES-256-GCM needs a 32-byte key")
+    lib = _libcrypto()
+    if lib is not None:
+        from .ossl import FrameCipher  # loaded by _libcrypto already
+
+        return FrameCipher(lib, key, encrypt)
+    return _AeadFrames(key)
+
+
 def hkdf_sha256(ikm: bytes, salt: bytes | None, info: bytes, length: int) -> bytes:
     """HKDF-SHA256 (RFC 5869); ``salt`` None is a zero salt, as cryptography's."""
     import hashlib  # lazy: as in fingerprint

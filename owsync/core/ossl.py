@@ -134,6 +134,15 @@ class Lib:
             fn.argtypes = argtypes
             setattr(self, name, fn)
         self.gcm = self.EVP_aes_256_gcm()
+        # the same functions undeclared and holding the GIL, for FrameCipher's
+        # calls of a microsecond or two: no other thread is let in five times
+        # per frame (PyDLL's functions keep it; dll[name] is a new object)
+        keep_gil = ctypes.PyDLL(dll._name, handle=dll._handle)
+        self.raw = {name: keep_gil[name] for name in _RAW}
+        for name in _RAW:
+            self.raw[name].restype = None if name == "ERR_clear_error" else _INT
+        probe = b"owsync"
+        self.direct_addresses = id(probe) + _BYTES_DATA == _bytes_address(probe)
 
     # --- AES-256-GCM ---------------------------------------------------------
 
@@ -356,6 +365,136 @@ class Sealer:
     def __del__(self) -> None:  # a sealing abandoned midway
         if getattr(self, "_ctx", None):
             self._lib.EVP_CIPHER_CTX_free(self._ctx)
+
+
+# Where a bytes object's data starts, from its id(): CPython's layout, checked
+# at load() against ctypes (else every frame gets the address through ctypes).
+_BYTES_DATA = bytes.__basicsize__ - 1
+_RAW = ("EVP_EncryptInit_ex", "EVP_DecryptInit_ex", "EVP_Cipher", "EVP_CIPHER_CTX_ctrl",
+        "ERR_clear_error")  # fmt: skip
+_SMALL = 8 * 1024  # frames up to this size use the context's own output buffer
+
+
+def _bytes_address(data: bytes) -> int:
+    return ctypes.cast(ctypes.c_char_p(data), _P).value or 0
+
+
+class FrameCipher:
+    """AES-256-GCM of one key in one direction, frame after frame: the frames
+    of one protocol2 FrameWriter or FrameReader.
+
+    One EVP_CIPHER_CTX holds the key's schedule for the object's life.  A
+    frame sets its nonce (EVP_*Init_ex with no cipher and no key), feeds the
+    header as associated data and the body in one EVP_Cipher call each, and
+    gets or sets the tag and finishes: five libcrypto calls.  Each ctypes call
+    costs some 3,000 instructions, more than AES-GCM of 2 KiB; so they go
+    through function objects without argtypes (every argument already a
+    ctypes array, pointer, bytes, None or a small int: the context is an
+    array at its address, which ctypes passes for the least), that keep the
+    GIL, and EVP_Cipher takes one argument less than EVP_*Update and _Final.
+    Frames up to 8 KiB are written into a buffer of the object's own and
+    copied out once.  A context is not shared between threads: one object
+    per writer or reader, used by one thread at a time.
+
+    EVP_Cipher on GCM (a custom cipher, in 1.1.1 as in 3): associated data
+    with no output returns its length, data its length, no input finishes
+    and returns 0, or -1 where a tag does not match.
+    """
+
+    __slots__ = ("_raw", "_ctx", "_free", "_init", "_cipher", "_ctrl", "_clear",
+                 "_out", "_view", "_direct", "_a", "_b", "_c")  # fmt: skip
+
+    def __init__(self, lib: Lib, key: bytes, encrypt: bool) -> None:
+        raw = lib.raw
+        self._init = raw["EVP_EncryptInit_ex" if encrypt else "EVP_DecryptInit_ex"]
+        self._cipher = raw["EVP_Cipher"]
+        self._ctrl = raw["EVP_CIPHER_CTX_ctrl"]
+        self._clear = raw["ERR_clear_error"]
+        self._free = lib.EVP_CIPHER_CTX_free
+        self._raw: int | None = lib._cipher_ctx(key, bytes(NONCE), encrypt)  # keyed once
+        self._ctx = (ctypes.c_char * 1).from_address(self._raw)
+        self._out: ctypes.Array | None = None  # made at the first small frame
+        self._view: memoryview | None = None  # of _out, as bytes
+        self._direct = lib.direct_addresses
+        # pointers into a frame, set per call (cheaper than a new c_void_p each)
+        self._a, self._b, self._c = _P(), _P(), _P()
+
+    def __del__(self) -> None:
+        ctx = getattr(self, "_raw", None)
+        if ctx:
+            self._raw = None
+            self._free(ctx)
+
+    def _buffer(self, size: int) -> tuple[ctypes.Array, memoryview]:
+        """An output buffer of ``size`` bytes and a view of it: the object's
+        own for a small frame."""
+        if size > _SMALL + 64:
+            out = ctypes.create_string_buffer(size)
+            return out, memoryview(out).cast("B")
+        if self._out is None or self._view is None:
+            self._out = ctypes.create_string_buffer(_SMALL + 64)
+            self._view = memoryview(self._out).cast("B")
+        return self._out, self._view
+
+    def seal_frame(self, nonce: bytes, header: bytes, body) -> bytes:
+        """``header || ciphertext || tag``: the body sealed under ``nonce``,
+        the header its associated data."""
+        if type(body) is not bytes:
+            body = bytes(body)
+        head, size = len(header), len(body)
+        if size >= _PIECE:
+            raise ValueError("a frame body of 1 GiB or more")
+        total = head + size + TAG
+        out, view = self._out, self._view
+        if total > _SMALL + 64 or out is None or view is None:
+            out, view = self._buffer(total)
+        base = ctypes.addressof(out)
+        ctx, cipher, body_at, tag_at = self._ctx, self._cipher, self._a, self._b
+        body_at.value, tag_at.value = base + head, base + head + size
+        view[:head] = header
+        if self._init(ctx, None, None, None, nonce) != 1:
+            raise OpenSSLError("EVP_EncryptInit_ex")
+        if cipher(ctx, None, header, head) != head:
+            raise OpenSSLError("EVP_Cipher (associated data)")
+        if size and cipher(ctx, body_at, body, size) != size:
+            raise OpenSSLError("EVP_Cipher")
+        if cipher(ctx, None, None, 0) != 0:
+            raise OpenSSLError("EVP_Cipher (final)")
+        if self._ctrl(ctx, _GCM_GET_TAG, TAG, tag_at) != 1:
+            raise OpenSSLError("EVP_CTRL_GCM_GET_TAG")
+        return view[:total].tobytes()
+
+    def open_frame(self, nonce: bytes, src, pos: int, head: int, n: int) -> bytes:
+        """The plaintext of the frame at ``pos`` in ``src``: ``head`` bytes of
+        header (the associated data), then ``n`` bytes of ciphertext and tag,
+        read in place when ``src`` is bytes.  InvalidTag if it does not
+        authenticate."""
+        size = n - TAG
+        if size < 0:
+            raise InvalidTag
+        if n >= _PIECE:
+            raise ValueError("a frame body of 1 GiB or more")
+        if type(src) is not bytes:
+            src, pos = bytes(memoryview(src)[pos : pos + head + n]), 0
+        addr = (id(src) + _BYTES_DATA if self._direct else _bytes_address(src)) + pos
+        out, view = self._out, self._view
+        if size > _SMALL + 64 or out is None or view is None:
+            out, view = self._buffer(size)
+        ctx, cipher = self._ctx, self._cipher
+        aad_at, body_at, tag_at = self._a, self._b, self._c
+        aad_at.value, body_at.value, tag_at.value = addr, addr + head, addr + head + size
+        if self._init(ctx, None, None, None, nonce) != 1:
+            raise OpenSSLError("EVP_DecryptInit_ex")
+        if cipher(ctx, None, aad_at, head) != head:
+            raise OpenSSLError("EVP_Cipher (associated data)")
+        if size and cipher(ctx, out, body_at, size) != size:
+            raise OpenSSLError("EVP_Cipher")
+        if self._ctrl(ctx, _GCM_SET_TAG, TAG, tag_at) != 1:
+            raise OpenSSLError("EVP_CTRL_GCM_SET_TAG")
+        if cipher(ctx, None, None, 0) != 0:
+            self._clear()
+            raise InvalidTag
+        return view[:size].tobytes()
 
 
 class AESGCM:

@@ -34,7 +34,7 @@ from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
 from . import protocol
-from .crypto import aesgcm, hkdf_sha256, invalid_tag
+from .crypto import frame_cipher, hkdf_sha256, invalid_tag
 from .protocol import ProtocolError, record_from_wire
 from .state import Record
 
@@ -276,16 +276,19 @@ def session_keys(psk: bytes | None, initiator: bool, our_hello: bytes, peer_hell
     return Keys(t, *((k_i2r, k_r2i) if initiator else (k_r2i, k_i2r)), initiator)
 
 
+_NONCE = struct.Struct(">4xQ")  # 0(4) || counter(8, big-endian)
+
+
 def frame_nonce(counter: int) -> bytes:
-    return b"\0\0\0\0" + counter.to_bytes(8, "big")
+    return _NONCE.pack(counter)
 
 
-def _aead(key: bytes | None):
+def _aead(key: bytes | None, encrypt: bool):
+    """The frame cipher of one direction (a context of its own: see
+    crypto.frame_cipher); None in plain mode."""
     if key is None:
         return None
-    if len(key) != 32:
-        raise ValueError("AES-256-GCM needs a 32-byte key")
-    return aesgcm(key)
+    return frame_cipher(key, encrypt)
 
 
 # --- framing ----------------------------------------------------------------
@@ -317,6 +320,7 @@ def next_key(key: bytes | None) -> bytes | None:
 
 
 Frame = namedtuple("Frame", "type body")
+_new_frame = tuple.__new__  # Frame(t, b) without the Python-level __new__ of a namedtuple
 
 
 class FrameWriter:
@@ -324,15 +328,16 @@ class FrameWriter:
 
     def __init__(self, key: bytes | None, table: FrameTable | None = None) -> None:
         self._key = key
-        self._aead = _aead(key)
+        self._aead = _aead(key, True)
         self.table = table or V2_FRAMES
         self.counter = 0  # frames written (under the current key)
         self.ended = False  # END written: only DONE or ERROR may follow
         self.closed = False  # DONE or ERROR written: nothing may follow
 
     def frame(self, ftype: int, body: bytes = b"") -> bytes:
-        names = self.table.names
-        lo, hi = self.table.limits[ftype]
+        table = self.table
+        names = table.names
+        lo, hi = table.limits[ftype]
         if not lo <= len(body) <= hi:
             raise ValueError(f"{names[ftype]} body of {len(body)} bytes outside {lo}..{hi}")
         if self.closed or (self.ended and ftype not in (DONE, ERROR)):
@@ -342,19 +347,21 @@ class FrameWriter:
         if self.counter >= COUNTER_LIMIT:
             raise ProtocolError("frame counter exhausted; the session cannot go on")
         aead = self._aead
-        header = _HEADER.pack(len(body) + (TAG if aead else 0), ftype)
-        if aead is not None:
-            body = aead.encrypt(frame_nonce(self.counter), body, header)
+        if aead is None:
+            frame = _HEADER.pack(len(body), ftype) + body
+        else:
+            header = _HEADER.pack(len(body) + TAG, ftype)
+            frame = aead.seal_frame(_NONCE.pack(self.counter), header, body)
         self.counter += 1
-        if ftype in self.table.closing:
+        if ftype in table.closing:
             self.ended = self.closed = True
-        elif ftype == self.table.end:
+        elif ftype == table.end:
             self.ended = True
-        elif ftype == self.table.rekey:
+        elif ftype == table.rekey:
             self._key = next_key(self._key)
-            self._aead = _aead(self._key)
+            self._aead = _aead(self._key, True)
             self.counter = 0
-        return header + body
+        return frame
 
 
 class FrameReader:
@@ -370,7 +377,7 @@ class FrameReader:
     def __init__(self, key: bytes | None, table: FrameTable | None = None) -> None:
         self._key = key
         self.table = table or V2_FRAMES
-        self._aead = _aead(key)
+        self._aead = _aead(key, False)
         self._over = TAG if self._aead is not None else 0
         if self._aead is not None:
             self._invalid_tag = invalid_tag()
@@ -431,10 +438,11 @@ class FrameReader:
     def _header(self, src, pos: int) -> tuple[int, int, str]:
         """The checked length and type of the frame at ``pos``."""
         n, ftype = _HEADER.unpack_from(src, pos)
-        name = self.table.names.get(ftype)
+        table = self.table
+        name = table.names.get(ftype)
         if name is None:
             raise self._fail(f"frame {self.counter}: unknown frame type {ftype}")
-        lo, hi = self.table.limits[ftype]
+        lo, hi = table.limits[ftype]
         if not lo + self._over <= n <= hi + self._over:
             raise self._fail(
                 f"frame {self.counter}: {name} of {n} bytes outside its limits"
@@ -445,25 +453,26 @@ class FrameReader:
         return n, ftype, name
 
     def _next(self, src: bytes, pos: int, n: int, ftype: int, name: str) -> Frame:
-        frame = Frame(ftype, self._open(src, pos, n, ftype, name))
+        frame = _new_frame(Frame, (ftype, self._open(src, pos, n, ftype, name)))
         self.counter += 1
-        if ftype in self.table.closing:
+        table = self.table
+        if ftype in table.closing:
             self.ended = self.closed = True
-        elif ftype == self.table.end:
+        elif ftype == table.end:
             self.ended = True
-        elif ftype == self.table.rekey:  # what follows is sealed under the next key
+        elif ftype == table.rekey:  # what follows is sealed under the next key
             self._key = next_key(self._key)
-            self._aead = _aead(self._key)
+            self._aead = _aead(self._key, False)
             self.counter = 0
         return frame
 
     def _open(self, src: bytes, pos: int, n: int, ftype: int, name: str):
-        start = pos + HEADER_SIZE
-        body = memoryview(src)[start : start + n]
         if self._aead is None:
+            start = pos + HEADER_SIZE
+            body = memoryview(src)[start : start + n]
             return body if ftype == CHUNK else bytes(body)
         try:
-            return self._aead.decrypt(frame_nonce(self.counter), body, src[pos:start])
+            return self._aead.open_frame(_NONCE.pack(self.counter), src, pos, HEADER_SIZE, n)
         except self._invalid_tag:
             raise self._fail(
                 f"frame {self.counter} ({name}) failed authentication: wrong key, or a"

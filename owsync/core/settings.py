@@ -316,6 +316,10 @@ GROUP_BY_UCI = {s.uci: s for s in GROUP_SETTINGS if s.uci}
 GROUP_ONLY = {s.uci: s for s in GROUP_SETTINGS if s.group_only and s.uci}
 
 
+MAX_GROUP_NAME = 64  # what a v2 Hello carries (protocol2.MAX_GROUP_NAME; a test holds them)
+
+
 def is_group_name(name: str) -> bool:
-    """A group's name: a UCI identifier, and not main's (the main section's group)."""
-    return bool(_UCI_NAME.fullmatch(name)) and name != "main"
+    """A group's name: a UCI identifier of at most 64 characters (a Hello
+    carries it), and not main's (the main section's group)."""
+    return len(name) <= MAX_GROUP_NAME and bool(_UCI_NAME.fullmatch(name)) and name != "main"

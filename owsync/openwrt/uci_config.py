@@ -64,9 +64,11 @@ def group_validation_spec() -> list[str]:
     waits for it), so it is checked as a path, not as an existing directory."""
     spec = []
     for name, s in GROUP_BY_UCI.items():
-        datatype = "string" if name == "dir" else s.datatype()
+        if name == "dir":  # no default: a group names its own
+            spec.append(f"{name}:string")
+            continue
         default = "" if s.multi else s.describe_default()
-        spec.append(f"{name}:{datatype}" + (f":{default}" if default else ""))
+        spec.append(f"{name}:{s.datatype()}" + (f":{default}" if default else ""))
     return spec
 
 
@@ -149,8 +151,8 @@ def config_from_sections(
             continue
         if _ANONYMOUS.fullmatch(name):
             raise ConfigError(
-                f"{path}: a group section has no name (its name names its database):"
-                f" uci rename {PACKAGE}.{name}=NAME"
+                f"{path}: a group section has no name (its name names its database and"
+                f" what the peers sync it as): uci rename {PACKAGE}.{name}=NAME"
             )
         group_sections.append((name, group_options(options, path, f"{PACKAGE}.{name}")))
     groups, warnings = groups_from(group_sections, path, PACKAGE)

@@ -7,6 +7,12 @@ the same validator (:func:`apply_setting`).  A bad value is a ConfigError:
 one line naming the file, the setting and what it accepts.  Only what owsync
 1.2.0 tolerates in its own files stays a warning: an unknown key, a line
 without '=', a bad poll_interval or log_level (1.2.0's values are taken).
+
+Sync groups besides main: in the key=value file, ``group.NAME.OPTION=VALUE``
+with UCI's option names (dir, or sync_dir as main's key says it; include,
+exclude, reload and restart repeatable; enabled), the groups in the order
+their names first appear; 1.2.0's keys stay main's.  :func:`check_groups`
+refuses, whatever the source, what no group can run with.
 """
 
 from __future__ import annotations
@@ -276,8 +282,8 @@ class GroupValues:
 def check_group_name(name: str, path: str, where: str) -> None:
     if not is_group_name(name):
         raise ConfigError(
-            f"{path}: {where}: bad group name {name!r} (expected letters, digits and '_',"
-            " not 'main')"
+            f"{path}: {where}: bad group name {name!r} (expected up to 64 letters, digits"
+            " and '_', not 'main')"
         )
 
 
@@ -338,9 +344,9 @@ def check_groups(cfg: Config, path: str) -> None:
             raise ConfigError(f"{where} is defined twice")
         seen.add(g.name)
         check_group_name(g.name, path, f"group {g.name}")
-        d = g.sync_dir
-        if not os.path.isabs(d):
-            raise ConfigError(f"{where}: dir {d!r} is not an absolute path")
+        if not os.path.isabs(g.sync_dir):
+            raise ConfigError(f"{where}: dir {g.sync_dir!r} is not an absolute path")
+        d = os.path.normpath(g.sync_dir)  # '/etc/keys/' is the link itself, not its target
         if os.path.islink(d):
             raise ConfigError(
                 f"{where}: dir {d} is a symlink (to {os.readlink(d)}): name the directory itself"
