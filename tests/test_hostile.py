@@ -162,11 +162,11 @@ def test_silent_peer_is_dropped_after_a_timeout(target):
     s.settimeout(30)
     start = time.monotonic()
     data = b""
-    while chunk := s.recv(65536):  # EOF when the listener gives up
+    while chunk := s.recv(65536):  # our Hello, then EOF when the listener gives up
         data += chunk
     elapsed = time.monotonic() - start
     s.close()
-    assert data == b""  # the listener answers a Hello (which names the group): none came
+    assert data  # the Hello
     assert 5 < elapsed < 20
     assert "silent" in target.wait_log("silent")
 

@@ -658,8 +658,8 @@ def test_frame_level_faults_from_a_key_holder(served, shared_nodes, seq):
 
 def test_a_client_with_another_key_fails_at_the_hello(nodes, tmp_path):
     """Encrypted: a v2 client sealing with another PSK never gets past the Hello
-    (v1's sealing of it): the listener cannot open it, says so, and sends
-    nothing (it answers a Hello it has read, which names the group)."""
+    (v1's sealing of it): the listener cannot open it, says so, and sends nothing
+    after its own Hello; the client cannot open the listener's Hello either."""
     canary = Canary(tmp_path / "canary")
     a = make_target(nodes, canary).listen()
     before = a.files()
@@ -673,7 +673,10 @@ def test_a_client_with_another_key_fails_at_the_hello(nodes, tmp_path):
     except OSError:
         pass
     w.close()
-    assert buf == b""  # not even a Hello of its own
+    sealed, rest = p2.split_hello_frame(buf)
+    assert sealed is not None and rest == b""  # its Hello, nothing after it
+    with pytest.raises(Exception, match="decryption failed"):
+        w.cipher.open(sealed)
     line = session_line(a, w.label)
     assert "failed: decryption failed: wrong key, or the peer is in plain mode" in line, line
     assert a.files() == before and no_temp_files(a.dir)
