@@ -403,6 +403,11 @@ def cmd_daemon(opts, args) -> int:
     stderr is a terminal: procd captures the daemon's stderr into the log,
     so it appears there once, as daemon.err.
     """
+    # A SIGHUP (procd's reload) may come while the modules below load, before
+    # the daemon's own handler is in place: its default would end the process.
+    # Held here, it is a reload once the daemon runs.
+    early_hup = threading.Event()
+    signal.signal(signal.SIGHUP, lambda *_: early_hup.set())
     from .openwrt import ubus_bridge
     from .service.control import ControlError
     from .service.daemon import Daemon
@@ -424,7 +429,7 @@ def cmd_daemon(opts, args) -> int:
         d = Daemon(cfg, reload=lambda: key_out_of_uci(opts, build_config(opts, uci=True)))
         d.clock = CLOCK
         ubus_bridge.attach(d)  # started with the daemon, as its front end
-        return d.run()
+        return d.run(reload_asked=early_hup)
     except (ConfigError, ControlError) as exc:
         why = str(exc)
     except OSError as exc:

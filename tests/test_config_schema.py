@@ -27,11 +27,13 @@ from owsync.core.settings import (
     BY_KEY,
     COMPAT_CLAMP,
     DIR,
+    GROUP_BY_UCI,
     HOST,
     INT,
     PATH,
     PATTERN,
     PEER,
+    SERVICE,
     SETTINGS,
     BadValue,
     Setting,
@@ -39,7 +41,13 @@ from owsync.core.settings import (
 from owsync.core.settings import (
     KEY as KEY_KIND,
 )
-from owsync.openwrt.uci_config import OPTIONS, config_from_section, validation_spec
+from owsync.openwrt.uci_config import (
+    OPTIONS,
+    config_from_section,
+    config_from_sections,
+    group_validation_spec,
+    validation_spec,
+)
 from owsync.service.config import Config, ConfigError, load_file, parse_text
 from owsync.service.log import syslog_available
 
@@ -57,7 +65,7 @@ KEYS_120 = {"bind_host", "port", "sync_dir", "database", "encryption_key", "plai
 def good_value(s: Setting, tmp_path: Path) -> str:
     return {
         BOOL: "1", INT: str(s.hi), HOST: "127.0.0.1", DIR: str(tmp_path), PATH: "/tmp/x",
-        KEY_KIND: KEY, PEER: "10.0.0.1:5000,10.0.0.2", PATTERN: "a*",
+        KEY_KIND: KEY, PEER: "10.0.0.1:5000,10.0.0.2", PATTERN: "a*", SERVICE: "dropbear",
     }[s.kind]  # fmt: skip
 
 
@@ -65,30 +73,62 @@ def bad_values(s: Setting) -> list[str]:
     return {
         BOOL: ["maybe", "2"], INT: ["x", "1.5", str((s.hi or 0) + 1)], HOST: ["a b"],
         DIR: [""], PATH: [""], KEY_KIND: ["abc"], PEER: ["10.0.0.1,", "h:0"], PATTERN: [""],
+        SERVICE: ["", "..", ".", "a/b", "a b", "a..b", "../x", "x;y"],
     }[s.kind]  # fmt: skip
+
+
+MAIN_SETTINGS = [s for s in SETTINGS if not s.group_only]
+GROUP_ONLY = [s for s in SETTINGS if s.group_only]
+
+
+def group_text(s: Setting, value: str, tmp_path: Path) -> str:
+    """A key=value file with a group whose option ``s`` is ``value``."""
+    lines = [f"group.g.dir={tmp_path}", "group.g.include=a"]
+    return "\n".join([*lines, f"group.g.{s.uci}={value}"]) + "\n"
+
+
+def group_section(s: Setting, value: str, tmp_path: Path) -> list:
+    main = ("main", "owsync", {"dir": str(tmp_path / "m")})
+    return [main, ("g", "group", {"dir": str(tmp_path), s.uci: value})]
 
 
 # --- Config, the key=value file, UCI, the command line: one schema -------------------
 
 
 def test_config_holds_every_setting_with_the_schema_default():
-    assert set(Config.__annotations__) == {s.attr for s in SETTINGS}
+    assert set(Config.__annotations__) == {s.attr for s in MAIN_SETTINGS}
     cfg, ucfg = Config(), config_from_section({}, "owsync.main")
-    for s in SETTINGS:
+    for s in MAIN_SETTINGS:
         assert getattr(cfg, s.attr) == (list(s.default) if s.multi else s.default), s.attr
         uci_default = s.uci_default_value()
         assert getattr(ucfg, s.attr) == (list(uci_default) if s.multi else uci_default), s.attr
     assert ucfg.sync_dir == "/etc/config" and ucfg.database == "/etc/owsync/owsync.db"
     assert set(BY_KEY) >= KEYS_120
-    assert set(OPTIONS) == {s.uci for s in SETTINGS if s.uci}
+    assert set(OPTIONS) == {s.uci for s in MAIN_SETTINGS if s.uci}
     # a secret has no flag; the daemon's settings per group are known already
     assert all(not s.flags for s in SETTINGS if s.secret)
-    assert {s.attr for s in SETTINGS if s.per_group} == {"enabled", "sync_dir", "include",
-                                                           "exclude"}  # fmt: skip
+    per_group = {s.attr for s in SETTINGS if s.per_group}
+    assert per_group == {"enabled", "sync_dir", "include", "exclude", "reload", "restart"}
+    # a group's own settings: in no main place (file keys, main's UCI, flags)
+    assert {s.attr for s in GROUP_ONLY} == {"reload", "restart"}
+    assert all(s.per_group and s.multi and not s.flags for s in GROUP_ONLY)
+    assert not {s.uci for s in GROUP_ONLY} & (set(OPTIONS) | set(BY_KEY))
+    assert set(GROUP_BY_UCI) == {"enabled", "dir", "include", "exclude", "reload", "restart"}
+    # a group's defaults are the schema's, as a Group holds them
+    (g,) = parse_text("group.g.dir=/srv\n").groups
+    for s in SETTINGS:
+        if s.per_group and s.attr != "sync_dir":
+            assert getattr(g, s.attr) == (tuple(s.default) if s.multi else s.default), s.attr
 
 
 def test_every_setting_reads_the_same_from_the_file_uci_and_the_command_line(tmp_path):
-    for s in SETTINGS:
+    for s in GROUP_ONLY:  # in a group: group.NAME.OPTION= and config group sections
+        value = good_value(s, tmp_path)
+        (g,) = parse_text(group_text(s, value, tmp_path)).groups
+        assert getattr(g, s.attr) == (s.parse(value),)
+        (ug,) = config_from_sections(group_section(s, value, tmp_path)).groups
+        assert getattr(ug, s.attr) == (s.parse(value),)
+    for s in MAIN_SETTINGS:
         value = good_value(s, tmp_path)
         from_file = getattr(parse_text(f"{s.file_key}={value}\n"), s.attr)
         assert from_file == (s.parse(value) if not s.multi else [s.parse(value)]), s.attr
@@ -99,8 +139,28 @@ def test_every_setting_reads_the_same_from_the_file_uci_and_the_command_line(tmp
             assert getattr(cli.build_config(opts), s.attr) == from_file, s.attr
 
 
-def test_a_bad_value_is_one_error_naming_the_place_the_setting_and_the_range():
-    for s in SETTINGS:
+def test_a_bad_value_is_one_error_naming_the_place_the_setting_and_the_range(tmp_path):
+    for s in GROUP_ONLY:
+        for bad in bad_values(s):
+            with pytest.raises(ConfigError) as err:
+                parse_text(group_text(s, bad, tmp_path), "f.conf")
+            assert str(err.value) == (
+                f"f.conf:3: bad value for group.g.{s.uci}: {bad!r} (expected {s.expected()})"
+            )
+            with pytest.raises(ConfigError) as uci_err:
+                config_from_sections(group_section(s, bad, tmp_path), path="/c/owsync")
+            assert str(uci_err.value) == (
+                f"/c/owsync: bad value for owsync.g.{s.uci}: {bad!r} (expected {s.expected()})"
+            )
+        # and never main's: one line saying where it goes
+        for text, source in ((f"{s.uci}=x\n", "f.conf:1"), (None, "/c/owsync")):
+            with pytest.raises(ConfigError) as err:
+                if text:
+                    parse_text(text, "f.conf")
+                else:
+                    config_from_section({s.uci: "x"}, "owsync.main", path="/c/owsync")
+            assert str(err.value).startswith(f"{source}: ") and "config group" in str(err.value)
+    for s in MAIN_SETTINGS:
         for bad in bad_values(s):
             shown = "(not shown)" if s.secret else repr(bad)
             try:
@@ -211,6 +271,21 @@ def test_the_init_scripts_validation_list_is_the_schemas():
     assert "enabled:bool:1" in listed
 
 
+def test_the_init_scripts_group_validation_list_is_the_schemas():
+    body = re.search(r"validate_owsync_group\(\) \{\n(.*?)\n\}", INIT.read_text(), re.S)
+    assert body, "no validate_owsync_group in the init script"
+    assert "uci_load_validate owsync group " in body.group(1)
+    listed = re.findall(r"'([^']+)'", body.group(1))
+    assert listed == group_validation_spec()
+    # every option of a group, with the schema's datatype (a group's dir may be missing)
+    assert [item.split(":")[0] for item in listed] == list(GROUP_BY_UCI)
+    for item in listed:
+        name, datatype = item.split(":")[:2]
+        expected = "string" if name == "dir" else GROUP_BY_UCI[name].datatype()
+        assert datatype == expected, item
+    assert "restart:list(hostname)" in listed and "enabled:bool:1" in listed
+
+
 def validate_data() -> str:
     root = os.environ.get("OWSYNC_OPENWRT_ROOT", "")
     tool = Path(root) / "sbin/validate_data"
@@ -245,19 +320,22 @@ def probes(s: Setting, tmp_path: Path) -> list[str]:
         values += [str(s.lo), str(s.lo - 1) if s.lo else "-1", "+1", " 1"]
     if s.kind == HOST:
         values += ["::", "0.0.0.0", "router.lan", "fe80::1%eth0", "a;b"]
+    if s.kind == SERVICE:  # where validate_data and LuCI disagree, the daemon takes neither
+        values += ["-x", "x-", "1.2", "a.-b", "_x", "https-dns-proxy", "a" * 253, "a" * 254]
     return values
 
 
 def agree(s: Setting, value: str, theirs: bool, why) -> None:
     """Another checker's verdict on ``value`` against the daemon's: the same,
-    or, for free text (paths, patterns, peers), looser: the daemon's own
-    check is then the one line that refuses the rest."""
+    or, for free text (paths, patterns, peers) and service names (where
+    validate_data and LuCI disagree), looser: the daemon's own check is then
+    the one line that refuses the rest."""
     try:
         s.parse(value)
         ours = True
     except BadValue:
         ours = False
-    if s.kind in (PATH, PATTERN, PEER):
+    if s.kind in (PATH, PATTERN, PEER, SERVICE):
         assert theirs or not ours, (s.attr, value, why)
     else:
         assert theirs == ours, (s.attr, value, why)
@@ -307,6 +385,28 @@ def test_luci_settings_fields_agree_with_the_schema():
     assert {f["name"] for f in fields} >= {"enabled", "peer", "plain_mode", "include",
                                            "exclude", "port", "host", "poll_interval",
                                            "log_level", "min_protocol"}  # fmt: skip
+
+
+def test_luci_group_fields_agree_with_the_schema():
+    """The Groups table (a `config group` section each): every per-group
+    option of the schema, each with its widget, default and an example the
+    daemon accepts."""
+    fields = [f for f in luci_fields(VIEWS / "settings.js") if f["section_type"] == "group"]
+    if not fields:
+        pytest.skip("LuCI's Settings page has no Groups table on this branch")
+    assert [f["name"] for f in fields] == list(GROUP_BY_UCI)
+    for f in fields:
+        s, where = GROUP_BY_UCI[f["name"]], f["name"]
+        if f["widget"] == "Flag":
+            assert s.kind == BOOL and f["default"] == s.describe_default(), where
+        elif f["widget"] == "DynamicList":
+            assert s.multi, where
+        else:
+            assert f["widget"] == "Value" and not s.multi and s.attr == "sync_dir", where
+            # LuCI's `directory` checks nothing in a browser: a missing dir is fine (it waits)
+            assert f["datatype"] in ("directory", "string") and f["rmempty"] is False, where
+        if f["placeholder"] is not None:
+            s.parse(f["placeholder"])
 
 
 def test_luci_accepts_exactly_what_the_daemon_accepts(tmp_path):
@@ -474,10 +574,15 @@ def test_a_reload_with_a_bad_value_keeps_the_running_configuration(tmp_path):
 def test_every_option_of_the_shipped_uci_file_is_a_setting_with_a_good_value():
     """Commented out or not, each option the shipped /etc/config/owsync shows
     is one the daemon knows, with a value it accepts."""
-    shown = re.findall(r"^\s*#?\s*(option|list) (\w+) '([^']*)'", UCI_DEFAULT.read_text(), re.M)
+    shown = re.findall(r"^\s*#?\s*(config|option|list) (\w+) '([^']*)'", UCI_DEFAULT.read_text(),
+                       re.M)  # fmt: skip
     assert len(shown) > 15
+    options = OPTIONS
     for kind, name, value in shown:
-        s = OPTIONS[name]
+        if kind == "config":  # the options that follow are this section's
+            options = OPTIONS if name == "owsync" else GROUP_BY_UCI
+            continue
+        s = options[name]
         assert (kind == "list") == s.multi, name
         if s.secret:
             assert kind == "option" and value == "", name  # never a key in the example

@@ -657,3 +657,33 @@ def test_sigterm_delivered_to_another_thread_still_stops_the_daemon(daemons):
     a.proc.wait(5)
     assert a.proc.returncode == 0, a.text()
     assert "stopped" in a.text()
+
+
+def sighup_caught(pid: int) -> bool:
+    """Whether process ``pid`` has a handler for SIGHUP (/proc's SigCgt mask)."""
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    for line in text.splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) & (1 << (signal.SIGHUP - 1)))
+    return False
+
+
+def test_a_reload_asked_while_the_daemon_starts_is_done_once_it_runs(tmp_path):
+    """procd's `service owsync reload` right after a start: the SIGHUP comes
+    while the daemon still loads its modules; it must not end the process."""
+    peer = DaemonNode(tmp_path, "peer")
+    a = DaemonNode(tmp_path, "a").configure([peer.addr])
+    a.start(probe=False)
+    try:
+        assert wait_for(lambda: sighup_caught(a.proc.pid) or a.proc.poll() is not None, 10, 0.001)
+        # caught before the daemon runs: its control socket is not there yet
+        assert not a.sock.exists(), "SIGHUP was only caught once the daemon ran"
+        os.kill(a.proc.pid, signal.SIGHUP)
+        assert wait_for(lambda: "configuration reloaded" in a.text(), 20), a.text()
+        assert a.proc.poll() is None, a.text()
+        assert wait_for(lambda: a.sock.exists())
+    finally:
+        a.stop()

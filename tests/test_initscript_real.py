@@ -253,3 +253,55 @@ def test_a_fatal_error_at_start_is_logged_once(router):
     r.ok("/etc/init.d/owsync stop")
     assert len(lines) == 1 and re.search(r"daemon\.err owsync\[\d+\]: owsync is disabled", lines[0])
     assert "owsync: error:" not in lines[0], lines
+
+
+def test_group_sections_are_validated_like_main(router):
+    """A `config group` section: a valid one starts with main (the daemon
+    reads it, its missing dir a warning); a bad value in one is reported by
+    validate_data and names the group, and no instance runs, as for main."""
+    r = router
+    r.ok("/etc/init.d/owsync stop; uci set owsync.main.enabled=1; uci commit owsync")
+    r.ok(f"mkdir -p /etc/owsync; printf '%s\\n' {KEY} > /etc/owsync/key")
+    r.ok(f"uci -q get owsync.main.peer || uci add_list owsync.main.peer=127.0.0.1:{PEER_PORT}")
+    r.ok("uci commit owsync; uci set owsync.keys=group; uci set owsync.keys.dir=/etc/dropbear.test;"
+         " uci add_list owsync.keys.include='dropbear_*_host_key';"
+         " uci add_list owsync.keys.restart=dropbear; uci commit owsync")  # fmt: skip
+    res = r.sh("/etc/init.d/owsync start")
+    assert res.returncode == 0 and res.stderr == "", res.stderr
+    assert wait_for(lambda: running_pid(r) is not None, 20), logread(r)
+    waits = "group keys: /etc/dropbear.test does not exist; the group waits until it does"
+    assert wait_for(lambda: waits in logread(r), 20), logread(r)
+    pid = running_pid(r)
+    # a service name that is no init script's: the script refuses, naming the group
+    r.ok("uci add_list owsync.keys.restart='dropbear;reboot'; uci commit owsync")
+    res = r.sh("/etc/init.d/owsync restart")
+    assert "owsync.keys.restart[1]=dropbear;reboot validates as list(hostname) with false" in (
+        res.stderr
+    ), res.stderr
+    assert "owsync: invalid configuration in /etc/config/owsync (group keys)" in res.stderr
+    assert wait_for(lambda: running_pid(r) is None, 20)
+    r.ok("uci del_list owsync.keys.restart='dropbear;reboot'; uci set owsync.keys.enabled=maybe;"
+         " uci commit owsync")  # fmt: skip
+    res = r.sh("/etc/init.d/owsync start")
+    assert "owsync.keys.enabled=maybe validates as bool with false" in res.stderr, res.stderr
+    assert instances(r) == {}
+    # an unnamed group section (`uci add`): refused with the command that names it
+    r.ok("uci set owsync.keys.enabled=0; uci add owsync group;"
+         " uci set owsync.@group[-1].dir=/etc/x; uci commit owsync")  # fmt: skip
+    res = r.sh("/etc/init.d/owsync start")
+    assert res.stderr == (
+        "owsync: a group section has no name: uci rename owsync.@group[N]=NAME; uci commit owsync\n"
+    ), res.stderr
+    assert instances(r) == {}
+    r.ok("uci delete owsync.@group[-1]; uci commit owsync")
+    # valid again: it starts; then the group goes and a reload keeps the process
+    r.ok("uci set owsync.keys.enabled=0; uci commit owsync; /etc/init.d/owsync start")
+    assert wait_for(lambda: running_pid(r) not in (None, pid), 20), logread(r)
+    assert wait_for(lambda: status(r) is not None, 20), logread(r)  # its SIGHUP handler set
+    pid = running_pid(r)
+    before = reloads(r)
+    r.ok("uci delete owsync.keys; uci commit owsync; service owsync reload")
+    assert wait_for(lambda: reloads(r) > before, 20), logread(r)
+    assert running_pid(r) == pid
+    r.ok("/etc/init.d/owsync stop; uci set owsync.main.enabled=0; uci commit owsync")
+    assert wait_for(lambda: instances(r) == {})

@@ -32,11 +32,14 @@ PATH = "path"  # a file or socket path
 KEY = "key"  # 64 hexadecimal characters
 PEER = "peer"  # host, host:port or [v6]:port, optionally ",source"
 PATTERN = "pattern"  # a glob
+SERVICE = "service"  # an init script's name: /etc/init.d/NAME
 
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 _DIGITS = re.compile(r"[0-9]+")
 _HOSTNAME = re.compile(r"[A-Za-z0-9_.-]+")  # what validate_data's `host` accepts besides addresses
+_SERVICE_CHARS = re.compile(r"[A-Za-z0-9_.-]+")
+_UCI_NAME = re.compile(r"[A-Za-z0-9_]+")
 
 # How a key=value file of owsync 1.2.0 treats a bad value of one of its own
 # keys (its parser, config.c): the file still loads.
@@ -66,6 +69,7 @@ class Setting(NamedTuple):
     default_text: str | None = None  # for a default that is derived (None)
     multi: bool = False  # a list: repeatable key, UCI `list`, repeatable flag
     per_group: bool = False  # each sync group has its own (UCI `config group` sections)
+    group_only: bool = False  # only in a group (not main's section, no Config attribute)
     # never on a command line, never shown, in no LuCI field; UCI takes it only on its
     # way to the root-only key file (uci set owsync.main.key=..., then moved there)
     secret: bool = False
@@ -94,6 +98,7 @@ class Setting(NamedTuple):
             KEY: "64 hexadecimal characters",
             PEER: "an address, host:port or [IPv6]:port, optionally followed by ',source address'",
             PATTERN: "a glob pattern",
+            SERVICE: "the name of an init script (letters, digits, '_', '-', '.')",
         }[self.kind]
 
     def values(self) -> range:
@@ -112,6 +117,7 @@ class Setting(NamedTuple):
             KEY: "and(hexstring,rangelength(64,64))",
             PEER: "string",
             PATTERN: "string",
+            SERVICE: "hostname",  # the one both validate_data and LuCI check as is_service does
         }[self.kind]
         return f"list({base})" if self.multi else base
 
@@ -139,6 +145,9 @@ class Setting(NamedTuple):
                 return parse_peer(text)
             except ValueError as exc:
                 raise BadValue(f"{exc} (expected {self.expected()})") from None
+        elif kind == SERVICE:
+            if is_service(text):
+                return text
         elif text:  # DIR, PATH, PATTERN
             return text
         raise BadValue(f"expected {self.expected()}")
@@ -161,6 +170,22 @@ class Setting(NamedTuple):
         if self.kind == BOOL:
             return "1" if value else "0"
         return str(value)
+
+
+def is_service(text: str) -> bool:
+    """An init script's name that OpenWrt's validate_data (``hostname``) and
+    LuCI's validation.js (``hostname``) both accept: letters, digits, '_',
+    '-' and '.', no empty part between dots (never '.' or '..': the name
+    becomes /etc/init.d/NAME), at most 253 characters, not starting with '-',
+    ending with a letter or digit unless it is all letters, digits and '_',
+    and not only digits and dots."""
+    if not text or len(text) > 253 or not _SERVICE_CHARS.fullmatch(text):
+        return False
+    if ".." in text or text[0] == "." or text[-1] == ".":
+        return False
+    if _UCI_NAME.fullmatch(text):
+        return True
+    return text[0] != "-" and text[-1].isalnum() and text.strip("0123456789.") != ""
 
 
 def _is_ip(text: str) -> bool:
@@ -271,9 +296,30 @@ SETTINGS: tuple[Setting, ...] = (
         uci="exclude", flags=("-e", "--exclude"), metavar="PATTERN", multi=True,
         per_group=True, default_text="none",
     ),
+    Setting(
+        "reload", SERVICE, (), "init scripts to reload once after files of the group arrive",
+        uci="reload", multi=True, per_group=True, group_only=True, default_text="none",
+    ),
+    Setting(
+        "restart", SERVICE, (), "init scripts to restart once after files of the group arrive",
+        uci="restart", multi=True, per_group=True, group_only=True, default_text="none",
+    ),
 )  # fmt: skip
 
 BY_ATTR = {s.attr: s for s in SETTINGS}
-BY_KEY = {s.file_key: s for s in SETTINGS}
-BY_UCI = {s.uci: s for s in SETTINGS if s.uci}
+# main's section and the key=value file's own keys (a group-only setting is neither)
+BY_KEY = {s.file_key: s for s in SETTINGS if not s.group_only}
+BY_UCI = {s.uci: s for s in SETTINGS if s.uci and not s.group_only}
 GROUP_SETTINGS = tuple(s for s in SETTINGS if s.per_group)
+# a group's options, by their UCI name (also its key=value key: group.NAME.OPTION)
+GROUP_BY_UCI = {s.uci: s for s in GROUP_SETTINGS if s.uci}
+GROUP_ONLY = {s.uci: s for s in GROUP_SETTINGS if s.group_only and s.uci}
+
+
+MAX_GROUP_NAME = 64  # what a v2 Hello carries (protocol2.MAX_GROUP_NAME; a test holds them)
+
+
+def is_group_name(name: str) -> bool:
+    """A group's name: a UCI identifier of at most 64 characters (a Hello
+    carries it), and not main's (the main section's group)."""
+    return len(name) <= MAX_GROUP_NAME and bool(_UCI_NAME.fullmatch(name)) and name != "main"

@@ -20,6 +20,7 @@ import stat
 from collections.abc import Callable
 from functools import partial
 
+from ..core.filters import Filter
 from ..core.paths import is_hidden, path_problem
 from ..core.state import Record, observe_file, reconcile, tombstone
 from .syncdir import LocalChanged, SyncDir, UnsafePath, is_temp_name, signature
@@ -54,18 +55,34 @@ def hash_file(path: str) -> tuple[str, os.stat_result] | None:
         return digest, st
 
 
+def descend_of(accept: Callable[[str], bool]) -> Callable[[str], bool] | None:
+    """Which directories a walk for ``accept`` enters ('a/b/': whether to):
+    a Filter's own answer (:meth:`Filter.may_hold`), unless its patterns
+    reach every directory anyway (None: all, as ever)."""
+    if isinstance(accept, Filter) and not accept.whole_tree:
+        return accept.may_hold
+    return None
+
+
 def scan(
     root: str,
     records: dict[str, Record],
     accept: Callable[[str], bool],
     own: frozenset[str],
     now_ms: int | Callable[[], int],
+    descend: Callable[[str], bool] | None = None,
 ) -> ScanResult:
     """Walk ``root`` and return the records after this scan.
 
     ``accept`` is the filter; ``own`` the relative paths of owsync's own
-    files inside the root (skipped exactly, whatever their names).
+    files inside the root (skipped exactly, whatever their names).  Only the
+    directories that can hold a path ``accept`` takes are walked:
+    ``descend`` says which (relative, with a trailing '/'), by default the
+    Filter's own answer; a group syncing /etc/passwd and /etc/shadow reads
+    /etc alone, not its subtrees.
     """
+    if descend is None:
+        descend = descend_of(accept)
     seen: dict[str, Record] = {}
     keep: set[str] = set()
     result = ScanResult()
@@ -84,7 +101,7 @@ def scan(
                 rel = f"{rel_dir}{name}"
                 try:
                     if entry.is_dir(follow_symlinks=False):
-                        if not name.startswith("."):
+                        if not name.startswith(".") and (descend is None or descend(rel + "/")):
                             stack.append((rel + "/", entry.path))
                         continue
                     if not entry.is_file(follow_symlinks=False):
@@ -157,8 +174,10 @@ def scan_paths(
     from disk makes tombstones of what was known at and under it.  The cost
     is that of those paths, not of the tree; records elsewhere are kept.
     ``dirs`` False: the paths are files (none was a directory), so nothing
-    under them is looked for.
+    under them is looked for.  A directory that cannot hold a path the
+    filter takes is not walked (as in :func:`scan`).
     """
+    descend = descend_of(accept)
     seen: dict[str, Record] = {}
     keep: set[str] = set()
     gone: list[str] = []  # paths (files or directories) no longer on disk
@@ -176,9 +195,13 @@ def scan_paths(
             keep.add(rel)
             continue
         if stat.S_ISDIR(st.st_mode):
+            if descend is not None and not descend(rel + "/"):
+                gone.append(rel)  # nothing there is synced; whatever was known is not now
+                continue
             inner = frozenset(o[len(rel) + 1 :] for o in own if o.startswith(rel + "/"))
+            sub_descend = None if descend is None else partial(_accept_under, descend, rel)
             sub = scan(full, _under(records, rel), partial(_accept_under, accept, rel),
-                       inner, now_ms)  # fmt: skip
+                       inner, now_ms, sub_descend)  # fmt: skip
             seen.update((f"{rel}/{p}", r._replace(path=f"{rel}/{p}"))
                         for p, r in sub.records.items() if not r.deleted)  # fmt: skip
             for p in sub.unfinished:

@@ -7,16 +7,33 @@ the same validator (:func:`apply_setting`).  A bad value is a ConfigError:
 one line naming the file, the setting and what it accepts.  Only what owsync
 1.2.0 tolerates in its own files stays a warning: an unknown key, a line
 without '=', a bad poll_interval or log_level (1.2.0's values are taken).
+
+Sync groups besides main: in the key=value file, ``group.NAME.OPTION=VALUE``
+with UCI's option names (dir, or sync_dir as main's key says it; include,
+exclude, reload and restart repeatable; enabled), the groups in the order
+their names first appear; 1.2.0's keys stay main's.  :func:`check_groups`
+refuses, whatever the source, what no group can run with.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from typing import NamedTuple
 
 from ..core.crypto import parse_key
+from ..core.filters import Filter, common_path
+from ..core.paths import is_hidden, path_problem
 from ..core.peer import Peer
-from ..core.settings import BY_KEY, SETTINGS, BadValue, Setting
+from ..core.settings import (
+    BY_KEY,
+    GROUP_BY_UCI,
+    GROUP_ONLY,
+    SETTINGS,
+    BadValue,
+    Setting,
+    is_group_name,
+)
 
 MAX_PEERS = 16
 CONTROL_DIR = "/var/run/owsync"  # control sockets, one per database (so per daemon)
@@ -95,6 +112,8 @@ class Config:
 
     def __init__(self, **settings) -> None:
         for s in SETTINGS:
+            if s.group_only:
+                continue
             setattr(self, s.attr, list(s.default) if s.multi else s.default)
         self.key_file: str | None = None  # UCI: the root-only file holding the key
         self.groups: list[Group] = []  # the groups besides main, in their order
@@ -190,7 +209,12 @@ class Config:
 
 
 def apply_setting(
-    cfg: Config, setting: Setting, value: str, where: str, name: str, compat: bool = False
+    cfg: Config | GroupValues,
+    setting: Setting,
+    value: str,
+    where: str,
+    name: str,
+    compat: bool = False,
 ) -> None:
     """Validate and set one value of a setting, named ``name`` at ``where``.
 
@@ -211,6 +235,7 @@ def apply_setting(
         else:
             raise ConfigError(f"{where}: bad value for {name}: {shown} ({exc})") from None
     if setting.attr == "peers":
+        assert isinstance(cfg, Config)
         if len(cfg.peers) >= MAX_PEERS:
             raise ConfigError(f"{where}: too many peers: at most {MAX_PEERS} are allowed")
         cfg.peers.append(parsed)
@@ -220,8 +245,59 @@ def apply_setting(
         setattr(cfg, setting.attr, parsed)
 
 
+GROUP_KEY = "group."  # the key=value file's group keys: group.NAME.OPTION=VALUE
+
+
+class GroupValues:
+    """A group's settings as its source gives them, option by option (then a Group)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.warnings: list[str] = []
+        self.sync_dir: str | None = None
+        self.enabled = True
+        self.include: list[str] = []
+        self.exclude: list[str] = []
+        self.reload: list[str] = []
+        self.restart: list[str] = []
+
+    def set(self, option: str, value: str, path: str, where: str) -> bool:
+        """One option (UCI's name) of the group, validated as the schema says;
+        False when the group has no such option."""
+        setting = GROUP_BY_UCI.get(option)
+        if setting is None:
+            return False
+        apply_setting(self, setting, value, path, where)
+        return True
+
+    def group(self, path: str, where: str) -> Group:
+        if not self.sync_dir:
+            raise ConfigError(f"{path}: {where} has no dir: set the directory the group syncs")
+        if not self.include:
+            self.warnings.append(f"{where} has no include pattern: nothing in it syncs")
+        return Group(self.name, self.sync_dir, tuple(self.include), tuple(self.exclude),
+                     self.enabled, tuple(self.reload), tuple(self.restart))  # fmt: skip
+
+
+def check_group_name(name: str, path: str, where: str) -> None:
+    if not is_group_name(name):
+        raise ConfigError(
+            f"{path}: {where}: bad group name {name!r} (expected up to 64 letters, digits"
+            " and '_', not 'main')"
+        )
+
+
+def not_in_main(option: str, path: str, where: str) -> ConfigError:
+    """A group's own setting (reload, restart) given in main's place."""
+    return ConfigError(
+        f"{path}: {where}: {option} belongs to a group (main's services reload through"
+        f" procd's config.change); in a config group section, or group.NAME.{option}="
+    )
+
+
 def parse_text(text: str, name: str = "config") -> Config:
     cfg = Config()
+    groups: dict[str, GroupValues] = {}
     for lineno, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
         if not line or line.startswith("#"):
@@ -232,12 +308,135 @@ def parse_text(text: str, name: str = "config") -> Config:
         if not sep or not key:
             cfg.warnings.append(f"{where}: malformed line ignored (expected key=value)")
             continue
+        if key.startswith(GROUP_KEY):
+            gname, _, option = key[len(GROUP_KEY) :].partition(".")
+            check_group_name(gname, where, key)
+            if not option:
+                raise ConfigError(f"{where}: {key}: expected group.NAME.OPTION=VALUE")
+            values = groups.setdefault(gname, GroupValues(gname))
+            # main's key for its directory, sync_dir, is the group's dir too
+            if not values.set("dir" if option == "sync_dir" else option, value.strip(), where, key):
+                cfg.warnings.append(f"{where}: unknown key {key!r} ignored")
+            continue
         setting = BY_KEY.get(key)
         if setting is None:
+            if key in GROUP_ONLY:
+                raise not_in_main(key, where, key)
             cfg.warnings.append(f"{where}: unknown key {key!r} ignored")
             continue
         apply_setting(cfg, setting, value.strip(), where, key, compat=True)
+    for gname, values in groups.items():
+        cfg.groups.append(values.group(name, f"group.{gname}"))
+        cfg.warnings += values.warnings
+    check_groups(cfg, name)
     return cfg
+
+
+def check_groups(cfg: Config, path: str) -> None:
+    """Refuse what no group can run with (ConfigError, one line): a group dir
+    that is relative, a symlink or not a directory, two groups of one name,
+    two enabled groups that would both own a path.  A group whose dir is
+    missing is fine: it waits for it (a warning says so)."""
+    seen = set()
+    for g in cfg.groups:
+        where = f"{path}: group {g.name}"
+        if g.name in seen:
+            raise ConfigError(f"{where} is defined twice")
+        seen.add(g.name)
+        check_group_name(g.name, path, f"group {g.name}")
+        if not os.path.isabs(g.sync_dir):
+            raise ConfigError(f"{where}: dir {g.sync_dir!r} is not an absolute path")
+        d = os.path.normpath(g.sync_dir)  # '/etc/keys/' is the link itself, not its target
+        if os.path.islink(d):
+            raise ConfigError(
+                f"{where}: dir {d} is a symlink (to {os.readlink(d)}): name the directory itself"
+            )
+        if os.path.lexists(d) and not os.path.isdir(d):
+            raise ConfigError(f"{where}: dir {d} is not a directory")
+        if not os.path.lexists(d):
+            cfg.warnings.append(
+                f"group {g.name}: {d} does not exist; the group waits until it does"
+            )
+    enabled = [g for g in cfg.all_groups() if g.enabled]
+    for i, a in enumerate(enabled):
+        for b in enabled[i + 1 :]:
+            example = shared_path(a, b)
+            if example is not None:
+                raise ConfigError(
+                    f"{path}: groups {a.name} and {b.name} would both own {example}:"
+                    " give each path one group (change a dir, include or exclude)"
+                )
+
+
+def shared_path(a: Group, b: Group) -> str | None:
+    """A path both groups would sync (absolute), or None.
+
+    Only groups whose directories are the same or nested can share one;
+    the files there now are tried, then their patterns decide
+    (:func:`owsync.core.filters.common_path`)."""
+    da, db = os.path.realpath(a.sync_dir), os.path.realpath(b.sync_dir)
+    if da != db and not db.startswith(da.rstrip("/") + "/"):
+        if not da.startswith(db.rstrip("/") + "/"):
+            return None
+        a, b, da, db = b, a, db, da
+    prefix = "" if da == db else os.path.relpath(db, da) + "/"
+    outer, inner = Filter(a.include, a.exclude), Filter(b.include, b.exclude)
+    # a file there now makes the clearest example; the patterns decide the rest
+    found = _common_file(outer, inner, db, prefix) or common_path(outer, inner, prefix)
+    return None if found is None else os.path.join(da, found)
+
+
+OVERLAP_WALK = 20000
+
+
+def _common_file(outer: Filter, inner: Filter, top: str, prefix: str) -> str | None:
+    """A file under ``top`` (the inner group's dir, ``prefix`` in the outer's)
+    that both filters accept, walking only where both can match (at most
+    OVERLAP_WALK entries: the patterns are the rule, the files an example)."""
+    stack = [""]
+    budget = OVERLAP_WALK
+    while stack and budget > 0:
+        rel_dir = stack.pop(0)
+        try:
+            with os.scandir(os.path.join(top, rel_dir)) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError:
+            continue
+        budget -= len(entries)
+        for e in entries:
+            rel = rel_dir + e.name
+            try:
+                is_dir = e.is_dir(follow_symlinks=False)
+            except OSError:
+                continue
+            if is_dir:
+                sub = rel + "/"
+                if inner.may_hold(sub) and outer.may_hold(prefix + sub):
+                    stack.append(sub)
+            elif _syncable(rel) and inner(rel) and outer(prefix + rel):
+                return prefix + rel
+    return None
+
+
+def _syncable(rel: str) -> bool:
+    return path_problem(rel) is None and not is_hidden(rel)
+
+
+def groups_from(
+    sections: Iterable[tuple[str, Iterable[tuple[str, str]]]], path: str, where: str
+) -> tuple[list[Group], list[str]]:
+    """Groups from (name, (option, value)...) in order; their warnings."""
+    out, warnings = [], []
+    for gname, options in sections:
+        label = f"{where}.{gname}"
+        check_group_name(gname, path, label)
+        values = GroupValues(gname)
+        for option, value in options:
+            if not values.set(option, value, path, f"{label}.{option}"):
+                warnings.append(f"{label}.{option}: unknown option ignored")
+        out.append(values.group(path, label))
+        warnings += values.warnings
+    return out, warnings
 
 
 def load_file(path: str) -> Config:

@@ -409,8 +409,10 @@ class Daemon:
                 if acquired:
                     g.owner.release()
 
-    def run(self) -> int:
-        """Run until SIGTERM or SIGINT; SIGHUP reloads.  Returns the exit status."""
+    def run(self, reload_asked: threading.Event | None = None) -> int:
+        """Run until SIGTERM or SIGINT; SIGHUP reloads.  Returns the exit status.
+        ``reload_asked``: set by a SIGHUP that came before run() (while the
+        process started): a reload once running."""
         wake = threading.Event()
 
         def on_stop(*_):
@@ -429,6 +431,8 @@ class Daemon:
         signal.signal(signal.SIGTERM, on_stop)
         signal.signal(signal.SIGINT, on_stop)
         signal.signal(signal.SIGHUP, on_hup)
+        if reload_asked is not None and reload_asked.is_set():
+            self._reload_requested.set()
         self.start()
         while not self.stopping.is_set():
             # Signal handlers run here, in the main thread, once it runs Python

@@ -234,7 +234,7 @@ class Replica:
         prefix, flt = self.ctx.own_prefix, self.ctx.filter
         if prefix is None:
             return flt
-        return lambda path: not path.startswith(prefix) and flt(path)
+        return flt.outside(prefix)  # a Filter still: the scanner walks only where it can match
 
     def stage(self, record: Record, data: bytes) -> Applied:
         """Write a received file to a temp file; it goes in place with its batch

@@ -414,7 +414,10 @@ class SyncGroup:
         if self.watcher is not None:
             self.watcher.stop.set()
         stop = threading.Event()
-        self.watcher = Watcher(self.group.sync_dir, self.local_change, stop, self.local.not_placed)
+        # only the directories its patterns can match: not all of /etc for passwd
+        scope = Filter(self.group.include, self.group.exclude)
+        self.watcher = Watcher(self.group.sync_dir, self.local_change, stop, self.local.not_placed,
+                               scope=scope)  # fmt: skip
         self.watcher.start()
 
     # --- which peers -------------------------------------------------------

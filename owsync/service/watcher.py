@@ -3,6 +3,10 @@
 The watcher only says "something may have changed"; the daemon then rescans
 (cheap: unchanged files are not hashed) and compares with its database, so
 owsync's own writes, already recorded, never echo back as local changes.
+
+Only the directories that can hold a path the group's patterns match are
+watched (:meth:`owsync.core.filters.Filter.may_hold`): a group syncing
+/etc/passwd and /etc/shadow watches /etc alone, not every directory below it.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ import struct
 import threading
 import time
 from collections.abc import Callable
+
+from ..core.filters import Filter
 
 log = logging.getLogger("owsync")
 
@@ -50,10 +56,13 @@ class InotifyUnavailable(Exception):
 
 
 class Inotify:
-    """A recursive inotify watch on a directory tree (hidden directories skipped)."""
+    """A recursive inotify watch on a directory tree (hidden directories
+    skipped), on the directories ``scope`` says can hold a synced path."""
 
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, scope: Filter | None = None) -> None:
         self.root = root
+        # which directories to watch ('a/b/', relative): all, or where scope can match
+        self._descend = scope.may_hold if scope is not None and not scope.whole_tree else None
         try:
             libc = ctypes.CDLL(None, use_errno=True)
             self._add = libc.inotify_add_watch
@@ -81,10 +90,29 @@ class Inotify:
             raise InotifyUnavailable(f"inotify_add_watch {path}: {os.strerror(err)}")
         self._paths[wd] = path
 
+    @property
+    def watches(self) -> int:
+        """How many directories are watched."""
+        return len(self._paths)
+
+    def wanted(self, path: str) -> bool:
+        """Whether directory ``path`` (absolute, under the root) is to be watched."""
+        if self._descend is None:
+            return True
+        rel = os.path.relpath(path, self.root)
+        return rel == "." or self._descend(rel.replace(os.sep, "/") + "/")
+
     def add_tree(self, root: str) -> None:
+        if not self.wanted(root):
+            return
         self.add(root)
+        narrow = self._descend is not None
         for dirpath, dirnames, _ in os.walk(root):
-            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            dirnames[:] = [
+                d
+                for d in dirnames
+                if not d.startswith(".") and (not narrow or self.wanted(os.path.join(dirpath, d)))
+            ]
             for d in dirnames:
                 self.add(os.path.join(dirpath, d))
 
@@ -131,11 +159,16 @@ class Watcher(threading.Thread):
         on_change: Callable[[set[str] | None], None],
         stop: threading.Event,
         not_ours: Callable[[set[str]], set[str]] | None = None,
+        scope: Filter | None = None,
     ) -> None:
         """``not_ours``: of the paths events named, those that are not this
-        node's own writes, exactly as it made them (those need no rescan)."""
+        node's own writes, exactly as it made them (those need no rescan).
+        ``scope``: the group's filter; only the directories that can hold a
+        path it takes are watched (None: the whole tree)."""
         super().__init__(name="owsync-watcher", daemon=True)
         self.root = root
+        self.scope = scope
+        self.inotify: Inotify | None = None  # while it watches (its watch count: status)
         self.on_change = on_change
         self.not_ours = not_ours
         self.stop = stop
@@ -143,12 +176,13 @@ class Watcher(threading.Thread):
 
     def run(self) -> None:
         try:
-            ino = Inotify(self.root)
+            ino = Inotify(self.root) if self.scope is None else Inotify(self.root, self.scope)
         except InotifyUnavailable as exc:
             log.warning("%s; polling %s every %.0f s instead", exc, self.root, POLL_FALLBACK)
             self.mode = "polling"
             self._poll()
             return
+        self.inotify = ino
         try:
             self._watch(ino)
         except InotifyUnavailable as exc:
@@ -156,6 +190,7 @@ class Watcher(threading.Thread):
             self.mode = "polling"
             self._poll()
         finally:
+            self.inotify = None
             ino.close()
 
     def _watch(self, ino: Inotify) -> None:
