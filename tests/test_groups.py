@@ -3,7 +3,8 @@
 Each node is laid out as a router (conftest.GroupDaemonNode): ``etc/config``
 is main's directory, ``keys`` a dropbear-like key directory (group
 ``dropbear``), and ``etc`` holds ``passwd``, ``shadow`` and ``group``
-(group ``passwd``, whose patterns match nothing of ``etc/config``).
+(group ``passwd``, whose patterns match nothing of ``etc/config``), each
+given in the node's key=value file (``group.NAME.dir=``, ...).
 """
 
 from __future__ import annotations
