@@ -215,6 +215,10 @@ def test_a_group_added_and_reloaded_syncs_without_a_restart(routers):
     write_at(a.keys / "key2", b"K2", mode=0o600)
     assert wait_for(lambda: (b.keys / "key2").exists(), SYNC)
     assert not (b.etc / "acme" / "cert2.pem").exists()
+    # its directory moved to one not there yet: it waits for it
+    a.set_groups({**a.standard_groups(), "dropbear": (a.etc / "dropbear", ["*"])})
+    a.proc.send_signal(signal.SIGHUP)
+    assert wait_for(lambda: a.group("dropbear")["state"] == "waiting", SYNC), a.text()
     assert (a.proc.pid, b.proc.pid) == pids
     assert a.errors() == [] and b.errors() == [], a.text() + b.text()
 

@@ -329,7 +329,10 @@ class SyncGroup:
         if not self.running:
             return
         if old is not None and old.sync_dir != group.sync_dir:
-            self._watch()
+            if not self.is_main:  # check() starts it on the new one, or waits for it
+                self.halt("the group's directory changed")
+                return
+            self._watch()  # main's exists (the daemon refuses it otherwise)
         wanted = {str(p): p for p in cfg.peers}
         for name in list(self.workers):
             if name not in wanted:
