@@ -1,6 +1,7 @@
 """An idle daemon's resident memory and start-up time, beside owsync 1.2.0's.
 
-    python bench/memory_bench.py [--python /usr/bin/python3] [--files 30] [--idle 5]
+    python bench/memory_bench.py [--python /usr/bin/python3] [--files 30] [--idle 10]
+                                 [--repeat 1]
 
 Three daemons on loopback, encrypted, each listing the other two as peers
 (127.0.0.1, .2 and .3, one port, as owsync 1.2.0 wants it); the first holds a
@@ -9,7 +10,20 @@ empty.  Start-up is the time from spawning the first daemon until its socket
 listens; it then syncs the directory to both peers (and, for this owsync,
 brings both live links up), sits idle --idle seconds (10: past the heap
 trim the daemon makes 5 s after its start), and its VmRSS, RssAnon and
-RssFile are read from /proc/PID/status, with its thread count.
+RssFile are read from /proc/PID/status, with its thread count, and
+/proc/PID/smaps says where the resident pages are: the interpreter's binary,
+libcrypto, the other shared libraries, the C heap ([heap]) and the other
+anonymous mappings (pymalloc's arenas, thread stacks).  The same code rests
+0.5-1 MiB higher or lower from one run to the next (which pages of the
+libraries a run touched, how full its arenas are): --repeat runs the owsync
+mesh several times and prints the median beside each run.
+
+The daemons run a copy of this checkout's owsync package, byte-compiled
+first, as an installed owsync is (pip compiles at install, Py3Package ships
+bytecode only): where nothing is compiled (PYTHONDONTWRITEBYTECODE=1 and a
+fresh checkout), every start compiles 13,000 lines, whose garbage leaves the
+idle daemon about 1 MiB larger (0.5 MiB more C heap, 0.5 MiB more arenas).
+--no-bytecode measures that case.
 
 The same is done with owsync 1.2.0 when OWSYNC_C_BIN names its binary
 (`source /tmp/ext/env.sh`), and for a bare interpreter (`python3 -c pass` for
@@ -70,6 +84,30 @@ def proc_status(pid: int) -> dict[str, int]:
         key, _, value = line.partition(":")
         if key in ("VmRSS", "RssAnon", "RssFile", "RssShmem", "Threads"):
             out[key] = int(value.split()[0])
+    return out
+
+
+def where(pid: int) -> dict[str, int]:
+    """Resident KiB of process ``pid`` by kind of mapping, from /proc/PID/smaps."""
+    exe = os.path.realpath(f"/proc/{pid}/exe")
+    out = {"interpreter": 0, "libcrypto": 0, "other libs": 0, "heap": 0, "other anon": 0}
+    kind = "other anon"
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        fields = line.split()
+        if fields and not fields[0].endswith(":"):  # a mapping's header line
+            name = fields[5] if len(fields) > 5 else ""
+            if name == exe:
+                kind = "interpreter"
+            elif "libcrypto" in name:
+                kind = "libcrypto"
+            elif name == "[heap]":
+                kind = "heap"
+            elif name.startswith("/"):
+                kind = "other libs"
+            else:
+                kind = "other anon"
+        elif fields and fields[0] == "Rss:":
+            out[kind] += int(fields[1])
     return out
 
 
@@ -162,7 +200,7 @@ def run_daemons(work: Path, name: str, cmd: list[str], env, files: int, idle: fl
         if python is not None:
             wait(lambda: links_up(python, env, m.work / "n0.sock"), what=f"{name} links up")
         time.sleep(idle)
-        return startup, proc_status(a.pid)
+        return startup, {**proc_status(a.pid), "where": where(a.pid)}
     except Exception:
         for i in range(3):
             log = m.work / f"n{i}.log"
@@ -175,6 +213,14 @@ def run_daemons(work: Path, name: str, cmd: list[str], env, files: int, idle: fl
         m.stop()
 
 
+def compiled_copy(python: str, work: Path) -> Path:
+    """A copy of the owsync package under ``work``/src, byte-compiled by ``python``."""
+    src = work / "src"
+    shutil.copytree(ROOT / "owsync", src / "owsync", ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run([python, "-m", "compileall", "-q", str(src / "owsync")], check=True)
+    return src
+
+
 def bare_python(python: str) -> tuple[float, dict[str, int]]:
     t0 = time.perf_counter()
     subprocess.run([python, "-c", "pass"], check=True)
@@ -182,15 +228,24 @@ def bare_python(python: str) -> tuple[float, dict[str, int]]:
     p = subprocess.Popen([python, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
     try:
         time.sleep(0.5)
-        return startup, proc_status(p.pid)
+        return startup, {**proc_status(p.pid), "where": where(p.pid)}
     finally:
         p.stdin.close()
         p.wait()
 
 
-def row(label: str, startup: float, st: dict[str, int]) -> str:
+def row(label: str, startup: float, st: dict) -> str:
     return (f"{label:<34} {startup:6.2f} s  {st['VmRSS'] / MIB:6.1f} {st['RssAnon'] / MIB:6.1f}"
             f" {st['RssFile'] / MIB:6.1f}  {st['Threads']:3d}")  # fmt: skip
+
+
+def where_row(st: dict) -> str:
+    return "    (" + ", ".join(f"{k} {v / MIB:.1f}" for k, v in st["where"].items()) + " MiB)"
+
+
+def median_of(runs: list[tuple[float, dict]]) -> tuple[float, dict]:
+    """The run of median VmRSS (an odd count: the middle one; even: the upper)."""
+    return sorted(runs, key=lambda r: r[1]["VmRSS"])[len(runs) // 2]
 
 
 def main() -> None:
@@ -199,17 +254,26 @@ def main() -> None:
     ap.add_argument("--files", type=int, default=30)
     ap.add_argument("--idle", type=float, default=10.0)
     ap.add_argument("--timeout", type=float, default=60.0)
+    ap.add_argument("--repeat", type=int, default=1, help="runs of the owsync mesh (median)")
+    ap.add_argument("--no-bytecode", action="store_true", help="run the checkout as it is")
     ap.add_argument("--json", action="store_true", help="print the figures as JSON")
     opts = ap.parse_args()
     python = opts.python or default_python()
     env = {k: v for k, v in os.environ.items() if not k.startswith("OWSYNC_")}
-    env["PYTHONPATH"] = str(ROOT)
     work = Path(tempfile.mkdtemp(prefix="owsync-mem-"))
+    env["PYTHONPATH"] = str(ROOT) if opts.no_bytecode else str(compiled_copy(python, work))
+    env["PYTHONSAFEPATH"] = "1"  # `-m` must not put the working directory (a checkout?) first
     results = {}
     try:
         results["python3 (bare)"] = bare_python(python)
-        results["owsync daemon"] = run_daemons(work, "py", [python, "-m", "owsync"], env,
-                                               opts.files, opts.idle, python)  # fmt: skip
+        runs = [run_daemons(work, f"py{i}", [python, "-m", "owsync"], env, opts.files,
+                            opts.idle, python) for i in range(max(1, opts.repeat))]  # fmt: skip
+        if len(runs) > 1:
+            for i, r in enumerate(runs, 1):
+                results[f"owsync daemon, run {i}"] = r
+            results["owsync daemon, median"] = median_of(runs)
+        else:
+            results["owsync daemon"] = runs[0]
         c_bin = os.environ.get("OWSYNC_C_BIN", "")
         if c_bin and os.access(c_bin, os.X_OK):
             results["owsync 1.2.0 daemon"] = run_daemons(work, "c", [c_bin], env, opts.files,
@@ -221,10 +285,13 @@ def main() -> None:
         return
     ver = subprocess.run([python, "-c", "import sys; print(sys.version.split()[0])"],
                          capture_output=True, text=True).stdout.strip()  # fmt: skip
-    print(f"interpreter {python} ({ver}); {opts.files} files; idle {opts.idle:.0f} s after sync")
+    code = "the checkout, no bytecode" if opts.no_bytecode else "byte-compiled"
+    print(f"interpreter {python} ({ver}); {opts.files} files; idle {opts.idle:.0f} s after sync;"
+          f" owsync {code}")  # fmt: skip
     print(f"{'':<34} start-up   VmRSS RssAnon RssFile (MiB)  threads")
     for label, (startup, st) in results.items():
         print(row(label, startup, st))
+        print(where_row(st))
     if "owsync 1.2.0 daemon" not in results:
         print("(owsync 1.2.0 left out: set OWSYNC_C_BIN to its binary)")
 

@@ -12,6 +12,7 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Sequence
 from types import SimpleNamespace
 from typing import NamedTuple
 
@@ -23,7 +24,7 @@ from .core.settings import BOOL, INT, SETTINGS, Setting
 from .openwrt.uci_config import UCI_DIR_ENV, load_uci, uci_available
 from .openwrt.uci_key import move_key_out_of_uci
 from .service import log as logsetup
-from .service.config import Config, ConfigError, apply_setting, load_file
+from .service.config import MAIN, Config, ConfigError, Group, apply_setting, load_file
 
 log = logging.getLogger("owsync")
 
@@ -46,9 +47,10 @@ Usage:
   owsync daemon [-c FILE | OPTIONS] [-f]
   owsync status [--json]               ask the running daemon
   owsync sync [PEER] [--wait]          make the running daemon sync now
-  owsync versions [PATH] [--json]      what the version store keeps
+  owsync versions [PATH] [--json]      what the version stores keep (every group's)
   owsync diff ID                       a kept version against the current file
   owsync restore PATH [ID]             put a version back (default: the newest)
+  owsync restore GROUP:ID              ID: as versions lists it (GROUP:ID outside main)
   owsync vrrp INSTANCE ROLE            keepalived's transition (ROLE: MASTER, BACKUP,
                                        FAULT, STOP): note it, reconcile with every peer
 
@@ -232,18 +234,21 @@ def build_config(opts, uci: bool = False) -> Config:
     return cfg
 
 
-def make_context(cfg: Config, encrypted: bool = True):
+def make_context(cfg: Config, encrypted: bool = True, group: Group | None = None):
+    """The context of one group (main by default): its directory, filters,
+    database and version store; the node's key and limits."""
     from .service.context import Context
 
+    g = cfg.main_group() if group is None else group
     key = cfg.key_bytes() if encrypted else None
     return Context(
-        root=cfg.sync_dir,
-        db_path=cfg.database,
-        filter=Filter(cfg.include, cfg.exclude),
+        root=g.sync_dir,
+        db_path=cfg.group_database(g.name),
+        filter=Filter(list(g.include), list(g.exclude)),
         cipher=make_cipher(key),
         max_file_size=cfg.max_file_size,
         clock=CLOCK,
-        versions_dir=cfg.versions_path(),
+        versions_dir=cfg.group_versions_path(g.name),
         versions=cfg.versions_limits(),
         min_protocol=cfg.min_protocol,
     )
@@ -489,8 +494,36 @@ def _roles(vrrp: dict) -> str:
     )
 
 
+def _table(rows: Sequence[Sequence[str]]) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+
+
+def _group_peers(peers: dict) -> str:
+    """Each peer's state for a group: ``192.168.1.2 synced, 192.168.1.3 v1``."""
+    return ", ".join(f"{addr} {state}" for addr, state in peers.items()) or "-"
+
+
+def format_groups(groups: list[dict]) -> list[str]:
+    """The sync groups' table, and why a waiting group waits; nothing while
+    main is the only group (the first line describes it)."""
+    if not any(g["name"] != MAIN for g in groups):
+        return []
+    rows = [("GROUP", "DIR", "STATE", "FILES", "LAST CHANGE", "ACTIONS", "PEERS")]
+    for g in groups:
+        actions = [f"reload {s}" for s in g.get("reload") or ()]
+        actions += [f"restart {s}" for s in g.get("restart") or ()]
+        rows.append((
+            g["name"], g["dir"], g["state"], str(g.get("files", 0)), _when(g.get("last_change")),
+            ", ".join(actions) or "-", _group_peers(g.get("peers") or {}),
+        ))  # fmt: skip
+    lines = _table(rows)
+    lines += [f"{g['name']} waits: {g['reason']}" for g in groups if g.get("reason")]
+    return lines
+
+
 def format_status(st: dict) -> str:
-    """``owsync status`` without --json: a line, the peers' table, recent activity."""
+    """``owsync status`` without --json: a line, the groups, the peers' table, recent activity."""
     up = st["uptime"]
     lines = [
         f"owsync {st['version']}, up {up // 3600}h{up % 3600 // 60:02d}m, {st['sync_dir']},"
@@ -501,6 +534,7 @@ def format_status(st: dict) -> str:
         lines.append("minimum protocol 2: peers that speak only v1 (owsync 1.2.0) are refused")
     if st.get("vrrp"):
         lines.append(f"VRRP here: {_roles(st['vrrp'])}")
+    lines += format_groups(st.get("groups") or [])
     rows = [("PEER", "STATE", "LAST SUCCESS", "RESULT", "PROTO", "RX", "TX", "DEL", "FAILS",
              "NEXT RETRY")]  # fmt: skip
     for p in st["peers"]:
@@ -518,17 +552,18 @@ def format_status(st: dict) -> str:
             _protocol(p.get("protocol")), str(p["received"]), str(p["sent"]),
             str(p["deleted"]), str(p["consecutive_failures"]), _when(p["next_retry"]),
         ))  # fmt: skip
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    lines += _table(rows)
     for p in st["peers"]:
         if p.get("vrrp"):
             lines.append(f"VRRP at {p['address']}: {_roles(p['vrrp'])}")
     for e in st.get("history", [])[:5]:
         what = "ok" if e["ok"] else f"failed: {e['error']}"
         files = ", ".join(e["arrived"] + [f"-{p}" for p in e["removed"]])
+        group = e.get("group", MAIN)
+        where = "" if group == MAIN else f" [{group}]"
         lines.append(
-            f"{_when(e['time'])} {e['direction']} {e['peer']}: {what}; received {e['received']},"
+            f"{_when(e['time'])} {e['direction']} {e['peer']}{where}: {what};"
+            f" received {e['received']},"
             f" sent {e['sent']}, deleted {e['deleted']}" + (f" ({files})" if files else "")
         )
     return "\n".join(lines) + "\n"
@@ -569,14 +604,24 @@ def cmd_sync(opts, args) -> int:
     return 0 if reply.get("ok") else 1
 
 
-def _relpath(cfg, path: str) -> str:
-    """PATH as the store names it: relative to the sync directory."""
-    if os.path.isabs(path):
-        rel = os.path.relpath(path, os.path.abspath(cfg.sync_dir))
-        if rel == ".." or rel.startswith("../"):
-            raise UsageError(f"{path} is not inside the sync directory {cfg.sync_dir}")
-        return rel
-    return path.strip("/")
+def _inside(path: str, top: str) -> str | None:
+    """PATH relative to the directory TOP, or None when it is not inside it."""
+    rel = os.path.relpath(path, os.path.abspath(top))
+    return None if rel == ".." or rel.startswith("../") else rel
+
+
+def _locate(cfg: Config, path: str) -> tuple[str | None, str]:
+    """(group, PATH as its store names it).  An absolute PATH names the group
+    whose directory holds it (the deepest, were two nested); a relative one
+    is relative to a group's directory, and which is not known (None)."""
+    if not os.path.isabs(path):
+        return None, path.strip("/")
+    found = [(g, rel) for g in cfg.all_groups() if (rel := _inside(path, g.sync_dir))]
+    if not found:
+        dirs = ", ".join(g.sync_dir for g in cfg.all_groups())
+        raise UsageError(f"{path} is not inside a synced directory ({dirs})")
+    g, rel = max(found, key=lambda f: len(os.path.abspath(f[0].sync_dir)))
+    return g.name, rel
 
 
 def cmd_versions(opts, args) -> int:
@@ -585,7 +630,8 @@ def cmd_versions(opts, args) -> int:
     if len(args) > 1:
         raise UsageError("versions takes at most one PATH")
     cfg = build_config(opts, uci=True)
-    out = versions_view.listing(cfg, _relpath(cfg, args[0]) if args else None)
+    group, path = _locate(cfg, args[0]) if args else (None, None)
+    out = versions_view.listing(cfg, path, group)
     if opts.json:
         print(json.dumps(out, indent=1))
     else:
@@ -593,57 +639,83 @@ def cmd_versions(opts, args) -> int:
     return 0
 
 
-def _version_id(text: str) -> int:
+def _version_ref(cfg: Config, text: str) -> tuple[str, int]:
+    """(group, id) of ``ID`` (main) or ``GROUP:ID``; a group the configuration lacks is refused."""
+    from .service import versions_view
+
     try:
-        return int(text, 10)
-    except ValueError:
-        raise UsageError(f"{text!r} is not a version number (owsync versions lists them)") from None
+        group, vid = versions_view.parse_ref(text)
+        versions_view.find_group(cfg, group)
+    except (ValueError, LookupError) as exc:
+        raise UsageError(str(exc)) from None
+    return group, vid
 
 
 def cmd_diff(opts, args) -> int:
     from .service import versions_view
 
     if len(args) != 1:
-        raise UsageError("diff takes one version number")
+        raise UsageError("diff takes one version (ID, or GROUP:ID outside main)")
+    cfg = build_config(opts, uci=True)
+    group, vid = _version_ref(cfg, args[0])
     try:
-        out = versions_view.diff(build_config(opts, uci=True), _version_id(args[0]))
+        out = versions_view.diff(cfg, versions_view.ref(group, vid))
     except LookupError as exc:
         raise ConfigError(str(exc)) from None
+    label = versions_view.ref(group, vid)
     if not out["text"]:
-        print(f"version {out['id']} of {out['path']} is not text")
+        print(f"version {label} of {out['path']} is not text")
     elif not out["diff"]:
-        print(f"version {out['id']} of {out['path']} is the current content")
+        print(f"version {label} of {out['path']} is the current content")
     else:
         sys.stdout.write(out["diff"])
     return 0
 
 
+def _is_group_ref(cfg: Config, text: str) -> bool:
+    """Whether a lone argument of restore is GROUP:ID (of a configured group), not a PATH."""
+    name, colon, number = text.rpartition(":")
+    return bool(colon) and number.isdigit() and any(g.name == name for g in cfg.all_groups())
+
+
 def cmd_restore(opts, args) -> int:
-    """Through the running daemon (it owns the directory), else directly."""
+    """Through the running daemon (it owns the directories), else directly."""
     from .io.database import LockBusy
     from .service import versions_view
     from .service.control import ControlError, NotRunning, request
 
     if not 1 <= len(args) <= 2:
-        raise UsageError("restore takes a PATH and, optionally, a version number")
+        raise UsageError("restore takes a PATH and, optionally, a version; or GROUP:ID")
     cfg = build_config(opts, uci=True)
-    path = _relpath(cfg, args[0])
-    kept = versions_view.listing(cfg, path)["versions"]
-    if len(args) == 2:
-        vid = _version_id(args[1])
-        if not any(v["id"] == vid for v in kept):
-            raise ConfigError(f"no version {vid} of {path} (owsync versions {path})")
-    elif kept:
-        vid = kept[0]["id"]
+    if len(args) == 1 and _is_group_ref(cfg, args[0]):
+        group, vid = _version_ref(cfg, args[0])
+        label = versions_view.ref(group, vid)
+        kept = versions_view.listing(cfg, None, group)["versions"]
+        found = next((v for v in kept if v["id"] == vid), None)
+        if found is None:
+            raise ConfigError(f"no version {label} (owsync versions lists them)")
+        path = found["path"]
     else:
-        raise ConfigError(f"no version of {path} is kept")
+        where, path = _locate(cfg, args[0])
+        kept = versions_view.listing(cfg, path, where)["versions"]
+        if len(args) == 2:
+            group, vid = _version_ref(cfg, args[1])
+            if not any(v["id"] == vid and v["group"] == group for v in kept):
+                shown = versions_view.ref(group, vid)
+                raise ConfigError(f"no version {shown} of {path} (owsync versions {args[0]})")
+        elif kept:
+            group, vid = kept[0]["group"], kept[0]["id"]
+        else:
+            raise ConfigError(f"no version of {path} is kept")
+        label = versions_view.ref(group, vid)
     try:
-        reply = request(cfg.control_path(), {"method": "restore", "id": vid}, 30.0)
+        reply = request(cfg.control_path(), {"method": "restore", "id": label}, 30.0)
     except NotRunning:
         from .service.engine import restore
 
+        ctx = make_context(cfg, encrypted=False, group=versions_view.find_group(cfg, group))
         try:
-            reply = {"ok": True, **restore(make_context(cfg, encrypted=False), vid)}
+            reply = {"ok": True, **restore(ctx, vid)}
         except (LookupError, ValueError) as exc:
             raise ConfigError(str(exc)) from None
         except LockBusy:
@@ -653,9 +725,9 @@ def cmd_restore(opts, args) -> int:
     if not reply.get("ok"):
         raise ConfigError(reply.get("error", "restore failed"))
     if reply.get("unchanged"):
-        print(f"{path} already holds version {vid}")
+        print(f"{path} already holds version {label}")
     else:
-        print(f"restored {path} from version {vid}")
+        print(f"restored {path} from version {label}")
     return 0
 
 

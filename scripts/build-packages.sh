@@ -22,9 +22,19 @@
 #   OWSYNC_OLD_FEED    a checkout of pgaufillet/openwrt-ha-feed and
 #   OWSYNC_C_BIN       owsync 1.2.0's binary: then that feed's owsync 1.2.0
 #                      package too, in OUTDIR/1.2.0/ (to test the upgrade)
-# and fakeroot, GNU make, python3 (3.11, as OpenWrt 24.10's python3) with venv.
+# and fakeroot, GNU make, git, zstd, python3 (3.11, as OpenWrt 24.10's python3)
+# with venv.
 # owsync is built from this working tree (as the SDK's source-tree override
-# does), not from the release tag its recipe names.
+# does), not from the commit its recipe names; that commit's source tarball
+# is made as the SDK's git download makes it (include/download.mk,
+# DownloadMethod/rawgit: git archive, submodules, tar sorted by name, owner 0,
+# the commit's time, zstd -20) and its sha256 must be the recipe's
+# PKG_MIRROR_HASH.  It is cloned from OWSYNC_SOURCE_URL (default: this
+# repository, which holds the commit; PKG_SOURCE_URL names the public one).
+# OWSYNC_FIXUP=1 writes the hash into the recipe instead (what
+# `make package/owsync/check FIXUP=1` does in the SDK), after a version bump.
+# The version is owsync.__version__: the recipe's PKG_VERSION must equal it,
+# here and at the commit the recipe names.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -69,7 +79,58 @@ cp "$SDK/luci.mk" "$FEEDS/luci/luci.mk"
 
 # sources: owsync's working tree; pyuci's sdist, if it is the one the recipe names
 recipe_var() { sed -n "s/^$2:=//p" "$1" | head -1; }
-OWSYNC_VERSION=$(recipe_var "$REPO/openwrt/owsync/Makefile" PKG_VERSION)
+RECIPE=$REPO/openwrt/owsync/Makefile
+OWSYNC_VERSION=$(recipe_var "$RECIPE" PKG_VERSION)
+py_version() { sed -n 's/^__version__ = "\(.*\)"$/\1/p'; }
+tree_version=$(py_version <"$REPO/owsync/__init__.py")
+[ "$OWSYNC_VERSION" = "$tree_version" ] ||
+	die "openwrt/owsync/Makefile: PKG_VERSION $OWSYNC_VERSION, but owsync.__version__ is $tree_version"
+
+# owsync's source as the SDK downloads it (include/download.mk of the OpenWrt
+# tree that scripts/build-outside.sh pins: DownloadMethod/rawgit, dl_tar_pack)
+sdk_git_tarball() { # URL COMMIT SUBDIR OUTFILE
+	local url=$1 commit=$2 sub=$3 out=$4 ts
+	(
+		umask 022
+		cd "$W/dl"
+		git clone -q "$url" "$sub"
+		git -C "$sub" -c advice.detachedHead=false checkout -q "$commit"
+		ts=$(git -C "$sub" log -1 --no-show-signature --format='@%ct')
+		(cd "$sub" && git config core.abbrev 8 && git archive --format=tar HEAD --output="../$sub.tar.git")
+		tar --numeric-owner --owner=0 --group=0 --ignore-failed-read -C "$sub" -f "$sub.tar.git" \
+			-r .git .gitmodules 2>/dev/null || true
+		rm -rf "$sub" && mkdir "$sub"
+		tar -C "$sub" --no-same-permissions -xf "$sub.tar.git"
+		(cd "$sub" && git submodule -q update --init --recursive -- && rm -rf .git .gitmodules)
+		tar --numeric-owner --owner=0 --group=0 --mode=a-s --sort=name --mtime="$ts" -c "$sub" |
+			${ZSTD:-zstd} -q -T0 --ultra -20 -c >"$out"
+	)
+}
+mkdir -p "$W/dl"
+src_commit=$(recipe_var "$RECIPE" PKG_SOURCE_VERSION)
+[ "$(recipe_var "$RECIPE" PKG_SOURCE_PROTO)" = git ] && [ -n "$src_commit" ] ||
+	die "openwrt/owsync/Makefile: no git source (PKG_SOURCE_PROTO, PKG_SOURCE_VERSION)"
+git -C "${OWSYNC_SOURCE_URL:-$REPO}" cat-file -e "$src_commit^{commit}" 2>/dev/null ||
+	[ -n "${OWSYNC_SOURCE_URL:-}" ] || die "PKG_SOURCE_VERSION $src_commit is not a commit of $REPO"
+sdk_git_tarball "${OWSYNC_SOURCE_URL:-$REPO}" "$src_commit" "owsync-$OWSYNC_VERSION" \
+	"$W/dl/owsync-$OWSYNC_VERSION.tar.zst"
+src_version=$(tar --zstd -xOf "$W/dl/owsync-$OWSYNC_VERSION.tar.zst" \
+	"owsync-$OWSYNC_VERSION/owsync/__init__.py" | py_version)
+[ "$src_version" = "$OWSYNC_VERSION" ] ||
+	die "PKG_SOURCE_VERSION $src_commit is owsync $src_version, not PKG_VERSION $OWSYNC_VERSION"
+for f in $(recipe_var "$RECIPE" PKG_LICENSE_FILES); do
+	tar --zstd -tf "$W/dl/owsync-$OWSYNC_VERSION.tar.zst" "owsync-$OWSYNC_VERSION/$f" >/dev/null 2>&1 ||
+		die "PKG_LICENSE_FILES: $f is not in the source at $src_commit"
+done
+src_hash=$(sha256sum <"$W/dl/owsync-$OWSYNC_VERSION.tar.zst" | cut -d' ' -f1)
+if [ "${OWSYNC_FIXUP:-}" = 1 ]; then
+	sed -i "s/^PKG_MIRROR_HASH:=.*/PKG_MIRROR_HASH:=$src_hash/" "$RECIPE"
+	echo "openwrt/owsync/Makefile: PKG_MIRROR_HASH:=$src_hash ($(${ZSTD:-zstd} -V))"
+fi
+[ "$(recipe_var "$RECIPE" PKG_MIRROR_HASH)" = "$src_hash" ] ||
+	die "openwrt/owsync/Makefile: PKG_MIRROR_HASH is not owsync-$OWSYNC_VERSION.tar.zst's $src_hash" \
+		"(packed with $(${ZSTD:-zstd} -V | head -1); OWSYNC_FIXUP=1 writes it)"
+
 owsync_src=$W/build/owsync-$OWSYNC_VERSION
 mkdir -p "$owsync_src"
 (cd "$REPO" && git ls-files -co --exclude-standard -z | tar --null -T - -cf -) | tar -xf - -C "$owsync_src"
@@ -78,6 +139,10 @@ pyuci_hash=$(recipe_var "$REPO/openwrt/python-pyuci/Makefile" PKG_HASH)
 	die "$OWSYNC_PYUCI_SDIST is not the sdist python-pyuci's PKG_HASH names"
 mkdir -p "$W/build/pypi"
 tar -xzf "$OWSYNC_PYUCI_SDIST" -C "$W/build/pypi"
+for f in $(recipe_var "$REPO/openwrt/python-pyuci/Makefile" PKG_LICENSE_FILES); do
+	[ -f "$W/build/pypi/pyuci-$(recipe_var "$REPO/openwrt/python-pyuci/Makefile" PKG_VERSION)/$f" ] ||
+		die "python-pyuci's PKG_LICENSE_FILES: $f is not in $OWSYNC_PYUCI_SDIST"
+done
 
 # luci.mk's version: the app directory's last commit (day of year, seconds, hash)
 read -r ct hash < <(git -C "$REPO" log -1 --format='%ct %h' -- luci/luci-app-owsync)

@@ -24,7 +24,7 @@ import pytest
 from owrt_chroot import REPO, OpenWrtRoot, skip_reason
 
 from owsync.core import protocol
-from owsync.core.crypto import AesGcmCipher
+from owsync.core.crypto import AesGcmCipher, fingerprint
 from owsync.core.state import Record, loads_db_doc, replay_journal
 
 HERE = Path(__file__).parent
@@ -1036,20 +1036,33 @@ def crypt(password: str) -> str:
 
 
 class Router:
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, packages: Path | None = None, fmt: str = "ipk") -> None:
+        """LuCI's runtime with luci-app-owsync and owsync in it: this checkout's
+        files (``make install``), or, given ``packages`` (scripts/build-packages.sh's
+        output), the packages installed by ``fmt``'s package manager (opkg for
+        ``ipk``, apk for ``apk``) before rpcd and uhttpd start, as on a router."""
         self.http = free_port()
         self.port, self.peer_port, self.peer2_port = free_port(), free_port(), free_port()
         self.peer = f"127.0.0.1:{self.peer_port}"
-        self.r = OpenWrtRoot(tmp, trees=[os.environ[LUCI_ENV]], net=False, prepare=self.prepare)
+        self.packages = packages
+        self.r = OpenWrtRoot(tmp, trees=[os.environ[LUCI_ENV]], net=False, prepare=self.prepare,
+                             owsync=packages is None)  # fmt: skip
+        if packages is not None:
+            for command in PKG_INSTALL[fmt]:
+                self.r.ok(f"{PKG_TOOL[fmt]} {command}", timeout=300)
+            self.r.ok("/start.local")
 
     def prepare(self, staging: Path) -> None:
-        r = subprocess.run(["make", "-s", "install", f"DESTDIR={staging}", "PREFIX=/usr",
-                            f"PYTHON={sys.executable}"], cwd=REPO, capture_output=True,
-                           text=True, timeout=300)  # fmt: skip
-        assert r.returncode == 0, r.stderr
-        # a router's /usr/bin/python3 has owsync installed; here it is this interpreter
-        (staging / "usr/bin/python3").unlink(missing_ok=True)
-        (staging / "usr/bin/python3").symlink_to(sys.executable)
+        if self.packages is None:
+            r = subprocess.run(["make", "-s", "install", f"DESTDIR={staging}", "PREFIX=/usr",
+                                f"PYTHON={sys.executable}"], cwd=REPO, capture_output=True,
+                               text=True, timeout=300)  # fmt: skip
+            assert r.returncode == 0, r.stderr
+            # a router's /usr/bin/python3 has owsync installed; here it is this interpreter
+            (staging / "usr/bin/python3").unlink(missing_ok=True)
+            (staging / "usr/bin/python3").symlink_to(sys.executable)
+        else:
+            stage_package_tools(staging, self.packages)
         pw = crypt(PASSWORD)
         (staging / "etc/config/rpcd").write_text(
             f"config login\n\toption username 'root'\n\toption password '{pw}'\n"
@@ -1063,8 +1076,12 @@ class Router:
         (staging / "etc/owsync").mkdir(exist_ok=True)
         (staging / "etc/owsync/key").write_text(KEY + "\n")
         (staging / "etc/owsync/key").chmod(0o600)
+        # from the checkout, rpcd's plugins find owsync and the bindings through
+        # PYTHONPATH; installed, through OpenWrt's site-packages (stage_package_tools)
         bindings = os.environ["OWSYNC_PYBINDINGS"]
-        boot = staging / "boot.local"
+        pypath = f"PYTHONPATH={bindings}:{REPO} " if self.packages is None else ""
+        # at boot from the checkout; once the package manager is done, installed
+        boot = staging / ("boot.local" if self.packages is None else "start.local")
         boot.write_text(f"""#!/bin/sh
 uci set owsync.main.enabled=1
 uci set owsync.main.host=127.0.0.1
@@ -1078,7 +1095,7 @@ for p in {self.peer_port}:/srv/peer {self.peer2_port}:/srv/peer2; do
     (OWSYNC_KEY={KEY} owsync listen -H 127.0.0.1 -P ${{p%%:*}} -d ${{p#*:}} \\
         -b ${{p#*:}}.db -i '*' </dev/null >${{p#*:}}.log 2>&1 &)
 done
-PYTHONPATH={bindings}:{REPO} /usr/sbin/rpcd &
+{pypath}/usr/sbin/rpcd </dev/null >/tmp/rpcd.log 2>&1 &
 while ! ubus -t 1 wait_for session; do sleep 0.1; done
 /usr/bin/uhttpd -f -n 1 -p 127.0.0.1:{self.http} -h /www -x /cgi-bin -u /ubus -o /cgi-bin/luci \\
     -O /usr/share/ucode/luci/uhttpd.uc </dev/null >/tmp/uhttpd.log 2>&1 &
@@ -1090,6 +1107,13 @@ while ! ubus -t 1 wait_for session; do sleep 0.1; done
     def status(self) -> dict | None:
         res = self.r.sh("ubus call owsync status")
         return json.loads(res.stdout) if res.returncode == 0 and res.stdout.strip() else None
+
+    def ready(self) -> None:
+        """Once the daemon has synced with its peer (the first check of every LuCI test)."""
+        assert wait_for(lambda: (self.status() or {}).get("peers"), 30), self.r.sh(
+            "/sbin/logread"
+        ).stdout
+        assert wait_for(lambda: self.status()["peers"][0].get("last_result") == "ok", 20)
 
 
 class Session:
@@ -1223,3 +1247,392 @@ def write_at(path: Path, data: bytes, mtime: float | None = None, mode: int | No
     if mtime is not None:
         os.utime(tmp, (mtime, mtime))
     tmp.rename(path)
+
+
+# --- owsync's init script on an OpenWrt root: the checkout's or the package's ---
+
+INIT_PEER_PORT = 4400  # inside the root's own network namespace: nothing else is there
+INIT_PEER2_PORT = 4401
+
+
+def owrt_instances(r: OpenWrtRoot) -> dict:
+    listed = json.loads(r.ok('ubus call service list \'{"name":"owsync"}\'') or "{}")
+    return listed.get("owsync", {}).get("instances", {})
+
+
+def owrt_running_pid(r: OpenWrtRoot) -> int | None:
+    running = [i["pid"] for i in owrt_instances(r).values() if i.get("running")]
+    assert len(running) <= 1, running
+    return running[0] if running else None
+
+
+def owrt_status(r: OpenWrtRoot) -> dict | None:
+    res = r.sh("ubus call owsync status")
+    return json.loads(res.stdout) if res.returncode == 0 and res.stdout.strip() else None
+
+
+def owrt_logread(r: OpenWrtRoot) -> str:
+    """OpenWrt's logread by its path: busybox has an applet of the same name."""
+    return r.ok("/sbin/logread")
+
+
+def owrt_reloads(r: OpenWrtRoot) -> int:
+    return owrt_logread(r).count("configuration reloaded")
+
+
+def owrt_daemons(r: OpenWrtRoot) -> list[str]:
+    """Command lines of owsync daemons running in the router (not the stand-in peers):
+    ``python -m owsync daemon`` from a checkout, ``python3 /usr/bin/owsync daemon``
+    from the package."""
+    out = r.ok("for p in /proc/[0-9]*; do tr '\\0' ' ' <$p/cmdline 2>/dev/null; echo; done")
+    return [line for line in out.splitlines() if re.search(r"(^|[ /])owsync daemon( |$)", line)]
+
+
+def initscript_admins_day(r: OpenWrtRoot) -> None:
+    """The admin's day with owsync's init script, step by step as typed on a router
+    (tests/test_initscript_real.py on the checkout, tests/test_packages_real.py on
+    the installed package): ``r`` has the init script, the shipped
+    /etc/config/owsync (seen by a reload_config already, as at boot) and an
+    ``owsync`` command."""
+    # 1. enable, then start with the shipped config (enabled=0): nothing runs, exit 0
+    r.ok("/etc/init.d/owsync enable")
+    assert r.ok("ls /etc/rc.d").split() == ["K10owsync", "S95owsync"]
+    for action in ("start", "reload"):  # reload: what LuCI's Save & Apply runs
+        res = r.sh(f"/etc/init.d/owsync {action}")
+        assert res.returncode == 0 and res.stderr == "", (action, res.stderr)
+    assert owrt_instances(r) == {}
+
+    # 2. enabled=1 without key or peer: the script says what to do, no instance
+    r.ok("uci set owsync.main.enabled=1; uci commit owsync")
+    res = r.sh("/etc/init.d/owsync restart")
+    assert "no encryption key" in res.stderr and "owsync genkey" in res.stderr, res.stderr
+    assert owrt_instances(r) == {}
+    # a key now, the README's way (the group's key here, not a new one); still no peer
+    r.ok(f"mkdir -p /etc/owsync; (umask 077; printf '%s\\n' {KEY} > /etc/owsync/key)")
+    res = r.sh("/etc/init.d/owsync restart")
+    assert "no peer" in res.stderr and "uci add_list owsync.main.peer" in res.stderr
+    assert owrt_instances(r) == {}
+
+    # the other router: a plain listener on loopback, with the same key
+    r.ok("mkdir -p /srv/peer /srv/peer2 && echo 'config dnsmasq' > /srv/peer/dhcp")
+    for port, d in ((INIT_PEER_PORT, "/srv/peer"), (INIT_PEER2_PORT, "/srv/peer2")):
+        r.ok(
+            f"(OWSYNC_KEY={KEY} owsync listen -H 127.0.0.1 -P {port} -d {d}"
+            f" -b {d}.db -i '*' </dev/null >{d}.log 2>&1 &)"
+        )
+
+    # 3. key and peer, start: one running instance, the expected command, ubus answers
+    r.ok(f"uci add_list owsync.main.peer=127.0.0.1:{INIT_PEER_PORT}; uci commit owsync")
+    r.ok("/etc/init.d/owsync start")
+    assert wait_for(lambda: owrt_running_pid(r) is not None), owrt_logread(r)
+    inst = owrt_instances(r)
+    assert [i["command"] for i in inst.values()] == [["/usr/bin/owsync", "daemon"]]
+    # procd waits as long as the daemon's slowest stop before a SIGKILL (5 s by default)
+    assert [i["term_timeout"] for i in inst.values()] == [15]
+    assert wait_for(lambda: owrt_status(r) is not None, 20), owrt_logread(r)
+    st = owrt_status(r)
+    assert st["pid"] == owrt_running_pid(r) and st["encryption"] is True
+    assert st["key"] == {"set": True, "fingerprint": fingerprint(bytes.fromhex(KEY))}
+    assert [p["address"] for p in st["peers"]] == [f"127.0.0.1:{INIT_PEER_PORT}"]
+
+    # 4. `ubus call owsync sync`, as typed: accepted, a sync starts, the peer's dhcp arrives
+    assert json.loads(r.ok("ubus call owsync sync")) == {"started": [f"127.0.0.1:{INIT_PEER_PORT}"]}
+    assert wait_for(lambda: r.sh("cat /etc/config/dhcp").stdout == "config dnsmasq\n", 15)
+
+    # 5. add a peer, commit, reload (and reload_config): same PID, the new peer in status
+    pid = owrt_running_pid(r)
+    r.ok(f"uci add_list owsync.main.peer=127.0.0.1:{INIT_PEER2_PORT}; uci commit owsync")
+    r.ok("service owsync reload")
+    assert wait_for(lambda: len((owrt_status(r) or {}).get("peers", [])) == 2), owrt_logread(r)
+    assert owrt_running_pid(r) == pid
+    assert wait_for(lambda: owrt_reloads(r) == 1)
+    r.ok("uci set owsync.main.poll_interval=30; uci commit owsync; reload_config")
+    assert wait_for(lambda: owrt_reloads(r) == 2), owrt_logread(r)
+    assert owrt_running_pid(r) == pid
+
+    # a warning reads as a warning, once, with one prefix: an option owsync does not know
+    r.ok("uci set owsync.main.bogus=1; uci commit owsync; service owsync reload")
+    warned = r"daemon\.warn owsync\[\d+\]: owsync\.main\.bogus: unknown option ignored$"
+    assert wait_for(lambda: re.search(warned, owrt_logread(r), re.M)), owrt_logread(r)
+    assert wait_for(lambda: owrt_reloads(r) == 3)
+    time.sleep(1)  # room for a second copy (procd's stderr capture) to show up
+    assert len([ln for ln in owrt_logread(r).splitlines() if "bogus" in ln]) == 1, owrt_logread(r)
+    r.ok("uci delete owsync.main.bogus; uci commit owsync; service owsync reload")
+    assert wait_for(lambda: owrt_reloads(r) == 4)
+
+    # the key set the old way, as typed on a router (uci commit notifies no one:
+    # reload_config does): the daemon moves it into the root-only key file, and
+    # commits nothing else: a change the admin staged meanwhile stays staged
+    r.ok("uci set owsync.main.key=$(owsync genkey); uci commit owsync")
+    r.ok("uci set owsync.main.poll_interval=45")  # staged, not applied
+    committed = r.ok("cat /etc/config/owsync")
+    r.ok("reload_config")
+    assert wait_for(lambda: r.sh("uci -q get owsync.main.key").returncode != 0, 15), owrt_logread(r)
+    assert r.ok("uci changes owsync").strip() == "owsync.main.poll_interval='45'"
+    assert r.ok("cat /etc/config/owsync") == re.sub(r"\toption key '[0-9a-f]{64}'\n", "",
+                                                     committed)  # fmt: skip
+    r.ok("uci revert owsync")
+    new_key = r.ok("cat /etc/owsync/key")
+    assert re.fullmatch(r"[0-9a-f]{64}\n", new_key) and new_key.strip() != KEY, new_key
+    new_key = new_key.strip()
+    assert r.ok("stat -c %a /etc/owsync/key").strip() == "600"
+    assert "owsync.main.key=" not in r.ok("uci show owsync")
+    assert new_key not in r.ok("cat /etc/config/owsync")
+    assert r.ok("ls /etc/owsync").split().count("key") == 1  # no temp file left
+    expected = fingerprint(bytes.fromhex(new_key))
+    assert wait_for(lambda: (owrt_status(r) or {}).get("key", {}).get("fingerprint") == expected)
+    assert owrt_status(r)["encryption"] is True and owrt_running_pid(r) == pid
+    assert re.search(r"daemon\.info owsync\[\d+\]: the key moved from UCI to /etc/owsync/key$",
+                     owrt_logread(r), re.M)  # fmt: skip
+    assert new_key not in owrt_logread(r)
+
+    # a key that is not 64 hex characters stays in UCI: refused, the key file untouched
+    r.ok("uci set owsync.main.key=not-a-key; uci commit owsync")
+    res = r.sh("/etc/init.d/owsync restart")
+    assert "owsync.main.key=not-a-key validates as" in res.stderr, res.stderr
+    assert wait_for(lambda: owrt_running_pid(r) is None)
+    assert r.ok("cat /etc/owsync/key").strip() == new_key
+    # back to the group's key, the README's way
+    r.ok("uci delete owsync.main.key; uci commit owsync")
+    r.ok(f"printf '%s\\n' {KEY} > /etc/owsync/key; /etc/init.d/owsync start")
+    assert wait_for(lambda: owrt_running_pid(r) is not None)
+    group = fingerprint(bytes.fromhex(KEY))
+    assert wait_for(lambda: (owrt_status(r) or {}).get("key", {}).get("fingerprint") == group, 20)
+
+    # 6. an invalid value: restart reports the validation error, no broken instance runs
+    r.ok("uci set owsync.main.port=notaport; uci commit owsync")
+    res = r.sh("/etc/init.d/owsync restart")
+    port_type = "and(uinteger,range(1,65535))"  # the schema's, verbatim in the init script
+    assert f"owsync.main.port=notaport validates as {port_type} with false" in res.stderr
+    assert "invalid configuration" in res.stderr
+    assert wait_for(lambda: owrt_running_pid(r) is None)
+    r.ok("uci set owsync.main.port=4321; uci commit owsync; /etc/init.d/owsync start")
+    assert wait_for(lambda: owrt_running_pid(r) is not None)
+
+    # 7. kill -9: procd respawns it
+    victim = owrt_running_pid(r)
+    assert wait_for(lambda: owrt_status(r) is not None, 20)
+    killed = time.monotonic()
+    r.ok(f"kill -9 {victim}")
+    assert wait_for(lambda: owrt_running_pid(r) not in (None, victim), 20, 0.1), owrt_logread(r)
+    assert 3 < time.monotonic() - killed < 15  # respawn's timeout: 5 s
+    assert wait_for(lambda: owrt_status(r) is not None, 20)
+
+    # the log as logread shows it: info as info, warnings as warnings, once, one prefix
+    log = owrt_logread(r)
+    lines = [ln for ln in log.splitlines() if "owsync[" in ln]
+    assert any(re.search(r"daemon\.info owsync\[\d+\]: sync with 127\.0\.0\.1", ln) for ln in lines)
+    assert not any(re.search(r"owsync\[\d+\]: owsync:", ln) for ln in lines), log
+    assert not any("daemon.err" in ln and "sync with" in ln and " ok" in ln for ln in lines)
+    started = [ln for ln in lines if "daemon: /etc/config, listening" in ln]
+    assert len(started) == len({re.search(r"owsync\[(\d+)\]", ln).group(1) for ln in started})
+    assert any("daemon.info" in ln and "moved from UCI" in ln for ln in log.splitlines())
+    # nothing doubled by procd's capture of stderr: each message with one priority
+    levels: dict[str, set[str]] = {}
+    for prio, msg in re.findall(r"daemon\.(\w+) owsync\[\d+\]: (.*)", log):
+        levels.setdefault(msg, set()).add(prio)
+    assert levels and all(len(p) == 1 for p in levels.values()), levels
+
+    # a crash before the daemon's logging starts (a module missing on the router)
+    # still reaches logread: procd captures stderr, as daemon.err
+    r.ok("cp /usr/bin/owsync /tmp/owsync.wrapper")
+    r.ok(f"printf '#!/bin/sh\\nexec {sys.executable} -c \"import owsync_not_installed\"\\n'"
+         " > /usr/bin/owsync; /etc/init.d/owsync restart")  # fmt: skip
+    crashed = (
+        r"daemon\.err owsync\[\d+\]: ModuleNotFoundError: No module named 'owsync_not_installed'"
+    )
+    assert wait_for(lambda: re.search(crashed, owrt_logread(r)), 15), owrt_logread(r)
+    r.ok("cp /tmp/owsync.wrapper /usr/bin/owsync; /etc/init.d/owsync restart")
+    assert wait_for(lambda: owrt_status(r) is not None, 20), owrt_logread(r)
+
+    # 8. stop, disable: no process, no rc.d link
+    r.ok("/etc/init.d/owsync stop")
+    assert wait_for(lambda: owrt_instances(r) == {})
+    assert wait_for(lambda: owrt_daemons(r) == []), owrt_daemons(r)
+    # disabled, the script touches nothing in UCI: a key there stays (no daemon
+    # reads it), what is staged stays staged, nothing is committed
+    r.ok("uci set owsync.main.enabled=0; uci set owsync.main.key=$(owsync genkey)")
+    r.ok("uci commit owsync; uci set owsync.main.poll_interval=77")
+    committed = r.ok("cat /etc/config/owsync")
+    for action in ("start", "reload"):  # reload: what LuCI's Save & Apply runs
+        res = r.sh(f"/etc/init.d/owsync {action}")
+        assert res.returncode == 0 and res.stderr == "", (action, res.stderr)
+    assert owrt_instances(r) == {} and r.ok("cat /etc/config/owsync") == committed
+    assert r.ok("uci changes owsync").strip() == "owsync.main.poll_interval='77'"
+    r.ok("uci revert owsync; uci delete owsync.main.key; uci commit owsync")
+    r.ok("/etc/init.d/owsync disable")
+    assert r.ok("ls /etc/rc.d").split() == []
+    assert r.sh("/etc/init.d/owsync enabled").returncode != 0
+
+
+def initscript_fatal_error_logged_once(r: OpenWrtRoot) -> None:
+    """The daemon refuses to start (disabled under its feet, then respawned):
+    one line in logread, daemon.err, one prefix.  After initscript_admins_day."""
+    r.ok("/etc/init.d/owsync stop; uci set owsync.main.enabled=1; uci commit owsync")
+    r.ok(f"printf '%s\\n' {KEY} > /etc/owsync/key; /etc/init.d/owsync start")
+    assert wait_for(lambda: owrt_running_pid(r) is not None, 20)
+    victim = owrt_running_pid(r)
+    r.ok(f"uci set owsync.main.enabled=0; uci commit owsync; kill -9 {victim}")
+    refused = "owsync is disabled (uci set owsync.main.enabled=1)"
+    assert wait_for(lambda: refused in owrt_logread(r), 20), owrt_logread(r)
+    time.sleep(1)
+    lines = [ln for ln in owrt_logread(r).splitlines() if refused in ln]
+    r.ok("/etc/init.d/owsync stop")
+    assert len(lines) == 1 and re.search(r"daemon\.err owsync\[\d+\]: owsync is disabled", lines[0])
+    assert "owsync: error:" not in lines[0], lines
+
+
+# --- the packages, installed by opkg and apk in an OpenWrt root -----------------
+
+# apk refuses a local package on a tmpfs root (lost at reboot): the chroot's is
+PKG_TOOL = {"ipk": "opkg", "apk": "apk --no-network --allow-untrusted --force-non-repository"}
+# the test's base package (what the chroot has), then owsync's three
+PKG_INSTALL = {
+    "ipk": ("install /pkgs/owrt-base_1_all.ipk",
+            "install /pkgs/python3-pyuci_*.ipk /pkgs/owsync_*.ipk /pkgs/luci-app-owsync_*.ipk"),
+    "apk": ("add --initdb /pkgs/owrt-base-1.apk",
+            "add /pkgs/python3-pyuci-*.apk /pkgs/owsync-*.apk /pkgs/luci-app-owsync-*.apk"),
+}  # fmt: skip
+
+
+def stage_package_tools(staging: Path, packages: Path) -> None:
+    """Into an OpenWrt root's staging tree: the packages under /pkgs, opkg and apk
+    with their configuration, and a ``.pth`` that gives the host's python3 (the
+    root's) OpenWrt's site-packages, where Py3Package installs, and the bindings."""
+    shutil.copytree(packages, staging / "pkgs", ignore=shutil.ignore_patterns(".*"))
+    shutil.copy(os.environ["OWSYNC_OPKG"], staging / "bin/opkg")
+    (staging / "usr/bin").mkdir(parents=True, exist_ok=True)
+    shutil.copy(os.environ["OWSYNC_APK"], staging / "usr/bin/apk")
+    (staging / "etc/opkg.conf").write_text(
+        "dest root /\nlists_dir ext /var/opkg-lists\n"
+        "arch all 100\narch noarch 100\narch x86_64 200\n"
+    )
+    (staging / "etc/apk").mkdir(parents=True, exist_ok=True)
+    (staging / "etc/apk/arch").write_text("x86_64\n")
+    pyver = f"python{sys.version_info[0]}.{sys.version_info[1]}"
+    dist = staging / "usr/lib/python3/dist-packages"
+    dist.mkdir(parents=True, exist_ok=True)
+    (dist / "zz-openwrt.pth").write_text(
+        f"/usr/lib/{pyver}/site-packages\n{os.environ['OWSYNC_PYBINDINGS']}\n"
+    )
+
+
+# --- LuCI's checks, on the checkout's files or the installed package's ---------
+
+
+def luci_status_and_sync_now(router: Router, browser) -> None:
+    """The Status page shows the peer in sync; its "Sync now" brings a file the
+    peer has and no poll would bring yet; no JavaScript error, no key in a reply."""
+    s = Session(browser, router, "root")
+    s.open("status")
+    row = s.page.locator(f"#owsync-peers tr[data-peer='{router.peer}']")
+    try:
+        row.wait_for(timeout=15000)
+    except Exception:
+        s.screenshot("status-failed")
+        raise AssertionError(f"{s.page.inner_text('body')}\n{s.errors}") from None
+    assert "owsync-health-in-sync" in row.get_attribute("class")
+    assert row.locator(".owsync-result").inner_text() == "ok"
+    assert row.locator(".owsync-protocol").inner_text() == "v2"  # owsync listen: a v2 session
+    assert f"Running (PID {router.status()['pid']})" in s.page.inner_text("#owsync-daemon")
+    before = router.status()["peers"][0]["last_success"]
+
+    router.r.ok("echo 'config firewall' > /srv/peer/firewall")
+    time.sleep(0.5)
+    assert router.r.sh("test -e /etc/config/firewall").returncode != 0  # no poll brings it
+    row.locator("button.owsync-sync").click()
+    assert wait_for(lambda: router.r.sh("cat /etc/config/firewall").stdout == "config firewall\n")
+    s.page.wait_for_function(
+        "() => /firewall from/.test(document.getElementById('owsync-history').innerText)",
+        timeout=20000,
+    )
+    assert router.status()["peers"][0]["last_success"] > before
+    s.screenshot("status")
+    assert s.errors == [], s.errors
+    assert not any(KEY in b for b in s.bodies)
+
+
+def luci_read_only_user(router: Router, browser) -> None:
+    """A read-only user sees the Status page and cannot sync, nor change a setting:
+    the page says so and rpcd refuses the write methods whatever a page sends."""
+    s = Session(browser, router, "viewer")
+    s.open("status")
+    row = s.page.locator(f"#owsync-peers tr[data-peer='{router.peer}']")
+    row.wait_for(timeout=15000)
+    assert row.locator("button.owsync-sync").is_disabled()
+    assert s.page.locator("#owsync-sync-all").is_disabled()
+    # rpcd refuses the write methods to this session, whatever the page shows
+    refused = s.page.evaluate(
+        """(peer) => L.require('rpc').then(rpc => rpc.declare({
+        object: 'luci.owsync', method: 'sync_peer', params: ['peer']})(peer))
+        .then(r => 'accepted: ' + JSON.stringify(r), e => 'refused: ' + e.message)""",
+        router.peer,
+    )
+    assert refused.startswith("refused"), refused
+    s.open("settings")
+    assert s.page.locator("#owsync-key-save").is_disabled()
+    assert s.page.locator("#owsync-key-input").is_disabled()
+    # LuCI's Map is read-only for this session: every field, and no Save & Apply
+    fields = s.page.locator("#view .cbi-map input:not([type=hidden]), #view .cbi-map select")
+    assert fields.count() >= 5 and all(f.is_disabled() for f in fields.all())
+    apply = s.page.locator(".cbi-page-actions .cbi-button-apply")
+    assert apply.count() == 0 or apply.first.get_attribute("disabled") is not None
+    assert s.errors == [], s.errors
+    # uhttpd, asking rpcd, refuses the write methods to this session, whatever a page shows
+    # (sent with fetch: LuCI's own rpc layer takes a refusal for an expired login)
+    for obj, method, args in (("luci.owsync", "sync_peer", {"peer": router.peer}),
+                              ("luci.owsync", "sync", {}), ("owsync.key", "set", {"key": KEY}),
+                              ("uci", "set", {"config": "owsync", "section": "main",
+                                              "values": {"enabled": "0"}})):  # fmt: skip
+        reply = s.page.evaluate(
+            """([o, m, a]) => fetch(L.env.ubuspath, {method: 'POST', body: JSON.stringify(
+                {jsonrpc: '2.0', id: 1, method: 'call', params: [L.env.sessionid, o, m, a]})})
+                .then(r => r.json())""",
+            [obj, method, args],
+        )
+        assert reply.get("error", {}).get("message") == "Access denied", (obj, method, reply)
+    allowed = s.page.evaluate(
+        """() => fetch(L.env.ubuspath, {method: 'POST', body: JSON.stringify({jsonrpc: '2.0',
+            id: 1, method: 'call', params: [L.env.sessionid, 'luci.owsync', 'status', {}]})})
+            .then(r => r.json())"""
+    )
+    assert allowed["result"][0] == 0 and allowed["result"][1]["pid"] == router.status()["pid"]
+    assert not any(KEY in b for b in s.bodies)
+
+
+def luci_settings_save_and_apply(router: Router, browser) -> None:
+    """Settings: add a peer and refuse owsync 1.2.0, Save & Apply: the same daemon
+    (its PID) has the new peer, confirmed by the browser and still there after
+    LuCI's rollback timeout."""
+    s = Session(browser, router, "root")
+    pid = router.status()["pid"]
+    s.open("settings")
+    status = s.page.inner_text("#owsync-key-status")
+    assert fingerprint(bytes.fromhex(KEY)) in status
+    new_peer = f"127.0.0.1:{router.peer2_port}"
+    dyn = s.page.locator("[data-name='peer'] .cbi-dynlist, #cbid\\.owsync\\.main\\.peer").first
+    dyn.locator("input[type=text]").last.fill(new_peer)
+    dyn.locator(".cbi-button-add").click()
+    s.screenshot("settings")
+    # and refuse owsync 1.2.0 from now on (both routers here are ours: protocol 2)
+    s.page.locator(".cbi-tabmenu").get_by_text("Advanced").click()
+    s.page.select_option("select[id='widget.cbid.owsync.main.min_protocol']", "2")
+    s.page.locator(".cbi-page-actions").get_by_text("Save & Apply").click()
+    # LuCI applies with a rollback timer, which the browser confirms when it can reach
+    # the router again; unconfirmed, the change would be undone a few seconds later
+    s.page.wait_for_function(
+        "() => /Configuration changes applied/.test(document.body.innerText)", timeout=60000
+    )
+    assert wait_for(lambda: len((router.status() or {}).get("peers", [])) == 2, 40), router.r.sh(
+        "/sbin/logread"
+    ).stdout
+    st = router.status()
+    assert st["pid"] == pid and new_peer in [p["address"] for p in st["peers"]]
+    assert f"list peer '{new_peer}'" in router.r.ok("cat /etc/config/owsync")
+    assert "option min_protocol '2'" in router.r.ok("cat /etc/config/owsync")
+    assert st["min_protocol"] == 2
+    time.sleep(12)  # past LuCI's rollback timeout (10 s): the change stayed
+    assert len(router.status()["peers"]) == 2
+    assert re.search(r"configuration reloaded: 2 peer", router.r.ok("/sbin/logread -e owsync"))
+    assert s.errors == [], s.errors
+    assert not any(KEY in b for b in s.bodies)

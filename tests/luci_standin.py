@@ -24,11 +24,16 @@ the calls the owsync views make:
   tests/test_openwrt_real.py checks against the real ubusd), with null
   values dropped as blobmsg drops them.  ``versions``, ``diff {"id"}`` and
   ``restore {"id"}`` are relayed the same way (``{"method": "diff", "id": N}``).
+- ``groups``: when a test sets it (a function), the relayed status's
+  ``groups`` is what it returns: the shape of status["groups"] in
+  notes/groups-design.md, for a daemon of a tree that does not publish it yet.
 - ``SampleStandIn``: the same, with ``luci.owsync versions|diff|restore``
   answered from a version store the test describes (no daemon needed): an
   unknown id is ``{"error": "no version N"}`` as the daemon answers it (README),
-  or with ``not_found_status`` ubus status 4 (NOT_FOUND); an id that is not
-  an integer is status 2 (INVALID_ARGUMENT), as ubusd's policy check.
+  or with ``not_found_status`` ubus status 4 (NOT_FOUND); an id that is
+  neither an integer (a version of main) nor a string ``"GROUP:ID"`` (of a
+  group's own store; a version's ``group`` absent means main) is status 2
+  (INVALID_ARGUMENT), as ubusd's policy check.
 - ``owsync.key info|set``: the real rpcd plugin openwrt/owsync/files/usr/libexec/rpcd/owsync.key
   (owsync.rpcd_key), run as rpcd runs it, on the test's key file.
 - ``uci get``: the test's UCI file, read with the test parser of
@@ -48,6 +53,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -119,6 +125,7 @@ class StandIn:
         self.grants = acl_grants()
         self.responses: list[str] = []
         self.calls: list[tuple[str, str, dict]] = []
+        self.groups: Callable[[], list[dict]] | None = None
         handler = type("Handler", (_Handler,), {"standin": self})
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
@@ -196,6 +203,8 @@ class StandIn:
         except ControlError:
             return [10]  # UBUS_STATUS_CONNECTION_FAILED: the daemon went away mid-call
         reply.pop("ok", None)
+        if method == "status" and self.groups is not None:
+            reply["groups"] = self.groups()
         return [0, blob_safe(reply)]
 
     def _plugin(self, method: str, args: dict) -> dict:
@@ -257,6 +266,7 @@ class SampleStandIn(StandIn):
     ``versions`` (newest first, as the daemon lists them), ``store`` and
     ``diffs`` (id -> the diff reply; a missing one is an identical text file).
 
+    ``stores`` (group -> summary) is listed beside ``store`` when set.
     ``running`` false makes ``luci.owsync`` absent, as when no daemon runs.
     A restore keeps the content it replaces as a new version (reason
     ``restored``), as the daemon does, and is recorded in ``restored``.
@@ -270,8 +280,9 @@ class SampleStandIn(StandIn):
         self.store = store
         self.diffs = diffs or {}
         self.running = True
-        self.restored: list[int] = []
+        self.restored: list[int | str] = []
         self.not_found_status = False
+        self.stores: dict | None = None  # each group's store summary, as the daemon lists them
         super().__init__(control_socket, uci_file, key_file, rc)
 
     def _daemon_up(self) -> bool:
@@ -281,20 +292,29 @@ class SampleStandIn(StandIn):
         if method not in ("versions", "diff", "restore"):
             return super()._daemon(method, args)
         if method == "versions":
-            return [0, blob_safe({"versions": self.versions, "store": self.store})]
+            reply = {"versions": self.versions, "store": self.store}
+            if self.stores is not None:
+                reply["stores"] = self.stores
+            return [0, blob_safe(reply)]
         vid = args.get("id")
-        if type(vid) is not int:
+        group, number = "main", vid
+        if isinstance(vid, str) and vid.rpartition(":")[2].isdigit() and vid.rpartition(":")[0]:
+            group, number = vid.rpartition(":")[0], int(vid.rpartition(":")[2])
+        elif type(vid) is not int:
             return [INVALID_ARGUMENT]
-        v = next((v for v in self.versions if v["id"] == vid), None)
+        v = next((v for v in self.versions
+                  if v["id"] == number and v.get("group", "main") == group), None)  # fmt: skip
         if v is None:
             return [NOT_FOUND] if self.not_found_status else [0, {"error": f"no version {vid}"}]
         if method == "diff":
-            reply = {"id": vid, "path": v["path"], "text": v["text"], "current": "present",
+            reply = {"id": number, "group": group, "path": v["path"], "text": v["text"],
+                     "current": "present",
                      "diff": "", "truncated": False}  # fmt: skip
             reply.update(self.diffs.get(vid, {}))
             return [0, blob_safe(reply)]
         self.restored.append(vid)
-        kept = dict(v, id=max(x["id"] for x in self.versions) + 1, reason="restored", peer="",
+        same = [x["id"] for x in self.versions if x.get("group", "main") == group]
+        kept = dict(v, id=max(same) + 1, reason="restored", peer="",
                     kept=int(time.time() * 1000))  # fmt: skip
         self.versions.insert(0, kept)
-        return [0, {"restored": v["path"], "id": vid}]
+        return [0, {"restored": v["path"], "id": number}]

@@ -11,17 +11,20 @@ What the stand-in supplies, and nothing more:
   daemon must go in as a text node), rpc.declare (params, expect, reject,
   RPCError on a JSON-RPC error), poll.add, ui.addNotification and
   ui.createHandlerFn as LuCI's (the button disabled and spinning until the
-  handler settles), uci.load/get, L.hasViewPermission from the node's
-  readonly state (?ro=1), String.prototype.format, an identity _(), and a
-  form.Map that asks "session access" when its readonly is null and renders
-  each option as one input (no saving, no tabs, no widgets).
+  handler settles), uci.load/get/sections and uci.add/set in the page's copy,
+  L.hasViewPermission from the node's readonly state (?ro=1),
+  String.prototype.format, an identity _(), and a form.Map that asks
+  "session access" when its readonly is null and renders each option as one
+  input, a GridSection as a row per section of its type (no saving to the
+  router, no tabs, no widgets: save() redraws from the page's copy).
 - On the server (tests/luci_standin.py): uhttpd's /ubus as LuCI meets it:
   "Object not found" for an absent object, "Access denied" from the app's own
   ACL file (an admin session with its read and write grants, a viewer with
   read alone), "Invalid parameters" for a browser-supplied ubus_rpc_session;
   luci.owsync status/sync/sync_peer relayed to the real daemon's control
   socket (absent when it does not answer), null values dropped as blobmsg
-  does; owsync.key info/set by running the real rpcd plugin
+  does, its ``groups`` replaced by the test's when a test sets one;
+  owsync.key info/set by running the real rpcd plugin
   (openwrt/owsync/files/usr/libexec/rpcd/owsync.key) on the test's key file; uci get from
   the test's UCI file; rc list and the luci-base grants (uci get, session
   access) fixed.
@@ -35,6 +38,7 @@ import re
 import shutil
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -52,8 +56,8 @@ NODE = shutil.which("node")
 
 def test_the_app_is_laid_out_as_the_luci_feed_expects():
     assert {p.relative_to(RES).as_posix() for p in JS} == {
-        "owsync/format.js", "view/owsync/status.js", "view/owsync/settings.js",
-        "view/owsync/history.js"}  # fmt: skip
+        "owsync/format.js", "owsync/examples.js", "view/owsync/status.js",
+        "view/owsync/settings.js", "view/owsync/history.js"}  # fmt: skip
     mk = (APP / "Makefile").read_text()
     assert "include ../../luci.mk" in mk and "LUCI_DEPENDS:=+owsync +luci-base" in mk
     assert "call BuildPackage - OpenWrt buildroot signature" in mk
@@ -470,4 +474,193 @@ def test_settings_show_the_options_and_the_key_fingerprint_never_the_key(site, b
     site.page(browser, "status")
     bodies = "\n".join(site.standin.responses)
     assert KEY not in bodies and new not in bodies
+    assert site.errors == []
+
+
+# --- sync groups: Status rows, the Groups table, the ready choices -----------------
+
+
+EXAMPLES_JS = RES / "owsync/examples.js"
+EXAMPLE_FIELDS = ["name", "why", "dir", "include", "exclude", "reload", "restart"]
+
+
+def luci_examples() -> list[dict]:
+    """The ready choices of the Settings page, as owsync/examples.js holds them."""
+    m = re.search(r"^var EXAMPLES = (\[.*?^\]);$", EXAMPLES_JS.read_text(), re.S | re.M)
+    assert m, "owsync/examples.js: no EXAMPLES table"
+    return json.loads(m.group(1))
+
+
+def test_the_ready_choices_are_the_shipped_examples():
+    """examples.js is generated from owsync/core/examples.py (scripts/genexamples.py)."""
+    try:
+        from owsync.core.examples import EXAMPLES  # type: ignore[import-not-found]
+    except ImportError:
+        pytest.skip("owsync/core/examples.py is not in this tree (branch gconfig)")
+    python = [{k: list(e[k]) if isinstance(e[k], (list, tuple)) else e[k] for k in EXAMPLE_FIELDS}
+              for e in EXAMPLES]  # fmt: skip
+    assert luci_examples() == python, "run: python3 scripts/genexamples.py"
+
+
+def test_the_ready_choices_are_groups_a_daemon_takes():
+    examples = luci_examples()
+    assert len(examples) >= 5
+    assert len({e["name"] for e in examples}) == len(examples)
+    for e in examples:
+        assert list(e) == EXAMPLE_FIELDS, e
+        assert re.fullmatch(r"[A-Za-z0-9_]+", e["name"]) and e["name"] != "main", e
+        assert e["dir"].startswith("/") and e["include"], e
+        assert e["why"] and "\n" not in e["why"], e
+        for k in ("include", "exclude", "reload", "restart"):
+            assert all(isinstance(x, str) and x for x in e[k]), (e["name"], k)
+        for service in e["reload"] + e["restart"]:
+            assert re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", service), e
+
+
+def _view_fields(view: Path) -> list[dict]:
+    """Every field a form view defines (tests/luci/form-fields.mjs)."""
+    r = subprocess.run([NODE or "node", str(ROOT / "tests/luci/form-fields.mjs"), str(view)],
+                       capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+@pytest.mark.skipif(not NODE, reason="needs Node.js (.ci/run installs Debian's nodejs)")
+def test_the_groups_table_edits_each_group_setting_of_the_schema():
+    from owsync.core.settings import BOOL, GROUP_SETTINGS
+
+    fields = [f for f in _view_fields(VIEWS / "settings.js") if f["section_type"] == "group"]
+    by_uci = {s.uci: s for s in GROUP_SETTINGS if s.uci}
+    # reload and restart: the group-only settings (in the schema with branch gconfig)
+    assert {f["name"] for f in fields} == set(by_uci) | {"reload", "restart"}
+    assert all(f["widget"] in ("Flag", "Value", "DynamicList") for f in fields)
+    for f in fields:
+        s = by_uci.get(f["name"])
+        if s is None:
+            assert f["widget"] == "DynamicList", f
+            continue
+        if f["widget"] == "Flag":
+            assert s.kind == BOOL and f["default"] == ("1" if s.default else "0"), f
+        elif f["widget"] == "DynamicList":
+            assert s.multi, f
+        else:
+            assert not s.multi and f["datatype"] == s.datatype(), f
+
+
+GROUP_PEERS = ("synced", "pending", "absent", "v1")
+
+
+def _groups(site, dropbear_state: str, peer_state: str, files: int) -> list[dict]:
+    """status["groups"] as notes/groups-design.md shapes it."""
+    b, dead = site.b.addr, site.dead
+    return [
+        {"name": "main", "dir": str(site.a.dir), "enabled": True, "state": "syncing",
+         "files": 3, "tombstones": 0, "last_change": time.time() - 30, "reload": [],
+         "restart": [], "peers": {b: "synced", dead: "pending"}},
+        {"name": "dropbear", "dir": "/etc/dropbear", "enabled": True, "state": dropbear_state,
+         "reason": "/etc/dropbear does not exist" if dropbear_state == "waiting" else None,
+         "files": files, "tombstones": 0, "last_change": None, "reload": [],
+         "restart": ["dropbear"], "peers": {b: peer_state, dead: "v1"}},
+    ]  # fmt: skip
+
+
+def test_status_has_a_row_per_group_updated_in_place_under_the_poll(site, browser):
+    """The rows come from status["groups"] (supplied here in the design's shape: the
+    daemons of this tree may not publish it yet); a poll refills them in place."""
+    state = {"groups": _groups(site, "waiting", "pending", 0)}
+    site.standin.groups = lambda: state["groups"]
+    page = site.page(browser, "status")
+    assert page.locator("#owsync-groups-box").is_visible()
+    row = page.locator("#owsync-groups tr[data-group='dropbear']")
+    assert page.locator("#owsync-groups tr.owsync-group").count() == 2
+    assert row.locator(".owsync-group-dir").inner_text() == "/etc/dropbear"
+    label = row.locator(".owsync-group-state .label")
+    assert label.inner_text() == "Waiting" and "warning" in label.get_attribute("class")
+    assert "/etc/dropbear does not exist" in row.locator(".owsync-group-state").inner_text()
+    assert row.locator(".owsync-group-actions").inner_text() == "restart dropbear"
+    peer = row.locator(f".owsync-group-peer[data-peer='{site.b.addr}'] .label")
+    assert peer.inner_text() == "pending" and "notice" in peer.get_attribute("class")
+    v1 = row.locator(f".owsync-group-peer[data-peer='{site.dead}']")
+    assert "owsync 1.2.0" in v1.get_attribute("title")
+    assert "warning" in v1.locator(".label").get_attribute("class")
+    main = page.locator("#owsync-groups tr[data-group='main']")
+    assert main.locator(".owsync-group-files").inner_text() == "3 files, 0 tombstones"
+    site.screenshot(page, "status-groups")
+    marked = "#owsync-groups tr.owsync-group, #owsync-groups .owsync-group-peer"
+    page.evaluate("(sel) => document.querySelectorAll(sel).forEach(e => e.owsyncMark = 1)",
+                  marked)  # fmt: skip
+    state["groups"] = _groups(site, "syncing", "synced", 2)
+    page.wait_for_function(
+        "() => document.querySelector(\"#owsync-groups tr[data-group='dropbear']"
+        " .owsync-group-state .label\").textContent == 'Syncing'", timeout=15000)  # fmt: skip
+    assert page.evaluate("(sel) => Array.from(document.querySelectorAll(sel))"
+                         ".every(e => e.owsyncMark === 1)", marked)  # fmt: skip
+    assert "success" in peer.get_attribute("class") and peer.inner_text() == "synced"
+    assert row.locator(".owsync-group-files").inner_text() == "2 files, 0 tombstones"
+    assert "does not exist" not in row.locator(".owsync-group-state").inner_text()
+    # main alone again (the group removed): no table
+    state["groups"] = state["groups"][:1]
+    page.wait_for_selector("#owsync-groups-box.hidden", state="attached", timeout=15000)
+    assert page.locator("#owsync-groups tr.owsync-group").count() == 0
+    assert site.errors == []
+
+
+def test_status_with_real_daemons_shows_a_group_synced_with_the_peer(site, browser):
+    """Two daemons with the group ``keys`` (needs branch gengine's status, gconfig's file)."""
+    a, b = site.a, site.b
+    for node in (a, b):
+        keys = node.dir.parent / f"{node.name}-keys"
+        keys.mkdir()
+        node.stop()
+        peers = [b.addr, site.dead] if node is a else [f"127.0.0.1:{free_port()}"]
+        node.configure(peers, poll=600, extra=f"group.keys.dir={keys}\ngroup.keys.include=*\n")
+        node.start()
+    if "groups" not in a.status():
+        pytest.skip("the daemon's status has no groups in this tree (branch gengine)")
+    (b.dir.parent / "b-keys" / "dropbear_rsa_host_key").write_text("key\n")
+    page = site.page(browser, "status")
+    assert wait_for(lambda: (a.dir.parent / "a-keys" / "dropbear_rsa_host_key").exists(), 20)
+    page.wait_for_function(
+        "(addr) => { const l = document.querySelector(`#owsync-groups tr[data-group='keys']"
+        " .owsync-group-peer[data-peer='${addr}'] .label`);"
+        " return l && l.textContent == 'synced'; }",
+        arg=b.addr, timeout=30000)  # fmt: skip
+    row = page.locator("#owsync-groups tr[data-group='keys']")
+    assert row.locator(".owsync-group-state .label").inner_text() == "Syncing"
+    assert row.locator(".owsync-group-files").inner_text().startswith("1 files")
+    assert site.errors == []
+
+
+def test_settings_list_the_groups_and_add_a_shipped_example_in_one_click(site, browser):
+    site.uci.write_text(site.uci.read_text() + "\nconfig group 'keys'\n\toption dir '/srv/keys'\n"
+                        "\tlist include 'id_*'\n\tlist restart 'dropbear'\n")  # fmt: skip
+    examples = luci_examples()
+    page = site.page(browser, "settings")
+    grid = page.locator("#cbi-owsync-group")
+    assert grid.locator("tr[data-sid]").count() == 1
+    assert page.locator("input[name='cbid.owsync.keys.dir']").input_value() == "/srv/keys"
+    assert page.locator("input[name='cbid.owsync.keys.restart']").input_value() == "dropbear"
+    choices = page.locator("#owsync-examples tr.owsync-example")
+    assert [c.get_attribute("data-example") for c in choices.all()] == [e["name"] for e in examples]
+    for c, e in zip(choices.all(), examples, strict=True):
+        assert c.locator(".owsync-example-why").inner_text() == e["why"]
+        assert c.locator(".owsync-example-files").inner_text().startswith(e["dir"] + ": ")
+    ex = examples[0]
+    button = page.locator(f"#owsync-examples tr[data-example='{ex['name']}'] button")
+    assert button.is_enabled() and button.inner_text() == "Add"
+    button.click()
+    page.wait_for_selector(f"#cbi-owsync-group tr[data-sid='{ex['name']}']", timeout=5000)
+    for k in ("dir", "include", "exclude", "reload", "restart"):
+        value = page.locator(f"input[name='cbid.owsync.{ex['name']}.{k}']").input_value()
+        assert value == (ex[k] if k == "dir" else " ".join(ex[k])), k
+    assert button.is_disabled() and button.inner_text() == "Added"
+    assert f"Group {ex['name']} added" in page.locator("#maincontent > .alert-message").inner_text()
+    assert grid.locator("tr[data-sid]").count() == 2
+    # the others are still one click away; nothing was sent to the router (Save & Apply does)
+    assert page.locator("#owsync-examples button:enabled").count() == len(examples) - 1
+    assert not [c for c in site.standin.calls if c[:2] in (("uci", "add"), ("uci", "set"))]
+    site.screenshot(page, "settings-groups")
+    ro = site.page(browser, "settings", ro=True)
+    assert ro.locator("#owsync-examples button:enabled").count() == 0
+    assert ro.locator("input[name='cbid.owsync.keys.dir']").is_disabled()
     assert site.errors == []

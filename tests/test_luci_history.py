@@ -163,6 +163,80 @@ def test_kept_versions_newest_first_with_the_conflict_marked(site, browser):
     assert site.errors == []
 
 
+def grouped_versions(now_ms: int) -> list[dict]:
+    """Main's sample and two groups' versions, newest first: each store numbers its own,
+    so the ids collide across groups (shaped as notes/groups-design.md says)."""
+    main = sample_versions(now_ms)[:2]
+    extra = [
+        {"id": 1, "group": "dropbear", "path": "dropbear_rsa_host_key", "hash": "d1" * 32,
+         "size": 1200, "mtime": now_ms - 9_000_000, "mode": 0o600, "reason": "replaced",
+         "peer": PEER, "kept": now_ms - 120_000, "text": False},
+        {"id": 5, "group": "passwd", "path": "shadow", "hash": "e5" * 32, "size": 300,
+         "mtime": now_ms - 9_000_000, "mode": 0o600, "reason": "edited", "peer": "",
+         "kept": now_ms - 900_000, "text": True},
+    ]  # fmt: skip
+    return sorted(main + extra, key=lambda v: v["kept"], reverse=True)
+
+
+def test_each_version_says_its_group_and_the_filter_shows_one_group(tmp_path, browser):
+    site = Site(tmp_path, versions=grouped_versions(int(time.time() * 1000)))
+    site.standin.stores = {
+        "main": dict(STORE),
+        "dropbear": dict(STORE, dir="/etc/owsync/owsync.dropbear.versions", bytes=1200, objects=1),
+        "passwd": dict(STORE, dir="/etc/owsync/owsync.passwd.versions", bytes=300, objects=1),
+    }
+    try:
+        page = site.page(browser)
+        rows = page.locator("#owsync-versions tr.owsync-version")
+        assert [r.get_attribute("data-id") for r in rows.all()] == ["5", "dropbear:1", "4",
+                                                                    "passwd:5"]  # fmt: skip
+        assert [r.locator(".owsync-group").inner_text() for r in rows.all()] == [
+            "main", "dropbear", "main", "passwd"]  # fmt: skip
+        assert page.locator("#owsync-versions th").nth(1).inner_text() == "Group"
+        box = page.locator("#owsync-group-filter-box")
+        assert box.is_visible()
+        select = page.locator("#owsync-group-filter")
+        assert [o.get_attribute("value") for o in select.locator("option").all()] == [
+            "", "main", "dropbear", "passwd"]  # fmt: skip
+        assert select.locator("option").first.inner_text() == "All groups"
+        assert page.locator("#owsync-store").inner_text().startswith("4 version(s) kept")
+        select.select_option("dropbear")
+        assert [r.get_attribute("data-id") for r in rows.all()] == ["dropbear:1"]
+        assert "owsync.dropbear.versions" in page.locator("#owsync-store").inner_text()
+        assert page.locator("#owsync-store").inner_text().startswith("1 version(s) kept")
+        assert page.locator("#owsync-conflicts").count() == 0  # the conflict is main's
+        # diff and restore name the version as GROUP:ID
+        page.locator("tr[data-id='dropbear:1'] button.owsync-diff").click()
+        modal = _modal(page)
+        assert "dropbear_rsa_host_key: version dropbear:1" in modal.inner_text()
+        modal.locator("button.owsync-modal-close").click()
+        assert site.calls("diff") == [{"id": "dropbear:1"}]
+        page.locator("tr[data-id='dropbear:1'] button.owsync-restore").click()
+        modal = _modal(page)
+        assert "Write version dropbear:1 back to dropbear_rsa_host_key?" in modal.inner_text()
+        modal.locator("button.owsync-restore-confirm").click()
+        page.wait_for_selector("tr[data-id='dropbear:2']", timeout=5000)
+        assert site.standin.restored == ["dropbear:1"]
+        assert "dropbear_rsa_host_key restored from version dropbear:1." in page.locator(
+            "#maincontent > .alert-message").first.inner_text()  # fmt: skip
+        assert select.input_value() == "dropbear"  # the refresh kept the choice
+        assert [r.get_attribute("data-id") for r in rows.all()] == ["dropbear:2", "dropbear:1"]
+        select.select_option("")
+        assert rows.count() == 5
+        site.screenshot(page, "history-groups")
+        assert site.errors == []
+    finally:
+        site.standin.close()
+
+
+def test_without_groups_there_is_no_filter(site, browser):
+    page = site.page(browser)
+    assert not page.locator("#owsync-group-filter-box").is_visible()
+    rows = page.locator("#owsync-versions tr.owsync-version").all()
+    assert {r.locator(".owsync-group").inner_text() for r in rows} == {"main"}
+    assert site.errors == []
+
+
 def test_diff_shows_the_unified_diff_as_text_in_a_modal(site, browser):
     page = site.page(browser)
     assert not page.locator("#modal_overlay").is_visible()
@@ -530,3 +604,62 @@ def test_with_real_daemons_a_conflict_is_marked(real, browser):
     assert f"Latest: firewall, replaced by {b.addr}." in note.inner_text()
     assert note.locator("a").get_attribute("href") == "/cgi-bin/luci/admin/services/owsync/history"
     assert errors == []
+
+
+def test_with_real_daemons_a_group_version_is_listed_diffed_and_restored(tmp_path, browser):
+    """A and B with the group ``keys`` (needs branches gconfig and gengine): B's
+    newer key replaces A's, whose old one History lists under ``keys``, diffs
+    and restores as keys:ID through the daemon."""
+    nodes = tracked(tmp_path, DaemonNode)
+    daemons = next(nodes)
+    a, b = daemons("a"), daemons("b")
+    keys = {n: tmp_path / f"{n}-keys" for n in ("a", "b")}
+    for n, node, peers in (("a", a, [b.addr]), ("b", b, [f"127.0.0.1:{free_port()}"])):
+        keys[n].mkdir()
+        node.configure(peers, poll=600, extra=f"group.keys.dir={keys[n]}\ngroup.keys.include=*\n")
+    standin = None
+    try:
+        a.start()
+        b.start()
+        if "groups" not in a.status():
+            pytest.skip("the daemon's status has no groups in this tree (branch gengine)")
+        old, new = b"ssh-ed25519 old\n", b"ssh-ed25519 new\n"
+        (keys["a"] / "id_host_key").write_bytes(old)
+        assert wait_for(lambda: (keys["b"] / "id_host_key").exists(), 15), a.text()
+        time.sleep(1.1)  # B's write is newer by the clock
+        (keys["b"] / "id_host_key").write_bytes(new)
+        _sync(a)
+        assert wait_for(lambda: (keys["a"] / "id_host_key").read_bytes() == new, 15), a.text()
+        uci = tmp_path / "uci-owsync"
+        uci.write_text(f"config owsync 'main'\n\toption enabled '1'\n\tlist peer '{b.addr}'\n")
+        key = tmp_path / "key"
+        key.write_text(KEY + "\n")
+        standin = StandIn(a.sock, uci, key, {"owsync": {"enabled": True, "running": True}})
+        errors: list[str] = []
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        page.on("console", lambda m: m.type == "error" and errors.append(m.text))
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(f"{standin.url}/view/owsync/history")
+        page.wait_for_selector("body[data-rendered='view.owsync.history']", timeout=15000)
+        row = page.locator("#owsync-versions tr.owsync-version[data-group='keys']").first
+        row.wait_for(timeout=5000)
+        assert row.get_attribute("data-id").startswith("keys:")
+        assert row.locator(".owsync-group").inner_text() == "keys"
+        assert row.locator(".owsync-path").inner_text() == "id_host_key"
+        page.locator("#owsync-group-filter").select_option("keys")
+        groups = {r.get_attribute("data-group") for r in
+                  page.locator("#owsync-versions tr.owsync-version").all()}  # fmt: skip
+        assert groups == {"keys"}
+        row.locator("button.owsync-diff").click()
+        modal = _modal(page)
+        diff = modal.locator("pre.owsync-diff-text").inner_text()
+        assert "-ssh-ed25519 old\n" in diff and "+ssh-ed25519 new\n" in diff, diff
+        modal.locator("button.owsync-diff-restore").click()
+        _modal(page).locator("button.owsync-restore-confirm").click()
+        page.wait_for_selector("#maincontent > .alert-message.info", timeout=10000)
+        assert wait_for(lambda: (keys["a"] / "id_host_key").read_bytes() == old, 10), a.text()
+        assert errors == []
+    finally:
+        if standin:
+            standin.close()
+        next(nodes, None)  # stops the daemons, by PID

@@ -209,7 +209,10 @@ def test_feed_recipes_depend_on_packages_that_exist_and_install_every_file():
     assert "$(call Py3Package,owsync)" in mk and "../../lang/python/python3-package.mk" in mk
     # the release it builds is the version of the source it builds
     assert re.search(r"^PKG_VERSION:=(\S+)$", mk, re.M).group(1) == __version__
-    assert "PKG_SOURCE_VERSION:=v$(PKG_VERSION)" in mk
+    # a commit of the git source, whose tarball's sha256 is PKG_MIRROR_HASH
+    # (scripts/build-packages.sh packs it as the SDK does and checks)
+    assert re.search(r"^PKG_SOURCE_VERSION:=[0-9a-f]{40}$", mk, re.M)
+    assert re.search(r"^PKG_MIRROR_HASH:=[0-9a-f]{64}$", mk, re.M)
     # the wheel's console script and files/ as a whole: every file there ships
     assert "$(PKG_INSTALL_DIR)/usr/bin/owsync $(1)/usr/bin/" in mk
     assert "$(CP) $(PKG_BUILD_DIR)/openwrt/owsync/files/. $(1)/" in mk

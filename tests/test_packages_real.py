@@ -15,7 +15,12 @@ tests/owrt_chroot.py, whose procd, ubusd and rc.common run their scripts:
   database and the version store;
 - owsync 1.2.0's package, configured and running, upgraded to this one: the
   same peers and filters under ``main``, the key in its file, 1.2.0's rpcd
-  plugin gone, the service enabled and running this owsync.
+  plugin gone, the service enabled and running this owsync;
+- on the installed files (the console script and the bytecode, no checkout
+  on the path): tests/test_initscript_real.py's admin's day with the init
+  script, and tests/test_luci_real.py's checks in LuCI's real runtime with
+  the packages installed before uhttpd starts (both from tests/conftest.py;
+  the LuCI one also needs OWSYNC_LUCI_ROOT and chromium).
 
 The chroot's python3 is the host's: a ``.pth`` in its dist-packages adds
 OpenWrt's site-packages directory (where Py3Package installs) and
@@ -29,14 +34,28 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import wait_for
+from conftest import (
+    PKG_INSTALL,
+    PKG_TOOL,
+    initscript_admins_day,
+    initscript_fatal_error_logged_once,
+    luci_read_only_user,
+    luci_settings_save_and_apply,
+    luci_status_and_sync_now,
+    stage_package_tools,
+    wait_for,
+)
+from conftest import Router as LuciRouter
+from conftest import _skip as luci_missing
 from owrt_chroot import OpenWrtRoot, skip_reason
+
+from owsync import __version__
 
 REPO = Path(__file__).resolve().parents[1]
 KEY = "0123456789abcdef" * 4
@@ -53,6 +72,26 @@ PROVIDED = ("libc", "python3-light", "python3-logging", "python3-ctypes",
 SYSUPGRADE = ("sbin/sysupgrade", "lib/upgrade/common.sh", "lib/functions/system.sh")
 
 
+def recipe_var(recipe: Path, name: str) -> str:
+    """A ``NAME:=value`` of an OpenWrt recipe (its first)."""
+    for line in recipe.read_text().splitlines():
+        if line.startswith(f"{name}:="):
+            return line.split(":=", 1)[1].strip()
+    raise KeyError(f"{recipe}: no {name}")
+
+
+def test_the_recipes_name_their_sources_by_hash():
+    """Each recipe's source is checked by its sha256, none is "skip": owsync's
+    commit by PKG_MIRROR_HASH (scripts/build-packages.sh packs that commit as the
+    SDK does and compares), pyuci's sdist by PKG_HASH (compared with the sdist)."""
+    owsync_mk = REPO / "openwrt/owsync/Makefile"
+    assert recipe_var(owsync_mk, "PKG_VERSION") == __version__  # tests/test_openwrt_files.py too
+    assert re.fullmatch(r"[0-9a-f]{40}", recipe_var(owsync_mk, "PKG_SOURCE_VERSION"))
+    assert re.fullmatch(r"[0-9a-f]{64}", recipe_var(owsync_mk, "PKG_MIRROR_HASH"))
+    pyuci_mk = REPO / "openwrt/python-pyuci/Makefile"
+    assert re.fullmatch(r"[0-9a-f]{64}", recipe_var(pyuci_mk, "PKG_HASH"))
+
+
 def missing() -> str | None:
     why = skip_reason()
     if why:
@@ -64,6 +103,9 @@ def missing() -> str | None:
     lacks = [f for f in SYSUPGRADE if not (tree / f).exists()]
     if lacks:
         return f"OWSYNC_OPENWRT_ROOT lacks {', '.join(lacks)} (scripts/build-outside.sh)"
+    tools = [t for t in ("fakeroot", "git", "zstd", "make") if not shutil.which(t)]
+    if tools:
+        return f"scripts/build-packages.sh needs {', '.join(tools)} (apt-get install)"
     return None
 
 
@@ -117,23 +159,7 @@ class Router:
                 rpcd, init = rpcd_files()
                 shutil.copy(rpcd, staging / "sbin/rpcd")
                 shutil.copy(init, staging / "etc/init.d/rpcd")
-            shutil.copytree(packages, staging / "pkgs", ignore=shutil.ignore_patterns(".*"))
-            shutil.copy(os.environ["OWSYNC_OPKG"], staging / "bin/opkg")
-            (staging / "usr/bin").mkdir(parents=True, exist_ok=True)
-            shutil.copy(os.environ["OWSYNC_APK"], staging / "usr/bin/apk")
-            (staging / "etc/opkg.conf").write_text(
-                "dest root /\nlists_dir ext /var/opkg-lists\n"
-                "arch all 100\narch noarch 100\narch x86_64 200\n"
-            )
-            (staging / "etc/apk").mkdir(parents=True)
-            (staging / "etc/apk/arch").write_text("x86_64\n")
-            # OpenWrt's site-packages and python3-ubus for the host's python3
-            pyver = f"python{sys.version_info[0]}.{sys.version_info[1]}"
-            dist = staging / "usr/lib/python3/dist-packages"
-            dist.mkdir(parents=True, exist_ok=True)
-            (dist / "zz-openwrt.pth").write_text(
-                f"/usr/lib/{pyver}/site-packages\n{os.environ['OWSYNC_PYBINDINGS']}\n"
-            )
+            stage_package_tools(staging, packages)
 
         self.root = OpenWrtRoot(tmp, prepare=prepare, owsync=False)
         self.ok, self.sh = self.root.ok, self.root.sh
@@ -164,30 +190,20 @@ def router(tmp_path, packages):
     r.stop()
 
 
-# apk refuses a local package on a tmpfs root (lost at reboot): the chroot's is
-TOOL = {"ipk": "opkg", "apk": "apk --no-network --allow-untrusted --force-non-repository"}
-
-
 def pm(router: Router, fmt: str, *commands: str) -> str:
     """The package manager of ``fmt``, once per command; their output."""
-    return "".join(router.ok(f"{TOOL[fmt]} {c}", timeout=300) for c in commands)
+    return "".join(router.ok(f"{PKG_TOOL[fmt]} {c}", timeout=300) for c in commands)
 
 
-INSTALL = {
-    "ipk": ("install /pkgs/owrt-base_1_all.ipk",
-            "install /pkgs/python3-pyuci_*.ipk /pkgs/owsync_*.ipk /pkgs/luci-app-owsync_*.ipk"),
-    "apk": ("add --initdb /pkgs/owrt-base-1.apk",
-            "add /pkgs/python3-pyuci-*.apk /pkgs/owsync-*.apk /pkgs/luci-app-owsync-*.apk"),
-}  # fmt: skip
 REMOVE = {"ipk": "remove luci-app-owsync owsync", "apk": "del luci-app-owsync owsync"}
 
 
 @pytest.mark.parametrize("fmt", ["ipk", "apk"])
 def test_install_enable_run_remove(router, fmt):
-    out = pm(router, fmt, *INSTALL[fmt])
+    out = pm(router, fmt, *PKG_INSTALL[fmt])
     # the postinst enabled the service; the UCI file says disabled: nothing runs
     assert router.sh("test -L /etc/rc.d/S95owsync").returncode == 0, out
-    assert router.ok("owsync -V").startswith("owsync 2.0.0")
+    assert router.ok("owsync -V").startswith(f"owsync {__version__}")
     assert router.ok("find /usr/lib -path '*site-packages/owsync*' -name '*.py'") == ""
     assert "owsync/cli.pyc" in router.ok("find /usr/lib -name cli.pyc")
     assert not router.running()
@@ -196,7 +212,7 @@ def test_install_enable_run_remove(router, fmt):
     router.configure_and_start()
     assert wait_for(lambda: router.status() is not None, 20), router.ok("logread")
     st = router.status()
-    assert st["status"] == "RUNNING" and st["version"] == "2.0.0"
+    assert st["status"] == "RUNNING" and st["version"] == __version__
     assert st["config"]["peer_count"] == 1 and st["config"]["encryption_enabled"] is True
     router.ok("printf 'config x\\n' > /etc/config/dhcp")  # a change: the database is written
     assert wait_for(lambda: router.sh("test -f /etc/owsync/owsync.db").returncode == 0, 20), (
@@ -219,12 +235,12 @@ def test_install_enable_run_remove(router, fmt):
 
 
 OLD_INSTALL = {
-    "ipk": (INSTALL["ipk"][0], "install /pkgs/1.2.0/owsync_1.2.0-1_x86_64.ipk"),
-    "apk": (INSTALL["apk"][0], "add /pkgs/1.2.0/owsync-1.2.0-r1.apk"),
+    "ipk": (PKG_INSTALL["ipk"][0], "install /pkgs/1.2.0/owsync_1.2.0-1_x86_64.ipk"),
+    "apk": (PKG_INSTALL["apk"][0], "add /pkgs/1.2.0/owsync-1.2.0-r1.apk"),
 }
 UPGRADE = {
-    "ipk": "install /pkgs/python3-pyuci_*.ipk /pkgs/owsync_2.0.0-*.ipk",
-    "apk": "add /pkgs/python3-pyuci-*.apk /pkgs/owsync-2.0.0-*.apk",
+    "ipk": f"install /pkgs/python3-pyuci_*.ipk /pkgs/owsync_{__version__}-*.ipk",
+    "apk": f"add /pkgs/python3-pyuci-*.apk /pkgs/owsync-{__version__}-*.apk",
 }
 
 
@@ -260,9 +276,52 @@ def test_upgrade_from_owsync_1_2_0s_package(router, fmt):
     # enabled for the next boot, and this owsync runs with the same peer: the
     # `owsync` object is the daemon's, rpcd (reloaded) no longer claims it
     assert router.sh("test -L /etc/rc.d/S95owsync").returncode == 0, router.ok("ls /etc/rc.d")
-    assert wait_for(lambda: (router.status() or {}).get("version") == "2.0.0", 30), router.ok(
+    assert wait_for(lambda: (router.status() or {}).get("version") == __version__, 30), router.ok(
         "logread"
     ) + router.ok("ps w")
     st = router.status()
     assert [p["address"] for p in st["peers"]] == ["127.0.0.2"] and st["encryption"] is True
     assert old_pid not in router.running().split()
+
+
+def installed_from_package(root: OpenWrtRoot) -> None:
+    """What runs is the package's: its console script, its bytecode in OpenWrt's
+    site-packages, no checkout on the interpreter's path."""
+    assert root.ok("head -1 /usr/bin/owsync").strip() == "#!/usr/bin/python3"
+    where = root.ok("cd / && python3 -c 'import owsync; print(owsync.__file__)'").strip()
+    assert where.startswith("/usr/lib/python3"), where
+    assert where.endswith("/site-packages/owsync/__init__.pyc"), where
+
+
+@pytest.mark.parametrize("fmt", ["ipk", "apk"])
+def test_the_init_script_as_installed(router, fmt):
+    """tests/test_initscript_real.py's steps on the files opkg and apk installed."""
+    pm(router, fmt, *PKG_INSTALL[fmt])
+    installed_from_package(router.root)
+    # OpenWrt's reload_config signals only the files it had seen at its previous
+    # run (boot's): /etc/config/owsync, new since, counts from its next run on, as
+    # on a router after the install (LuCI's apply signals the package directly)
+    router.ok("reload_config")
+    initscript_admins_day(router.root)
+    initscript_fatal_error_logged_once(router.root)
+
+
+@pytest.mark.parametrize("fmt", ["ipk", "apk"])
+def test_luci_as_installed(tmp_path, packages, browser, fmt):
+    """tests/test_luci_real.py's checks in LuCI's real runtime (Status and "Sync
+    now", a read-only user, Settings with Save & Apply), luci-app-owsync and
+    owsync installed by opkg and apk before uhttpd starts."""
+    why = luci_missing()
+    if why:
+        pytest.skip(why)
+    rt = LuciRouter(tmp_path, packages, fmt)
+    try:
+        installed_from_package(rt.r)
+        listed = {"ipk": "opkg files luci-app-owsync", "apk": "apk info -L luci-app-owsync"}
+        assert "view/owsync/status.js" in rt.r.ok(listed[fmt])
+        rt.ready()
+        luci_status_and_sync_now(rt, browser)
+        luci_read_only_user(rt, browser)
+        luci_settings_save_and_apply(rt, browser)
+    finally:
+        rt.r.stop()

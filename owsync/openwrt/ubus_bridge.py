@@ -209,13 +209,16 @@ class UbusBridge(threading.Thread):
         string = self.ubus.BLOBMSG_TYPE_STRING
         integer = self.ubus.BLOBMSG_TYPE_INT32
         common = {SESSION_ARG: string} if session_arg else {}
+        # a version: main's by its number; LuCI's object takes a sync group's too,
+        # "GROUP:ID", a string (any type passes python-ubus's check of UNSPEC)
+        version = self.ubus.BLOBMSG_TYPE_UNSPEC if session_arg else integer
         return {
             "status": {"method": self._status, "signature": dict(common)},
             "sync": {"method": self._sync, "signature": dict(common)},
             "sync_peer": {"method": self._sync, "signature": {**common, "peer": string}},
             "versions": {"method": self._versions, "signature": dict(common)},
-            "diff": {"method": self._diff, "signature": {**common, "id": integer}},
-            "restore": {"method": self._restore, "signature": {**common, "id": integer}},
+            "diff": {"method": self._diff, "signature": {**common, "id": version}},
+            "restore": {"method": self._restore, "signature": {**common, "id": version}},
             # keepalived's hotplug script: /etc/hotplug.d/keepalived/100-owsync
             "vrrp": {"method": self._vrrp,
                      "signature": {**common, "instance": string, "role": string}},

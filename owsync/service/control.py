@@ -3,7 +3,8 @@
 Requests: ``{"method": "status"}``,
 ``{"method": "sync", "peer": "<optional>", "wait": false}``,
 ``{"method": "versions", "path": "<optional>"}``, ``{"method": "diff", "id": N}``,
-``{"method": "restore", "id": N}`` and ``{"method": "vrrp", "instance": NAME,
+``{"method": "restore", "id": N}`` (N: a version of main, or ``"GROUP:ID"`` one of
+another sync group, as ``versions`` names them) and ``{"method": "vrrp", "instance": NAME,
 "role": "MASTER"|"BACKUP"|"FAULT"}`` (keepalived's transition).  Replies are
 ``{"ok": true, ...}`` or ``{"ok": false, "error": "..."}``.  The same
 methods, with the same results, are what the ubus object publishes.
@@ -18,6 +19,8 @@ import os
 import socket
 import threading
 from collections.abc import Callable
+
+from .config import MAIN
 
 log = logging.getLogger("owsync")
 
@@ -169,13 +172,18 @@ def versions_request(d, method: str, req: dict) -> dict:
         if path is not None and not isinstance(path, str):
             return {"ok": False, "error": "path must be a string"}
         return {"ok": True, **versions_view.listing(d.cfg, path)}
-    vid = req.get("id")
-    if type(vid) is not int:
-        return {"ok": False, "error": "id must be a version number (owsync versions lists them)"}
+    try:
+        group, vid = versions_view.parse_ref(req.get("id"))
+    except ValueError:
+        return {"ok": False, "error": "id must be a version number, or GROUP:NUMBER in a group"
+                " other than main (owsync versions lists them)"}  # fmt: skip
     try:
         if method == "diff":
-            return {"ok": True, **versions_view.diff(d.cfg, vid)}
-        return {"ok": True, **d.restore(vid)}
+            return {"ok": True, **versions_view.diff(d.cfg, versions_view.ref(group, vid))}
+        if group == MAIN:
+            return {"ok": True, **d.restore(vid)}
+        versions_view.find_group(d.cfg, group)  # LookupError for a group not configured
+        return {"ok": True, **d.restore(vid, group)}
     except LookupError as exc:
         return {"ok": False, "error": str(exc)}
     except ValueError as exc:

@@ -30,11 +30,16 @@
  *     L.bind, L.resolveDefault, L.isObject; L.hasViewPermission() from
  *     L.env.nodespec (readonly when the page was opened with ?ro=1, as LuCI
  *     sets it for a user whose ACL grants the menu node read-only).
- *   - uci.load / uci.get (ubus uci get); a form.Map that, like LuCI's, asks
- *     `session access uci <config> write` when its readonly is left null,
- *     and renders each option as one input named cbid.<config>.<section>.<option>
- *     filled from UCI, disabled when the map is readonly (no saving: LuCI's
- *     own form does that; tests/test_luci_real.py covers it).
+ *   - uci.load / uci.get / uci.sections (ubus uci get), and uci.add / uci.set
+ *     in the page's copy only (LuCI stages them in rpcd; here nothing is
+ *     sent); a form.Map that, like LuCI's, asks `session access uci <config>
+ *     write` when its readonly is left null, and renders each option as one
+ *     input named cbid.<config>.<section>.<option> filled from UCI, disabled
+ *     when the map is readonly; a GridSection/TypedSection renders a row
+ *     (tr.cbi-section-table-row, data-sid) per section of its type, with the
+ *     same inputs.  map.data is uci; map.save(cb, silent) redraws the map from
+ *     the page's copy (no parsing, no saving: LuCI's own form does those;
+ *     tests/test_luci_real.py covers them).
  *   - String.prototype.format with %s, %d, %h (HTML-escaped), %%; _() is identity.
  *
  * The session id is that of a full admin, or with ?ro=1 that of a user with
@@ -291,6 +296,21 @@
 			var s = (uciData[pkg] || {})[section];
 			if (s == null) return null;
 			return option == null ? s : (s[option] == null ? null : s[option]);
+		},
+		sections: function (pkg, type) {
+			var all = uciData[pkg] || {};
+			return Object.keys(all).map(function (k) { return all[k]; })
+				.filter(function (s) { return type == null || s['.type'] == type; })
+				.sort(function (a, b) { return a['.index'] - b['.index']; });
+		},
+		add: function (pkg, type, name) {
+			var all = uciData[pkg] = uciData[pkg] || {};
+			all[name] = { '.name': name, '.type': type, '.anonymous': false, '.index': Object.keys(all).length };
+			return name;
+		},
+		set: function (pkg, sid, option, value) {
+			var s = (uciData[pkg] || {})[sid];
+			if (s != null) s[option] = value;
 		}
 	});
 	var uci = new Uci();
@@ -305,6 +325,17 @@
 		this.map = map; this.name = name; this.type = type; this.title = title;
 		this.options = [];
 	}
+	/* the sections it shows: its own (NamedSection), or every one of its type */
+	Section.prototype.cfgsections = function () {
+		if (!this.typed) return [ this.name ];
+		return uci.sections(this.map.config, this.type).map(function (s) { return s['.name']; });
+	};
+	function TypedSection() {}
+	TypedSection.prototype = Object.create(Section.prototype);
+	TypedSection.prototype.handleAdd = function (ev, name) {
+		this.map.data.add(this.map.config, this.type, name);
+		return this.map.save(null, true);
+	};
 	Section.prototype.tab = function () {};
 	Section.prototype.option = function (kind, name, title, descr) {
 		var o = new Option(kind, name, title, descr);
@@ -320,9 +351,19 @@
 		this.readonly = null;
 	}
 	FormMap.prototype.section = function (kind, name, type, title) {
-		var s = new Section(this, name, type, title);
+		var s;
+		if (typeof kind == 'function') {  /* TypedSection, GridSection: (type, title, descr) */
+			s = Object.assign(Object.create(kind.prototype), new Section(this, null, name, type));
+			s.typed = true;
+		}
+		else
+			s = new Section(this, name, type, title);
 		this.sections.push(s);
 		return s;
+	};
+	FormMap.prototype.save = function (cb, silent) {
+		var map = this;
+		return Promise.resolve(cb && cb()).then(function () { return map.renderContents(); });
 	};
 	FormMap.prototype.load = function () {
 		var map = this;
@@ -333,32 +374,52 @@
 			if (res[0] === false) map.readonly = true;
 		});
 	};
+	FormMap.prototype.renderOption = function (sid, o) {
+		var map = this, v = uci.get(map.config, sid, o.name);
+		return E('div', { 'class': 'cbi-value', 'data-name': o.name }, [
+			E('label', { 'class': 'cbi-value-title' }, o.title),
+			E('input', { 'name': 'cbid.' + map.config + '.' + sid + '.' + o.name,
+				'value': Array.isArray(v) ? v.join(' ') : (v == null ? '' : v),
+				'placeholder': o.placeholder || null,
+				'disabled': map.readonly ? '' : null }),
+			E('div', { 'class': 'cbi-value-description' }, o.descr || '')
+		]);
+	};
+	FormMap.prototype.renderSection = function (s) {
+		var map = this;
+		var id = 'cbi-' + map.config + '-' + (s.typed ? s.type : s.name);
+		if (!s.typed)
+			return E('div', { 'class': 'cbi-section', 'id': id }, [
+				E('h3', {}, s.title),
+				E(s.options.map(function (o) { return map.renderOption(s.name, o); }))
+			]);
+		return E('div', { 'class': 'cbi-section', 'id': id }, [
+			E('h3', {}, s.title),
+			E('table', { 'class': 'table cbi-section-table' }, s.cfgsections().map(function (sid) {
+				return E('tr', { 'class': 'tr cbi-section-table-row', 'data-sid': sid }, [
+					E('td', { 'class': 'td cbi-section-table-titles' }, [ sid ]),
+					E('td', { 'class': 'td' }, s.options.map(function (o) { return map.renderOption(sid, o); }))
+				]);
+			}))
+		]);
+	};
+	FormMap.prototype.renderContents = function () {
+		var map = this;
+		var node = E('div', { 'class': 'cbi-map', 'id': 'cbi-' + map.config }, [
+			E('h2', {}, map.title), E('div', { 'class': 'cbi-map-descr' }, map.descr),
+			E(map.sections.map(function (s) { return map.renderSection(s); }))
+		]);
+		if (map.root && map.root.parentNode) map.root.parentNode.replaceChild(node, map.root);
+		return (map.root = node);
+	};
 	FormMap.prototype.render = function () {
 		var map = this;
-		return map.load().then(function () {
-			return E('div', { 'class': 'cbi-map', 'id': 'cbi-' + map.config }, [
-				E('h2', {}, map.title), E('div', { 'class': 'cbi-map-descr' }, map.descr),
-				E(map.sections.map(function (s) {
-					return E('div', { 'class': 'cbi-section', 'id': 'cbi-' + map.config + '-' + s.name }, [
-						E('h3', {}, s.title),
-						E(s.options.map(function (o) {
-							var v = uci.get(map.config, s.name, o.name);
-							return E('div', { 'class': 'cbi-value', 'data-name': o.name }, [
-								E('label', { 'class': 'cbi-value-title' }, o.title),
-								E('input', { 'name': 'cbid.' + map.config + '.' + s.name + '.' + o.name,
-									'value': Array.isArray(v) ? v.join(' ') : (v == null ? '' : v),
-									'placeholder': o.placeholder || null,
-									'disabled': map.readonly ? '' : null }),
-								E('div', { 'class': 'cbi-value-description' }, o.descr || '')
-							]);
-						}))
-					]);
-				}))
-			]);
-		});
+		map.data = uci;
+		return map.load().then(function () { return map.renderContents(); });
 	};
 	var Form = Class.extend({
-		Map: FormMap, NamedSection: 'NamedSection', Flag: 'Flag', Value: 'Value',
+		Map: FormMap, NamedSection: 'NamedSection', TypedSection: TypedSection,
+		GridSection: TypedSection, Flag: 'Flag', Value: 'Value',
 		DynamicList: 'DynamicList', ListValue: 'ListValue'
 	});
 

@@ -73,6 +73,25 @@ var ROLE_CLASSES = {
 	'FAULT': 'important'
 };
 
+/*
+ * A sync group's state (the daemon's status "groups"), and each peer's state
+ * for that group, in words and in the theme's label classes.
+ */
+var GROUP_STATES = {
+	'syncing': [ _('Syncing'), 'success' ],
+	'waiting': [ _('Waiting'), 'warning' ],
+	'disabled': [ _('Disabled'), '' ]
+};
+
+var GROUP_PEER_STATES = {
+	'synced': [ _('synced'), 'success', _('In sync for this group') ],
+	'pending': [ _('pending'), 'notice', _('Not synced yet for this group') ],
+	'absent': [ _('absent'), '', _('The peer has no such group (or has it disabled): nothing to sync there') ],
+	'v1': [ _('v1'), 'warning', _('The peer speaks protocol 1 (owsync 1.2.0), which syncs the main group only') ]
+};
+
+var MAIN_GROUP = 'main';
+
 function pad(n) {
 	return (n < 10 ? '0' : '') + n;
 }
@@ -235,8 +254,14 @@ return baseclass.extend({
 		return SERVICES[pkg] || pkg;
 	},
 
-	/* "dhcp from 192.168.1.2, 3 min ago, dnsmasq reloaded" */
+	/* "dhcp from 192.168.1.2, 3 min ago, dnsmasq reloaded"; "dropbear: …" in a group besides main */
 	historySentence: function(e, now) {
+		var group = (e.group && e.group != MAIN_GROUP) ? e.group + ': ' : '';
+
+		return group + this.historyText(e, now);
+	},
+
+	historyText: function(e, now) {
 		var when = this.relativeTime(e.time, now);
 
 		if (!e.ok) {
@@ -271,6 +296,43 @@ return baseclass.extend({
 		var more = (total || paths.length) - paths.length;
 
 		return more > 0 ? _('%s and %d more').format(text, more) : text;
+	},
+
+	MAIN_GROUP: MAIN_GROUP,
+
+	/* Whether the status names a group besides main (the Groups table is shown then). */
+	hasGroups: function(groups) {
+		return (groups || []).some(function(g) { return g.name != MAIN_GROUP; });
+	},
+
+	/*
+	 * The cells of one sync group's row, as text: its state (and why it
+	 * waits), its counts, its last change, the services it reloads or
+	 * restarts, and each peer's state for it.
+	 */
+	groupRow: function(g, now) {
+		var state = GROUP_STATES[g.state] || [ String(g.state == null ? '?' : g.state), '' ];
+		var peers = g.peers || {};
+		var actions = (g.reload || []).map(function(s) { return _('reload %s').format(s); })
+			.concat((g.restart || []).map(function(s) { return _('restart %s').format(s); }));
+
+		return {
+			name: String(g.name),
+			dir: String(g.dir == null ? '' : g.dir),
+			state: String(g.state),
+			stateLabel: state[0],
+			stateClass: state[1],
+			reason: g.reason ? String(g.reason) : '',
+			files: _('%d files, %d tombstones').format(g.files || 0, g.tombstones || 0),
+			lastChange: this.relativeTime(g.last_change, now),
+			lastChangeTitle: this.absoluteTime(g.last_change),
+			actions: actions.length ? actions.join(', ') : '-',
+			peers: Object.keys(peers).sort().map(function(addr) {
+				var p = GROUP_PEER_STATES[peers[addr]] || [ String(peers[addr]), '', '' ];
+
+				return { address: addr, state: String(peers[addr]), label: p[0], labelClass: p[1], title: p[2] };
+			})
+		};
 	},
 
 	/* The daemon's facts as [label, value, warning?] rows. */
@@ -360,6 +422,8 @@ return baseclass.extend({
 
 		return {
 			id: v.id,
+			ref: String(this.versionRef(v)),
+			group: String(v.group || MAIN_GROUP),
 			path: String(v.path == null ? '' : v.path),
 			kept: this.relativeTime(kept, now),
 			keptTitle: this.absoluteTime(kept),
@@ -372,6 +436,26 @@ return baseclass.extend({
 			size: this.size(v.size),
 			text: !!v.text
 		};
+	},
+
+	/*
+	 * How diff and restore name a kept version: its id in the main group,
+	 * "GROUP:ID" in another (each group's store numbers its own versions).
+	 */
+	versionRef: function(v) {
+		return (v.group && v.group != MAIN_GROUP) ? v.group + ':' + v.id : v.id;
+	},
+
+	/* The groups the versions and the stores name, main first, then by name. */
+	versionGroups: function(versions, stores) {
+		var seen = {};
+
+		(versions || []).forEach(function(v) { seen[v.group || MAIN_GROUP] = true; });
+		Object.keys(stores || {}).forEach(function(name) { seen[name] = true; });
+
+		return Object.keys(seen).sort(function(a, b) {
+			return (a == MAIN_GROUP) ? -1 : (b == MAIN_GROUP) ? 1 : (a < b ? -1 : a > b ? 1 : 0);
+		});
 	},
 
 	/* The store's size and limits, in a line above the table. */

@@ -11,6 +11,9 @@
  * peer's write, a deletion, an edit or a restore replaced (ubus luci.owsync
  * versions, refreshed by poll), newest first; for each, its differences from
  * the current file (diff) and, for a user with the write grant, Restore.
+ * Each sync group keeps its own versions: a Group column says whose, and a
+ * filter shows one group's alone (a version of a group besides main is
+ * named GROUP:ID to diff and restore).
  *
  * Everything that comes from the daemon (paths, a peer's file names, the
  * diff's lines) goes in as text nodes; so does every sentence that has such
@@ -57,14 +60,16 @@ return view.extend({
 		return this.fetch();
 	},
 
-	/* {versions, store} or {error: the rpc's message} */
+	/* {versions, store, stores} or {error: the rpc's message} */
 	fetch: function() {
 		return callVersions().then(function(reply) {
 			if (reply && reply.error)
 				return { error: String(reply.error) };
 			return {
 				versions: (reply && Array.isArray(reply.versions)) ? reply.versions : [],
-				store: (reply && reply.store) || null
+				store: (reply && reply.store) || null,
+				stores: (reply && L.isObject(reply.stores)) ? reply.stores : null,
+				total: (reply && reply.total != null) ? reply.total : null
 			};
 		}, function(err) {
 			return { error: (err && err.message) || String(err) };
@@ -83,11 +88,42 @@ return view.extend({
 			: text(_('Cannot list the kept versions: %s').format(message)));
 	},
 
+	/* The versions of the group chosen in the filter ('' for every group). */
+	shown: function(data) {
+		var group = this.group;
+
+		return group ? data.versions.filter(function(v) { return (v.group || fmt.MAIN_GROUP) == group; }) : data.versions;
+	},
+
+	/* A choice of group, once a group besides main keeps versions (or a store). */
+	updateFilter: function(data) {
+		var groups = data.error ? [] : fmt.versionGroups(data.versions, data.stores);
+		var select = this.boxes.filter;
+		var wanted = [ '' ].concat(groups);
+		var have = Array.prototype.map.call(select.options, function(o) { return o.value; });
+
+		if (groups.indexOf(this.group) < 0)
+			this.group = '';
+		if (have.join('\n') != wanted.join('\n'))
+			dom.content(select, wanted.map(function(name) {
+				return E('option', { 'value': name }, text(name || _('All groups')));
+			}));
+		select.value = this.group;
+		this.boxes.filterBox.classList.toggle('hidden', !fmt.hasGroups(groups.map(function(name) { return { name: name }; })));
+	},
+
+	handleFilter: function(ev) {
+		this.group = ev.target.value;
+		this.update(this.data);
+	},
+
 	renderStore: function(data) {
-		var conflicts = data.versions.filter(function(v) { return v.reason == 'conflict'; }).length;
+		var conflicts = this.shown(data).filter(function(v) { return v.reason == 'conflict'; }).length;
+		var store = (this.group && data.stores) ? data.stores[this.group] : data.store;
+		var count = this.group ? this.shown(data).length : (data.total != null ? data.total : data.versions.length);
 
 		return [
-			E('p', { 'id': 'owsync-store' }, text(fmt.storeSummary(data.store, data.total != null ? data.total : data.versions.length))),
+			E('p', { 'id': 'owsync-store' }, text(fmt.storeSummary(store, count))),
 			conflicts ? E('div', { 'class': 'alert-message warning', 'id': 'owsync-conflicts' },
 				text(_('%d conflict(s): a write made here lost to a newer write from a peer before it reached any peer. The losing content is kept below; Diff shows what differs, Restore brings it back.').format(conflicts)))
 				: ''
@@ -96,14 +132,16 @@ return view.extend({
 
 	renderVersions: function(data) {
 		var self = this, t = now(), ro = !this.writable();
+		var versions = this.shown(data);
 
-		if (!data.versions.length)
+		if (!versions.length)
 			return E('p', { 'id': 'owsync-versions-empty' }, E('em', {},
 				_('No version is kept yet. When a peer\'s write or deletion, an edit here or a restore replaces a file, its previous content is kept and listed here.')));
 
 		var table = E('table', { 'class': 'table', 'id': 'owsync-versions' }, [
 			E('tr', { 'class': 'tr table-titles' }, [
 				E('th', { 'class': 'th' }, _('Kept')),
+				E('th', { 'class': 'th' }, _('Group')),
 				E('th', { 'class': 'th' }, _('File')),
 				E('th', { 'class': 'th' }, _('What happened')),
 				E('th', { 'class': 'th' }, _('By')),
@@ -112,15 +150,17 @@ return view.extend({
 			])
 		]);
 
-		data.versions.forEach(function(v) {
+		versions.forEach(function(v) {
 			var r = fmt.versionRow(v, t);
 
 			table.appendChild(E('tr', {
 				'class': 'tr owsync-version owsync-reason-' + r.reason + (r.conflict ? ' owsync-conflict' : ''),
-				'data-id': String(r.id)
+				'data-id': r.ref,
+				'data-group': r.group
 			}, [
 				E('td', { 'class': 'td owsync-kept', 'data-title': _('Kept'), 'title': r.keptTitle,
 					'style': 'white-space:nowrap' }, text(r.kept)),
+				E('td', { 'class': 'td owsync-group', 'data-title': _('Group') }, text(r.group)),
 				E('td', { 'class': 'td owsync-path', 'data-title': _('File') }, E('code', {}, text(r.path))),
 				E('td', { 'class': 'td owsync-reason', 'data-title': _('What happened') }, [
 					r.conflict ? E('span', { 'class': 'label ' + CONFLICT_CLASS + ' owsync-label-conflict' },
@@ -148,6 +188,8 @@ return view.extend({
 	},
 
 	update: function(data) {
+		this.data = data;
+		this.updateFilter(data);
 		if (data.error) {
 			dom.content(this.boxes.store, this.renderError(data.error));
 			dom.content(this.boxes.versions, '');
@@ -166,8 +208,8 @@ return view.extend({
 	describe: function(v) {
 		var r = fmt.versionRow(v, now());
 
-		return _('%s: version %d, written %s, kept %s (%s), by %s').format(
-			r.path, r.id, r.written || '?', r.keptTitle || '?', r.reasonText, r.by);
+		return _('%s: version %s, written %s, kept %s (%s), by %s').format(
+			r.path, r.ref, r.written || '?', r.keptTitle || '?', r.reasonText, r.by);
 	},
 
 	renderDiff: function(v, d) {
@@ -219,7 +261,7 @@ return view.extend({
 	handleDiff: function(v, ev) {
 		var self = this;
 
-		return callDiff(v.id).then(function(d) {
+		return callDiff(fmt.versionRef(v)).then(function(d) {
 			if (d && d.error)
 				throw new Error(d.error);
 			ui.showModal(_('Differences from the current file'), self.renderDiff(v, d || {}), 'owsync-diff-modal');
@@ -233,7 +275,7 @@ return view.extend({
 	handleRestore: function(v, ev) {
 		ui.showModal(_('Restore a kept version'), [
 			E('p', { 'class': 'owsync-restore-what' }, text(
-				_('Write version %d back to %s?').format(v.id, v.path))),
+				_('Write version %s back to %s?').format(fmt.versionRef(v), v.path))),
 			E('p', {}, text(this.describe(v))),
 			E('p', {}, text(_('The current content, if there is one, is kept as a version first, so a restore can be undone here. The peers receive the restored file like any other change.'))),
 			E('div', { 'class': 'right' }, [
@@ -251,14 +293,16 @@ return view.extend({
 	doRestore: function(v, ev) {
 		var self = this;
 
-		return callRestore(v.id).then(function(reply) {
+		var id = fmt.versionRef(v);
+
+		return callRestore(id).then(function(reply) {
 			ui.hideModal();
 			if (reply && reply.error)
 				throw new Error(reply.error);
 			if (reply && reply.unchanged)
-				ui.addNotification(null, E('p', text(_('%s already has the content of version %d.').format(reply.restored || v.path, v.id))), 'info');
+				ui.addNotification(null, E('p', text(_('%s already has the content of version %s.').format(reply.restored || v.path, id))), 'info');
 			else
-				ui.addNotification(null, E('p', text(_('%s restored from version %d.').format((reply && reply.restored) || v.path, v.id))), 'info');
+				ui.addNotification(null, E('p', text(_('%s restored from version %s.').format((reply && reply.restored) || v.path, id))), 'info');
 			return self.refresh();
 		}).catch(function(err) {
 			ui.hideModal();
@@ -268,10 +312,17 @@ return view.extend({
 	},
 
 	render: function(data) {
+		this.group = '';  /* the filter's group; '' for every group */
 		this.boxes = {
 			store: E('div', { 'id': 'owsync-store-box' }),
-			versions: E('div', { 'id': 'owsync-versions-box' })
+			versions: E('div', { 'id': 'owsync-versions-box' }),
+			filter: E('select', { 'id': 'owsync-group-filter', 'class': 'cbi-input-select',
+				'change': L.bind(this.handleFilter, this) })
 		};
+		this.boxes.filterBox = E('div', { 'class': 'cbi-value hidden', 'id': 'owsync-group-filter-box' }, [
+			E('label', { 'class': 'cbi-value-title', 'for': 'owsync-group-filter' }, _('Group')),
+			E('div', { 'class': 'cbi-value-field' }, this.boxes.filter)
+		]);
 		this.update(data);
 		poll.add(L.bind(this.refresh, this), POLL_SECONDS);
 
@@ -281,6 +332,7 @@ return view.extend({
 				_('The previous contents of the synced files, kept when a peer\'s write or deletion, an edit on this router or a restore replaced them. A conflict is a write made here that lost to a newer write from a peer before any peer had it.')),
 			E('div', { 'class': 'cbi-section' }, [
 				E('h3', {}, _('History')),
+				this.boxes.filterBox,
 				this.boxes.store,
 				this.boxes.versions
 			])

@@ -6,6 +6,7 @@
 'require ui';
 'require uci';
 'require owsync.format as fmt';
+'require owsync.examples as examples';
 
 /*
  * Services → owsync → Settings: the owsync.main section of UCI, saved with
@@ -13,6 +14,12 @@
  * daemon a SIGHUP), and the pre-shared key.  The key lives in a root-only
  * file, not in UCI; this page only learns whether one is set and its
  * fingerprint (rpcd plugin owsync.key), and may send a new one.
+ *
+ * The Groups table edits the `config group 'NAME'` sections: a directory
+ * besides /etc/config, its patterns and the services to reload or restart
+ * when its files arrive.  Under it, the shipped examples (owsync/examples.js,
+ * generated from owsync/core/examples.py) are ready choices: one click adds
+ * the section with the example's values, Save & Apply starts it.
  */
 
 var callKeyInfo = rpc.declare({
@@ -29,6 +36,12 @@ var callKeySet = rpc.declare({
 });
 
 var HEX64 = /^[0-9a-fA-F]{64}$/;
+
+/* The options of a group section that a ready choice sets (lists as lists). */
+var GROUP_OPTIONS = [ 'dir', 'include', 'exclude', 'reload', 'restart' ];
+
+/* An init script's name (/etc/init.d/NAME): the daemon refuses anything else. */
+var SERVICE = /^[A-Za-z0-9_][A-Za-z0-9_.-]*$/;
 
 /* Text from the server goes in as a text node: a lone string child of E() is HTML. */
 var text = fmt.text;
@@ -139,6 +152,150 @@ return view.extend({
 		]);
 	},
 
+	/* The section name of a ready choice is taken: that example is in UCI already. */
+	exampleAdded: function(ex) {
+		return uci.get('owsync', ex.name) != null;
+	},
+
+	/* As LuCI's own "Add" of a named section: into UCI's staged changes, then the form redrawn. */
+	handleExample: function(ex, ev) {
+		var self = this;
+		var button = ev && ev.currentTarget;
+
+		if (this.exampleAdded(ex) || (button && button.disabled))
+			return Promise.resolve();
+		if (button) {
+			button.disabled = true;
+			button.classList.add('spinning');
+		}
+
+		this.map.data.add('owsync', 'group', ex.name);
+		GROUP_OPTIONS.forEach(function(name) {
+			var v = ex[name];
+
+			if (Array.isArray(v) ? v.length : (v != null && v !== ''))
+				self.map.data.set('owsync', ex.name, name, v);
+		});
+
+		return this.map.save(null, true).then(function() {
+			ui.addNotification(null, E('p', text(
+				_('Group %s added. Save & Apply starts it on this router; add it on the other routers too.').format(ex.name))), 'info');
+		}).finally(function() {
+			if (button)
+				button.classList.remove('spinning');
+			self.updateExamples();
+		});
+	},
+
+	updateExamples: function() {
+		var self = this;
+
+		(this.exampleButtons || []).forEach(function(b) {
+			var added = self.exampleAdded(b.example);
+
+			b.button.disabled = added || !self.writable();
+			dom.content(b.button, added ? _('Added') : _('Add'));
+		});
+	},
+
+	renderExamples: function() {
+		var self = this;
+		var ro = !this.writable();
+
+		this.exampleButtons = [];
+
+		var rows = examples.list().map(function(ex) {
+			/* not ui.createHandlerFn: that enables the button again, and an added example's stays disabled */
+			var button = E('button', {
+				'class': 'btn cbi-button cbi-button-add owsync-example-add',
+				'click': L.bind(self.handleExample, self, ex)
+			}, _('Add'));
+			var what = [ ex.dir, (ex.include || []).join(', ') ];
+			var actions = (ex.reload || []).map(function(n) { return _('reload %s').format(n); })
+				.concat((ex.restart || []).map(function(n) { return _('restart %s').format(n); }));
+
+			self.exampleButtons.push({ example: ex, button: button });
+
+			return E('tr', { 'class': 'tr owsync-example', 'data-example': ex.name }, [
+				E('td', { 'class': 'td owsync-example-name', 'data-title': _('Group') }, E('strong', {}, text(ex.name))),
+				E('td', { 'class': 'td owsync-example-why', 'data-title': _('Why') }, text(ex.why)),
+				E('td', { 'class': 'td owsync-example-files', 'data-title': _('Files') }, E('code', {}, text(what.join(': ')))),
+				E('td', { 'class': 'td owsync-example-actions', 'data-title': _('Actions') }, text(actions.join(', ') || '-')),
+				E('td', { 'class': 'td cbi-section-actions' }, button)
+			]);
+		});
+
+		this.updateExamples();
+
+		return E('div', { 'class': 'cbi-section', 'id': 'owsync-examples' }, [
+			E('h3', {}, _('Ready choices')),
+			E('div', { 'class': 'cbi-section-descr' },
+				_('What the routers of an HA pair usually share besides /etc/config. Add one, then Save & Apply; do the same on the other routers.')),
+			ro ? E('p', {}, E('em', {}, _('Read only: you may not change the settings.'))) : '',
+			E('table', { 'class': 'table', 'id': 'owsync-examples-table' }, [
+				E('tr', { 'class': 'tr table-titles' }, [
+					E('th', { 'class': 'th' }, _('Group')), E('th', { 'class': 'th' }, _('Why')),
+					E('th', { 'class': 'th' }, _('Files')), E('th', { 'class': 'th' }, _('Actions')),
+					E('th', { 'class': 'th cbi-section-actions' }, '')
+				])
+			].concat(rows))
+		]);
+	},
+
+	/* The sync groups besides main: a `config group 'NAME'` section each. */
+	renderGroups: function(m) {
+		var s, o;
+
+		s = m.section(form.GridSection, 'group', _('Sync groups'),
+			_('Each group syncs one more directory with the same peers and key: its files, chosen by patterns, and the services to reload or restart when they arrive. A group whose directory is missing waits until it appears. The group name is its UCI section name (letters, digits, _).'));
+		s.addremove = true;
+		s.anonymous = false;
+		s.nodescriptions = true;
+		s.addbtntitle = _('Add group');
+		/* LuCI's Add takes any UCI name: not one that names a section already (main's is "main") */
+		s.handleAdd = function(ev, name) {
+			if (uci.get('owsync', name) != null) {
+				ui.addNotification(null, E('p', text(_('There is a section called %s already: choose another name.').format(name))), 'danger');
+				return Promise.resolve();
+			}
+
+			return form.GridSection.prototype.handleAdd.apply(this, arguments);
+		};
+
+		o = s.option(form.Flag, 'enabled', _('Enabled'));
+		o.default = '1';
+		o.rmempty = false;
+		o.editable = true;
+
+		o = s.option(form.Value, 'dir', _('Directory'),
+			_('An absolute path, not a symbolic link. Two groups may share a directory when their patterns match different files.'));
+		o.datatype = 'directory';
+		o.rmempty = false;
+		o.placeholder = '/etc/dropbear';
+		o.validate = function(section_id, value) {
+			return (value == null || value == '' || value.charAt(0) == '/') ? true : _('Expecting an absolute path');
+		};
+
+		o = s.option(form.DynamicList, 'include', _('Include'),
+			_('Glob patterns of the files to sync, relative to the directory; with no pattern nothing is synced.'));
+		o.placeholder = '*';
+
+		o = s.option(form.DynamicList, 'exclude', _('Exclude'), _('Files that stay different on each router; excludes win.'));
+		o.modalonly = true;
+
+		[ [ 'reload', _('Reload'), _('Init scripts to reload once after files of the group arrive (/etc/init.d/NAME reload).') ],
+		  [ 'restart', _('Restart'), _('Init scripts to restart once after files of the group arrive (/etc/init.d/NAME restart).') ] ].forEach(function(spec) {
+			o = s.option(form.DynamicList, spec[0], spec[1], spec[2]);
+			o.placeholder = 'dropbear';
+			o.validate = function(section_id, value) {
+				return (value == null || value == '' || (SERVICE.test(value) && value.indexOf('..') < 0))
+					? true : _('Expecting the name of an init script');
+			};
+		});
+
+		return s;
+	},
+
 	render: function(data) {
 		var m, s, o;
 
@@ -213,8 +370,11 @@ return view.extend({
 		o.value('3', _('Debug'));
 		o.default = '2';
 
+		this.renderGroups(m);
+		this.map = m;
+
 		return m.render().then(L.bind(function(mapNode) {
-			return E([ mapNode, this.renderKey(data[1]) ]);
+			return E([ mapNode, this.renderExamples(), this.renderKey(data[1]) ]);
 		}, this));
 	}
 });

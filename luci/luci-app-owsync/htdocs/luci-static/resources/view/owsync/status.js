@@ -79,12 +79,13 @@ function setAttr(node, name, value) {
  * The rows of a table kept in place, as LuCI's own status views keep theirs:
  * a row whose key is there already is refilled, a new one is made, one whose
  * key is gone is removed; the order follows the data.  make(key) returns a
- * new row, fill(row, item) sets its cells.
+ * new row, fill(row, item) sets its cells.  (Also the labels of a cell:
+ * selector then names them.)
  */
-function updateRows(table, items, keyOf, make, fill) {
+function updateRows(table, items, keyOf, make, fill, selector) {
 	var old = {}, keep = {};
 
-	Array.prototype.forEach.call(table.querySelectorAll('tr[data-key]'), function(tr) {
+	Array.prototype.forEach.call(table.querySelectorAll(selector || 'tr[data-key]'), function(tr) {
 		old[tr.getAttribute('data-key')] = tr;
 	});
 
@@ -191,6 +192,67 @@ return view.extend({
 			setText(tr.children[2], r.since);
 			setAttr(tr.children[2], 'title', r.sinceTitle);
 		});
+	},
+
+	/*
+	 * A row per sync group: its directory, state (and why it waits), files,
+	 * last change, actions, and each peer's state for it (synced, pending,
+	 * absent: the peer has no such group, v1: a 1.2.0 peer syncs main only).
+	 */
+	makeGroupRow: function(name) {
+		var cell = function(cls, title, child) {
+			return E('td', { 'class': 'td ' + cls, 'data-title': title }, child || []);
+		};
+
+		return E('tr', { 'class': 'tr owsync-group', 'data-group': name }, [
+			cell('owsync-group-name', _('Group'), E('strong')),
+			cell('owsync-group-dir', _('Directory'), E('code')),
+			cell('owsync-group-state', _('State'), [ E('span', { 'class': 'label' }), E('small') ]),
+			cell('owsync-group-files', _('Files')),
+			cell('owsync-group-last-change', _('Last change')),
+			cell('owsync-group-actions', _('Actions')),
+			cell('owsync-group-peers', _('Peers'))
+		]);
+	},
+
+	fillGroupRow: function(tr, g, t) {
+		var r = fmt.groupRow(g, t);
+		var c = tr.children;
+		var label = c[2].firstElementChild;
+
+		tr.className = 'tr owsync-group owsync-group-' + r.state;
+		setText(c[0].firstElementChild, r.name);
+		setText(c[1].firstElementChild, r.dir);
+		label.className = 'label' + (r.stateClass ? ' ' + r.stateClass : '') + ' owsync-group-label-' + r.state;
+		setText(label, r.stateLabel);
+		setText(c[2].lastElementChild, r.reason ? ' ' + r.reason : '');
+		setText(c[3], r.files);
+		setText(c[4], r.lastChange);
+		setAttr(c[4], 'title', r.lastChangeTitle);
+		setText(c[5], r.actions);
+		/* a label per peer, kept in place like the rows */
+		updateRows(c[6], r.peers, function(p) { return p.address; }, function() {
+			/* a line per peer */
+			return E('div', { 'class': 'owsync-group-peer' }, [ E('span'), ' ', E('span', { 'class': 'label' }) ]);
+		}, function(span, p) {
+			var plabel = span.children[1];
+
+			span.setAttribute('data-peer', p.address);
+			setText(span.firstElementChild, p.address);
+			plabel.className = 'label' + (p.labelClass ? ' ' + p.labelClass : '') + ' owsync-group-peer-' + p.state;
+			setText(plabel, p.label);
+			setAttr(span, 'title', p.title);
+		}, '[data-key]');
+	},
+
+	updateGroups: function(st) {
+		var self = this, t = now();
+		var groups = (this.running(st) && st.groups) || [];
+		var shown = fmt.hasGroups(groups);
+
+		this.boxes.groups.classList.toggle('hidden', !shown);
+		updateRows(this.boxes.groupsTable, shown ? groups : [], function(g) { return g.name; },
+			L.bind(this.makeGroupRow, this), function(tr, g) { self.fillGroupRow(tr, g, t); });
 	},
 
 	makePeerRow: function(address) {
@@ -312,6 +374,7 @@ return view.extend({
 			this.running(st) ? this.renderConflicts(st) : ''
 		]);
 		this.updateDaemon(st);
+		this.updateGroups(st);
 		this.updateVrrp(st);
 		this.updatePeers(st);
 		this.updateHistory(st);
@@ -419,6 +482,15 @@ return view.extend({
 				'click': L.bind(this.handleSyncAll, this)
 			}, _('Sync all peers now'))
 		};
+		this.boxes.groupsTable = E('table', { 'class': 'table', 'id': 'owsync-groups' }, E('tr', { 'class': 'tr table-titles' }, [
+			th(_('Group')), th(_('Directory')), th(_('State')), th(_('Files')), th(_('Last change')),
+			th(_('Actions')), th(_('Peers'))
+		]));
+		this.boxes.groups = E('div', { 'class': 'cbi-section hidden', 'id': 'owsync-groups-box' }, [
+			E('h3', {}, _('Sync groups')),
+			E('div', { 'class': 'cbi-section-descr' }, _('Each group syncs one directory with every peer; the main group is the one above. Settings adds and edits groups.')),
+			this.boxes.groupsTable
+		]);
 		this.boxes.vrrp = E('div', { 'class': 'cbi-section', 'id': 'owsync-vrrp-box' }, [
 			E('h3', {}, _('VRRP')),
 			E('div', { 'class': 'cbi-section-descr' }, _('This router\'s role in each VRRP instance, as keepalived last told it.')),
@@ -434,6 +506,7 @@ return view.extend({
 				E('h3', {}, _('Daemon')),
 				E('div', { 'id': 'owsync-daemon' }, [ this.boxes.advice, this.boxes.daemonTable ])
 			]),
+			this.boxes.groups,
 			this.boxes.vrrp,
 			E('div', { 'class': 'cbi-section' }, [
 				E('h3', {}, _('Peers')),
