@@ -24,7 +24,15 @@ from .core.settings import BOOL, INT, SETTINGS, Setting
 from .openwrt.uci_config import UCI_DIR_ENV, load_uci, uci_available
 from .openwrt.uci_key import move_key_out_of_uci
 from .service import log as logsetup
-from .service.config import MAIN, Config, ConfigError, Group, apply_setting, load_file
+from .service.config import (
+    MAIN,
+    Config,
+    ConfigError,
+    Group,
+    apply_setting,
+    check_overlap,
+    load_file,
+)
 
 log = logging.getLogger("owsync")
 
@@ -227,6 +235,8 @@ def build_config(opts, uci: bool = False) -> Config:
                 apply_setting(cfg, s, text, "command line", s.flags[-1])
             except ConfigError as exc:
                 raise UsageError(str(exc)) from None
+    if cfg.groups and (opts.sync_dir or opts.include or opts.exclude):
+        check_overlap(cfg, "command line")  # main's dir or patterns changed under the groups
     if opts.verbose:
         cfg.log_level = 3
     if opts.quiet:

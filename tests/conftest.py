@@ -1189,28 +1189,6 @@ def chromium_path() -> str | None:
 
 # --- sync groups (test_groups) -----------------------------------------------------
 
-# Runs `owsync daemon` as the CLI does, with the groups of a JSON file beside its
-# config file (CONF.groups: [{"name", "dir", "include", ...}]) added to what the
-# file says, at the start and at each SIGHUP (the daemon's reload reads both
-# again).  The configuration sources of groups are another branch's; until they
-# land, this is how a real daemon process is given groups.
-GROUPS_LAUNCHER = """
-import json, sys
-from owsync import cli
-from owsync.service.config import Group
-build = cli.build_config
-def with_groups(opts, uci=False):
-    cfg = build(opts, uci)
-    with open(opts.config + ".groups") as f:
-        cfg.groups = [Group(g["name"], g["dir"], tuple(g["include"]),
-                            tuple(g.get("exclude", ())), g.get("enabled", True),
-                            tuple(g.get("reload", ())), tuple(g.get("restart", ())))
-                      for g in json.load(f)]
-    return cfg
-cli.build_config = with_groups
-sys.exit(cli.main(sys.argv[1:]))
-"""
-
 
 class GroupDaemonNode(DaemonNode):
     """A DaemonNode laid out as a router: ``etc`` (an /etc), main's directory
@@ -1229,23 +1207,25 @@ class GroupDaemonNode(DaemonNode):
             self.port = port
 
     def set_groups(self, groups: dict[str, tuple]) -> None:
-        """name -> (dir, include patterns[, more: {"restart": [...], "enabled": False, ...}])."""
-        spec = [{"name": n, "dir": str(g[0]), "include": g[1], **(g[2] if len(g) > 2 else {})}
-                for n, g in groups.items()]  # fmt: skip
-        Path(f"{self.conf}.groups").write_text(json.dumps(spec))
+        """Rewrite its key=value file with these groups (group.NAME.OPTION=VALUE):
+        name -> (dir, include patterns[, more: {"restart": [...], "enabled": False}])."""
+        lines = []
+        for name, g in groups.items():
+            more = g[2] if len(g) > 2 else {}
+            lines.append(f"group.{name}.dir={g[0]}")
+            lines += [f"group.{name}.include={p}" for p in g[1]]
+            for option, value in more.items():
+                values = value if isinstance(value, list) else [int(value)]
+                lines += [f"group.{name}.{option}={v}" for v in values]
+        super().configure(self._peers, self._poll, self._extra + "\n".join(lines) + "\n")
 
     def standard_groups(self) -> dict[str, tuple]:
         return {"dropbear": (self.keys, ["*"]),
                 "passwd": (self.etc, ["passwd", "shadow", "group"])}  # fmt: skip
 
     def configure(self, peers, poll=60, extra="", groups=None) -> GroupDaemonNode:
-        super().configure(peers, poll, extra)
+        self._peers, self._poll, self._extra = peers, poll, extra
         self.set_groups(self.standard_groups() if groups is None else groups)
-        return self
-
-    def start(self, cmd=None, env: dict | None = None, probe: bool = True) -> GroupDaemonNode:
-        cmd = cmd or [sys.executable, "-c", GROUPS_LAUNCHER, "daemon", "-f", "-c", str(self.conf)]
-        super().start(cmd, env, probe)
         return self
 
     def group(self, name: str) -> dict:

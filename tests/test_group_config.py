@@ -196,6 +196,23 @@ def test_the_daemon_refuses_overlapping_groups_in_one_line_and_writes_nothing(tm
     assert not db.parent.exists() and not (tmp_path / "s").exists()
 
 
+def test_a_main_dir_given_on_the_command_line_is_checked_against_the_groups(tmp_path):
+    """-d moves main's directory after the file is read: onto the group's here."""
+    etc = etc_tree(tmp_path)
+    db = tmp_path / "db" / "owsync.db"
+    path = tmp_path / "groups.conf"
+    path.write_text(
+        groups_text(etc, ("accounts", str(etc), ["passwd"], []))
+        + f"database={db}\nplain_mode=1\npeer=127.0.0.1:1\ncontrol_socket={tmp_path / 's'}\n"
+    )
+    r = subprocess.run(owsync_cmd("daemon", "-c", str(path), "-d", str(etc)), env=base_env(None),
+                       capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert r.returncode == 1
+    (line,) = r.stderr.splitlines()
+    assert f"command line: groups main and accounts would both own {etc}/passwd" in line, line
+    assert not db.parent.exists() and not (tmp_path / "s").exists()
+
+
 # --- UCI, through the real pyuci --------------------------------------------------------
 
 

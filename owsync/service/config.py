@@ -357,6 +357,12 @@ def check_groups(cfg: Config, path: str) -> None:
             cfg.warnings.append(
                 f"group {g.name}: {d} does not exist; the group waits until it does"
             )
+    check_overlap(cfg, path)
+
+
+def check_overlap(cfg: Config, path: str) -> None:
+    """Refuse two enabled groups that would both own a path (main's directory
+    and filters included: the command line may change them after the file)."""
     enabled = [g for g in cfg.all_groups() if g.enabled]
     for i, a in enumerate(enabled):
         for b in enabled[i + 1 :]:

@@ -255,13 +255,38 @@ class Daemon:
         reconcile: bool = False,
     ) -> list:
         """Start sessions in every running group; with ``wait``, return their
-        results once they end.  KeyError for an unknown ``peer``."""
+        results once they end.  KeyError for an unknown ``peer``.
+
+        A full reconcile rescans each group first: the groups' are started
+        side by side, so that one group's rescan overlaps another's exchange
+        with the peer (three groups then cost about what one holding the
+        same files does)."""
+        if peer is not None:
+            self.main.find_peers(peer)  # KeyError here, not in a thread
+        groups = [g for g in list(self.groups.values()) if g.running]
+        started: list = [None] * len(groups)
+
+        def start(i: int) -> None:
+            started[i] = groups[i].start_sync(peer, manual, wait, exclude, reconcile)
+
+        if len(groups) > 1 and (manual or wait or reconcile):
+            threads = [threading.Thread(target=start, args=(i,), name="owsync-group-sync")
+                       for i in range(1, len(groups))]  # fmt: skip
+            for t in threads:
+                t.start()
+            start(0)
+            for t in threads:
+                t.join()
+        else:
+            for i in range(len(groups)):
+                start(i)
         names: list[str] = []
         waits = []
-        for g in [g for g in list(self.groups.values()) if g.running]:
-            started, got = g.start_sync(peer, manual, wait, exclude, reconcile)
-            names += [n for n in started if n not in names]
-            waits += got
+        for got in started:
+            if got is None:  # its thread failed (logged as an internal error)
+                continue
+            names += [n for n in got[0] if n not in names]
+            waits += got[1]
         if not wait:
             return names
         return [get() for get in waits]

@@ -10,6 +10,7 @@ function.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -261,17 +262,23 @@ class _Course:
             fields, secret = _our_fields(ctx, ctx.group)
             ours = protocol2.hello_payload(machine.hello(ctx.hostname, ctx.clock()), fields)
             ch.send_payload(ours)
-        theirs, rest = _peer_hello(ch, ctx, deadline)
-        hello = protocol.decode(theirs)
-        if not isinstance(hello, protocol.Hello):
-            raise ProtocolError(f"expected Hello, got {type(hello).__name__}")
-        peer_fields = protocol2.hello_fields(theirs)
-        # the responder: the group asked for; the initiator: the group answered
-        group = protocol2.peer_group(peer_fields)
+        try:
+            theirs, rest = _peer_hello(ch, ctx, deadline)
+            hello = protocol.decode(theirs)
+            if not isinstance(hello, protocol.Hello):
+                raise ProtocolError(f"expected Hello, got {type(hello).__name__}")
+            peer_fields = protocol2.hello_fields(theirs)
+            # the responder: the group asked for; the initiator: the group answered
+            group = protocol2.peer_group(peer_fields)
+        except Exception as exc:
+            if not initiator and not isinstance(exc, Stopped):
+                # no Hello to answer (silence, another key, garbage): ours all the
+                # same, main's, so that the peer can tell what went wrong
+                with contextlib.suppress(Exception):  # the peer may be gone already
+                    _answer(ch, machine, ctx, protocol2.MAIN_GROUP)
+            raise
         if not initiator:
-            fields, secret = _our_fields(ctx, group)
-            ours = protocol2.hello_payload(machine.hello(ctx.hostname, ctx.clock()), fields)
-            ch.send_payload(ours)
+            fields, secret, ours = _answer(ch, machine, ctx, group)
         machine.receive(hello, ctx.clock())  # the version and the clocks
         v2 = protocol2.negotiated(fields, peer_fields)
         self.protocol = 2 if v2 else 1  # shown in the status even when refused below
@@ -322,6 +329,16 @@ class _Course:
             m = Session1(machine, ctx.cipher, frame_limit(ctx.max_file_size))
         self.exchange = Exchange(ch, ctx, replica, m, self.peer, deadline)
         self.exchange.run(rest)
+
+
+def _answer(ch, machine, ctx: Context, group: str) -> tuple[dict, bytes | None, bytes]:
+    """The responder's Hello, naming ``group``, on its way before anything
+    else can fail (a clock check, a refusal): (fields, X25519 secret, payload)."""
+    fields, secret = _our_fields(ctx, group)
+    ours = protocol2.hello_payload(machine.hello(ctx.hostname, ctx.clock()), fields)
+    ch.send_payload(ours)
+    ch.try_flush()
+    return fields, secret, ours
 
 
 def _our_fields(ctx: Context, group: str) -> tuple[dict, bytes | None]:

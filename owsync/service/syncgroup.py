@@ -22,6 +22,7 @@ from typing import Protocol
 
 from ..core.filters import Filter
 from ..core.peer import Peer
+from ..core.protocol2 import NO_SUCH_GROUP
 from ..core.state import Record
 from ..io import database, net
 from . import status
@@ -215,8 +216,9 @@ class PeerWorker(threading.Thread):
             g.node.learned(str(self.peer), 1)
         if kind == "absent" and "absent" not in self._told:
             self._told.add("absent")
+            why = "it has no such group" if NO_SUCH_GROUP in result.error else result.error
             log.info("group %s is not synced with %s: %s (asked again at each poll)",
-                     g.name, self.peer, result.error)  # fmt: skip
+                     g.name, self.peer, why)  # fmt: skip
 
     def _link_ended(self, result: SessionResult, waiters) -> None:
         """After a live link (run in this thread) ended: connect again, soon
@@ -338,7 +340,10 @@ class SyncGroup:
         if not self.running:
             return
         if old is not None and old.sync_dir != group.sync_dir:
-            self._watch()
+            if not self.is_main:  # check() starts it on the new one, or waits for it
+                self.halt("the group's directory changed")
+                return
+            self._watch()  # main's exists (the daemon refuses it otherwise)
         wanted = {str(p): p for p in cfg.peers}
         for name in list(self.workers):
             if name not in wanted:
