@@ -858,7 +858,8 @@ def test_a_daemon_killed_at_every_crash_point_of_a_second_groups_session_loses_n
 ):
     """The v2 connecting side with two groups: daemon B, with main and KEYS, takes
     A's changes of KEYS over its live link, traced once (its points must be the
-    live step's, conftest.CRASH_POINTS), then killed at each of them in turn
+    live step's, conftest.CRASH_POINTS, and at most those a recovery reaches
+    besides: a file staged twice now and then), then killed at each in turn
     (the first call; the last of the renames and unlinks: the last file), as
     tests/test_live_crash.py does for main alone.  Each time KEYS, whose files
     were being written, holds old or new contents byte for byte, main is as it
@@ -875,7 +876,9 @@ def test_a_daemon_killed_at_every_crash_point_of_a_second_groups_session_loses_n
         s.stop()
         hits = traced(trace)
         reached = {name for name, _ in hits}
-        assert reached == expected_points("live"), f"the points changed: {hits}"
+        # (and now and then a file staged twice, the second discarded: syncdir.unlink.temp)
+        live = expected_points("live")
+        assert live <= reached <= live | expected_points("live-recovery"), f"changed: {hits}"
         todo = crash_cases(hits, last_of=("syncdir.rename", "syncdir.unlink"))
         rows, failures = [], []
         t0 = time.monotonic()
@@ -888,7 +891,8 @@ def test_a_daemon_killed_at_every_crash_point_of_a_second_groups_session_loses_n
                 wait_for(lambda: s.b.proc.poll() is not None
                          or s.converged(MAIN_FILES, s.synced), 20)  # fmt: skip
                 status = s.b.stop()  # alive: it ends its step first, killed there if it comes
-                if status == 0 and n > 1:  # a later call: the steps took the files otherwise
+                # a later call, or a point reached now and then: not reached this time
+                if status == 0 and (n > 1 or name not in live):
                     rows.append(f"{row:40} not reached this time")
                     continue
                 assert status == -signal.SIGKILL, f"not killed there (exit status {status})"
