@@ -13,8 +13,10 @@ each the other's peer, run twice with the same files:
 Once both sides hold every file and their live links are up, the first
 daemon is asked for a full reconcile with its peer through its control
 socket (what ``owsync sync --wait`` and ``ubus call owsync sync`` do), --rounds
-times; the median is printed.  Then, idle (--idle seconds past the last
-round, for the daemon's heap trim), the first daemon's VmRSS.  Issue 17's
+times; the median is printed, and the CPU time both daemons used per
+resync (user and system, from /proc: steadier than wall time on a loaded
+machine).  Then, idle (--idle seconds past the last round, for the daemon's
+heap trim), the first daemon's VmRSS, RssAnon and threads.  Issue 17's
 goals: three groups take at most 1.2x the time of one, and each group adds
 less than 1 MiB of RSS.
 """
@@ -40,11 +42,22 @@ HOSTS = ("127.0.0.1", "127.0.0.2")
 PARTS = ("a", "b", "c")
 
 
-def rss_kib(pid: int) -> int:
+def proc_status(pid: int) -> dict[str, int]:
+    """VmRSS and RssAnon (KiB) and Threads, from /proc/PID/status."""
+    out = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no VmRSS for {pid}")
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "RssAnon", "Threads"):
+            out[key] = int(value.split()[0])
+    if "VmRSS" not in out:
+        raise RuntimeError(f"no VmRSS for {pid}")
+    return out
+
+
+def cpu_s(pid: int) -> float:
+    """The CPU seconds (user and system, every thread) a process has used."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def control(sock: Path, req: dict, timeout: float = 120.0) -> dict:
@@ -86,6 +99,7 @@ class Pair:
         self.work, self.python, self.env, self.groups = work, python, env, groups
         self.port = free_port()
         self.procs: list[subprocess.Popen] = []
+        self.sessions = 0  # resyncs of a group made as a v2 session, not a live reconcile
 
     def dirs(self, i: int) -> list[Path]:
         """Where the three parts live on node ``i``."""
@@ -106,6 +120,9 @@ class Pair:
         c.write_text("\n".join(lines) + "\n")
         c.chmod(0o600)
         return c
+
+    def names(self) -> list[str]:
+        return ["main", *PARTS[1 : self.groups]]
 
     def sock(self, i: int) -> Path:
         return self.work / f"n{i}.sock"
@@ -138,9 +155,12 @@ class Pair:
         bad = [r for r in reply.get("results", []) if not r.get("ok")]
         if not reply.get("ok") or bad:
             raise RuntimeError(f"resync failed: {reply}")
+        if sorted(r.get("group") for r in reply["results"]) != sorted(self.names()):
+            raise RuntimeError(f"not every group's reconcile: {reply}")
         moved = sum(r.get("received", 0) + r.get("sent", 0) for r in reply["results"])
         if moved:
             raise RuntimeError(f"a no-change resync moved {moved} files: {reply}")
+        self.sessions += sum(1 for r in reply["results"] if not r.get("live"))
         return seconds
 
     def stop(self) -> None:
@@ -159,14 +179,20 @@ class Pair:
         )
 
 
-def run(work: Path, python: str, env: dict, groups: int, opts) -> tuple[float, list[float], int]:
+def run(work: Path, python: str, env: dict, groups: int, opts) -> tuple[float, list[float], dict]:
     pair = Pair(work / f"g{groups}", python, env, groups)
     pair.work.mkdir()
     try:
         pair.start(opts.files)
+        time.sleep(1.0)  # the start's last steps done: the CPU counted is the resyncs'
+        cpu0 = sum(cpu_s(p.pid) for p in pair.procs)
         times = [pair.resync() for _ in range(opts.rounds)]
+        cpu = (sum(cpu_s(p.pid) for p in pair.procs) - cpu0) / opts.rounds
         time.sleep(opts.idle)  # the idle daemon's heap trim comes HEAP_SETTLE s after a round
-        return statistics.median(times), times, rss_kib(pair.procs[0].pid)
+        st = proc_status(pair.procs[0].pid)
+        st["cpu_ms"] = cpu * 1000
+        st["sessions"] = pair.sessions
+        return statistics.median(times), times, st
     except Exception:
         print(pair.logs(), file=sys.stderr)
         raise
@@ -192,13 +218,19 @@ def main() -> None:
     load = os.getloadavg()[0]
     print(f"{opts.files} files of 2 KiB in 3 directories, encrypted, 2 daemons;"
           f" load {load:.1f}; {opts.rounds} no-change resyncs each")  # fmt: skip
-    print(f"{'':<28} {'median':>8} {'min':>8} {'max':>8}   idle VmRSS")
-    for label, (med, times, rss) in (("one group (include=*)", one), ("three groups", three)):
+    print(f"{'':<28} {'median':>8} {'min':>8} {'max':>8}  CPU/resync"
+          "   idle VmRSS  RssAnon  threads  sessions")  # fmt: skip
+    for label, (med, times, st) in (("one group (include=*)", one), ("three groups", three)):
         print(f"{label:<28} {med * 1000:6.0f} ms {min(times) * 1000:5.0f} ms"
-              f" {max(times) * 1000:5.0f} ms   {rss / 1024:6.1f} MiB")  # fmt: skip
+              f" {max(times) * 1000:5.0f} ms  {st['cpu_ms']:6.1f} ms"
+              f"   {st['VmRSS'] / 1024:6.1f} MiB"
+              f" {st.get('RssAnon', 0) / 1024:6.1f} MiB  {st.get('Threads', 0):5d}"
+              f"  {st['sessions']:8d}")  # fmt: skip
     print(
-        f"three groups / one group: {three[0] / one[0]:.2f}x the time (goal <= 1.2x);"
-        f" {(three[2] - one[2]) / 2 / 1024:.2f} MiB per added group (goal < 1 MiB)"
+        f"three groups / one group: {three[0] / one[0]:.2f}x the time (goal <= 1.2x),"
+        f" {three[2]['cpu_ms'] / max(0.1, one[2]['cpu_ms']):.2f}x the CPU;"
+        f" {(three[2]['VmRSS'] - one[2]['VmRSS']) / 2 / 1024:.2f} MiB per added group"
+        " (goal < 1 MiB)"
     )
 
 

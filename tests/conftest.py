@@ -1238,6 +1238,22 @@ class GroupDaemonNode(DaemonNode):
                 if line.startswith("owsync: error:") and "cannot connect" not in line]  # fmt: skip
 
 
+def group_conf(name: str, d: Path, include: tuple[str, ...] = ("*",)) -> str:
+    """The key=value lines that give a DaemonNode the sync group NAME on ``d``
+    (its ``configure(extra=...)``)."""
+    return f"group.{name}.dir={d}\n" + "".join(f"group.{name}.include={p}\n" for p in include)
+
+
+def group_db(db: Path, name: str) -> Path:
+    """Group NAME's database beside main's ``db`` (Config.group_database)."""
+    return Path(f"{str(db).removesuffix('.db')}.{name}.db")
+
+
+def group_versions(db: Path, name: str) -> Path:
+    """Group NAME's version store beside main's database ``db`` (Config.group_versions_path)."""
+    return Path(f"{str(db).removesuffix('.db')}.{name}.versions")
+
+
 def write_at(path: Path, data: bytes, mtime: float | None = None, mode: int | None = None) -> None:
     """Write a file as an admin would (a temp file renamed over it), with a mode and an mtime."""
     tmp = path.parent.parent / f".{path.name}.new"  # outside the directory it lands in

@@ -29,6 +29,12 @@ Two mixed cases keep one node apart: one of ours that speaks v1 only
 (OWSYNC_C_BIN), held to what 1.2.0 can do (see test_churn_with_an_owsync_1_2_0_node and
 Churn.converge_mixed), then to the exact oracle once no two events race.
 
+Two sync groups (issue 17): every node also has a second group, SECOND, on a
+directory of its own; the oracle names its paths "extra:REL" and holds each group
+to the same rules, a file in the wrong group's directory being one never written
+there.  With a v1-only node, SECOND is synced among the others only, and the v1
+node's own SECOND directory is left as it was.
+
 OWSYNC_CHURN_ROUNDS sets the rounds (CI: 10, with each of 4 seeds; the long setting runs
 100 or more), OWSYNC_CHURN_NODES the daemons (CI: 3; long setting 5), OWSYNC_CHURN_SEED
 replays one seed: its choices, not the machine's timing.  A failure names the seed and
@@ -48,7 +54,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import CDaemonNode, DaemonNode, base_env, c_bin, common_port, tracked, wait_for
+from conftest import (
+    CDaemonNode,
+    DaemonNode,
+    base_env,
+    c_bin,
+    common_port,
+    group_conf,
+    group_db,
+    tracked,
+    wait_for,
+)
 
 from owsync.core.state import CorruptDatabase, Record
 from owsync.io import database
@@ -72,6 +88,8 @@ DOWN = re.compile(
     r" session up: the peer is shutting down)"
 )
 PAUSES = (0, 0, 0.005, 0.02, 0.05, 0.1, 0.2, 0.4, 0.8)  # between rounds
+SECOND = "extra"  # the second sync group of the two-group runs: a directory of its own
+MARK = SECOND + ":"  # the oracle's name of a path in it: "extra:sub/f3"
 
 
 def is_c(node) -> bool:
@@ -116,8 +134,15 @@ class PendingDelete:
 
 
 class Churn:
-    def __init__(self, nodes: list[DaemonNode], seed: int, v1_only: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        nodes: list[DaemonNode],
+        seed: int,
+        v1_only: tuple[str, ...] = (),
+        groups: bool = False,
+    ) -> None:
         self.v1_only = v1_only
+        self.groups = groups  # every node has SECOND too (node.second), but v1-only ones sync main
         self.nodes = nodes
         self.seed = seed
         self.rng = random.Random(seed)
@@ -211,24 +236,61 @@ class Churn:
 
     # --- one node's state ----------------------------------------------------------
 
-    @staticmethod
-    def db(node: DaemonNode) -> dict[str, Record]:
+    # --- the groups ----------------------------------------------------------------
+
+    def holds(self, node: DaemonNode, path: str) -> bool:
+        """Whether ``node`` syncs the group of ``path``: main, every node; SECOND, every
+        node but those that speak v1 only (protocol 1 syncs main alone)."""
+        return not path.startswith(MARK) or (self.groups and node.name not in self.v1_only)
+
+    def members(self, path: str) -> list[DaemonNode]:
+        return [n for n in self.nodes if self.holds(n, path)]
+
+    def file(self, node: DaemonNode, path: str) -> Path:
+        if path.startswith(MARK):
+            return node.second / path[len(MARK) :]
+        return node.dir / path
+
+    def roots(self, node: DaemonNode) -> list[tuple[str, Path, Path]]:
+        """(the oracle's prefix, directory, database) of each group ``node`` is held to."""
+        out = [("", node.dir, node.db)]
+        if self.holds(node, MARK):
+            out.append((MARK, node.second, group_db(node.db, SECOND)))
+        return out
+
+    def writer(self, node: DaemonNode, path: str) -> DaemonNode:
+        """``node``, or where it does not sync the path's group, another that does."""
+        return node if self.holds(node, path) else self.rng.choice(self.members(path))
+
+    # --- one node's state ----------------------------------------------------------
+
+    def db(self, node: DaemonNode) -> dict[str, Record]:
         if is_c(node):  # 1.2.0's JSON database
             return {
                 path: Record(path, r["hash"], int(r["mtime"]), int(r["size"]), r["mode"],
                              bool(r["deleted"]))
                 for path, r in node.records().items()
             }  # fmt: skip
-        try:
-            return database.load(str(node.db), set_aside=False)
-        except (FileNotFoundError, CorruptDatabase):
-            return {}  # not saved yet (it is replaced atomically, never half-written)
+        out = {}
+        for prefix, _, db in self.roots(node):
+            try:
+                records = database.load(str(db), set_aside=False)
+            except (FileNotFoundError, CorruptDatabase):
+                continue  # not saved yet (it is replaced atomically, never half-written)
+            out.update((prefix + path, rec) for path, rec in records.items())
+        return out
+
+    def tree(self, node: DaemonNode) -> dict[str, str]:
+        out = {}
+        for prefix, top, _ in self.roots(node):
+            out.update((prefix + rel, h) for rel, h in self.dir_tree(node, top).items())
+        return out
 
     @staticmethod
-    def tree(node: DaemonNode) -> dict[str, str]:
+    def dir_tree(node: DaemonNode, top: Path) -> dict[str, str]:
         out = {}
-        for p in node.dir.rglob("*"):
-            rel = p.relative_to(node.dir).as_posix()
+        for p in top.rglob("*"):
+            rel = p.relative_to(top).as_posix()
             if any(part.startswith(".") for part in rel.split("/")):
                 continue
             if is_c(node) and ".tmp" in rel:
@@ -251,20 +313,24 @@ class Churn:
         pad = "".join(self.rng.choices("abcdefghij\n", k=self.rng.randint(50, 500)))
         return (head + pad).encode()
 
-    def fresh_name(self) -> str:
+    def fresh_name(self, node: DaemonNode | None = None) -> str:
+        """A new path, in main or (a node that syncs it, if ``node`` is given) SECOND."""
         self.fresh += 1
-        return f"{self.rng.choice(DIRS)}f{self.fresh}"
+        name = f"{self.rng.choice(DIRS)}f{self.fresh}"
+        if self.groups and (node is None or self.holds(node, MARK)) and self.rng.random() < 0.5:
+            return MARK + name
+        return name
 
     def put(self, node: DaemonNode, path: str, tmp: Path, data: bytes, what: str) -> None:
         """Give the hidden ``tmp`` its mtime and rename it to ``path``: one new version."""
         t = self.next_ms(after=self.newest_ms(path))
         os.utime(tmp, ns=(t * 1_000_000, t * 1_000_000))
-        os.rename(tmp, node.dir / path)
+        os.rename(tmp, self.file(node, path))
         self.record(Event(path, t, data, self.round, node.name, what))
         self.seen.setdefault(path, set()).add(sha(data))
 
     def hidden(self, node: DaemonNode, path: str) -> Path:
-        target = node.dir / path
+        target = self.file(node, path)
         target.parent.mkdir(parents=True, exist_ok=True)
         self.seq += 1
         if is_c(node):  # 1.2.0 skips a leading dot only: sub/.churn-1 would be a file to it
@@ -297,7 +363,7 @@ class Churn:
                 newest = max(writes, key=lambda e: e.time_ms, default=None)
                 if newest and newest.node == n.name and sha(newest.data) != rec.hash:
                     continue
-                if rec.mtime > max(tombs, default=0) and (n.dir / path).is_file():
+                if rec.mtime > max(tombs, default=0) and self.file(n, path).is_file():
                     out.append((n, path, rec.mtime))
         return out
 
@@ -311,30 +377,33 @@ class Churn:
             time.sleep(0.001)
         try:
             if into is None:
-                os.unlink(node.dir / path)
+                os.unlink(self.file(node, path))
             else:
-                os.rename(node.dir / path, into)
+                os.rename(self.file(node, path), into)
         except FileNotFoundError:
             return False  # a session removed it meanwhile (an older deletion arriving)
         self.pending.append(PendingDelete(path, node, self.round, what, seen_ms))
         return True
 
     def op_create(self) -> None:
-        self.write(self.rng.choice(self.nodes), self.fresh_name(), "create")
+        node = self.rng.choice(self.nodes)
+        self.write(node, self.fresh_name(node), "create")
 
     def op_edit(self) -> bool:
         live = self.live()
         if not live:
             return False
-        self.write(self.rng.choice(self.nodes), self.rng.choice(live), "edit")
+        node, path = self.rng.choice(self.nodes), self.rng.choice(live)
+        self.write(self.writer(node, path), path, "edit")
         return True
 
     def op_concurrent(self) -> bool:
         """The same path written on two or three nodes at once (sometimes a new one)."""
         live = self.live()
         path = self.rng.choice(live) if live and self.rng.random() < 0.75 else self.fresh_name()
-        k = self.rng.randint(2, min(3, len(self.nodes)))
-        for n in self.rng.sample(self.nodes, k):
+        pool = self.members(path)
+        k = self.rng.randint(2, min(3, len(pool)))
+        for n in self.rng.sample(pool, k):
             self.write(n, path, f"concurrent write ({k} nodes)")
         return True
 
@@ -349,7 +418,8 @@ class Churn:
         gone = self.gone()
         if not gone:
             return False
-        self.write(self.rng.choice(self.nodes), self.rng.choice(gone), "re-create")
+        node, path = self.rng.choice(self.nodes), self.rng.choice(gone)
+        self.write(self.writer(node, path), path, "re-create")
         return True
 
     def op_rename(self) -> bool:
@@ -359,13 +429,15 @@ class Churn:
             return False
         node, old, seen_ms = self.rng.choice(cands)
         gone = [p for p in self.gone() if p != old]
-        new = self.rng.choice(gone) if gone and self.rng.random() < 0.3 else self.fresh_name()
+        gone = [p for p in gone if self.holds(node, p)]
+        # (in the two-group runs, a move may go from one group to the other)
+        new = self.rng.choice(gone) if gone and self.rng.random() < 0.3 else self.fresh_name(node)
         tmp = self.hidden(node, new)
         if not self.unlink(node, old, seen_ms, f"rename to {new}", into=tmp):
             return False
         data = tmp.read_bytes()
         if sha(data) in self.seen.get(new, set()):  # moved back: not a new version there
-            new = self.fresh_name()
+            new = self.fresh_name(node)
             dest = self.hidden(node, new)
             os.rename(tmp, dest)
             tmp = dest
@@ -460,7 +532,7 @@ class Churn:
             # from a peer that was applied and not yet saved
             mine = {p.path for p in self.pending if p.node is node}
             for path, rec in sorted(self.db(node).items()):
-                if not rec.deleted and path not in mine and not (node.dir / path).is_file():
+                if not rec.deleted and path not in mine and not self.file(node, path).is_file():
                     self.unsaved.append(
                         f"round {self.round}: {node.name} killed with {path} live in its"
                         f" database ({rec.mtime}) and gone from its disk"
@@ -539,21 +611,33 @@ class Churn:
                 "(a deleted file came back?):\n" + "\n".join(lines)
             )
         want = self.expected()
-        ok = wait_for(lambda: all(self.tree(n) == want for n in self.nodes), CONVERGE_S, 0.1)
+        ok = wait_for(
+            lambda: all(self.tree(n) == self.held(n, want) for n in self.nodes), CONVERGE_S, 0.1
+        )
         took = time.monotonic() - start
         self.check_alive()
         if not ok:
-            trees = [self.tree(n) for n in self.nodes]
+            trees = {n.name: self.tree(n) for n in self.nodes}
+            same = all(  # in the groups both sync
+                self.held(m, trees[n.name]) == self.held(n, trees[m.name])
+                for n in self.nodes
+                for m in self.nodes
+            )
             how = (
                 "the trees are identical, but not the newest writes"
-                if all(t == trees[0] for t in trees)
+                if same
                 else f"the trees still differ after {CONVERGE_S:.0f} s"
             )
             self.fail(f"{how}:\n" + self.diff(want))
         return took
 
+    def held(self, node: DaemonNode, files: dict[str, str]) -> dict[str, str]:
+        """What of ``files`` (the oracle's names) ``node`` syncs."""
+        return {p: h for p, h in files.items() if self.holds(node, p)}
+
     def diff(self, want: dict[str, str]) -> str:
         trees = {n.name: self.tree(n) for n in self.nodes}
+        dbs = {n.name: self.db(n) for n in self.nodes}
         names = {}
         for evs in self.events.values():
             for e in evs:
@@ -561,13 +645,13 @@ class Churn:
                     names[sha(e.data)] = str(e)
         lines = []
         for path in sorted(set(want).union(*trees.values())):
-            got = {name: t.get(path) for name, t in trees.items()}
+            got = {n.name: trees[n.name].get(path) for n in self.members(path)}
             if all(h == want.get(path) for h in got.values()):
                 continue
             lines.append(f"{path}: expected {self.latest(path) or 'nothing'}")
             for name, h in got.items():
                 state = "absent" if h is None else names.get(h, f"unknown content {h[:12]}")
-                lines.append(f"    {name}: {state}")
+                lines.append(f"    {name}: {state}; its database: {dbs[name].get(path)}")
             for e in self.events.get(path, ()):
                 lines.append(f"    history: {e}")
         return "\n".join(lines)
@@ -721,8 +805,9 @@ class Churn:
         def temps() -> list[Path]:
             out: list[Path] = []
             for n in self.ours:
-                out += [p for p in n.dir.rglob("*") if is_temp_name(p.name)]
-                out += n.dir.rglob(".churn-*")
+                for _, top, _ in self.roots(n):
+                    out += [p for p in top.rglob("*") if is_temp_name(p.name)]
+                    out += top.rglob(".churn-*")
             return out
 
         # a session under way stages its files in temps (with 1.2.0 in the mesh,
@@ -778,12 +863,14 @@ class Churn:
         for path in sorted(self.events):
             ev = self.latest(path)
             for n in self.ours:  # 1.2.0 stamps what it receives with its own clock
+                if not self.holds(n, path):
+                    continue
                 rec = self.db(n).get(path)
                 if ev.data is None:
                     if rec is not None and not rec.deleted:
                         problems.append(f"{path}: {n.name}'s database has it live: {rec}")
                     continue
-                disk = (n.dir / path).stat().st_mtime_ns // 1_000_000
+                disk = self.file(n, path).stat().st_mtime_ns // 1_000_000
                 # with 1.2.0 in the mesh, a node may have had the write from it first,
                 # with 1.2.0's later stamp: the same content, never on the writer
                 ok = rec is not None and (
@@ -878,11 +965,40 @@ def test_churn_with_an_owsync_1_2_0_node(mesh, seed):
     assert want, "nothing was compared"
 
 
-def run_churn(mesh, seed: int, v1_only: tuple[str, ...]) -> None:
+GROUP_SEEDS = [1, 2] if not os.environ.get("OWSYNC_CHURN_SEED") else SEEDS
+APART = b"n0's own, in a group that protocol 1 does not sync\n"
+
+
+@pytest.mark.parametrize("seed", GROUP_SEEDS)
+def test_churn_in_two_groups_converges_in_each(mesh, seed):
+    """Every node has main and a second group (SECOND) on a directory of its own;
+    the churn writes, deletes and moves files in both (a move may cross from one
+    group to the other: a deletion in one, a new file in the other), and each
+    group ends as the oracle says, nothing of one in the other."""
+    run_churn(mesh, seed, v1_only=(), groups=True)
+
+
+@pytest.mark.parametrize("seed", V1_SEEDS)
+def test_churn_in_two_groups_with_a_node_that_speaks_v1_only(mesh, seed):
+    """n0 speaks protocol 1 only: its main is churned and converges with the
+    others'; its second group is left alone by them (n0's own file there stays,
+    nothing arrives), and the others churn theirs and converge among themselves,
+    their status saying that n0 speaks v1 in that group."""
+    run_churn(mesh, seed, v1_only=("n0",), groups=True)
+
+
+def run_churn(mesh, seed: int, v1_only: tuple[str, ...], groups: bool = False) -> None:
     nodes = [mesh(f"n{i}") for i in range(NODES)]
     for n in nodes:
-        n.configure([m.addr for m in nodes if m is not n])
-    churn = Churn(nodes, seed, v1_only)
+        extra = ""
+        if groups:
+            n.second = n.dir.parent / f"{n.name}-{SECOND}"
+            n.second.mkdir()
+            extra = group_conf(SECOND, n.second)
+            if n.name in v1_only:
+                (n.second / "apart").write_bytes(APART)
+        n.configure([m.addr for m in nodes if m is not n], extra=extra)
+    churn = Churn(nodes, seed, v1_only, groups)
     for n in nodes:
         churn.start(n)
     began = time.monotonic()
@@ -900,3 +1016,29 @@ def run_churn(mesh, seed: int, v1_only: tuple[str, ...]) -> None:
     if ROUNDS >= 6:
         assert churn.stops["SIGTERM"] and churn.stops["SIGKILL"], churn.stops
     assert want, "the churn left no file at all: nothing was compared"
+    if groups:
+        check_groups(churn, want)
+
+
+def check_groups(churn: Churn, want: dict[str, str]) -> None:
+    """The two-group runs: both groups were churned and hold files; a v1-only node's
+    second group is as it was; the status says each peer's state in SECOND."""
+    second = [p for p in churn.events if p.startswith(MARK)]
+    assert second and len(second) < len(churn.events), "not both groups churned"
+    print(f"    {SECOND}: {len(second)} paths, {sum(p.startswith(MARK) for p in want)} live;"
+          f" main: {len(churn.events) - len(second)} paths,"
+          f" {sum(not p.startswith(MARK) for p in want)} live")  # fmt: skip
+    for n in churn.nodes:
+        if n.name in churn.v1_only:
+            assert churn.dir_tree(n, n.second) == {"apart": sha(APART)}, "touched by the others"
+
+    def states(n: DaemonNode) -> dict[str, str]:
+        row = next(g for g in n.status()["groups"] if g["name"] == SECOND)
+        return row["peers"]
+
+    for n in churn.nodes:
+        if n.name in churn.v1_only:
+            continue
+        expect = {m.addr: "v1" if m.name in churn.v1_only else "synced"
+                  for m in churn.nodes if m is not n}  # fmt: skip
+        assert wait_for(lambda n=n, expect=expect: states(n) == expect, 10), states(n)

@@ -48,6 +48,13 @@ stopped at that point, ``OWSYNC_STOP_AT``) is kept, never overwritten, and
 still is when B is killed before it puts the write back (the next run puts
 it back: the temp name says what it holds); and a corrupt database set
 aside is killed at each of its calls.
+
+And with two sync groups (issue 17): daemon B, with main and a second group,
+connects to daemon A and takes the second group's changes over its live
+link; killed at each point of that run (as tests/test_live_crash.py does for
+main alone), the group it was writing holds old or new contents byte for
+byte, both groups' databases and version stores load, and B started again
+converges both groups to the writes made meanwhile on both nodes.
 """
 
 from __future__ import annotations
@@ -65,15 +72,23 @@ from pathlib import Path
 
 import pytest
 from conftest import (
+    DaemonNode,
     Node,
     armed,
+    base_env,
     crash_cases,
     expected_points,
+    group_conf,
+    group_db,
+    group_versions,
+    load_db,
     node_files,
     owsync_cmd,
+    store_versions,
     strace_cmd,
     traced,
     unpointed_calls,
+    wait_for,
 )
 
 from owsync.core.state import loads_db_root
@@ -636,3 +651,265 @@ def test_a_kill_while_a_corrupt_database_is_set_aside_loses_nothing(tmp_path):
         assert not Path(str(b.db) + ".journal").exists()
     finally:
         a.stop()
+
+
+# --- a second sync group ------------------------------------------------------------
+
+KEYS = "keys"  # the second group: a dropbear-like directory of its own on each node
+K_OLD = {f"key{i}": f"old key {i}\n".encode() for i in range(4)}
+K_OLD |= {f"gone{i}": f"deleted on a {i}\n".encode() for i in range(2)}
+K_NEW = {f"key{i}": f"new key {i}\n".encode() * (i + 1) for i in range(3)}
+K_NEW |= {"sub/new": b"in a new directory\n", "new0": b"new on a\n"}
+K_NEW["big"] = random.Random(17).randbytes(150_000)  # several chunks
+MAIN_FILES = {"network": b"config interface 'lan'\n", "dhcp": b"config dnsmasq\n"}
+
+
+def group_tree(top: Path) -> dict[str, bytes]:
+    out = {}
+    for p in sorted(top.rglob("*")):
+        with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+            out[p.relative_to(top).as_posix()] = p.read_bytes()
+    return out
+
+
+def group_synced(top: Path) -> dict[str, bytes]:
+    """A group's files, not owsync's temp files (which come and go meanwhile)."""
+    return {
+        p: v for p, v in group_tree(top).items() if not p.rsplit("/", 1)[-1].startswith(".owsync-")
+    }
+
+
+def put(p: Path, data: bytes, mtime: float | None = None) -> None:
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_bytes(data)
+    if mtime is not None:
+        os.utime(p, (mtime, mtime))
+
+
+def records_hold(db: Path, files: dict[str, bytes], gone=frozenset()) -> bool:
+    """Whether ``db`` (its journal replayed) records ``files`` live and ``gone`` deleted."""
+    try:
+        records = load_db(db)
+    except (FileNotFoundError, ValueError):
+        return False
+    live = all(p in records and records[p].hash == sha(v) for p, v in files.items())
+    return live and all(p in records and records[p].deleted for p in gone)
+
+
+class TwoGroups:
+    """Daemons A and B, each with main and the group KEYS (``node.keys``).  B,
+    started, connects (v2, its live link; A's attempts back off while B is down)
+    and takes A's changes of KEYS, made while B was down (main unchanged
+    meanwhile, so that every write of B's run is of KEYS).  Their state after
+    the setup is kept aside."""
+
+    def __init__(self, work: Path) -> None:
+        self.work = work
+        self.a, self.b = DaemonNode(work, "a"), DaemonNode(work, "b")
+        for d, peers in ((self.a, [self.b.addr]), (self.b, [self.a.addr])):
+            d.keys = work / f"{d.name}-{KEYS}"
+            d.keys.mkdir()
+            d.configure(peers, extra=group_conf(KEYS, d.keys))
+        old_t = time.time() - 3600
+        for name, data in K_OLD.items():
+            put(self.a.keys / name, data, old_t)
+        for name, data in MAIN_FILES.items():
+            put(self.a.dir / name, data, old_t)
+        self.a.start()
+        self.b.start()
+        try:
+            assert wait_for(lambda: self.recorded(self.b, MAIN_FILES, K_OLD), 30), self.b.text()
+        finally:
+            self.b.stop()
+        for name, data in K_NEW.items():
+            put(self.a.keys / name, data, time.time() - 60)
+        for i in range(2):
+            (self.a.keys / f"gone{i}").unlink()
+        gone = {"gone0", "gone1"}
+        try:
+            assert wait_for(lambda: records_hold(self.kdb(self.a), K_NEW, gone), 20)
+        finally:
+            self.a.stop()
+        put(self.b.keys / "mine", b"written on b\n", time.time() - 120)  # recorded at B's start
+        self.allowed = {p: {sha(d)} for p, d in K_OLD.items()}
+        for p, d in K_NEW.items():
+            self.allowed.setdefault(p, set()).add(sha(d))
+        self.allowed["mine"] = {sha(b"written on b\n")}
+        self.replaced = [
+            K_OLD["key0"],
+            K_OLD["key2"],
+            K_OLD["gone1"],
+        ]  # kept on B, whenever it died
+        self.synced = {p: d for p, d in K_OLD.items() if p not in gone} | K_NEW
+        self.synced["mine"] = b"written on b\n"
+        self.gone = gone
+        # after the writes made while B was down, in both groups
+        self.final = self.synced | {
+            "gone1": b"re-created on a after the crash\n",
+            "new0": b"edited on a after the crash\n",
+            "key1": b"edited on b after the crash\n",
+            "gone0": b"re-created on b after the crash\n",
+        }
+        del self.final["key3"]
+        self.deleted = {"key3"}
+        self.main_final = MAIN_FILES | {"wireless": b"config wifi-device radio0\n",
+                                        "dhcp": b"config dnsmasq 'edited on b'\n"}  # fmt: skip
+        parts = ("", f"-{KEYS}", ".db", ".db.journal", ".versions",
+                 f".{KEYS}.db", f".{KEYS}.db.journal", f".{KEYS}.versions")  # fmt: skip
+        self.names = [n + x for n in "ab" for x in parts]
+        self.saved = work / "initial"
+        self.saved.mkdir()
+        for name in self.names:
+            copy_any(work / name, self.saved / name)
+
+    @staticmethod
+    def kdb(d: DaemonNode) -> Path:
+        return group_db(d.db, KEYS)
+
+    def recorded(self, d: DaemonNode, main: dict[str, bytes], keys: dict[str, bytes],
+                 gone=frozenset()) -> bool:  # fmt: skip
+        return records_hold(d.db, main) and records_hold(self.kdb(d), keys, gone)
+
+    def reset(self) -> None:
+        for name in self.names:
+            cur = self.work / name
+            if cur.is_dir():
+                shutil.rmtree(cur)
+            elif cur.exists():
+                cur.unlink()
+            copy_any(self.saved / name, cur)
+        for d in (self.a, self.b):
+            d.log.write_text("")
+
+    def run_b(self, env: dict[str, str]) -> None:
+        self.b.start(env=base_env(None) | env, probe=False)
+
+    def stop(self) -> None:
+        for d in (self.a, self.b):
+            if d.proc is not None and d.proc.poll() is None:
+                d.proc.send_signal(signal.SIGTERM)  # our own child, by its PID
+        self.b.stop()
+        self.a.stop()
+
+    def converged(self, main: dict[str, bytes], keys: dict[str, bytes]) -> bool:
+        a, b = self.a, self.b
+        return group_tree(a.keys) == group_tree(b.keys) == keys and (
+            group_tree(a.dir) == group_tree(b.dir) == main
+        )
+
+    def check_crashed(self) -> str:
+        """B as the kill left it: KEYS, whose files it was writing, old or new byte for
+        byte; main as it was; both databases and both version stores load."""
+        keys = group_tree(self.b.keys)
+        for p, data in keys.items():
+            if p.rsplit("/", 1)[-1].startswith(".owsync-"):
+                continue  # beside its target, never in place
+            assert p in self.allowed, f"unexpected file {p} in {KEYS}"
+            assert sha(data) in self.allowed[p], f"{p} is neither old nor new (half-written?)"
+        assert "mine" in keys, "B's own file is gone"
+        assert group_tree(self.b.dir) == MAIN_FILES, "main changed"
+        load_db(self.b.db)
+        load_db(self.kdb(self.b))
+        store_versions(group_versions(self.b.db, KEYS))
+        store_versions(self.work / "b.versions")
+        placed = sum(1 for p, d in K_NEW.items() if keys.get(p) == d)
+        deleted = sum(1 for p in self.gone if p not in keys)
+        temps = sum(1 for p in keys if p.rsplit("/", 1)[-1].startswith(".owsync-"))
+        return (f"{placed}/{len(K_NEW)} received in place, {deleted}/2 deleted,"
+                f" {temps} temp file(s)")  # fmt: skip
+
+    def meanwhile(self) -> None:
+        """Writes made after the crash, before B is back, in both groups: each must win."""
+        put(self.a.keys / "gone1", self.final["gone1"])
+        put(self.a.keys / "new0", self.final["new0"])
+        put(self.b.keys / "key1", self.final["key1"])
+        put(self.b.keys / "gone0", self.final["gone0"])  # still there, or deleted already
+        (self.b.keys / "key3").unlink()
+        put(self.a.dir / "wireless", self.main_final["wireless"])
+        put(self.b.dir / "dhcp", self.main_final["dhcp"])
+
+    def check_converged(self, main: dict[str, bytes], keys: dict[str, bytes],
+                        deleted: set[str]) -> None:  # fmt: skip
+        ok = wait_for(lambda: self.converged(main, keys), 20)
+        a, b = group_tree(self.a.keys), group_tree(self.b.keys)
+        temps = [p for p in [*a, *b] if p.rsplit("/", 1)[-1].startswith(".owsync-")]
+        assert not temps, f"temp files left: {temps}"
+        back = sorted(p for p in deleted if p in a or p in b)
+        assert not back, f"deleted files came back: {back}"
+        lost = sorted(p for p, d in keys.items() if a.get(p) != d or b.get(p) != d)
+        assert not lost, f"not the last write on both nodes: {lost}"
+        assert ok, f"not converged: main {group_tree(self.a.dir)} / {group_tree(self.b.dir)}"
+        assert wait_for(lambda: self.recorded(self.b, main, keys, deleted), 10), "not recorded"
+        kept = {v["hash"] for v in store_versions(group_versions(self.b.db, KEYS))}
+        missing = [d for d in self.replaced if sha(d) not in kept]
+        assert not missing, f"B's {KEYS} version store lost {len(missing)} replaced content(s)"
+        assert "Traceback" not in self.b.text(), self.b.text()
+
+
+def copy_any(src: Path, dst: Path) -> None:
+    if src.is_dir():
+        shutil.copytree(src, dst)
+    elif src.exists():
+        shutil.copy2(src, dst)
+
+
+def test_a_daemon_killed_at_every_crash_point_of_a_second_groups_session_loses_nothing(
+    crash_path,
+):
+    """The v2 connecting side with two groups: daemon B, with main and KEYS, takes
+    A's changes of KEYS over its live link, traced once (its points must be the
+    live step's, conftest.CRASH_POINTS, and at most those a recovery reaches
+    besides: a file staged twice now and then), then killed at each in turn
+    (the first call; the last of the renames and unlinks: the last file), as
+    tests/test_live_crash.py does for main alone.  Each time KEYS, whose files
+    were being written, holds old or new contents byte for byte, main is as it
+    was, both groups' databases and version stores load; then, after writes in
+    both groups on both nodes while B is down, B started again converges both
+    groups to those last writes, with nothing lost and no deleted file back."""
+    s = TwoGroups(crash_path)
+    try:
+        trace = crash_path / "trace"
+        s.reset()
+        s.a.start()
+        s.run_b(armed(trace=trace))
+        s.check_converged(MAIN_FILES, s.synced, s.gone)
+        s.stop()
+        hits = traced(trace)
+        reached = {name for name, _ in hits}
+        # (and now and then a file staged twice, the second discarded: syncdir.unlink.temp)
+        live = expected_points("live")
+        assert live <= reached <= live | expected_points("live-recovery"), f"changed: {hits}"
+        todo = crash_cases(hits, last_of=("syncdir.rename", "syncdir.unlink"))
+        rows, failures = [], []
+        t0 = time.monotonic()
+        for name, n in todo:
+            s.reset()
+            s.a.start()
+            s.run_b(armed(crash_at=(name, n)))
+            row = f"{name}:{n}"
+            try:
+                wait_for(lambda: s.b.proc.poll() is not None
+                         or s.converged(MAIN_FILES, s.synced), 20)  # fmt: skip
+                status = s.b.stop()  # alive: it ends its step first, killed there if it comes
+                # a later call, or a point reached now and then: not reached this time
+                if status == 0 and (n > 1 or name not in live):
+                    rows.append(f"{row:40} not reached this time")
+                    continue
+                assert status == -signal.SIGKILL, f"not killed there (exit status {status})"
+                state = s.check_crashed()
+                s.meanwhile()
+                s.run_b({})
+                s.check_converged(s.main_final, s.final, s.deleted)
+                rows.append(f"{row:40} ok    {state}")
+            except AssertionError as exc:
+                first = str(exc).splitlines()[0]
+                rows.append(f"{row:40} FAIL  {first}")
+                failures.append(f"{row}: {first}\nB:\n{s.b.text()[-3000:]}")
+            finally:
+                s.stop()
+        took = time.monotonic() - t0
+        print(f"\ntwo groups: {len(reached)} crash points, {len(hits)} calls; killed at"
+              f" {len(todo)} in {took:.1f} s", *rows, sep="\n  ")  # fmt: skip
+        assert not failures, "\n".join(failures)
+    finally:
+        s.stop()

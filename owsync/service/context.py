@@ -66,6 +66,7 @@ class Context:
         self.versions_dir = versions_dir if versions is None or versions.keep > 0 else None
         self.versions = versions or Limits()
         self.own_prefix = self._inside(self.versions_dir) if self.versions_dir else None
+        self._own: frozenset[str] | None = None  # own_relpaths(), once resolved
         if min_protocol not in (1, 2):
             raise ValueError("min_protocol is 1 or 2")
         self.min_protocol = min_protocol
@@ -90,7 +91,13 @@ class Context:
         return VersionStore.open(self.versions_dir, self.versions, tidy)
 
     def own_relpaths(self) -> frozenset[str]:
-        """owsync's own files that lie inside the sync directory, relative to it."""
+        """owsync's own files that lie inside the sync directory, relative to it
+        (resolved once: a daemon's context lives as long as its configuration)."""
+        if self._own is None:
+            self._own = self._resolve_own()
+        return self._own
+
+    def _resolve_own(self) -> frozenset[str]:
         root = os.path.realpath(self.root)
         out = set()
         for f in database.own_files(self.db_path):
