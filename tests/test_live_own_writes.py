@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 
 import pytest
-from conftest import DaemonNode, tracked, wait_for
+from conftest import DaemonNode, tracked, wait_for, write_at
+
+from owsync.io import database
 
 
 @pytest.fixture
@@ -46,3 +49,43 @@ def test_a_links_writes_cost_no_rescan_and_a_local_write_after_them_still_counts
     assert wait_for(lambda: all(a.has(p, d) for p, d in want.items()), 30), a.text()
     assert all(b.has(p, d) for p, d in want.items())
     assert "local change detected" in b.text()
+
+
+def _link(node: DaemonNode, peer: DaemonNode) -> dict | None:
+    """``node``'s live link with ``peer``, once it has reconciled (None before)."""
+    for p in node.status()["peers"]:
+        if p["address"] == peer.addr and p.get("live") and p["live"].get("reconciles", 0) >= 1:
+            return p["live"]
+    return None
+
+
+def test_an_older_copy_from_a_third_node_loses_to_a_deletion_told_before(daemons):
+    """n2 never had x; n0 deleted it and told n2 so; n1, down meanwhile, still
+    holds the older x and links with n2 while n0 is frozen: n2 must not take it
+    (it has no tombstone of its own for a file it never had)."""
+    n = [daemons(f"n{i}") for i in range(3)]
+    for d in n:
+        d.configure([m.addr for m in n if m is not d], poll=600)
+        d.start()
+    n[2].stop()
+    write_at(n[0].dir / "x", b"X v1\n")
+    assert wait_for(lambda: n[1].has("x", b"X v1\n"), 20)
+    n[1].stop()
+    (n[0].dir / "x").unlink()
+
+    def tombstone() -> bool:
+        rec = database.load(str(n[0].db), set_aside=False).get("x")
+        return rec is not None and rec.deleted
+
+    assert wait_for(tombstone, 20), n[0].text()
+    n[2].start()
+    assert wait_for(lambda: _link(n[2], n[0]) is not None, 20), n[2].text()
+    os.kill(n[0].proc.pid, signal.SIGSTOP)  # n0 silent: n1 meets n2 alone
+    try:
+        n[1].start()
+        assert wait_for(lambda: _link(n[2], n[1]) is not None, 20), n[2].text()
+        assert wait_for(lambda: _link(n[1], n[2]) is not None, 20), n[1].text()
+        assert not n[2].has("x"), n[2].text()
+    finally:
+        os.kill(n[0].proc.pid, signal.SIGCONT)
+    assert wait_for(lambda: not any(d.has("x") for d in n), 30), [d.text()[-1500:] for d in n]

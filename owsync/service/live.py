@@ -347,6 +347,21 @@ class Mesh:
         with self._lock:
             return list(self._links.values())
 
+    def known_deletion(self, path: str) -> Record | None:
+        """The newest deletion of ``path`` a linked peer has told of (None: none).
+
+        A node that never had a file records no tombstone for it; when an
+        older copy then comes from a third node that had not heard of the
+        deletion yet, this is what it loses to (else it would stay here until
+        the next full reconcile: the third node's copy is not relayed to the
+        peer that deleted it, nor is the deletion told here again)."""
+        best = None
+        for link in self.links():
+            told = link.theirs.get(path)
+            if told is not None and told.deleted and (best is None or told.mtime > best.mtime):
+                best = told
+        return best
+
     def link_for(self, node: str) -> Link | None:
         with self._lock:
             return self._links.get(node)
@@ -670,6 +685,8 @@ class Link(Driver[lv.Event]):
             if not self.m.accept(rec.path):
                 continue
             mine = local.get(rec.path)
+            if mine is None and not rec.deleted:
+                mine = self.mesh.known_deletion(rec.path)
             if not remote_wins(rec, mine):
                 self._want.pop(rec.path, None)
                 if mine is not None and rec.hash is not None and mine.hash == rec.hash:
@@ -701,7 +718,7 @@ class Link(Driver[lv.Event]):
     def _begin_file(self, rec: Record) -> None:
         self._want.pop(rec.path, None)
         local = self.mesh.local.get(rec.path)
-        if not remote_wins(rec, local):
+        if not remote_wins(rec, local or self.mesh.known_deletion(rec.path)):
             self._incoming = None  # an older version than ours by now: its chunks go nowhere
             return
         if self._sd is None:
