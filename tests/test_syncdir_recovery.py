@@ -175,3 +175,26 @@ def test_a_swap_back_that_fails_leaves_the_local_write_for_recovery(tmp_path, mo
     assert target.read_bytes() == b"received" and len(temps(tmp_path)) == 1
     assert recover(tmp_path) == ["firewall"]
     assert target.read_bytes() == b"local" and temps(tmp_path) == []
+
+
+def test_a_file_renamed_away_as_it_lands_is_left_to_the_scan(tmp_path, monkeypatch):
+    """A local rename right after a received file goes in place (the churn
+    test's race): that file is LocalChanged, not an I/O error that drops the
+    batch, and the file after it in the batch still lands."""
+    sd = SyncDir(str(tmp_path))
+    real = syncdir.renameat2
+
+    def then_renamed(dfd, src, dst, flags):
+        real(dfd, src, dst, flags)
+        if dst == "a":
+            os.rename(tmp_path / "a", tmp_path / "a.moved")  # the admin's mv, at once
+
+    monkeypatch.setattr(syncdir, "renameat2", then_renamed)
+    batch = [sd.stage(name, b"received " + name.encode(), 0o644, 1_700_000_000_000, None)
+             for name in ("a", "b")]  # fmt: skip
+    out = sd.commit(batch)
+    assert isinstance(out[0], syncdir.LocalChanged) and "went away locally" in str(out[0])
+    assert not isinstance(out[1], Exception)
+    assert (tmp_path / "a.moved").read_bytes() == b"received a"
+    assert (tmp_path / "b").read_bytes() == b"received b"
+    assert temps(tmp_path) == []

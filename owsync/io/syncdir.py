@@ -464,7 +464,7 @@ class SyncDir:
                 if s.expect is not None:  # a new file's rename checks itself
                     self._check_unchanged(s.dir_fd, s.name, s.path, s.expect)
                 self._put_in_place(s)
-                out.append(os.lstat(s.name, dir_fd=s.dir_fd))
+                out.append(self._placed(s))
             except (LocalChanged, UnsafePath) as exc:
                 self._unlink_tmp(s)
                 out.append(exc)
@@ -472,6 +472,14 @@ class SyncDir:
                 self.discard(batch[i:])
                 raise
         return out
+
+    def _placed(self, s: Staged) -> os.stat_result:
+        """The stat of a file just put in place; LocalChanged when a local
+        rename or deletion took it away at once (the next scan sees that)."""
+        try:
+            return os.lstat(s.name, dir_fd=s.dir_fd)
+        except FileNotFoundError:
+            raise LocalChanged(f"{s.path!r} went away locally as it was put in place") from None
 
     def _put_in_place(self, s: Staged) -> None:
         """Rename a checked staged file into place, unless a local write got
