@@ -22,6 +22,7 @@ from conftest import (
     base_env,
     c_bin,
     common_port,
+    free_port,
     tracked,
     wait_for,
     write_at,
@@ -154,6 +155,22 @@ def test_a_peer_without_the_group_is_absent_and_no_error(routers):
     assert all(e["group"] == "main" for e in a.status()["history"])
     asked = [line for line in b.text().splitlines() if "asked for group dropbear" in line]
     assert len(asked) == 1 and "no such group dropbear" in asked[0], b.text()
+
+
+def test_a_peer_that_comes_back_with_the_group_is_asked_at_once(routers):
+    """b had no such group; it restarts with it, and never calls a itself: a's
+    main link with it comes up again, and a asks for the group then, not at
+    its next poll (600 s here)."""
+    a, b = pair(routers, b_groups={}, poll=600)
+    write_at(a.keys / "key", b"K", mode=0o600)
+    assert wait_for(lambda: a.group("dropbear")["peers"] == {b.addr: "absent"}, SYNC), a.text()
+    b.stop()
+    b.configure([f"127.0.0.1:{free_port()}"], poll=600)  # the standard groups; a unknown to it
+    b.start()
+    key = b.keys / "key"
+    assert wait_for(lambda: key.exists() and key.read_bytes() == b"K", SYNC), a.text() + b.text()
+    assert wait_for(lambda: a.group("dropbear")["peers"] == {b.addr: "synced"}, SYNC), a.text()
+    assert a.errors() == [], a.text()
 
 
 def test_a_v1_only_node_syncs_main_only_and_the_other_says_so_once(routers):

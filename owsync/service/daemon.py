@@ -177,9 +177,14 @@ class Daemon:
             return  # not a configured peer (an incoming session from elsewhere)
         old = self._protocols.get(peer)
         self._protocols[peer] = protocol
-        if protocol == old:
-            return
         others = [g for g in self.groups.values() if not g.is_main and g.running]
+        if protocol == old:
+            if protocol == 2:  # main met it again (it may have restarted, reloaded):
+                for g in others:  # a group it lacked is asked again now, not at the poll
+                    w = g.workers.get(peer)
+                    if w is not None and w.unavailable == "absent":
+                        w.request(poll=True)
+            return
         if protocol == 1 and others and ("v1", peer, "") not in self._told:
             self._told.add(("v1", peer, ""))
             log.info("group%s %s %s not synced with %s: it speaks protocol 1 (owsync 1.2.0),"
