@@ -475,6 +475,8 @@ class SyncGroup:
         try:
             sock = net.connect(peer, self.cfg.port)
         except OSError as exc:
+            if self.stopping.is_set():  # a connect the stop outlasted: nothing failed
+                return SessionResult(peer=str(peer), error="stopped", group=self.name)
             result = SessionResult(
                 peer=str(peer), error=f"cannot connect: {exc.strerror or exc}", group=self.name
             )
