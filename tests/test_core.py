@@ -525,6 +525,19 @@ def test_a_deletion_during_the_walk_is_stamped_after_it(tmp_path):
     assert not remote_wins(Record("sub/f", "ab" * 32, events["edit"], 3, 0o644), tomb)
 
 
+def test_the_plan_learns_deletions_of_paths_never_had():
+    """A peer's tombstone for a path with no record here is neither a
+    deletion to apply nor a request: it is to be recorded (plan.learned);
+    one for a path we hold live and older is a deletion, as ever."""
+    tomb = Record("gone", None, 200, 0, 0o644, True)
+    older = Record("kept", "ab" * 32, 100, 3, 0o644)
+    plan = make_plan({"kept": older}, [tomb, tomb._replace(path="kept")], lambda p: True)
+    assert plan.learned == [tomb]
+    assert [r.path for r in plan.deletions] == ["kept"] and plan.requests == []
+    # outside the filter: not learned either
+    assert make_plan({}, [tomb], lambda p: False).learned == []
+
+
 @pytest.mark.parametrize("size", [0, 1, 2048, 65535, 65536, 65537, 300_000])
 def test_hash_file_reads_a_file_whole_whatever_its_size(tmp_path, size):
     """Small files are read in one call, larger ones a buffer at a time:
