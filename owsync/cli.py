@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -340,6 +341,16 @@ def _stop_on_signals(on_stop) -> None:
     signal.signal(signal.SIGINT, handler)
 
 
+def _fewer_collections() -> None:
+    """A session keeps a record or two per file it syncs, and makes almost
+    no garbage cycles: Python's default, a collection every 700 new
+    objects, costs a first sync of 10,000 files 40-120 ms of CPU on each
+    side; one every 10,000, 20-50 ms.  For connect and listen, which run
+    sessions and nothing else; the daemon keeps the default (its memory is
+    what a router counts)."""
+    gc.set_threshold(10_000, 20, 20)
+
+
 def cmd_connect(opts, args) -> int:
     from .io.net import connect
     from .service.engine import run_session
@@ -351,6 +362,7 @@ def cmd_connect(opts, args) -> int:
     except ValueError as exc:
         raise UsageError(f"bad PEER: {exc}") from None
     cfg, ctx = _prepare(opts)
+    _fewer_collections()
     stop = threading.Event()
     ctx.should_stop = stop.is_set
     _stop_on_signals(stop.set)
@@ -376,6 +388,7 @@ def cmd_listen(opts, args) -> int:
     except OSError as exc:
         detail = exc.strerror or exc
         raise ConfigError(f"cannot listen on {cfg.bind_host} port {cfg.port}: {detail}") from None
+    _fewer_collections()
     stop = threading.Event()
     ctx.should_stop = stop.is_set
 

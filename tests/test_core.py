@@ -525,6 +525,53 @@ def test_a_deletion_during_the_walk_is_stamped_after_it(tmp_path):
     assert not remote_wins(Record("sub/f", "ab" * 32, events["edit"], 3, 0o644), tomb)
 
 
+def test_the_plan_learns_deletions_of_paths_never_had():
+    """A peer's tombstone for a path with no record here is neither a
+    deletion to apply nor a request: it is to be recorded (plan.learned);
+    one for a path we hold live and older is a deletion, as ever."""
+    tomb = Record("gone", None, 200, 0, 0o644, True)
+    older = Record("kept", "ab" * 32, 100, 3, 0o644)
+    plan = make_plan({"kept": older}, [tomb, tomb._replace(path="kept")], lambda p: True)
+    assert plan.learned == [tomb]
+    assert [r.path for r in plan.deletions] == ["kept"] and plan.requests == []
+    # outside the filter: not learned either
+    assert make_plan({}, [tomb], lambda p: False).learned == []
+
+
+@pytest.mark.parametrize("size", [0, 1, 2048, 65535, 65536, 65537, 300_000])
+def test_hash_file_reads_a_file_whole_whatever_its_size(tmp_path, size):
+    """Small files are read in one call, larger ones a buffer at a time:
+    both give the SHA-256 of the whole content and the file's stat."""
+    import os
+
+    from owsync.io.scanner import hash_file
+
+    f = tmp_path / "f"
+    f.write_bytes(data := os.urandom(size))
+    digest, st = hash_file(str(f))
+    assert digest == hashlib.sha256(data).hexdigest()
+    assert (st.st_ino, st.st_size) == (f.stat().st_ino, size)
+
+
+def test_hash_file_reads_past_a_size_the_stat_understated(tmp_path):
+    """A file longer than its stat said (it grew between the stat and the
+    read; /proc's files say 0) is hashed to its end; a symlink or a FIFO is
+    not read at all."""
+    import os
+
+    from owsync.io.scanner import hash_file
+
+    with open("/proc/self/cmdline", "rb") as f:
+        content = f.read()
+    assert os.stat("/proc/self/cmdline").st_size == 0 < len(content)
+    got = hash_file("/proc/self/cmdline")
+    assert got is not None and got[0] == hashlib.sha256(content).hexdigest()
+    (tmp_path / "link").symlink_to("/proc/self/cmdline")
+    os.mkfifo(tmp_path / "fifo")
+    assert hash_file(str(tmp_path / "link")) is None
+    assert hash_file(str(tmp_path / "fifo")) is None
+
+
 # --- v1 behind v2's API (core/session1.py) ---------------------------------------------
 
 

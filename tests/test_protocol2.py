@@ -500,3 +500,26 @@ def test_hello_fields_refuses_what_is_not_an_object():
             p2.hello_fields(bad)
     assert p2.hello_fields(HELLO_I)["hostname"] == "router-a"
     assert hashlib.sha256(HELLO_I).digest() != p2.transcript(HELLO_I, HELLO_R)
+
+
+@given(
+    path=st.text(min_size=1, max_size=300),
+    mode=st.integers(0, 0o777),
+    size=st.integers(0, 2**63 - 1),
+    mtime=st.integers(0, 2**63 - 1),
+    digest=st.text("0123456789abcdef", min_size=64, max_size=64),
+)
+@example(path='a"b\\c\n\x7f\u00e9\u2028', mode=0o644, size=0, mtime=0, digest="0" * 64)
+def test_the_file_header_is_what_the_json_encoder_writes(path, mode, size, mtime, digest):
+    """encode_file_header writes its object out by hand (it runs once per
+    file): byte for byte what the JSON encoder of every other body makes."""
+    h = p2.FileHeader(path, mode, size, digest, mtime)
+    obj = {"path": path, "mode": mode, "size": size, "sha256": digest, "mtime": mtime}
+    try:
+        want = json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: no UTF-8 for it either way
+        with pytest.raises(UnicodeEncodeError):
+            p2.encode_file_header(h)
+        return
+    assert p2.encode_file_header(h) == want
+    assert p2.decode_file_header(want) == h

@@ -62,6 +62,25 @@ def test_deletion_through_tombstone_and_resurrection(nodes):
     assert (a.dir / "old.txt").read_bytes() == b"back again"
 
 
+def test_a_deletion_is_told_on_by_a_node_that_never_had_the_file(nodes):
+    """B learns of A's deletion of f without ever having had f; C, which
+    still holds its older copy and has not heard of the deletion, then syncs
+    with B alone: the copy loses to the deletion there (it does not come
+    back to B), and B tells C of it."""
+    a, b, c = nodes("a").listen(), nodes("b").listen(), nodes("c")
+    a.write("f", "old copy", mtime=NOW - 100)
+    c.sync_ok(a)
+    (a.dir / "f").unlink()
+    b.sync_ok(a)
+    tomb = json.loads(b.db.read_text())["files"]["f"]
+    assert tomb["deleted"] is True and tomb["hash"] is None
+    s = summary(c.sync_ok(b))
+    assert (s["sent"], s["deleted"]) == (0, 1)
+    assert not (b.dir / "f").exists() and not (c.dir / "f").exists()
+    c.sync_ok(a)
+    assert not (a.dir / "f").exists()
+
+
 def test_resurrected_with_an_old_mtime_still_wins(nodes):
     """A file restored with a preserved old mtime must not be deleted by the tombstone."""
     a, b = nodes("a").listen(), nodes("b")

@@ -8,11 +8,15 @@ from .state import Record
 
 
 class Plan:
-    __slots__ = ("deletions", "requests", "same")
+    __slots__ = ("deletions", "requests", "same", "learned")
 
     def __init__(self) -> None:
         self.deletions: list[Record] = []  # remote tombstones to apply
         self.requests: list[str] = []  # paths to ask the peer for
+        # remote tombstones of paths this node has no record of: recorded
+        # (nothing to remove), so that an older copy from a peer that has
+        # not heard of the deletion loses here too, and this node tells it on
+        self.learned: list[Record] = []
         # (path, hash) of live files the peer holds with our content: a write
         # made here that it has already (alike from the start, or received)
         self.same: list[tuple[str, str]] = []
@@ -46,7 +50,8 @@ def make_plan(
     local: dict[str, Record], remote: Iterable[Record], accept: Callable[[str], bool]
 ) -> Plan:
     """Decide what to delete locally and what to request, in the peer's order;
-    note the files the peer holds as we do."""
+    note the files the peer holds as we do, and the deletions of paths we
+    never had."""
     plan = Plan()
     seen: set[str] = set()
     for r in remote:
@@ -54,6 +59,9 @@ def make_plan(
             continue
         seen.add(r.path)
         mine = local.get(r.path)
+        if mine is None and r.deleted:
+            plan.learned.append(r)
+            continue
         if not remote_wins(r, mine):
             if mine is not None and r.hash is not None and r.hash == mine.hash:
                 plan.same.append((r.path, r.hash))  # (a tombstone has no hash)

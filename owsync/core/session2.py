@@ -525,6 +525,7 @@ class Session2(FileSender):
             self._plan.deletions += part.deletions
             self._plan.requests += part.requests
             self._plan.same += part.same
+            self._plan.learned += part.learned
             if part.requests:
                 by_path = {r.path: r for r in batch}
                 for p in part.requests:

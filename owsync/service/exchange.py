@@ -96,6 +96,7 @@ class Exchange(Driver[Event]):
                                 " max_file_size %d)", rec.path, peer, rec.size,
                                 self.ctx.max_file_size)  # fmt: skip
                 self.tally.add(replica.apply_deletions(plan.deletions))
+                replica.learn(plan.learned)
                 # the peer holds these as we do: a write made here is not
                 # pending any more (a later write of the peer's is no conflict)
                 self.delivered.extend(plan.same)

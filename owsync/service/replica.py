@@ -15,7 +15,13 @@ from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
 from ..core.paths import is_hidden, path_problem
-from ..core.state import Record, deleted_by_peer, pending_deletion, received
+from ..core.state import (
+    TOMBSTONE_TTL_MS,
+    Record,
+    deleted_by_peer,
+    pending_deletion,
+    received,
+)
 from ..io import database, scanner
 from ..io.syncdir import LocalChanged, Staged, SyncDir, UnsafePath, is_temp_name, signature
 from ..io.versions import VersionStore
@@ -381,6 +387,21 @@ class Replica:
                 self.store.forget_base(remote.path)
             removed.append(remote.path)
         return Applied(tuple(removed), tuple(removed), tuple(conflicts))
+
+    def learn(self, tombstones: list[Record]) -> int:
+        """Record a peer's deletions of paths this node has no record of (no
+        file to remove); how many.  One past the tombstones' time to live is
+        left out: the next scan would drop it again."""
+        now = self.now_ms()
+        learned = 0
+        for remote in tombstones:
+            if remote.path in self.records or now - remote.mtime > TOMBSTONE_TTL_MS:
+                continue
+            path = remote.path
+            self.records[path] = Record(path, None, remote.mtime, 0, remote.mode, True)
+            self._touch(path)
+            learned += 1
+        return learned
 
     def write_local(self, path: str, data: bytes, digest: str, mode: int) -> bool:
         """Write ``data`` (of hash ``digest``) as a new local write of ``path``
