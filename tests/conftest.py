@@ -89,6 +89,19 @@ def base_env(key: str | None = KEY, max_protocol: int | None = None) -> dict[str
     return env
 
 
+def refused_in_one_line(*args: str, env: dict[str, str] | None = None, writes_none=()) -> str:
+    """Run ``owsync ARGS``, which must refuse to start: exit status 1, one line
+    on stderr (returned: bare under a supervisor, prefixed where it logs), and
+    none of the paths ``writes_none`` made."""
+    r = subprocess.run(owsync_cmd(*args), env=env or base_env(None), capture_output=True,
+                       text=True, timeout=60)  # fmt: skip
+    assert r.returncode == 1, (args, r.stderr)
+    (line,) = r.stderr.splitlines()
+    made = [str(p) for p in writes_none if os.path.lexists(p)]
+    assert not made, f"written: {made}"
+    return line
+
+
 class Child:
     """Holds a process a test started, its output going to a log file.
 
@@ -598,6 +611,216 @@ def store_versions(root: Path) -> list[dict]:
         got = hashlib.sha256(obj.read_bytes()).hexdigest()
         assert got == v["hash"], f"version {v['id']}: a torn content"
     return versions
+
+
+# --- a node killed at a crash point, restarted, checked (test_crash_points,
+# test_live_crash) -------------------------------------------------------------
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def is_temp(rel: str) -> bool:
+    """Whether ``rel`` names one of owsync's temp files (owsync/io/syncdir.py)."""
+    name = rel.rsplit("/", 1)[-1]
+    return name.startswith(".owsync-") and name.endswith(".tmp")
+
+
+def put(p: Path, data: bytes, mtime: float | None = None) -> None:
+    """Write ``p`` in place (its directories made), with ``mtime`` if given."""
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_bytes(data)
+    if mtime is not None:
+        os.utime(p, (mtime, mtime))
+
+
+def copy_any(src: Path, dst: Path) -> None:
+    """Copy a file or a directory tree, if there is one."""
+    if src.is_dir():
+        shutil.copytree(src, dst)
+    elif src.exists():
+        shutil.copy2(src, dst)
+
+
+def files_under(top: Path) -> dict[str, bytes]:
+    """Every file under ``top`` (temp files too), read while a daemon may change them."""
+    out = {}
+    for p in sorted(top.rglob("*")):
+        with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+            out[p.relative_to(top).as_posix()] = p.read_bytes()
+    return out
+
+
+def records_hold(db: Path, files: dict[str, bytes], gone=frozenset()) -> bool:
+    """Whether ``db`` (its journal replayed) records ``files`` live and ``gone`` deleted."""
+    try:
+        records = load_db(db)
+    except (FileNotFoundError, ValueError):
+        return False
+    live = all(p in records and records[p].hash == sha(v) for p, v in files.items())
+    return live and all(p in records and records[p].deleted for p in gone)
+
+
+def allowed_contents(*contents: dict[str, bytes]) -> dict[str, set[str]]:
+    """What a node may hold at a crash: path -> the hashes of its contents in any of these."""
+    allowed: dict[str, set[str]] = {}
+    for files in contents:
+        for p, d in files.items():
+            allowed.setdefault(p, set()).add(sha(d))
+    return allowed
+
+
+def check_old_or_new(files: dict[str, bytes], allowed: dict[str, set[str]], where="") -> None:
+    """Every file but a temp one (beside its target, never in place) holds one of
+    the contents ``allowed`` for it, byte for byte."""
+    for p, data in files.items():
+        if is_temp(p):
+            continue
+        assert p in allowed, f"unexpected file {p}{where}"
+        assert sha(data) in allowed[p], f"{p} is neither old nor new (half-written?)"
+
+
+def check_last_writes(
+    a: dict[str, bytes], b: dict[str, bytes], want: dict[str, bytes], deleted: set[str]
+) -> None:
+    """Trees ``a`` and ``b`` hold the last write of each path of ``want``: no temp
+    file left, none of ``deleted`` back, no newer write lost."""
+    temps = [p for p in [*a, *b] if is_temp(p)]
+    assert not temps, f"temp files left: {temps}"
+    back = sorted(p for p in deleted if p in a or p in b)
+    assert not back, f"deleted files came back: {back}"
+    lost = sorted(p for p, d in want.items() if a.get(p) != d or b.get(p) != d)
+    assert not lost, f"not the last write on both nodes: {lost}"
+
+
+def check_records(records: dict, want: dict[str, bytes], deleted: set[str]) -> None:
+    """B's database records ``want`` live and ``deleted`` deleted."""
+    for p, d in want.items():
+        r = records[p]
+        assert not r.deleted and r.hash == sha(d), f"B's database: {p} is {r}"
+    for p in deleted:
+        assert records[p].deleted, f"B's database: {p} is {records[p]}"
+
+
+def check_kept(store: Path, replaced, what: str = "B's") -> None:
+    """The version store ``store`` keeps every content of ``replaced``."""
+    kept = {v["hash"] for v in store_versions(store)}
+    missing = [d for d in replaced if sha(d) not in kept]
+    assert not missing, f"{what} version store lost {len(missing)} replaced content(s)"
+
+
+class SavedState:
+    """The files and directories ``names`` of ``work``, copied aside once (to
+    ``work``/initial) and put back at the same paths (a database names its
+    directory) before each run."""
+
+    def __init__(self, work: Path, names) -> None:
+        self.work, self.names = work, list(names)
+        self.saved = work / "initial"
+        self.saved.mkdir()
+        for name in self.names:
+            copy_any(work / name, self.saved / name)
+
+    def restore(self) -> None:
+        for name in self.names:
+            cur = self.work / name
+            if cur.is_dir():
+                shutil.rmtree(cur)
+            elif cur.exists():
+                cur.unlink()
+            copy_any(self.saved / name, cur)
+
+
+class CrashRun:
+    """B killed at a crash point, checked as the kill left it, written to
+    meanwhile, run again, checked converged.  A subclass gives:
+    ``killed(name, n)``, B's exit status from a run armed to die at the n-th
+    call of point ``name`` (None: the run did not reach it this time);
+    ``check_crashed()``, a line on how far B had gone; ``meanwhile()``;
+    ``restart(env)``, B's next run armed with ``env``; ``check_final()``."""
+
+    def kill_and_recover(self, name: str, n: int, again_env: dict[str, str]) -> str:
+        """The row of this kill: how far B had gone, or that it was not reached."""
+        t0 = time.monotonic()
+        status = self.killed(name, n)
+        if status is None:
+            return "not reached this time"
+        assert status == -signal.SIGKILL, f"not killed there (exit status {status})"
+        state = self.check_crashed()
+        self.meanwhile()
+        self.restart(again_env)
+        self.check_final()
+        return f"ok    {time.monotonic() - t0:4.1f} s  {state}"
+
+
+def kill_each(cases, one, label=None, detail=None, after=None) -> tuple[list[str], list[str]]:
+    """``one(case)`` for each case, its row (``label(case)``, a crash point's
+    NAME:N by default, and what ``one`` returned, or its first failing line);
+    then ``after()`` if given.  Returns the rows and the failures (with
+    ``detail()`` if given: the logs)."""
+    rows: list[str] = []
+    failures: list[str] = []
+    for case in cases:
+        row = label(case) if label else f"{case[0]}:{case[1]}"
+        try:
+            rows.append(f"{row:40} {one(case)}")
+        except AssertionError as exc:
+            first = str(exc).splitlines()[0]
+            rows.append(f"{row:40} FAIL  {first}")
+            failures.append(f"{row}: {first}" + (detail() if detail else ""))
+        finally:
+            if after:
+                after()
+    return rows, failures
+
+
+class DaemonCrashPair(CrashRun):
+    """Daemons A and B in ``work`` (configured by the subclass), B the one killed:
+    each run starts from the state ``keep()`` saved, A first."""
+
+    def __init__(self, work: Path) -> None:
+        self.work = work
+        self.a, self.b = DaemonNode(work, "a"), DaemonNode(work, "b")
+
+    def keep(self, names) -> None:
+        self.state = SavedState(self.work, names)
+
+    def reset(self) -> None:
+        self.state.restore()
+        for d in (self.a, self.b):
+            d.log.write_text("")
+
+    def run_b(self, env: dict[str, str], cmd=None) -> None:
+        self.b.start(cmd=cmd, env=base_env(None) | env, probe=False)
+
+    def stop(self) -> None:
+        """Stop both at once (each notices SIGTERM within half a second)."""
+        for d in (self.a, self.b):
+            if d.proc is not None and d.proc.poll() is None:
+                d.proc.send_signal(signal.SIGTERM)  # our own child, by its PID
+        self.b.stop()
+        self.a.stop()
+
+    def traced_run(self, trace: Path) -> None:
+        """Both from the saved state, B traced, until ``check_synced()`` holds."""
+        self.reset()
+        self.a.start()
+        self.run_b(armed(trace=trace))
+        self.check_synced()
+        self.stop()
+
+    def killed(self, name: str, n: int) -> int | None:
+        self.reset()
+        self.a.start()
+        self.run_b(armed(crash_at=(name, n)))
+        wait_for(lambda: self.b.proc.poll() is not None or self.in_sync(), 20)
+        status = self.b.stop()  # alive: it ends its step first, killed there if the point comes
+        # a later call, or a point reached now and then: not reached this time
+        return None if status == 0 and self.not_always(name, n) else status
+
+    def restart(self, env: dict[str, str]) -> None:
+        self.run_b(env)
 
 
 C_BIN = os.environ.get("OWSYNC_C_BIN", "")
