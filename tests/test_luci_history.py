@@ -69,30 +69,45 @@ DIFFS = {
 }
 
 
+RUNNING = {"owsync": {"enabled": True, "running": True}}  # the stand-in's service list
+
+
+def uci_and_key(tmp: Path, peer: str | None = None) -> tuple[Path, Path]:
+    """A stand-in's UCI file (owsync enabled, ``peer`` its one peer if given) and key file."""
+    uci = tmp / "uci-owsync"
+    uci.write_text("config owsync 'main'\n\toption enabled '1'\n"
+                   + (f"\tlist peer '{peer}'\n" if peer else ""))  # fmt: skip
+    key = tmp / "key"
+    key.write_text(KEY + "\n")
+    return uci, key
+
+
+def open_view(browser, url: str, errors: list[str], view: str = "history", query: str = ""):
+    """A new page on the stand-in's ``view``, once rendered; its errors go to ``errors``."""
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    page.on("console", lambda m: m.type == "error" and errors.append(m.text))
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(f"{url}/view/owsync/{view}{query}")
+    page.wait_for_selector(f"body[data-rendered='view.owsync.{view}']", timeout=15000)
+    return page
+
+
 class Site:
     """The stand-in with the sample store, a page per call, and what went wrong in it."""
 
     def __init__(self, tmp: Path, versions: list[dict] | None = None, store: dict | None = None):
         self.tmp = tmp
-        self.uci = tmp / "uci-owsync"
-        self.uci.write_text("config owsync 'main'\n\toption enabled '1'\n")
-        self.key_file = tmp / "key"
-        self.key_file.write_text(KEY + "\n")
+        self.uci, self.key_file = uci_and_key(tmp)
         self.now_ms = int(time.time() * 1000)
         self.standin = SampleStandIn(
-            self.uci, self.key_file, {"owsync": {"enabled": True, "running": True}},
+            self.uci, self.key_file, RUNNING,
             sample_versions(self.now_ms) if versions is None else versions,
             dict(STORE) if store is None else store, DIFFS,
         )  # fmt: skip
         self.errors: list[str] = []
 
     def page(self, browser, ro: bool = False):
-        page = browser.new_page(viewport={"width": 1200, "height": 900})
-        page.on("console", lambda m: m.type == "error" and self.errors.append(m.text))
-        page.on("pageerror", lambda e: self.errors.append(str(e)))
-        page.goto(f"{self.standin.url}/view/owsync/history" + ("?ro=1" if ro else ""))
-        page.wait_for_selector("body[data-rendered='view.owsync.history']", timeout=15000)
-        return page
+        return open_view(browser, self.standin.url, self.errors, query="?ro=1" if ro else "")
 
     def screenshot(self, page, name: str) -> None:
         out = Path(os.environ.get("OWSYNC_SCREENSHOTS") or self.tmp)
@@ -403,15 +418,23 @@ def _keeps_versions(node) -> str | None:
     return None if reply.get("ok") else f"the daemon has no versions: {reply.get('error')}"
 
 
-@pytest.fixture
-def real(tmp_path):
+def daemon_pair(tmp_path: Path, extra=lambda name: ""):
     """A, whose page we look at, and B, which never pushes (its one peer is nobody),
-    as in test_luci_app.py: B's writes reach A only when A syncs."""
+    as in test_luci_app.py: B's writes reach A only when A syncs.  ``extra(name)``:
+    more of a node's key=value lines.  Returns what stops them (``next(nodes,
+    None)``), A and B, configured, not started."""
     nodes = tracked(tmp_path, DaemonNode)
     daemons = next(nodes)
     a, b = daemons("a"), daemons("b")
-    a.configure([b.addr], poll=600)
-    b.configure([f"127.0.0.1:{free_port()}"], poll=600)
+    a.configure([b.addr], poll=600, extra=extra("a"))
+    b.configure([f"127.0.0.1:{free_port()}"], poll=600, extra=extra("b"))
+    return nodes, a, b
+
+
+@pytest.fixture
+def real(tmp_path):
+    """daemon_pair's A and B, started, and the stand-in relaying to A."""
+    nodes, a, b = daemon_pair(tmp_path)
     a.start()
     b.start()
     why = _keeps_versions(a)
@@ -419,11 +442,7 @@ def real(tmp_path):
     try:
         if why:
             pytest.skip(why)
-        uci = tmp_path / "uci-owsync"
-        uci.write_text(f"config owsync 'main'\n\toption enabled '1'\n\tlist peer '{b.addr}'\n")
-        key = tmp_path / "key"
-        key.write_text(KEY + "\n")
-        standin = StandIn(a.sock, uci, key, {"owsync": {"enabled": True, "running": True}})
+        standin = StandIn(a.sock, *uci_and_key(tmp_path, b.addr), RUNNING)
         yield a, b, standin
     finally:
         if standin:
@@ -450,11 +469,7 @@ def test_with_real_daemons_a_replaced_file_is_kept_diffed_and_restored(real, bro
     _sync(a)
     assert a.has("dhcp", home), a.text()
     errors: list[str] = []
-    page = browser.new_page(viewport={"width": 1200, "height": 900})
-    page.on("console", lambda m: m.type == "error" and errors.append(m.text))
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(f"{standin.url}/view/owsync/history")
-    page.wait_for_selector("body[data-rendered='view.owsync.history']", timeout=15000)
+    page = open_view(browser, standin.url, errors)
     row = page.locator("#owsync-versions tr.owsync-version.owsync-reason-replaced").first
     row.wait_for(timeout=5000)
     assert row.locator(".owsync-path").inner_text() == "dhcp"
@@ -580,11 +595,7 @@ def test_with_real_daemons_a_conflict_is_marked(real, browser):
     _sync(a)
     assert a.has("firewall", b"config defaults\n\toption input 'REJECT'\n"), a.text()
     errors: list[str] = []
-    page = browser.new_page(viewport={"width": 1200, "height": 900})
-    page.on("console", lambda m: m.type == "error" and errors.append(m.text))
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(f"{standin.url}/view/owsync/history")
-    page.wait_for_selector("body[data-rendered='view.owsync.history']", timeout=15000)
+    page = open_view(browser, standin.url, errors)
     row = page.locator("#owsync-versions tr.owsync-conflict")
     row.wait_for(timeout=5000)
     assert row.locator(".owsync-path").inner_text() == "firewall"
@@ -610,13 +621,12 @@ def test_with_real_daemons_a_group_version_is_listed_diffed_and_restored(tmp_pat
     """A and B with the group ``keys`` (needs branches gconfig and gengine): B's
     newer key replaces A's, whose old one History lists under ``keys``, diffs
     and restores as keys:ID through the daemon."""
-    nodes = tracked(tmp_path, DaemonNode)
-    daemons = next(nodes)
-    a, b = daemons("a"), daemons("b")
     keys = {n: tmp_path / f"{n}-keys" for n in ("a", "b")}
-    for n, node, peers in (("a", a, [b.addr]), ("b", b, [f"127.0.0.1:{free_port()}"])):
-        keys[n].mkdir()
-        node.configure(peers, poll=600, extra=f"group.keys.dir={keys[n]}\ngroup.keys.include=*\n")
+    for d in keys.values():
+        d.mkdir()
+    nodes, a, b = daemon_pair(
+        tmp_path, extra=lambda n: f"group.keys.dir={keys[n]}\ngroup.keys.include=*\n"
+    )
     standin = None
     try:
         a.start()
@@ -630,17 +640,9 @@ def test_with_real_daemons_a_group_version_is_listed_diffed_and_restored(tmp_pat
         (keys["b"] / "id_host_key").write_bytes(new)
         _sync(a)
         assert wait_for(lambda: (keys["a"] / "id_host_key").read_bytes() == new, 15), a.text()
-        uci = tmp_path / "uci-owsync"
-        uci.write_text(f"config owsync 'main'\n\toption enabled '1'\n\tlist peer '{b.addr}'\n")
-        key = tmp_path / "key"
-        key.write_text(KEY + "\n")
-        standin = StandIn(a.sock, uci, key, {"owsync": {"enabled": True, "running": True}})
+        standin = StandIn(a.sock, *uci_and_key(tmp_path, b.addr), RUNNING)
         errors: list[str] = []
-        page = browser.new_page(viewport={"width": 1200, "height": 900})
-        page.on("console", lambda m: m.type == "error" and errors.append(m.text))
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(f"{standin.url}/view/owsync/history")
-        page.wait_for_selector("body[data-rendered='view.owsync.history']", timeout=15000)
+        page = open_view(browser, standin.url, errors)
         row = page.locator("#owsync-versions tr.owsync-version[data-group='keys']").first
         row.wait_for(timeout=5000)
         assert row.get_attribute("data-id").startswith("keys:")
