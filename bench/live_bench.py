@@ -23,12 +23,11 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from benchlib import ROOT, fill, free_port, listening
-from mesh_bench import Node, common_port, cpu_seconds, wait_for
+from benchlib import ROOT, cpu_seconds, fill, free_port, listening, scratch, wait_for
+from mesh_bench import Node, common_port
 
 KEY = "8b2b64411001592abf237c204845e610e5a743a1472822b3d2b86069ec3658d3"
 
@@ -116,8 +115,7 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="keep the work directory and logs")
     opts = ap.parse_args()
     trees = [t.resolve() for t in (opts.tree or [ROOT])]
-    base = Path(tempfile.mkdtemp(prefix="owsync-live-bench-", dir=opts.tmp))
-    try:
+    with scratch("owsync-live-bench-", opts.tmp, keep=opts.keep) as base:
         src = base / "src"
         fill(src, opts.files, opts.size)
         figures: dict[Path, dict[str, list[float]]] = {t: {} for t in trees}
@@ -143,11 +141,6 @@ def main() -> None:
         for tree, f in figures.items():
             parts = [f"{k} {statistics.median(v):.2f} s" for k, v in f.items()]
             print(f"  {tree}: " + ", ".join(parts))
-    finally:
-        if opts.keep:
-            print(f"kept {base}")
-        else:
-            shutil.rmtree(base, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -66,18 +66,26 @@ import os
 import platform
 import random
 import re
-import shutil
 import signal
 import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
-from benchlib import ROOT, fill, tree
+from benchlib import (
+    ROOT,
+    cpu_seconds,
+    fill,
+    listening_on,
+    scratch,
+    stop_child,
+    tree,
+    wait_for,
+    write_daemon_conf,
+)
 
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -115,30 +123,6 @@ def common_port(n: int, tries: int = 50) -> int:
     raise RuntimeError("no port free on every loopback address")
 
 
-def listening_on(host: str, port: int) -> bool:
-    """Whether a socket listens on host:port (/proc/net/tcp, no probe connection)."""
-    want = f"{socket.inet_aton(host)[::-1].hex().upper()}:{port:04X}"
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        if fields[1] == want and fields[3] == "0A":
-            return True
-    return False
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def wait_for(pred, timeout: float, step: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(step)
-    return bool(pred())
-
-
 def put(path: Path, data: bytes, tmp_dir: Path | None = None) -> None:
     """A complete file renamed into place (its temp a dot-file: never synced;
     for 1.2.0, which skips a leading dot only, in the top directory)."""
@@ -173,19 +157,8 @@ class Node:
 
     def configure(self, others: list[int], source: bool) -> Node:
         self.peers = [addr(j) + (f",{self.host}" if source else "") for j in others]
-        lines = [
-            f"bind_host={self.host}",
-            f"port={self.port}",
-            f"sync_dir={self.dir}",
-            f"database={self.db}",
-            f"encryption_key={self.key}",
-            f"control_socket={self.sock}",
-            "log_level=2",  # info: one line per session, which is how sessions are counted
-            "include=*",
-            *(f"peer={p}" for p in self.peers),
-        ]
-        self.conf.write_text("\n".join(lines) + "\n")
-        self.conf.chmod(0o600)  # it holds the key
+        write_daemon_conf(self.conf, self.host, self.port, self.dir, self.db, self.key,
+                          self.peers, sock=self.sock, log_level=2)  # fmt: skip
         return self
 
     c = False  # owsync 1.2.0 (CNode)
@@ -212,13 +185,7 @@ class Node:
 
     def stop(self) -> None:
         """SIGTERM by PID (our own child), SIGKILL if it will not end."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_child(self.proc)
         if self._logf:
             self._logf.close()
             self._logf = None
@@ -275,18 +242,8 @@ class CNode(Node):
 
     def configure(self, others: list[int], source: bool) -> Node:
         self.peers = [addr(j) + (f",{self.host}" if source else "") for j in others]
-        lines = [
-            f"bind_host={self.host}",
-            f"port={self.port}",
-            f"sync_dir={self.dir}",
-            f"database={self.db}",
-            f"encryption_key={self.key}",
-            f"poll_interval={self.poll}",
-            "include=*",
-            *(f"peer={p}" for p in self.peers),
-        ]
-        self.conf.write_text("\n".join(lines) + "\n")
-        self.conf.chmod(0o600)
+        write_daemon_conf(self.conf, self.host, self.port, self.dir, self.db, self.key,
+                          self.peers, poll=self.poll)  # fmt: skip
         return self
 
     def start(self) -> None:
@@ -816,8 +773,7 @@ def main() -> None:
     print(header() + (f"; node 1 {mixed[opts.mixed]}" if opts.mixed else ""), flush=True)
     key = os.urandom(32).hex()  # a generated key, as `owsync genkey` makes
     rng = random.Random(opts.seed)
-    work = Path(tempfile.mkdtemp(prefix="owsync-mesh-"))
-    try:
+    with scratch("owsync-mesh-", keep=opts.keep, say=say) as work:
         rows = []
         for n in sizes:
             rows += run_mesh(n, opts, work, key, rng, say)
@@ -826,11 +782,6 @@ def main() -> None:
             print(big_table(run_big(opts, work, key, rng, say)), flush=True)
         print(f"load average at the end {' '.join(Path('/proc/loadavg').read_text().split()[:3])},"
               f" run time {time.monotonic() - started:.0f} s")  # fmt: skip
-    finally:
-        if opts.keep:
-            say(f"work directory kept: {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
