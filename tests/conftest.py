@@ -308,40 +308,52 @@ def wait_for(pred, timeout=10.0, step=0.02):
     return pred()
 
 
-class DaemonNode(Child):
-    """One `owsync daemon` with its key=value file, directory, database and log."""
+class DaemonFiles(Child):
+    """A daemon's files in ``root`` (its directory NAME, NAME.db, NAME.conf,
+    NAME.log) and the address it listens on."""
 
-    def __init__(self, root: Path, name: str, host="127.0.0.1") -> None:
+    def __init__(self, root: Path, name: str, host: str, port: int) -> None:
         self.name = name
         self.dir = root / name
         self.dir.mkdir(parents=True, exist_ok=True)
         self.db = root / f"{name}.db"
-        self.sock = root / f"{name}.sock"
         self.conf = root / f"{name}.conf"
         self.log = root / f"{name}.log"
         self.host = host
-        self.port = free_port()
+        self.port = port
         self.proc: subprocess.Popen | None = None
 
-    @property
-    def addr(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
-
-    def configure(self, peers, poll=60, extra="") -> DaemonNode:
+    def write_conf(self, peers, *more: str, extra: str = "") -> None:
+        """Its key=value file: all of its directory synced with ``peers``, the
+        lines ``more`` and then ``extra`` besides; root-only (it holds the key)."""
         lines = [
             f"bind_host={self.host}",
             f"port={self.port}",
             f"sync_dir={self.dir}",
             f"database={self.db}",
             f"encryption_key={KEY}",
-            f"control_socket={self.sock}",
-            f"poll_interval={poll}",
-            "log_level=3",
+            *more,
             "include=*",
             *(f"peer={p}" for p in peers),
         ]
         self.conf.write_text("\n".join(lines) + "\n" + extra)
-        self.conf.chmod(0o600)  # it holds the key
+        self.conf.chmod(0o600)
+
+
+class DaemonNode(DaemonFiles):
+    """One `owsync daemon` with its key=value file, directory, database and log."""
+
+    def __init__(self, root: Path, name: str, host="127.0.0.1") -> None:
+        super().__init__(root, name, host, free_port())
+        self.sock = root / f"{name}.sock"
+
+    @property
+    def addr(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    def configure(self, peers, poll=60, extra="") -> DaemonNode:
+        self.write_conf(peers, f"control_socket={self.sock}", f"poll_interval={poll}",
+                        "log_level=3", extra=extra)  # fmt: skip
         return self
 
     def start(self, cmd=None, env: dict | None = None, probe: bool = True) -> DaemonNode:
@@ -831,7 +843,7 @@ def c_bin() -> str | None:
     return C_BIN if C_BIN and os.access(C_BIN, os.X_OK) else None
 
 
-class CDaemonNode(Child):
+class CDaemonNode(DaemonFiles):
     """One owsync 1.2.0 `daemon` (OWSYNC_C_BIN), as DaemonNode runs ours.
 
     1.2.0 reaches every peer on its own ``port`` (``peer=`` takes an address
@@ -840,35 +852,13 @@ class CDaemonNode(Child):
 
     c = True
 
-    def __init__(self, root: Path, name: str, host: str, port: int) -> None:
-        self.name = name
-        self.dir = root / name
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.db = root / f"{name}.db"
-        self.conf = root / f"{name}.conf"
-        self.log = root / f"{name}.log"
-        self.host = host
-        self.port = port
-        self.proc: subprocess.Popen | None = None
-
     @property
     def addr(self) -> str:
         return f"{self.host}:{self.port}"
 
     def configure(self, peers, poll=30) -> CDaemonNode:
         """``peers``: addresses (1.2.0 adds its own port to each)."""
-        lines = [
-            f"bind_host={self.host}",
-            f"port={self.port}",
-            f"sync_dir={self.dir}",
-            f"database={self.db}",
-            f"encryption_key={KEY}",
-            f"poll_interval={poll}",
-            "include=*",
-            *(f"peer={p}" for p in peers),
-        ]
-        self.conf.write_text("\n".join(lines) + "\n")
-        self.conf.chmod(0o600)
+        self.write_conf(peers, f"poll_interval={poll}")
         return self
 
     def start(self, env: dict | None = None, **_) -> CDaemonNode:
