@@ -834,6 +834,27 @@ class DaemonCrashPair(CrashRun):
     def restart(self, env: dict[str, str]) -> None:
         self.run_b(env)
 
+    def plan_meanwhile(self, synced: dict[str, bytes], edit: str, remove: str) -> None:
+        """The writes made after a crash, while B is down, each of which must
+        win: A re-creates gone1 and edits new0; B edits ``edit``, re-creates
+        gone0 (still there, or deleted already) and deletes ``remove``.  Sets
+        ``final``, what both hold after, from ``synced``, and ``deleted``."""
+        self.final = synced | {
+            "gone1": b"re-created on a after the crash\n",
+            "new0": b"edited on a after the crash\n",
+            edit: b"edited on b after the crash\n",
+            "gone0": b"re-created on b after the crash\n",
+        }
+        del self.final[remove]
+        self.deleted = {remove}
+        self._edit, self._remove = edit, remove
+
+    def write_meanwhile(self, a_dir: Path, b_dir: Path) -> None:
+        """The writes plan_meanwhile() planned, in A's ``a_dir`` and B's ``b_dir``."""
+        for d, name in ((a_dir, "gone1"), (a_dir, "new0"), (b_dir, self._edit), (b_dir, "gone0")):
+            put(d / name, self.final[name])
+        (b_dir / self._remove).unlink()
+
 
 C_BIN = os.environ.get("OWSYNC_C_BIN", "")
 

@@ -631,14 +631,7 @@ class TwoGroups(DaemonCrashPair):
         self.synced["mine"] = b"written on b\n"
         self.gone = gone
         # after the writes made while B was down, in both groups
-        self.final = self.synced | {
-            "gone1": b"re-created on a after the crash\n",
-            "new0": b"edited on a after the crash\n",
-            "key1": b"edited on b after the crash\n",
-            "gone0": b"re-created on b after the crash\n",
-        }
-        del self.final["key3"]
-        self.deleted = {"key3"}
+        self.plan_meanwhile(self.synced, edit="key1", remove="key3")
         self.main_final = MAIN_FILES | {"wireless": b"config wifi-device radio0\n",
                                         "dhcp": b"config dnsmasq 'edited on b'\n"}  # fmt: skip
         parts = ("", f"-{KEYS}", ".db", ".db.journal", ".versions",
@@ -694,11 +687,7 @@ class TwoGroups(DaemonCrashPair):
 
     def meanwhile(self) -> None:
         """Writes made after the crash, before B is back, in both groups: each must win."""
-        put(self.a.keys / "gone1", self.final["gone1"])
-        put(self.a.keys / "new0", self.final["new0"])
-        put(self.b.keys / "key1", self.final["key1"])
-        put(self.b.keys / "gone0", self.final["gone0"])  # still there, or deleted already
-        (self.b.keys / "key3").unlink()
+        self.write_meanwhile(self.a.keys, self.b.keys)
         put(self.a.dir / "wireless", self.main_final["wireless"])
         put(self.b.dir / "dhcp", self.main_final["dhcp"])
 

@@ -129,14 +129,7 @@ class Live(DaemonCrashPair):
         self.replaced.append(B_EDIT)  # lost to A's later write: a conflict
         self.synced_files = {p: d for p, d in OLD.items() if not p.startswith("gone")} | NEW
         self.synced_files["mine"] = MINE
-        self.final = self.synced_files | {
-            "gone1": b"re-created on a after the crash\n",
-            "new0": b"edited on a after the crash\n",
-            "keep1": b"edited on b after the crash\n",
-            "gone0": b"re-created on b after the crash\n",
-        }
-        del self.final["keep3"]
-        self.deleted = {"keep3"}
+        self.plan_meanwhile(self.synced_files, edit="keep1", remove="keep3")
         # each node's state: its directory, database, journal and version store
         self.keep([n + x for n in "ab" for x in ("", ".db", ".db.journal", ".versions")])
 
@@ -169,11 +162,7 @@ class Live(DaemonCrashPair):
 
     def meanwhile(self) -> None:
         """Writes made after the crash, before B is back: each must win."""
-        put(self.a.dir / "gone1", self.final["gone1"])
-        put(self.a.dir / "new0", self.final["new0"])
-        put(self.b.dir / "keep1", self.final["keep1"])
-        put(self.b.dir / "gone0", self.final["gone0"])  # still there, or deleted already
-        (self.b.dir / "keep3").unlink()
+        self.write_meanwhile(self.a.dir, self.b.dir)
 
     def converged(self, want: dict[str, bytes]) -> bool:
         return tree(self.a) == tree(self.b) == want
