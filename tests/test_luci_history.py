@@ -140,6 +140,20 @@ def _modal(page):
     return page.locator("#modal_overlay .modal")
 
 
+def _diff(page, row):
+    """The row's Diff clicked: its modal and the diff's text."""
+    row.locator("button.owsync-diff").click()
+    modal = _modal(page)
+    return modal, modal.locator("pre.owsync-diff-text").inner_text()
+
+
+def _restore_from_diff(page, modal, timeout: int = 10000) -> None:
+    """Restore from the diff's modal, confirmed, until the page says it is done."""
+    modal.locator("button.owsync-diff-restore").click()
+    _modal(page).locator("button.owsync-restore-confirm").click()
+    page.wait_for_selector("#maincontent > .alert-message.info", timeout=timeout)
+
+
 def test_kept_versions_newest_first_with_the_conflict_marked(site, browser):
     page = site.page(browser)
     rows = page.locator("#owsync-versions tr.owsync-version")
@@ -476,13 +490,9 @@ def test_with_real_daemons_a_replaced_file_is_kept_diffed_and_restored(real, bro
     assert row.locator(".owsync-by").inner_text() == b.addr
     assert row.locator(".owsync-size").inner_text() == f"{len(lan)} B"
     vid = int(row.get_attribute("data-id"))
-    row.locator("button.owsync-diff").click()
-    modal = _modal(page)
-    diff = modal.locator("pre.owsync-diff-text").inner_text()
+    modal, diff = _diff(page, row)
     assert "-\toption domain 'lan'\n" in diff and "+\toption domain 'home'\n" in diff, diff
-    modal.locator("button.owsync-diff-restore").click()
-    _modal(page).locator("button.owsync-restore-confirm").click()
-    page.wait_for_selector("#maincontent > .alert-message.info", timeout=10000)
+    _restore_from_diff(page, modal)
     assert f"dhcp restored from version {vid}." in page.locator(
         "#maincontent > .alert-message").inner_text()  # fmt: skip
     assert a.has("dhcp", lan), a.text()
@@ -545,9 +555,7 @@ def test_real_luci_history_diff_and_restore_and_a_read_only_user(router, browser
     assert row.locator(".owsync-by").inner_text() == router.peer
     vid = int(row.get_attribute("data-id"))
     assert "versions per file" in s.page.inner_text("#owsync-store")
-    row.locator("button.owsync-diff").click()
-    modal = _modal(s.page)
-    diff = modal.locator("pre.owsync-diff-text").inner_text()
+    modal, diff = _diff(s.page, row)
     assert "+\toption domain 'home'\n" in diff, diff
     s.page.wait_for_timeout(300)  # the theme fades the modal in
     s.screenshot("history-diff")
@@ -602,8 +610,7 @@ def test_with_real_daemons_a_conflict_is_marked(real, browser):
     assert row.locator(".owsync-label-conflict").inner_text() == "Conflict"
     assert row.locator(".owsync-by").inner_text() == b.addr
     assert page.locator("#owsync-conflicts").inner_text().startswith("1 conflict(s)")
-    row.locator("button.owsync-diff").click()
-    diff = _modal(page).locator("pre.owsync-diff-text").inner_text()
+    _, diff = _diff(page, row)
     assert "-\toption input 'ACCEPT'\n" in diff and "+\toption input 'REJECT'\n" in diff, diff
     assert errors == []
     # the Status page says so too, and leads to History
@@ -652,13 +659,9 @@ def test_with_real_daemons_a_group_version_is_listed_diffed_and_restored(tmp_pat
         groups = {r.get_attribute("data-group") for r in
                   page.locator("#owsync-versions tr.owsync-version").all()}  # fmt: skip
         assert groups == {"keys"}
-        row.locator("button.owsync-diff").click()
-        modal = _modal(page)
-        diff = modal.locator("pre.owsync-diff-text").inner_text()
+        modal, diff = _diff(page, row)
         assert "-ssh-ed25519 old\n" in diff and "+ssh-ed25519 new\n" in diff, diff
-        modal.locator("button.owsync-diff-restore").click()
-        _modal(page).locator("button.owsync-restore-confirm").click()
-        page.wait_for_selector("#maincontent > .alert-message.info", timeout=10000)
+        _restore_from_diff(page, modal)
         assert wait_for(lambda: (keys["a"] / "id_host_key").read_bytes() == old, 10), a.text()
         assert errors == []
     finally:
