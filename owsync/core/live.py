@@ -678,12 +678,7 @@ class LiveLink(FrameInbox[Event], FileSender):
             return None  # refused at its FILE already
         if error is not None:
             return FileRefused(cur.record.path, f"the peer gave it up: {error}")
-        if cur.done != cur.record.size:
-            raise ProtocolError(
-                f"FILE_END for {cur.record.path!r} after {cur.done} of {cur.record.size} bytes"
-            )
-        if not cur.whole():
-            raise ProtocolError(f"{cur.record.path!r}: the content does not match its SHA-256")
+        cur.check_received()
         return FileDone(cur.record)
 
     def _on_error(self, f: Frame) -> Event:

@@ -202,6 +202,16 @@ class FileInFlight:
     def whole(self) -> bool:
         return self.done == self.record.size and self.sha.hexdigest() == self.record.hash
 
+    def check_received(self) -> None:
+        """At the peer's FILE_END: a ProtocolError unless all its bytes came and
+        they match its SHA-256."""
+        if self.done != self.record.size:
+            raise ProtocolError(
+                f"FILE_END for {self.record.path!r} after {self.done} of {self.record.size} bytes"
+            )
+        if not self.whole():
+            raise ProtocolError(f"{self.record.path!r}: the content does not match its SHA-256")
+
 
 E = TypeVar("E")
 
@@ -603,12 +613,7 @@ class Session2(FrameInbox[Event], FileSender):
         assert f is not None  # _handle passes a FILE_END here only inside a file
         if error is not None:
             return FileRefused(f.record.path, f"the peer gave it up: {error}")
-        if f.done != f.record.size:
-            raise ProtocolError(
-                f"FILE_END for {f.record.path!r} after {f.done} of {f.record.size} bytes"
-            )
-        if not f.whole():
-            raise ProtocolError(f"{f.record.path!r}: the content does not match its SHA-256")
+        f.check_received()
         return FileDone(f.record)
 
     def _end(self, counts: EndCounts) -> PeerEnd:
