@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -117,6 +118,47 @@ def scratch(prefix: str, parent: str | Path | None = None, keep: bool = False, s
             say(f"work directory kept: {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
+
+
+class Paced(threading.Thread):
+    """A thread that calls ``step()`` ``rate`` times a second, evenly paced,
+    until stop(); while ``paused`` is set it waits, and the pace starts over
+    after.  What step() raises ends it, and stop() raises it again, as
+    ``what`` failing."""
+
+    what = "the paced thread"
+
+    def __init__(self, name: str, rate: float) -> None:
+        super().__init__(name=name, daemon=True)
+        self.rate = rate
+        self.halt = threading.Event()
+        self.paused = threading.Event()  # set: no steps until cleared
+        self.error: BaseException | None = None
+
+    def step(self) -> None:
+        raise NotImplementedError
+
+    def run(self) -> None:
+        start, n = time.monotonic(), 0
+        try:
+            while not self.halt.is_set():
+                if self.paused.is_set():
+                    time.sleep(0.05)
+                    start, n = time.monotonic(), 0
+                    continue
+                self.step()
+                n += 1
+                delay = start + n / self.rate - time.monotonic()
+                if delay > 0:
+                    self.halt.wait(delay)
+        except BaseException as exc:  # reported by stop()
+            self.error = exc
+
+    def stop(self) -> None:
+        self.halt.set()
+        self.join(10)
+        if self.error is not None:
+            raise RuntimeError(f"{self.what} failed: {self.error!r}") from self.error
 
 
 def fill(d: Path, files: int, size: int, tag: bytes = b"", mtime: float | None = None) -> None:

@@ -77,6 +77,7 @@ from pathlib import Path
 
 from benchlib import (
     ROOT,
+    Paced,
     cpu_seconds,
     fill,
     listening_on,
@@ -367,41 +368,26 @@ def log_figures(nodes: list[Node], since: Marks) -> dict:
 # --- writes ----------------------------------------------------------------------
 
 
-class Churn(threading.Thread):
+class Churn(Paced):
     """``rate`` writes a second, evenly paced, each on a random node: creates and
     edits of ``churn/nI-K`` files that only node I writes (so churn writes do
     not race each other on one path)."""
 
+    what = "the churn thread"
+
     def __init__(self, nodes: list[Node], rate: float, seed: int, pool: int = 10) -> None:
-        super().__init__(name="mesh-churn", daemon=True)
+        super().__init__("mesh-churn", rate)
         self.nodes = nodes
-        self.rate = rate
         self.rng = random.Random(seed)
         self.pool = pool
         self.ops = 0
-        self.halt = threading.Event()
-        self.error: BaseException | None = None
 
-    def run(self) -> None:
-        start = time.monotonic()
-        try:
-            while not self.halt.is_set():
-                n = self.rng.choice(self.nodes)
-                path = n.dir / "churn" / f"n{n.i}-{self.rng.randrange(self.pool)}"
-                data = f"churn {self.ops} on n{n.i} at {time.time():.6f}\n".encode()
-                put(path, data, n.tmp_dir())
-                self.ops += 1
-                delay = start + self.ops / self.rate - time.monotonic()
-                if delay > 0:
-                    self.halt.wait(delay)
-        except BaseException as exc:
-            self.error = exc
-
-    def stop(self) -> None:
-        self.halt.set()
-        self.join(10)
-        if self.error is not None:
-            raise RuntimeError(f"the churn thread failed: {self.error!r}") from self.error
+    def step(self) -> None:
+        n = self.rng.choice(self.nodes)
+        path = n.dir / "churn" / f"n{n.i}-{self.rng.randrange(self.pool)}"
+        data = f"churn {self.ops} on n{n.i} at {time.time():.6f}\n".encode()
+        put(path, data, n.tmp_dir())
+        self.ops += 1
 
 
 def holds(path: Path, data: bytes, seen: dict) -> bool:

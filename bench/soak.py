@@ -42,7 +42,16 @@ import threading
 import time
 from pathlib import Path
 
-from benchlib import ROOT, cpu_seconds, free_port, stop_child, tree, wait_for, write_daemon_conf
+from benchlib import (
+    ROOT,
+    Paced,
+    cpu_seconds,
+    free_port,
+    stop_child,
+    tree,
+    wait_for,
+    write_daemon_conf,
+)
 
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -142,7 +151,7 @@ def sample(pid: int) -> dict:
 # --- the churn ---------------------------------------------------------------
 
 
-class Churn(threading.Thread):
+class Churn(Paced):
     """Steady changes on several nodes, with the model of what must win.
 
     Each node owns ``own`` files (``<node>/<i>.conf``, every third in a
@@ -153,11 +162,12 @@ class Churn(threading.Thread):
     (a deleted path maps to None).
     """
 
+    what = "the churn driver"
+
     def __init__(self, dirs: dict[str, Path], rate: float = 5.0, seed: int = 1,
                  own: int = 15, shared: int = 8, max_size: int = 2000) -> None:  # fmt: skip
-        super().__init__(name="soak-churn", daemon=True)
+        super().__init__("soak-churn", rate)
         self.dirs = dirs
-        self.rate = rate
         self.rng = random.Random(seed)
         self.own = own
         self.shared = shared
@@ -165,10 +175,7 @@ class Churn(threading.Thread):
         self.expected: dict[str, bytes | None] = {}
         self.ops = 0
         self.kinds = {"create": 0, "edit": 0, "delete": 0, "shared": 0}
-        self.halt = threading.Event()
-        self.paused = threading.Event()  # set: no changes until cleared
         self.lock = threading.Lock()  # held for each change (the model and the file)
-        self.error: BaseException | None = None
 
     def own_path(self, node: str, i: int) -> str:
         return f"sub-{node}/{node}{i}.conf" if i % 3 == 0 else f"{node}{i}.conf"
@@ -207,29 +214,6 @@ class Churn(threading.Thread):
                 self.expected[path] = data
             self.ops += 1
             self.kinds[kind] += 1
-
-    def run(self) -> None:
-        start = time.monotonic()
-        n = 0
-        try:
-            while not self.halt.is_set():
-                if self.paused.is_set():
-                    time.sleep(0.05)
-                    start, n = time.monotonic(), 0
-                    continue
-                self.step()
-                n += 1
-                delay = start + n / self.rate - time.monotonic()
-                if delay > 0:
-                    self.halt.wait(delay)
-        except BaseException as exc:  # reported by the caller
-            self.error = exc
-
-    def stop(self) -> None:
-        self.halt.set()
-        self.join(10)
-        if self.error is not None:
-            raise RuntimeError(f"the churn driver failed: {self.error!r}") from self.error
 
     def want(self) -> dict[str, bytes]:
         with self.lock:
