@@ -174,6 +174,15 @@ def fill(d: Path, files: int, size: int, tag: bytes = b"", mtime: float | None =
             os.utime(p, (mtime, mtime))
 
 
+def count_files(root: Path) -> int:
+    """How many files are under ``root``, dot-files and dot-directories left out."""
+    n = 0
+    for _, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        n += sum(1 for f in files if not f.startswith("."))
+    return n
+
+
 def tree(root: Path) -> dict[str, bytes]:
     """The synced files under ``root`` (dot-files, which owsync never syncs, left out)."""
     out = {}
