@@ -25,6 +25,7 @@ from conftest import (
     base_env,
     free_port,
     owsync_cmd,
+    read_uci,
     refused_in_one_line,
     wait_for,
 )
@@ -361,7 +362,7 @@ def luci_fields(view: Path) -> list[dict]:
 
 def test_luci_settings_fields_agree_with_the_schema():
     fields = [f for f in luci_fields(VIEWS / "settings.js") if f["section"] == "main"]
-    shipped = read_uci_main()
+    shipped = read_uci(UCI_DEFAULT)["main"]  # as pyuci gives it, ".type" and all
     assert len(fields) >= 10
     for f in fields:
         s = OPTIONS.get(f["name"])
@@ -437,25 +438,6 @@ def test_luci_accepts_exactly_what_the_daemon_accepts(tmp_path):
     assert len(verdicts) == len(cases) > 20
     for (s, datatype, value), theirs in zip(cases, verdicts, strict=True):
         agree(s, value, theirs, datatype)
-
-
-def read_uci_main() -> dict:
-    """owsync.main of the shipped /etc/config/owsync, as pyuci gives it."""
-    import shlex
-
-    section: dict = {}
-    current = None
-    for raw in UCI_DEFAULT.read_text().splitlines():
-        words = shlex.split(raw, comments=True)
-        if not words:
-            continue
-        if words[0] == "config":
-            current = words[2]
-        elif current == "main" and words[0] == "option":
-            section[words[1]] = words[2]
-        elif current == "main" and words[0] == "list":
-            section[words[1]] = (*section.get(words[1], ()), words[2])
-    return section
 
 
 # --- the command line's help ----------------------------------------------------------
