@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -37,7 +36,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from benchlib import ROOT, fill, free_port, listening
+from benchlib import ROOT, cpu_seconds, fill, free_port, listening, scratch
 
 PY = [sys.executable, "-m", "owsync"]
 KEY = "8b2b64411001592abf237c204845e610e5a743a1472822b3d2b86069ec3658d3"
@@ -98,13 +97,6 @@ def run_once(cmd: list[str], base: Path, src: Path, c_style: bool, expected: int
         listen.terminate()
         listen.wait(10)
     return took, arrived(dst), listen_cpu + usage.ru_utime + usage.ru_stime
-
-
-def cpu_seconds(pid: int) -> float:
-    """User and system CPU seconds of a running process, all its threads."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def warm(src: Path) -> None:
@@ -235,15 +227,14 @@ def main() -> None:
                     help="run owsync from source, compiled at every start"
                          " (as with PYTHONDONTWRITEBYTECODE and no __pycache__)")  # fmt: skip
     args = ap.parse_args()
-    base = Path(tempfile.mkdtemp(prefix="owsync-disk-", dir=args.dir))
     global PYCACHE
-    if not args.no_bytecode:
-        # An installed owsync is byte-compiled (the OpenWrt package is); a
-        # checkout run with PYTHONDONTWRITEBYTECODE compiles every module at
-        # every start (0.05-0.1 s here).  The bytecode goes to a cache of the
-        # bench's own, written by the first run of each program (the warm-up).
-        PYCACHE = str(base / "pycache")
-    try:
+    with scratch("owsync-disk-", args.dir) as base:
+        if not args.no_bytecode:
+            # An installed owsync is byte-compiled (the OpenWrt package is); a
+            # checkout run with PYTHONDONTWRITEBYTECODE compiles every module at
+            # every start (0.05-0.1 s here).  The bytecode goes to a cache of the
+            # bench's own, written by the first run of each program (the warm-up).
+            PYCACHE = str(base / "pycache")
         src = base / "src"
         src.mkdir()
         fill(src, args.files, args.size)
@@ -278,8 +269,6 @@ def main() -> None:
         for name, times in runs.items():
             print(f"  {name:22s} {statistics.median(times):6.2f} s"
                   f"  (runs: {', '.join(f'{r:.2f}' for r in times)})")  # fmt: skip
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
 
 
 if __name__ == "__main__":

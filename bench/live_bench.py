@@ -23,22 +23,13 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from benchlib import ROOT, fill, free_port, listening
-from mesh_bench import Node, common_port, cpu_seconds, wait_for
+from benchlib import ROOT, count_files, cpu_seconds, fill, free_port, listening, scratch, wait_for
+from mesh_bench import Node, common_port
 
 KEY = "8b2b64411001592abf237c204845e610e5a743a1472822b3d2b86069ec3658d3"
-
-
-def count(root: Path) -> int:
-    n = 0
-    for _, dirs, files in os.walk(root):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        n += sum(1 for f in files if not f.startswith("."))
-    return n
 
 
 class TreeNode(Node):
@@ -72,8 +63,8 @@ def live_round(work: Path, src: Path, files: int, tree: Path) -> tuple[float, fl
         t0 = time.monotonic()
         c0 = cpu_seconds(nodes[0].proc.pid)
         nodes[1].start()
-        if not wait_for(lambda: count(nodes[1].dir) >= files, 600, 0.1):
-            raise RuntimeError(f"n2 holds {count(nodes[1].dir)} of {files} files")
+        if not wait_for(lambda: count_files(nodes[1].dir) >= files, 600, 0.1):
+            raise RuntimeError(f"n2 holds {count_files(nodes[1].dir)} of {files} files")
         took = time.monotonic() - t0
         cpu = cpu_seconds(nodes[0].proc.pid) - c0 + cpu_seconds(nodes[1].proc.pid)
         return took, cpu
@@ -116,8 +107,7 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="keep the work directory and logs")
     opts = ap.parse_args()
     trees = [t.resolve() for t in (opts.tree or [ROOT])]
-    base = Path(tempfile.mkdtemp(prefix="owsync-live-bench-", dir=opts.tmp))
-    try:
+    with scratch("owsync-live-bench-", opts.tmp, keep=opts.keep) as base:
         src = base / "src"
         fill(src, opts.files, opts.size)
         figures: dict[Path, dict[str, list[float]]] = {t: {} for t in trees}
@@ -143,11 +133,6 @@ def main() -> None:
         for tree, f in figures.items():
             parts = [f"{k} {statistics.median(v):.2f} s" for k, v in f.items()]
             print(f"  {tree}: " + ", ".join(parts))
-    finally:
-        if opts.keep:
-            print(f"kept {base}")
-        else:
-            shutil.rmtree(base, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchlib import ROOT, free_port, tree
+from benchlib import ROOT, free_port, listening_on, tree
 
 KEY = "8b2b64411001592abf237c204845e610e5a743a1472822b3d2b86069ec3658d3"
 HOSTS = ("127.0.0.1", "127.0.0.2", "127.0.0.3")
@@ -109,17 +109,6 @@ def where(pid: int) -> dict[str, int]:
         elif fields and fields[0] == "Rss:":
             out[kind] += int(fields[1])
     return out
-
-
-def listening(host: str, port: int) -> bool:
-    """Whether ``host``:``port`` listens, from /proc/net/tcp (no probe connection)."""
-    a, b, c, d = (int(x) for x in host.split("."))
-    want = f"{d:02X}{c:02X}{b:02X}{a:02X}:{port:04X}"
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        if fields[1] == want and fields[3] == "0A":
-            return True
-    return False
 
 
 def wait(pred, timeout: float = 60.0, what: str = "") -> None:
@@ -188,10 +177,12 @@ def run_daemons(work: Path, name: str, cmd: list[str], env, files: int, idle: fl
         for i in (1, 2):
             m.spawn(i, python is not None)
         for i in (1, 2):
-            wait(lambda i=i: listening(HOSTS[i], m.port), what=f"{name} peer {i} listening")
+            wait(lambda i=i: listening_on(HOSTS[i], m.port), what=f"{name} peer {i} listening")
         t0 = time.perf_counter()
         a = m.spawn(0, python is not None)
-        wait(lambda: listening(HOSTS[0], m.port) or a.poll() is not None, what=f"{name} listening")
+        wait(
+            lambda: listening_on(HOSTS[0], m.port) or a.poll() is not None, what=f"{name} listening"
+        )
         startup = time.perf_counter() - t0
         if a.poll() is not None:
             raise RuntimeError(f"{name} exited: {(m.work / 'n0.log').read_text()}")

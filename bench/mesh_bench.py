@@ -66,18 +66,27 @@ import os
 import platform
 import random
 import re
-import shutil
 import signal
 import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
-from benchlib import ROOT, fill, tree
+from benchlib import (
+    ROOT,
+    Paced,
+    cpu_seconds,
+    fill,
+    listening_on,
+    scratch,
+    stop_child,
+    tree,
+    wait_for,
+    write_daemon_conf,
+)
 
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -115,30 +124,6 @@ def common_port(n: int, tries: int = 50) -> int:
     raise RuntimeError("no port free on every loopback address")
 
 
-def listening_on(host: str, port: int) -> bool:
-    """Whether a socket listens on host:port (/proc/net/tcp, no probe connection)."""
-    want = f"{socket.inet_aton(host)[::-1].hex().upper()}:{port:04X}"
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        if fields[1] == want and fields[3] == "0A":
-            return True
-    return False
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def wait_for(pred, timeout: float, step: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(step)
-    return bool(pred())
-
-
 def put(path: Path, data: bytes, tmp_dir: Path | None = None) -> None:
     """A complete file renamed into place (its temp a dot-file: never synced;
     for 1.2.0, which skips a leading dot only, in the top directory)."""
@@ -173,19 +158,8 @@ class Node:
 
     def configure(self, others: list[int], source: bool) -> Node:
         self.peers = [addr(j) + (f",{self.host}" if source else "") for j in others]
-        lines = [
-            f"bind_host={self.host}",
-            f"port={self.port}",
-            f"sync_dir={self.dir}",
-            f"database={self.db}",
-            f"encryption_key={self.key}",
-            f"control_socket={self.sock}",
-            "log_level=2",  # info: one line per session, which is how sessions are counted
-            "include=*",
-            *(f"peer={p}" for p in self.peers),
-        ]
-        self.conf.write_text("\n".join(lines) + "\n")
-        self.conf.chmod(0o600)  # it holds the key
+        write_daemon_conf(self.conf, self.host, self.port, self.dir, self.db, self.key,
+                          self.peers, sock=self.sock, log_level=2)  # fmt: skip
         return self
 
     c = False  # owsync 1.2.0 (CNode)
@@ -212,13 +186,7 @@ class Node:
 
     def stop(self) -> None:
         """SIGTERM by PID (our own child), SIGKILL if it will not end."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_child(self.proc)
         if self._logf:
             self._logf.close()
             self._logf = None
@@ -275,18 +243,8 @@ class CNode(Node):
 
     def configure(self, others: list[int], source: bool) -> Node:
         self.peers = [addr(j) + (f",{self.host}" if source else "") for j in others]
-        lines = [
-            f"bind_host={self.host}",
-            f"port={self.port}",
-            f"sync_dir={self.dir}",
-            f"database={self.db}",
-            f"encryption_key={self.key}",
-            f"poll_interval={self.poll}",
-            "include=*",
-            *(f"peer={p}" for p in self.peers),
-        ]
-        self.conf.write_text("\n".join(lines) + "\n")
-        self.conf.chmod(0o600)
+        write_daemon_conf(self.conf, self.host, self.port, self.dir, self.db, self.key,
+                          self.peers, poll=self.poll)  # fmt: skip
         return self
 
     def start(self) -> None:
@@ -410,41 +368,26 @@ def log_figures(nodes: list[Node], since: Marks) -> dict:
 # --- writes ----------------------------------------------------------------------
 
 
-class Churn(threading.Thread):
+class Churn(Paced):
     """``rate`` writes a second, evenly paced, each on a random node: creates and
     edits of ``churn/nI-K`` files that only node I writes (so churn writes do
     not race each other on one path)."""
 
+    what = "the churn thread"
+
     def __init__(self, nodes: list[Node], rate: float, seed: int, pool: int = 10) -> None:
-        super().__init__(name="mesh-churn", daemon=True)
+        super().__init__("mesh-churn", rate)
         self.nodes = nodes
-        self.rate = rate
         self.rng = random.Random(seed)
         self.pool = pool
         self.ops = 0
-        self.halt = threading.Event()
-        self.error: BaseException | None = None
 
-    def run(self) -> None:
-        start = time.monotonic()
-        try:
-            while not self.halt.is_set():
-                n = self.rng.choice(self.nodes)
-                path = n.dir / "churn" / f"n{n.i}-{self.rng.randrange(self.pool)}"
-                data = f"churn {self.ops} on n{n.i} at {time.time():.6f}\n".encode()
-                put(path, data, n.tmp_dir())
-                self.ops += 1
-                delay = start + self.ops / self.rate - time.monotonic()
-                if delay > 0:
-                    self.halt.wait(delay)
-        except BaseException as exc:
-            self.error = exc
-
-    def stop(self) -> None:
-        self.halt.set()
-        self.join(10)
-        if self.error is not None:
-            raise RuntimeError(f"the churn thread failed: {self.error!r}") from self.error
+    def step(self) -> None:
+        n = self.rng.choice(self.nodes)
+        path = n.dir / "churn" / f"n{n.i}-{self.rng.randrange(self.pool)}"
+        data = f"churn {self.ops} on n{n.i} at {time.time():.6f}\n".encode()
+        put(path, data, n.tmp_dir())
+        self.ops += 1
 
 
 def holds(path: Path, data: bytes, seen: dict) -> bool:
@@ -816,8 +759,7 @@ def main() -> None:
     print(header() + (f"; node 1 {mixed[opts.mixed]}" if opts.mixed else ""), flush=True)
     key = os.urandom(32).hex()  # a generated key, as `owsync genkey` makes
     rng = random.Random(opts.seed)
-    work = Path(tempfile.mkdtemp(prefix="owsync-mesh-"))
-    try:
+    with scratch("owsync-mesh-", keep=opts.keep, say=say) as work:
         rows = []
         for n in sizes:
             rows += run_mesh(n, opts, work, key, rng, say)
@@ -826,11 +768,6 @@ def main() -> None:
             print(big_table(run_big(opts, work, key, rng, say)), flush=True)
         print(f"load average at the end {' '.join(Path('/proc/loadavg').read_text().split()[:3])},"
               f" run time {time.monotonic() - started:.0f} s")  # fmt: skip
-    finally:
-        if opts.keep:
-            say(f"work directory kept: {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

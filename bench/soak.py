@@ -35,7 +35,6 @@ import os
 import platform
 import random
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -43,7 +42,16 @@ import threading
 import time
 from pathlib import Path
 
-from benchlib import ROOT, free_port, tree
+from benchlib import (
+    ROOT,
+    Paced,
+    cpu_seconds,
+    free_port,
+    stop_child,
+    tree,
+    wait_for,
+    write_daemon_conf,
+)
 
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -51,15 +59,6 @@ if str(ROOT) not in sys.path:
 from owsync.service import control  # noqa: E402 - after the checkout is on the path
 
 KEY = "8b2b64411001592abf237c204845e610e5a743a1472822b3d2b86069ec3658d3"
-
-
-def wait_for(pred, timeout: float = 10.0, step: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(step)
-    return bool(pred())
 
 
 # --- one daemon --------------------------------------------------------------
@@ -85,20 +84,8 @@ class SoakDaemon:
         return f"127.0.0.1:{self.port}"
 
     def configure(self, peers: list[str], poll: int = 60, extra: str = "") -> SoakDaemon:
-        lines = [
-            "bind_host=127.0.0.1",
-            f"port={self.port}",
-            f"sync_dir={self.dir}",
-            f"database={self.db}",
-            f"encryption_key={KEY}",
-            f"control_socket={self.sock}",
-            f"poll_interval={poll}",
-            "log_level=2",  # info: one line per session, which is how sessions are counted
-            "include=*",
-            *(f"peer={p}" for p in peers),
-        ]
-        self.conf.write_text("\n".join(lines) + "\n" + extra)
-        self.conf.chmod(0o600)  # it holds the key
+        write_daemon_conf(self.conf, "127.0.0.1", self.port, self.dir, self.db, KEY, peers,
+                          sock=self.sock, poll=poll, log_level=2, extra=extra)  # fmt: skip
         return self
 
     def start(self, env: dict | None = None, python: str = sys.executable) -> SoakDaemon:
@@ -116,18 +103,10 @@ class SoakDaemon:
 
     def stop(self) -> int | None:
         """SIGTERM by PID (our own child); its exit status."""
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        status = stop_child(self.proc)
         if self._logf:
             self._logf.close()
-        return self.proc.returncode
+        return status
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -169,16 +148,10 @@ def sample(pid: int) -> dict:
     return out
 
 
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time of process ``pid``."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 # --- the churn ---------------------------------------------------------------
 
 
-class Churn(threading.Thread):
+class Churn(Paced):
     """Steady changes on several nodes, with the model of what must win.
 
     Each node owns ``own`` files (``<node>/<i>.conf``, every third in a
@@ -189,11 +162,12 @@ class Churn(threading.Thread):
     (a deleted path maps to None).
     """
 
+    what = "the churn driver"
+
     def __init__(self, dirs: dict[str, Path], rate: float = 5.0, seed: int = 1,
                  own: int = 15, shared: int = 8, max_size: int = 2000) -> None:  # fmt: skip
-        super().__init__(name="soak-churn", daemon=True)
+        super().__init__("soak-churn", rate)
         self.dirs = dirs
-        self.rate = rate
         self.rng = random.Random(seed)
         self.own = own
         self.shared = shared
@@ -201,10 +175,7 @@ class Churn(threading.Thread):
         self.expected: dict[str, bytes | None] = {}
         self.ops = 0
         self.kinds = {"create": 0, "edit": 0, "delete": 0, "shared": 0}
-        self.halt = threading.Event()
-        self.paused = threading.Event()  # set: no changes until cleared
         self.lock = threading.Lock()  # held for each change (the model and the file)
-        self.error: BaseException | None = None
 
     def own_path(self, node: str, i: int) -> str:
         return f"sub-{node}/{node}{i}.conf" if i % 3 == 0 else f"{node}{i}.conf"
@@ -243,29 +214,6 @@ class Churn(threading.Thread):
                 self.expected[path] = data
             self.ops += 1
             self.kinds[kind] += 1
-
-    def run(self) -> None:
-        start = time.monotonic()
-        n = 0
-        try:
-            while not self.halt.is_set():
-                if self.paused.is_set():
-                    time.sleep(0.05)
-                    start, n = time.monotonic(), 0
-                    continue
-                self.step()
-                n += 1
-                delay = start + n / self.rate - time.monotonic()
-                if delay > 0:
-                    self.halt.wait(delay)
-        except BaseException as exc:  # reported by the caller
-            self.error = exc
-
-    def stop(self) -> None:
-        self.halt.set()
-        self.join(10)
-        if self.error is not None:
-            raise RuntimeError(f"the churn driver failed: {self.error!r}") from self.error
 
     def want(self) -> dict[str, bytes]:
         with self.lock:

@@ -41,7 +41,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchlib import ROOT, fill, free_port, listening
+from benchlib import ROOT, count_files, fill, free_port, listening
 
 OWSYNC = [sys.executable, "-m", "owsync"]
 KEY = os.urandom(32).hex()
@@ -95,14 +95,6 @@ def status_kib(pid: int, field: str) -> int:
         if line.startswith(field + ":"):
             return int(line.split()[1])
     return 0
-
-
-def count_files(d: Path) -> int:
-    n = 0
-    for _dirpath, dirnames, filenames in os.walk(d):
-        dirnames[:] = [x for x in dirnames if not x.startswith(".")]
-        n += sum(1 for f in filenames if not f.startswith("."))
-    return n
 
 
 RUNNING: list = []  # listeners started and not yet stopped: stopped at exit, whatever happens

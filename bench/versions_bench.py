@@ -22,16 +22,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from benchlib import ROOT, fill, free_port
+from benchlib import ROOT, fill, free_port, scratch
 
 OWSYNC = [sys.executable, "-m", "owsync"]
 
@@ -99,8 +97,7 @@ def main() -> None:
     ap.add_argument("--dir", default="/var/tmp")
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
-    base = Path(tempfile.mkdtemp(prefix="owsync-versions-", dir=args.dir))
-    try:
+    with scratch("owsync-versions-", args.dir) as base:
         src = base / "src"
         fill(src, args.files, args.size, b"new", time.time() - 60)
         print(f"{args.files} files of {args.size} B, plain, onto {args.dir};"
@@ -119,8 +116,6 @@ def main() -> None:
                 on = "on" if store else "off"
                 print(f"{case:22s} {on:6s} {took:8.2f} {wrote / 1024:9.0f} KiB"
                       f" {size / 1024:9.0f} KiB")  # fmt: skip
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -89,6 +89,19 @@ def base_env(key: str | None = KEY, max_protocol: int | None = None) -> dict[str
     return env
 
 
+def refused_in_one_line(*args: str, env: dict[str, str] | None = None, writes_none=()) -> str:
+    """Run ``owsync ARGS``, which must refuse to start: exit status 1, one line
+    on stderr (returned: bare under a supervisor, prefixed where it logs), and
+    none of the paths ``writes_none`` made."""
+    r = subprocess.run(owsync_cmd(*args), env=env or base_env(None), capture_output=True,
+                       text=True, timeout=60)  # fmt: skip
+    assert r.returncode == 1, (args, r.stderr)
+    (line,) = r.stderr.splitlines()
+    made = [str(p) for p in writes_none if os.path.lexists(p)]
+    assert not made, f"written: {made}"
+    return line
+
+
 class Child:
     """Holds a process a test started, its output going to a log file.
 
@@ -295,40 +308,52 @@ def wait_for(pred, timeout=10.0, step=0.02):
     return pred()
 
 
-class DaemonNode(Child):
-    """One `owsync daemon` with its key=value file, directory, database and log."""
+class DaemonFiles(Child):
+    """A daemon's files in ``root`` (its directory NAME, NAME.db, NAME.conf,
+    NAME.log) and the address it listens on."""
 
-    def __init__(self, root: Path, name: str, host="127.0.0.1") -> None:
+    def __init__(self, root: Path, name: str, host: str, port: int) -> None:
         self.name = name
         self.dir = root / name
         self.dir.mkdir(parents=True, exist_ok=True)
         self.db = root / f"{name}.db"
-        self.sock = root / f"{name}.sock"
         self.conf = root / f"{name}.conf"
         self.log = root / f"{name}.log"
         self.host = host
-        self.port = free_port()
+        self.port = port
         self.proc: subprocess.Popen | None = None
 
-    @property
-    def addr(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
-
-    def configure(self, peers, poll=60, extra="") -> DaemonNode:
+    def write_conf(self, peers, *more: str, extra: str = "") -> None:
+        """Its key=value file: all of its directory synced with ``peers``, the
+        lines ``more`` and then ``extra`` besides; root-only (it holds the key)."""
         lines = [
             f"bind_host={self.host}",
             f"port={self.port}",
             f"sync_dir={self.dir}",
             f"database={self.db}",
             f"encryption_key={KEY}",
-            f"control_socket={self.sock}",
-            f"poll_interval={poll}",
-            "log_level=3",
+            *more,
             "include=*",
             *(f"peer={p}" for p in peers),
         ]
         self.conf.write_text("\n".join(lines) + "\n" + extra)
-        self.conf.chmod(0o600)  # it holds the key
+        self.conf.chmod(0o600)
+
+
+class DaemonNode(DaemonFiles):
+    """One `owsync daemon` with its key=value file, directory, database and log."""
+
+    def __init__(self, root: Path, name: str, host="127.0.0.1") -> None:
+        super().__init__(root, name, host, free_port())
+        self.sock = root / f"{name}.sock"
+
+    @property
+    def addr(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    def configure(self, peers, poll=60, extra="") -> DaemonNode:
+        self.write_conf(peers, f"control_socket={self.sock}", f"poll_interval={poll}",
+                        "log_level=3", extra=extra)  # fmt: skip
         return self
 
     def start(self, cmd=None, env: dict | None = None, probe: bool = True) -> DaemonNode:
@@ -600,6 +625,237 @@ def store_versions(root: Path) -> list[dict]:
     return versions
 
 
+# --- a node killed at a crash point, restarted, checked (test_crash_points,
+# test_live_crash) -------------------------------------------------------------
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def is_temp(rel: str) -> bool:
+    """Whether ``rel`` names one of owsync's temp files (owsync/io/syncdir.py)."""
+    name = rel.rsplit("/", 1)[-1]
+    return name.startswith(".owsync-") and name.endswith(".tmp")
+
+
+def put(p: Path, data: bytes, mtime: float | None = None) -> None:
+    """Write ``p`` in place (its directories made), with ``mtime`` if given."""
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_bytes(data)
+    if mtime is not None:
+        os.utime(p, (mtime, mtime))
+
+
+def copy_any(src: Path, dst: Path) -> None:
+    """Copy a file or a directory tree, if there is one."""
+    if src.is_dir():
+        shutil.copytree(src, dst)
+    elif src.exists():
+        shutil.copy2(src, dst)
+
+
+def files_under(top: Path) -> dict[str, bytes]:
+    """Every file under ``top`` (temp files too), read while a daemon may change them."""
+    out = {}
+    for p in sorted(top.rglob("*")):
+        with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+            out[p.relative_to(top).as_posix()] = p.read_bytes()
+    return out
+
+
+def records_hold(db: Path, files: dict[str, bytes], gone=frozenset()) -> bool:
+    """Whether ``db`` (its journal replayed) records ``files`` live and ``gone`` deleted."""
+    try:
+        records = load_db(db)
+    except (FileNotFoundError, ValueError):
+        return False
+    live = all(p in records and records[p].hash == sha(v) for p, v in files.items())
+    return live and all(p in records and records[p].deleted for p in gone)
+
+
+def allowed_contents(*contents: dict[str, bytes]) -> dict[str, set[str]]:
+    """What a node may hold at a crash: path -> the hashes of its contents in any of these."""
+    allowed: dict[str, set[str]] = {}
+    for files in contents:
+        for p, d in files.items():
+            allowed.setdefault(p, set()).add(sha(d))
+    return allowed
+
+
+def check_old_or_new(files: dict[str, bytes], allowed: dict[str, set[str]], where="") -> None:
+    """Every file but a temp one (beside its target, never in place) holds one of
+    the contents ``allowed`` for it, byte for byte."""
+    for p, data in files.items():
+        if is_temp(p):
+            continue
+        assert p in allowed, f"unexpected file {p}{where}"
+        assert sha(data) in allowed[p], f"{p} is neither old nor new (half-written?)"
+
+
+def check_last_writes(
+    a: dict[str, bytes], b: dict[str, bytes], want: dict[str, bytes], deleted: set[str]
+) -> None:
+    """Trees ``a`` and ``b`` hold the last write of each path of ``want``: no temp
+    file left, none of ``deleted`` back, no newer write lost."""
+    temps = [p for p in [*a, *b] if is_temp(p)]
+    assert not temps, f"temp files left: {temps}"
+    back = sorted(p for p in deleted if p in a or p in b)
+    assert not back, f"deleted files came back: {back}"
+    lost = sorted(p for p, d in want.items() if a.get(p) != d or b.get(p) != d)
+    assert not lost, f"not the last write on both nodes: {lost}"
+
+
+def check_records(records: dict, want: dict[str, bytes], deleted: set[str]) -> None:
+    """B's database records ``want`` live and ``deleted`` deleted."""
+    for p, d in want.items():
+        r = records[p]
+        assert not r.deleted and r.hash == sha(d), f"B's database: {p} is {r}"
+    for p in deleted:
+        assert records[p].deleted, f"B's database: {p} is {records[p]}"
+
+
+def check_kept(store: Path, replaced, what: str = "B's") -> None:
+    """The version store ``store`` keeps every content of ``replaced``."""
+    kept = {v["hash"] for v in store_versions(store)}
+    missing = [d for d in replaced if sha(d) not in kept]
+    assert not missing, f"{what} version store lost {len(missing)} replaced content(s)"
+
+
+class SavedState:
+    """The files and directories ``names`` of ``work``, copied aside once (to
+    ``work``/initial) and put back at the same paths (a database names its
+    directory) before each run."""
+
+    def __init__(self, work: Path, names) -> None:
+        self.work, self.names = work, list(names)
+        self.saved = work / "initial"
+        self.saved.mkdir()
+        for name in self.names:
+            copy_any(work / name, self.saved / name)
+
+    def restore(self) -> None:
+        for name in self.names:
+            cur = self.work / name
+            if cur.is_dir():
+                shutil.rmtree(cur)
+            elif cur.exists():
+                cur.unlink()
+            copy_any(self.saved / name, cur)
+
+
+class CrashRun:
+    """B killed at a crash point, checked as the kill left it, written to
+    meanwhile, run again, checked converged.  A subclass gives:
+    ``killed(name, n)``, B's exit status from a run armed to die at the n-th
+    call of point ``name`` (None: the run did not reach it this time);
+    ``check_crashed()``, a line on how far B had gone; ``meanwhile()``;
+    ``restart(env)``, B's next run armed with ``env``; ``check_final()``."""
+
+    def kill_and_recover(self, name: str, n: int, again_env: dict[str, str]) -> str:
+        """The row of this kill: how far B had gone, or that it was not reached."""
+        t0 = time.monotonic()
+        status = self.killed(name, n)
+        if status is None:
+            return "not reached this time"
+        assert status == -signal.SIGKILL, f"not killed there (exit status {status})"
+        state = self.check_crashed()
+        self.meanwhile()
+        self.restart(again_env)
+        self.check_final()
+        return f"ok    {time.monotonic() - t0:4.1f} s  {state}"
+
+
+def kill_each(cases, one, label=None, detail=None, after=None) -> tuple[list[str], list[str]]:
+    """``one(case)`` for each case, its row (``label(case)``, a crash point's
+    NAME:N by default, and what ``one`` returned, or its first failing line);
+    then ``after()`` if given.  Returns the rows and the failures (with
+    ``detail()`` if given: the logs)."""
+    rows: list[str] = []
+    failures: list[str] = []
+    for case in cases:
+        row = label(case) if label else f"{case[0]}:{case[1]}"
+        try:
+            rows.append(f"{row:40} {one(case)}")
+        except AssertionError as exc:
+            first = str(exc).splitlines()[0]
+            rows.append(f"{row:40} FAIL  {first}")
+            failures.append(f"{row}: {first}" + (detail() if detail else ""))
+        finally:
+            if after:
+                after()
+    return rows, failures
+
+
+class DaemonCrashPair(CrashRun):
+    """Daemons A and B in ``work`` (configured by the subclass), B the one killed:
+    each run starts from the state ``keep()`` saved, A first."""
+
+    def __init__(self, work: Path) -> None:
+        self.work = work
+        self.a, self.b = DaemonNode(work, "a"), DaemonNode(work, "b")
+
+    def keep(self, names) -> None:
+        self.state = SavedState(self.work, names)
+
+    def reset(self) -> None:
+        self.state.restore()
+        for d in (self.a, self.b):
+            d.log.write_text("")
+
+    def run_b(self, env: dict[str, str], cmd=None) -> None:
+        self.b.start(cmd=cmd, env=base_env(None) | env, probe=False)
+
+    def stop(self) -> None:
+        """Stop both at once (each notices SIGTERM within half a second)."""
+        for d in (self.a, self.b):
+            if d.proc is not None and d.proc.poll() is None:
+                d.proc.send_signal(signal.SIGTERM)  # our own child, by its PID
+        self.b.stop()
+        self.a.stop()
+
+    def traced_run(self, trace: Path) -> None:
+        """Both from the saved state, B traced, until ``check_synced()`` holds."""
+        self.reset()
+        self.a.start()
+        self.run_b(armed(trace=trace))
+        self.check_synced()
+        self.stop()
+
+    def killed(self, name: str, n: int) -> int | None:
+        self.reset()
+        self.a.start()
+        self.run_b(armed(crash_at=(name, n)))
+        wait_for(lambda: self.b.proc.poll() is not None or self.in_sync(), 20)
+        status = self.b.stop()  # alive: it ends its step first, killed there if the point comes
+        # a later call, or a point reached now and then: not reached this time
+        return None if status == 0 and self.not_always(name, n) else status
+
+    def restart(self, env: dict[str, str]) -> None:
+        self.run_b(env)
+
+    def plan_meanwhile(self, synced: dict[str, bytes], edit: str, remove: str) -> None:
+        """The writes made after a crash, while B is down, each of which must
+        win: A re-creates gone1 and edits new0; B edits ``edit``, re-creates
+        gone0 (still there, or deleted already) and deletes ``remove``.  Sets
+        ``final``, what both hold after, from ``synced``, and ``deleted``."""
+        self.final = synced | {
+            "gone1": b"re-created on a after the crash\n",
+            "new0": b"edited on a after the crash\n",
+            edit: b"edited on b after the crash\n",
+            "gone0": b"re-created on b after the crash\n",
+        }
+        del self.final[remove]
+        self.deleted = {remove}
+        self._edit, self._remove = edit, remove
+
+    def write_meanwhile(self, a_dir: Path, b_dir: Path) -> None:
+        """The writes plan_meanwhile() planned, in A's ``a_dir`` and B's ``b_dir``."""
+        for d, name in ((a_dir, "gone1"), (a_dir, "new0"), (b_dir, self._edit), (b_dir, "gone0")):
+            put(d / name, self.final[name])
+        (b_dir / self._remove).unlink()
+
+
 C_BIN = os.environ.get("OWSYNC_C_BIN", "")
 
 
@@ -608,7 +864,7 @@ def c_bin() -> str | None:
     return C_BIN if C_BIN and os.access(C_BIN, os.X_OK) else None
 
 
-class CDaemonNode(Child):
+class CDaemonNode(DaemonFiles):
     """One owsync 1.2.0 `daemon` (OWSYNC_C_BIN), as DaemonNode runs ours.
 
     1.2.0 reaches every peer on its own ``port`` (``peer=`` takes an address
@@ -617,35 +873,13 @@ class CDaemonNode(Child):
 
     c = True
 
-    def __init__(self, root: Path, name: str, host: str, port: int) -> None:
-        self.name = name
-        self.dir = root / name
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.db = root / f"{name}.db"
-        self.conf = root / f"{name}.conf"
-        self.log = root / f"{name}.log"
-        self.host = host
-        self.port = port
-        self.proc: subprocess.Popen | None = None
-
     @property
     def addr(self) -> str:
         return f"{self.host}:{self.port}"
 
     def configure(self, peers, poll=30) -> CDaemonNode:
         """``peers``: addresses (1.2.0 adds its own port to each)."""
-        lines = [
-            f"bind_host={self.host}",
-            f"port={self.port}",
-            f"sync_dir={self.dir}",
-            f"database={self.db}",
-            f"encryption_key={KEY}",
-            f"poll_interval={poll}",
-            "include=*",
-            *(f"peer={p}" for p in peers),
-        ]
-        self.conf.write_text("\n".join(lines) + "\n")
-        self.conf.chmod(0o600)
+        self.write_conf(peers, f"poll_interval={poll}")
         return self
 
     def start(self, env: dict | None = None, **_) -> CDaemonNode:

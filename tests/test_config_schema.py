@@ -19,7 +19,16 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import KEY, DaemonNode, base_env, free_port, owsync_cmd, wait_for
+from conftest import (
+    KEY,
+    DaemonNode,
+    base_env,
+    free_port,
+    owsync_cmd,
+    read_uci,
+    refused_in_one_line,
+    wait_for,
+)
 
 from owsync import cli
 from owsync.core.settings import (
@@ -191,14 +200,14 @@ def test_a_bad_value_is_one_error_naming_the_place_the_setting_and_the_range(tmp
                     cli.build_config(opts)
 
 
-def run_daemon_with(tmp_path: Path, line: str) -> subprocess.CompletedProcess:
+def daemon_refuses(tmp_path: Path, line: str) -> str:
+    """The daemon's one error line on a file with ``line`` added; nothing written."""
     conf = tmp_path / "bad.conf"
     conf.write_text(
         f"sync_dir={tmp_path}\nplain_mode=1\npeer=127.0.0.1:1\ninclude=*\n"
         f"database={tmp_path / 'db'}\ncontrol_socket={tmp_path / 's'}\n{line}\n"
     )
-    return subprocess.run(owsync_cmd("daemon", "-c", str(conf)), env=base_env(None),
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    return refused_in_one_line("daemon", "-c", str(conf), writes_none=[tmp_path / "db"])
 
 
 def test_the_daemon_refuses_a_bad_value_in_one_line(tmp_path):
@@ -207,13 +216,10 @@ def test_the_daemon_refuses_a_bad_value_in_one_line(tmp_path):
         if s.kind != INT or s.compat:
             continue
         bad = str(s.hi + 1)
-        r = run_daemon_with(tmp_path, f"{s.file_key}={bad}")
-        assert r.returncode == 1, (s.attr, r.stderr)
-        (line,) = r.stderr.splitlines()  # bare under a supervisor, prefixed where it logs
+        line = daemon_refuses(tmp_path, f"{s.file_key}={bad}")
         assert line.endswith(
             f"{conf}:7: bad value for {s.file_key}: '{bad}' (expected {s.expected()})"
-        ), r.stderr
-    assert not (tmp_path / "db").exists()  # nothing written
+        ), (s.attr, line)
 
 
 def test_owsync_120s_own_config_files_still_load(tmp_path):
@@ -356,7 +362,7 @@ def luci_fields(view: Path) -> list[dict]:
 
 def test_luci_settings_fields_agree_with_the_schema():
     fields = [f for f in luci_fields(VIEWS / "settings.js") if f["section"] == "main"]
-    shipped = read_uci_main()
+    shipped = read_uci(UCI_DEFAULT)["main"]  # as pyuci gives it, ".type" and all
     assert len(fields) >= 10
     for f in fields:
         s = OPTIONS.get(f["name"])
@@ -432,25 +438,6 @@ def test_luci_accepts_exactly_what_the_daemon_accepts(tmp_path):
     assert len(verdicts) == len(cases) > 20
     for (s, datatype, value), theirs in zip(cases, verdicts, strict=True):
         agree(s, value, theirs, datatype)
-
-
-def read_uci_main() -> dict:
-    """owsync.main of the shipped /etc/config/owsync, as pyuci gives it."""
-    import shlex
-
-    section: dict = {}
-    current = None
-    for raw in UCI_DEFAULT.read_text().splitlines():
-        words = shlex.split(raw, comments=True)
-        if not words:
-            continue
-        if words[0] == "config":
-            current = words[2]
-        elif current == "main" and words[0] == "option":
-            section[words[1]] = words[2]
-        elif current == "main" and words[0] == "list":
-            section[words[1]] = (*section.get(words[1], ()), words[2])
-    return section
 
 
 # --- the command line's help ----------------------------------------------------------
@@ -638,12 +625,9 @@ def test_the_daemon_refuses_a_bad_uci_value_in_one_line(tmp_path):
     )
     env = base_env(None)
     env["PYTHONPATH"] = bindings + os.pathsep + env["PYTHONPATH"]
-    r = subprocess.run(owsync_cmd("daemon", "--no-syslog", "--uci-dir", str(confdir)), env=env,
-                       capture_output=True, text=True, timeout=60)  # fmt: skip
-    assert r.returncode == 1
-    (line,) = r.stderr.splitlines()
+    line = refused_in_one_line("daemon", "--no-syslog", "--uci-dir", str(confdir), env=env,
+                               writes_none=[tmp_path / "db"])  # fmt: skip
     assert line.endswith(
         f"{confdir}/owsync: bad value for owsync.main.versions_max_age: '0'"
         " (expected a whole number in 1..36500)"
-    ), r.stderr
-    assert not (tmp_path / "db").exists()
+    ), line

@@ -94,6 +94,14 @@ def check_converged(ctx: str, a: Node, b: Node, deleted: list[str]) -> None:
         assert not (b.dir / p).exists(), f"{ctx}: deleted {p} came back"
 
 
+def sync_and_check(ctx: str, a: Node, b: Node, deleted: list[str], connecting: Node) -> None:
+    """The session after the crash, ``connecting`` connecting to the other
+    (listening), succeeds and converges A and B."""
+    r = connecting.connect(a if connecting is b else b)
+    assert r.returncode == 0, f"{ctx}: {r.stderr}"
+    check_converged(ctx, a, b, deleted)
+
+
 def kill_at_random(rng, proc, took: float, after: float = 0.0) -> bool:
     time.sleep(after + rng.uniform(0.05, 0.6 * took))  # a random moment of B's session
     killed = proc.poll() is None
@@ -129,9 +137,7 @@ def test_sigkill_during_a_session_loses_nothing_and_the_next_one_converges(tmp_p
         ctx = f"seed {seed} ({'killed' if killed else 'finished first'})"
         check_after_crash(ctx, b, allowed, a)
 
-        r = b.connect(a)
-        assert r.returncode == 0, f"{ctx}: {r.stderr}"
-        check_converged(ctx, a, b, deleted)
+        sync_and_check(ctx, a, b, deleted, connecting=b)
     finally:
         a.stop()
 
@@ -170,9 +176,7 @@ def test_sigkill_of_the_listening_side_loses_nothing(tmp_path, seed):
     b.log.write_text("")  # listen() waits for its "listening on"
     b.listen()
     try:
-        r = a.connect(b)
-        assert r.returncode == 0, f"{ctx}: {r.stderr}"
-        check_converged(ctx, a, b, deleted)
+        sync_and_check(ctx, a, b, deleted, connecting=a)
     finally:
         b.stop()
 

@@ -60,8 +60,6 @@ converges both groups to the writes made meanwhile on both nodes.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import os
 import random
 import shutil
@@ -72,18 +70,31 @@ from pathlib import Path
 
 import pytest
 from conftest import (
+    CrashRun,
+    DaemonCrashPair,
     DaemonNode,
     Node,
+    SavedState,
+    allowed_contents,
     armed,
-    base_env,
+    check_kept,
+    check_last_writes,
+    check_old_or_new,
+    check_records,
     crash_cases,
     expected_points,
+    files_under,
     group_conf,
     group_db,
     group_versions,
+    is_temp,
+    kill_each,
     load_db,
     node_files,
     owsync_cmd,
+    put,
+    records_hold,
+    sha,
     store_versions,
     strace_cmd,
     traced,
@@ -100,16 +111,7 @@ ROLES = ["connect", "fallback"] + (["connect-v1", "listen"] if EVERY_CALL else [
 WITHOUT = {"OWSYNC_WITHOUT": "syncfs,renameat2"}
 
 
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def is_temp(rel: str) -> bool:
-    name = rel.rsplit("/", 1)[-1]
-    return name.startswith(".owsync-") and name.endswith(".tmp")
-
-
-class Scenario:
+class Scenario(CrashRun):
     """Nodes A and B in ``work``, their initial state kept aside to start each run from."""
 
     STATE = ("a", "b", "a.db", "b.db", "a.versions", "b.versions")
@@ -152,10 +154,7 @@ class Scenario:
         self.a.log.write_text("")
         self.b.write("mine", b"written on b\n", new_t)
         # what B may hold at a crash: its old content, or A's new one
-        self.allowed = {p: {sha(d)} for p, d in before.items()}
-        for p, d in news.items():
-            self.allowed.setdefault(p, set()).add(sha(d))
-        self.allowed["mine"] = {sha(b"written on b\n")}
+        self.allowed = allowed_contents(before, news, {"mine": b"written on b\n"})
         self.news = {p: sha(d) for p, d in news.items()}
         self.stays = {p for p in before if not p.startswith("gone")} | {"mine"}
         self.replaced = {before[f"old{i}"] for i in range(3)} | {
@@ -175,27 +174,11 @@ class Scenario:
         }
         del self.final["keep1"]
         self.deleted = {"gone2", "keep1"}
-        self.saved = work / "initial"
-        self.saved.mkdir()
-        for name in self.STATE:
-            src = work / name
-            if src.is_dir():
-                shutil.copytree(src, self.saved / name)
-            elif src.exists():
-                shutil.copy2(src, self.saved / name)
+        self.state = SavedState(work, self.STATE)
 
     def reset(self) -> None:
         """Back to the initial state, at the same paths (a database names its directory)."""
-        for name in self.STATE:
-            cur, saved = self.work / name, self.saved / name
-            if cur.is_dir():
-                shutil.rmtree(cur)
-            elif cur.exists():
-                cur.unlink()
-            if saved.is_dir():
-                shutil.copytree(saved, cur)
-            elif saved.exists():
-                shutil.copy2(saved, cur)
+        self.state.restore()
 
     # --- the session, B in its role ---------------------------------------------
 
@@ -229,6 +212,20 @@ class Scenario:
             )  # fmt: skip
         return p.returncode, p.returncode == 0
 
+    # --- what CrashRun asks ---------------------------------------------------
+
+    def killed(self, name: str, n: int) -> int | None:
+        self.reset()
+        status, _ = self.session(armed(crash_at=(name, n)) | self.without)
+        return status
+
+    def restart(self, env: dict[str, str]) -> None:
+        _, ok = self.session(env | self.without)
+        assert ok, "the next session failed"
+
+    def check_final(self) -> None:
+        self.check_converged(self.final, self.deleted)
+
     # --- checks ---------------------------------------------------------------
 
     def check_crashed(self) -> str:
@@ -236,13 +233,9 @@ class Scenario:
         b = self.b.files()
         missing = sorted(self.stays - b.keys())
         assert not missing, f"files B never deletes are gone: {missing}"
-        for p, data in b.items():
-            if is_temp(p):
-                continue  # beside its target, never in place
-            assert p in self.allowed, f"unexpected file {p}"
-            assert sha(data) in self.allowed[p], f"{p} is neither old nor new (half-written?)"
+        check_old_or_new(b, self.allowed)
         loads(self.b.db)
-        store_consistent(self.work / "b.versions")
+        store_versions(self.work / "b.versions")
         placed = sum(1 for p, h in self.news.items() if p in b and sha(b[p]) == h)
         deleted = sum(1 for i in range(4) if f"gone{i}" not in b)
         temps = sum(1 for p in b if is_temp(p))
@@ -261,22 +254,10 @@ class Scenario:
 
     def check_converged(self, want: dict[str, bytes], deleted: set[str]) -> None:
         a, b = self.a.files(), self.b.files()
-        temps = [p for p in [*a, *b] if is_temp(p)]
-        assert not temps, f"temp files left: {temps}"
-        back = sorted(p for p in deleted if p in a or p in b)
-        assert not back, f"deleted files came back: {back}"
-        lost = sorted(p for p, d in want.items() if a.get(p) != d or b.get(p) != d)
-        assert not lost, f"not the last write on both nodes: {lost}"
+        check_last_writes(a, b, want, deleted)
         assert a == b == want
-        records = loads(self.b.db)
-        for p, d in want.items():
-            r = records[p]
-            assert not r.deleted and r.hash == sha(d), f"B's database: {p} is {r}"
-        for p in deleted:
-            assert records[p].deleted, f"B's database: {p} is {records[p]}"
-        kept = {v["hash"] for v in store_consistent(self.work / "b.versions")}
-        missing = [d for d in self.replaced if sha(d) not in kept]
-        assert not missing, f"B's version store lost {len(missing)} replaced content(s)"
+        check_records(loads(self.b.db), want, deleted)
+        check_kept(self.work / "b.versions", self.replaced)
 
 
 def loads(db: Path) -> dict:
@@ -285,19 +266,6 @@ def loads(db: Path) -> dict:
         return {}
     records, _ = loads_db_root(db.read_bytes())
     return records
-
-
-def store_consistent(root: Path) -> list[dict]:
-    """The versions a store's index names, each with its content on disk."""
-    index = root / "index.json"
-    if not index.exists():
-        return []
-    versions = json.loads(index.read_bytes())["versions"]
-    for v in versions:
-        obj = root / "objects" / v["hash"][:2] / v["hash"]
-        assert obj.is_file(), f"version {v['id']} of {v['path']}: its content is gone"
-        assert sha(obj.read_bytes()) == v["hash"], f"version {v['id']}: a torn content"
-    return versions
 
 
 # what each role's first, traced run must reach (conftest.CRASH_POINTS)
@@ -331,51 +299,40 @@ def test_a_kill_at_every_crash_point_loses_nothing(crash_path, role):
         reached = {name for name, _ in hits}
         assert reached == expected_points(REACHES[role]), f"the points changed: {hits}"
         todo = kill_cases(role, hits)
-        rows, failures = [], []
         recovery: dict[str, tuple[str, int]] = {}  # a point only a recovery reaches -> after what
-        t0 = time.monotonic()
-        for name, n in todo:
-            s.reset()
-            status, _ = s.session(armed(crash_at=(name, n)) | s.without)
-            row = f"{name}:{n}"
-            try:
-                assert status == -signal.SIGKILL, f"not killed there (exit status {status})"
-                state = s.check_crashed()
-                s.meanwhile()
-                again = tmp_path / "trace.again"
-                again.unlink(missing_ok=True)
-                _, ok = s.session(armed(trace=again) | s.without)
-                assert ok, "the next session failed"
-                s.check_converged(s.final, s.deleted)
-                for point, _ in traced(again):
-                    if point not in reached:
-                        recovery.setdefault(point, (name, n))
-                rows.append(f"{row:40} ok    {state}")
-            except AssertionError as exc:
-                first = str(exc).splitlines()[0]
-                rows.append(f"{row:40} FAIL  {first}")
-                failures.append(f"{row}: {first}")
+        again = tmp_path / "trace.again"
+
+        def one(case: tuple[str, int]) -> str:
+            again.unlink(missing_ok=True)
+            row = s.kill_and_recover(*case, armed(trace=again))
+            for point, _ in traced(again):
+                if point not in reached:
+                    recovery.setdefault(point, case)
+            return row
+
         # the points only a run after a crash reaches: that run killed there in turn
         # (as on a system without syncfs and renameat2, the same calls: not again)
-        again_at = sorted(recovery.items()) if role != "fallback" else []
-        for point, (name, n) in again_at:
+        def one_after(case: tuple[str, tuple[str, int]]) -> str:
+            point, (name, n) = case
             s.reset()
             s.session(armed(crash_at=(name, n)) | s.without)
             s.meanwhile()
             status, _ = s.session(armed(crash_at=(point, 1)) | s.without)
-            row = f"{name}:{n}, then {point}:1"
-            try:
-                assert status == -signal.SIGKILL, f"not killed there (exit status {status})"
-                loads(s.b.db)
-                store_consistent(tmp_path / "b.versions")
-                _, ok = s.session(s.without)
-                assert ok, "the next session failed"
-                s.check_converged(s.final, s.deleted)
-                rows.append(f"{row:40} ok")
-            except AssertionError as exc:
-                first = str(exc).splitlines()[0]
-                rows.append(f"{row:40} FAIL  {first}")
-                failures.append(f"{row}: {first}")
+            assert status == -signal.SIGKILL, f"not killed there (exit status {status})"
+            loads(s.b.db)
+            store_versions(tmp_path / "b.versions")
+            s.restart({})
+            s.check_final()
+            return "ok"
+
+        t0 = time.monotonic()
+        rows, failures = kill_each(todo, one)
+        again_at = sorted(recovery.items()) if role != "fallback" else []
+        more_rows, more_failures = kill_each(
+            again_at, one_after, label=lambda c: f"{c[1][0]}:{c[1][1]}, then {c[0]}:1"
+        )
+        rows += more_rows
+        failures += more_failures
         took = time.monotonic() - t0
         print(f"\n{role}: {len(reached)} crash points, {len(hits)} calls; killed at"
               f" {len(todo)} + {len(again_at)} after a crash in {took:.1f} s",
@@ -413,14 +370,17 @@ def test_every_call_of_the_write_path_goes_through_its_crash_point(crash_path, r
         s.stop()
 
 
-def synced_pair(root: Path, path: str) -> tuple[Node, Node]:
-    """A and B in sync on ``firewall``; then A writes ``path`` (newer)."""
+def synced_pair(root: Path, path: str, data: bytes) -> tuple[Node, Node]:
+    """A, listening, and B in sync on ``path``, holding ``data`` written an hour ago."""
     a, b = Node(root, "a"), Node(root, "b")
     for n in (a, b):
-        n.write("firewall", b"config zone lan\n", time.time() - 3600)
+        n.write(path, data, time.time() - 3600)
     a.listen()
-    b.sync_ok(a)
-    a.write(path, b"written on a\n", time.time() - 60)
+    try:
+        b.sync_ok(a)
+    except BaseException:
+        a.stop()
+        raise
     return a, b
 
 
@@ -436,21 +396,15 @@ def wait_stopped(proc: subprocess.Popen, timeout: float = 30) -> None:
     raise AssertionError("never stopped at the point")
 
 
-def race(tmp_path: Path, how: str, env: dict[str, str]):
-    """A and B synced, A with a newer write; B's session stopped just before
-    it puts A's file in place (``env`` arms B further), the file written on B
-    meanwhile (as an editor or ``uci commit`` does: a new file renamed over
-    it; or rewritten in place; or created where B had none), then let go.
-    Returns (B's exit status, A, B, the path, the local write)."""
-    path = "dhcp" if how == "created" else "firewall"
-    # the rename of a new file (none here), or of one replacing B's
-    point = ("syncdir.rename.noreplace" if how == "created" else "syncdir.rename.exchange", 1)
-    a, b = synced_pair(tmp_path / "race", path)
-    local = b"written on b while its session put a's in place\n"
-    target = b.dir / path
+def write_while_stopped(a: Node, b: Node, env: dict[str, str], target: Path, how: str,
+                        local: bytes) -> tuple[int, str]:  # fmt: skip
+    """B's session with A, stopped at the point ``env`` arms (``OWSYNC_STOP_AT``),
+    while ``target`` is written on B (as an editor or ``uci commit`` does: a new
+    file renamed over it; or rewritten in place; or created), then let go:
+    (B's exit status, its stderr)."""
     proc = subprocess.Popen(
         owsync_cmd("connect", f"127.0.0.1:{a.port}", *b.opts()),
-        env={**b.environ(), **armed(stop_at=point), **env},
+        env={**b.environ(), **env},
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
@@ -460,13 +414,29 @@ def race(tmp_path: Path, how: str, env: dict[str, str]):
                 f.truncate(0)
                 f.write(local)
         else:
-            staged = b.dir / f".{path}.edit"  # hidden: never synced
+            staged = b.dir / f".{target.name}.edit"  # hidden: never synced
             staged.write_bytes(local)
             staged.rename(target)
     finally:
         proc.send_signal(signal.SIGCONT)  # our own child, by its PID
         _, err = proc.communicate(timeout=60)
-    return proc.returncode, a, b, path, local
+    return proc.returncode, err
+
+
+def race(tmp_path: Path, how: str, env: dict[str, str]):
+    """A and B synced, A with a newer write; B's session stopped just before
+    it puts A's file in place (``env`` arms B further), the file written on B
+    meanwhile (as an editor or ``uci commit`` does: a new file renamed over
+    it; or rewritten in place; or created where B had none), then let go.
+    Returns (B's exit status, A, B, the path, the local write)."""
+    path = "dhcp" if how == "created" else "firewall"
+    # the rename of a new file (none here), or of one replacing B's
+    point = ("syncdir.rename.noreplace" if how == "created" else "syncdir.rename.exchange", 1)
+    a, b = synced_pair(tmp_path / "race", "firewall", b"config zone lan\n")
+    a.write(path, b"written on a\n", time.time() - 60)
+    local = b"written on b while its session put a's in place\n"
+    status, _ = write_while_stopped(a, b, armed(stop_at=point) | env, b.dir / path, how, local)
+    return status, a, b, path, local
 
 
 @pytest.mark.parametrize("how", ["replaced by a rename", "rewritten in place", "created"])
@@ -497,50 +467,23 @@ def test_a_local_write_racing_a_peers_deletion_is_kept(tmp_path, how):
     removes it; meanwhile the file is written on B.  B goes on: the local
     write is kept (put back where it was), and the next session takes it to
     A: a write after the deletion is a re-creation."""
-    a, b = Node(tmp_path, "a"), Node(tmp_path, "b")
-    for n in (a, b):
-        n.write("dhcp", b"config dnsmasq\n", time.time() - 3600)
-    a.listen()
+    a, b = synced_pair(tmp_path, "dhcp", b"config dnsmasq\n")
     try:
-        b.sync_ok(a)
         (a.dir / "dhcp").unlink()
-        probe = tmp_path / "probe"
-        shutil.copytree(b.dir, probe / "b")
-        shutil.copy2(b.db, probe / "b.db")
-        shutil.copytree(tmp_path / "b.versions", probe / "b.versions")
+        before = SavedState(tmp_path, ["b", "b.db", "b.versions"])
         trace = tmp_path / "trace"
         b.env = armed(trace=trace)
         b.sync_ok(a)
         # the first call after the check: the file taken aside (or, unlinked outright)
         (point,) = [h for h in traced(trace) if h[0].endswith(".deleted")][:1]
-        shutil.rmtree(b.dir)  # back to before that session
-        shutil.rmtree(tmp_path / "b.versions")
-        shutil.copytree(probe / "b", b.dir)
-        shutil.copytree(probe / "b.versions", tmp_path / "b.versions")
-        shutil.copy2(probe / "b.db", b.db)
+        before.restore()  # back to before that session
         local = b"written on b while its session removes it\n"
         target = b.dir / "dhcp"
         trace.unlink()
         b.env = {}
-        proc = subprocess.Popen(
-            owsync_cmd("connect", f"127.0.0.1:{a.port}", *b.opts()),
-            env={**b.environ(), **armed(stop_at=point, trace=trace)},
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        try:
-            wait_stopped(proc)
-            if how == "rewritten in place":
-                with open(target, "r+b") as f:
-                    f.truncate(0)
-                    f.write(local)
-            else:
-                staged = b.dir / ".dhcp.edit"  # hidden: never synced
-                staged.write_bytes(local)
-                staged.rename(target)
-        finally:
-            proc.send_signal(signal.SIGCONT)  # our own child, by its PID
-            _, err = proc.communicate(timeout=60)
-        assert proc.returncode == 0, err
+        status, err = write_while_stopped(a, b, armed(stop_at=point, trace=trace), target, how,
+                                          local)  # fmt: skip
+        assert status == 0, err
         assert target.exists() and target.read_bytes() == local, "the local write was lost"
         assert not [p for p in b.files() if is_temp(p)]
         reached = {name for name, _ in traced(trace)} - expected_points("session")
@@ -582,35 +525,15 @@ def test_a_kill_before_a_racing_local_write_is_put_back_from_a_deletion_keeps_it
     (``syncdir.rename.undeleted``), the local write under the temp name the
     deletion gave it: B's next session puts it back and takes it to A (a
     write after the deletion is a re-creation)."""
-    a, b = Node(tmp_path, "a"), Node(tmp_path, "b")
-    for n in (a, b):
-        n.write("dhcp", b"config dnsmasq\n", time.time() - 3600)
-    a.listen()
+    a, b = synced_pair(tmp_path, "dhcp", b"config dnsmasq\n")
     try:
-        b.sync_ok(a)
         (a.dir / "dhcp").unlink()
         local = b"written on b while its session removes it\n"
         target = b.dir / "dhcp"
         env = armed(stop_at=("syncdir.rename.deleted", 1),
                     crash_at=("syncdir.rename.undeleted", 1))  # fmt: skip
-        proc = subprocess.Popen(
-            owsync_cmd("connect", f"127.0.0.1:{a.port}", *b.opts()),
-            env={**b.environ(), **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        )  # fmt: skip
-        try:
-            wait_stopped(proc)
-            if how == "rewritten in place":
-                with open(target, "r+b") as f:
-                    f.truncate(0)
-                    f.write(local)
-            else:
-                staged = b.dir / ".dhcp.edit"  # hidden: never synced
-                staged.write_bytes(local)
-                staged.rename(target)
-        finally:
-            proc.send_signal(signal.SIGCONT)  # our own child, by its PID
-            proc.communicate(timeout=60)
-        assert proc.returncode == -signal.SIGKILL
+        status, _ = write_while_stopped(a, b, env, target, how, local)
+        assert status == -signal.SIGKILL
         assert not target.exists() and [p for p in b.files() if is_temp(p)], "not that window"
         trace = tmp_path / "trace"
         b.env = armed(trace=trace)
@@ -664,39 +587,7 @@ K_NEW["big"] = random.Random(17).randbytes(150_000)  # several chunks
 MAIN_FILES = {"network": b"config interface 'lan'\n", "dhcp": b"config dnsmasq\n"}
 
 
-def group_tree(top: Path) -> dict[str, bytes]:
-    out = {}
-    for p in sorted(top.rglob("*")):
-        with contextlib.suppress(FileNotFoundError, IsADirectoryError):
-            out[p.relative_to(top).as_posix()] = p.read_bytes()
-    return out
-
-
-def group_synced(top: Path) -> dict[str, bytes]:
-    """A group's files, not owsync's temp files (which come and go meanwhile)."""
-    return {
-        p: v for p, v in group_tree(top).items() if not p.rsplit("/", 1)[-1].startswith(".owsync-")
-    }
-
-
-def put(p: Path, data: bytes, mtime: float | None = None) -> None:
-    p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_bytes(data)
-    if mtime is not None:
-        os.utime(p, (mtime, mtime))
-
-
-def records_hold(db: Path, files: dict[str, bytes], gone=frozenset()) -> bool:
-    """Whether ``db`` (its journal replayed) records ``files`` live and ``gone`` deleted."""
-    try:
-        records = load_db(db)
-    except (FileNotFoundError, ValueError):
-        return False
-    live = all(p in records and records[p].hash == sha(v) for p, v in files.items())
-    return live and all(p in records and records[p].deleted for p in gone)
-
-
-class TwoGroups:
+class TwoGroups(DaemonCrashPair):
     """Daemons A and B, each with main and the group KEYS (``node.keys``).  B,
     started, connects (v2, its live link; A's attempts back off while B is down)
     and takes A's changes of KEYS, made while B was down (main unchanged
@@ -704,8 +595,7 @@ class TwoGroups:
     the setup is kept aside."""
 
     def __init__(self, work: Path) -> None:
-        self.work = work
-        self.a, self.b = DaemonNode(work, "a"), DaemonNode(work, "b")
+        super().__init__(work)
         for d, peers in ((self.a, [self.b.addr]), (self.b, [self.a.addr])):
             d.keys = work / f"{d.name}-{KEYS}"
             d.keys.mkdir()
@@ -731,10 +621,7 @@ class TwoGroups:
         finally:
             self.a.stop()
         put(self.b.keys / "mine", b"written on b\n", time.time() - 120)  # recorded at B's start
-        self.allowed = {p: {sha(d)} for p, d in K_OLD.items()}
-        for p, d in K_NEW.items():
-            self.allowed.setdefault(p, set()).add(sha(d))
-        self.allowed["mine"] = {sha(b"written on b\n")}
+        self.allowed = allowed_contents(K_OLD, K_NEW, {"mine": b"written on b\n"})
         self.replaced = [
             K_OLD["key0"],
             K_OLD["key2"],
@@ -744,23 +631,12 @@ class TwoGroups:
         self.synced["mine"] = b"written on b\n"
         self.gone = gone
         # after the writes made while B was down, in both groups
-        self.final = self.synced | {
-            "gone1": b"re-created on a after the crash\n",
-            "new0": b"edited on a after the crash\n",
-            "key1": b"edited on b after the crash\n",
-            "gone0": b"re-created on b after the crash\n",
-        }
-        del self.final["key3"]
-        self.deleted = {"key3"}
+        self.plan_meanwhile(self.synced, edit="key1", remove="key3")
         self.main_final = MAIN_FILES | {"wireless": b"config wifi-device radio0\n",
                                         "dhcp": b"config dnsmasq 'edited on b'\n"}  # fmt: skip
         parts = ("", f"-{KEYS}", ".db", ".db.journal", ".versions",
                  f".{KEYS}.db", f".{KEYS}.db.journal", f".{KEYS}.versions")  # fmt: skip
-        self.names = [n + x for n in "ab" for x in parts]
-        self.saved = work / "initial"
-        self.saved.mkdir()
-        for name in self.names:
-            copy_any(work / name, self.saved / name)
+        self.keep([n + x for n in "ab" for x in parts])
 
     @staticmethod
     def kdb(d: DaemonNode) -> Path:
@@ -770,87 +646,59 @@ class TwoGroups:
                  gone=frozenset()) -> bool:  # fmt: skip
         return records_hold(d.db, main) and records_hold(self.kdb(d), keys, gone)
 
-    def reset(self) -> None:
-        for name in self.names:
-            cur = self.work / name
-            if cur.is_dir():
-                shutil.rmtree(cur)
-            elif cur.exists():
-                cur.unlink()
-            copy_any(self.saved / name, cur)
-        for d in (self.a, self.b):
-            d.log.write_text("")
+    # --- what DaemonCrashPair asks -------------------------------------------
 
-    def run_b(self, env: dict[str, str]) -> None:
-        self.b.start(env=base_env(None) | env, probe=False)
+    def in_sync(self) -> bool:
+        return self.converged(MAIN_FILES, self.synced)
 
-    def stop(self) -> None:
-        for d in (self.a, self.b):
-            if d.proc is not None and d.proc.poll() is None:
-                d.proc.send_signal(signal.SIGTERM)  # our own child, by its PID
-        self.b.stop()
-        self.a.stop()
+    def not_always(self, name: str, n: int) -> bool:
+        return n > 1 or name not in expected_points("live")
+
+    def check_synced(self) -> None:
+        self.check_converged(MAIN_FILES, self.synced, self.gone)
+
+    def check_final(self) -> None:
+        self.check_converged(self.main_final, self.final, self.deleted)
+
+    # --- checks ---------------------------------------------------------------
 
     def converged(self, main: dict[str, bytes], keys: dict[str, bytes]) -> bool:
         a, b = self.a, self.b
-        return group_tree(a.keys) == group_tree(b.keys) == keys and (
-            group_tree(a.dir) == group_tree(b.dir) == main
+        return files_under(a.keys) == files_under(b.keys) == keys and (
+            files_under(a.dir) == files_under(b.dir) == main
         )
 
     def check_crashed(self) -> str:
         """B as the kill left it: KEYS, whose files it was writing, old or new byte for
         byte; main as it was; both databases and both version stores load."""
-        keys = group_tree(self.b.keys)
-        for p, data in keys.items():
-            if p.rsplit("/", 1)[-1].startswith(".owsync-"):
-                continue  # beside its target, never in place
-            assert p in self.allowed, f"unexpected file {p} in {KEYS}"
-            assert sha(data) in self.allowed[p], f"{p} is neither old nor new (half-written?)"
+        keys = files_under(self.b.keys)
+        check_old_or_new(keys, self.allowed, where=f" in {KEYS}")
         assert "mine" in keys, "B's own file is gone"
-        assert group_tree(self.b.dir) == MAIN_FILES, "main changed"
+        assert files_under(self.b.dir) == MAIN_FILES, "main changed"
         load_db(self.b.db)
         load_db(self.kdb(self.b))
         store_versions(group_versions(self.b.db, KEYS))
         store_versions(self.work / "b.versions")
         placed = sum(1 for p, d in K_NEW.items() if keys.get(p) == d)
         deleted = sum(1 for p in self.gone if p not in keys)
-        temps = sum(1 for p in keys if p.rsplit("/", 1)[-1].startswith(".owsync-"))
+        temps = sum(1 for p in keys if is_temp(p))
         return (f"{placed}/{len(K_NEW)} received in place, {deleted}/2 deleted,"
                 f" {temps} temp file(s)")  # fmt: skip
 
     def meanwhile(self) -> None:
         """Writes made after the crash, before B is back, in both groups: each must win."""
-        put(self.a.keys / "gone1", self.final["gone1"])
-        put(self.a.keys / "new0", self.final["new0"])
-        put(self.b.keys / "key1", self.final["key1"])
-        put(self.b.keys / "gone0", self.final["gone0"])  # still there, or deleted already
-        (self.b.keys / "key3").unlink()
+        self.write_meanwhile(self.a.keys, self.b.keys)
         put(self.a.dir / "wireless", self.main_final["wireless"])
         put(self.b.dir / "dhcp", self.main_final["dhcp"])
 
     def check_converged(self, main: dict[str, bytes], keys: dict[str, bytes],
                         deleted: set[str]) -> None:  # fmt: skip
         ok = wait_for(lambda: self.converged(main, keys), 20)
-        a, b = group_tree(self.a.keys), group_tree(self.b.keys)
-        temps = [p for p in [*a, *b] if p.rsplit("/", 1)[-1].startswith(".owsync-")]
-        assert not temps, f"temp files left: {temps}"
-        back = sorted(p for p in deleted if p in a or p in b)
-        assert not back, f"deleted files came back: {back}"
-        lost = sorted(p for p, d in keys.items() if a.get(p) != d or b.get(p) != d)
-        assert not lost, f"not the last write on both nodes: {lost}"
-        assert ok, f"not converged: main {group_tree(self.a.dir)} / {group_tree(self.b.dir)}"
+        check_last_writes(files_under(self.a.keys), files_under(self.b.keys), keys, deleted)
+        assert ok, f"not converged: main {files_under(self.a.dir)} / {files_under(self.b.dir)}"
         assert wait_for(lambda: self.recorded(self.b, main, keys, deleted), 10), "not recorded"
-        kept = {v["hash"] for v in store_versions(group_versions(self.b.db, KEYS))}
-        missing = [d for d in self.replaced if sha(d) not in kept]
-        assert not missing, f"B's {KEYS} version store lost {len(missing)} replaced content(s)"
+        check_kept(group_versions(self.b.db, KEYS), self.replaced, f"B's {KEYS}")
         assert "Traceback" not in self.b.text(), self.b.text()
-
-
-def copy_any(src: Path, dst: Path) -> None:
-    if src.is_dir():
-        shutil.copytree(src, dst)
-    elif src.exists():
-        shutil.copy2(src, dst)
 
 
 def test_a_daemon_killed_at_every_crash_point_of_a_second_groups_session_loses_nothing(
@@ -869,44 +717,20 @@ def test_a_daemon_killed_at_every_crash_point_of_a_second_groups_session_loses_n
     s = TwoGroups(crash_path)
     try:
         trace = crash_path / "trace"
-        s.reset()
-        s.a.start()
-        s.run_b(armed(trace=trace))
-        s.check_converged(MAIN_FILES, s.synced, s.gone)
-        s.stop()
+        s.traced_run(trace)
         hits = traced(trace)
         reached = {name for name, _ in hits}
         # (and now and then a file staged twice, the second discarded: syncdir.unlink.temp)
         live = expected_points("live")
         assert live <= reached <= live | expected_points("live-recovery"), f"changed: {hits}"
         todo = crash_cases(hits, last_of=("syncdir.rename", "syncdir.unlink"))
-        rows, failures = [], []
         t0 = time.monotonic()
-        for name, n in todo:
-            s.reset()
-            s.a.start()
-            s.run_b(armed(crash_at=(name, n)))
-            row = f"{name}:{n}"
-            try:
-                wait_for(lambda: s.b.proc.poll() is not None
-                         or s.converged(MAIN_FILES, s.synced), 20)  # fmt: skip
-                status = s.b.stop()  # alive: it ends its step first, killed there if it comes
-                # a later call, or a point reached now and then: not reached this time
-                if status == 0 and (n > 1 or name not in live):
-                    rows.append(f"{row:40} not reached this time")
-                    continue
-                assert status == -signal.SIGKILL, f"not killed there (exit status {status})"
-                state = s.check_crashed()
-                s.meanwhile()
-                s.run_b({})
-                s.check_converged(s.main_final, s.final, s.deleted)
-                rows.append(f"{row:40} ok    {state}")
-            except AssertionError as exc:
-                first = str(exc).splitlines()[0]
-                rows.append(f"{row:40} FAIL  {first}")
-                failures.append(f"{row}: {first}\nB:\n{s.b.text()[-3000:]}")
-            finally:
-                s.stop()
+        rows, failures = kill_each(
+            todo,
+            lambda case: s.kill_and_recover(*case, {}),
+            after=s.stop,
+            detail=lambda: f"\nB:\n{s.b.text()[-3000:]}",
+        )
         took = time.monotonic() - t0
         print(f"\ntwo groups: {len(reached)} crash points, {len(hits)} calls; killed at"
               f" {len(todo)} in {took:.1f} s", *rows, sep="\n  ")  # fmt: skip

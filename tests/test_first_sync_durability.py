@@ -12,6 +12,7 @@ durable, and the database is saved after a syncfs made the renames durable.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 from conftest import Node, armed, traced
@@ -47,31 +48,29 @@ def check_order(hits: list[tuple[str, int]], rename: str) -> list[int]:
     return per_batch
 
 
+def write_all_and_sync(a: Node, b: Node, content: bytes, mtime: float, trace: Path) -> list:
+    """A writes its N files (``content`` % i), B syncs them, traced: the points B hit."""
+    for i in range(N):
+        a.write(f"d{i % 10}/f{i}", content % i, mtime)
+    b.env = armed(trace=trace)
+    a.listen()
+    try:
+        b.sync_ok(a)
+    finally:
+        a.stop()
+    return traced(trace)
+
+
 def test_first_sync_one_syncfs_for_new_files_batches_for_replaced(tmp_path):
     a, b = Node(tmp_path, "a"), Node(tmp_path, "b")
     old = time.time() - 3600
-    for i in range(N):
-        a.write(f"d{i % 10}/f{i}", b"first %d\n" % i, old)
-    trace = tmp_path / "first.trace"
-    b.env = armed(trace=trace)
-    a.listen()
-    try:
-        b.sync_ok(a)
-    finally:
-        a.stop()
+    hits = write_all_and_sync(a, b, b"first %d\n", old, tmp_path / "first.trace")
     assert b.files() == a.files() and len(b.files()) == N
-    assert check_order(traced(trace), "syncdir.rename.noreplace") == [N]  # one syncfs
+    assert check_order(hits, "syncdir.rename.noreplace") == [N]  # one syncfs
 
-    for i in range(N):  # every file replaced on A
-        a.write(f"d{i % 10}/f{i}", b"second %d\n" % i, old + 60)
-    trace = tmp_path / "second.trace"
-    b.env = armed(trace=trace)
-    a.listen()
-    try:
-        b.sync_ok(a)
-    finally:
-        a.stop()
+    # every file replaced on A
+    hits = write_all_and_sync(a, b, b"second %d\n", old + 60, tmp_path / "second.trace")
     assert b.files() == a.files() and set(b.files().values()) == {
         b"second %d\n" % i for i in range(N)
     }
-    assert check_order(traced(trace), "syncdir.rename.exchange") == [1024, 1024, N - 2048]
+    assert check_order(hits, "syncdir.rename.exchange") == [1024, 1024, N - 2048]

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import BINDINGS, base_env, bindings_env, owsync_cmd
+from conftest import BINDINGS, bindings_env, refused_in_one_line
 
 from owsync.core import protocol2
 from owsync.core.examples import EXAMPLES
@@ -185,15 +185,11 @@ def test_the_daemon_refuses_overlapping_groups_in_one_line_and_writes_nothing(tm
         groups_text(etc, ("keys", f"{etc}/dropbear", ["*"], []), ("g", str(etc), ["config/*"], []))
         + f"database={db}\nplain_mode=1\npeer=127.0.0.1:1\ncontrol_socket={tmp_path / 's'}\n"
     )
-    r = subprocess.run(owsync_cmd("daemon", "-c", str(path)), env=base_env(None),
-                       capture_output=True, text=True, timeout=60)  # fmt: skip
-    assert r.returncode == 1
-    (line,) = r.stderr.splitlines()
+    line = refused_in_one_line("daemon", "-c", str(path), writes_none=[db.parent, tmp_path / "s"])
     assert line.endswith(
         f"{path}: groups main and g would both own {etc}/config/dhcp: give each path one group"
         " (change a dir, include or exclude)"
-    ), r.stderr
-    assert not db.parent.exists() and not (tmp_path / "s").exists()
+    ), line
 
 
 def test_a_main_dir_given_on_the_command_line_is_checked_against_the_groups(tmp_path):
@@ -205,12 +201,9 @@ def test_a_main_dir_given_on_the_command_line_is_checked_against_the_groups(tmp_
         groups_text(etc, ("accounts", str(etc), ["passwd"], []))
         + f"database={db}\nplain_mode=1\npeer=127.0.0.1:1\ncontrol_socket={tmp_path / 's'}\n"
     )
-    r = subprocess.run(owsync_cmd("daemon", "-c", str(path), "-d", str(etc)), env=base_env(None),
-                       capture_output=True, text=True, timeout=60)  # fmt: skip
-    assert r.returncode == 1
-    (line,) = r.stderr.splitlines()
+    line = refused_in_one_line("daemon", "-c", str(path), "-d", str(etc),
+                               writes_none=[db.parent, tmp_path / "s"])  # fmt: skip
     assert f"command line: groups main and accounts would both own {etc}/passwd" in line, line
-    assert not db.parent.exists() and not (tmp_path / "s").exists()
 
 
 # --- UCI, through the real pyuci --------------------------------------------------------

@@ -36,8 +36,6 @@ replays one.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import os
 import shutil
 import signal
@@ -46,14 +44,24 @@ from pathlib import Path
 
 import pytest
 from conftest import (
+    DaemonCrashPair,
     DaemonNode,
+    allowed_contents,
     armed,
-    base_env,
+    check_kept,
+    check_last_writes,
+    check_old_or_new,
+    check_records,
     crash_cases,
     expected_points,
+    files_under,
+    is_temp,
+    kill_each,
     load_db,
     node_files,
     owsync_cmd,
+    put,
+    records_hold,
     shm_dir,
     store_versions,
     strace_cmd,
@@ -72,20 +80,8 @@ B_EDIT = b"option x 2 (b, earlier than a)\n"
 MINE = b"written on b\n"
 
 
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def is_temp(rel: str) -> bool:
-    return rel.rsplit("/", 1)[-1].startswith(".owsync-")
-
-
 def tree(d: DaemonNode) -> dict[str, bytes]:
-    out = {}
-    for p in sorted(d.dir.rglob("*")):
-        with contextlib.suppress(FileNotFoundError, IsADirectoryError):
-            out[p.relative_to(d.dir).as_posix()] = p.read_bytes()
-    return out
+    return files_under(d.dir)
 
 
 def synced(d: DaemonNode) -> dict[str, bytes]:
@@ -93,97 +89,69 @@ def synced(d: DaemonNode) -> dict[str, bytes]:
     return {p: v for p, v in tree(d).items() if not is_temp(p)}
 
 
-class Live:
+class Live(DaemonCrashPair):
     """Daemons A and B, their state after the setup kept aside to start each run from."""
 
     def __init__(self, work: Path) -> None:
-        self.work = work
-        self.a, self.b = DaemonNode(work, "a"), DaemonNode(work, "b")
+        super().__init__(work)
         self.a.configure([self.b.addr])
         self.b.configure([self.a.addr])
         old_t = time.time() - 3600
         for name, data in OLD.items():
-            write(self.a.dir / name, data, old_t)
+            put(self.a.dir / name, data, old_t)
         self.a.start()
         self.b.start()
         try:
-            assert wait_for(lambda: synced(self.b) == OLD and all_recorded(self.b, OLD), 20)
+            assert wait_for(lambda: synced(self.b) == OLD and records_hold(self.b.db, OLD), 20)
         finally:
             self.b.stop()
         # A changes while B is down, and records it
         for name, data in NEW.items():
-            write(self.a.dir / name, data, time.time() - 60)
+            put(self.a.dir / name, data, time.time() - 60)
         for i in range(2):
             (self.a.dir / f"gone{i}").unlink()
         try:
-            assert wait_for(lambda: all_recorded(self.a, NEW, gone={"gone0", "gone1"}), 20)
+            assert wait_for(lambda: records_hold(self.a.db, NEW, gone={"gone0", "gone1"}), 20)
         finally:
             self.a.stop()
         # then B, A down: its edit of conf, earlier than A's, pending
-        write(self.b.dir / "conf", B_EDIT, time.time() - 120)
-        write(self.b.dir / "mine", MINE, time.time() - 120)
+        put(self.b.dir / "conf", B_EDIT, time.time() - 120)
+        put(self.b.dir / "mine", MINE, time.time() - 120)
         self.b.start()
         try:
-            assert wait_for(lambda: all_recorded(self.b, {"conf": B_EDIT, "mine": MINE}), 20)
+            assert wait_for(lambda: records_hold(self.b.db, {"conf": B_EDIT, "mine": MINE}), 20)
         finally:
             self.b.stop()
-        self.allowed = {p: {sha(d)} for p, d in OLD.items()}
-        for p, d in NEW.items():
-            self.allowed.setdefault(p, set()).add(sha(d))
-        self.allowed["conf"].add(sha(B_EDIT))
-        self.allowed["mine"] = {sha(MINE)}
+        self.allowed = allowed_contents(OLD, NEW, {"conf": B_EDIT, "mine": MINE})
         # what A's writes and deletions replace on B, whatever moment B died at
         # (B's own edits of keep1 and gone0 after the crash may come first)
         self.replaced = [OLD["keep0"], OLD["keep2"], OLD["gone1"]]
         self.replaced.append(B_EDIT)  # lost to A's later write: a conflict
-        self.synced = {p: d for p, d in OLD.items() if not p.startswith("gone")} | NEW
-        self.synced["mine"] = MINE
-        self.final = self.synced | {
-            "gone1": b"re-created on a after the crash\n",
-            "new0": b"edited on a after the crash\n",
-            "keep1": b"edited on b after the crash\n",
-            "gone0": b"re-created on b after the crash\n",
-        }
-        del self.final["keep3"]
-        self.deleted = {"keep3"}
+        self.synced_files = {p: d for p, d in OLD.items() if not p.startswith("gone")} | NEW
+        self.synced_files["mine"] = MINE
+        self.plan_meanwhile(self.synced_files, edit="keep1", remove="keep3")
         # each node's state: its directory, database, journal and version store
-        self.names = [n + x for n in "ab" for x in ("", ".db", ".db.journal", ".versions")]
-        self.saved = work / "initial"
-        self.saved.mkdir()
-        for name in self.names:
-            copy(work / name, self.saved / name)
+        self.keep([n + x for n in "ab" for x in ("", ".db", ".db.journal", ".versions")])
 
-    def reset(self) -> None:
-        for name in self.names:
-            cur = self.work / name
-            if cur.is_dir():
-                shutil.rmtree(cur)
-            elif cur.exists():
-                cur.unlink()
-            copy(self.saved / name, cur)
-        for d in (self.a, self.b):
-            d.log.write_text("")
+    # --- what DaemonCrashPair asks -------------------------------------------
 
-    def run_b(self, env: dict[str, str], cmd=None) -> None:
-        self.b.start(cmd=cmd, env=base_env(None) | env, probe=False)
+    def in_sync(self) -> bool:
+        return self.converged(self.synced_files)
 
-    def stop(self) -> None:
-        """Stop both at once (each notices SIGTERM within half a second)."""
-        for d in (self.a, self.b):
-            if d.proc is not None and d.proc.poll() is None:
-                d.proc.send_signal(signal.SIGTERM)  # our own child, by its PID
-        self.b.stop()
-        self.a.stop()
+    def not_always(self, name: str, n: int) -> bool:
+        return n > 1  # a later call: the steps took the files otherwise
+
+    def check_synced(self) -> None:
+        self.check_converged(self.synced_files, {"gone0", "gone1"})
+
+    def check_final(self) -> None:
+        self.check_converged(self.final, self.deleted)
 
     # --- checks ---------------------------------------------------------------
 
     def check_crashed(self) -> str:
         b = tree(self.b)
-        for p, data in b.items():
-            if is_temp(p):
-                continue
-            assert p in self.allowed, f"unexpected file {p}"
-            assert sha(data) in self.allowed[p], f"{p} is neither old nor new (half-written?)"
+        check_old_or_new(b, self.allowed)
         assert "mine" in b, "B's own file is gone"
         load_db(self.b.db)
         store_versions(self.work / "b.versions")
@@ -194,60 +162,19 @@ class Live:
 
     def meanwhile(self) -> None:
         """Writes made after the crash, before B is back: each must win."""
-        write(self.a.dir / "gone1", self.final["gone1"])
-        write(self.a.dir / "new0", self.final["new0"])
-        write(self.b.dir / "keep1", self.final["keep1"])
-        write(self.b.dir / "gone0", self.final["gone0"])  # still there, or deleted already
-        (self.b.dir / "keep3").unlink()
+        self.write_meanwhile(self.a.dir, self.b.dir)
 
     def converged(self, want: dict[str, bytes]) -> bool:
         return tree(self.a) == tree(self.b) == want
 
     def check_converged(self, want: dict[str, bytes], deleted: set[str]) -> None:
         ok = wait_for(lambda: self.converged(want), 20)
-        a, b = tree(self.a), tree(self.b)
-        temps = [p for p in [*a, *b] if is_temp(p)]
-        assert not temps, f"temp files left: {temps}"
-        back = sorted(p for p in deleted if p in a or p in b)
-        assert not back, f"deleted files came back: {back}"
-        lost = sorted(p for p, d in want.items() if a.get(p) != d or b.get(p) != d)
-        assert not lost, f"not the last write on both nodes: {lost}"
+        check_last_writes(tree(self.a), tree(self.b), want, deleted)
         assert ok, "not converged"
-        assert wait_for(lambda: all_recorded(self.b, want, deleted), 10), "B never recorded it"
-        records = load_db(self.b.db)
-        for p, d in want.items():
-            r = records[p]
-            assert not r.deleted and r.hash == sha(d), f"B's database: {p} is {r}"
-        for p in deleted:
-            assert records[p].deleted, f"B's database: {p} is {records[p]}"
-        kept = {v["hash"] for v in store_versions(self.work / "b.versions")}
-        missing = [d for d in self.replaced if sha(d) not in kept]
-        assert not missing, f"B's version store lost {len(missing)} replaced content(s)"
+        assert wait_for(lambda: records_hold(self.b.db, want, deleted), 10), "B never recorded it"
+        check_records(load_db(self.b.db), want, deleted)
+        check_kept(self.work / "b.versions", self.replaced)
         assert "Traceback" not in self.b.text(), self.b.text()
-
-
-def write(p: Path, data: bytes, mtime: float | None = None) -> None:
-    p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_bytes(data)
-    if mtime is not None:
-        os.utime(p, (mtime, mtime))
-
-
-def copy(src: Path, dst: Path) -> None:
-    if src.is_dir():
-        shutil.copytree(src, dst)
-    elif src.exists():
-        shutil.copy2(src, dst)
-
-
-def all_recorded(d: DaemonNode, files: dict[str, bytes], gone: set[str] = frozenset()) -> bool:
-    """Whether ``d``'s database (its journal replayed) records ``files`` and ``gone``."""
-    try:
-        records = load_db(d.db)
-    except (FileNotFoundError, ValueError):
-        return False
-    live = all(p in records and records[p].hash == sha(v) for p, v in files.items())
-    return live and all(p in records and records[p].deleted for p in gone)
 
 
 @pytest.fixture(scope="module")
@@ -263,11 +190,7 @@ def test_a_daemon_killed_at_every_crash_point_of_its_live_step_loses_nothing(liv
     s, trace = live, live.work / "trace"
     trace.unlink(missing_ok=True)
     t0 = time.monotonic()
-    s.reset()
-    s.a.start()
-    s.run_b(armed(trace=trace))
-    s.check_converged(s.synced, {"gone0", "gone1"})
-    s.stop()
+    s.traced_run(trace)
     first = time.monotonic() - t0
     hits = traced(trace)
     reached = {name for name, _ in hits}
@@ -275,35 +198,24 @@ def test_a_daemon_killed_at_every_crash_point_of_its_live_step_loses_nothing(liv
     # the last file's calls (how many files a step takes depends on timing,
     # how many files are put in place or removed does not)
     todo = crash_cases(hits, last_of=("syncdir.rename", "syncdir.unlink"))
-    rows, failures, recovery = [], [], set()
+    recovery: set[str] = set()
+    again = s.work / "trace.again"
+
+    def one(case: tuple[str, int]) -> str:
+        again.unlink(missing_ok=True)
+        return s.kill_and_recover(*case, armed(trace=again))
+
+    def after() -> None:
+        s.stop()  # B's last step done: its trace complete
+        recovery.update(h for h, _ in traced(again))
+
     t0 = time.monotonic()
-    for name, n in todo:
-        t1 = time.monotonic()
-        s.reset()
-        s.a.start()
-        s.run_b(armed(crash_at=(name, n)))
-        row = f"{name}:{n}"
-        try:
-            wait_for(lambda: s.b.proc.poll() is not None or s.converged(s.synced), 20)
-            status = s.b.stop()  # alive: it ends its step first, killed there if the point comes
-            if status == 0 and n > 1:  # a later call: the steps took the files otherwise
-                rows.append(f"{row:40} not reached this time")
-                continue
-            assert status == -signal.SIGKILL, f"not killed there (exit status {status})"
-            state = s.check_crashed()
-            s.meanwhile()
-            again = s.work / "trace.again"
-            again.unlink(missing_ok=True)
-            s.run_b(armed(trace=again))
-            s.check_converged(s.final, s.deleted)
-            rows.append(f"{row:40} ok    {time.monotonic() - t1:4.1f} s  {state}")
-        except AssertionError as exc:
-            first = str(exc).splitlines()[0]
-            rows.append(f"{row:40} FAIL  {first}")
-            failures.append(f"{row}: {first}\nB:\n{s.b.text()[-3000:]}\nA:\n{s.a.text()[-3000:]}")
-        finally:
-            s.stop()  # B's last step done: its trace complete
-            recovery |= {h for h, _ in traced(s.work / "trace.again")}
+    rows, failures = kill_each(
+        todo,
+        one,
+        after=after,
+        detail=lambda: f"\nB:\n{s.b.text()[-3000:]}\nA:\n{s.a.text()[-3000:]}",
+    )
     took = time.monotonic() - t0
     print(f"\nlive: {len(reached)} crash points, {len(hits)} calls (traced in {first:.1f} s);"
           f" killed at {len(todo)} in {took:.1f} s", *rows, sep="\n  ")  # fmt: skip
@@ -327,7 +239,7 @@ def test_every_call_of_the_live_step_goes_through_its_crash_point(live):
     cmd = strace_cmd(out) + owsync_cmd("daemon", "-f", "-c", str(s.b.conf))
     s.run_b(armed(trace=trace), cmd=cmd)
     try:
-        s.check_converged(s.synced, {"gone0", "gone1"})
+        s.check_synced()
     finally:
         # the daemon, not strace: strace would leave it running, detached
         strace = s.b.proc.pid

@@ -69,30 +69,45 @@ DIFFS = {
 }
 
 
+RUNNING = {"owsync": {"enabled": True, "running": True}}  # the stand-in's service list
+
+
+def uci_and_key(tmp: Path, peer: str | None = None) -> tuple[Path, Path]:
+    """A stand-in's UCI file (owsync enabled, ``peer`` its one peer if given) and key file."""
+    uci = tmp / "uci-owsync"
+    uci.write_text("config owsync 'main'\n\toption enabled '1'\n"
+                   + (f"\tlist peer '{peer}'\n" if peer else ""))  # fmt: skip
+    key = tmp / "key"
+    key.write_text(KEY + "\n")
+    return uci, key
+
+
+def open_view(browser, url: str, errors: list[str], view: str = "history", query: str = ""):
+    """A new page on the stand-in's ``view``, once rendered; its errors go to ``errors``."""
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    page.on("console", lambda m: m.type == "error" and errors.append(m.text))
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(f"{url}/view/owsync/{view}{query}")
+    page.wait_for_selector(f"body[data-rendered='view.owsync.{view}']", timeout=15000)
+    return page
+
+
 class Site:
     """The stand-in with the sample store, a page per call, and what went wrong in it."""
 
     def __init__(self, tmp: Path, versions: list[dict] | None = None, store: dict | None = None):
         self.tmp = tmp
-        self.uci = tmp / "uci-owsync"
-        self.uci.write_text("config owsync 'main'\n\toption enabled '1'\n")
-        self.key_file = tmp / "key"
-        self.key_file.write_text(KEY + "\n")
+        self.uci, self.key_file = uci_and_key(tmp)
         self.now_ms = int(time.time() * 1000)
         self.standin = SampleStandIn(
-            self.uci, self.key_file, {"owsync": {"enabled": True, "running": True}},
+            self.uci, self.key_file, RUNNING,
             sample_versions(self.now_ms) if versions is None else versions,
             dict(STORE) if store is None else store, DIFFS,
         )  # fmt: skip
         self.errors: list[str] = []
 
     def page(self, browser, ro: bool = False):
-        page = browser.new_page(viewport={"width": 1200, "height": 900})
-        page.on("console", lambda m: m.type == "error" and self.errors.append(m.text))
-        page.on("pageerror", lambda e: self.errors.append(str(e)))
-        page.goto(f"{self.standin.url}/view/owsync/history" + ("?ro=1" if ro else ""))
-        page.wait_for_selector("body[data-rendered='view.owsync.history']", timeout=15000)
-        return page
+        return open_view(browser, self.standin.url, self.errors, query="?ro=1" if ro else "")
 
     def screenshot(self, page, name: str) -> None:
         out = Path(os.environ.get("OWSYNC_SCREENSHOTS") or self.tmp)
@@ -123,6 +138,20 @@ def _not_injected(page) -> None:
 def _modal(page):
     page.wait_for_selector("body.modal-overlay-active #modal_overlay .modal", timeout=5000)
     return page.locator("#modal_overlay .modal")
+
+
+def _diff(page, row):
+    """The row's Diff clicked: its modal and the diff's text."""
+    row.locator("button.owsync-diff").click()
+    modal = _modal(page)
+    return modal, modal.locator("pre.owsync-diff-text").inner_text()
+
+
+def _restore_from_diff(page, modal, timeout: int = 10000) -> None:
+    """Restore from the diff's modal, confirmed, until the page says it is done."""
+    modal.locator("button.owsync-diff-restore").click()
+    _modal(page).locator("button.owsync-restore-confirm").click()
+    page.wait_for_selector("#maincontent > .alert-message.info", timeout=timeout)
 
 
 def test_kept_versions_newest_first_with_the_conflict_marked(site, browser):
@@ -403,15 +432,23 @@ def _keeps_versions(node) -> str | None:
     return None if reply.get("ok") else f"the daemon has no versions: {reply.get('error')}"
 
 
-@pytest.fixture
-def real(tmp_path):
+def daemon_pair(tmp_path: Path, extra=lambda name: ""):
     """A, whose page we look at, and B, which never pushes (its one peer is nobody),
-    as in test_luci_app.py: B's writes reach A only when A syncs."""
+    as in test_luci_app.py: B's writes reach A only when A syncs.  ``extra(name)``:
+    more of a node's key=value lines.  Returns what stops them (``next(nodes,
+    None)``), A and B, configured, not started."""
     nodes = tracked(tmp_path, DaemonNode)
     daemons = next(nodes)
     a, b = daemons("a"), daemons("b")
-    a.configure([b.addr], poll=600)
-    b.configure([f"127.0.0.1:{free_port()}"], poll=600)
+    a.configure([b.addr], poll=600, extra=extra("a"))
+    b.configure([f"127.0.0.1:{free_port()}"], poll=600, extra=extra("b"))
+    return nodes, a, b
+
+
+@pytest.fixture
+def real(tmp_path):
+    """daemon_pair's A and B, started, and the stand-in relaying to A."""
+    nodes, a, b = daemon_pair(tmp_path)
     a.start()
     b.start()
     why = _keeps_versions(a)
@@ -419,11 +456,7 @@ def real(tmp_path):
     try:
         if why:
             pytest.skip(why)
-        uci = tmp_path / "uci-owsync"
-        uci.write_text(f"config owsync 'main'\n\toption enabled '1'\n\tlist peer '{b.addr}'\n")
-        key = tmp_path / "key"
-        key.write_text(KEY + "\n")
-        standin = StandIn(a.sock, uci, key, {"owsync": {"enabled": True, "running": True}})
+        standin = StandIn(a.sock, *uci_and_key(tmp_path, b.addr), RUNNING)
         yield a, b, standin
     finally:
         if standin:
@@ -450,24 +483,16 @@ def test_with_real_daemons_a_replaced_file_is_kept_diffed_and_restored(real, bro
     _sync(a)
     assert a.has("dhcp", home), a.text()
     errors: list[str] = []
-    page = browser.new_page(viewport={"width": 1200, "height": 900})
-    page.on("console", lambda m: m.type == "error" and errors.append(m.text))
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(f"{standin.url}/view/owsync/history")
-    page.wait_for_selector("body[data-rendered='view.owsync.history']", timeout=15000)
+    page = open_view(browser, standin.url, errors)
     row = page.locator("#owsync-versions tr.owsync-version.owsync-reason-replaced").first
     row.wait_for(timeout=5000)
     assert row.locator(".owsync-path").inner_text() == "dhcp"
     assert row.locator(".owsync-by").inner_text() == b.addr
     assert row.locator(".owsync-size").inner_text() == f"{len(lan)} B"
     vid = int(row.get_attribute("data-id"))
-    row.locator("button.owsync-diff").click()
-    modal = _modal(page)
-    diff = modal.locator("pre.owsync-diff-text").inner_text()
+    modal, diff = _diff(page, row)
     assert "-\toption domain 'lan'\n" in diff and "+\toption domain 'home'\n" in diff, diff
-    modal.locator("button.owsync-diff-restore").click()
-    _modal(page).locator("button.owsync-restore-confirm").click()
-    page.wait_for_selector("#maincontent > .alert-message.info", timeout=10000)
+    _restore_from_diff(page, modal)
     assert f"dhcp restored from version {vid}." in page.locator(
         "#maincontent > .alert-message").inner_text()  # fmt: skip
     assert a.has("dhcp", lan), a.text()
@@ -530,9 +555,7 @@ def test_real_luci_history_diff_and_restore_and_a_read_only_user(router, browser
     assert row.locator(".owsync-by").inner_text() == router.peer
     vid = int(row.get_attribute("data-id"))
     assert "versions per file" in s.page.inner_text("#owsync-store")
-    row.locator("button.owsync-diff").click()
-    modal = _modal(s.page)
-    diff = modal.locator("pre.owsync-diff-text").inner_text()
+    modal, diff = _diff(s.page, row)
     assert "+\toption domain 'home'\n" in diff, diff
     s.page.wait_for_timeout(300)  # the theme fades the modal in
     s.screenshot("history-diff")
@@ -580,19 +603,14 @@ def test_with_real_daemons_a_conflict_is_marked(real, browser):
     _sync(a)
     assert a.has("firewall", b"config defaults\n\toption input 'REJECT'\n"), a.text()
     errors: list[str] = []
-    page = browser.new_page(viewport={"width": 1200, "height": 900})
-    page.on("console", lambda m: m.type == "error" and errors.append(m.text))
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(f"{standin.url}/view/owsync/history")
-    page.wait_for_selector("body[data-rendered='view.owsync.history']", timeout=15000)
+    page = open_view(browser, standin.url, errors)
     row = page.locator("#owsync-versions tr.owsync-conflict")
     row.wait_for(timeout=5000)
     assert row.locator(".owsync-path").inner_text() == "firewall"
     assert row.locator(".owsync-label-conflict").inner_text() == "Conflict"
     assert row.locator(".owsync-by").inner_text() == b.addr
     assert page.locator("#owsync-conflicts").inner_text().startswith("1 conflict(s)")
-    row.locator("button.owsync-diff").click()
-    diff = _modal(page).locator("pre.owsync-diff-text").inner_text()
+    _, diff = _diff(page, row)
     assert "-\toption input 'ACCEPT'\n" in diff and "+\toption input 'REJECT'\n" in diff, diff
     assert errors == []
     # the Status page says so too, and leads to History
@@ -610,13 +628,12 @@ def test_with_real_daemons_a_group_version_is_listed_diffed_and_restored(tmp_pat
     """A and B with the group ``keys`` (needs branches gconfig and gengine): B's
     newer key replaces A's, whose old one History lists under ``keys``, diffs
     and restores as keys:ID through the daemon."""
-    nodes = tracked(tmp_path, DaemonNode)
-    daemons = next(nodes)
-    a, b = daemons("a"), daemons("b")
     keys = {n: tmp_path / f"{n}-keys" for n in ("a", "b")}
-    for n, node, peers in (("a", a, [b.addr]), ("b", b, [f"127.0.0.1:{free_port()}"])):
-        keys[n].mkdir()
-        node.configure(peers, poll=600, extra=f"group.keys.dir={keys[n]}\ngroup.keys.include=*\n")
+    for d in keys.values():
+        d.mkdir()
+    nodes, a, b = daemon_pair(
+        tmp_path, extra=lambda n: f"group.keys.dir={keys[n]}\ngroup.keys.include=*\n"
+    )
     standin = None
     try:
         a.start()
@@ -630,17 +647,9 @@ def test_with_real_daemons_a_group_version_is_listed_diffed_and_restored(tmp_pat
         (keys["b"] / "id_host_key").write_bytes(new)
         _sync(a)
         assert wait_for(lambda: (keys["a"] / "id_host_key").read_bytes() == new, 15), a.text()
-        uci = tmp_path / "uci-owsync"
-        uci.write_text(f"config owsync 'main'\n\toption enabled '1'\n\tlist peer '{b.addr}'\n")
-        key = tmp_path / "key"
-        key.write_text(KEY + "\n")
-        standin = StandIn(a.sock, uci, key, {"owsync": {"enabled": True, "running": True}})
+        standin = StandIn(a.sock, *uci_and_key(tmp_path, b.addr), RUNNING)
         errors: list[str] = []
-        page = browser.new_page(viewport={"width": 1200, "height": 900})
-        page.on("console", lambda m: m.type == "error" and errors.append(m.text))
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(f"{standin.url}/view/owsync/history")
-        page.wait_for_selector("body[data-rendered='view.owsync.history']", timeout=15000)
+        page = open_view(browser, standin.url, errors)
         row = page.locator("#owsync-versions tr.owsync-version[data-group='keys']").first
         row.wait_for(timeout=5000)
         assert row.get_attribute("data-id").startswith("keys:")
@@ -650,13 +659,9 @@ def test_with_real_daemons_a_group_version_is_listed_diffed_and_restored(tmp_pat
         groups = {r.get_attribute("data-group") for r in
                   page.locator("#owsync-versions tr.owsync-version").all()}  # fmt: skip
         assert groups == {"keys"}
-        row.locator("button.owsync-diff").click()
-        modal = _modal(page)
-        diff = modal.locator("pre.owsync-diff-text").inner_text()
+        modal, diff = _diff(page, row)
         assert "-ssh-ed25519 old\n" in diff and "+ssh-ed25519 new\n" in diff, diff
-        modal.locator("button.owsync-diff-restore").click()
-        _modal(page).locator("button.owsync-restore-confirm").click()
-        page.wait_for_selector("#maincontent > .alert-message.info", timeout=10000)
+        _restore_from_diff(page, modal)
         assert wait_for(lambda: (keys["a"] / "id_host_key").read_bytes() == old, 10), a.text()
         assert errors == []
     finally:

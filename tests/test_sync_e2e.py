@@ -7,6 +7,7 @@ import os
 import stat
 import time
 
+import pytest
 from conftest import KEY, summary
 
 NOW = time.time()
@@ -94,24 +95,21 @@ def test_resurrected_with_an_old_mtime_still_wins(nodes):
     assert (b.dir / "x").read_bytes() == b"restored"
 
 
-def test_lww_newer_remote_wins(nodes):
+@pytest.mark.parametrize(
+    ("a_edit", "b_edit", "winner"),
+    [(("A's edit", 50), ("B's later edit", 20), "B's later edit"),
+     (("A's later edit", 20), ("B's edit", 50), "A's later edit")],
+    ids=["newer_remote_wins", "newer_local_wins"],
+)  # fmt: skip
+def test_lww_the_newer_edit_wins(nodes, a_edit, b_edit, winner):
+    """Both edit a synced file (content, seconds ago); B connects: the later edit wins."""
     a, b = nodes("a").listen(), nodes("b")
     a.write("f", "base", mtime=NOW - 100)
     b.sync_ok(a)
-    a.write("f", "A's edit", mtime=NOW - 50)
-    b.write("f", "B's later edit", mtime=NOW - 20)
+    a.write("f", a_edit[0], mtime=NOW - a_edit[1])
+    b.write("f", b_edit[0], mtime=NOW - b_edit[1])
     b.sync_ok(a)
-    assert a.files() == b.files() == {"f": b"B's later edit"}
-
-
-def test_lww_newer_local_wins(nodes):
-    a, b = nodes("a").listen(), nodes("b")
-    a.write("f", "base", mtime=NOW - 100)
-    b.sync_ok(a)
-    a.write("f", "A's later edit", mtime=NOW - 20)
-    b.write("f", "B's edit", mtime=NOW - 50)
-    b.sync_ok(a)
-    assert a.files() == b.files() == {"f": b"A's later edit"}
+    assert a.files() == b.files() == {"f": winner.encode()}
 
 
 def test_lww_tie_broken_by_hash(nodes):

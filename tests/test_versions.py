@@ -178,48 +178,49 @@ def daemon_versions(d: DaemonNode) -> list[dict]:
     return json.loads(r.stdout)["versions"]
 
 
-def test_restore_through_the_daemon_syncs_to_the_peer_and_wins(tmp_path):
+@pytest.fixture
+def pair(tmp_path):
+    """Daemons A and B, each the other's peer, started; stopped at the end."""
     a, b = DaemonNode(tmp_path, "a"), DaemonNode(tmp_path, "b")
     try:
         a.configure([b.addr]).start()
         b.configure([a.addr]).start()
-        (a.dir / "network").write_text("option ipaddr 10.0.0.1\n")
-        assert wait_for(lambda: b.has("network", b"option ipaddr 10.0.0.1\n"))
-        (a.dir / "network").write_text("option ipaddr 10.0.0.99  # a mistake\n")
-        assert wait_for(lambda: b.has("network", b"option ipaddr 10.0.0.99  # a mistake\n"))
-        kept = [v for v in daemon_versions(b) if v["path"] == "network"]
-        assert kept and kept[0]["reason"] == "replaced"
-        r = b.ctl("restore", "network", "-c", str(b.conf))
-        assert r.returncode == 0, r.stderr
-        good = b"option ipaddr 10.0.0.1\n"
-        assert wait_for(lambda: a.has("network", good) and b.has("network", good))
-        st = a.status()
-        assert st["conflicts"] == []
+        yield a, b
     finally:
         a.stop()
         b.stop()
 
 
-def test_a_conflict_between_daemons_shows_in_status(tmp_path):
-    a, b = DaemonNode(tmp_path, "a"), DaemonNode(tmp_path, "b")
-    try:
-        a.configure([b.addr]).start()
-        b.configure([a.addr]).start()
-        (a.dir / "f").write_text("base\n")
-        assert wait_for(lambda: b.has("f", b"base\n"))
-        a.stop()  # a partition: both write, b later
-        a.log.write_text("")
-        (a.dir / "f").write_text("from a\n")
-        os.utime(a.dir / "f", (time.time() - 30, time.time() - 30))
-        (b.dir / "f").write_text("from b\n")
-        a.start()
-        assert wait_for(lambda: a.has("f", b"from b\n"), timeout=20)
-        st = a.status()
-        assert [c["path"] for c in st["conflicts"]] == ["f"], st["conflicts"]
-        assert any(e.get("conflicts") == ["f"] for e in st["history"])
-    finally:
-        a.stop()
-        b.stop()
+def test_restore_through_the_daemon_syncs_to_the_peer_and_wins(pair):
+    a, b = pair
+    (a.dir / "network").write_text("option ipaddr 10.0.0.1\n")
+    assert wait_for(lambda: b.has("network", b"option ipaddr 10.0.0.1\n"))
+    (a.dir / "network").write_text("option ipaddr 10.0.0.99  # a mistake\n")
+    assert wait_for(lambda: b.has("network", b"option ipaddr 10.0.0.99  # a mistake\n"))
+    kept = [v for v in daemon_versions(b) if v["path"] == "network"]
+    assert kept and kept[0]["reason"] == "replaced"
+    r = b.ctl("restore", "network", "-c", str(b.conf))
+    assert r.returncode == 0, r.stderr
+    good = b"option ipaddr 10.0.0.1\n"
+    assert wait_for(lambda: a.has("network", good) and b.has("network", good))
+    st = a.status()
+    assert st["conflicts"] == []
+
+
+def test_a_conflict_between_daemons_shows_in_status(pair):
+    a, b = pair
+    (a.dir / "f").write_text("base\n")
+    assert wait_for(lambda: b.has("f", b"base\n"))
+    a.stop()  # a partition: both write, b later
+    a.log.write_text("")
+    (a.dir / "f").write_text("from a\n")
+    os.utime(a.dir / "f", (time.time() - 30, time.time() - 30))
+    (b.dir / "f").write_text("from b\n")
+    a.start()
+    assert wait_for(lambda: a.has("f", b"from b\n"), timeout=20)
+    st = a.status()
+    assert [c["path"] for c in st["conflicts"]] == ["f"], st["conflicts"]
+    assert any(e.get("conflicts") == ["f"] for e in st["history"])
 
 
 def test_sigkill_while_keeping_versions_leaves_file_and_store_consistent(tmp_path):

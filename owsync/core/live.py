@@ -70,7 +70,7 @@ from .protocol2 import (
     transcript,
     with_group,
 )
-from .session2 import FileInFlight, FileSender
+from .session2 import FileInFlight, FileSender, FrameInbox
 from .state import Record
 
 LIVE_INFO = b"owsync live keys"
@@ -430,7 +430,7 @@ TRANSITIONS: dict[tuple[str, int], tuple[str, str]] = {
 }
 
 
-class LiveLink(FileSender):
+class LiveLink(FrameInbox[Event], FileSender):
     """One live link's protocol state, both directions.
 
     What we send is made by the methods below, in the order the caller sends
@@ -584,44 +584,27 @@ class LiveLink(FileSender):
 
     # --- what we receive --------------------------------------------------------
 
-    def receive_data(self, data: bytes) -> None:
-        self._check()
-        try:
-            self._frames.extend(self._r.feed(data))
-        except ProtocolError as exc:
-            self._failed = str(exc)
-            raise
-
     def next_event(self) -> Event | None:
         self._check()
         if self.ours == AUTHING:
             raise RuntimeError("next_event() before start()")
-        while self._frames:
-            frame = self._frames.popleft()
-            step = TRANSITIONS.get((self.peers, frame.type))
-            if step is None:
-                self._failed = self._unexpected(frame.type)
-                raise ProtocolError(self._failed)
-            handler, then = step
-            try:
-                event = getattr(self, handler)(frame)
-            except ProtocolError as exc:
-                self._failed = str(exc)
-                raise
-            self.peers = then
-            self.frames_in += 1
-            if event is not None:
-                return event
-        return None
+        return self._next_handled(self._step)
+
+    def _step(self, frame: Frame) -> Event | None:
+        """One frame through its row of TRANSITIONS (none: unexpected there)."""
+        step = TRANSITIONS.get((self.peers, frame.type))
+        if step is None:
+            raise ProtocolError(self._unexpected(frame.type))
+        handler, then = step
+        event = getattr(self, handler)(frame)
+        self.peers = then
+        self.frames_in += 1
+        return event
 
     def connection_closed(self) -> None:
         """The peer hung up: a ProtocolError unless it said BYE first."""
         if self.peers != CLOSED:
             self._failed = f"connection closed without BYE (after {self._r.counter} frames)"
-            raise ProtocolError(self._failed)
-
-    def _check(self) -> None:
-        if self._failed is not None:
             raise ProtocolError(self._failed)
 
     def _unexpected(self, kind: int) -> str:
@@ -695,12 +678,7 @@ class LiveLink(FileSender):
             return None  # refused at its FILE already
         if error is not None:
             return FileRefused(cur.record.path, f"the peer gave it up: {error}")
-        if cur.done != cur.record.size:
-            raise ProtocolError(
-                f"FILE_END for {cur.record.path!r} after {cur.done} of {cur.record.size} bytes"
-            )
-        if not cur.whole():
-            raise ProtocolError(f"{cur.record.path!r}: the content does not match its SHA-256")
+        cur.check_received()
         return FileDone(cur.record)
 
     def _on_error(self, f: Frame) -> Event:

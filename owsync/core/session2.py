@@ -41,7 +41,7 @@ import hashlib
 import hmac
 from collections import deque
 from collections.abc import Callable, Generator, Iterator
-from typing import NamedTuple
+from typing import Generic, NamedTuple, TypeVar
 
 from .plan import Plan, make_plan, remote_wins
 from .protocol import ProtocolError
@@ -202,6 +202,56 @@ class FileInFlight:
     def whole(self) -> bool:
         return self.done == self.record.size and self.sha.hexdigest() == self.record.hash
 
+    def check_received(self) -> None:
+        """At the peer's FILE_END: a ProtocolError unless all its bytes came and
+        they match its SHA-256."""
+        if self.done != self.record.size:
+            raise ProtocolError(
+                f"FILE_END for {self.record.path!r} after {self.done} of {self.record.size} bytes"
+            )
+        if not self.whole():
+            raise ProtocolError(f"{self.record.path!r}: the content does not match its SHA-256")
+
+
+E = TypeVar("E")
+
+
+class FrameInbox(Generic[E]):
+    """What v2 and the live link receive alike: frames checked and opened as
+    their bytes come, queued until handled, and the machine's failure, the
+    first ProtocolError, raised again by every later call."""
+
+    _r: FrameReader
+    _frames: deque[Frame]
+    _failed: str | None
+
+    def receive_data(self, data: bytes) -> None:
+        """Bytes from the peer; frames are checked and opened as they complete."""
+        self._check()
+        try:
+            self._frames.extend(self._r.feed(data))
+        except ProtocolError as exc:
+            self._failed = str(exc)
+            raise
+
+    def _next_handled(self, handle: Callable[[Frame], E | None]) -> E | None:
+        """The queued frames through ``handle`` in order, until one makes an
+        event (None: none did); a ProtocolError from ``handle`` fails the machine."""
+        while self._frames:
+            frame = self._frames.popleft()
+            try:
+                event = handle(frame)
+            except ProtocolError as exc:
+                self._failed = str(exc)
+                raise
+            if event is not None:
+                return event
+        return None
+
+    def _check(self) -> None:
+        if self._failed is not None:
+            raise ProtocolError(self._failed)
+
 
 class FileSender:
     """Sending one file at a time, for v2 and the live link alike: each chunk
@@ -264,7 +314,7 @@ class FileSender:
         return self._frame(FILE_END, encode_file_end(reason))
 
 
-class Session2(FileSender):
+class Session2(FrameInbox[Event], FileSender):
     def __init__(
         self,
         accept: Callable[[str], bool],
@@ -413,31 +463,12 @@ class Session2(FileSender):
 
     # --- what we receive --------------------------------------------------
 
-    def receive_data(self, data: bytes) -> None:
-        """Bytes from the peer; frames are checked and opened as they complete."""
-        self._check()
-        try:
-            self._frames.extend(self._r.feed(data))
-        except ProtocolError as exc:
-            self._failed = str(exc)
-            raise
-
     def next_event(self) -> Event | None:
         """The next event, or None until more bytes arrive."""
         self._check()
         if not self._started:
             raise RuntimeError("next_event() before start()")
-        while self._frames:
-            frame = self._frames.popleft()
-            try:
-                event = self._handle(frame)
-            except ProtocolError as exc:
-                self._failed = str(exc)
-                raise
-            self._got_frames += 1
-            if event is not None:
-                return event
-        return None
+        return self._next_handled(self._handle_counted)
 
     def connection_closed(self) -> None:
         """The peer hung up: ProtocolError unless its END came (and nothing after)."""
@@ -450,13 +481,14 @@ class Session2(FileSender):
             )
             raise ProtocolError(self._failed)
 
-    def _check(self) -> None:
-        if self._failed is not None:
-            raise ProtocolError(self._failed)
-
     def _unexpected(self, kind: int) -> ProtocolError:
         where = "inside a file" if self._in is not None else f"where {_STAGE[self.peers]} was due"
         return ProtocolError(f"unexpected {NAMES[kind]} from the peer {where}")
+
+    def _handle_counted(self, f: Frame) -> Event | None:
+        event = self._handle(f)
+        self._got_frames += 1
+        return event
 
     def _handle(self, f: Frame) -> Event | None:
         where = IN_FILE if self._in is not None else self.peers
@@ -582,12 +614,7 @@ class Session2(FileSender):
         assert f is not None  # _handle passes a FILE_END here only inside a file
         if error is not None:
             return FileRefused(f.record.path, f"the peer gave it up: {error}")
-        if f.done != f.record.size:
-            raise ProtocolError(
-                f"FILE_END for {f.record.path!r} after {f.done} of {f.record.size} bytes"
-            )
-        if not f.whole():
-            raise ProtocolError(f"{f.record.path!r}: the content does not match its SHA-256")
+        f.check_received()
         return FileDone(f.record)
 
     def _end(self, counts: EndCounts) -> PeerEnd:
