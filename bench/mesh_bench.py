@@ -341,9 +341,16 @@ def live_counters(nodes: list[Node]) -> dict[str, float] | None:
             if not isinstance(live, dict):
                 return None
             for k, v in live.items():
-                if isinstance(v, int | float) and not isinstance(v, bool):
+                if k in COUNTERS and isinstance(v, int):
                     total[k] = total.get(k, 0) + v
     return total
+
+
+# the counters of a peers[].live object (the others are times: connected
+# since, last update sent or received, last reconcile; a difference of two
+# of them is no count, and one may be null in the earlier snapshot)
+COUNTERS = frozenset(("messages_sent", "messages_received", "updates_sent", "updates_received",
+                      "files_sent", "files_received", "deleted", "reconciles"))  # fmt: skip
 
 
 def log_figures(nodes: list[Node], since: Marks) -> dict:
