@@ -286,6 +286,7 @@ class SyncGroup:
         # live links with peer daemons; `local` is the directory between sessions
         self._step_ctx: Context | None = None
         self.local = LocalNode(self._step_context)
+        self.local.current = self._current
         self.mesh = Mesh(node.node_id, self.local, self._applied)
         self.mesh.on_up = self._link_up
         self.mesh.is_current = lambda ctx: ctx is self.ctx_in or ctx is self.ctx_out
@@ -435,6 +436,20 @@ class SyncGroup:
         self.watcher = Watcher(self.group.sync_dir, self.local_change, stop, self.local.not_placed,
                                scope=scope)  # fmt: skip
         self.watcher.start()
+
+    def _current(self, full_at: float | None) -> bool:
+        """Whether the records hold the tree as it is, with no rescan: the
+        watcher is live (inotify), has told every change it saw, and the last
+        full rescan began after its watches were in place."""
+        w = self.watcher
+        armed = w.armed if w is not None else None
+        if w is None or armed is None or full_at is None:
+            return False
+        return full_at >= armed and w.quiet()
+
+    def needs_rescan(self, full: bool = False) -> bool:
+        """Whether a reconcile now would rescan the tree (``full``: always)."""
+        return full or not (self.local.loaded() and self._current(self.local.full_at))
 
     # --- which peers -------------------------------------------------------
 
@@ -597,11 +612,13 @@ class SyncGroup:
         wait: bool = False,
         exclude: Peer | None = None,
         reconcile: bool = False,
+        full: bool = False,
     ) -> tuple[list[str], list[Callable[[], SessionResult]]]:
         """Start sessions (and live reconciles): the peers asked, and with
         ``wait`` a function per peer that waits for its result.  KeyError for
         an unknown ``peer``.  A peer the group is not synced with (absent,
-        v1) is left to the poll."""
+        v1) is left to the poll.  A live reconcile rescans the tree first,
+        unless the watcher has told every change (``full``: in any case)."""
         targets = self.find_peers(peer) if peer else list(self.workers.values())
         targets = [w for w in targets if w.peer != exclude]
         if manual or wait:
@@ -615,7 +632,7 @@ class SyncGroup:
             if manual or wait or reconcile:  # a full reconcile, both ways
                 linked.append((w, link))
         if linked:
-            self.rescan()  # once, for every link's reconcile
+            self.rescan(full)  # once, for every link's reconcile
         links = [(w, link.reconcile()) for w, link in linked]
         waits: list[Callable[[], SessionResult]] = []
         for w in targets:
@@ -659,11 +676,15 @@ class SyncGroup:
             raise KeyError(name)
         return found
 
-    def rescan(self) -> None:
+    def rescan(self, full: bool = True) -> None:
         """Rescan the tree and tell the live links what changed, before their
-        reconciles (a failure is the next poll's to catch up)."""
+        reconciles (a failure is the next poll's to catch up).  Not ``full``:
+        only if the watcher has not told every change (:meth:`_current`)."""
         try:
-            self.mesh.local_change(None)
+            if full:
+                self.mesh.local_change(None)
+            else:
+                self.mesh.refresh()
         except Exception as exc:  # a busy lock, a disk error
             log.warning("rescan before a reconcile failed: %s", exc)
 

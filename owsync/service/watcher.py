@@ -173,6 +173,10 @@ class Watcher(threading.Thread):
         self.not_ours = not_ours
         self.stop = stop
         self.mode = "inotify"
+        # time.monotonic() once every watch is in place (None: not yet, or
+        # polling): what changed before that, only a full scan begun since finds
+        self.armed: float | None = None
+        self._busy = False  # events read and not yet told (on_change returned)
 
     def run(self) -> None:
         try:
@@ -183,44 +187,73 @@ class Watcher(threading.Thread):
             self._poll()
             return
         self.inotify = ino
+        self.armed = time.monotonic()
         try:
             self._watch(ino)
         except InotifyUnavailable as exc:
+            self.armed = None  # a new directory may have gone unwatched
             log.warning("%s; polling %s every %.0f s instead", exc, self.root, POLL_FALLBACK)
             self.mode = "polling"
             self._poll()
         finally:
+            self.armed = None
             self.inotify = None
             ino.close()
+
+    def quiet(self) -> bool:
+        """Whether every change inotify reported has been told (on_change
+        returned) and none waits: then records rescanned by a full scan begun
+        after :attr:`armed` hold the tree as it is.  (The event of a write is
+        queued when the write returns; a file written and still open is not
+        reported until closed: the poll's full scan finds it.)"""
+        ino = self.inotify
+        if ino is None or self.armed is None or self.stop.is_set():
+            return False
+        try:  # first the queue, then busy: a read between the two leaves busy set
+            waiting = bool(select.select([ino.fd], [], [], 0)[0])
+        except (OSError, ValueError):
+            return False
+        return not waiting and not self._busy
 
     def _watch(self, ino: Inotify) -> None:
         while not self.stop.is_set():
             ready, _, _ = select.select([ino.fd], [], [], IDLE_WAKE)
             if not ready:
                 continue
-            changed, paths = ino.read(set())
-            if not changed:
-                continue
-            first = last = time.monotonic()
-            while not self.stop.is_set():  # debounce the burst
-                ready, _, _ = select.select([ino.fd], [], [], DEBOUNCE)
-                now = time.monotonic()
-                if ready:
-                    more, paths = ino.read(paths)
-                    if more:
-                        last = now
-                if now - last >= DEBOUNCE or now - first >= MAX_DELAY:
-                    break
-            if paths is not None and "" in paths:
-                paths = None  # the root itself: everything
-            if paths is not None and self.not_ours is not None:
-                named, paths = len(paths), self.not_ours(paths)
-                if len(paths) < named:
-                    log.debug("watcher: %d path(s) as this node's links wrote them, not rescanned",
-                              named - len(paths))  # fmt: skip
-                if not paths:
-                    continue
-            self.on_change(paths)
+            self._busy = True
+            try:
+                self._burst(ino)
+            except BaseException:
+                self.armed = None  # (before busy clears: never quiet with a change untold)
+                raise
+            finally:
+                self._busy = False
+
+    def _burst(self, ino: Inotify) -> None:
+        """Read a burst of events (debounced) and tell what changed."""
+        changed, paths = ino.read(set())
+        if not changed:
+            return
+        first = last = time.monotonic()
+        while not self.stop.is_set():  # debounce the burst
+            ready, _, _ = select.select([ino.fd], [], [], DEBOUNCE)
+            now = time.monotonic()
+            if ready:
+                more, paths = ino.read(paths)
+                if more:
+                    last = now
+            if now - last >= DEBOUNCE or now - first >= MAX_DELAY:
+                break
+        if paths is not None and "" in paths:
+            paths = None  # the root itself: everything
+        if paths is not None and self.not_ours is not None:
+            named, paths = len(paths), self.not_ours(paths)
+            if len(paths) < named:
+                log.debug("watcher: %d path(s) as this node's links wrote them, not rescanned",
+                          named - len(paths))  # fmt: skip
+            if not paths:
+                return
+        self.on_change(paths)
 
     def _poll(self) -> None:
         while not self.stop.wait(POLL_FALLBACK):
