@@ -66,6 +66,45 @@ def _reconciled(peer: str, box: list, group: str = MAIN) -> SessionResult:
     return SessionResult(peer=peer, ok=ok, error=error, protocol=2, live=True, group=group)
 
 
+def _inside(root: str, path: str) -> str | None:
+    """``path`` relative to ``root`` (both resolved), when strictly inside it."""
+    rel = os.path.relpath(os.path.realpath(path), root)
+    if rel == "." or rel == ".." or rel.startswith(".." + os.sep):
+        return None
+    return rel.replace(os.sep, "/")
+
+
+def _literal(path: str) -> str:
+    """A glob pattern that matches ``path`` alone (fnmatch: a wildcard in brackets)."""
+    return "".join(f"[{c}]" if c in "*?[" else c for c in path)
+
+
+def state_paths(cfg: Config, group: Group) -> tuple[frozenset[str], tuple[str, ...]]:
+    """Every group's owsync state under ``group``'s directory, relative to it:
+    the files beside each database (the database, its journal, lock, temp
+    and set-aside copies) and each version store ('dir/')."""
+    root = os.path.realpath(group.sync_dir)
+    files: set[str] = set()
+    dirs: list[str] = []
+    for g in cfg.all_groups():
+        for f in database.own_files(cfg.group_database(g.name)):
+            if (rel := _inside(root, f)) is not None:
+                files.add(rel)
+        if (rel := _inside(root, cfg.group_versions_path(g.name))) is not None:
+            dirs.append(rel + "/")
+    return frozenset(files), tuple(dirs)
+
+
+def group_filter(cfg: Config, group: Group) -> Filter:
+    """The group's filter, refusing every group's owsync state inside its
+    directory too (another group's database or version store there is never
+    synced, as its own never was)."""
+    files, dirs = state_paths(cfg, group)
+    exclude = [*group.exclude, *(_literal(f) for f in sorted(files)),
+               *(_literal(d) + "*" for d in dirs)]  # fmt: skip
+    return Filter(list(group.include), exclude)
+
+
 class Node(Protocol):
     """What a group uses of the daemon that runs it: the node's own."""
 
@@ -303,7 +342,7 @@ class SyncGroup:
         return Context(
             root=group.sync_dir,
             db_path=cfg.group_database(self.name),
-            filter=Filter(list(group.include), list(group.exclude)),
+            filter=group_filter(cfg, group),
             cipher=self.node.cipher,
             max_file_size=cfg.max_file_size,
             clock=self.node.clock,
@@ -433,8 +472,11 @@ class SyncGroup:
         stop = threading.Event()
         # only the directories its patterns can match: not all of /etc for passwd
         scope = Filter(self.group.include, self.group.exclude)
+        # and no news of any group's owsync state in its tree (never synced)
+        files, dirs = state_paths(self.cfg, self.group)
+        ignore = (lambda rel: rel in files or rel.startswith(dirs)) if files or dirs else None
         self.watcher = Watcher(self.group.sync_dir, self.local_change, stop, self.local.not_placed,
-                               scope=scope)  # fmt: skip
+                               scope=scope, ignore=ignore)  # fmt: skip
         self.watcher.start()
 
     def _current(self, full_at: float | None) -> bool:
