@@ -258,23 +258,29 @@ class Daemon:
         exclude: Peer | None = None,
         exclude_host: str | None = None,
         reconcile: bool = False,
+        full: bool | None = None,
     ) -> list:
         """Start sessions in every running group; with ``wait``, return their
         results once they end.  KeyError for an unknown ``peer``.
 
-        A full reconcile rescans each group first: the groups' are started
-        side by side, so that one group's rescan overlaps another's exchange
-        with the peer (three groups then cost about what one holding the
-        same files does)."""
+        A live link's reconcile rescans the group's tree first: always with
+        ``full`` (by default, a ``reconcile``: the poll, the safety net),
+        else unless its watcher has told every change (an asked sync: then
+        records and the tree agree).  Groups that rescan are started side by
+        side, so that one group's rescan overlaps another's exchange with
+        the peer; those that need none start at once, without a thread."""
         if peer is not None:
             self.main.find_peers(peer)  # KeyError here, not in a thread
+        if full is None:
+            full = reconcile
         groups = [g for g in list(self.groups.values()) if g.running]
         started: list = [None] * len(groups)
 
         def start(i: int) -> None:
-            started[i] = groups[i].start_sync(peer, manual, wait, exclude, reconcile)
+            started[i] = groups[i].start_sync(peer, manual, wait, exclude, reconcile, full)
 
-        if len(groups) > 1 and (manual or wait or reconcile):
+        slow = manual or wait or reconcile
+        if len(groups) > 1 and slow and sum(g.needs_rescan(full) for g in groups) > 1:
             threads = [threading.Thread(target=start, args=(i,), name="owsync-group-sync")
                        for i in range(1, len(groups))]  # fmt: skip
             for t in threads:
@@ -325,7 +331,7 @@ class Daemon:
 
         def reconcile() -> None:
             began = time.monotonic()
-            results = self.request_sync(manual=True, wait=True)
+            results = self.request_sync(manual=True, wait=True, full=True)
             self.vrrp_roles.reconciled(name, gen, time.time())
             peers = {r.peer for r in results}
             ok = sum(1 for p in peers if all(r.ok for r in results if r.peer == p))

@@ -86,6 +86,13 @@ class LocalNode:
         # so that the watcher's news of those writes costs no rescan
         self._placed: dict[str, Signature | None] = {}
         self._placed_root = ""
+        # time.monotonic() when the last full rescan that succeeded began
+        # (None: none since a rescan failed or the configuration changed)
+        self.full_at: float | None = None
+        # whether the records as last saved here hold the tree as it is now,
+        # given when the last full rescan began: the group's watcher says so
+        # when it is live and everything it saw has been rescanned
+        self.current: Callable[[float | None], bool] = lambda full_at: False
 
     def _ctx(self):
         return self._ctx_for(STEP_LOCK_WAIT)
@@ -130,6 +137,7 @@ class LocalNode:
         with self._mutex:
             self._records, self._db_sig, self._store = {}, None, None
             self._placed = {}
+        self.full_at = None
 
     def _note_placed(self, root: str, r: Replica, result: SessionResult) -> None:
         removed = set(result.removed)
@@ -183,22 +191,40 @@ class LocalNode:
         """Note local changes (of ``paths``, or of the whole tree): the changed
         records.  ``first``: the daemon's first scan, before any link stages
         a file (every temp file left is then stale)."""
+        began = time.monotonic()
         ctx = self._ctx()
         r = Replica(ctx, journal=True, temps_older_than=0.0 if first else STALE_TEMP_AGE)
-        r.lock_dir(ctx.lock_timeout)
         try:
-            known = self.records()  # as last seen: a session may have saved since
-            cached = self._cached(ctx.db_path)
-            r.use_cached(cached, self._cached_store(ctx))
-            r.open(paths)
+            r.lock_dir(ctx.lock_timeout)
+            try:
+                known = self.records()  # as last seen: a session may have saved since
+                cached = self._cached(ctx.db_path)
+                r.use_cached(cached, self._cached_store(ctx))
+                r.open(paths)
+            except BaseException:
+                r.unlock_dir()
+                raise
+            self._apply_sent(r)
+            # reloaded (someone saved since): what changed is anywhere
+            touched = None if r.touched is None or cached is None else set(r.touched)
+            r.close(on_saved=lambda: self._remember(ctx.db_path, r))
         except BaseException:
-            r.unlock_dir()
+            self.full_at = None  # what it was to look at is still to be looked at
             raise
-        self._apply_sent(r)
-        # reloaded (someone saved since): what changed is anywhere
-        touched = None if r.touched is None or cached is None else set(r.touched)
-        r.close(on_saved=lambda: self._remember(ctx.db_path, r))
+        if paths is None:
+            self.full_at = began
         return _changed(known, r.records, touched)
+
+    def refresh(self) -> list[Record]:
+        """Before a full reconcile: rescan the whole tree (the changed
+        records), unless the records are known to hold it already (the
+        watcher is live and has told every change, nobody else saved the
+        database since, and a full rescan began after the watcher was)."""
+        if self.loaded() and self.current(self.full_at):
+            db_path = self._ctx().db_path
+            if self._cached(db_path) is not None:
+                return []
+        return self.rescan(None)
 
     def apply(
         self,
@@ -418,6 +444,13 @@ class Mesh:
         self.broadcast(changed, None)
         return changed
 
+    def refresh(self) -> list[Record]:
+        """Bring the records up to date before a full reconcile (a rescan,
+        unless they are known to be: :meth:`LocalNode.refresh`)."""
+        changed = self.local.refresh()
+        self.broadcast(changed, None)
+        return changed
+
     def run_link(self, ch: Channel, ctx, keys, offer: lv.PeerLive, initiator: bool, label: str,
                  rest: bytes) -> Link:  # fmt: skip
         """Drive a link on a connection whose Hellos offered one, until it ends
@@ -597,6 +630,12 @@ class Link(Driver[lv.Event]):
         wait = BATCH_SECONDS if self._batch else lv.PING_SECONDS
         self.ch.idle_timeout = wait
         try:
+            # what finished() queued (a batch put in place ACKs a reconcile)
+            # leaves before the wait, not at the next PING
+            if self.out:
+                self.sent(self.out.drain(self.ch))
+            if not self.out:  # all of it on the channel: what the socket takes
+                self.ch.try_flush()  # goes now, else the wait wakes at once for it
             data = self.ch.pump_bytes()
         except PeerTimeout:
             data = b""
@@ -836,8 +875,7 @@ class Link(Driver[lv.Event]):
         self.stats.reconciles += 1
         self.stats.last_reconcile = time.time()
         if reply and self._open():  # the peer's reconcile asks for ours: the whole state
-            changed = self.mesh.local.rescan(None)
-            self.mesh.broadcast(changed, None)
+            self.mesh.refresh()
             self._tell(list(self.mesh.local.records().values()), initial=True)
             self.out.put(later(self.m.index_end, ident, False))
         # ours, when it answers a reconcile we started; else the peer's, to ACK

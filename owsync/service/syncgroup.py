@@ -66,6 +66,45 @@ def _reconciled(peer: str, box: list, group: str = MAIN) -> SessionResult:
     return SessionResult(peer=peer, ok=ok, error=error, protocol=2, live=True, group=group)
 
 
+def _inside(root: str, path: str) -> str | None:
+    """``path`` relative to ``root`` (both resolved), when strictly inside it."""
+    rel = os.path.relpath(os.path.realpath(path), root)
+    if rel == "." or rel == ".." or rel.startswith(".." + os.sep):
+        return None
+    return rel.replace(os.sep, "/")
+
+
+def _literal(path: str) -> str:
+    """A glob pattern that matches ``path`` alone (fnmatch: a wildcard in brackets)."""
+    return "".join(f"[{c}]" if c in "*?[" else c for c in path)
+
+
+def state_paths(cfg: Config, group: Group) -> tuple[frozenset[str], tuple[str, ...]]:
+    """Every group's owsync state under ``group``'s directory, relative to it:
+    the files beside each database (the database, its journal, lock, temp
+    and set-aside copies) and each version store ('dir/')."""
+    root = os.path.realpath(group.sync_dir)
+    files: set[str] = set()
+    dirs: list[str] = []
+    for g in cfg.all_groups():
+        for f in database.own_files(cfg.group_database(g.name)):
+            if (rel := _inside(root, f)) is not None:
+                files.add(rel)
+        if (rel := _inside(root, cfg.group_versions_path(g.name))) is not None:
+            dirs.append(rel + "/")
+    return frozenset(files), tuple(dirs)
+
+
+def group_filter(cfg: Config, group: Group) -> Filter:
+    """The group's filter, refusing every group's owsync state inside its
+    directory too (another group's database or version store there is never
+    synced, as its own never was)."""
+    files, dirs = state_paths(cfg, group)
+    exclude = [*group.exclude, *(_literal(f) for f in sorted(files)),
+               *(_literal(d) + "*" for d in dirs)]  # fmt: skip
+    return Filter(list(group.include), exclude)
+
+
 class Node(Protocol):
     """What a group uses of the daemon that runs it: the node's own."""
 
@@ -286,6 +325,7 @@ class SyncGroup:
         # live links with peer daemons; `local` is the directory between sessions
         self._step_ctx: Context | None = None
         self.local = LocalNode(self._step_context)
+        self.local.current = self._current
         self.mesh = Mesh(node.node_id, self.local, self._applied)
         self.mesh.on_up = self._link_up
         self.mesh.is_current = lambda ctx: ctx is self.ctx_in or ctx is self.ctx_out
@@ -302,7 +342,7 @@ class SyncGroup:
         return Context(
             root=group.sync_dir,
             db_path=cfg.group_database(self.name),
-            filter=Filter(list(group.include), list(group.exclude)),
+            filter=group_filter(cfg, group),
             cipher=self.node.cipher,
             max_file_size=cfg.max_file_size,
             clock=self.node.clock,
@@ -432,9 +472,26 @@ class SyncGroup:
         stop = threading.Event()
         # only the directories its patterns can match: not all of /etc for passwd
         scope = Filter(self.group.include, self.group.exclude)
+        # and no news of any group's owsync state in its tree (never synced)
+        files, dirs = state_paths(self.cfg, self.group)
+        ignore = (lambda rel: rel in files or rel.startswith(dirs)) if files or dirs else None
         self.watcher = Watcher(self.group.sync_dir, self.local_change, stop, self.local.not_placed,
-                               scope=scope)  # fmt: skip
+                               scope=scope, ignore=ignore)  # fmt: skip
         self.watcher.start()
+
+    def _current(self, full_at: float | None) -> bool:
+        """Whether the records hold the tree as it is, with no rescan: the
+        watcher is live (inotify), has told every change it saw, and the last
+        full rescan began after its watches were in place."""
+        w = self.watcher
+        armed = w.armed if w is not None else None
+        if w is None or armed is None or full_at is None:
+            return False
+        return full_at >= armed and w.quiet()
+
+    def needs_rescan(self, full: bool = False) -> bool:
+        """Whether a reconcile now would rescan the tree (``full``: always)."""
+        return full or not (self.local.loaded() and self._current(self.local.full_at))
 
     # --- which peers -------------------------------------------------------
 
@@ -597,11 +654,13 @@ class SyncGroup:
         wait: bool = False,
         exclude: Peer | None = None,
         reconcile: bool = False,
+        full: bool = False,
     ) -> tuple[list[str], list[Callable[[], SessionResult]]]:
         """Start sessions (and live reconciles): the peers asked, and with
         ``wait`` a function per peer that waits for its result.  KeyError for
         an unknown ``peer``.  A peer the group is not synced with (absent,
-        v1) is left to the poll."""
+        v1) is left to the poll.  A live reconcile rescans the tree first,
+        unless the watcher has told every change (``full``: in any case)."""
         targets = self.find_peers(peer) if peer else list(self.workers.values())
         targets = [w for w in targets if w.peer != exclude]
         if manual or wait:
@@ -615,7 +674,7 @@ class SyncGroup:
             if manual or wait or reconcile:  # a full reconcile, both ways
                 linked.append((w, link))
         if linked:
-            self.rescan()  # once, for every link's reconcile
+            self.rescan(full)  # once, for every link's reconcile
         links = [(w, link.reconcile()) for w, link in linked]
         waits: list[Callable[[], SessionResult]] = []
         for w in targets:
@@ -659,11 +718,15 @@ class SyncGroup:
             raise KeyError(name)
         return found
 
-    def rescan(self) -> None:
+    def rescan(self, full: bool = True) -> None:
         """Rescan the tree and tell the live links what changed, before their
-        reconciles (a failure is the next poll's to catch up)."""
+        reconciles (a failure is the next poll's to catch up).  Not ``full``:
+        only if the watcher has not told every change (:meth:`_current`)."""
         try:
-            self.mesh.local_change(None)
+            if full:
+                self.mesh.local_change(None)
+            else:
+                self.mesh.refresh()
         except Exception as exc:  # a busy lock, a disk error
             log.warning("rescan before a reconcile failed: %s", exc)
 

@@ -59,8 +59,14 @@ class Inotify:
     """A recursive inotify watch on a directory tree (hidden directories
     skipped), on the directories ``scope`` says can hold a synced path."""
 
-    def __init__(self, root: str, scope: Filter | None = None) -> None:
+    def __init__(
+        self, root: str, scope: Filter | None = None, ignore: Callable[[str], bool] | None = None
+    ) -> None:
+        """``ignore``: the relative paths (files, and directories as 'a/b/')
+        whose news is not wanted, nor their directories watched: owsync's own
+        state inside the tree."""
         self.root = root
+        self._ignore = ignore
         # which directories to watch ('a/b/', relative): all, or where scope can match
         self._descend = scope.may_hold if scope is not None and not scope.whole_tree else None
         try:
@@ -97,10 +103,15 @@ class Inotify:
 
     def wanted(self, path: str) -> bool:
         """Whether directory ``path`` (absolute, under the root) is to be watched."""
-        if self._descend is None:
+        if self._descend is None and self._ignore is None:
             return True
         rel = os.path.relpath(path, self.root)
-        return rel == "." or self._descend(rel.replace(os.sep, "/") + "/")
+        if rel == ".":
+            return True
+        rel = rel.replace(os.sep, "/") + "/"
+        if self._ignore is not None and self._ignore(rel):
+            return False
+        return self._descend is None or self._descend(rel)
 
     def add_tree(self, root: str) -> None:
         if not self.wanted(root):
@@ -137,6 +148,10 @@ class Inotify:
                 name_s = os.fsdecode(name)
                 if name_s.startswith(".owsync-"):
                     continue  # our own temp files
+                if self._ignore is not None and wd in self._paths:
+                    rel = os.path.relpath(os.path.join(self._paths[wd], name_s), self.root)
+                    if self._ignore(rel.replace(os.sep, "/")):
+                        continue  # owsync's state (a database, its journal, a store)
                 changed = True
                 if mask & IN_Q_OVERFLOW or wd not in self._paths:
                     paths = None
@@ -160,6 +175,7 @@ class Watcher(threading.Thread):
         stop: threading.Event,
         not_ours: Callable[[set[str]], set[str]] | None = None,
         scope: Filter | None = None,
+        ignore: Callable[[str], bool] | None = None,
     ) -> None:
         """``not_ours``: of the paths events named, those that are not this
         node's own writes, exactly as it made them (those need no rescan).
@@ -168,59 +184,94 @@ class Watcher(threading.Thread):
         super().__init__(name="owsync-watcher", daemon=True)
         self.root = root
         self.scope = scope
+        self.ignore = ignore  # owsync's own state in the tree (Inotify's ``ignore``)
         self.inotify: Inotify | None = None  # while it watches (its watch count: status)
         self.on_change = on_change
         self.not_ours = not_ours
         self.stop = stop
         self.mode = "inotify"
+        # time.monotonic() once every watch is in place (None: not yet, or
+        # polling): what changed before that, only a full scan begun since finds
+        self.armed: float | None = None
+        self._busy = False  # events read and not yet told (on_change returned)
 
     def run(self) -> None:
         try:
-            ino = Inotify(self.root) if self.scope is None else Inotify(self.root, self.scope)
+            scoped = self.scope is not None or self.ignore is not None
+            ino = Inotify(self.root, self.scope, self.ignore) if scoped else Inotify(self.root)
         except InotifyUnavailable as exc:
             log.warning("%s; polling %s every %.0f s instead", exc, self.root, POLL_FALLBACK)
             self.mode = "polling"
             self._poll()
             return
         self.inotify = ino
+        self.armed = time.monotonic()
         try:
             self._watch(ino)
         except InotifyUnavailable as exc:
+            self.armed = None  # a new directory may have gone unwatched
             log.warning("%s; polling %s every %.0f s instead", exc, self.root, POLL_FALLBACK)
             self.mode = "polling"
             self._poll()
         finally:
+            self.armed = None
             self.inotify = None
             ino.close()
+
+    def quiet(self) -> bool:
+        """Whether every change inotify reported has been told (on_change
+        returned) and none waits: then records rescanned by a full scan begun
+        after :attr:`armed` hold the tree as it is.  (The event of a write is
+        queued when the write returns; a file written and still open is not
+        reported until closed: the poll's full scan finds it.)"""
+        ino = self.inotify
+        if ino is None or self.armed is None or self.stop.is_set():
+            return False
+        try:  # first the queue, then busy: a read between the two leaves busy set
+            waiting = bool(select.select([ino.fd], [], [], 0)[0])
+        except (OSError, ValueError):
+            return False
+        return not waiting and not self._busy
 
     def _watch(self, ino: Inotify) -> None:
         while not self.stop.is_set():
             ready, _, _ = select.select([ino.fd], [], [], IDLE_WAKE)
             if not ready:
                 continue
-            changed, paths = ino.read(set())
-            if not changed:
-                continue
-            first = last = time.monotonic()
-            while not self.stop.is_set():  # debounce the burst
-                ready, _, _ = select.select([ino.fd], [], [], DEBOUNCE)
-                now = time.monotonic()
-                if ready:
-                    more, paths = ino.read(paths)
-                    if more:
-                        last = now
-                if now - last >= DEBOUNCE or now - first >= MAX_DELAY:
-                    break
-            if paths is not None and "" in paths:
-                paths = None  # the root itself: everything
-            if paths is not None and self.not_ours is not None:
-                named, paths = len(paths), self.not_ours(paths)
-                if len(paths) < named:
-                    log.debug("watcher: %d path(s) as this node's links wrote them, not rescanned",
-                              named - len(paths))  # fmt: skip
-                if not paths:
-                    continue
-            self.on_change(paths)
+            self._busy = True
+            try:
+                self._burst(ino)
+            except BaseException:
+                self.armed = None  # (before busy clears: never quiet with a change untold)
+                raise
+            finally:
+                self._busy = False
+
+    def _burst(self, ino: Inotify) -> None:
+        """Read a burst of events (debounced) and tell what changed."""
+        changed, paths = ino.read(set())
+        if not changed:
+            return
+        first = last = time.monotonic()
+        while not self.stop.is_set():  # debounce the burst
+            ready, _, _ = select.select([ino.fd], [], [], DEBOUNCE)
+            now = time.monotonic()
+            if ready:
+                more, paths = ino.read(paths)
+                if more:
+                    last = now
+            if now - last >= DEBOUNCE or now - first >= MAX_DELAY:
+                break
+        if paths is not None and "" in paths:
+            paths = None  # the root itself: everything
+        if paths is not None and self.not_ours is not None:
+            named, paths = len(paths), self.not_ours(paths)
+            if len(paths) < named:
+                log.debug("watcher: %d path(s) as this node's links wrote them, not rescanned",
+                          named - len(paths))  # fmt: skip
+            if not paths:
+                return
+        self.on_change(paths)
 
     def _poll(self) -> None:
         while not self.stop.wait(POLL_FALLBACK):
