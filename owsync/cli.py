@@ -32,6 +32,7 @@ from .service.config import (
     Group,
     apply_setting,
     check_overlap,
+    group_filter,
     load_file,
 )
 
@@ -255,7 +256,7 @@ def make_context(cfg: Config, encrypted: bool = True, group: Group | None = None
     return Context(
         root=g.sync_dir,
         db_path=cfg.group_database(g.name),
-        filter=Filter(list(g.include), list(g.exclude)),
+        filter=group_filter(cfg, g),  # every group's owsync state in its tree left out
         cipher=make_cipher(key),
         max_file_size=cfg.max_file_size,
         clock=CLOCK,

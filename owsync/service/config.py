@@ -34,6 +34,7 @@ from ..core.settings import (
     Setting,
     is_group_name,
 )
+from ..io.database import own_files
 
 MAX_PEERS = 16
 CONTROL_DIR = "/var/run/owsync"  # control sockets, one per database (so per daemon)
@@ -460,3 +461,42 @@ def load_file(path: str) -> Config:
             f"{path} holds the encryption key and others can read it: chmod 600 {path}"
         )
     return cfg
+
+
+def _inside(root: str, path: str) -> str | None:
+    """``path`` relative to ``root`` (both resolved), when strictly inside it."""
+    rel = os.path.relpath(os.path.realpath(path), root)
+    if rel == "." or rel == ".." or rel.startswith(".." + os.sep):
+        return None
+    return rel.replace(os.sep, "/")
+
+
+def _literal(path: str) -> str:
+    """A glob pattern that matches ``path`` alone (fnmatch: a wildcard in brackets)."""
+    return "".join(f"[{c}]" if c in "*?[" else c for c in path)
+
+
+def state_paths(cfg: Config, group: Group) -> tuple[frozenset[str], tuple[str, ...]]:
+    """Every group's owsync state under ``group``'s directory, relative to it:
+    the files beside each database (the database, its journal, lock, temp
+    and set-aside copies) and each version store ('dir/')."""
+    root = os.path.realpath(group.sync_dir)
+    files: set[str] = set()
+    dirs: list[str] = []
+    for g in cfg.all_groups():
+        for f in own_files(cfg.group_database(g.name)):
+            if (rel := _inside(root, f)) is not None:
+                files.add(rel)
+        if (rel := _inside(root, cfg.group_versions_path(g.name))) is not None:
+            dirs.append(rel + "/")
+    return frozenset(files), tuple(dirs)
+
+
+def group_filter(cfg: Config, group: Group) -> Filter:
+    """The group's filter, refusing every group's owsync state inside its
+    directory too (another group's database or version store there is never
+    synced, as its own never was)."""
+    files, dirs = state_paths(cfg, group)
+    exclude = [*group.exclude, *(_literal(f) for f in sorted(files)),
+               *(_literal(d) + "*" for d in dirs)]  # fmt: skip
+    return Filter(list(group.include), exclude)

@@ -27,7 +27,7 @@ from ..core.state import Record
 from ..io import database, net
 from . import status
 from .actions import run_actions
-from .config import MAIN, Config, Group
+from .config import MAIN, Config, Group, group_filter, state_paths
 from .context import Context, SessionResult
 from .engine import restore, run_session
 from .live import LocalNode, Mesh
@@ -64,45 +64,6 @@ def _reconciled(peer: str, box: list, group: str = MAIN) -> SessionResult:
     ok = bool(box) and box[0] is True
     error = "" if ok else (str(box[0]) if box else "stopped")
     return SessionResult(peer=peer, ok=ok, error=error, protocol=2, live=True, group=group)
-
-
-def _inside(root: str, path: str) -> str | None:
-    """``path`` relative to ``root`` (both resolved), when strictly inside it."""
-    rel = os.path.relpath(os.path.realpath(path), root)
-    if rel == "." or rel == ".." or rel.startswith(".." + os.sep):
-        return None
-    return rel.replace(os.sep, "/")
-
-
-def _literal(path: str) -> str:
-    """A glob pattern that matches ``path`` alone (fnmatch: a wildcard in brackets)."""
-    return "".join(f"[{c}]" if c in "*?[" else c for c in path)
-
-
-def state_paths(cfg: Config, group: Group) -> tuple[frozenset[str], tuple[str, ...]]:
-    """Every group's owsync state under ``group``'s directory, relative to it:
-    the files beside each database (the database, its journal, lock, temp
-    and set-aside copies) and each version store ('dir/')."""
-    root = os.path.realpath(group.sync_dir)
-    files: set[str] = set()
-    dirs: list[str] = []
-    for g in cfg.all_groups():
-        for f in database.own_files(cfg.group_database(g.name)):
-            if (rel := _inside(root, f)) is not None:
-                files.add(rel)
-        if (rel := _inside(root, cfg.group_versions_path(g.name))) is not None:
-            dirs.append(rel + "/")
-    return frozenset(files), tuple(dirs)
-
-
-def group_filter(cfg: Config, group: Group) -> Filter:
-    """The group's filter, refusing every group's owsync state inside its
-    directory too (another group's database or version store there is never
-    synced, as its own never was)."""
-    files, dirs = state_paths(cfg, group)
-    exclude = [*group.exclude, *(_literal(f) for f in sorted(files)),
-               *(_literal(d) + "*" for d in dirs)]  # fmt: skip
-    return Filter(list(group.include), exclude)
 
 
 class Node(Protocol):
