@@ -551,7 +551,24 @@ class Link(Driver[lv.Event]):
         event is set when it is done (the box then holds True, or an error)."""
         waiter: tuple[threading.Event, list] = (threading.Event(), [])
         self.post(("reconcile", waiter))
+        if self.done.is_set():  # the link ended meanwhile: no one reads its mail now
+            self._fail_posted()
         return waiter
+
+    def _fail_posted(self) -> None:
+        """Answer the reconciles posted and not taken up: the link has ended."""
+        kept = []
+        while True:
+            try:
+                item = self._inbox.popleft()
+            except IndexError:
+                break
+            if item[0] == "reconcile":
+                item[1][1].append("the link closed before the reconcile completed")
+                item[1][0].set()
+            else:
+                kept.append(item)
+        self._inbox.extend(kept)
 
     # --- the loop ---------------------------------------------------------------
 
@@ -595,6 +612,7 @@ class Link(Driver[lv.Event]):
             self._wake_r.close()
             self._wake_w.close()
             self.done.set()
+            self._fail_posted()  # (after done: a reconcile posted later fails itself)
 
     # --- the driver's hooks -------------------------------------------------------
 

@@ -30,7 +30,7 @@ from .actions import run_actions
 from .config import MAIN, Config, Group, group_filter, state_paths
 from .context import Context, SessionResult
 from .engine import restore, run_session
-from .live import LocalNode, Mesh
+from .live import Link, LocalNode, Mesh
 from .status import SessionHistory
 from .vrrp import VrrpRoles
 from .watcher import Watcher
@@ -57,6 +57,10 @@ def backoff_delay(failures: int) -> float:
     """Exponential backoff, capped, with jitter (50-100% of the step)."""
     step = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** max(0, failures - 1))
     return step * _uniform(0.5, 1.0)
+
+
+# how many links a waited-for reconcile follows when one gives way to another
+RECONCILE_RELINKS = 3
 
 
 def _reconciled(peer: str, box: list, group: str = MAIN) -> SessionResult:
@@ -644,16 +648,30 @@ class SyncGroup:
             if waiter is not None:
                 waits.append(self._waiting(str(w.peer), waiter))
         names = [str(w.peer) for w in targets] + [str(w.peer) for w, _ in links]
-        name = self.name
 
-        def link_result(w: PeerWorker, rec: Waiter) -> Callable[[], SessionResult]:
+        def link_result(w: PeerWorker, link: Link, rec: Waiter) -> Callable[[], SessionResult]:
             def get() -> SessionResult:
-                rec[0].wait()
-                return _reconciled(str(w.peer), rec[1], name)
+                return self._link_reconciled(w, link, rec)
 
             return get
 
-        return names, [link_result(w, rec) for w, rec in links] + waits
+        return names, [link_result(w, link, rec) for (w, link), (_, rec) in
+                       zip(linked, links, strict=True)] + waits  # fmt: skip
+
+    def _link_reconciled(self, w: PeerWorker, link: Link, rec: Waiter) -> SessionResult:
+        """Wait for a live reconcile.  A link that ends before it completed
+        because another link to the same node replaced it (both ends
+        connected at once, or the peer reconnected) is no failure: the
+        reconcile is asked again on the link that replaced it."""
+        for _ in range(RECONCILE_RELINKS):
+            rec[0].wait()
+            ok = bool(rec[1]) and rec[1][0] is True
+            new = self.mesh.link_for(w.node) if w.node and not ok else None
+            if new is None or new is link or not link.done.is_set():
+                break
+            log.debug("reconcile with %s: its link gave way to another; asked again there", w.peer)
+            link, rec = new, new.reconcile()
+        return _reconciled(str(w.peer), rec[1], self.name)
 
     def _waiting(self, peer: str, waiter: Waiter) -> Callable[[], SessionResult]:
         name = self.name
