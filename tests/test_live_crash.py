@@ -248,4 +248,7 @@ def test_every_call_of_the_live_step_goes_through_its_crash_point(live):
         s.stop()
     bad = unpointed_calls(out, node_files(s.work, "b"), trace)
     assert not bad, "calls without their crash point:\n" + "\n".join(bad[:20])
-    assert {name for name, _ in traced(trace)} == expected_points("live")
+    # a temp file staged, then discarded as B's own edit turned out newer:
+    # only when strace slows B at that moment (as after a crash, above)
+    seen, want = {name for name, _ in traced(trace)}, expected_points("live")
+    assert want <= seen <= want | {"syncdir.unlink.temp"}, (want - seen, seen - want)
