@@ -215,16 +215,20 @@ class LocalNode:
             self.full_at = began
         return _changed(known, r.records, touched)
 
+    def up_to_date(self) -> bool:
+        """Whether the records are known to hold the tree as it is: the
+        watcher is live and has told every change, a full rescan began
+        after the watcher was, and nobody else saved the database since."""
+        return (
+            self.loaded()
+            and self.current(self.full_at)
+            and self._cached(self._ctx().db_path) is not None
+        )
+
     def refresh(self) -> list[Record]:
         """Before a full reconcile: rescan the whole tree (the changed
-        records), unless the records are known to hold it already (the
-        watcher is live and has told every change, nobody else saved the
-        database since, and a full rescan began after the watcher was)."""
-        if self.loaded() and self.current(self.full_at):
-            db_path = self._ctx().db_path
-            if self._cached(db_path) is not None:
-                return []
-        return self.rescan(None)
+        records), unless the records are known to hold it (:meth:`up_to_date`)."""
+        return [] if self.up_to_date() else self.rescan(None)
 
     def apply(
         self,

@@ -456,7 +456,7 @@ class SyncGroup:
 
     def needs_rescan(self, full: bool = False) -> bool:
         """Whether a reconcile now would rescan the tree (``full``: always)."""
-        return full or not (self.local.loaded() and self._current(self.local.full_at))
+        return full or not self.local.up_to_date()
 
     # --- which peers -------------------------------------------------------
 
@@ -665,13 +665,16 @@ class SyncGroup:
         reconcile is asked again on the link that replaced it."""
         for _ in range(RECONCILE_RELINKS):
             rec[0].wait()
-            ok = bool(rec[1]) and rec[1][0] is True
-            new = self.mesh.link_for(w.node) if w.node and not ok else None
+            result = _reconciled(str(w.peer), rec[1], self.name)
+            new = self.mesh.link_for(w.node) if w.node and not result.ok else None
             if new is None or new is link or not link.done.is_set():
                 break
             log.debug("reconcile with %s: its link gave way to another; asked again there", w.peer)
             link, rec = new, new.reconcile()
-        return _reconciled(str(w.peer), rec[1], self.name)
+        else:
+            rec[0].wait()
+            result = _reconciled(str(w.peer), rec[1], self.name)
+        return result
 
     def _waiting(self, peer: str, waiter: Waiter) -> Callable[[], SessionResult]:
         name = self.name
